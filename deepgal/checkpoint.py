@@ -1,0 +1,108 @@
+"""Self-describing checkpoints: weights, optimiser/scheduler/RNG state, config and metrics.
+
+Layout of a training output folder's ``checkpoints/``:
+
+- ``epoch_003.pt`` ... kept every ``checkpoint_every`` epochs and at the end, for selection;
+- ``last.pt``: the newest resumable state (end of the last epoch, or where Ctrl-C stopped it).
+
+Every file is written atomically and loaded with ``weights_only=True``: a checkpoint is data,
+never code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .utils import atomic_torch_save
+
+log = logging.getLogger(__name__)
+FORMAT_VERSION = 1
+_EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used; the message names the file."""
+
+
+def fingerprint(config: dict) -> str:
+    """Stable short hash of everything that must match for a resume to be valid."""
+    blob = json.dumps(config, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def epoch_path(ckpt_dir: Path, epoch: int) -> Path:
+    return Path(ckpt_dir) / f"epoch_{epoch:03d}.pt"
+
+
+def save(path: str | Path, state: dict[str, Any]) -> None:
+    """Write ``state`` (plain Python containers and tensors only) atomically."""
+    atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; corrupt, truncated or code-carrying files raise CheckpointError."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
+            ValueError) as e:
+        # weights_only refuses pickles that would run code: that lands here too, by design.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint ({first})") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        raise CheckpointError(f"{path}: not a deepgal checkpoint (no 'model' weights inside)")
+    return ckpt
+
+
+def list_epochs(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
+    """Kept epoch checkpoints as [(epoch, path)], oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = []
+    for p in ckpt_dir.iterdir():
+        m = _EPOCH_FILE.match(p.name)
+        if m:
+            found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+def find_resumable(ckpt_dir: str | Path, want_fingerprint: str) -> dict[str, Any] | None:
+    """The newest loadable checkpoint made with the same config, else None.
+
+    Tries ``last.pt`` first, then the kept epochs newest first, so a corrupt ``last.pt`` falls
+    back to the previous good file. A checkpoint of a different config is never resumed.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    candidates = [ckpt_dir / "last.pt"] + [p for _, p in reversed(list_epochs(ckpt_dir))]
+    for path in candidates:
+        if not path.exists():
+            continue
+        try:
+            ckpt = load(path)
+        except CheckpointError as e:
+            log.warning("skipping %s; trying the previous checkpoint", e)
+            continue
+        if ckpt.get("fingerprint") != want_fingerprint:
+            log.info("%s was made with a different config: starting over", path)
+            return None
+        return ckpt
+    return None
+
+
+def clear(ckpt_dir: str | Path) -> None:
+    """Remove every checkpoint of a previous config before training from scratch."""
+    ckpt_dir = Path(ckpt_dir)
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.glob("*.pt"):
+            p.unlink()

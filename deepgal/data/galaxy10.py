@@ -1,0 +1,189 @@
+"""The Galaxy10 DECaLS HDF5 layout, in one place.
+
+``Galaxy10_DECals.h5`` (Leung & Bovy, astroNN) holds:
+
+- ``images``: uint8 (N, H, W, 3), g/r/z colour composites (H = W = 256 in the real set);
+- ``ans``: integer labels (N,), 0..9 in the astroNN order of :data:`CLASS_NAMES`;
+- optional ``ra``, ``dec``, ``redshift``, ``pxscale``: float (N,).
+
+Every stage reads this one format, whether the file came from Zenodo or from the synthetic
+renderer, and :func:`validate` checks a file before any long work starts.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+CLASS_NAMES: tuple[str, ...] = (
+    "Disturbed",
+    "Merging",
+    "Round Smooth",
+    "In-between Round Smooth",
+    "Cigar Shaped Smooth",
+    "Barred Spiral",
+    "Unbarred Tight Spiral",
+    "Unbarred Loose Spiral",
+    "Edge-on without Bulge",
+    "Edge-on with Bulge",
+)
+NUM_CLASSES = len(CLASS_NAMES)
+# Class counts of the real Galaxy10 DECaLS file (17,736 images), astroNN docs.
+REAL_CLASS_COUNTS: tuple[int, ...] = (1081, 1853, 2645, 2027, 334, 2043, 1829, 2628, 1423, 1873)
+IMAGES_KEY = "images"
+LABELS_KEY = "ans"
+OPTIONAL_KEYS = ("ra", "dec", "redshift", "pxscale")
+# Rows read per HDF5 request: large enough to amortise per-call overhead, small enough that a
+# chunk of 256 px images stays ~200 MB.
+READ_CHUNK = 1024
+
+
+class Galaxy10FormatError(ValueError):
+    """A file that does not follow the Galaxy10 layout; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class Galaxy10Info:
+    """Summary of a validated file."""
+
+    path: str
+    n_images: int
+    height: int
+    width: int
+    class_counts: tuple[int, ...]
+    optional_keys: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "n_images": self.n_images,
+            "image_size": [self.height, self.width],
+            "class_counts": {name: c for name, c in zip(CLASS_NAMES, self.class_counts)},
+            "optional_keys": list(self.optional_keys),
+        }
+
+
+def _fail(path: Path, problem: str) -> Galaxy10FormatError:
+    return Galaxy10FormatError(f"{path}: {problem}")
+
+
+def validate(path: str | Path) -> Galaxy10Info:
+    """Check that ``path`` is a readable Galaxy10-layout HDF5 file and summarise it.
+
+    Reads the labels (N,) fully and the first and last image, so a truncated file is caught
+    without reading every pixel. Raises :class:`Galaxy10FormatError` naming the file and the
+    problem; ``FileNotFoundError`` when it does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file; run `dvc repro download` to create it")
+    if not h5py.is_hdf5(path):
+        raise _fail(path, "not an HDF5 file (wrong format or truncated header); "
+                          "delete it and download or render it again")
+    try:
+        with h5py.File(path, "r") as f:
+            return _validate_open(path, f)
+    except OSError as e:  # h5py raises OSError for truncated/corrupt datasets
+        raise _fail(path, f"unreadable HDF5 data ({e}); the file is probably truncated: "
+                          "delete it and download or render it again") from e
+
+
+def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
+    for key in (IMAGES_KEY, LABELS_KEY):
+        if key not in f:
+            raise _fail(path, f"missing dataset '{key}' (found: {sorted(f.keys())}); "
+                              "a Galaxy10 file needs 'images' and 'ans'")
+    images, labels = f[IMAGES_KEY], f[LABELS_KEY]
+    if images.dtype != np.uint8:
+        raise _fail(path, f"'images' has dtype {images.dtype}, expected uint8 (0..255 pixels)")
+    if images.ndim != 4 or images.shape[3] != 3:
+        raise _fail(path, f"'images' has shape {images.shape}, expected (N, H, W, 3)")
+    n, h, w, _ = images.shape
+    if n == 0:
+        raise _fail(path, "'images' holds zero images; nothing to train on")
+    if h < 8 or w < 8:
+        raise _fail(path, f"'images' are {h}x{w} px; at least 8x8 is needed")
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise _fail(path, f"'ans' has shape {labels.shape} and dtype {labels.dtype}, "
+                          "expected integer labels of shape (N,)")
+    if labels.shape[0] != n:
+        raise _fail(path, f"length mismatch: {n} images but {labels.shape[0]} labels in 'ans'")
+    y = labels[:]
+    bad = (y < 0) | (y >= NUM_CLASSES)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise _fail(path, f"label out of range at row {i}: ans[{i}] = {int(y[i])}, "
+                          f"expected 0..{NUM_CLASSES - 1}")
+    optional = []
+    for key in OPTIONAL_KEYS:
+        if key not in f:
+            continue
+        col = f[key]
+        if col.shape != (n,):
+            raise _fail(path, f"'{key}' has shape {col.shape}, expected ({n},)")
+        if col.dtype.kind not in "fiu":
+            raise _fail(path, f"'{key}' has dtype {col.dtype}, expected a number per image")
+        optional.append(key)
+    # Touch the first and last image: a truncated file fails here, not an hour into training.
+    images[0]
+    images[n - 1]
+    counts = np.bincount(y.astype(np.int64), minlength=NUM_CLASSES)
+    return Galaxy10Info(str(path), int(n), int(h), int(w), tuple(int(c) for c in counts),
+                        tuple(optional))
+
+
+def read_labels(path: str | Path) -> np.ndarray:
+    """Labels (N,) int64 of a Galaxy10 file."""
+    with h5py.File(path, "r") as f:
+        return f[LABELS_KEY][:].astype(np.int64)
+
+
+def read_images(path: str | Path, indices: np.ndarray | None = None,
+                chunk: int = READ_CHUNK) -> np.ndarray:
+    """Images (len(indices), H, W, 3) uint8, read in chunks of ``chunk`` rows.
+
+    ``indices`` need not be sorted; rows come back in the order given. Memory stays at the
+    uint8 size of the result plus one chunk: never a float copy.
+    """
+    with h5py.File(path, "r") as f:
+        ds = f[IMAGES_KEY]
+        if indices is None:
+            indices = np.arange(ds.shape[0])
+        indices = np.asarray(indices, dtype=np.int64)
+        out = np.empty((len(indices), *ds.shape[1:]), dtype=np.uint8)
+        order = np.argsort(indices, kind="stable")
+        sorted_idx = indices[order]
+        for start in range(0, len(sorted_idx), chunk):
+            part = sorted_idx[start:start + chunk]
+            lo, hi = int(part[0]), int(part[-1]) + 1
+            # One contiguous read per chunk is far faster than h5py fancy indexing.
+            if hi - lo <= 4 * len(part):
+                block = ds[lo:hi]
+                out[order[start:start + chunk]] = block[part - lo]
+            else:
+                out[order[start:start + chunk]] = ds[part]
+        return out
+
+
+def write_galaxy10(path: str | Path, images: np.ndarray, labels: np.ndarray,
+                   extra: dict[str, np.ndarray] | None = None) -> None:
+    """Write ``images`` (N, H, W, 3) uint8 and ``labels`` (N,) in the Galaxy10 layout, atomically.
+
+    The file appears at ``path`` only once complete (written to ``path.tmp``, then renamed).
+    """
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with h5py.File(tmp, "w") as f:
+            h, w = images.shape[1:3]
+            f.create_dataset(IMAGES_KEY, data=images, dtype=np.uint8,
+                             chunks=(min(len(images), 64), h, w, 3))
+            f.create_dataset(LABELS_KEY, data=np.asarray(labels, dtype=np.uint8))
+            for key, col in (extra or {}).items():
+                f.create_dataset(key, data=col)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)

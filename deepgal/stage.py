@@ -1,0 +1,33 @@
+"""What every stage script shares: logging, params, and turning known failures into one line."""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+from .checkpoint import CheckpointError
+from .config import ConfigError
+from .data.galaxy10 import Galaxy10FormatError
+
+# Failures we can explain in the user's terms. Anything else is a bug: let its traceback show.
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, Galaxy10FormatError, CheckpointError, FileNotFoundError, ValueError,
+)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("alembic", "mlflow", "urllib3", "numba", "matplotlib", "h5py"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(main: Callable[[], int | None], extra_errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Call ``main``; a known error becomes ``error: <message>`` on stderr and exit status 1."""
+    setup_logging()
+    try:
+        code = main()
+    except KNOWN_ERRORS + extra_errors as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code or 0)

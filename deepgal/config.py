@@ -299,6 +299,8 @@ def to_flat_dict(obj, prefix: str = "") -> dict[str, Any]:
     items = dataclasses.asdict(obj).items() if dataclasses.is_dataclass(obj) else obj.items()
     for k, v in items:
         key = f"{prefix}{k}"
+        if dataclasses.is_dataclass(v):
+            v = dataclasses.asdict(v)
         if isinstance(v, dict):
             out.update(to_flat_dict(v, key + "."))
         else:

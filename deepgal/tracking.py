@@ -12,6 +12,7 @@ import contextlib
 import csv
 import fcntl
 import io
+import json
 import logging
 import os
 import subprocess
@@ -248,6 +249,24 @@ class MlflowSink:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._call(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
+    def register_checkpoint(self, path: str | Path, name: str, alias: str = "best") -> dict:
+        """Log ``path`` under ``selected/`` and register it as a model version with ``alias``."""
+        self.log_artifact(path, "selected")
+
+        def register():
+            from mlflow.exceptions import MlflowException
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException:
+                pass  # already registered by an earlier run
+            artifact_uri = self.client.get_run(self.run_id).info.artifact_uri
+            mv = self.client.create_model_version(
+                name, f"{artifact_uri}/selected/{Path(path).name}", run_id=self.run_id)
+            self.client.set_registered_model_alias(name, alias, mv.version)
+            return {"name": name, "version": int(mv.version), "alias": alias}
+
+        return self._call(register)
+
     def finish(self, status: str = "FINISHED") -> list[int]:
         """End the run; returns the epochs that never reached the tracker (the gap)."""
         if self._monitor is not None:
@@ -270,13 +289,15 @@ class MlflowSink:
 
 def open_run(run_file: str | Path) -> MlflowSink | None:
     """Re-open the run of a trained variant (``mlflow_run.json``) for later stages."""
-    import json
     path = Path(run_file)
-    if not mlflow_enabled() or not path.exists():
+    if not path.exists():
         return None
-    info = json.loads(path.read_text())
-    if not info.get("run_id"):
+    return attach(json.loads(path.read_text()).get("run_id"))
+
+
+def attach(run_id: str | None) -> MlflowSink | None:
+    """A sink logging into an existing run without touching its status; None when off."""
+    if not run_id or not mlflow_enabled():
         return None
-    # attach: log into the finished training run without touching its status.
-    return MlflowSink(default_tracking_uri(), info.get("run_name", ""), {}, {},
-                      run_id=info["run_id"], system_metrics=False, attach=True)
+    return MlflowSink(default_tracking_uri(), "", {}, {}, run_id=run_id, system_metrics=False,
+                      attach=True)

@@ -1,0 +1,35 @@
+"""Stage reduce@<variant>: UMAP, t-SNE and PCA of each split's embeddings to 2-D."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from deepgal import config, stage
+from deepgal.reduce import reduce_features
+from deepgal.utils import atomic_write_text, write_json
+
+log = logging.getLogger("reduce")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--features", type=Path, required=True, help="results/<variant>/features.npz")
+    p.add_argument("--out", type=Path, required=True, help="results/<variant>/embeddings.csv")
+    p.add_argument("--timings", type=Path, required=True, help="seconds per method and split")
+    args = p.parse_args()
+    base, cfg = config.load_section("base"), config.load_section("reduce")
+
+    with np.load(args.features, allow_pickle=False) as feats:
+        df, timings = reduce_features(feats, cfg.methods, base.seed, cfg.pca_dims)
+    atomic_write_text(args.out, df.to_csv(index=False))
+    write_json(args.timings, timings)
+    for method, per_split in timings.items():
+        log.info("%s: %s", method, ", ".join(f"{s} {t:.1f}s" for s, t in per_split.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    stage.run(main)

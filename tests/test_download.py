@@ -1,0 +1,295 @@
+"""deepgal.data.download against a real loopback HTTP server with injected faults."""
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deepgal.data import download as download_mod
+from deepgal.data.download import DownloadError, download, sha256_file
+from deepgal.data.galaxy10 import validate, write_galaxy10
+
+from .httpserver import serve_bytes
+
+CHUNK = 4096
+FAST = dict(backoff_s=0.01, chunk_bytes=CHUNK, progress=False, timeout_s=5)
+
+
+@pytest.fixture(scope="module")
+def galaxy(tmp_path_factory) -> tuple[bytes, str]:
+    """A real Galaxy10-layout file of 100 random 32x32 images (~310 kB) and its SHA-256."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("src") / "Galaxy10_DECals.h5"
+    write_galaxy10(path, rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8),
+                   rng.integers(0, 10, 100))
+    data = path.read_bytes()
+    return data, hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def dest(tmp_path) -> Path:
+    return tmp_path / "data" / "Galaxy10_DECals.h5"
+
+
+def part_of(dest: Path) -> Path:
+    return dest.with_name(dest.name + ".part")
+
+
+@pytest.fixture(autouse=True)
+def sleeps(monkeypatch) -> list[float]:
+    """Record back-off waits instead of sleeping; a runaway retry loop fails instead of hanging."""
+    waits: list[float] = []
+
+    def record(seconds: float) -> None:
+        waits.append(seconds)
+        assert len(waits) < 100, "download() is retrying without end"
+
+    monkeypatch.setattr(download_mod, "sleep", record)
+    return waits
+
+
+def test_clean_download_verifies_and_validates(galaxy, dest):
+    data, sha = galaxy
+    with serve_bytes(data) as server:
+        out = download(server.url, dest, sha.upper(), **FAST)  # hex case does not matter
+    assert out == dest and dest.read_bytes() == data
+    assert sha256_file(dest) == sha == hashlib.sha256(dest.read_bytes()).hexdigest()
+    assert validate(dest).n_images == 100
+    assert not part_of(dest).exists()
+    assert [(r.method, r.range, r.status) for r in server.requests] == [("GET", None, 200)]
+
+
+def test_dropped_connection_resumes_with_range(galaxy, dest, sleeps):
+    data, sha = galaxy
+    drop = 8 * CHUNK  # chunk-aligned, so every byte before the cut reaches the disk
+    with serve_bytes(data, drop_after_bytes=[drop]) as server:
+        download(server.url, dest, sha, **FAST)
+    first, second = server.requests
+    assert (first.range, first.bytes_sent) == (None, drop)
+    assert (second.range, second.status) == (f"bytes={drop}-", 206)
+    assert first.bytes_sent + second.bytes_sent == len(data)  # nothing fetched twice
+    assert dest.read_bytes() == data
+    assert sleeps == [0.01]
+
+
+def test_repeated_random_drops_still_complete(galaxy, dest, sleeps):
+    data, sha = galaxy
+    drops = np.random.default_rng(7).integers(1, len(data) // 16, size=8).tolist()
+    drops.insert(3, 100)  # one cut inside the first chunk: no progress that time
+    # Fewer retries than drops: an attempt that adds bytes does not use up a retry.
+    with serve_bytes(data, drop_after_bytes=drops) as server:
+        download(server.url, dest, sha, retries=3, **FAST)
+    assert dest.read_bytes() == data
+    reqs = server.requests
+    assert len(reqs) == len(drops) + 1
+    start = 0
+    for prev, cur in zip(reqs, reqs[1:]):
+        got = int(cur.range.removeprefix("bytes=").rstrip("-")) if cur.range else 0
+        # Resumes from what reached the disk: all sent bytes but a partial last chunk.
+        assert start + prev.bytes_sent - CHUNK < got <= start + prev.bytes_sent
+        start = got
+    assert start + reqs[-1].bytes_sent == len(data)
+
+
+def test_drops_without_progress_use_up_retries(galaxy, dest, sleeps):
+    data, sha = galaxy
+    with serve_bytes(data, drop_after_bytes=10) as server:  # less than a chunk, every time
+        with pytest.raises(DownloadError, match="after 3 attempts"):
+            download(server.url, dest, sha, retries=2, **FAST)
+    assert len(server.requests) == 3
+    assert sleeps == [0.01, 0.02]
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("status", [404, 403, 410])
+def test_client_error_fails_at_once(galaxy, dest, sleeps, status):
+    data, sha = galaxy
+    with serve_bytes(data, status_override=status) as server:
+        with pytest.raises(DownloadError) as err:
+            download(server.url, dest, sha, retries=5, **FAST)
+    msg = str(err.value)
+    assert f"HTTP {status}" in msg and server.url in msg and "not retried" in msg
+    assert len(server.requests) == 1 and sleeps == []
+    assert not dest.exists()
+
+
+def test_server_error_twice_then_ok(galaxy, dest, sleeps):
+    data, sha = galaxy
+    with serve_bytes(data, status_override=[500, 503]) as server:
+        download(server.url, dest, sha, **FAST)
+    assert [r.status for r in server.requests] == [500, 503, 200]
+    assert sleeps == [0.01, 0.02]  # exponential back-off
+    assert dest.read_bytes() == data
+
+
+@pytest.mark.parametrize("status", [500, 502, 429])
+def test_retries_are_bounded(galaxy, dest, sleeps, status):
+    data, sha = galaxy
+    with serve_bytes(data, status_override=status) as server:
+        with pytest.raises(DownloadError) as err:
+            download(server.url, dest, sha, retries=3, **FAST)
+    msg = str(err.value)
+    assert "after 4 attempts" in msg and f"HTTP {status}" in msg and "by hand" in msg
+    assert len(server.requests) == 4 and sleeps == [0.01, 0.02, 0.04]
+    assert not dest.exists()
+
+
+def test_wrong_checksum_leaves_nothing(galaxy, dest):
+    data, sha = galaxy
+    with serve_bytes(data, corrupt=True) as server:
+        with pytest.raises(DownloadError) as err:
+            download(server.url, dest, sha, **FAST)
+    served = hashlib.sha256(bytes(255 - b for b in data)).hexdigest()
+    msg = str(err.value)
+    assert sha in msg and served in msg and "data.sha256" in msg
+    assert not dest.exists() and not part_of(dest).exists()
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_server_ignoring_range_restarts_cleanly(galaxy, dest, sleeps):
+    data, sha = galaxy
+    with serve_bytes(data, drop_after_bytes=[5 * CHUNK], ignore_range=True) as server:
+        download(server.url, dest, sha, **FAST)
+    first, second = server.requests
+    assert second.range == f"bytes={5 * CHUNK}-" and second.status == 200
+    assert dest.read_bytes() == data
+
+
+def test_no_range_support_and_drops_at_same_point_gives_up(galaxy, dest, sleeps):
+    data, sha = galaxy
+    # Each attempt starts over and dies at the same byte: bytes come, but no progress.
+    with serve_bytes(data, drop_after_bytes=5 * CHUNK, ignore_range=True) as server:
+        with pytest.raises(DownloadError, match="after 3 attempts"):
+            download(server.url, dest, sha, retries=2, **FAST)
+    assert [r.bytes_sent for r in server.requests] == [5 * CHUNK] * 3
+
+
+def test_misaligned_content_range_starts_over(galaxy, dest, sleeps):
+    data, sha = galaxy
+    with serve_bytes(data, drop_after_bytes=[5 * CHUNK], misalign_range=True) as server:
+        download(server.url, dest, sha, **FAST)
+    assert [(r.range, r.status) for r in server.requests] == [
+        (None, 200), (f"bytes={5 * CHUNK}-", 206), (None, 200)]
+    assert dest.read_bytes() == data
+
+
+def test_existing_good_file_makes_no_request(galaxy, dest):
+    data, sha = galaxy
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(data)
+    mtime = dest.stat().st_mtime_ns
+    with serve_bytes(data) as server:
+        assert download(server.url, dest, sha, **FAST) == dest
+    assert server.requests == []
+    assert dest.stat().st_mtime_ns == mtime
+
+
+def test_existing_bad_file_is_downloaded_again(galaxy, dest):
+    data, sha = galaxy
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"not the file")
+    with serve_bytes(data) as server:
+        download(server.url, dest, sha, **FAST)
+    assert len(server.requests) == 1 and dest.read_bytes() == data
+
+
+def test_existing_bad_file_kept_until_new_one_verifies(galaxy, dest):
+    data, sha = galaxy
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"old bytes")
+    with serve_bytes(data, status_override=404) as server:
+        with pytest.raises(DownloadError):
+            download(server.url, dest, sha, **FAST)
+    assert dest.read_bytes() == b"old bytes"
+
+
+def test_connection_refused_fails_fast(galaxy, dest):
+    _, sha = galaxy
+    with socket.socket() as sock:  # bound but not listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/Galaxy10_DECals.h5"
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError) as err:
+            download(url, dest, sha, retries=2, **FAST)
+    assert time.monotonic() - t0 < 5
+    msg = str(err.value)
+    assert "after 3 attempts" in msg and url in msg and "network" in msg
+    assert not dest.exists()
+
+
+def test_no_network_with_defaults_waits_under_a_minute(galaxy, dest, sleeps):
+    _, sha = galaxy
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}/x.h5"
+        with pytest.raises(DownloadError, match="after 6 attempts"):
+            download(url, dest, sha, progress=False)
+    assert sleeps == [1, 2, 4, 8, 16] and sum(sleeps) < 60
+
+
+def test_stall_past_read_timeout_is_retried(galaxy, dest, sleeps):
+    data, sha = galaxy
+    with serve_bytes(data, stall_s=[3.0]) as server:
+        download(server.url, dest, sha, **{**FAST, "timeout_s": 0.3})
+    assert len(server.requests) == 2 and dest.read_bytes() == data
+
+
+def test_part_from_earlier_run_is_resumed(galaxy, dest):
+    data, sha = galaxy
+    dest.parent.mkdir(parents=True)
+    part_of(dest).write_bytes(data[:12345])
+    with serve_bytes(data) as server:
+        download(server.url, dest, sha, **FAST)
+    [req] = server.requests
+    assert (req.range, req.status, req.bytes_sent) == ("bytes=12345-", 206, len(data) - 12345)
+    assert dest.read_bytes() == data and not part_of(dest).exists()
+
+
+def test_complete_part_is_just_verified(galaxy, dest):
+    data, sha = galaxy
+    dest.parent.mkdir(parents=True)
+    part_of(dest).write_bytes(data)
+    with serve_bytes(data) as server:
+        download(server.url, dest, sha, **FAST)
+    assert [(r.range, r.status) for r in server.requests] == [(f"bytes={len(data)}-", 416)]
+    assert dest.read_bytes() == data
+
+
+def test_stale_part_larger_than_file_recovers(galaxy, dest):
+    data, sha = galaxy
+    dest.parent.mkdir(parents=True)
+    part_of(dest).write_bytes(data + b"junk" * 1000)
+    with serve_bytes(data) as server:
+        download(server.url, dest, sha, **FAST)
+    assert [r.status for r in server.requests] == [416, 200]
+    assert dest.read_bytes() == data and not part_of(dest).exists()
+
+
+def test_part_of_another_file_restarts_once(galaxy, dest):
+    data, sha = galaxy
+    dest.parent.mkdir(parents=True)
+    part_of(dest).write_bytes(b"x" * 1000)  # e.g. an older version of the file
+    with serve_bytes(data) as server:
+        download(server.url, dest, sha, **FAST)
+    assert [(r.range, r.status) for r in server.requests] == [("bytes=1000-", 206), (None, 200)]
+    assert dest.read_bytes() == data
+
+
+@pytest.mark.parametrize("kwargs, named", [
+    (dict(url="ftp://example.org/g.h5"), "ftp://example.org/g.h5"),
+    (dict(url="zenodo.org/g.h5"), "zenodo.org/g.h5"),
+    (dict(sha256="abc123"), "abc123"),
+    (dict(sha256="g" * 64), "g" * 64),
+    (dict(retries=-1), "retries"),
+    (dict(timeout_s=0), "timeout_s"),
+])
+def test_bad_arguments_are_named(tmp_path, kwargs, named):
+    args = dict(url="https://example.org/g.h5", dest=tmp_path / "g.h5", sha256="0" * 64) | kwargs
+    with pytest.raises(ValueError) as err:
+        download(**args)
+    assert named in str(err.value)
+    assert list(tmp_path.iterdir()) == []

@@ -54,6 +54,8 @@ def test_class_names_in_astronn_order():
     (lambda d: d.update(ans=np.arange(3, dtype=np.uint8)), "4 images but 3 labels"),
     (lambda d: d.update(ans=np.zeros(4, np.float32)), "expected integer labels"),
     (lambda d: d.update(ra=np.zeros(3)), "'ra' has shape (3,)"),
+    (lambda d: d.update(dec=np.array([0.0, np.nan, 1.0, 2.0])), "'dec' is not finite at row 1"),
+    (lambda d: d.update(ra=np.array([0.0, 1.0, np.inf, 2.0])), "'ra' is not finite at row 2"),
 ])
 def test_bad_layouts_are_named(tmp_path, mutate, message):
     d = good()
@@ -62,6 +64,12 @@ def test_bad_layouts_are_named(tmp_path, mutate, message):
     with pytest.raises(Galaxy10FormatError) as e:
         validate(path)
     assert str(path) in str(e.value) and message in str(e.value)
+
+
+def test_unknown_redshift_is_allowed(tmp_path):
+    d = good()
+    path = write_raw(tmp_path / "z.h5", **d, redshift=np.array([0.1, np.nan, 0.2, 0.3]))
+    assert validate(path).optional_keys == ("redshift",)
 
 
 def test_not_hdf5(tmp_path):

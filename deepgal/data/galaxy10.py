@@ -35,6 +35,7 @@ REAL_CLASS_COUNTS: tuple[int, ...] = (1081, 1853, 2645, 2027, 334, 2043, 1829, 2
 IMAGES_KEY = "images"
 LABELS_KEY = "ans"
 OPTIONAL_KEYS = ("ra", "dec", "redshift", "pxscale")
+FINITE_KEYS = ("ra", "dec", "pxscale")
 # Rows read per HDF5 request: large enough to amortise per-call overhead, small enough that a
 # chunk of 256 px images stays ~200 MB.
 READ_CHUNK = 1024
@@ -125,6 +126,13 @@ def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
             raise _fail(path, f"'{key}' has shape {col.shape}, expected ({n},)")
         if col.dtype.kind not in "fiu":
             raise _fail(path, f"'{key}' has dtype {col.dtype}, expected a number per image")
+        # Positions and pixel scales must be real numbers; a redshift may be unknown (NaN).
+        if key in FINITE_KEYS and col.dtype.kind == "f":
+            values = col[:]
+            if not np.isfinite(values).all():
+                i = int(np.flatnonzero(~np.isfinite(values))[0])
+                raise _fail(path, f"'{key}' is not finite at row {i} ({values[i]}); "
+                                  "positions and pixel scales must be real numbers")
         optional.append(key)
     # Touch the first and last image: a truncated file fails here, not an hour into training.
     images[0]

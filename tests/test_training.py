@@ -1,0 +1,128 @@
+"""The training loop: determinism, resume (boundary and mid-epoch), config changes, NaN guard."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import pytest
+import torch
+
+from deepgal import checkpoint as ckpt_io
+from deepgal.config import TrainCfg
+from deepgal.models import build_model
+from deepgal.training import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit
+from deepgal.transforms import Augment, Preprocess
+from deepgal.utils import seed_everything
+
+DEVICE = torch.device("cpu")
+
+
+def data(n=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = torch.randint(0, 256, (n, 16, 16, 3), generator=g, dtype=torch.uint8)
+    images[labels < 5, 4:12, 4:12, 0] = 250  # something learnable
+    return Split(images, labels)
+
+
+def spec(tmp_path, epochs=3, fingerprint="a", **cfg) -> RunSpec:
+    train = TrainCfg(epochs=epochs, batch_size=8, checkpoint_every=1, warmup_epochs=0, **cfg)
+    return RunSpec(cfg=train, epochs=epochs, batch_size=8, lr=train.lr,
+                   preprocess=Preprocess(input_size=16), augment=Augment(jitter=0.1, scale=0.1),
+                   seed=7, ckpt_dir=tmp_path, fingerprint=fingerprint,
+                   meta={"variant": "smallnet", "model_name": "smallnet"})
+
+
+def train(tmp_path, sinks=(), **kw):
+    seed_everything(7, deterministic=True)
+    model = build_model("smallnet", 10, 16)
+    return fit(model, data(), data(20, seed=1), spec(tmp_path, **kw), DEVICE, list(sinks)), model
+
+
+def test_two_runs_identical(tmp_path):
+    h1, m1 = train(tmp_path / "a")
+    h2, m2 = train(tmp_path / "b")
+    strip = lambda h: [{k: v for k, v in m.items() if k not in ("seconds", "images_per_s")}
+                       for m in h]
+    assert strip(h1) == strip(h2)
+    for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
+        assert torch.equal(p1, p2)
+    assert [e for e, _ in ckpt_io.list_epochs(tmp_path / "a")] == [1, 2, 3]
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAfter:
+    """A sink that dies after epoch ``n`` has been checkpointed, like a SIGKILL would."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def log_epoch(self, m):
+        if m["epoch"] == self.n:
+            raise Crash
+
+
+def test_resume_after_crash_matches_uninterrupted(tmp_path):
+    ref, ref_model = train(tmp_path / "ref")
+    with pytest.raises(Crash):
+        train(tmp_path / "run", sinks=[CrashAfter(2)])
+    assert ckpt_io.load(tmp_path / "run" / "last.pt")["epoch"] == 2
+    resumed, model = train(tmp_path / "run")
+    assert [m["val/accuracy"] for m in resumed] == [m["val/accuracy"] for m in ref]
+    assert [m["train/loss"] for m in resumed] == [m["train/loss"] for m in ref]
+    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_sigint_mid_epoch_saves_and_resumes_exactly(tmp_path):
+    ref, _ = train(tmp_path / "ref", epochs=4)
+
+    class InterruptDuringEpoch2:
+        def log_epoch(self, m):
+            if m["epoch"] == 1:  # Ctrl-C arrives while epoch 2 is running
+                threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+
+    with pytest.raises(TrainingInterrupted, match="checkpoint saved"):
+        train(tmp_path / "run", sinks=[InterruptDuringEpoch2()], epochs=4)
+    state = ckpt_io.load(tmp_path / "run" / "last.pt")
+    assert state["epoch"] >= 1
+    resumed, _ = train(tmp_path / "run", epochs=4)
+    assert [m["val/loss"] for m in resumed] == [m["val/loss"] for m in ref]
+    assert [m["train/accuracy"] for m in resumed] == [m["train/accuracy"] for m in ref]
+
+
+def test_changed_config_starts_over(tmp_path):
+    with pytest.raises(Crash):
+        train(tmp_path, sinks=[CrashAfter(2)], fingerprint="old")
+    seen = []
+
+    class Record:
+        def log_epoch(self, m):
+            seen.append(m["epoch"])
+
+    train(tmp_path, sinks=[Record()], fingerprint="new")
+    assert seen == [1, 2, 3]  # not resumed from the other config's epoch 2
+    assert all(ckpt_io.load(p)["fingerprint"] == "new" for _, p in ckpt_io.list_epochs(tmp_path))
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    holder = {}
+
+    class Poison:
+        def log_epoch(self, m):
+            if m["epoch"] == 1:
+                with torch.no_grad():
+                    next(holder["model"].parameters()).fill_(float("nan"))
+
+    seed_everything(7, deterministic=True)
+    model = holder["model"] = build_model("smallnet", 10, 16)
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2") as e:
+        fit(model, data(), data(20, 1), spec(tmp_path), DEVICE, [Poison()])
+    assert "Lower train.lr" in str(e.value)
+    good = ckpt_io.load(tmp_path / "epoch_001.pt")
+    assert all(torch.isfinite(t).all() for t in good["model"].values() if t.is_floating_point())
+    assert ckpt_io.load(tmp_path / "last.pt")["epoch"] == 1

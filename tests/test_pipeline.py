@@ -3,14 +3,13 @@ temporary git + DVC repository, a no-op re-run, then `dvc exp run -S train.lr=..
 from __future__ import annotations
 
 import json
-import sqlite3
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from deepgal.data.galaxy10 import CLASS_NAMES
 
+from .mlflow_server import Rest, mlflow_server
 from .pipeline_repo import dvc, make_repo
 
 VARIANTS = ("smallnet", "customnet")
@@ -61,16 +60,24 @@ def test_reductions_keep_rows_and_ids(repo):
             assert np.isfinite(part[["x", "y"]].to_numpy()).all()
 
 
-def test_mlflow_has_one_run_per_variant_with_curves(repo):
+def test_mlflow_ui_shows_one_run_per_variant_with_curves(repo):
+    """What a user sees in the MLflow UI, read through the REST API of a real server."""
     root, _ = repo
-    con = sqlite3.connect(root / "mlflow.db")
-    runs = dict(con.execute("select name, run_uuid from runs where status = 'FINISHED'"))
-    assert set(VARIANTS) <= set(runs)
-    for v in VARIANTS:
-        steps = [r[0] for r in con.execute(
-            "select step from metrics where run_uuid = ? and key = 'val/accuracy' order by step",
-            (runs[v],))]
-        assert steps == [1, 2, 3]
+    with mlflow_server(root / "mlflow.db") as (base, _):
+        rest = Rest(base)
+        runs = {r["info"]["run_name"]: r for r in rest.runs()}
+        assert set(runs) == set(VARIANTS)
+        for v, run in runs.items():
+            assert run["info"]["status"] == "FINISHED"
+            tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+            assert tags["data.source"] == "synthetic" and len(tags["data.sha256"]) == 64
+            params = {p["key"]: p["value"] for p in run["data"]["params"]}
+            assert params["train.lr"] == "0.02" and params["variant.model"] == v
+            for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",
+                        "images_per_s"):
+                assert [m["step"] for m in rest.history(run["info"]["run_id"], key)] == [1, 2, 3]
+            metrics = {m["key"] for m in run["data"]["metrics"]}
+            assert {"eval/val/accuracy", "eval/test/macro_f1", "select/epoch"} <= metrics
 
 
 def test_rerun_is_noop(repo):

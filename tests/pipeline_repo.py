@@ -55,8 +55,9 @@ def env_for(repo: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def make_repo(root: Path, overrides: dict | None = None) -> Path:
-    """A committed git + DVC repository at ``root`` holding the project with tiny params."""
+def make_repo(root: Path, overrides: dict | None = None, tiny: bool = True) -> Path:
+    """A committed git + DVC repository at ``root`` holding the project (tiny params unless
+    ``tiny`` is False: then the repository's own params.yaml, as a user runs it)."""
     root.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
@@ -65,7 +66,10 @@ def make_repo(root: Path, overrides: dict | None = None) -> Path:
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / "data").mkdir(exist_ok=True)
     shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(overrides), sort_keys=False))
+    if tiny:
+        (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(overrides), sort_keys=False))
+    else:
+        shutil.copy(REPO / "params.yaml", root / "params.yaml")
     env = env_for(root)
     run(["git", "init", "-q"], root, env)
     run([sys.executable, "-m", "dvc", "init", "-q"], root, env)

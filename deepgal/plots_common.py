@@ -1,0 +1,54 @@
+"""What every deepgal figure shares: the class palette, figure creation and atomic PNG saving.
+
+Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never through
+``pyplot``: no global figure registry to leak from a loop of plots, no backend to pick, and the
+returned Figure can be inspected by tests after it is saved.
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from deepgal.data.galaxy10 import CLASS_NAMES
+from deepgal.utils import atomic_write_bytes
+
+DPI = 150
+# matplotlib's tab10, fixed here so class k has the same colour in every figure and every
+# matplotlib version (class order as in CLASS_NAMES).
+CLASS_COLORS: tuple[str, ...] = (
+    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+)
+# Variants get a different qualitative set (Dark2) so a curve is never mistaken for a class.
+VARIANT_COLORS: tuple[str, ...] = (
+    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+)
+assert len(CLASS_COLORS) == len(CLASS_NAMES)
+
+
+def class_color(label: int) -> str:
+    """Hex colour of class ``label`` (0..9)."""
+    return CLASS_COLORS[int(label) % len(CLASS_COLORS)]
+
+
+def new_figure(width_in: float, height_in: float, dpi: int = DPI) -> Figure:
+    """A constrained-layout Figure with an Agg canvas; the PNG is width_in*dpi x height_in*dpi px."""
+    fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically and return the path.
+
+    The PNG is rendered in memory and handed to :func:`deepgal.utils.atomic_write_bytes`, so a
+    crash never leaves a half-written image for DVC to cache. Parent dirs are created.
+    """
+    buf = io.BytesIO()
+    # No bbox_inches="tight": the file keeps the figure's exact pixel size.
+    fig.savefig(buf, format="png", dpi=fig.dpi)
+    atomic_write_bytes(path, buf.getvalue())
+    return Path(path)

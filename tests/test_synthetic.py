@@ -1,0 +1,124 @@
+"""The embedded galaxies: shapes, determinism, class balance, file layout, argument errors, and
+that the classes differ the way the morphologies say they should."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from deepgal.data import galaxy10
+from deepgal.data.synthetic import class_counts, render, write_synthetic
+
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def small_set():
+    return render(3, SIZE, seed=7)
+
+
+def test_shapes_dtypes_and_labels(small_set):
+    images, labels = small_set
+    assert images.shape == (30, SIZE, SIZE, 3) and images.dtype == np.uint8
+    assert labels.shape == (30,) and labels.dtype == np.uint8
+    assert np.bincount(labels, minlength=10).tolist() == [3] * 10
+    # Shuffled, not ten blocks of one class.
+    assert (np.diff(labels.astype(int)) != 0).sum() > 10
+    # A grey sky, not a black or saturated frame.
+    assert 15 < np.median(images) < 70
+
+
+def test_same_seed_same_bytes_and_other_seed_differs(small_set):
+    images, labels = small_set
+    again, labels_again = render(3, SIZE, seed=7)
+    assert images.tobytes() == again.tobytes() and labels.tobytes() == labels_again.tobytes()
+    other, _ = render(3, SIZE, seed=8)
+    assert images.tobytes() != other.tobytes()
+
+
+def test_bytes_do_not_depend_on_batch_size(monkeypatch):
+    from deepgal.data import synthetic
+
+    images, _ = render(2, SIZE, seed=3)
+    monkeypatch.setattr(synthetic, "BATCH_PIXELS", 3 * SIZE * SIZE)  # batches of 3 images
+    rebatched, _ = render(2, SIZE, seed=3)
+    assert images.tobytes() == rebatched.tobytes()
+
+
+def test_per_class_counts_sequence():
+    counts = [0, 1, 2, 0, 0, 0, 0, 0, 0, 3]
+    _, labels = render(counts, 16, seed=0)
+    assert np.bincount(labels, minlength=10).tolist() == counts
+
+
+@pytest.mark.parametrize("per_class", [2, 5, 37, 1000])
+def test_class_counts(per_class):
+    assert class_counts(per_class, "equal") == [per_class] * 10
+    real = class_counts(per_class, "real")
+    assert sum(real) == 10 * per_class and min(real) >= 2
+    if per_class >= 100:  # proportions follow the real file: Round Smooth most, Cigar least
+        assert np.argmax(real) == 2 and np.argmin(real) == 4
+        share = np.array(real) / sum(real)
+        expected = np.array(galaxy10.REAL_CLASS_COUNTS) / sum(galaxy10.REAL_CLASS_COUNTS)
+        assert np.abs(share - expected).max() < 0.01
+
+
+def test_written_file_is_valid_and_matches_render(tmp_path):
+    path = tmp_path / "synthetic.h5"
+    write_synthetic(path, per_class=2, image_size=16, seed=5, balance="real")
+    info = galaxy10.validate(path)
+    assert (info.n_images, info.height, info.width) == (20, 16, 16)
+    assert list(info.class_counts) == class_counts(2, "real")
+    images, _ = render(class_counts(2, "real"), 16, seed=5)
+    assert np.array_equal(galaxy10.read_images(path), images)
+    assert not (tmp_path / "synthetic.h5.tmp").exists()
+
+
+@pytest.mark.parametrize("call, word", [
+    (lambda: render(2, 8, seed=0), "image_size"),
+    (lambda: render(0, 32, seed=0), "n_per_class"),
+    (lambda: render([1] * 9, 32, seed=0), "n_per_class"),
+    (lambda: render(2, 32, seed=-1), "seed"),
+    (lambda: class_counts(0, "equal"), "per_class"),
+    (lambda: class_counts(3, "uniform"), "balance"),
+    (lambda: class_counts(1, "real"), "per_class"),
+])
+def test_argument_errors_name_the_argument(call, word):
+    with pytest.raises(ValueError, match=word):
+        call()
+
+
+def _shape_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Axis ratio (minor/major, from second moments) and colour (R-B)/(R+B) of the light
+    above the sky within the central third of each image."""
+    x = images.astype(np.float64)
+    s = x.shape[1]
+    c = slice(s // 3, s - s // 3)
+    core = x[:, c, c]
+    lum = core.mean(-1)
+    sky = np.median(x.mean(-1).reshape(len(x), -1), axis=1)[:, None, None]
+    w = np.clip(lum - sky - 20, 0, None)  # clearly above the sky noise
+    yy, xx = np.mgrid[0:core.shape[1], 0:core.shape[2]].astype(np.float64)
+    tot = w.sum((1, 2)) + 1e-9
+    my, mx = (w * yy).sum((1, 2)) / tot, (w * xx).sum((1, 2)) / tot
+    dy, dx = yy - my[:, None, None], xx - mx[:, None, None]
+    cyy, cxx = (w * dy * dy).sum((1, 2)) / tot, (w * dx * dx).sum((1, 2)) / tot
+    cxy = (w * dx * dy).sum((1, 2)) / tot
+    tr, det = cyy + cxx, cyy * cxx - cxy ** 2
+    disc = np.sqrt(np.maximum(tr ** 2 / 4 - det, 0))
+    axis = np.sqrt(np.maximum(tr / 2 - disc, 0) / (tr / 2 + disc + 1e-9))
+    sub = np.clip(core - sky[..., None], 0, None) * (w > 0)[..., None]
+    r, b = sub[..., 0].sum((1, 2)), sub[..., 2].sum((1, 2))
+    return axis, (r - b) / (r + b + 1e-9)
+
+
+def test_classes_differ_as_their_morphology_says():
+    images, labels = render(12, 64, seed=11)
+    axis, red = _shape_stats(images)
+    med = {c: np.median(axis[labels == c]) for c in range(10)}
+    # Edge-on discs and cigars are elongated; round smooth galaxies are round.
+    assert med[8] < 0.4 and med[4] < 0.6 and med[2] > 0.7
+    assert med[8] < med[3] < med[2] and med[4] < med[3]
+    # Smooth (old, yellow-orange) galaxies are redder than disturbed, star-forming ones.
+    smooth = np.median(red[np.isin(labels, (2, 3, 4))])
+    assert smooth > np.median(red[labels == 0]) + 0.05
+    assert smooth > np.median(red[labels == 7])

@@ -1,4 +1,4 @@
-"""What every deepgal figure shares: the class palette, figure creation and atomic PNG saving.
+"""What every deepgal figure shares: the class palette, figure creation, atomic PNG saving.
 
 Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never through
 ``pyplot``: no global figure registry to leak from a loop of plots, no backend to pick, and the
@@ -35,7 +35,11 @@ def class_color(label: int) -> str:
 
 
 def new_figure(width_in: float, height_in: float, dpi: int = DPI) -> Figure:
-    """A constrained-layout Figure with an Agg canvas; the PNG is width_in*dpi x height_in*dpi px."""
+    """A constrained-layout Figure with an Agg canvas.
+
+    Its PNG is int(width_in * dpi) x int(height_in * dpi) pixels (Agg truncates), so sizes here
+    are multiples of 0.25 in to come out exact.
+    """
     fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig

@@ -79,7 +79,7 @@ def plot_augmentation_preview(panels: Sequence[tuple[str, np.ndarray]], path: st
     images = [_check_images(img, f"panel '{title}'", ndim=3) for title, img in panels]
     ncols = min(len(panels), MAX_PANEL_COLS)
     nrows = math.ceil(len(panels) / ncols)
-    fig = new_figure(PANEL_IN * ncols, PANEL_IN * nrows + 0.6, dpi=dpi)
+    fig = new_figure(PANEL_IN * ncols, PANEL_IN * nrows + 0.5, dpi=dpi)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")

@@ -3,6 +3,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+
+# OpenMP threads that spin while waiting made t-SNE 6x slower on a busy 2-core machine
+# (BENCHMARKS.md); set before sklearn/numba load their runtimes.
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 from pathlib import Path
 
 import numpy as np

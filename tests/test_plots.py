@@ -118,7 +118,7 @@ def test_augmentation_preview_titles_panels(tmp_path):
     names = ["original", "rotate 37°", "flip", "colour jitter", "all"]
     path = tmp_path / "aug.png"
     fig = plot_augmentation_preview([(n, img) for n in names], path, dpi=DPI)
-    assert png_size(path) == expected((4 * PANEL_IN, 2 * PANEL_IN + 0.6))
+    assert png_size(path) == expected((4 * PANEL_IN, 2 * PANEL_IN + 0.5))
     assert [ax.get_title() for ax in fig.axes if ax.images] == names
     with pytest.raises(ValueError, match="no panels"):
         plot_augmentation_preview([], tmp_path / "none.png")

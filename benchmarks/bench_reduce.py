@@ -1,0 +1,109 @@
+"""Seconds and trustworthiness of UMAP, t-SNE and PCA on realistic 2048-D features, with and
+without PCA-50 pre-reduction (what ``deepgal.reduce`` does by default).
+
+The features are synthetic stand-ins for ResNet-50 penultimate embeddings: the ten Galaxy10
+classes in their real proportions as Gaussian clusters in a 32-D subspace, rotated into 2048-D,
+plus isotropic noise, float32. Times are ``reduce_2d`` end to end (standardise, optional PCA,
+the method), single run each. Trustworthiness (k=10, sklearn) is measured on a fixed subsample
+against the standardised 2048-D features, so whatever PCA-50 throws away counts against it.
+
+On a shared machine run it with ``OMP_WAIT_POLICY=passive``: t-SNE's OpenMP threads otherwise
+spin while they wait, and with other processes on the cores a 1,000-point t-SNE took 49 s
+instead of 6 s (load average 8 on 2 cores).
+
+UMAP compiles its numba kernels on first use (exact kNN below 4,096 points, pynndescent above),
+so a warm-up on both paths is timed separately, before any measured run.
+
+    OMP_WAIT_POLICY=passive .venv/bin/python benchmarks/bench_reduce.py --sizes 2000 17736
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+import warnings
+
+import numpy as np
+from sklearn.manifold import trustworthiness
+
+from deepgal.data.galaxy10 import REAL_CLASS_COUNTS
+from deepgal.reduce import reduce_2d, standardise
+
+LATENT_DIMS = 32
+
+
+def synthetic_features(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Features (n, dim) float32 and labels (n,) int64: ten overlapping clusters in a
+    32-D subspace of a ``dim``-D space plus isotropic noise, classes in Galaxy10 proportions."""
+    rng = np.random.default_rng(seed)
+    p = np.asarray(REAL_CLASS_COUNTS, dtype=np.float64)
+    labels = rng.choice(len(p), size=n, p=p / p.sum())
+    centres = rng.normal(scale=1.2, size=(len(p), LATENT_DIMS))
+    latent = centres[labels] + rng.normal(size=(n, LATENT_DIMS))
+    basis = np.linalg.qr(rng.normal(size=(dim, LATENT_DIMS)))[0].T  # (32, dim), orthonormal
+    x = latent @ basis * 8.0 + rng.normal(scale=0.3, size=(n, dim))
+    return x.astype(np.float32), labels.astype(np.int64)
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def warm_up_umap(seed: int) -> float:
+    """Seconds to JIT-compile UMAP's kernels: exact-kNN path (< 4,096 points) and pynndescent."""
+    x, _ = synthetic_features(5000, 50, seed)
+    _, small = timed(reduce_2d, x[:500], "umap", seed, None)
+    _, large = timed(reduce_2d, x, "umap", seed, None)
+    return small + large
+
+
+def bench_size(n: int, dim: int, pca_dims: int, trust_n: int, seed: int) -> list[dict]:
+    x, _ = synthetic_features(n, dim, seed)
+    sub = np.sort(np.random.default_rng(seed).choice(n, size=min(n, trust_n), replace=False))
+    reference = standardise(x)[sub]
+    runs = [("pca", None), ("umap", pca_dims), ("umap", None), ("tsne", pca_dims), ("tsne", None)]
+    results = []
+    for method, dims in runs:
+        xy, seconds = timed(reduce_2d, x, method, seed, dims)
+        trust = trustworthiness(reference, xy[sub], n_neighbors=10)
+        results.append({"n": n, "method": method, "pca_dims": dims, "seconds": seconds,
+                        "trust": trust})
+        print(f"  n={n} {method} pca_dims={dims}: {seconds:.1f} s, T={trust:.4f}", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 17736])
+    parser.add_argument("--dim", type=int, default=2048, help="feature width (ResNet-50: 2048)")
+    parser.add_argument("--pca-dims", type=int, default=50)
+    parser.add_argument("--trust-sample", type=int, default=2000,
+                        help="points on which trustworthiness is computed")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", category=FutureWarning)
+
+    # Other work on the machine slows OpenMP t-SNE badly; the load average says how quiet it was.
+    print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+          "UMAP seeded -> single-threaded layout", flush=True)
+    warm = warm_up_umap(args.seed)
+    print(f"UMAP numba JIT warm-up: {warm:.1f} s", flush=True)
+    rows = [r for n in args.sizes
+            for r in bench_size(n, args.dim, args.pca_dims, args.trust_sample, args.seed)]
+
+    print(f"\nUMAP first-call JIT warm-up (not in the table): {warm:.1f} s; "
+          f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
+    print(f"| points | method | PCA-{args.pca_dims} first | seconds | "
+          f"trustworthiness (k=10, {args.trust_sample} pts) |")
+    print("|---:|---|---|---:|---:|")
+    for r in rows:
+        first = "–" if r["method"] == "pca" else ("yes" if r["pca_dims"] else "no")
+        print(f"| {r['n']:,} | {r['method']} | {first} | {r['seconds']:.1f} | {r['trust']:.4f} |")
+
+
+if __name__ == "__main__":
+    main()

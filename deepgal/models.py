@@ -125,7 +125,7 @@ FETCH_TIMEOUT_S = 10.0
 
 
 def build_model(name: str, num_classes: int = 10, input_size: int = 64,
-                pretrained: str = "none") -> Net:
+                pretrained: str | Path = "none") -> Net:
     """The variant ``name`` for (B, 3, input_size, input_size) float input, ``num_classes`` logits.
 
     ``input_size`` sizes the fully connected layers of smallnet/customnet; the torchvision
@@ -136,6 +136,9 @@ def build_model(name: str, num_classes: int = 10, input_size: int = 64,
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
+    if not isinstance(pretrained, (str, Path)):
+        raise ValueError(f"pretrained must be 'none', 'imagenet' or a weights file path, "
+                         f"got {pretrained!r}")
     make, weights, head_prefix = _REGISTRY[name]
     body, dim = make(input_size)
     net = Net(name, body, dim, num_classes)

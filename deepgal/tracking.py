@@ -129,11 +129,13 @@ class MlflowSink:
         from mlflow.tracking import MlflowClient
 
         self.uri, self.retries = uri, retries
-        self.client = MlflowClient(tracking_uri=uri)
         self.pending: list[dict] = []
         self._monitor = None
         name = experiment or os.environ.get("MLFLOW_EXPERIMENT_NAME", EXPERIMENT_DEFAULT)
         try:
+            # Opening a new SQLite store creates its tables: under the lock, or parallel runs
+            # race ("table ... already exists").
+            self.client = self._call(MlflowClient, uri)
             self.experiment_id = self._call(self._get_or_create_experiment, name)
             self.run_id = (run_id if attach
                            else self._call(self._start_run, run_id, run_name, tags))
@@ -207,8 +209,10 @@ class MlflowSink:
             from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
         except ImportError:
             return
+        # Our URI, not MLflow's default: that is relative to the working directory, which in a
+        # queued `dvc exp` is a temporary copy of the repository.
         self._monitor = SystemMetricsMonitor(self.run_id, sampling_interval=10,
-                                             samples_before_logging=1)
+                                             samples_before_logging=1, tracking_uri=self.uri)
         self._monitor.start()
 
     # -- the sink

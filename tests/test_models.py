@@ -97,6 +97,8 @@ def test_missing_file_or_typo(tmp_path):
         build_model("resnet18", pretrained="imagnet")
     with pytest.raises(PretrainedWeightsError, match="nope.pth"):
         build_model("smallnet", pretrained=str(tmp_path / "nope.pth"))
+    with pytest.raises(ValueError, match="got None"):
+        build_model("smallnet", pretrained=None)
 
 
 def test_imagenet_for_scratch_variant_is_refused():

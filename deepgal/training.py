@@ -231,8 +231,10 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
                         f"interrupted at epoch {epoch} step {step}/{steps}; checkpoint saved to "
                         f"{spec.ckpt_dir / 'last.pt'}; run the stage again to resume")
                 idx = perm[step * spec.batch_size:(step + 1) * spec.batch_size]
-                y = _to_device(train.labels[idx], device)
-                x = prepare_batch(_to_device(train.images[idx], device), spec.preprocess,
+                y = _to_device(train.labels.index_select(0, idx.to(train.labels.device)), device)
+                # index_select, not images[idx]: ~10x faster gather of uint8 rows on CPU.
+                xb = train.images.index_select(0, idx.to(train.images.device))
+                x = prepare_batch(_to_device(xb, device), spec.preprocess,
                                   spec.augment, generator=dev_gen)
                 with _autocast(device):
                     out = fwd(x)

@@ -99,6 +99,9 @@ def test_read_images_any_order(small_h5):
         all_images = f["images"][:]
     idx = np.array([17, 3, 59, 3, 0])
     np.testing.assert_array_equal(galaxy10.read_images(small_h5, idx, chunk=2), all_images[idx])
+    np.testing.assert_array_equal(galaxy10.read_images(small_h5, chunk=7), all_images)
+    np.testing.assert_array_equal(galaxy10.read_images(small_h5, np.arange(10, 30), chunk=8),
+                                  all_images[10:30])  # the read_direct branch
     sparse = np.array([0, 40, 59])  # far apart: the fancy-index branch
     np.testing.assert_array_equal(galaxy10.read_images(small_h5, sparse, chunk=8),
                                   all_images[sparse])

@@ -163,13 +163,17 @@ def read_images(path: str | Path, indices: np.ndarray | None = None,
         out = np.empty((len(indices), *ds.shape[1:]), dtype=np.uint8)
         order = np.argsort(indices, kind="stable")
         sorted_idx = indices[order]
+        in_order = bool((order == np.arange(len(order))).all())
         for start in range(0, len(sorted_idx), chunk):
             part = sorted_idx[start:start + chunk]
             lo, hi = int(part[0]), int(part[-1]) + 1
-            # One contiguous read per chunk is far faster than h5py fancy indexing.
-            if hi - lo <= 4 * len(part):
-                block = ds[lo:hi]
-                out[order[start:start + chunk]] = block[part - lo]
+            if in_order and hi - lo == len(part):
+                # A contiguous run landing in consecutive rows: HDF5 writes straight into the
+                # result, with no intermediate block (peak memory stays ~1x the result).
+                ds.read_direct(out, np.s_[lo:hi], np.s_[start:start + len(part)])
+            elif hi - lo <= 4 * len(part):
+                # One contiguous read per chunk is far faster than h5py fancy indexing.
+                out[order[start:start + chunk]] = ds[lo:hi][part - lo]
             else:
                 out[order[start:start + chunk]] = ds[part]
         return out

@@ -55,8 +55,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
-            ValueError) as e:
+            ValueError, LookupError, TypeError, AttributeError) as e:
         # weights_only refuses pickles that would run code: that lands here too, by design.
+        # Garbage that is not a zip goes to the legacy unpickler, which fails on random bytes
+        # with IndexError/KeyError too (seen by fuzzing).
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(f"{path}: unreadable or unsafe checkpoint ({first})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:

@@ -126,6 +126,8 @@ class MlflowSink:
         # MLflow's HTTP client retries for minutes by default; we buffer instead.
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        if redact(uri) != uri:  # MLflow prints run links with the URI as given, password and all
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         from mlflow.tracking import MlflowClient
 
         self.uri, self.retries = uri, retries

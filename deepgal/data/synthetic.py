@@ -6,12 +6,13 @@ discs, logarithmic arms (tight for class 6, loose for 7), bars and rings (5), ed
 with dust lanes and with (9) or without (8) a bulge, smooth bodies by axis ratio (2 round,
 3 in-between, 4 cigar), pairs with tidal tails (1), lopsided clumpy blue systems (0) -- with
 yellow-orange bulges and bluish patchy discs, then a PSF, foreground stars, background
-galaxies, correlated sky noise and an asinh stretch onto a grey sky.
+galaxies, sky noise and a colour-preserving asinh stretch onto a dark grey sky.
 
 Why it looks the way it does: the statistics were measured on the 50 real Galaxy10 images
 (``../shared/data``) and the priors randomised around them. Real cut-outs show a small,
 centred galaxy (isophotal radius ~0.13-0.31 of the frame) with a saturated yellowish core,
-on a dark grey sky (~35/255, noise ~8/255) holding dozens of stars and faint galaxies.
+on a dark grey sky (~35/255; noise ~10/255 at 256 px, ~3/255 once resized to 64 px) holding
+dozens of stars and faint galaxies. The renderer matches those figures at 64 and 256 px.
 
 Determinism: image ``i`` of ``render(..., seed)`` draws all its randomness from a generator
 seeded with ``(seed, i)``, so the bytes depend on (seed, counts, image size) only -- not on

@@ -6,6 +6,7 @@ float32 fields on a shared coordinate grid, then coloured and summed into (B, 3,
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import gammaln
 
 from deepgal.data import synthetic_draw as sd
 from deepgal.data import synthetic_params as sp
@@ -22,12 +23,12 @@ def _add(target: np.ndarray, idx: np.ndarray, field: np.ndarray, rgb: np.ndarray
     target[idx] += field[:, None] * rgb[:, :, None, None]
 
 
-def _disc(grid, q: dict, labels: np.ndarray, patch: np.ndarray, size: int):
+def _disc(grid, q: dict, patch: np.ndarray, size: int):
     """Exponential disc with arms, bar ring, lopsidedness and patchiness -> (b, S, S)."""
-    x, y = sd._frame(grid, q["cx"], q["cy"], q["pa"])
-    yd = y / sd._col(q["disc_q"])
+    x, y = sd.frame(grid, q["cx"], q["cy"], q["pa"])
+    yd = y / sd.bcast(q["disc_q"])
     r = np.sqrt(x * x + yd * yd)
-    h = sd._col(q["disc_h"])
+    h = sd.bcast(q["disc_h"])
     theta = np.arctan2(yd, x)
     mod = np.ones_like(r)
     spiral = q["arm_amp"] > 0
@@ -35,45 +36,46 @@ def _disc(grid, q: dict, labels: np.ndarray, patch: np.ndarray, size: int):
         sign = np.where(q["arm_phase"] < np.pi, 1.0, -1.0).astype(F32)
         arms = sd.spiral_pattern(r / h, theta, q["arm_m"], q["pitch"], q["arm_phase"],
                                  q["arm_k"], sign)
-        mean = np.exp(sd._col(q["arm_k"]) * F32(-0.8))  # ~ mean of ((1+cos)/2)^k
-        amp = sd._col(q["arm_amp"])
+        k = q["arm_k"].astype(np.float64)  # mean of ((1+cos)/2)^k over a turn
+        mean = sd.bcast(np.exp(gammaln(k + 0.5) - gammaln(k + 1) - 0.5 * np.log(np.pi)).astype(F32))
+        amp = sd.bcast(q["arm_amp"])
         # Arms start outside the bulge/bar: the inner disc stays smooth.
-        r_in = sd._col(np.maximum(q["bulge_re"] * 2.0, np.where(q["bar_amp"] > 0,
+        r_in = sd.bcast(np.maximum(q["bulge_re"] * 2.0, np.where(q["bar_amp"] > 0,
                                                                   q["bar_len"], 0)))
         inner = np.exp(-(r / (r_in + F32(1e-4))) ** 2)
         mod = inner + (1 - inner) * ((1 - amp) + amp * arms / mean)
-    ring = sd._col(q["ring_amp"] * 2.0)
-    bar_len = sd._col(np.maximum(q["bar_len"], 1e-3))
+    ring = sd.bcast(q["ring_amp"] * 2.0)
+    bar_len = sd.bcast(np.maximum(q["bar_len"], 1e-3))
     mod = mod + ring * np.exp(-(((r - bar_len) / (0.3 * bar_len)) ** 2))
-    lop = sd._col(q["lopsided"])
-    mod *= np.exp(lop * np.cos(theta - sd._col(q["lop_angle"])) * np.minimum(r / h, 2.5))
+    lop = sd.bcast(q["lopsided"])
+    mod *= np.exp(lop * np.cos(theta - sd.bcast(q["lop_angle"])) * np.minimum(r / h, 2.5))
     # Inclined discs are brighter per unit area (longer path through a partly opaque disc).
-    disc = sd._col(q["disc_amp"] * q["disc_q"] ** -0.6) * np.exp(-r / h) * mod
+    disc = sd.bcast(q["disc_amp"] * q["disc_q"] ** -0.6) * np.exp(-r / h) * mod
     disc *= sd.patch_field(patch, size, q["patch"])
     # Dust lane along the mid-plane of (nearly) edge-on discs.
-    dust = sd._col(q["dust"]) * np.exp(-0.5 * (y / (0.35 * h * sd._col(q["disc_q"]))) ** 2) * (
+    dust = sd.bcast(q["dust"]) * np.exp(-0.5 * (y / (0.35 * h * sd.bcast(q["disc_q"]))) ** 2) * (
         np.exp(-(x / (2.5 * h)) ** 2))
     return disc, x, y, dust
 
 
 def _bar(x, y, q: dict):
-    c, s = sd._col(np.cos(q["bar_angle"])), sd._col(np.sin(q["bar_angle"]))
-    yd = y / sd._col(q["disc_q"])
+    c, s = sd.bcast(np.cos(q["bar_angle"])), sd.bcast(np.sin(q["bar_angle"]))
+    yd = y / sd.bcast(q["disc_q"])
     xb, yb = x * c + yd * s, yd * c - x * s
-    L = sd._col(q["bar_len"])
-    return sd._col(q["bar_amp"]) * np.exp(-(xb / L) ** 4 - (yb / (sd._col(q["bar_q"]) * L)) ** 2)
+    L = sd.bcast(q["bar_len"])
+    return sd.bcast(q["bar_amp"]) * np.exp(-(xb / L) ** 4 - (yb / (sd.bcast(q["bar_q"]) * L)) ** 2)
 
 
 def _tails(grid, q: dict):
     """Faint, loosely wound tidal tails (1 or 2) around the system centre -> (b, S, S)."""
-    x, y = sd._frame(grid, q["cx"], q["cy"], q["pa"])
+    x, y = sd.frame(grid, q["cx"], q["cy"], q["pa"])
     r = np.sqrt(x * x + y * y)
-    size = sd._col(q["size"])
+    size = sd.bcast(q["size"])
     sign = np.where(q["tail_phase"] < np.pi, 1.0, -1.0).astype(F32)
     arm = sd.spiral_pattern(r / size, np.arctan2(y, x), q["tail_m"], q["tail_pitch"],
                             q["tail_phase"], np.full_like(q["size"], 6.0), sign)
-    window = (1 - np.exp(-(r / (1.2 * size)) ** 2)) * np.exp(-r / (sd._col(q["tail_len"]) * size))
-    return sd._col(q["tail_amp"]) * arm * window
+    window = (1 - np.exp(-(r / (1.2 * size)) ** 2)) * np.exp(-r / (sd.bcast(q["tail_len"]) * size))
+    return sd.bcast(q["tail_amp"]) * arm * window
 
 
 def _clumps(draws_c: np.ndarray, q: dict):
@@ -123,7 +125,7 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
     idx = np.flatnonzero(p["disc_amp"] > 0)
     if idx.size:
         q = _at(p, idx)
-        disc, x, y, dust = _disc(grid, q, labels[idx], draws.patch[idx], size)
+        disc, x, y, dust = _disc(grid, q, draws.patch[idx], size)
         _add(sharp, idx, disc, sd.colour(q["col_disc"]))
         att[idx] = dust
         bar = np.flatnonzero(q["bar_amp"] > 0)
@@ -158,7 +160,7 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
         px, py, rgb = _clumps(draws.clumps[idx], q)
         soft[idx] += sd.deposit(px, py, rgb * scale, size)
     sx, sy, srgb = _field_sources(draws.stars, p["n_stars"], 60.0, p["star_slope"][:, None],
-                                  3e5, lambda t: 1.9 - 2.6 * t ** 1.5)
+                                  5e4, lambda t: 1.9 - 2.6 * t ** 1.5)
     sharp += sd.deposit(sx, sy, srgb * scale, size)
     bx, by, brgb = _field_sources(draws.background, p["n_background"], 40.0, 0.9, 2e4,
                                   lambda t: 0.1 + 1.1 * t)

@@ -1,0 +1,223 @@
+"""Truncated, garbage and foreign checkpoint files.
+
+Fast cases call the library on small real checkpoint files; the slow case damages the newest
+checkpoints of a real pipeline run and runs `dvc repro` / the select stage / the CLI on them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shlex
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from deepgal import checkpoint as ckpt_io
+from deepgal.selection import choose
+from tests.pipeline_repo import dvc, env_for, make_repo
+
+from .conftest import exact_history, exact_metrics, no_traceback, sqlite_runs, sqlite_steps
+
+FP = "f" * 16
+
+
+def write_ckpt(path, epoch: int, fingerprint: str = FP) -> None:
+    ckpt_io.save(path, {"model": {"w": torch.full((4, 4), float(epoch))}, "epoch": epoch,
+                        "step_in_epoch": 0, "fingerprint": fingerprint})
+
+
+def garbage(n: int, seed: int = 0) -> bytes:
+    return random.Random(seed).randbytes(n)
+
+
+def truncate(path, fraction: float) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * fraction)])
+
+
+DAMAGE = {
+    "empty": lambda p: p.write_bytes(b""),
+    "truncated_1pct": lambda p: truncate(p, 0.01),
+    "truncated_half": lambda p: truncate(p, 0.5),
+    "truncated_last_byte": lambda p: truncate(p, (p.stat().st_size - 1) / p.stat().st_size),
+    "random_bytes": lambda p: p.write_bytes(garbage(4096)),
+    "text": lambda p: p.write_text("not a checkpoint\n"),
+    "zip_of_other_things": lambda p: torch.save([1, 2, 3], p),
+    "dict_without_model": lambda p: torch.save({"epoch": 3, "weights": torch.zeros(2)}, p),
+    "zeroed_tail": lambda p: p.write_bytes(p.read_bytes()[:-512] + bytes(512)),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage):
+    path = tmp_path / "epoch_003.pt"
+    write_ckpt(path, 3)
+    DAMAGE[damage](path)
+    with pytest.raises(ckpt_io.CheckpointError) as e:
+        ckpt_io.load(path)
+    assert str(e.value).startswith(f"{path}: ")
+
+
+N_FUZZ = 300
+
+
+def test_fuzzed_garbage_is_always_a_checkpoint_error(tmp_path):
+    """Seeded garbage of every kind: never a crash of another type, always the file named.
+
+    Bytes that are not a zip reach torch's legacy unpickler, which fails on random input with
+    IndexError or KeyError as well as UnpicklingError.
+    """
+    rng = random.Random(2024)
+    write_ckpt(tmp_path / "good.pt", 1)
+    good = (tmp_path / "good.pt").read_bytes()
+    blobs = []
+    for i in range(N_FUZZ // 3):
+        blobs.append(rng.randbytes(rng.randint(1, 3000)))  # anything
+        blobs.append(b"\x80\x02" + rng.randbytes(rng.randint(1, 300)))  # a pickle header
+        blobs.append(good[:rng.randrange(len(good))])  # truncated anywhere
+    path = tmp_path / "fuzz.pt"
+    for blob in blobs:
+        path.write_bytes(blob)
+        with pytest.raises(ckpt_io.CheckpointError, match=f"^{path}: "):
+            ckpt_io.load(path)
+    assert len(blobs) == N_FUZZ
+
+
+def test_resume_falls_back_past_damaged_files_to_the_newest_good_one(tmp_path, caplog):
+    for e in (1, 2, 3):
+        write_ckpt(ckpt_io.epoch_path(tmp_path, e), e)
+    write_ckpt(tmp_path / "last.pt", 3)
+    truncate(tmp_path / "last.pt", 0.5)
+    DAMAGE["random_bytes"](ckpt_io.epoch_path(tmp_path, 3))
+    with caplog.at_level(logging.WARNING, logger="deepgal.checkpoint"):
+        state = ckpt_io.find_resumable(tmp_path, FP)
+    assert state["epoch"] == 2
+    warned = caplog.text
+    assert f"{tmp_path / 'last.pt'}: unreadable" in warned
+    assert f"{ckpt_io.epoch_path(tmp_path, 3)}: unreadable" in warned
+
+
+def test_resume_never_takes_another_configs_checkpoint(tmp_path):
+    write_ckpt(tmp_path / "last.pt", 5, fingerprint="0" * 16)
+    write_ckpt(ckpt_io.epoch_path(tmp_path, 4), 4)
+    assert ckpt_io.find_resumable(tmp_path, FP) is None
+
+
+def test_resume_with_every_file_damaged_starts_over(tmp_path):
+    for name in ("last.pt", "epoch_001.pt", "epoch_002.pt"):
+        (tmp_path / name).write_bytes(garbage(100, seed=len(name)))
+    assert ckpt_io.find_resumable(tmp_path, FP) is None
+
+
+def _history(n: int) -> list[dict]:
+    # Val accuracy rises, the gap stays small: the newest epoch is the best.
+    return [{"epoch": e, "train/accuracy": 0.1 * e, "val/accuracy": 0.1 * e - 0.01,
+             "val/loss": 2.0 - 0.1 * e} for e in range(1, n + 1)]
+
+
+def test_select_skips_a_damaged_best_checkpoint(tmp_path):
+    for e in (1, 2, 3, 4):
+        write_ckpt(ckpt_io.epoch_path(tmp_path, e), e)
+    truncate(ckpt_io.epoch_path(tmp_path, 4), 0.3)
+    sel = choose(tmp_path, _history(4), max_gap=0.15, max_val_loss_rise=0.1)
+    assert sel["epoch"] == 3
+    assert sel["skipped"] == [str(ckpt_io.epoch_path(tmp_path, 4))]
+    assert str(ckpt_io.epoch_path(tmp_path, 4)) in sel["reason"]
+
+
+def test_select_with_every_checkpoint_damaged_names_them(tmp_path):
+    for e in (1, 2):
+        ckpt_io.epoch_path(tmp_path, e).write_bytes(garbage(64, seed=e))
+    with pytest.raises(ckpt_io.CheckpointError) as e:
+        choose(tmp_path, _history(2), max_gap=0.15, max_val_loss_rise=0.1)
+    for n in (1, 2):
+        assert str(ckpt_io.epoch_path(tmp_path, n)) in str(e.value)
+    assert "re-run the train stage" in str(e.value)
+
+
+# ---- through the pipeline -----------------------------------------------------------------
+
+EPOCHS = 4
+PARAMS = {
+    "data": {"synthetic": {"image_size": 32, "per_class": 12}},
+    "train": {"epochs": EPOCHS, "batch_size": 16, "checkpoint_every": 1, "warmup_epochs": 0,
+              "lr": 0.02},
+    "variants": {"smallnet": {"input_size": 16, "crop": 0.5}},
+}
+SELECT_CMD = ("python stages/select_checkpoint.py --variant smallnet --checkpoints "
+              "models/smallnet/checkpoints --history results/smallnet/history.csv "
+              "--run models/smallnet/mlflow_run.json --out results/smallnet/selection.json")
+
+
+def _run(cmd: str, repo) -> subprocess.CompletedProcess:
+    return subprocess.run(shlex.split(cmd.replace("python", sys.executable, 1)), cwd=repo,
+                          env=env_for(repo), capture_output=True, text=True, timeout=300)
+
+
+def _next_best(sel: dict, bad_epoch: int) -> int:
+    """The selection rule of deepgal.selection applied to its own candidate table."""
+    rows = [r for r in sel["candidates"] if r["epoch"] != bad_epoch]
+    passing = [r for r in sel["candidates"] if r["passed"]]
+    if passing:
+        order = sorted((r for r in rows if r["passed"]),
+                       key=lambda r: (-r["val_accuracy"], r["epoch"]))
+    else:
+        order = sorted(rows, key=lambda r: (r["val_loss"], r["epoch"]))
+    return order[0]["epoch"]
+
+
+@pytest.mark.slow
+def test_damaged_checkpoints_in_a_real_pipeline(tmp_path):
+    repo = make_repo(tmp_path / "repo", PARAMS)
+    dvc(["repro", "select@smallnet"], repo)
+    results, ckpts = repo / "results/smallnet", repo / "models/smallnet/checkpoints"
+    want_history, want_metrics = exact_history(results), exact_metrics(results)
+    rel = ckpts.relative_to(repo)
+
+    # 1. Newest files damaged: the re-run resumes from the newest good one and redoes the rest.
+    truncate(ckpts / "last.pt", 0.5)
+    DAMAGE["random_bytes"](ckpts / f"epoch_{EPOCHS:03d}.pt")
+    out = dvc(["repro", "train@smallnet"], repo)
+    log = out.stdout + out.stderr
+    assert f"skipping {rel}/last.pt: unreadable" in log, log[-3000:]
+    assert f"skipping {rel}/epoch_{EPOCHS:03d}.pt: unreadable" in log, log[-3000:]
+    assert f"at epoch {EPOCHS} step 0" in log and f"epoch {EPOCHS}/{EPOCHS}" in log
+    assert f"epoch {EPOCHS - 1}/{EPOCHS}" not in log  # only the lost epoch was trained again
+    assert exact_history(results) == want_history
+    assert exact_metrics(results) == want_metrics
+    for name in ("last.pt", f"epoch_{EPOCHS:03d}.pt"):
+        assert ckpt_io.load(ckpts / name)["epoch"] == EPOCHS  # rewritten whole
+    runs = [r for r in sqlite_runs(repo / "mlflow.db") if r["name"] == "smallnet"]
+    assert len(runs) == 1
+    assert sqlite_steps(repo / "mlflow.db", runs[0]["run_id"]) == list(range(1, EPOCHS + 1))
+
+    # 2. The selected checkpoint is damaged: select names it and takes the next best.
+    dvc(["repro", "select@smallnet"], repo)
+    first = json.loads((results / "selection.json").read_text())
+    bad = ckpts / f"epoch_{first['epoch']:03d}.pt"
+    truncate(bad, 0.6)
+    proc = _run(SELECT_CMD, repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sel = json.loads((results / "selection.json").read_text())
+    assert sel["epoch"] == _next_best(first, first["epoch"])
+    assert sel["skipped"] == [str(bad.relative_to(repo))]
+    assert f"{bad.relative_to(repo)}: unreadable" in proc.stderr
+
+    # 3. Garbage everywhere: one clear error naming the files, for select and for the CLI.
+    for _, path in ckpt_io.list_epochs(ckpts):
+        path.write_bytes(garbage(2048, seed=len(path.name)))
+    proc = _run(SELECT_CMD, repo)
+    assert proc.returncode == 1 and no_traceback(proc.stderr), proc.stderr[-3000:]
+    [error] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    for _, path in ckpt_io.list_epochs(ckpts):
+        assert str(path.relative_to(repo)) in error
+    junk = ckpts / "epoch_001.pt"
+    cli = subprocess.run([sys.executable, "-m", "deepgal.cli", "evaluate", "--checkpoint",
+                          str(junk), "--data", "data/galaxy10.h5"], cwd=repo,
+                         env=env_for(repo), capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 1 and no_traceback(cli.stderr), cli.stderr[-3000:]
+    errors = [ln for ln in cli.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {junk}: unreadable"), cli.stderr

@@ -1,0 +1,87 @@
+"""Ctrl-C (SIGINT to the process group) in the middle of training, then `dvc repro`.
+
+The stage must write a resumable checkpoint, close its MLflow run as KILLED, exit non-zero with
+one `error: ...` line and no traceback; the next run resumes mid-epoch and ends with the same
+model as a run that was never stopped.
+"""
+from __future__ import annotations
+
+import shlex
+import signal
+import sys
+import time
+
+import pytest
+
+from deepgal import checkpoint as ckpt_io
+from tests.pipeline_repo import dvc, env_for, make_repo
+
+from .conftest import (TRAIN_CMD, ckpt_epoch, exact_history, no_traceback, sqlite_runs,
+                       sqlite_steps, wait_for)
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 5
+PARAMS = {
+    "data": {"synthetic": {"image_size": 32, "per_class": 40}},
+    "train": {"epochs": EPOCHS, "batch_size": 8, "checkpoint_every": 2, "warmup_epochs": 0,
+              "lr": 0.02},
+    "variants": {"smallnet": {"input_size": 32, "crop": 1.0}},
+}
+
+
+def test_ctrl_c_checkpoints_closes_run_and_resumes(tmp_path, procs):
+    ref = make_repo(tmp_path / "reference", PARAMS)
+    repo = make_repo(tmp_path / "repo", PARAMS)
+    reference = procs([sys.executable, "-m", "dvc", "repro", "train@smallnet"], ref,
+                      env_for(ref), tmp_path / "reference.log")
+    dvc(["repro", "split"], repo)
+
+    stage = procs(shlex.split(TRAIN_CMD.format(v="smallnet").replace("python", sys.executable)),
+                  repo, env_for(repo), tmp_path / "stage.log")
+    last = repo / "models/smallnet/checkpoints/last.pt"
+    wait_for(lambda: (ckpt_epoch(last) or 0) >= 1, 600, "the first epoch's checkpoint",
+             proc=stage)
+    before = last.stat().st_mtime_ns
+    time.sleep(0.5)  # into the next epoch
+    assert stage.poll() is None, stage.tail()
+    stage.signal_group(signal.SIGINT)  # what a terminal's Ctrl-C does
+    code = stage.wait(timeout=120)
+    out = stage.output()
+
+    assert code != 0, out[-3000:]
+    assert no_traceback(out), out[-3000:]
+    errors = [line for line in out.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, out[-3000:]
+    assert "interrupted at epoch" in errors[0] and str(last.relative_to(repo)) in errors[0]
+    assert "resume" in errors[0]
+    assert last.stat().st_mtime_ns > before, "no checkpoint was written on Ctrl-C"
+    state = ckpt_io.load(last)
+    stopped_epoch, stopped_step = state["epoch"] + 1, state["step_in_epoch"]
+    assert 2 <= stopped_epoch <= EPOCHS
+    assert f"interrupted at epoch {stopped_epoch} step {stopped_step}/" in errors[0]
+
+    db = repo / "mlflow.db"
+    runs = [r for r in sqlite_runs(db) if r["name"] == "smallnet"]
+    assert [r["status"] for r in runs] == ["KILLED"], runs
+    assert not (repo / "results/smallnet/train.json").exists()
+
+    again = dvc(["repro", "train@smallnet"], repo)
+    log = again.stdout + again.stderr
+    assert f"at epoch {stopped_epoch} step {stopped_step}" in log, log[-3000:]
+    assert "epoch 1/" not in log, "the resumed run trained epoch 1 again"
+
+    hist = exact_history(repo / "results/smallnet")
+    assert [r["epoch"] for r in hist] == list(range(1, EPOCHS + 1))
+    runs = [r for r in sqlite_runs(db) if r["name"] == "smallnet"]
+    assert [r["status"] for r in runs] == ["FINISHED"], runs  # the same run, reopened
+    assert sqlite_steps(db, runs[0]["run_id"]) == list(range(1, EPOCHS + 1))
+
+    # Same weights as a run never stopped: validation numbers are exact. The train loss of the
+    # interrupted epoch was summed in two parts, so it may differ in the last bits.
+    assert reference.wait(timeout=900) == 0, reference.tail()
+    want = exact_history(ref / "results/smallnet")
+    for got_row, want_row in zip(hist, want):
+        for key in ("val/loss", "val/accuracy", "lr", "train/accuracy"):
+            assert got_row[key] == want_row[key], (got_row, want_row)
+        assert got_row["train/loss"] == pytest.approx(want_row["train/loss"], rel=1e-6)

@@ -1,0 +1,237 @@
+"""Security: checkpoints are data, never code; secrets stay out of logs; the UI stays local.
+
+- A pickle whose ``__reduce__`` would create a marker file is refused by the checkpoint loader,
+  by ``deepgal evaluate --checkpoint`` and as ``pretrained:`` weights; the marker never appears
+  (a control proves the payload is live: an unsafe ``torch.load`` does create it).
+- A tracking URI with a password is redacted in everything the train stage prints.
+- ``deepgal ui`` listens on 127.0.0.1 only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from deepgal import checkpoint as ckpt_io
+from deepgal.data import galaxy10, split as split_io
+from deepgal.models import PretrainedWeightsError, build_model
+from tests.conftest import make_h5
+from tests.pipeline_repo import REPO, tiny_params
+
+SECRET = "s3cret"
+
+
+class Payload:
+    """Unpickling this runs ``touch <marker>``."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def evil_files(tmp_path: Path, marker: Path) -> dict[str, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    files = {
+        "torch_zip": tmp_path / "evil.pt",
+        "inside_checkpoint": tmp_path / "evil_ckpt.pt",
+        "legacy_pickle": tmp_path / "evil_legacy.pt",
+    }
+    torch.save(Payload(marker), files["torch_zip"])
+    torch.save({"model": {"body.0.weight": torch.zeros(1)}, "epoch": 1,
+                "extra": Payload(marker)}, files["inside_checkpoint"])
+    with open(files["legacy_pickle"], "wb") as f:
+        pickle.dump(Payload(marker), f)
+    return files
+
+
+@pytest.fixture
+def evil(tmp_path):
+    marker = tmp_path / "PWNED"
+    return evil_files(tmp_path, marker), marker
+
+
+def test_payload_is_live(tmp_path):
+    """The control: loading these files the unsafe way does run code (in a child process)."""
+    marker = tmp_path / "control_marker"
+    for name, path in evil_files(tmp_path / "control", marker).items():
+        marker.unlink(missing_ok=True)
+        subprocess.run([sys.executable, "-c", "import sys, torch; "
+                        "torch.load(sys.argv[1], weights_only=False)", str(path)],
+                       capture_output=True, timeout=120)
+        assert marker.exists(), f"{name}: the payload did not run even unsafely"
+
+
+def test_checkpoint_loader_refuses_code(evil):
+    files, marker = evil
+    for name, path in files.items():
+        with pytest.raises(ckpt_io.CheckpointError) as e:
+            ckpt_io.load(path)
+        assert str(e.value).startswith(f"{path}: unreadable or unsafe"), (name, e.value)
+    assert ckpt_io.find_resumable(files["torch_zip"].parent, "x") is None
+    assert not marker.exists()
+
+
+def test_pretrained_weights_refuse_code(evil):
+    files, marker = evil
+    for name, path in files.items():
+        with pytest.raises(PretrainedWeightsError) as e:
+            build_model("smallnet", galaxy10.NUM_CLASSES, 32, pretrained=str(path))
+        assert str(path) in str(e.value), name
+    assert not marker.exists()
+
+
+def test_cli_evaluate_refuses_code(evil, tmp_path):
+    files, marker = evil
+    data = make_h5(tmp_path / "data.h5")
+    for name, path in files.items():
+        p = subprocess.run([sys.executable, "-m", "deepgal.cli", "evaluate", "--checkpoint",
+                            str(path), "--data", str(data)], capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 1, (name, p.stderr[-2000:])
+        assert "Traceback" not in p.stderr, p.stderr[-2000:]
+        errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+        assert len(errors) == 1, p.stderr
+        assert errors[0].startswith(f"error: {path}: unreadable or unsafe"), errors
+    assert not marker.exists()
+
+
+# ---- secrets in tracking URIs -----------------------------------------------------------------
+
+@pytest.fixture
+def train_dir(tmp_path) -> Path:
+    """A working directory where `stages/train.py` can run: params, data, split, source."""
+    params = tiny_params({"variants": {"smallnet": {"input_size": 16, "crop": 0.5}},
+                          "train": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    data = make_h5(tmp_path / "data/galaxy10.h5", n_per_class=6, size=32)
+    labels = galaxy10.read_labels(data)
+    splits = split_io.stratified_split(labels, {"train": 0.6, "val": 0.2, "test": 0.2}, 0)
+    mean, std = split_io.channel_stats(data, splits["train"])
+    source = {"source": "synthetic", "sha256": "0" * 64}
+    split_io.write_split(tmp_path / "data/split", splits, labels, mean, std, source=source)
+    (tmp_path / "data/source.json").write_text(json.dumps(source))
+    return tmp_path
+
+
+def run_train(cwd: Path, uri: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["MLFLOW_TRACKING_URI"] = uri
+    cmd = [sys.executable, str(REPO / "stages/train.py"), "--variant", "smallnet", "--data",
+           "data/galaxy10.h5", "--source", "data/source.json", "--split", "data/split",
+           "--out", "models/smallnet", "--results", "results/smallnet"]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_password_in_unreachable_tracking_uri_is_redacted(train_dir):
+    uri = f"http://user:{SECRET}@127.0.0.1:{free_port()}/"
+    p = run_train(train_dir, uri)
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert SECRET not in p.stdout and SECRET not in p.stderr, p.stderr[-3000:]
+    [error] = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert "http://user:***@127.0.0.1" in error  # still says which tracker
+
+
+@pytest.mark.slow
+def test_password_in_working_tracking_uri_is_redacted(train_dir, tmp_path):
+    """A live server (it ignores the credentials): nothing printed on the way carries them."""
+    from tests.faults.conftest import MlflowServer
+
+    server = MlflowServer(tmp_path / "mlflow.db", tmp_path)
+    try:
+        server.start()
+        p = run_train(train_dir, server.uri.replace("http://", f"http://user:{SECRET}@"))
+    finally:
+        server.stop()
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert SECRET not in p.stdout + p.stderr, [ln for ln in (p.stdout + p.stderr).splitlines()
+                                               if SECRET in ln]
+    saved = (train_dir / "models/smallnet/mlflow_run.json").read_text()
+    assert SECRET not in saved and "***" in saved
+
+
+# ---- the UI -----------------------------------------------------------------------------------
+
+def connects(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def test_ui_listens_on_loopback_only(tmp_path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    log = open(tmp_path / "ui.log", "wb")
+    ui = subprocess.Popen([sys.executable, "-m", "deepgal.cli", "ui", "--port", str(port)],
+                          cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
+                          start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not connects("127.0.0.1", port):
+            assert ui.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "deepgal ui did not start in 120 s"
+            time.sleep(0.5)
+        # Bound to 127.0.0.1 itself: another loopback address, or this host's own address on
+        # the network, finds nothing there (a 0.0.0.0 bind would answer both).
+        assert not connects("127.0.0.2", port)
+        others = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None,
+                                                      socket.AF_INET)} - {"127.0.0.1"}
+        for addr in others:
+            assert not connects(addr, port), addr
+        listening = _listeners(port)
+        assert listening and listening <= {"127.0.0.1"}, listening
+    finally:
+        os.killpg(ui.pid, signal.SIGTERM)
+        try:
+            ui.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(ui.pid, signal.SIGKILL)
+            ui.wait(timeout=20)
+        log.close()
+    deadline = time.monotonic() + 30  # the server child shuts down after its parent
+    while connects("127.0.0.1", port):
+        assert time.monotonic() < deadline, "the MLflow server outlived `deepgal ui`"
+        time.sleep(0.5)
+
+
+def _listeners(port: int) -> set[str]:
+    """Local addresses with a listening TCP socket on ``port`` (from /proc/net/tcp{,6})."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            local, state = line.split()[1], line.split()[3]
+            addr, hexport = local.split(":")
+            if state != "0A" or int(hexport, 16) != port:  # 0A = LISTEN
+                continue
+            if width == 8:
+                found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(addr)[::-1]))
+            else:
+                raw = b"".join(bytes.fromhex(addr[i:i + 8])[::-1] for i in range(0, 32, 8))
+                found.add(socket.inet_ntop(socket.AF_INET6, raw))
+    return found

@@ -59,8 +59,9 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         # weights_only refuses pickles that would run code: that lands here too, by design.
         # Garbage that is not a zip goes to the legacy unpickler, which fails on random bytes
         # with IndexError/KeyError too (seen by fuzzing).
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint ({first})") from e
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint "
+                              f"({type(e).__name__}: {first})") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a deepgal checkpoint (no 'model' weights inside)")
     return ckpt
@@ -100,6 +101,14 @@ def find_resumable(ckpt_dir: str | Path, want_fingerprint: str) -> dict[str, Any
             return None
         return ckpt
     return None
+
+
+def remove_partial_writes(ckpt_dir: str | Path) -> None:
+    """Delete temporary files of saves that a SIGKILL cut short (``.<name>.pt.*.tmp``)."""
+    ckpt_dir = Path(ckpt_dir)
+    if ckpt_dir.is_dir():
+        for p in ckpt_dir.glob(".*.tmp"):
+            p.unlink()
 
 
 def clear(ckpt_dir: str | Path) -> None:

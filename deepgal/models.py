@@ -198,7 +198,9 @@ def _load_weights(net: Net, path: Path, head_prefix: str | None) -> None:
             f"{path}: refused to load: it holds Python objects other than tensors and plain "
             f"containers, and weights_only=True forbids running them ({e}). Save weights with "
             f"torch.save(model.state_dict(), path).") from e
-    except (RuntimeError, EOFError, OSError) as e:  # truncated or not a torch file at all
+    # Garbage bytes reach torch's legacy loader, which fails in many ways; all mean "unreadable".
+    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError,
+            AttributeError) as e:
         raise PretrainedWeightsError(f"{path}: not a readable torch weights file ({e}); "
                                      f"delete it and fetch or save it again") from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):

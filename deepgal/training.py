@@ -182,6 +182,7 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
     sched = make_schedule(opt, cfg, steps, spec.epochs)
     fwd = torch.compile(model) if cfg.compile and device.type == "cuda" else model
 
+    ckpt_io.remove_partial_writes(spec.ckpt_dir)
     state = ckpt_io.find_resumable(spec.ckpt_dir, spec.fingerprint) if resume else None
     history: list[dict[str, float]] = []
     start_epoch, start_step, accum = 1, 0, None

@@ -71,7 +71,10 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path):
     with pytest.raises(Crash):
         train(tmp_path / "run", sinks=[CrashAfter(2)])
     assert ckpt_io.load(tmp_path / "run" / "last.pt")["epoch"] == 2
+    stale = tmp_path / "run" / ".last.pt.abc123.tmp"  # a save cut short by the crash
+    stale.write_bytes(b"half a checkpoint")
     resumed, model = train(tmp_path / "run")
+    assert not stale.exists()
     assert [m["val/accuracy"] for m in resumed] == [m["val/accuracy"] for m in ref]
     assert [m["train/loss"] for m in resumed] == [m["train/loss"] for m in ref]
     for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):

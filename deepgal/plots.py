@@ -99,6 +99,10 @@ def plot_curves(histories: Mapping[str, pd.DataFrame], path: str | Path,
         ax.set_title(f"{metric} per epoch")
         ax.grid(alpha=0.3)
     ax_acc.set_ylim(0, 1)
+    # A model that blows up for an epoch (BatchNorm statistics of a barely trained deep net)
+    # has a loss 1e8 times the others: a log axis keeps every curve readable.
+    ax_loss.set_yscale("log")
+    ax_loss.set_ylabel("loss (log scale)")
     fig.suptitle("Training curves of all variants (train dashed, val solid)")
     fig.legend(handles=handles, loc="outside right upper", title="variant", frameon=False)
     save_png(fig, path)

@@ -67,7 +67,8 @@ def test_curves_show_every_variant_train_dashed_val_solid(tmp_path):
     texts = [t.get_text() for t in fig.legends[0].get_texts()]
     assert texts == ["smallnet", "resnet50", "train", "val"]
     acc, loss = fig.axes[:2]
-    assert (acc.get_ylabel(), loss.get_ylabel()) == ("accuracy", "loss")
+    assert (acc.get_ylabel(), loss.get_ylabel()) == ("accuracy", "loss (log scale)")
+    assert loss.get_yscale() == "log"
     assert acc.get_xlabel() == loss.get_xlabel() == "epoch"
     # Per variant: train then val line, on both panels.
     assert [line.get_linestyle() for line in acc.lines] == ["--", "-", "--", "-"]

@@ -276,3 +276,14 @@ def exact_metrics(results: Path) -> dict:
 
 def no_traceback(text: str) -> bool:
     return "Traceback (most recent call last)" not in text
+
+
+def one_variant_params(epochs: int, batch_size: int = 8, checkpoint_every: int = 2) -> dict:
+    """Tiny-repo overrides: one variant, enough images and small batches that an epoch lasts
+    seconds (long enough to interrupt inside it), not milliseconds."""
+    return {
+        "data": {"synthetic": {"image_size": 32, "per_class": 40}},
+        "train": {"epochs": epochs, "batch_size": batch_size,
+                  "checkpoint_every": checkpoint_every, "warmup_epochs": 0, "lr": 0.02},
+        "variants": {"smallnet": {"input_size": 32, "crop": 1.0}},
+    }

@@ -15,18 +15,12 @@ import yaml
 
 from tests.pipeline_repo import dvc, env_for, make_repo
 
-from .conftest import ckpt_epoch, exact_history, exact_metrics, wait_for
+from .conftest import ckpt_epoch, exact_history, exact_metrics, one_variant_params, wait_for
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 5
-# One variant, enough images and small batches that an epoch lasts seconds, not milliseconds.
-PARAMS = {
-    "data": {"synthetic": {"image_size": 32, "per_class": 40}},
-    "train": {"epochs": EPOCHS, "batch_size": 8, "checkpoint_every": 2, "warmup_epochs": 0,
-              "lr": 0.02},
-    "variants": {"smallnet": {"input_size": 32, "crop": 1.0}},
-}
+PARAMS = one_variant_params(EPOCHS)
 DVC_REPRO = [sys.executable, "-m", "dvc", "repro", "train@smallnet"]
 
 

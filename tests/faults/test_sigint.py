@@ -16,18 +16,13 @@ import pytest
 from deepgal import checkpoint as ckpt_io
 from tests.pipeline_repo import dvc, env_for, make_repo
 
-from .conftest import (TRAIN_CMD, ckpt_epoch, exact_history, no_traceback, sqlite_runs,
-                       sqlite_steps, wait_for)
+from .conftest import (TRAIN_CMD, ckpt_epoch, exact_history, no_traceback,
+                       one_variant_params, sqlite_runs, sqlite_steps, wait_for)
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 5
-PARAMS = {
-    "data": {"synthetic": {"image_size": 32, "per_class": 40}},
-    "train": {"epochs": EPOCHS, "batch_size": 8, "checkpoint_every": 2, "warmup_epochs": 0,
-              "lr": 0.02},
-    "variants": {"smallnet": {"input_size": 32, "crop": 1.0}},
-}
+PARAMS = one_variant_params(EPOCHS)
 
 
 def test_ctrl_c_checkpoints_closes_run_and_resumes(tmp_path, procs):

@@ -255,6 +255,9 @@ class MlflowSink:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._call(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
+    def log_dict(self, obj: dict, artifact_file: str) -> None:
+        self._call(self.client.log_dict, self.run_id, obj, artifact_file)
+
     def register_checkpoint(self, path: str | Path, name: str, alias: str = "best") -> dict:
         """Log ``path`` under ``selected/`` and register it as a model version with ``alias``."""
         self.log_artifact(path, "selected")

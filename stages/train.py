@@ -111,6 +111,7 @@ def main() -> int:
         mlf.log_artifact(args.results / "history.csv")
         mlf.log_artifact(ckpt_io.epoch_path(ckpt_dir, epochs), "checkpoints")
         mlf.log_artifact(args.source)
+        mlf.log_dict(cfg, "config.json")
         gap = mlf.finish("FINISHED")
         if gap:
             log.warning("MLflow never received epochs %s; history.csv has them all", gap)

@@ -3,16 +3,16 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 
 import pytest
 import torch
 
 from deepgal import checkpoint as ckpt_io
+from deepgal import training
 from deepgal.config import TrainCfg
 from deepgal.models import build_model
 from deepgal.training import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit
-from deepgal.transforms import Augment, Preprocess
+from deepgal.transforms import Augment, Preprocess, prepare_batch
 from deepgal.utils import seed_everything
 
 DEVICE = torch.device("cpu")
@@ -81,21 +81,30 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path):
         assert torch.equal(a, b)
 
 
-def test_sigint_mid_epoch_saves_and_resumes_exactly(tmp_path):
+def test_sigint_mid_epoch_saves_and_resumes_exactly(tmp_path, monkeypatch):
     ref, _ = train(tmp_path / "ref", epochs=4)
+    calls = {"train": 0}
 
-    class InterruptDuringEpoch2:
-        def log_epoch(self, m):
-            if m["epoch"] == 1:  # Ctrl-C arrives while epoch 2 is running
-                threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT)).start()
+    def prepare_then_ctrl_c(images, pre, aug=None, **kw):
+        # The real prepare_batch; Ctrl-C arrives (synchronously, so the test is not timing
+        # dependent) while epoch 2's third training batch is being prepared.
+        if aug is not None:
+            calls["train"] += 1
+            if calls["train"] == 6 + 3:  # 48 images / batch 8 = 6 steps an epoch
+                os.kill(os.getpid(), signal.SIGINT)
+        return prepare_batch(images, pre, aug, **kw)
 
-    with pytest.raises(TrainingInterrupted, match="checkpoint saved"):
-        train(tmp_path / "run", sinks=[InterruptDuringEpoch2()], epochs=4)
+    monkeypatch.setattr(training, "prepare_batch", prepare_then_ctrl_c)
+    with pytest.raises(TrainingInterrupted, match="epoch 2 step 3/6; checkpoint saved"):
+        train(tmp_path / "run", epochs=4)
+    monkeypatch.undo()
     state = ckpt_io.load(tmp_path / "run" / "last.pt")
-    assert state["epoch"] >= 1
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
     resumed, _ = train(tmp_path / "run", epochs=4)
     assert [m["val/loss"] for m in resumed] == [m["val/loss"] for m in ref]
     assert [m["train/accuracy"] for m in resumed] == [m["train/accuracy"] for m in ref]
+    assert [m["train/loss"] for m in resumed] == pytest.approx([m["train/loss"] for m in ref],
+                                                               rel=1e-6)
 
 
 def test_changed_config_starts_over(tmp_path):

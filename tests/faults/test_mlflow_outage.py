@@ -15,18 +15,13 @@ import pytest
 
 from tests.pipeline_repo import dvc, env_for, make_repo
 
-from .conftest import (TRAIN_CMD, exact_history, free_port, no_traceback, sqlite_steps,
-                       wait_for)
+from .conftest import (TRAIN_CMD, exact_history, free_port, no_traceback, one_variant_params,
+                       sqlite_steps, wait_for)
 
 pytestmark = pytest.mark.slow
 
 EPOCHS = 8
-PARAMS = {
-    "data": {"synthetic": {"image_size": 32, "per_class": 40}},
-    "train": {"epochs": EPOCHS, "batch_size": 8, "checkpoint_every": 4, "warmup_epochs": 0,
-              "lr": 0.02},
-    "variants": {"smallnet": {"input_size": 32, "crop": 1.0}},
-}
+PARAMS = one_variant_params(EPOCHS, checkpoint_every=4)
 
 
 @pytest.fixture(scope="module")

@@ -41,10 +41,11 @@ def _scored(args):
     from .inference import load_model, run_on_file
     from .utils import pick_device
 
-    galaxy10.validate(args.data)  # before loading a model: bad input fails first
+    info = galaxy10.validate(args.data)  # before loading a model: bad input fails first
     device = pick_device(args.device)
     model, pre, ckpt = load_model(args.checkpoint, device)
-    probs = run_on_file(model, args.data, pre, device, batch_size=args.batch_size)
+    probs = run_on_file(model, args.data, pre, device, np.arange(info.n_images),
+                        batch_size=args.batch_size)
     return probs, ckpt
 
 

@@ -36,7 +36,7 @@ def test_same_seed_same_bytes_and_other_seed_differs(small_set):
 
 
 def test_bytes_do_not_depend_on_batch_size(monkeypatch):
-    from deepgal.data import synthetic
+    from deepgal.data.synthetic import dataset as synthetic
 
     images, _ = render(2, SIZE, seed=3)
     monkeypatch.setattr(synthetic, "BATCH_PIXELS", 3 * SIZE * SIZE)  # batches of 3 images

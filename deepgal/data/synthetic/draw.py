@@ -4,7 +4,7 @@ Everything works on whole batches: profiles are (B, S, S) float32 fields from on
 coordinate grid, point sources are deposited with ``np.bincount`` and blurred in Fourier space
 together with the galaxy, and the sky noise is drawn directly as Fourier coefficients. No
 Python loop runs over pixels or over galaxies. Units are those of
-:mod:`deepgal.data.synthetic_params`.
+:mod:`deepgal.data.synthetic.params`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from deepgal.data.synthetic_params import NATIVE_SIZE, Draws
+from deepgal.data.synthetic.params import NATIVE_SIZE, Draws
 
 F32 = np.float32
 # Flux colours (R, G, B) of the two stellar populations; colour t interpolates (and

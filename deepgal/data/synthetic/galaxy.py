@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import gammaln
 
-from deepgal.data import synthetic_draw as sd
-from deepgal.data import synthetic_params as sp
+from deepgal.data.synthetic import draw as sd
+from deepgal.data.synthetic import params as sp
 
 F32 = np.float32
 

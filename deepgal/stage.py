@@ -1,18 +1,18 @@
-"""What every stage script shares: logging, params, and turning known failures into one line."""
+"""What every stage script shares: logging, and turning known failures into one line.
+
+Deliberately light: it imports nothing heavy, so a stage that reads a CSV does not pay for
+torch or MLflow at start-up.
+"""
 from __future__ import annotations
 
 import logging
 import sys
 from typing import Callable
 
-from .checkpoint import CheckpointError
-from .config import ConfigError
-from .data.galaxy10 import Galaxy10FormatError
+from .errors import DeepgalError
 
 # Failures we can explain in the user's terms. Anything else is a bug: let its traceback show.
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError, Galaxy10FormatError, CheckpointError, FileNotFoundError, ValueError,
-)
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (DeepgalError, FileNotFoundError, ValueError)
 
 
 def setup_logging(verbose: bool = False) -> None:

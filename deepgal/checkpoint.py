@@ -6,7 +6,12 @@ Layout of a training output folder's ``checkpoints/``:
 - ``last.pt``: the newest resumable state (end of the last epoch, or where Ctrl-C stopped it).
 
 Every file is written atomically and loaded with ``weights_only=True``: a checkpoint is data,
-never code.
+never code. Integrity: ``torch.save`` writes a zip whose every record carries a CRC-32, but
+``torch.load`` does not check them (a flipped byte in a weight tensor loads silently as a
+wrong weight). :func:`load` checks every CRC first, so a file whose bytes changed after it was
+written is refused like a truncated one, named, and resume/selection fall back past it. The
+CRCs live inside the file, so a checkpoint stays one atomically renamed file (a digest beside
+it could disagree with it after a crash between the two writes).
 """
 from __future__ import annotations
 
@@ -15,6 +20,7 @@ import json
 import logging
 import pickle
 import re
+import struct
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,10 @@ def epoch_path(ckpt_dir: Path, epoch: int) -> Path:
 
 def save(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (plain Python containers and tensors only) atomically."""
+    # Without CRCs every record would read as damaged on load (they would all be 0).
+    if not torch.serialization.get_crc32_options():
+        raise RuntimeError("torch.serialization.set_crc32_options(False) is in effect; deepgal "
+                           "checkpoints need CRC-32s to detect damage")
     atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
 
 
@@ -52,6 +62,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
+    _check_crcs(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
@@ -65,6 +76,24 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a deepgal checkpoint (no 'model' weights inside)")
     return ckpt
+
+
+def _check_crcs(path: Path) -> None:
+    """Raise CheckpointError unless ``path`` is a whole zip whose records match their CRC-32s."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()  # reads every record and compares its CRC-32
+    # Truncated or random bytes fail in the zip directory parser in many ways (seen by fuzzing).
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
+            NotImplementedError, RuntimeError, struct.error, LookupError,
+            UnicodeDecodeError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint: not a complete torch "
+                              f"zip file ({type(e).__name__}: {first})") from e
+    if bad is not None:
+        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint: damaged, record "
+                              f"{bad!r} fails its CRC-32 (its bytes changed after it was "
+                              f"written)")
 
 
 def list_epochs(ckpt_dir: str | Path) -> list[tuple[int, Path]]:

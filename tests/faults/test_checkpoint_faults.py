@@ -9,8 +9,10 @@ import json
 import logging
 import random
 import shlex
+import struct
 import subprocess
 import sys
+import zipfile
 
 import pytest
 import torch
@@ -38,6 +40,20 @@ def truncate(path, fraction: float) -> None:
     path.write_bytes(data[:int(len(data) * fraction)])
 
 
+def flip_byte(path, record: str = "data/0", at: int = 5) -> None:
+    """Change one byte inside a zip record's data, keeping the size: silent bit rot."""
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if i.filename.endswith(record))
+    # local header: 30 bytes + name + extra, then the (stored, uncompressed) data
+    with open(path, "rb") as f:
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", f.read(4))
+    offset = info.header_offset + 30 + name_len + extra_len + at
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
 DAMAGE = {
     "empty": lambda p: p.write_bytes(b""),
     "truncated_1pct": lambda p: truncate(p, 0.01),
@@ -48,7 +64,20 @@ DAMAGE = {
     "zip_of_other_things": lambda p: torch.save([1, 2, 3], p),
     "dict_without_model": lambda p: torch.save({"epoch": 3, "weights": torch.zeros(2)}, p),
     "zeroed_tail": lambda p: p.write_bytes(p.read_bytes()[:-512] + bytes(512)),
+    "bit_flip_in_weights": lambda p: flip_byte(p, "data/0"),
+    "bit_flip_in_pickle": lambda p: flip_byte(p, "data.pkl", at=40),
 }
+
+
+def test_bit_flip_would_load_silently_without_the_crc_check(tmp_path):
+    """The control: torch.load itself takes a flipped weight byte as a different weight."""
+    path = tmp_path / "epoch_001.pt"
+    write_ckpt(path, 1)
+    flip_byte(path, "data/0")
+    weights = torch.load(path, weights_only=True)["model"]["w"]
+    assert not torch.equal(weights, torch.full((4, 4), 1.0))
+    with pytest.raises(ckpt_io.CheckpointError, match=r"fails its CRC-32 .*changed after"):
+        ckpt_io.load(path)
 
 
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
@@ -91,7 +120,7 @@ def test_resume_falls_back_past_damaged_files_to_the_newest_good_one(tmp_path, c
         write_ckpt(ckpt_io.epoch_path(tmp_path, e), e)
     write_ckpt(tmp_path / "last.pt", 3)
     truncate(tmp_path / "last.pt", 0.5)
-    DAMAGE["random_bytes"](ckpt_io.epoch_path(tmp_path, 3))
+    flip_byte(ckpt_io.epoch_path(tmp_path, 3))  # same size, one bit changed
     with caplog.at_level(logging.WARNING, logger="deepgal.checkpoint"):
         state = ckpt_io.find_resumable(tmp_path, FP)
     assert state["epoch"] == 2

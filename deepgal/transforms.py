@@ -20,6 +20,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .config import AugmentCfg
+from .mixing import mix_batch  # noqa: F401  (transforms.mix_batch: the batch-level augmentations)
+
 # ITU-R 601 luma weights, as torchvision's rgb_to_grayscale: the grey level contrast and
 # saturation jitter pivot around.
 _LUMA = (0.299, 0.587, 0.114)
@@ -70,27 +73,9 @@ class Preprocess:
         return cls(**d)
 
 
-@dataclass(frozen=True)
-class Augment:
-    """Training augmentation strengths; ``Augment(**params)`` rejects a misspelt key.
-
-    ``rotate``: uniform angle in [0, 2 pi) (galaxies have no preferred orientation). ``flip``:
-    horizontal and vertical, each with p = 0.5 per sample. ``jitter``: brightness, contrast and
-    saturation factors uniform in [1 - jitter, 1 + jitter]. ``scale``: zoom factor uniform in
-    [1 - scale, 1 + scale]. ``translate``: shift uniform in +- translate of the side, per axis.
-    """
-
-    rotate: bool = True
-    flip: bool = True
-    jitter: float = 0.1
-    scale: float = 0.0
-    translate: float = 0.0
-
-    def __post_init__(self):
-        for name, hi in (("jitter", 1.0), ("scale", 1.0), ("translate", 0.5)):
-            v = getattr(self, name)
-            if not 0.0 <= v < hi:
-                raise ValueError(f"Augment.{name} must be in [0, {hi}), got {v!r}")
+# The augmentation settings are the config's own dataclass: one set of keys and bounds, checked
+# when params load (naming train.augment.<key>) and again on any direct construction.
+Augment = AugmentCfg
 
 
 @dataclass(frozen=True)
@@ -316,3 +301,4 @@ def augmentation_preview(image: np.ndarray, pre: Preprocess, aug: Augment,
         y = apply_params(x, pre, params, channels_last=False)[0] * std + mean
         out.append((title, (y.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()))
     return out
+

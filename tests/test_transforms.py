@@ -7,12 +7,24 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 
+from hypothesis import given, settings, strategies as st
+
+from deepgal import config
+from deepgal.config import ConfigError
 from deepgal.transforms import (AugParams, Augment, Preprocess, affine_grid, affine_theta,
-                                apply_params, augmentation_preview, prepare_batch,
+                                apply_params, augmentation_preview, mix_batch, prepare_batch,
                                 sample_params)
+
+from .pipeline_repo import tiny_params
 
 # mean 0 / std 1 makes the output the plain [0, 1] image, so geometry is easy to compare.
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+
+
+def aug(**changes) -> Augment:
+    """Augment has no defaults (params.yaml holds them); these tests start from these values."""
+    return Augment(**{"rotate": True, "flip": True, "jitter": 0.1, "scale": 0.0,
+                      "translate": 0.0, **changes})
 
 
 def random_images(n=4, side=64, seed=0):
@@ -36,7 +48,7 @@ def chw01(images):
 def test_shapes_dtypes_and_layout():
     x = random_images(3, 64)
     pre = Preprocess(48)
-    y = prepare_batch(x, pre, Augment(scale=0.1, translate=0.05), torch.Generator())
+    y = prepare_batch(x, pre, aug(scale=0.1, translate=0.05), torch.Generator())
     assert y.shape == (3, 3, 48, 48) and y.dtype == torch.float32
     assert y.is_contiguous(memory_format=torch.channels_last)
     y = prepare_batch(x, pre, channels_last=False, dtype=torch.bfloat16)
@@ -61,7 +73,7 @@ def test_eval_matches_antialiased_resize_reference():
     ref = F.interpolate(chw01(x), size=(64, 64), mode="bilinear", antialias=True)
     # The CPU path resizes in uint8 (as torchvision's Resize): within one grey level.
     assert (y - ref).abs().max() <= 1.0 / 255 + 1e-6
-    assert not torch.equal(y, prepare_batch(x, Preprocess(64, **PLAIN), Augment(),
+    assert not torch.equal(y, prepare_batch(x, Preprocess(64, **PLAIN), aug(),
                                             torch.Generator().manual_seed(0)))
 
 
@@ -80,7 +92,7 @@ def test_eval_is_deterministic():
 
 
 def test_affine_grid_matches_torch():
-    p = sample_params(Augment(scale=0.2, translate=0.1), 5, torch.Generator().manual_seed(1))
+    p = sample_params(aug(scale=0.2, translate=0.1), 5, torch.Generator().manual_seed(1))
     theta = affine_theta(p, crop=0.7)
     ref = F.affine_grid(theta, [5, 3, 24, 24], align_corners=False)
     torch.testing.assert_close(affine_grid(theta, 24), ref, atol=1e-6, rtol=0)
@@ -141,21 +153,21 @@ def test_jitter_matches_torchvision_sequence():
 
 def test_seeded_generator_reproduces_and_differs():
     x = random_images(4, 64)
-    pre, aug = Preprocess(32), Augment(scale=0.1, translate=0.05)
-    a = prepare_batch(x, pre, aug, torch.Generator().manual_seed(7))
-    b = prepare_batch(x, pre, aug, torch.Generator().manual_seed(7))
-    c = prepare_batch(x, pre, aug, torch.Generator().manual_seed(8))
+    pre, a8 = Preprocess(32), aug(scale=0.1, translate=0.05)
+    a = prepare_batch(x, pre, a8, torch.Generator().manual_seed(7))
+    b = prepare_batch(x, pre, a8, torch.Generator().manual_seed(7))
+    c = prepare_batch(x, pre, a8, torch.Generator().manual_seed(8))
     assert torch.equal(a, b)
     assert not torch.allclose(a, c)
 
 
 def test_randomness_is_per_sample():
     x = random_images(1, 64).expand(6, -1, -1, -1).contiguous()  # six copies of one image
-    y = prepare_batch(x, Preprocess(32), Augment(), torch.Generator().manual_seed(0))
+    y = prepare_batch(x, Preprocess(32), aug(), torch.Generator().manual_seed(0))
     for i in range(6):
         for j in range(i + 1, 6):
             assert not torch.allclose(y[i], y[j]), (i, j)
-    p = sample_params(Augment(), 1000, torch.Generator().manual_seed(0))
+    p = sample_params(aug(), 1000, torch.Generator().manual_seed(0))
     assert 0.4 < p.flip_h.float().mean() < 0.6 and 0.4 < p.flip_v.float().mean() < 0.6
     assert p.angle.min() >= 0 and p.angle.max() < 2 * math.pi and p.angle.std() > 1.5
     assert 0.9 <= p.brightness.min() and p.brightness.max() <= 1.1
@@ -165,7 +177,7 @@ def test_generator_must_match_device():
     class FakeCuda:
         device = torch.device("cuda")
     with pytest.raises(ValueError, match="generator is on cuda"):
-        prepare_batch(random_images(1, 8), Preprocess(8), Augment(), FakeCuda())
+        prepare_batch(random_images(1, 8), Preprocess(8), aug(), FakeCuda())
 
 
 def test_normalisation_gives_zero_mean_unit_std():
@@ -191,13 +203,15 @@ def test_preprocess_round_trip_and_validation():
     with pytest.raises(ValueError, match="std"):
         Preprocess(32, std=(0.1, 0.0, 0.1))
     with pytest.raises(ValueError, match="jitter"):
-        Augment(jitter=1.5)
+        aug(jitter=1.5)
+    with pytest.raises(ValueError, match="scale"):
+        aug(scale=1.0)
 
 
 def test_augmentation_preview_panels():
     img = smooth_images(1, 64)[0].numpy()
     pre = Preprocess(48, crop=0.75)
-    panels = augmentation_preview(img, pre, Augment(scale=0.1), seed=1)
+    panels = augmentation_preview(img, pre, aug(scale=0.1), seed=1)
     names = [n for n, _ in panels]
     assert names[0] == "original" and names[-1] == "all combined"
     assert any(n.startswith("rotation") for n in names) and "flip" in names
@@ -210,5 +224,120 @@ def test_augmentation_preview_panels():
     flip = dict(panels)["flip"]
     assert np.abs(flip.astype(int) - expect[:, ::-1]).max() <= 1
     # Disabled augmentations get no panel.
-    names = [n for n, _ in augmentation_preview(img, pre, Augment(rotate=False, jitter=0.0))]
+    names = [n for n, _ in augmentation_preview(img, pre, aug(rotate=False, jitter=0.0))]
     assert names == ["original", "flip", "all combined"]
+
+
+# -- the transform takes its settings from the config: what validates, runs --------------------
+
+def test_augment_is_the_config_class():
+    assert Augment is config.AugmentCfg
+    cfg = config.load_section("train", tiny_params()).augment
+    y = prepare_batch(random_images(2, 32), Preprocess(16), cfg, torch.Generator())
+    assert y.shape == (2, 3, 16, 16)
+
+
+def extreme(**values):
+    params = tiny_params()
+    params["train"]["augment"].update(values)
+    return config.load_section("train", params).augment
+
+
+@pytest.mark.parametrize("values", [{"jitter": 1.0}, {"jitter": 0.0}, {"scale": 0.999},
+                                    {"translate": 0.499}, {"jitter": 1.0, "scale": 0.9}])
+def test_bounds_that_validate_run_end_to_end(values):
+    cfg = extreme(**values)
+    for seed in range(3):
+        y = prepare_batch(random_images(8, 32), Preprocess(16), cfg,
+                          torch.Generator().manual_seed(seed))
+        assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("key, value", [("jitter", 1.01), ("scale", 1.0), ("translate", 0.5),
+                                        ("scale", -0.1)])
+def test_bounds_that_do_not_run_fail_validation_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=rf"^train\.augment\.{key}: "):
+        extreme(**{key: value})
+
+
+@settings(max_examples=40, deadline=None)
+@given(jitter=st.floats(0, 1), scale=st.floats(0, 0.999), translate=st.floats(0, 0.499),
+       rotate=st.booleans(), flip=st.booleans(), seed=st.integers(0, 2**31))
+def test_any_valid_augment_gives_finite_batches(jitter, scale, translate, rotate, flip, seed):
+    cfg = extreme(jitter=jitter, scale=scale, translate=translate, rotate=rotate, flip=flip)
+    y = prepare_batch(random_images(4, 24, seed % 1000), Preprocess(12), cfg,
+                      torch.Generator().manual_seed(seed))
+    assert torch.isfinite(y).all()
+
+
+# -- mixup / cutmix ----------------------------------------------------------------------------
+
+def batch(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g)
+
+
+def test_mix_off_is_identity_with_one_hot_targets():
+    x, y = batch()
+    out, t = mix_batch(x, y, 10, 0.0, 0.0, torch.Generator())
+    assert out is x
+    torch.testing.assert_close(t, F.one_hot(y, 10).float())
+
+
+@pytest.mark.parametrize("mixup, cutmix", [(0.4, 0.0), (0.0, 1.0), (0.4, 1.0)])
+def test_mix_is_seeded_and_targets_are_distributions(mixup, cutmix):
+    x, y = batch()
+    a = mix_batch(x, y, 10, mixup, cutmix, torch.Generator().manual_seed(3))
+    b = mix_batch(x, y, 10, mixup, cutmix, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+    outs = [mix_batch(x, y, 10, mixup, cutmix, torch.Generator().manual_seed(s))[0]
+            for s in range(4)]
+    assert any(not torch.equal(outs[0], o) for o in outs[1:])
+    out, t = a
+    assert out.shape == x.shape and t.shape == (8, 10) and t.dtype == torch.float32
+    torch.testing.assert_close(t.sum(1), torch.ones(8))
+    assert (t >= 0).all()
+    assert (t[torch.arange(8), y] > 0).all()  # every sample keeps a share of its own label
+
+
+def lam_and_partner(t: torch.Tensor, n: int) -> tuple[float, torch.Tensor]:
+    """From the soft targets of a batch whose labels are 0..n-1: the batch's lam (the own
+    share of a sample paired with another) and each row's partner (itself if paired with
+    itself)."""
+    own = t.diagonal()[:n]
+    lam = own[own < 1 - 1e-6].min().item()
+    partner = t[:, :n].clone().fill_diagonal_(0).argmax(1)
+    return lam, torch.where(own > 1 - 1e-6, torch.arange(n), partner)
+
+
+def test_mixup_blends_pixels_and_labels_with_the_same_weight():
+    x, y = batch(6, 1)
+    y = torch.arange(6)  # distinct labels: each row's targets show lam and 1 - lam exactly
+    out, t = mix_batch(x, y, 10, 0.4, 0.0, torch.Generator().manual_seed(5))
+    lam, partner = lam_and_partner(t, 6)
+    assert 0 < lam < 1
+    torch.testing.assert_close(out, lam * x + (1 - lam) * x[partner])
+
+
+def test_cutmix_pastes_one_box_and_lam_is_its_area():
+    x, y = batch(6, 2)
+    y = torch.arange(6)
+    out, t = mix_batch(x, y, 10, 0.0, 1.0, torch.Generator().manual_seed(11))
+    lam, partner = lam_and_partner(t, 6)
+    changed = (out != x).any(1)  # (B, H, W): pixels taken from the partner
+    box = changed.any(0)
+    rows, cols = box.any(1).nonzero(), box.any(0).nonzero()
+    area = (rows.numel() and (rows.max() - rows.min() + 1)) * (
+        cols.numel() and (cols.max() - cols.min() + 1))
+    assert area > 0 and abs((1 - lam) - area / (16 * 16)) < 1e-6
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    inside = torch.zeros(16, 16, dtype=torch.bool)
+    inside[r0:r1, c0:c1] = True
+    torch.testing.assert_close(out[..., inside], x[partner][..., inside], rtol=0, atol=0)
+    torch.testing.assert_close(out[..., ~inside], x[..., ~inside], rtol=0, atol=0)
+
+
+def test_mix_rejects_negative_alpha():
+    x, y = batch()
+    with pytest.raises(ValueError, match="mixup and cutmix must be >= 0"):
+        mix_batch(x, y, 10, -0.1, 0.0, torch.Generator())

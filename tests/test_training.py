@@ -1,19 +1,19 @@
 """The training loop: determinism, resume (boundary and mid-epoch), config changes, NaN guard."""
 from __future__ import annotations
 
-import os
+import dataclasses
 import signal
 
 import pytest
 import torch
 
 from deepgal import checkpoint as ckpt_io
-from deepgal import training
-from deepgal.config import TrainCfg
+from deepgal import config
 from deepgal.models import build_model
 from deepgal.training import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit
-from deepgal.transforms import Augment, Preprocess, prepare_batch
+from deepgal.transforms import Augment, Preprocess
 from deepgal.utils import seed_everything
+from tests.pipeline_repo import tiny_params
 
 DEVICE = torch.device("cpu")
 
@@ -26,11 +26,18 @@ def data(n=48, seed=0):
     return Split(images, labels)
 
 
-def spec(tmp_path, epochs=3, fingerprint="a", **cfg) -> RunSpec:
-    train = TrainCfg(epochs=epochs, batch_size=8, checkpoint_every=1, warmup_epochs=0, **cfg)
-    return RunSpec(cfg=train, epochs=epochs, batch_size=8, lr=train.lr,
-                   preprocess=Preprocess(input_size=16), augment=Augment(jitter=0.1, scale=0.1),
-                   seed=7, ckpt_dir=tmp_path, fingerprint=fingerprint,
+def run_cfg(**overrides) -> config.RunCfg:
+    """The tiny test configuration's smallnet, resolved as the stage resolves it, shrunk."""
+    run = config.resolve_variant(tiny_params(), "smallnet")
+    aug = Augment(rotate=True, flip=True, jitter=0.1, scale=0.1, translate=0.0)
+    base = {"epochs": 3, "batch_size": 8, "checkpoint_every": 1, "warmup_epochs": 0,
+            "seed": 7, "input_size": 16, "crop": 1.0, "precision": "fp32", "augment": aug}
+    return dataclasses.replace(run, **{**base, **overrides})
+
+
+def spec(tmp_path, fingerprint="a", **cfg) -> RunSpec:
+    return RunSpec(cfg=run_cfg(**cfg), preprocess=Preprocess(input_size=16),
+                   ckpt_dir=tmp_path, fingerprint=fingerprint,
                    meta={"variant": "smallnet", "model_name": "smallnet"})
 
 
@@ -83,21 +90,13 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path):
 
 def test_sigint_mid_epoch_saves_and_resumes_exactly(tmp_path, monkeypatch):
     ref, _ = train(tmp_path / "ref", epochs=4)
-    calls = {"train": 0}
-
-    def prepare_then_ctrl_c(images, pre, aug=None, **kw):
-        # The real prepare_batch; Ctrl-C arrives (synchronously, so the test is not timing
-        # dependent) while epoch 2's third training batch is being prepared.
-        if aug is not None:
-            calls["train"] += 1
-            if calls["train"] == 6 + 3:  # 48 images / batch 8 = 6 steps an epoch
-                os.kill(os.getpid(), signal.SIGINT)
-        return prepare_batch(images, pre, aug, **kw)
-
-    monkeypatch.setattr(training, "prepare_batch", prepare_then_ctrl_c)
+    # Ctrl-C arrives, synchronously (no timer), at the start of epoch 2's step 3:
+    # 48 images / batch 8 = 6 steps an epoch, so it is mid-epoch.
+    monkeypatch.setenv("DEEPGAL_FAULT", "signal=SIGINT,epoch=2,step=3")
     with pytest.raises(TrainingInterrupted, match="epoch 2 step 3/6; checkpoint saved"):
         train(tmp_path / "run", epochs=4)
-    monkeypatch.undo()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.delenv("DEEPGAL_FAULT")
     state = ckpt_io.load(tmp_path / "run" / "last.pt")
     assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
     resumed, _ = train(tmp_path / "run", epochs=4)

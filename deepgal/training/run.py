@@ -1,0 +1,155 @@
+"""One variant's training run, assembled: the train stage's whole job as one library call.
+
+:func:`train_variant` takes the variant's resolved config (:class:`deepgal.config.RunCfg`, the
+one record of what it really runs with) and the stage's paths, and:
+
+- reads the train/val splits (uint8, once) and the train split's statistics;
+- builds the model, the preprocessing and the resume fingerprint;
+- on rank 0, opens the MLflow run (reopening the interrupted one of the same config), with
+  ``RunCfg.flat()`` as its params and the data set as its dataset input;
+- runs :func:`deepgal.training.fit`, under DDP when torchrun started this process;
+- on rank 0, writes ``train.json`` (final metrics, best epoch, the resolved config),
+  ``mlflow_run.json`` and the run's artifacts, and closes the run FINISHED / KILLED / FAILED.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .. import checkpoint as ckpt_io
+from .. import distributed, tracking
+from ..config import RunCfg
+from ..data import galaxy10
+from ..data import split as split_io
+from ..models import build_model
+from ..transforms import Preprocess
+from ..utils import pick_device, seed_everything, write_json
+from .loop import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit, place_split
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainPaths:
+    data: Path  # Galaxy10-layout HDF5
+    source: Path  # source.json of the download stage
+    split: Path  # folder of the split stage
+    out: Path  # models/<variant>: checkpoints/, mlflow_run.json
+    results: Path  # results/<variant>: history.csv, train.json
+
+
+def load_split(data: Path, split_dir: Path, name: str) -> Split:
+    """Rows ``name`` of the split as (N, H, W, 3) uint8 images and (N,) int64 labels."""
+    idx = split_io.read_split(split_dir, name)
+    images = torch.from_numpy(galaxy10.read_images(data, idx))  # no copy
+    labels = torch.from_numpy(galaxy10.read_labels(data)[idx].astype("int64"))
+    return Split(images, labels)
+
+
+def run_config(run: RunCfg, pre: Preprocess, source: dict, stats: dict) -> dict[str, Any]:
+    """What a checkpoint records and a resume must match (the device may differ)."""
+    resolved = {k: v for k, v in dataclasses.asdict(run).items() if k != "device"}
+    return {"run": resolved, "preprocess": pre.to_dict(),
+            "data": {"sha256": source["sha256"], "split_sizes": stats["sizes"]}}
+
+
+def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str,
+                 run_file: Path) -> tracking.MlflowSink | None:
+    """The variant's MLflow run; an interrupted run of the same config is reopened."""
+    if not tracking.mlflow_enabled():
+        return None
+    prev = json.loads(run_file.read_text()) if run_file.exists() else {}
+    tags = {"deepgal.variant": run.variant, "deepgal.model": run.model,
+            "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
+            "git.commit": tracking.git_commit(), "data.source": source["source"],
+            "data.sha256": source["sha256"], "deepgal.fingerprint": fp}
+    mlf = tracking.MlflowSink(tracking.default_tracking_uri(), run.variant, tags, run.flat(),
+                              run_id=prev.get("run_id") if prev.get("fingerprint") == fp
+                              else None)
+    if hasattr(mlf, "log_dataset"):  # contract 3 (deepgal.tracking); absent in older sinks
+        mlf.log_dataset(source, stats["sizes"])
+    write_json(run_file, {"run_id": mlf.run_id, "fingerprint": fp})
+    return mlf
+
+
+def summarise(history: list[dict], run: RunCfg, undelivered: int) -> dict[str, Any]:
+    """``train.json``: the last epoch's metrics, the best epoch, time, and the config run."""
+    best = max(history, key=lambda m: m["val/accuracy"])
+    return {**history[-1], "best/val_accuracy": best["val/accuracy"],
+            "best/epoch": best["epoch"], "train_seconds": sum(m["seconds"] for m in history),
+            "epochs": len(history), "tracking/undelivered_epochs": undelivered,
+            "config": run.flat()}
+
+
+def train_variant(run: RunCfg, paths: TrainPaths) -> dict[str, Any] | None:
+    """Train variant ``run.variant``; returns train.json's dict on rank 0 (None elsewhere).
+
+    Raises TrainingInterrupted / TrainingDiverged (the MLflow run is then closed KILLED /
+    FAILED) and, under DDP, torch.distributed errors when another rank is lost.
+    """
+    galaxy10.validate(paths.data)
+    stats = split_io.read_stats(paths.split)
+    source = json.loads(paths.source.read_text())
+    seed_everything(run.seed, run.deterministic)
+    dist, device = distributed.init(pick_device(run.device))
+    try:
+        return _train(run, paths, stats, source, dist, device)
+    finally:
+        distributed.shutdown()
+
+
+def _train(run: RunCfg, paths: TrainPaths, stats: dict, source: dict,
+           dist: distributed.Dist, device: torch.device) -> dict[str, Any] | None:
+    pre = Preprocess(input_size=run.input_size, crop=run.crop, mean=tuple(stats["mean"]),
+                     std=tuple(stats["std"]))
+    config = run_config(run, pre, source, stats)
+    fp = ckpt_io.fingerprint(config)
+    model = build_model(run.model, galaxy10.NUM_CLASSES, run.input_size, run.pretrained)
+    ckpt_dir = paths.out / "checkpoints"
+    # run.json persists with the checkpoints, so a resume reuses the MLflow run
+    mlf = _open_mlflow(run, source, stats, fp, ckpt_dir / "run.json") if dist.main else None
+    files = tracking.FileSink(paths.results / "history.csv", paths.results / "train.json")
+    sinks = [files] + ([mlf] if mlf else [])
+    spec = RunSpec(cfg=run, preprocess=pre, ckpt_dir=ckpt_dir, fingerprint=fp,
+                   meta={"variant": run.variant, "model_name": run.model, "config": config,
+                         "class_names": list(galaxy10.CLASS_NAMES),
+                         "mlflow_run_id": mlf.run_id if mlf else None})
+    train = place_split(load_split(paths.data, paths.split, "train"), device)
+    val = load_split(paths.data, paths.split, "val")
+    log.info("%s: %d train / %d val images, %d epochs on %s x %d", run.variant, len(train),
+             len(val), run.epochs, device, dist.world)
+    try:
+        history = fit(model, train, val, spec, device, sinks, dist=dist)
+    except TrainingInterrupted:
+        if mlf:
+            mlf.finish("KILLED")
+        raise
+    except (TrainingDiverged, RuntimeError):
+        if mlf:
+            mlf.finish("FAILED")
+        raise
+    if not dist.main:
+        return None
+    gap: list[int] = []
+    if mlf:
+        mlf.log_artifact(paths.results / "history.csv")
+        mlf.log_artifact(ckpt_io.epoch_path(ckpt_dir, run.epochs), "checkpoints")
+        mlf.log_artifact(paths.source)
+        mlf.log_dict(config, "config.json")
+        gap = mlf.finish("FINISHED")
+        if gap:
+            log.warning("MLflow never received epochs %s; history.csv has them all", gap)
+    metrics = summarise(history, run, len(gap))
+    files.write_metrics(metrics)
+    write_json(paths.out / "mlflow_run.json",
+               {"run_id": mlf.run_id if mlf else None, "run_name": run.variant,
+                "tracking_uri": tracking.redact(tracking.default_tracking_uri()) if mlf
+                else None})
+    return metrics

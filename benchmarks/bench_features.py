@@ -2,7 +2,7 @@
 
     python benchmarks/bench_features.py [--n 1024] [--size 64] [--device auto]
 
-Uses the same code as the features stage (`deepgal.inference.run_model(features=True)`) on
+Uses the same code as the features stage (`deepgal.inference.run_model(output="features")`) on
 random uint8 images at the default input sizes of params.yaml.
 """
 from __future__ import annotations
@@ -38,9 +38,9 @@ def main() -> None:
         pre = Preprocess(input_size=v.get("input_size", 64), crop=v.get("crop", 1.0))
         model = build_model(v.get("model", name), 10, pre.input_size).to(
             device, memory_format=torch.channels_last).eval()
-        run_model(model, images[:args.batch_size], pre, device, args.batch_size, features=True)
+        run_model(model, images[:args.batch_size], pre, device, args.batch_size, output="features")
         t = time.perf_counter()
-        out = run_model(model, images, pre, device, args.batch_size, features=True)
+        out = run_model(model, images, pre, device, args.batch_size, output="features")
         sec = time.perf_counter() - t
         print(f"| {name} | {pre.input_size} | {out.shape[1]} | {args.n / sec:.0f} |", flush=True)
 

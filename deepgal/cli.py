@@ -38,7 +38,8 @@ def cmd_info(args) -> int:
 
 
 def _scored(args):
-    from .inference import load_model, run_on_file
+    from .inference import load_model
+    from .inference.source import run_on_file
     from .utils import pick_device
 
     info = galaxy10.validate(args.data)  # before loading a model: bad input fails first
@@ -50,7 +51,7 @@ def _scored(args):
 
 
 def cmd_evaluate(args) -> int:
-    from .inference import score
+    from .metrics import score
 
     probs, ckpt = _scored(args)
     result = score(galaxy10.read_labels(args.data), probs)

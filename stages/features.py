@@ -12,7 +12,8 @@ import numpy as np
 
 from deepgal import config, stage
 from deepgal.data import galaxy10, split as split_io
-from deepgal.inference import load_model, run_on_file
+from deepgal.inference import load_model
+from deepgal.inference.source import run_on_file
 from deepgal.utils import atomic_write_bytes, pick_device
 
 log = logging.getLogger("features")
@@ -27,24 +28,22 @@ def main() -> int:
     args = p.parse_args()
     base, cfg = config.load_section("base"), config.load_section("features")
 
+    galaxy10.validate(args.data)  # a bad file fails here, before a model is loaded
+    labels = galaxy10.read_labels(args.data)
+    splits = {name: split_io.read_split(args.split, name) for name in split_io.SPLITS}
     device = pick_device(base.device)
     model, pre, _ = load_model(json.loads(args.selection.read_text())["checkpoint"], device)
-    labels = galaxy10.read_labels(args.data)
-    feats, index, split = [], [], []
     t0 = time.perf_counter()
-    for name in split_io.SPLITS:
-        idx = split_io.read_split(args.split, name)
-        feats.append(run_on_file(model, args.data, pre, device, idx, cfg.batch_size,
-                                 features=True))
-        index.append(idx)
-        split.append(np.full(len(idx), name, dtype="<U5"))
-    index_all = np.concatenate(index)
+    # One pass over the file for all three splits: each row is read once, in file order.
+    feats = run_on_file(model, args.data, pre, device, splits, cfg.batch_size,
+                        output="features", desc="features")
     seconds = time.perf_counter() - t0
-    log.info("%d embeddings of dim %d in %.1f s (%.0f images/s)", len(index_all),
-             model.feature_dim, seconds, len(index_all) / max(seconds, 1e-9))
+    index = np.concatenate(list(splits.values()))
+    log.info("%d embeddings of dim %d in %.1f s (%.0f images/s)", len(index), model.feature_dim,
+             seconds, len(index) / max(seconds, 1e-9))
     buf = io.BytesIO()
-    np.savez(buf, features=np.concatenate(feats).astype(np.float32), index=index_all,
-             label=labels[index_all], split=np.concatenate(split))
+    np.savez(buf, features=np.concatenate(list(feats.values())), index=index, label=labels[index],
+             split=np.concatenate([np.full(len(v), k, dtype="<U5") for k, v in splits.items()]))
     atomic_write_bytes(args.out, buf.getvalue())
     return 0
 

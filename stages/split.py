@@ -1,4 +1,5 @@
-"""Stage split: stratified, seeded train/val/test indices and the train split's channel stats."""
+"""Stage split: stratified, seeded train/val/test indices, galaxies close on the sky kept
+together, and the train split's channel stats."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +9,8 @@ from pathlib import Path
 
 from deepgal import config, stage
 from deepgal.data import galaxy10
-from deepgal.data.split import SplitError, channel_stats, stratified_split, write_split
+from deepgal.data.split import (SplitError, channel_stats, group_rows, stratified_split,
+                                write_split)
 
 log = logging.getLogger("split")
 
@@ -24,12 +26,22 @@ def main() -> int:
 
     galaxy10.validate(args.data)
     labels = galaxy10.read_labels(args.data)
+    groups, grouping = group_rows(labels, galaxy10.read_coordinates(args.data),
+                                  cfg.group_arcsec)
+    if grouping["coordinates"]:
+        log.info("merged %d rows into %d groups (galaxies within %g arcsec; %d with mixed "
+                 "labels); %d groups in all", grouping["rows_in_merged_groups"],
+                 grouping["merged_groups"], cfg.group_arcsec, grouping["mixed_label_groups"],
+                 grouping["groups"])
+    else:
+        log.info("no ra/dec in %s: every row is its own galaxy, no groups merged", args.data)
     fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
-    splits = stratified_split(labels, fractions, base.seed)
+    splits = stratified_split(labels, fractions, base.seed, groups)
     mean, std = channel_stats(args.data, splits["train"])
     source = json.loads(args.source.read_text())
     write_split(args.out, splits, labels, mean, std,
-                source={"source": source["source"], "sha256": source["sha256"]})
+                source={"source": source["source"], "sha256": source["sha256"]},
+                grouping=grouping)
     log.info("split %s; train mean %s std %s",
              {k: len(v) for k, v in splits.items()},
              [round(m, 4) for m in mean], [round(s, 4) for s in std])

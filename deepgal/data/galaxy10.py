@@ -133,6 +133,12 @@ def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
                 i = int(np.flatnonzero(~np.isfinite(values))[0])
                 raise _fail(path, f"'{key}' is not finite at row {i} ({values[i]}); "
                                   "positions and pixel scales must be real numbers")
+        if key == "dec":
+            values = col[:]
+            if (np.abs(values) > 90).any():
+                i = int(np.flatnonzero(np.abs(values) > 90)[0])
+                raise _fail(path, f"'dec' is {values[i]} at row {i}; a declination is in "
+                                  "[-90, 90] degrees")
         optional.append(key)
     # Touch the first and last image: a truncated file fails here, not an hour into training.
     images[0]
@@ -146,6 +152,15 @@ def read_labels(path: str | Path) -> np.ndarray:
     """Labels (N,) int64 of a Galaxy10 file."""
     with h5py.File(path, "r") as f:
         return f[LABELS_KEY][:].astype(np.int64)
+
+
+def read_coordinates(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """(ra, dec), each (N,) float64 degrees, or None when the file has no ``ra``/``dec``
+    (the 50-image sample, files written without positions)."""
+    with h5py.File(path, "r") as f:
+        if "ra" not in f or "dec" not in f:
+            return None
+        return f["ra"][:].astype(np.float64), f["dec"][:].astype(np.float64)
 
 
 def read_images(path: str | Path, indices: np.ndarray | None = None,

@@ -1,7 +1,9 @@
-"""Stratified, seeded train/val/test indices and the train split's per-channel statistics.
+"""Stratified, seeded, grouped train/val/test indices and the train split's channel statistics.
 
 The split stage writes **indices** into the HDF5 file (never copies of images) plus the mean/std
-that every model's preprocessing normalises with.
+that every model's preprocessing normalises with. The real Galaxy10 file holds some galaxies
+more than once (59 pairs of rows share identical ra/dec, more lie within arcseconds), so rows
+close on the sky form one group (:func:`sky_groups`) and a group never straddles two splits.
 """
 from __future__ import annotations
 
@@ -20,43 +22,131 @@ class SplitError(ValueError):
     """Fractions that cannot split the given labels; the message names the class and count."""
 
 
-def stratified_split(labels: np.ndarray, fractions: dict[str, float],
-                     seed: int) -> dict[str, np.ndarray]:
-    """Split row indices per class with the given fractions.
+def sky_groups(ra: np.ndarray, dec: np.ndarray, arcsec: float) -> np.ndarray:
+    """Group ids (N,) int64: rows within ``arcsec`` of each other on the sky share a group.
+
+    ra, dec: (N,) degrees. Grouping is transitive (a chain of close pairs is one group), found
+    with a ball tree under the haversine metric (O(N log N), exact on the sphere, right across
+    ra = 0/360 and near the poles) and scipy's connected components. ``arcsec`` 0 groups only
+    identical coordinates. Ids are 0..G-1, numbered in order of each group's first row.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.neighbors import BallTree
+
+    ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
+    n = len(ra)
+    if n == 0:
+        return np.empty(0, np.int64)
+    latlon = np.radians(np.column_stack([dec, ra]))  # haversine wants (lat, lon) in radians
+    radius = np.radians(arcsec / 3600.0)
+    # A hair over the radius so pairs exactly at it (and identical rows at 0) are kept despite
+    # floating-point rounding of the haversine distance.
+    neighbours = BallTree(latlon, metric="haversine").query_radius(latlon, radius * (1 + 1e-9)
+                                                                   + 1e-15)
+    rows = np.repeat(np.arange(n), [len(nb) for nb in neighbours])
+    cols = np.concatenate(neighbours)
+    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n))
+    _, comp = connected_components(graph, directed=False)
+    _, first = np.unique(comp, return_index=True)  # renumber by first row: stable, seed-free
+    order = np.argsort(first)
+    renumber = np.empty_like(order)
+    renumber[order] = np.arange(len(order))
+    return renumber[comp].astype(np.int64)
+
+
+def group_summary(groups: np.ndarray, labels: np.ndarray) -> dict:
+    """What grouping merged: ``{"groups", "merged_groups", "rows_in_merged_groups",
+    "mixed_label_groups"}`` (merged = groups of more than one row)."""
+    groups, labels = np.asarray(groups, np.int64), np.asarray(labels)
+    if len(groups) == 0:
+        return {"groups": 0, "merged_groups": 0, "rows_in_merged_groups": 0,
+                "mixed_label_groups": 0}
+    sizes = np.bincount(groups)
+    multi = np.flatnonzero(sizes > 1)
+    order = np.argsort(groups, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(groups[order]) != 0])
+    lab = labels[order]
+    mixed = np.minimum.reduceat(lab, starts) != np.maximum.reduceat(lab, starts)
+    return {"groups": int(len(sizes)), "merged_groups": int(len(multi)),
+            "rows_in_merged_groups": int(sizes[multi].sum()),
+            "mixed_label_groups": int(mixed.sum())}
+
+
+def group_rows(labels: np.ndarray, coords: tuple[np.ndarray, np.ndarray] | None,
+               arcsec: float) -> tuple[np.ndarray, dict]:
+    """Group ids (N,) int64 for :func:`stratified_split` and a summary for ``stats.json``.
+
+    ``coords``: (ra, dec) in degrees, or None (no positions: every row is its own group).
+    The summary is :func:`group_summary` plus ``arcsec`` and ``coordinates`` (bool)."""
+    groups = np.arange(len(labels)) if coords is None else sky_groups(*coords, arcsec)
+    return groups, {"arcsec": arcsec, "coordinates": coords is not None,
+                    **group_summary(groups, np.asarray(labels))}
+
+
+def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
+                     groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Split row indices per class with the given fractions, keeping each group in one split.
 
     labels: (N,) int. fractions: {"train": .8, "val": .1, "test": .1}, summing to 1.
-    Returns {split: sorted (n_split,) int64 indices}. Every split with a fraction > 0 gets at
-    least one image of every class present, so a class with too few images is an error.
+    groups: (N,) int group ids (e.g. :func:`sky_groups`), or None for one row per group.
+    Returns {split: sorted (n_split,) int64 indices}.
+
+    Hand-written greedy rather than scikit-learn's ``StratifiedGroupKFold``: that makes k equal
+    folds (fractions that are not multiples of 1/k do not fit) and promises no class in every
+    fold. Here each group is stratified by its majority label (ties: the lower class); per
+    class, groups are shuffled with ``seed`` and dealt to val, then test, while each is short
+    of its target row count (``max(1, round(n * fraction))``), the rest to train, except that
+    a split still without a group of the class takes one while no more are left to spare. With one row
+    per group the counts are exact; a group of k rows can overshoot a target by k - 1 rows.
+    Every split with a fraction > 0 gets at least one group of every class present, so a class
+    with too few groups is an error.
     """
+    labels = np.asarray(labels)
     for name, frac in fractions.items():
         if not 0.0 <= frac <= 1.0:
             raise SplitError(f"split.{name}: {frac!r} must be a fraction in [0, 1]")
     total = sum(fractions.values())
     if abs(total - 1.0) > 1e-6:
         raise SplitError(f"split fractions must sum to 1, got {total:g} ({fractions})")
+    if groups is None:
+        groups = np.arange(len(labels))
+    groups = np.asarray(groups, np.int64)
+    if groups.shape != labels.shape:
+        raise SplitError(f"groups has shape {groups.shape}, labels {labels.shape}: one group "
+                         "id per row is needed")
+    # Rows of each group (a stable sort keeps row order inside a group).
+    order = np.argsort(groups, kind="stable")
+    uniq, starts, sizes = np.unique(groups[order], return_index=True, return_counts=True)
+    members = np.split(order, starts[1:])
+    group_class = np.array([np.bincount(labels[m], minlength=NUM_CLASSES).argmax()
+                            for m in members], dtype=np.int64)
     rng = np.random.default_rng(seed)
+    wanted = [s for s in ("val", "test") if fractions.get(s, 0.0) > 0]
     out: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
     for c in range(NUM_CLASSES):
-        idx = np.flatnonzero(labels == c)
-        n = len(idx)
-        if n == 0:
+        gidx = np.flatnonzero(group_class == c)
+        if len(gidx) == 0:
             continue
-        idx = rng.permutation(idx)
-        sizes = {}
-        for s in ("val", "test"):
-            f = fractions.get(s, 0.0)
-            sizes[s] = max(1, int(round(n * f))) if f > 0 else 0
-        sizes["train"] = n - sizes["val"] - sizes["test"]
-        if sizes["train"] < 1:
-            need = 1 + (fractions.get("val", 0) > 0) + (fractions.get("test", 0) > 0)
+        n = int(sizes[gidx].sum())
+        if len(gidx) < 1 + len(wanted):
             raise SplitError(
-                f"class {c} ({CLASS_NAMES[c]}) has {n} image(s), too few to split into "
-                f"{', '.join(s for s in SPLITS if fractions.get(s, 0) > 0)}: it needs at least "
-                f"{need}. Use more images (data.synthetic.per_class) or set split.test to 0.")
-        start = 0
-        for s in SPLITS:
-            out[s].append(idx[start:start + sizes[s]])
-            start += sizes[s]
+                f"class {c} ({CLASS_NAMES[c]}) has {n} image(s) in {len(gidx)} group(s), too "
+                f"few to split into {', '.join(['train', *wanted])}: it needs at least "
+                f"{1 + len(wanted)} (galaxies within split.group_arcsec count once). Use more "
+                f"images (data.synthetic.per_class) or set split.test to 0.")
+        target = {s: max(1, int(round(n * fractions[s]))) for s in wanted}
+        rows = {s: 0 for s in SPLITS}
+        perm = rng.permutation(gidx)
+        for k, g in enumerate(perm):
+            short = [s for s in wanted if rows[s] < target[s]]
+            split = short[0] if short else "train"
+            # Each split still without a group of this class needs one of the groups left.
+            empty = [s for s in (*wanted, "train") if rows[s] == 0 and s != split]
+            if len(empty) > len(perm) - k - 1:
+                split = empty[0]
+            rows[split] += int(sizes[g])
+            out[split].append(members[g])
     return {s: np.sort(np.concatenate(parts)).astype(np.int64) if parts
             else np.empty(0, np.int64) for s, parts in out.items()}
 
@@ -86,8 +176,12 @@ def channel_stats(h5_path: str | Path, indices: np.ndarray,
 
 
 def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.ndarray,
-                mean: list[float], std: list[float], source: dict) -> None:
-    """Write ``<split>.npy`` index files and ``stats.json``; each file atomically."""
+                mean: list[float], std: list[float], source: dict,
+                grouping: dict | None = None) -> None:
+    """Write ``<split>.npy`` index files and ``stats.json``; each file atomically.
+
+    ``grouping``: what the sky grouping did (:func:`group_summary` plus ``arcsec`` and
+    ``coordinates``), stored under ``stats.json``'s ``"grouping"``."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for s, idx in splits.items():
@@ -100,6 +194,7 @@ def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.n
         "counts": {s: {name: int((labels[idx] == c).sum()) for c, name in enumerate(CLASS_NAMES)}
                    for s, idx in splits.items()},
         "sizes": {s: int(len(idx)) for s, idx in splits.items()},
+        "grouping": grouping,
     }
     tmp = out_dir / ".stats.json.tmp"
     tmp.write_text(json.dumps(stats, indent=2) + "\n")

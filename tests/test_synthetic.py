@@ -2,11 +2,13 @@
 that the classes differ the way the morphologies say they should."""
 from __future__ import annotations
 
+import h5py
 import numpy as np
 import pytest
 
 from deepgal.data import galaxy10
-from deepgal.data.synthetic import class_counts, render, write_synthetic
+from deepgal.data.synthetic import class_counts, render, render_catalogue, write_synthetic
+from deepgal.data.synthetic.catalogue import positions
 
 SIZE = 32
 
@@ -71,6 +73,39 @@ def test_written_file_is_valid_and_matches_render(tmp_path):
     images, _ = render(class_counts(2, "real"), 16, seed=5)
     assert np.array_equal(galaxy10.read_images(path), images)
     assert not (tmp_path / "synthetic.h5.tmp").exists()
+    with h5py.File(path, "r") as f:  # the real file's catalogue columns, all finite
+        cols = {k: f[k][:] for k in ("ra", "dec", "redshift", "pxscale")}
+    assert all(c.shape == (20,) and np.isfinite(c).all() for c in cols.values())
+
+
+def _pairs(ra: np.ndarray, dec: np.ndarray, arcsec: float) -> list[tuple[int, int]]:
+    """Index pairs (i < j) closer than ``arcsec`` (flat-sky; fine at these separations)."""
+    dra = (ra[:, None] - ra[None, :]) * np.cos(np.deg2rad(dec))[:, None]
+    sep = np.hypot(dra, dec[:, None] - dec[None, :]) * 3600
+    i, j = np.nonzero(np.triu(sep <= arcsec, 1))
+    return list(zip(i.tolist(), j.tolist()))
+
+
+def test_catalogue_plants_exact_and_near_duplicates_within_a_class():
+    labels = np.repeat(np.arange(10, dtype=np.uint8), 60)  # 600 rows -> 2 + 2 planted pairs
+    ra, dec, counts = positions(labels, seed=4)
+    assert counts == {"exact": 2, "near": 2}
+    assert ((0 <= ra) & (ra < 360)).all() and ((-20 <= dec) & (dec <= 35)).all()
+    exact = [(i, j) for i, j in _pairs(ra, dec, 0.5) if ra[i] == ra[j] and dec[i] == dec[j]]
+    near = [(i, j) for i, j in _pairs(ra, dec, 0.5) if (i, j) not in exact]
+    assert len(exact) == 2 and len(near) == 2
+    assert all(labels[i] == labels[j] for i, j in exact + near)
+    # Nothing else is within 10" of anything: the planted pairs are the only groups.
+    assert len(_pairs(ra, dec, 10.0)) == 4
+    again = positions(labels, seed=4)
+    assert np.array_equal(ra, again[0]) and np.array_equal(dec, again[1])
+
+
+def test_catalogue_pxscale_follows_the_cutout_rule():
+    _, _, cols = render_catalogue(2, 32, seed=9)
+    frame_arcsec = cols["pxscale"] * 32  # the cut-out's side: 424 px x max(f r50, floor)
+    assert ((424 * 0.08 <= frame_arcsec) & (frame_arcsec <= 424 * 0.055 * 20.0)).all()
+    assert ((0.005 <= cols["redshift"]) & (cols["redshift"] <= 0.15)).all()
 
 
 @pytest.mark.parametrize("call, word", [

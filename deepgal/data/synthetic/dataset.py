@@ -1,14 +1,19 @@
 """The synthetic data set: class counts, seeded labels, batched rendering, the Galaxy10 file."""
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from deepgal.data.galaxy10 import NUM_CLASSES, REAL_CLASS_COUNTS, write_galaxy10
+from deepgal.data.synthetic.catalogue import positions
 from deepgal.data.synthetic.galaxy import render_batch
-from deepgal.data.synthetic.params import draw
+from deepgal.data.synthetic.params import NATIVE_SIZE, cutout_geometry, draw, logu
+from deepgal.progress import Progress
+
+log = logging.getLogger("deepgal.synthetic")
 
 BALANCES = ("equal", "real")
 MIN_IMAGE_SIZE = 16
@@ -64,17 +69,51 @@ def _counts(n_per_class: int | Sequence[int]) -> list[int]:
     return [int(n) for n in counts]
 
 
-def _batches(labels: np.ndarray, image_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Yield rendered chunks (b, S, S, 3) uint8 of the images of ``labels``, in order."""
+def _batches(labels: np.ndarray, image_size: int, seed: int) -> Iterator[tuple[np.ndarray, dict]]:
+    """Yield rendered chunks (b, S, S, 3) uint8 of the images of ``labels``, in order, with
+    their catalogue columns ``pxscale`` and ``redshift`` ((b,) float64)."""
     step = max(1, BATCH_PIXELS // (image_size * image_size))
     for start in range(0, len(labels), step):
         idx = np.arange(start, min(start + step, len(labels)))
-        yield render_batch(labels[idx].astype(np.int64), draw(seed, idx, image_size), image_size)
+        draws = draw(seed, idx, image_size)
+        geometry = cutout_geometry(draws.u)
+        cols = {"pxscale": geometry["pxscale"].astype(np.float64) * NATIVE_SIZE / image_size,
+                "redshift": logu(draws.u, "redshift", 0.005, 0.15).astype(np.float64)}
+        yield render_batch(labels[idx].astype(np.int64), draws, image_size), cols
 
 
 def _check_common(image_size: int, seed: int) -> None:
     _check_int("image_size", image_size, MIN_IMAGE_SIZE)
     _check_int("seed", seed, 0)
+
+
+def render_catalogue(n_per_class: int | Sequence[int], image_size: int,
+                     seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Render synthetic Galaxy10 images with their catalogue.
+
+    Returns images (N, S, S, 3) uint8, labels (N,) uint8 and the columns ``ra``, ``dec``
+    (degrees, with planted duplicates: see :mod:`deepgal.data.synthetic.catalogue`),
+    ``redshift`` and ``pxscale`` (arcsec per pixel of these S px images), each (N,) float64.
+    Long renders report progress (deepgal.progress).
+    """
+    counts = _counts(n_per_class)
+    _check_common(image_size, seed)
+    labels = _labels(counts, seed)
+    images = np.empty((len(labels), image_size, image_size, 3), dtype=np.uint8)
+    cols: dict[str, list[np.ndarray]] = {"redshift": [], "pxscale": []}
+    pos = 0
+    with Progress(total=len(labels), desc="render", unit="img") as bar:
+        for chunk, extra in _batches(labels, image_size, seed):
+            images[pos:pos + len(chunk)] = chunk
+            pos += len(chunk)
+            for key, col in extra.items():
+                cols[key].append(col)
+            bar.update(len(chunk))
+    ra, dec, planted = positions(labels, seed)
+    log.info("planted %d exact and %d near (0.1-0.5\") duplicate positions",
+             planted["exact"], planted["near"])
+    return images, labels, {"ra": ra, "dec": dec,
+                            **{k: np.concatenate(v) for k, v in cols.items()}}
 
 
 def render(n_per_class: int | Sequence[int], image_size: int,
@@ -85,21 +124,15 @@ def render(n_per_class: int | Sequence[int], image_size: int,
     Returns images (N, S, S, 3) uint8 (S = image_size) and labels (N,) uint8 in 0..9, the
     classes shuffled in a seeded order. Same arguments -> identical bytes.
     """
-    counts = _counts(n_per_class)
-    _check_common(image_size, seed)
-    labels = _labels(counts, seed)
-    images = np.empty((len(labels), image_size, image_size, 3), dtype=np.uint8)
-    pos = 0
-    for chunk in _batches(labels, image_size, seed):
-        images[pos:pos + len(chunk)] = chunk
-        pos += len(chunk)
+    images, labels, _ = render_catalogue(n_per_class, image_size, seed)
     return images, labels
 
 
 def write_synthetic(path: str | Path, per_class: int, image_size: int, seed: int,
                     balance: str = "equal") -> None:
     """Render ``class_counts(per_class, balance)`` images and write them in the Galaxy10
-    layout at ``path`` (atomically). Same bytes as :func:`render` with those counts."""
+    layout at ``path`` (atomically): images, ans, ra, dec, redshift, pxscale. Same image
+    bytes as :func:`render` with those counts."""
     counts = class_counts(per_class, balance)
-    images, labels = render(counts, image_size, seed)
-    write_galaxy10(path, images, labels)
+    images, labels, columns = render_catalogue(counts, image_size, seed)
+    write_galaxy10(path, images, labels, extra=columns)

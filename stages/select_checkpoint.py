@@ -1,21 +1,40 @@
-"""Stage select@<variant>: the best checkpoint that is not overfitted, into selection.json + MLflow.
+"""Stage select@<variant>: the best checkpoint that is not overfitted, into selection.json, then
+MLflow (the variant's run gets the choice and the checkpoint as a loadable MLflow model).
 
+selection.json is written first: an unreachable tracker is a warning, never a failed stage.
 (Not named select.py: a script folder on sys.path would shadow the standard `select` module.)
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 from pathlib import Path
 
-import pandas as pd
+import numpy as np
 
 from deepgal import config, stage, tracking
 from deepgal.selection import choose
 from deepgal.utils import write_json
 
 log = logging.getLogger("select")
+EXAMPLE_IMAGES = 2  # real images stored with the MLflow model as its input example
+
+
+def read_history(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+
+def input_example(data: Path | None, split: Path | None) -> np.ndarray | None:
+    """A few validation images, (n, H, W, 3) uint8, or None without --data/--split."""
+    if data is None or split is None:
+        return None
+    from deepgal.data import galaxy10, split as split_io
+
+    idx = next((i for i in (split_io.read_split(split, s) for s in ("val", "train")) if len(i)))
+    return galaxy10.read_images(data, np.sort(idx[:EXAMPLE_IMAGES]))
 
 
 def main() -> int:
@@ -25,27 +44,38 @@ def main() -> int:
     p.add_argument("--history", type=Path, required=True, help="results/<variant>/history.csv")
     p.add_argument("--run", type=Path, required=True, help="models/<variant>/mlflow_run.json")
     p.add_argument("--out", type=Path, required=True, help="results/<variant>/selection.json")
+    p.add_argument("--data", type=Path, help="Galaxy10 file: the MLflow model's input example")
+    p.add_argument("--split", type=Path, help="split folder: which images are validation")
     args = p.parse_args()
     cfg = config.load_section("select")
 
-    history = pd.read_csv(args.history).to_dict("records")
-    sel = choose(args.checkpoints, history, cfg.max_gap, cfg.max_val_loss_rise)
+    sel = choose(args.checkpoints, read_history(args.history), cfg.max_gap,
+                 cfg.max_val_loss_rise)
     sel["variant"] = args.variant
     sel["run_id"] = json.loads(args.run.read_text()).get("run_id")
+    write_json(args.out, sel)
     log.info("%s: epoch %d (val accuracy %.3f, gap %.3f): %s", args.variant, sel["epoch"],
              sel["val_accuracy"], sel["gap"], sel["reason"])
-    sink = tracking.open_run(args.run)
-    if sink:
-        sink.log_metrics({"select/epoch": sel["epoch"], "select/val_accuracy": sel["val_accuracy"],
-                          "select/gap": sel["gap"]})
-        sink.set_tags({"deepgal.selected_checkpoint": Path(sel["checkpoint"]).name,
-                       "deepgal.selection_reason": sel["reason"][:500]})
-        if cfg.register:
-            sel["registered"] = sink.register_checkpoint(sel["checkpoint"],
-                                                         f"deepgal-{args.variant}")
-    write_json(args.out, sel)
-    if sink:
-        sink.log_artifact(args.out)
+
+    run = tracking.open_run(args.run)
+    if run is None:
+        return 0
+    run.log_metrics({"select/epoch": sel["epoch"], "select/val_accuracy": sel["val_accuracy"],
+                     "select/gap": sel["gap"]})
+    run.set_tags({"deepgal.selected_checkpoint": Path(sel["checkpoint"]).name,
+                  "deepgal.selection_reason": sel["reason"][:500]})
+    run.log_artifact(args.out, "selected")
+    from deepgal.tracking.model import log_checkpoint_model  # torch + mlflow.pyfunc: only here
+
+    example = input_example(args.data, args.split)
+    if example is None:
+        log.warning("no --data/--split: the MLflow model is logged without an input example")
+    model = log_checkpoint_model(run, sel["checkpoint"], sel["epoch"], example,
+                                 f"deepgal-{args.variant}" if cfg.register else None)
+    if model:
+        log.info("MLflow model %s%s", model["model_uri"],
+                 f", registered as {model['name']}@{model['alias']} (version {model['version']})"
+                 if "version" in model else "")
     return 0
 
 

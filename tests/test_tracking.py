@@ -1,6 +1,8 @@
 """Tracking sinks against a real SQLite MLflow store: runs, steps, registry, redaction."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -8,9 +10,17 @@ from deepgal import tracking
 from deepgal.utils import redact
 
 
+@pytest.fixture(scope="module")
+def store_uri(tmp_path_factory):
+    """One store for the module: creating MLflow's tables costs seconds per store."""
+    return f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}"
+
+
 @pytest.fixture
-def uri(tmp_path):
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+def uri(store_uri, monkeypatch, request):
+    """The shared store, each test its own pipeline run (parent)."""
+    monkeypatch.setenv("DVC_EXP_NAME", request.node.name)
+    return store_uri
 
 
 def epoch(e):
@@ -37,14 +47,73 @@ def test_resumed_run_gets_each_step_once_and_artifacts(uri, tmp_path):
     assert "config.json" in [a.path for a in again.client.list_artifacts(sink.run_id)]
 
 
-def test_register_checkpoint_with_alias(uri, tmp_path):
-    ckpt = tmp_path / "epoch_002.pt"
-    ckpt.write_bytes(b"weights")
-    sink = tracking.MlflowSink(uri, "customnet", {}, {}, system_metrics=False)
-    info = sink.register_checkpoint(ckpt, "deepgal-customnet")
-    mv = sink.client.get_model_version_by_alias("deepgal-customnet", "best")
-    assert int(mv.version) == info["version"] == 1 and mv.run_id == sink.run_id
-    assert mv.source.endswith("selected/epoch_002.pt")
+def test_variant_runs_nest_under_one_pipeline_run(uri, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "lr-small")
+    tags = {"dvc.exp_name": "lr-small", "data.source": "synthetic", "deepgal.variant": "x"}
+    a = tracking.MlflowSink(uri, "smallnet", tags, {}, system_metrics=False)
+    b = tracking.MlflowSink(uri, "customnet", tags, {}, system_metrics=False)
+    assert a.parent_id == b.parent_id
+    parent = a.client.get_run(a.parent_id)
+    assert parent.info.run_name == "lr-small" and parent.data.tags["data.source"] == "synthetic"
+    assert "deepgal.variant" not in parent.data.tags  # only what the pipeline run shares
+    for sink in (a, b):
+        assert sink.client.get_run(sink.run_id).data.tags["mlflow.parentRunId"] == a.parent_id
+    a.finish()
+    assert a.client.get_run(a.parent_id).info.status == "RUNNING"  # customnet still trains
+    b.finish("KILLED")
+    assert a.client.get_run(a.parent_id).info.status == "KILLED"
+    monkeypatch.setenv("DVC_EXP_NAME", "another")
+    c = tracking.MlflowSink(uri, "smallnet", {}, {}, system_metrics=False)
+    assert c.parent_id != a.parent_id
+    c.finish()
+
+
+def test_a_parent_created_elsewhere_first_wins(uri, monkeypatch):
+    """Two machines cannot share a lock: the later duplicate parent is deleted by its creator."""
+    from deepgal.tracking import parent
+    from deepgal.tracking.store import Store
+
+    monkeypatch.setenv("DVC_EXP_NAME", "race")
+    store = Store(uri)
+    exp = store.experiment_id("deepgal")
+    first = store.client.create_run(exp, run_name="race", tags={
+        parent.PIPELINE_TAG: "race", parent.KIND_TAG: "pipeline"}).info.run_id
+    assert parent.find_or_create(store, exp, "race", {}) == first
+    assert [r.info.run_id for r in store.client.search_runs(
+        [exp], "tags.`deepgal.pipeline_run` = 'race'")] == [first]
+
+
+def test_dataset_inputs_fill_the_datasets_column(uri):
+    sink = tracking.MlflowSink(uri, "smallnet", {}, {}, system_metrics=False)
+    sha = "19aefc477c41bb7f77ff07599a6b82a038dc042f889a111b0d4d98bb755c1571"
+    sink.log_dataset({"source": "galaxy10_decals", "sha256": sha, "image_size": [256, 256],
+                      "url": "https://zenodo.org/records/10845026/files/Galaxy10_DECals.h5"},
+                     {"train": 800, "val": 100, "test": 0})
+    inputs = sink.client.get_run(sink.run_id).inputs.dataset_inputs
+    got = {i.tags[0].value: i.dataset for i in inputs}
+    assert set(got) == {"train", "val"}  # an empty split is not an input
+    ds = got["train"]
+    assert (ds.name, ds.digest, ds.source_type) == ("galaxy10_decals/train", sha[:12], "http")
+    assert json.loads(ds.profile)["num_rows"] == 800 and json.loads(ds.profile)["sha256"] == sha
+    assert "zenodo.org" in json.loads(ds.source)["url"]
+    features = json.loads(json.loads(ds.schema)["mlflow_tensorspec"]["features"])
+    assert features[0]["tensor-spec"] == {"dtype": "uint8", "shape": [-1, 256, 256, 3]}
+
+
+def test_later_stages_log_after_the_curves_and_never_fail(uri, caplog, monkeypatch):
+    sink = tracking.MlflowSink(uri, "smallnet", {}, {}, system_metrics=False)
+    sink.finish()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    run = tracking.attach(sink.run_id)
+    run.log_metrics({"eval/val/accuracy": 0.5, "select/epoch": 3})
+    assert set(sink.client.get_run(sink.run_id).data.metrics) == {"eval.val.accuracy",
+                                                                   "select.epoch"}
+    assert sink.client.get_run(sink.run_id).info.status == "FINISHED"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    gone = tracking.attach(sink.run_id)
+    gone.log_metrics({"eval/val/accuracy": 0.5})
+    gone.log_artifact(__file__)  # skipped: one warning, no second attempt
+    assert caplog.text.count("unreachable") == 1, caplog.text
 
 
 def test_file_sink_rewrites_complete_history(tmp_path):

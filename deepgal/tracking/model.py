@@ -1,0 +1,143 @@
+"""The selected checkpoint as an MLflow model: Galaxy10 images in, classes out.
+
+Why a pyfunc ``PythonModel`` around deepgal's own checkpoint rather than ``mlflow.pytorch``:
+``mlflow.pytorch`` pickles the whole ``nn.Module`` (loading it needs ``torch.load`` with
+``weights_only=False``, which runs arbitrary code from the file) and its pyfunc takes float
+tensors that are already cropped, resized and normalised. Our checkpoint is a plain tensor dict
+loaded with ``weights_only=True``, and it carries its preprocessing, so the wrapper takes what
+users have, ``(N, H, W, 3)`` uint8 images of any size, and returns classes. It predicts through
+:func:`deepgal.inference.run_model`, the one batched inference path; deepgal's source travels
+inside the model (``code/deepgal``), so any Python with the listed requirements can load it.
+
+Imported by the select stage only: logging a model loads torch and ``mlflow.pyfunc``.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+
+from .env import TrackingError
+from .runlog import RunLogger
+from .store import first_line, store_lock
+
+log = logging.getLogger(__name__)
+OUTPUT_COLUMNS = ("class", "class_name", "probability")
+# What the wrapper imports when it predicts (deepgal's own code travels with the model).
+REQUIREMENTS = ("mlflow", "torch", "torchvision", "numpy", "pandas", "h5py", "scikit-learn")
+
+
+class GalaxyClassifier(mlflow.pyfunc.PythonModel):
+    """``predict(images)``: images (N, H, W, 3) uint8 -> DataFrame with ``class`` (int, 0-9),
+    ``class_name`` and ``probability`` (float, of that class). ``params={"batch_size": n}``."""
+
+    def load_context(self, context) -> None:
+        import torch
+
+        from ..inference import load_model
+
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.model, self.pre, ckpt = load_model(context.artifacts["checkpoint"], self.device)
+        from ..data.galaxy10 import CLASS_NAMES
+        self.class_names = list(ckpt.get("class_names") or CLASS_NAMES)
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+        import pandas as pd
+
+        from ..inference import run_model
+
+        images = np.asarray(model_input)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected Galaxy10 images (N, H, W, 3) uint8, got "
+                             f"{images.shape} {images.dtype}")
+        batch = int((params or {}).get("batch_size", 256))
+        probs = run_model(self.model, images, self.pre, self.device, batch_size=batch)
+        pred = probs.argmax(1)
+        return pd.DataFrame({"class": pred.astype(np.int64),
+                             "class_name": [self.class_names[i] for i in pred],
+                             "probability": probs.max(1).astype(np.float32)})
+
+
+def signature():
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
+        outputs=Schema([ColSpec("long", "class"), ColSpec("string", "class_name"),
+                        ColSpec("float", "probability")]),
+        params=ParamSchema([ParamSpec("batch_size", "long", 256)]))
+
+
+def requirements() -> list[str]:
+    """Pinned to what is installed here (torch's local tag like ``+cpu`` dropped)."""
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in REQUIREMENTS]
+
+
+@contextlib.contextmanager
+def _tracking_uri(uri: str):
+    """MLflow's model logging resolves the store through its global URI: point it at ours."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
+                         input_example: np.ndarray, registered_name: str | None = None,
+                         alias: str = "best") -> dict | None:
+    """Log ``checkpoint`` as model ``model`` of ``run`` (at ``step``, the selected epoch), and
+    with ``registered_name`` register it with ``alias``. ``input_example``: a few real images,
+    (n, H, W, 3) uint8; MLflow stores them and checks the model predicts on them.
+
+    Returns ``{"model_uri", "model_id"[, "name", "version", "alias"]}``, or None when the
+    tracker could not be used (best-effort runs warn instead of raising)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import Model
+    from requests.exceptions import RequestException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    def log_it(store) -> dict:
+        client = store.client
+        try:
+            with _tracking_uri(store.uri), store_lock(store.uri):
+                src = client.get_run(run.run_id)
+                model = client.create_logged_model(
+                    src.info.experiment_id, name="model", source_run_id=run.run_id,
+                    params=dict(src.data.params), model_type="galaxy10-classifier",
+                    tags={"deepgal.checkpoint": Path(checkpoint).name})
+                Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc,
+                          run_id=run.run_id, model_id=model.model_id, step=step,
+                          python_model=GalaxyClassifier(),
+                          artifacts={"checkpoint": str(checkpoint)},
+                          code_paths=[str(Path(__file__).resolve().parents[1])],
+                          signature=signature(), input_example=input_example,
+                          pip_requirements=requirements())
+                out = {"model_uri": f"models:/{model.model_id}", "model_id": model.model_id}
+                if registered_name:
+                    out |= _register(client, registered_name, model.model_id, run.run_id, alias)
+                return out
+        except (MlflowException, RequestException, SQLAlchemyError, OSError) as e:
+            raise TrackingError(f"{type(e).__name__}: {first_line(e)}") from None
+
+    return run._do("the selected model", log_it)
+
+
+def _register(client, name: str, model_id: str, run_id: str, alias: str) -> dict:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name)
+    except MlflowException:
+        pass  # registered by an earlier run
+    mv = client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
+                                     model_id=model_id)
+    client.set_registered_model_alias(name, alias, mv.version)
+    return {"name": name, "version": int(mv.version), "alias": alias}

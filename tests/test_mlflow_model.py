@@ -1,0 +1,97 @@
+"""The selected checkpoint as an MLflow model: logged into a real SQLite store, registered, and
+loaded back with ``mlflow.pyfunc`` to classify images of a real Galaxy10-layout HDF5 file."""
+from __future__ import annotations
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from deepgal import checkpoint as ckpt_io
+from deepgal import tracking
+from deepgal.data import galaxy10
+from deepgal.data.synthetic import write_synthetic
+from deepgal.inference import load_model, run_model
+from deepgal.models import build_model
+from deepgal.tracking.model import OUTPUT_COLUMNS, log_checkpoint_model
+from deepgal.transforms import Preprocess
+
+
+@pytest.fixture(scope="module")
+def galaxy_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "galaxy10.h5"
+    write_synthetic(path, per_class=2, image_size=40, seed=3)
+    return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A deepgal checkpoint as the train stage writes one (weights of a seeded smallnet)."""
+    torch.manual_seed(0)
+    pre = Preprocess(input_size=16, crop=0.5, mean=(0.1, 0.1, 0.1), std=(0.2, 0.2, 0.2))
+    model = build_model("smallnet", galaxy10.NUM_CLASSES, pre.input_size, pretrained="none")
+    path = tmp_path_factory.mktemp("ckpt") / "epoch_002.pt"
+    ckpt_io.save(path, {"epoch": 2, "model": model.state_dict(), "model_name": "smallnet",
+                        "preprocess": pre.to_dict(), "class_names": list(galaxy10.CLASS_NAMES)})
+    return path
+
+
+def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, checkpoint):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    sink = tracking.MlflowSink(uri, "smallnet", {}, {"model": "smallnet"}, system_metrics=False)
+    sink.log_epoch({"epoch": 2, "val/accuracy": 0.3, "train/loss": 2.0})
+    sink.finish()
+    images = galaxy10.read_images(galaxy_file)  # (20, 40, 40, 3) uint8, a real HDF5 file
+    run = tracking.attach(sink.run_id)
+    run.uri = uri  # attach() reads MLFLOW_TRACKING_URI; this test's store is explicit
+    info = log_checkpoint_model(run, checkpoint, step=2, input_example=images[:2],
+                                registered_name="deepgal-smallnet")
+    assert info["version"] == 1 and info["alias"] == "best"
+
+    client = sink.client
+    logged = client.get_logged_model(info["model_id"])
+    assert logged.source_run_id == sink.run_id and str(logged.status) == "READY"
+    assert logged.params["model"] == "smallnet"  # the run's resolved config travels with it
+    outputs = client.get_run(sink.run_id).outputs.model_outputs
+    assert [(o.model_id, o.step) for o in outputs] == [(info["model_id"], 2)]
+    assert client.get_run(sink.run_id).info.status == "FINISHED"  # logging kept the status
+
+    mlflow.set_tracking_uri(uri)
+    try:
+        loaded = mlflow.pyfunc.load_model("models:/deepgal-smallnet@best")
+        local = mlflow.artifacts.download_artifacts(artifact_uri=logged.model_uri,
+                                                    dst_path=str(tmp_path / "model"))
+    finally:
+        mlflow.set_tracking_uri(None)
+    sig = loaded.metadata.signature
+    assert sig.inputs.to_dict()[0]["tensor-spec"] == {"dtype": "uint8", "shape": (-1, -1, -1, 3)}
+    assert [c["name"] for c in sig.outputs.to_dict()] == list(OUTPUT_COLUMNS)
+    example = mlflow.models.Model.load(local).load_input_example(local)
+    assert example.dtype == np.uint8 and np.array_equal(example, images[:2])
+    assert (tmp_path / "model" / "code" / "deepgal" / "inference").is_dir()  # travels along
+
+    pred = loaded.predict(images)
+    assert isinstance(pred, pd.DataFrame) and list(pred.columns) == list(OUTPUT_COLUMNS)
+    model, pre, _ = load_model(checkpoint, torch.device("cpu"))
+    probs = run_model(model, images, pre, torch.device("cpu"))
+    assert pred["class"].tolist() == probs.argmax(1).tolist()  # the library's own answer
+    assert pred["class_name"].tolist() == [galaxy10.CLASS_NAMES[c] for c in pred["class"]]
+    np.testing.assert_allclose(pred["probability"], probs.max(1), rtol=1e-5)
+    assert len(loaded.predict(images[:3], params={"batch_size": 2})) == 3
+
+
+def test_pyfunc_refuses_images_that_are_not_uint8_rgb(tmp_path, checkpoint):
+    from deepgal.tracking.model import GalaxyClassifier
+
+    clf = GalaxyClassifier()
+    clf.load_context(type("Ctx", (), {"artifacts": {"checkpoint": str(checkpoint)}})())
+    with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8, got \(2, 8, 8\)"):
+        clf.predict(None, np.zeros((2, 8, 8), np.uint8))
+
+
+def test_unreachable_tracker_is_a_warning_for_model_logging(checkpoint, caplog, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    run = tracking.attach("0" * 32)
+    assert log_checkpoint_model(run, checkpoint, 1, None) is None
+    assert "unreachable" in caplog.text and "local outputs are complete" in caplog.text

@@ -1,7 +1,8 @@
 """Data-parallel training with PyTorch's own engine: ``torchrun`` + DistributedDataParallel.
 
-``train.nproc > 1`` (or ``variants.<name>.nproc``) makes the train stage replace itself with
-``python -m torch.distributed.run --nproc_per_node N <the same command>`` (:func:`relaunch`);
+``train.nproc > 1`` (or ``variants.<name>.nproc``) makes the train stage run itself under
+torchrun, as ``python -m torch.distributed.run --nproc-per-node N <the same command>``
+would (:func:`launch`);
 each of the N processes then calls :func:`init` and gets a :class:`Dist`: its rank, the world
 size and its device. One machine uses torchrun's standalone rendezvous on 127.0.0.1; several
 machines set ``DEEPGAL_TORCHRUN_ARGS`` on every node (it replaces ``--standalone``), e.g.
@@ -42,32 +43,59 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def torchrun_command(nproc: int, argv: Sequence[str]) -> list[str]:
-    """``python -m torch.distributed.run ... <argv>``: argv[0] is the script, the rest its args."""
+class DistributedRunFailed(RuntimeError):
+    """A rank of a torchrun job failed or was lost; the message names it and what to do."""
+
+
+def torchrun_args(nproc: int, argv: Sequence[str]) -> list[str]:
+    """torchrun's command line for ``argv`` (the script, then its arguments)."""
     extra = os.environ.get("DEEPGAL_TORCHRUN_ARGS", "").strip()
     # --standalone: a rendezvous on a free local port, for one machine; several machines
     # name theirs in DEEPGAL_TORCHRUN_ARGS. --max-restarts 0: a failed rank fails the stage,
     # and `dvc repro` (re-run by the user) resumes from the last checkpoint.
     rdzv = shlex.split(extra) if extra else ["--standalone"]
-    return [sys.executable, "-m", "torch.distributed.run", *rdzv, "--nproc-per-node",
-            str(nproc), "--max-restarts", "0", *argv]
+    return [*rdzv, "--nproc-per-node", str(nproc), "--max-restarts", "0", *argv]
 
 
-def relaunch(nproc: int, argv: Sequence[str] | None = None) -> None:
-    """Replace this process with torchrun running ``nproc`` copies of this command. No return.
+def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
+    """Run ``nproc`` copies of this command under torchrun (its ``run``, in this process, so
+    its agent handles signals and a failure becomes one :class:`DistributedRunFailed`).
 
-    ``exec`` rather than a child: Ctrl-C, SIGTERM and SIGKILL of the stage reach torchrun
-    itself, which stops its workers, and the stage's exit status is torchrun's.
+    Equivalent to ``python -m torch.distributed.run <torchrun_args(nproc, argv)>``.
     """
-    cmd = torchrun_command(nproc, list(sys.argv if argv is None else argv))
-    env = dict(os.environ)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    args = torchrun_args(nproc, list(sys.argv if argv is None else argv))
     # gloo picks the interface of the host name; on one machine keep it on loopback.
-    if "DEEPGAL_TORCHRUN_ARGS" not in env:
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    log.info("nproc %d: relaunching under torchrun: %s", nproc, shlex.join(cmd))
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(cmd[0], cmd, env)
+    if "DEEPGAL_TORCHRUN_ARGS" not in os.environ:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    log.info("nproc %d: running under torchrun: python -m torch.distributed.run %s", nproc,
+             shlex.join(args))
+    try:
+        run(get_args_parser().parse_args(args))
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        how = (f"killed by {failure.signal_name()}" if failure.exitcode < 0
+               else f"exit status {failure.exitcode}")
+        raise DistributedRunFailed(
+            f"training process rank {rank} failed first ({how}); the others were stopped. "
+            f"The last checkpoint is kept: run the stage again to resume") from None
+    except SignalException as e:  # Ctrl-C / SIGTERM reached the agent; workers checkpointed
+        raise DistributedRunFailed(
+            f"stopped by {e.sigval.name}; run the stage again to resume from the checkpoint "
+            f"the training processes wrote") from None
+
+
+def is_peer_failure(e: BaseException) -> bool:
+    """An error that means another rank is gone (gloo/NCCL say so in RuntimeErrors)."""
+    if isinstance(e, tdist.DistError):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and any(
+        s in text for s in ("closed by peer", "reset by peer", "Timed out", "timed out",
+                            "NCCL", "Broken pipe"))
 
 
 @dataclass(frozen=True)

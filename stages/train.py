@@ -1,15 +1,13 @@
 """Stage train@<variant>: train one model variant, checkpoint it, log every epoch to DVC + MLflow.
 
-With ``nproc`` > 1 (train.nproc or variants.<name>.nproc) the stage replaces itself with
-``torchrun --nproc-per-node <nproc>`` running this same command (DDP; see deepgal.distributed).
+With ``nproc`` > 1 (train.nproc or variants.<name>.nproc) the stage runs this same command
+under torchrun, ``nproc`` processes (DDP; see deepgal.distributed).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-
-from torch.distributed import DistError
 
 from deepgal import config, distributed, stage, tracking
 from deepgal.training import TrainingDiverged, TrainingInterrupted, TrainPaths, train_variant
@@ -27,7 +25,8 @@ def main() -> int:
     args = p.parse_args()
     run = config.resolve_variant(config.load_params(), args.variant)
     if run.nproc > 1 and not distributed.under_torchrun():
-        distributed.relaunch(run.nproc)  # does not return
+        distributed.launch(run.nproc)
+        return 0
 
     paths = TrainPaths(args.data, args.source, args.split, args.out, args.results)
     try:
@@ -38,13 +37,15 @@ def main() -> int:
     except TrainingDiverged as e:
         print(f"error: {args.variant}: {e}", file=sys.stderr)
         return 1
-    except DistError as e:
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        print(f"error: {args.variant}: lost another training process ({first}); the last "
-              f"checkpoint is kept: run the stage again to resume", file=sys.stderr)
+    except RuntimeError as e:
+        if not distributed.is_peer_failure(e):
+            raise
+        print(f"error: {args.variant}: lost another training process "
+              f"({str(e).strip().splitlines()[0][:200]}); the last checkpoint is kept: run "
+              f"the stage again to resume", file=sys.stderr)
         return 1
     return 0
 
 
 if __name__ == "__main__":
-    stage.run(main, extra_errors=(tracking.TrackingError,))
+    stage.run(main, extra_errors=(tracking.TrackingError, distributed.DistributedRunFailed))

@@ -1,0 +1,122 @@
+"""DDP with real torchrun processes: 2 gloo ranks on the CPU run the train stage.
+
+- the run finishes; train.json has the keys of a 1-process run; validation accuracy is over the
+  whole val split (recomputed here from the final checkpoint on all of it);
+- SIGKILL of one rank mid-epoch (deterministic: DEEPGAL_FAULT) fails the stage with one clear
+  error in bounded time, no hang; a re-run resumes from the checkpoint and ends with exactly the
+  history of the uninterrupted 2-process run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from deepgal import checkpoint as ckpt_io
+from deepgal.data import galaxy10, split as split_io
+from deepgal.inference import load_model, run_model
+from tests.conftest import make_h5
+from tests.faults.conftest import exact_history, no_traceback
+from tests.pipeline_repo import REPO, tiny_params
+
+pytestmark = pytest.mark.slow
+EPOCHS = 3
+N_VAL = 30
+
+
+def make_workdir(root: Path, nproc: int) -> Path:
+    """params.yaml, a Galaxy10 file, its split and source.json: what the train stage reads."""
+    params = tiny_params({"variants": {"smallnet": {"input_size": 16, "crop": 0.5,
+                                                    "nproc": nproc}},
+                          "train": {"epochs": EPOCHS, "batch_size": 8, "warmup_epochs": 0,
+                                    "checkpoint_every": 1}})
+    root.mkdir(parents=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    data = make_h5(root / "data/galaxy10.h5", n_per_class=10, size=32)
+    labels = galaxy10.read_labels(data)
+    splits = split_io.stratified_split(labels, {"train": 0.6, "val": 0.3, "test": 0.1}, 0)
+    assert len(splits["val"]) == N_VAL
+    mean, std = split_io.channel_stats(data, splits["train"])
+    source = {"source": "synthetic", "sha256": "0" * 64}
+    split_io.write_split(root / "data/split", splits, labels, mean, std, source=source)
+    (root / "data/source.json").write_text(json.dumps(source))
+    return root
+
+
+def run_stage(cwd: Path, timeout: float = 300, **env) -> tuple[subprocess.CompletedProcess, float]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    full.update({"DEEPGAL_MLFLOW": "off", "PYTHONPATH": str(REPO),
+                 "DEEPGAL_DIST_TIMEOUT_S": "30", **env})
+    cmd = [sys.executable, str(REPO / "stages/train.py"), "--variant", "smallnet", "--data",
+           "data/galaxy10.h5", "--source", "data/source.json", "--split", "data/split",
+           "--out", "models/smallnet", "--results", "results/smallnet"]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+    return p, time.monotonic() - t0
+
+
+@pytest.fixture(scope="module")
+def two_ranks(tmp_path_factory) -> Path:
+    """An uninterrupted 2-process run (the reference for the kill test too)."""
+    root = make_workdir(tmp_path_factory.mktemp("ddp") / "two", nproc=2)
+    p, _ = run_stage(root)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "rank 0/2 on cpu (gloo" in p.stderr and "cpu x 2" in p.stderr, p.stderr[-3000:]
+    return root
+
+
+def test_two_processes_finish_like_one_and_score_the_whole_val_split(two_ranks, tmp_path):
+    one = make_workdir(tmp_path / "one", nproc=1)
+    p, _ = run_stage(one)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "torchrun" not in p.stderr
+    two = json.loads((two_ranks / "results/smallnet/train.json").read_text())
+    single = json.loads((one / "results/smallnet/train.json").read_text())
+    assert set(two) == set(single)
+    assert two["config"]["nproc"] == 2 and two["epochs"] == EPOCHS
+    assert [r["epoch"] for r in exact_history(two_ranks / "results/smallnet")] == [1, 2, 3]
+    # Rank 0 alone wrote the checkpoints; the final one scores all 30 val images to the
+    # accuracy train.json reports (rank 0's 15 would give a multiple of 1/15 that need not).
+    ckpts = two_ranks / "models/smallnet/checkpoints"
+    assert [e for e, _ in ckpt_io.list_epochs(ckpts)] == [1, 2, 3]
+    model, pre, _ = load_model(ckpts / "epoch_003.pt", torch.device("cpu"))
+    val = split_io.read_split(two_ranks / "data/split", "val")
+    images = galaxy10.read_images(two_ranks / "data/galaxy10.h5", val)
+    labels = torch.from_numpy(galaxy10.read_labels(two_ranks / "data/galaxy10.h5")[val])
+    logits = torch.from_numpy(run_model(model, images, pre, torch.device("cpu"),
+                                        output="logits", precision="fp32"))
+    whole = (logits.argmax(1) == labels).float().mean().item()
+    assert two["val/accuracy"] == pytest.approx(whole)
+    loss = torch.nn.functional.cross_entropy(logits, labels.long()).item()
+    assert two["val/loss"] == pytest.approx(loss, rel=1e-5)
+
+
+def test_killed_rank_fails_cleanly_and_a_rerun_resumes(two_ranks, tmp_path):
+    root = make_workdir(tmp_path / "killed", nproc=2)
+    p, seconds = run_stage(root, DEEPGAL_FAULT="signal=SIGKILL,epoch=2,step=1,rank=1")
+    assert p.returncode != 0
+    # Bounded: start-up (~20-40 s on 2 busy cores) plus at most the 30 s collective timeout.
+    assert seconds < 150, seconds
+    assert "sending SIGKILL to itself at epoch 2 step 1/3 (rank 1)" in p.stderr
+    assert no_traceback(p.stderr), p.stderr[-4000:]
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert errors[-1].startswith("error: training process rank 1 failed first (killed by "
+                                 "SIGKILL)"), errors
+    assert "run the stage again to resume" in errors[-1]
+    ckpts = root / "models/smallnet/checkpoints"
+    assert ckpt_io.load(ckpts / "last.pt")["epoch"] == 1  # epoch 2 was under way
+    assert not (root / "results/smallnet/train.json").exists()
+
+    p, _ = run_stage(root)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "resuming from models/smallnet/checkpoints at epoch 2 step 0" in p.stderr
+    assert "epoch 1/3" not in p.stderr
+    assert exact_history(root / "results/smallnet") == \
+        exact_history(two_ranks / "results/smallnet")

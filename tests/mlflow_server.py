@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterator
@@ -25,8 +26,8 @@ class Rest:
         self.base = base
 
     def get(self, path: str, **query) -> dict:
-        qs = "&".join(f"{k}={v}" for k, v in query.items())
-        with urllib.request.urlopen(f"{self.base}/api/2.0/mlflow/{path}?{qs}", timeout=10) as r:
+        url = f"{self.base}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}"
+        with urllib.request.urlopen(url, timeout=10) as r:
             return json.load(r)
 
     def post(self, path: str, body: dict) -> dict:
@@ -44,29 +45,66 @@ class Rest:
     def history(self, run_id: str, key: str) -> list[dict]:
         return self.get("metrics/get-history", run_id=run_id, metric_key=key).get("metrics", [])
 
+    def artifacts(self, run_id: str, path: str = "") -> list[str]:
+        """Paths of the run's artifacts under ``path``, recursively."""
+        files = self.get("artifacts/list", run_id=run_id, path=path).get("files", [])
+        out = []
+        for f in files:
+            out += self.artifacts(run_id, f["path"]) if f["is_dir"] else [f["path"]]
+        return out
+
+
+def _healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
 
 @contextlib.contextmanager
-def mlflow_server(store: Path, port: int | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start `mlflow server` on a SQLite store; yields (base URL, process); stops it after."""
-    port = port or free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
+def mlflow_server(store: Path | str, artifacts: Path | None = None, env: dict | None = None,
+                  log: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start `mlflow server` on ``store`` (a SQLite file, or any backend-store URI); yields
+    (base URL, process) and stops it afterwards. ``artifacts``: serve artifacts from that
+    folder (``--artifacts-destination``). A port taken between choosing and binding it makes
+    the server exit: then it starts again on another port."""
+    uri = f"sqlite:///{store}" if isinstance(store, Path) else store
+    extra = ["--artifacts-destination", str(artifacts)] if artifacts else []
+    env = {**(env or os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    out = open(log, "ab") if log else subprocess.DEVNULL
+    proc = None
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"{base}/health", timeout=2).read()
-                break
-            except (urllib.error.URLError, OSError):
-                if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"mlflow server on {base} did not start")
+        for _ in range(3):
+            port = free_port()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, *extra,
+                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.time() + 120
+            while proc.poll() is None and time.time() < deadline and not _healthy(base):
                 time.sleep(0.5)
+            if _healthy(base):
+                break
+            _stop(proc)
+        else:
+            raise RuntimeError(f"mlflow server on {uri.split('@')[-1]} did not start"
+                               + (f"; see {log}" if log else ""))
         yield base, proc
     finally:
+        if proc is not None:
+            _stop(proc)
+        if log:
+            out.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, 15)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, 15)
+            os.killpg(proc.pid, 9)
         proc.wait(timeout=30)

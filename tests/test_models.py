@@ -1,4 +1,5 @@
 """Model registry: shapes for every variant, errors, and each way of loading weights."""
+import socket
 import time
 from pathlib import Path
 
@@ -117,8 +118,22 @@ def test_imagenet_from_torch_hub_cache(tmp_path, monkeypatch):
     assert torch.equal(net.body.layer4[2].conv3.weight, tv.layer4[2].conv3.weight)
 
 
+def refused_port() -> int:
+    """A 127.0.0.1 port with nothing listening: connecting is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed on return: nothing listens there
+
+
 def test_imagenet_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
+    """Offline, simulated for real: every HTTP(S) request goes through a proxy on a refused
+    127.0.0.1 port, so the test never reaches the weights host (even on a connected runner)."""
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    proxy = f"http://127.0.0.1:{refused_port()}"
+    for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
+        monkeypatch.setenv(var, proxy)
+    for var in ("no_proxy", "NO_PROXY"):
+        monkeypatch.delenv(var, raising=False)
     t0 = time.monotonic()
     with pytest.raises(PretrainedWeightsError) as e:
         build_model("convnext_tiny", pretrained="imagenet")
@@ -128,6 +143,7 @@ def test_imagenet_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
     assert str(expected) in msg
     assert "torchvision.models.convnext_tiny(weights='IMAGENET1K_V1')" in msg
     assert "pretrained:" in msg
+    assert "refused" in msg.lower() or "111" in msg  # it was our refused port that answered
     assert not expected.exists()
 
 

@@ -80,7 +80,21 @@ def test_checkpoint_loader_refuses_code(evil):
         with pytest.raises(ckpt_io.CheckpointError) as e:
             ckpt_io.load(path)
         assert str(e.value).startswith(f"{path}: unreadable or unsafe"), (name, e.value)
-    assert ckpt_io.find_resumable(files["torch_zip"].parent, "x") is None
+    assert not marker.exists()
+
+
+def test_resume_skips_code_carrying_checkpoints_to_a_safe_one(evil, tmp_path):
+    """Evil files under the names resume tries first: skipped, the good older one is taken."""
+    files, marker = evil
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    ckpt_io.save(ckpts / "epoch_001.pt", {"model": {"w": torch.zeros(2)}, "epoch": 1,
+                                          "fingerprint": "x"})
+    (ckpts / "last.pt").write_bytes(files["torch_zip"].read_bytes())
+    (ckpts / "epoch_003.pt").write_bytes(files["inside_checkpoint"].read_bytes())
+    (ckpts / "epoch_002.pt").write_bytes(files["legacy_pickle"].read_bytes())
+    state = ckpt_io.find_resumable(ckpts, "x")
+    assert state is not None and state["epoch"] == 1
     assert not marker.exists()
 
 

@@ -16,10 +16,15 @@ The 50 real images are a final check: they are scored, never trained or tuned on
 
     python benchmarks/sim_to_real.py --variants smallnet customnet --seeds 0 1 2
     python benchmarks/sim_to_real.py --stats      # synthetic vs real image statistics only
+    python benchmarks/sim_to_real.py --synthetic-only   # renderer development: no real image
+    # seeds in parallel processes, then one summary:
+    python benchmarks/sim_to_real.py --variants customnet --seeds 0 --threads 1 --json c0.json
+    python benchmarks/sim_to_real.py --combine c0.json c1.json c2.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 from pathlib import Path
@@ -154,6 +159,12 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
         val_x, val_y = render(50, args.image_size, seed=5000 + seed)
         val_pred = predict(model, val_x, pre)
         harsh = harsh_third(5000 + seed, len(val_y), args.image_size, val_y)
+        syn = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
+        np.add.at(syn, (val_y, val_pred), 1)
+        print(f"{variant} seed {seed}: synthetic val {np.mean(val_pred == val_y):.3f} (harsh "
+              f"third {np.mean((val_pred == val_y)[harsh]):.3f}); confusion:\n{syn}", flush=True)
+        if args.synthetic_only:  # development runs never look at the real images
+            continue
         pred = predict(model, x_real, pre)
         s = scores(pred, real[1])
         s["syn"], s["syn_harsh"] = np.mean(val_pred == val_y), np.mean((val_pred == val_y)[harsh])
@@ -161,12 +172,16 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
         rows.append(s)
         conf = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
         np.add.at(conf, (real[1], pred), 1)
-        print(f"{variant} seed {seed}: synthetic val {s['syn']:.3f} (harsh third "
-              f"{s['syn_harsh']:.3f}); real acc {s['acc']:.3f} +- "
+        print(f"{variant} seed {seed}: real acc {s['acc']:.3f} +- "
               f"{math.sqrt(s['acc'] * (1 - s['acc']) / len(pred)):.3f} (binomial s.e.), "
               f"macro-F1 {s['f1']:.3f} [95% bootstrap {s['f1_ci'][0]:.3f}, {s['f1_ci'][1]:.3f}]"
               f"  ({time.time() - t0:.0f} s)\nconfusion (rows = true):\n{conf}", flush=True)
-    summarise(variant, r, rows, len(real[1]))
+    if rows and args.json:  # one file per run, so seeds run in parallel processes combine
+        args.json.write_text(json.dumps({"variant": variant, "recipe": {
+            k: v for k, v in r.items() if k != "augment"}, "n_real": len(real[1]),
+            "rows": [{**row, "recall": row["recall"].tolist()} for row in rows]}))
+    if rows:
+        summarise(variant, r, rows, len(real[1]))
 
 
 def summarise(variant: str, r: dict, rows: list[dict], n_real: int) -> None:
@@ -176,6 +191,7 @@ def summarise(variant: str, r: dict, rows: list[dict], n_real: int) -> None:
         return f"{100 * v.mean():.1f} ± {100 * v.std():.1f}"
     acc = np.mean([row["acc"] for row in rows])
     recall = np.array([row["recall"] for row in rows])  # (seeds, classes)
+    print(f"\n{variant}: {len(rows)} seeds")
     print(f"\n| {variant} ({r['input_size']} px, crop {r['crop']}, {r['epochs']} epochs) | "
           f"{ms('syn')} | {ms('syn_harsh')} | {ms('acc')} (binomial s.e. "
           f"{100 * math.sqrt(acc * (1 - acc) / n_real):.0f}) | "
@@ -239,10 +255,20 @@ def main() -> None:
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stats", action="store_true", help="print image statistics and stop")
+    ap.add_argument("--json", type=Path, help="also write the per-seed scores here")
+    ap.add_argument("--combine", type=Path, nargs="+",
+                    help="summarise --json files of one variant (seeds run apart) and stop")
+    ap.add_argument("--synthetic-only", action="store_true",
+                    help="report the synthetic validation only (for choosing renderer versions)")
     args = ap.parse_args()
     if not REAL.exists():
         raise SystemExit(f"{REAL}: the real sample is missing; it lives in ../shared/data")
     torch.set_num_threads(args.threads)
+    if args.combine:
+        runs = [json.loads(p.read_text()) for p in args.combine]
+        rows = [{**row, "recall": np.array(row["recall"])} for run in runs for row in run["rows"]]
+        summarise(runs[0]["variant"], runs[0]["recipe"], rows, runs[0]["n_real"])
+        return
     if args.stats:
         print_stats(args.image_size)
         return

@@ -76,7 +76,7 @@ def _batches(labels: np.ndarray, image_size: int, seed: int) -> Iterator[tuple[n
     for start in range(0, len(labels), step):
         idx = np.arange(start, min(start + step, len(labels)))
         draws = draw(seed, idx, image_size)
-        geometry = cutout_geometry(draws.u)
+        geometry = cutout_geometry(draws.u, labels[idx].astype(np.int64))
         cols = {"pxscale": geometry["pxscale"].astype(np.float64) * NATIVE_SIZE / image_size,
                 "redshift": logu(draws.u, "redshift", 0.005, 0.15).astype(np.float64)}
         yield render_batch(labels[idx].astype(np.int64), draws, image_size), cols

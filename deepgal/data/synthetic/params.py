@@ -94,6 +94,12 @@ def _table(values: dict[int, tuple[float, float]], default: tuple[float, float])
 SMOOTH, SPIRAL, EDGE = (2, 3, 4), (5, 6, 7), (8, 9)
 DISCY = (0, 5, 6, 7, 8, 9)  # classes whose half-light radius is set by an exponential disc
 PRIORS: dict[str, tuple[str, np.ndarray]] = {
+    # Half-light radius on the sky (arcsec). A class is kept in Galaxy10 only when most
+    # volunteers saw its feature, so arms, bars, tidal features and thin discs come from
+    # galaxies resolved well beyond the seeing (r50 >= 2.5-3"), smooth bodies from any size.
+    "r50_arcsec": ("log", _table({0: (3.0, 20.0), 1: (3.0, 20.0), 5: (3.0, 20.0),
+                                  6: (3.0, 20.0), 7: (3.0, 20.0), 8: (2.5, 20.0),
+                                  9: (2.5, 20.0)}, (1.2, 20.0))),
     # Axis ratio of smooth bodies ("how rounded": completely round / in between / cigar) and
     # of discs (cos inclination; edge-on discs are thin, q ~ 0.1).
     "q_body": ("lin", _table({2: (0.8, 1.0), 3: (0.45, 0.8), 4: (0.18, 0.45),
@@ -161,17 +167,18 @@ def logu(u: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
     return (lo * (hi / lo) ** u[:, COL[name]]).astype(np.float32)
 
 
-def cutout_geometry(u: np.ndarray) -> dict[str, np.ndarray]:
+def cutout_geometry(u: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Apparent size, seeing and pixel scale of each cut-out (each (B,) float32).
 
-    r50_arcsec: half-light radius on the sky, log-uniform 1.2-20" (GZ DECaLS galaxies,
-    r < 17.77, have petroTheta50 of ~1.5-10"; the GZ2 part of Galaxy10, r < 17, larger); pix424: the cut-out's arcsec/px at 424 px, the GZ rule
+    r50_arcsec: half-light radius on the sky, log-uniform up to 20" (GZ DECaLS galaxies,
+    r < 17.77, have petroTheta50 of ~1.5-10"; the GZ2 part of Galaxy10, r < 17, larger),
+    from 1.2" for smooth classes and 2.5-3" for the others (PRIORS); pix424: the cut-out's arcsec/px at 424 px, the GZ rule
     max(f * r50, floor) with f around 0.04 and floor around 0.10" (both randomised wider);
     r50: the half-light radius as a fraction of the frame; psf: the Gaussian sigma of the
     seeing (FWHM 0.8-2.0", the survey's range being ~1.0-1.5") in frame units; native: one
     0.262" survey pixel in frame units; pxscale: arcsec per pixel of the 256 px image.
     """
-    r50_as = logu(u, "r50_arcsec", 1.2, 20.0)
+    r50_as = _map(u, labels, "r50_arcsec")
     pix = np.maximum(lin(u, "pix_factor", 0.03, 0.055) * r50_as, lin(u, "pix_floor", 0.08, 0.14))
     frame_as = pix * CUTOUT_PX
     fwhm = lin(u, "fwhm", 0.8, 2.0)
@@ -184,7 +191,7 @@ def cutout_geometry(u: np.ndarray) -> dict[str, np.ndarray]:
 def galaxy_params(u: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Per-image physical parameters (each (B,) float32) from uniforms ``u`` (B, K)."""
     p = {name: _map(u, labels, name) for name in PRIORS}
-    p.update(cutout_geometry(u))
+    p.update(cutout_geometry(u, labels))
     # Surface brightness varies widely at a given morphology: one factor scales every part.
     bright = logu(u, "bright", 0.5, 3.0)
     for name in ("bulge_amp", "disc_amp", "bar_amp", "tail_amp", "clump_amp"):

@@ -371,3 +371,15 @@ def test_variant_unknown_key_and_bad_lr_scale():
                                     "variants.smallnet.lr_scale", 100))
     with pytest.raises(ConfigError, match=r"^variants: expected a mapping"):
         config.validate_all({**PARAMS, "variants": ["smallnet"]})
+
+
+def test_apply_overrides_reads_values_as_dvc_does():
+    out = config.apply_overrides(PARAMS, ["data.source=galaxy10_decals", "train.epochs=3",
+                                          "data.local_path=~/g.h5", "reduce.pca_dims=null"])
+    assert PARAMS["data"]["source"] == "synthetic"  # the input is not modified
+    assert (out["data"]["source"], out["train"]["epochs"], out["data"]["local_path"],
+            out["reduce"]["pca_dims"]) == ("galaxy10_decals", 3, "~/g.h5", None)
+    config.validate_all(out)
+    for bad in ["data.source", "=1", "data..source=1"]:
+        with pytest.raises(ConfigError, match="expected KEY=VALUE"):
+            config.apply_overrides(PARAMS, [bad])

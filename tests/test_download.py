@@ -1,8 +1,11 @@
 """deepgal.data.download against a real loopback HTTP server with injected faults."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import http.server
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -10,7 +13,8 @@ import numpy as np
 import pytest
 
 from deepgal.data import download as download_mod
-from deepgal.data.download import DownloadError, download, sha256_file
+from deepgal.data.download import (DownloadError, copy_verified, download, preflight,
+                                   sha256_file)
 from deepgal.data.galaxy10 import validate, write_galaxy10
 
 from .httpserver import serve_bytes
@@ -293,3 +297,103 @@ def test_bad_arguments_are_named(tmp_path, kwargs, named):
         download(**args)
     assert named in str(err.value)
     assert list(tmp_path.iterdir()) == []
+
+
+# -- pre-flight: seconds, before DVC deletes anything -------------------------------------------
+
+@contextlib.contextmanager
+def refused_url():
+    """A URL on 127.0.0.1 whose port is bound but not listening: connections are refused."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/Galaxy10_DECals.h5"
+
+
+class _HugeFile(http.server.BaseHTTPRequestHandler):
+    """Answers HEAD for a 1 PB file: no disk here can hold it."""
+
+    def do_HEAD(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(10**15))
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_preflight_passes_and_reports_size(galaxy, dest):
+    data, _ = galaxy
+    with serve_bytes(data) as server:
+        summary = preflight(server.url, dest, timeout_s=5)
+        assert [r.method for r in server.requests] == ["HEAD"]  # no body fetched
+    assert f"{len(data) / 1e9:.2f} GB to fetch" in summary and "GB free" in summary
+    assert not dest.parent.exists()  # created nothing
+
+
+def test_preflight_offline_fails_in_seconds(dest):
+    with refused_url() as url:
+        t0 = time.monotonic()
+        with pytest.raises(DownloadError, match=r"127\.0\.0\.1:\d+ does not answer.*offline.*"
+                                                r"Nothing was changed.*data\.local_path"):
+            preflight(url, dest, timeout_s=2)
+    assert time.monotonic() - t0 < 5
+
+
+def test_preflight_not_found_and_no_room(galaxy, dest):
+    data, _ = galaxy
+    with serve_bytes(data) as server:
+        with pytest.raises(DownloadError, match=r"HTTP 404.*data\.url"):
+            preflight(server.url + ".missing", dest)
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HugeFile)
+    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{httpd.server_address[1]}/Galaxy10_DECals.h5"
+        with pytest.raises(DownloadError, match=r"GB free, but .* is 1000000\.00 GB.*free some "
+                                                r"space.*Nothing was changed"):
+            preflight(url, dest)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+# -- a copy the user already has (data.local_path) ----------------------------------------------
+
+def test_copy_verified_copies_and_checks(galaxy, tmp_path, dest):
+    data, sha = galaxy
+    src = tmp_path / "astroNN" / "Galaxy10_DECals.h5"
+    src.parent.mkdir()
+    src.write_bytes(data)
+    src.chmod(0o644)
+    assert copy_verified(src, dest, sha.upper(), chunk_bytes=CHUNK) == dest
+    assert dest.read_bytes() == data and not dest.samefile(src)  # a copy, not a link
+    assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]  # no .tmp left
+    assert src.stat().st_mode & 0o777 == 0o644 and src.read_bytes() == data
+    validate(dest)
+    mtime = dest.stat().st_mtime_ns
+    copy_verified(src, dest, sha)  # already there: not copied again
+    assert dest.stat().st_mtime_ns == mtime
+
+
+def test_copy_verified_expands_home(galaxy, tmp_path, monkeypatch, dest):
+    data, sha = galaxy
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".astroNN" / "datasets").mkdir(parents=True)
+    (tmp_path / ".astroNN" / "datasets" / "Galaxy10_DECals.h5").write_bytes(data)
+    copy_verified("~/.astroNN/datasets/Galaxy10_DECals.h5", dest, sha)
+    assert dest.read_bytes() == data
+
+
+def test_copy_verified_wrong_file_leaves_dest_as_it_was(galaxy, tmp_path, dest):
+    data, sha = galaxy
+    src = tmp_path / "other.h5"
+    src.write_bytes(data[:-1] + b"x")
+    dest.parent.mkdir(parents=True)
+    dest.write_bytes(b"old bytes")
+    with pytest.raises(DownloadError, match=rf"data\.local_path: .*other\.h5 has SHA-256 "
+                                            rf"[0-9a-f]{{64}}, expected {sha}"):
+        copy_verified(src, dest, sha)
+    assert dest.read_bytes() == b"old bytes"
+    assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]
+    with pytest.raises(DownloadError, match=r"data\.local_path: .*nowhere\.h5 is not a file"):
+        copy_verified(tmp_path / "nowhere.h5", dest, sha)

@@ -56,6 +56,7 @@ def test_class_names_in_astronn_order():
     (lambda d: d.update(ra=np.zeros(3)), "'ra' has shape (3,)"),
     (lambda d: d.update(dec=np.array([0.0, np.nan, 1.0, 2.0])), "'dec' is not finite at row 1"),
     (lambda d: d.update(ra=np.array([0.0, 1.0, np.inf, 2.0])), "'ra' is not finite at row 2"),
+    (lambda d: d.update(dec=np.array([0.0, 1.0, 2.0, -90.5])), "'dec' is -90.5 at row 3"),
 ])
 def test_bad_layouts_are_named(tmp_path, mutate, message):
     d = good()
@@ -112,3 +113,15 @@ def test_write_is_atomic_and_leaves_no_tmp(tmp_path):
     with pytest.raises(TypeError):
         galaxy10.write_galaxy10(path, np.zeros((2, 8, 8, 3), np.uint8), object())
     assert not path.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_read_coordinates(tmp_path, small_h5):
+    assert galaxy10.read_coordinates(small_h5) is None  # no ra/dec: the sample's case
+    d = good()
+    d.update(ra=np.array([0.0, 359.5, 10.0, 20.0]), dec=np.array([-90.0, 90.0, 0.0, 1.5]))
+    path = write_raw(tmp_path / "pos.h5", **d)
+    validate(path)
+    ra, dec = galaxy10.read_coordinates(path)
+    assert ra.dtype == dec.dtype == np.float64
+    np.testing.assert_array_equal(dec, d["dec"])
+    np.testing.assert_array_equal(ra, d["ra"])

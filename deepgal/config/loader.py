@@ -148,6 +148,30 @@ def load_params(path: str | Path = "params.yaml") -> dict:
     return params
 
 
+def apply_overrides(params: dict, overrides: list[str]) -> dict:
+    """A copy of ``params`` with ``key.sub=value`` strings applied, as ``dvc exp run -S`` does
+    (the value is read as YAML: ``1`` is an int, ``null`` None). A malformed one is an error."""
+    import copy
+
+    params = copy.deepcopy(params)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key or any(not k for k in key.split(".")):
+            raise ConfigError(f"{item!r}: expected KEY=VALUE with a dotted key, e.g. "
+                              "data.source=galaxy10_decals")
+        *path, last = key.split(".")
+        node = params
+        for k in path:
+            if not isinstance(node.get(k), dict):
+                node[k] = {}
+            node = node[k]
+        try:
+            node[last] = yaml.safe_load(raw)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{key}: cannot read value {raw!r}: {e}", key) from None
+    return params
+
+
 def to_flat_dict(obj, prefix: str = "") -> dict[str, Any]:
     """Flatten a (nested) dataclass to ``{"train.augment.jitter": 0.1, ...}`` for tracking."""
     out: dict[str, Any] = {}

@@ -1,26 +1,39 @@
-"""The real download stage (`dvc repro download`) against a loopback server that misbehaves.
+"""The real download stage (`dvc repro download`) against a loopback server that misbehaves,
+and switching a fresh repository to the real data while offline.
 
 A connection cut at several seeded random offsets still yields the file with the right SHA-256,
 every cut resumed from what reached the disk (nothing lost, at most one chunk fetched twice);
 a server serving wrong bytes never yields `data/galaxy10.h5` and leaves no partial files.
+The README's switch (`dvc exp run --temp -S data.source=galaxy10_decals`) changes nothing when
+offline; its recovery after a plain `dvc exp run` restores params, data and a clean `git status`;
+`data.local_path` switches offline from a copy the user has, verified by SHA-256.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import random
+import socket
+import sys
 
 import pytest
+import yaml
 
+from deepgal.data.download import sha256_file
 from tests.conftest import make_h5
 from tests.httpserver import serve_bytes
-from tests.pipeline_repo import dvc, make_repo
+from tests.pipeline_repo import dvc, make_repo, run
 
 from .conftest import no_traceback
 
 pytestmark = pytest.mark.slow
 
 CHUNK = 1 << 20  # the stage streams in 1 MiB pieces: a partial last piece is not kept
+# README "Switching to the real data": after a failed `dvc exp run` in the workspace. `touch`
+# makes git look at params.yaml/dvc.lock again even when a failed run left its index stale.
+RECOVERY = "touch params.yaml dvc.lock && git checkout -- params.yaml dvc.lock && dvc checkout"
 
 
 @pytest.fixture(scope="module")
@@ -93,3 +106,102 @@ def test_wrong_bytes_never_become_the_data_file(tmp_path, galaxy):
     assert server.url in errors[0] and f"expected {sha}" in errors[0]
     assert "data.sha256" in errors[0] and "Re-run" in errors[0]  # says what to do
     assert leftovers(repo / "data") == [], "a partial or unverified file was left behind"
+
+
+# -- switching to the real data: the documented path leaves a recoverable workspace -----------
+
+SWITCH = ["-S", "data.source=galaxy10_decals", "-S", "data.retries=0"]
+
+
+@contextlib.contextmanager
+def refused_url():
+    """A URL whose port on 127.0.0.1 is bound but not listening: offline, refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/Galaxy10_DECals.h5"
+
+
+def committed_repo(root) -> tuple:
+    """A fresh tiny repo, its pipeline cut to download + split (the stages a switch of source
+    touches first), fully run, cached and committed (dvc.lock) as a user's would be."""
+    repo = make_repo(root)
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    pipeline["stages"] = {k: pipeline["stages"][k] for k in ("download", "split")}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    dvc(["repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "synthetic data"], repo)
+    return repo, sha256_file(repo / "data/galaxy10.h5"), (repo / "params.yaml").read_bytes()
+
+
+def assert_as_committed(repo, data_sha: str, params: bytes) -> None:
+    assert (repo / "params.yaml").read_bytes() == params
+    assert sha256_file(repo / "data/galaxy10.h5") == data_sha
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    assert "up to date" in dvc(["status"], repo).stdout
+
+
+def stale_index(repo, path: str) -> None:
+    """Leave git's index as the issue found it after a failed `dvc exp run`: the committed blob
+    with the edited file's stat, so `git status` calls the edited file unchanged and
+    `git checkout -- <path>` restores nothing."""
+    from dulwich.index import index_entry_from_stat
+    from dulwich.repo import Repo
+
+    r = Repo(str(repo))
+    index = r.open_index()
+    blob = r[r[r.head()].tree][path.encode()][1]
+    index[path.encode()] = index_entry_from_stat(os.lstat(repo / path), blob)
+    index.write()
+
+
+def test_switch_offline_with_temp_changes_nothing(tmp_path):
+    repo, data_sha, params = committed_repo(tmp_path / "repo")
+    with refused_url() as url:
+        # The README's order: the check first (seconds), then the switch in a temporary copy.
+        check = run([sys.executable, "stages/download.py", "--check", "--out", "data/galaxy10.h5",
+                     "-S", "data.source=galaxy10_decals", "-S", f"data.url={url}"], repo,
+                    check=False)
+        assert check.returncode == 1 and "does not answer" in check.stderr, check.stderr
+        out = dvc(["exp", "run", "--temp", *SWITCH, "-S", f"data.url={url}"], repo, check=False)
+    log = out.stdout + out.stderr
+    assert out.returncode != 0 and "could not download" in log, log[-3000:]
+    assert_as_committed(repo, data_sha, params)
+
+
+def test_failed_switch_in_the_workspace_is_recoverable(tmp_path):
+    """Plain `dvc exp run` deletes the data before the download fails; the README's recovery
+    brings everything back, even with git's index left stale."""
+    repo, data_sha, params = committed_repo(tmp_path / "repo")
+    with refused_url() as url:
+        out = dvc(["exp", "run", *SWITCH, "-S", f"data.url={url}"], repo, check=False)
+    assert out.returncode != 0, (out.stdout + out.stderr)[-3000:]
+    assert not (repo / "data/galaxy10.h5").exists()  # what the README warns about
+    assert (repo / "params.yaml").read_bytes() != params
+    stale_index(repo, "params.yaml")
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""  # git is fooled
+    run(["sh", "-c", RECOVERY], repo)
+    assert_as_committed(repo, data_sha, params)
+
+
+def test_switch_to_a_local_copy_offline(tmp_path, galaxy):
+    data, sha = galaxy
+    repo, data_sha, params = committed_repo(tmp_path / "repo")
+    cache = tmp_path / "astroNN" / "Galaxy10_DECals.h5"
+    cache.parent.mkdir()
+    cache.write_bytes(data)
+    with refused_url() as url:
+        local = [*SWITCH, "-S", f"data.url={url}", "-S", f"data.local_path={cache}"]
+        bad = dvc(["exp", "run", "--temp", *local, "-S", f"data.sha256={'0' * 64}", "download"],
+                  repo, check=False)
+        assert bad.returncode != 0 and "data.local_path" in bad.stderr, bad.stderr[-3000:]
+        assert_as_committed(repo, data_sha, params)
+        dvc(["exp", "run", "--temp", "-n", "real-local", *local, "-S", f"data.sha256={sha}",
+             "download"], repo)
+        assert_as_committed(repo, data_sha, params)  # --temp: the workspace waits for apply
+        dvc(["exp", "apply", "real-local"], repo)
+    assert (repo / "data/galaxy10.h5").read_bytes() == data
+    info = json.loads((repo / "data/source.json").read_text())
+    assert info["source"] == "galaxy10_decals" and info["sha256"] == sha
+    assert cache.read_bytes() == data and os.access(cache, os.W_OK)  # the user's copy untouched
+    assert "up to date" in dvc(["status", "download"], repo).stdout

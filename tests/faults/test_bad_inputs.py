@@ -76,6 +76,7 @@ BAD = {
     "dec_nan": (nan_at("dec", 7), "'dec' is not finite at row 7"),
     "dec_inf": (nan_at("dec", 0, np.inf), "'dec' is not finite at row 0"),
     "ra_wrong_length": (with_(ra=np.zeros(N + 1)), "'ra' has shape"),
+    "dec_past_the_pole": (nan_at("dec", 2, 95.0), "'dec' is 95.0 at row 2"),
     "truncated_half": (cut(0.5), "truncated"),
     "truncated_header": (cut(0.001), "truncated"),
     "empty_file": (lambda p: p.write_bytes(b""), "not an HDF5 file"),
@@ -123,7 +124,7 @@ def test_every_bad_file_is_rejected_by_the_split_stage(repo):
         if not ok:
             failures.append(f"{name}: exit {code}\n{err[-1500:]}")
     assert not failures, "\n\n".join(failures)
-    assert len(results) == len(BAD) == 22
+    assert len(results) == len(BAD) == 23
 
 
 def test_good_file_passes_the_same_stage(repo):
@@ -144,3 +145,19 @@ def test_dvc_repro_split_rejects_a_bad_download(repo):
     [error] = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert "data/galaxy10.h5" in error and "'dec' is not finite at row 5" in error
     assert not (repo / "data/split").exists()
+
+
+def test_a_class_that_is_one_galaxy_is_rejected_before_any_work(repo):
+    """All three Cigar Shaped rows at one position are one galaxy: it cannot be in train, val
+    and test at once, and the message says so in terms of split.group_arcsec."""
+    d = good()
+    d["ra"][d["ans"] == 4], d["dec"][d["ans"] == 4] = 150.0, 2.0
+    with_(**d)(repo / "one_galaxy.h5")
+    p = subprocess.run(split_cmd("one_galaxy.h5", "split_one"), cwd=repo, env=env_for(repo),
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 1 and no_traceback(p.stderr), p.stderr[-3000:]
+    [error] = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert "class 4 (Cigar Shaped Smooth) has 3 image(s) in 1 group(s)" in error
+    assert "split.group_arcsec" in error
+    assert "merged 3 rows into 1 groups" in p.stderr
+    assert not (repo / "split_one").exists()

@@ -1,25 +1,37 @@
-"""Two queued DVC experiments run at once (`dvc queue start -j 2`), logging to one SQLite store.
+"""A sweep on DVC's own queue: a grid queued with `dvc exp run --queue -S a=x,y`, run by
+`dvc queue start -j 2`, logging to one SQLite store.
 
 With ``MLFLOW_TRACKING_URI`` unset, each queued run (in a copy under ``.dvc/tmp/exps``) must
 find the repository's own ``mlflow.db``; the two processes then write to it concurrently, and
-neither may fail with "database is locked" (or race creating the store).
+neither may fail with "database is locked" (or race creating the store). Each experiment's runs
+are found in MLflow by its DVC name (a parent run of that name, the variants nested under it),
+and the copies check the data file out as a link to the cache, never as a copy of it
+(``cache.type`` in ``.dvc/config``; docs/scaling.md).
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sys
+import threading
+from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.pipeline_repo import env_for, make_repo, run
+from tests.pipeline_repo import REPO, env_for, make_repo, run
 
-from .conftest import sqlite_runs, sqlite_steps, sqlite_tags, wait_for
+from .conftest import wait_for
 
 pytestmark = pytest.mark.slow
 
-EXPS = {"lr-low": 0.005, "lr-high": 0.03}
+GRID = "train.lr=0.005,0.03"  # DVC expands a comma list into one queued experiment per value
+LRS = {0.005, 0.03}
+EXPS = ("lr-1", "lr-2")  # `-n lr` + a grid: DVC names them lr-1, lr-2, ...
 VARIANTS = ("smallnet", "customnet")  # the tiny config's two variants, 3 epochs each
 EPOCHS = 3
+DATA = "data/galaxy10.h5"
 
 
 def queue_states(repo, env) -> dict[str, str] | None:
@@ -45,23 +57,70 @@ def exp_records(shown: list) -> dict[str, dict]:
     return found
 
 
-def test_queued_experiments_in_parallel_share_the_repo_store(tmp_path, procs):
+def cache_file(repo: Path, out: str) -> Path:
+    """The cache object of a file output, from dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    [md5] = [o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
+             if o["path"] == out]
+    return repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
+
+
+class LinkWatch(threading.Thread):
+    """Records how ``data/galaxy10.h5`` appears in each queued experiment's temporary copy.
+
+    ``seen`` maps the copy's folder to ``"link"`` (a hard link to, or symlink into, the cache
+    object) or ``"copy"`` (a file of its own: the 3.5 GB copy this test forbids).
+    """
+
+    def __init__(self, repo: Path, cached: Path):
+        super().__init__(daemon=True)
+        self.repo, self.cached = repo, cached
+        self.ino = cached.stat().st_ino
+        self.seen: dict[str, str] = {}
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        root = self.repo / ".dvc/tmp/exps"
+        while not self.done.wait(0.05):
+            for f in list(root.glob(f"*/{DATA}")) + list(root.glob(f"*/*/{DATA}")):
+                try:
+                    linked = (Path(os.path.realpath(f)) == self.cached if f.is_symlink()
+                              else f.stat().st_ino == self.ino)
+                except FileNotFoundError:  # the copy went away between glob and stat
+                    continue
+                key = str(f.parents[1].relative_to(root))
+                if self.seen.get(key) != "copy":
+                    self.seen[key] = "link" if linked else "copy"
+
+
+def test_queued_grid_runs_two_workers_on_one_store(tmp_path, procs):
     repo = make_repo(tmp_path / "repo")
+    # The project's cache link types (make_repo's `dvc init` writes DVC's defaults).
+    shutil.copy(REPO / ".dvc/config", repo / ".dvc/config")
     env = env_for(repo)
     del env["MLFLOW_TRACKING_URI"]  # the default store of the repository root, found from a copy
     dvc = [sys.executable, "-m", "dvc"]
     run(dvc + ["repro", "split"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "data and split"], repo, env)
-    for name, lr in EXPS.items():
-        run(dvc + ["exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}", "train"], repo,
-            env)
+    cached = cache_file(repo, DATA)
+    assert (repo / DATA).stat().st_ino == cached.stat().st_ino, "workspace data is a copy"
+    queued = run(dvc + ["exp", "run", "--queue", "-n", "lr", "-S", GRID, "train"], repo,
+                 env).stdout
+    for name in EXPS:
+        assert f"Queued experiment '{name}'" in queued, queued
 
     # `queue start` returns only when its workers exit (they inherit its output): background.
+    watch = LinkWatch(repo, cached)
+    watch.start()
     workers = procs(dvc + ["queue", "start", "-j", "2"], repo, env, tmp_path / "queue.log")
-    states = wait_for(lambda: (s := queue_states(repo, env)) and len(s) == len(EXPS) and all(
-        v in ("Success", "Failed") for v in s.values()) and s, 900, "both experiments to end",
-        every=5)
+    try:
+        states = wait_for(lambda: (s := queue_states(repo, env)) and len(s) == len(EXPS) and all(
+            v in ("Success", "Failed") for v in s.values()) and s, 900,
+            "both experiments to end", every=5)
+    finally:
+        watch.done.set()
+        watch.join(timeout=10)
     logs = {name: run(dvc + ["queue", "logs", name], repo, env, timeout=120).stdout
             for name in EXPS}
     for name, log in logs.items():
@@ -73,58 +132,50 @@ def test_queued_experiments_in_parallel_share_the_repo_store(tmp_path, procs):
     assert states == {name: "Success" for name in EXPS}, {n: lg[-2000:] for n, lg in logs.items()}
     workers.wait(timeout=300)
 
-    # Every run landed in the repository's store; none in the temporary copies.
+    # Both experiments' copies were watched, and each held the data as a link to the cache.
+    assert len(watch.seen) == len(EXPS), watch.seen
+    assert set(watch.seen.values()) == {"link"}, watch.seen
+
+    # DVC: each experiment's params, lock and metrics.
+    shown = json.loads(run(dvc + ["exp", "show", "--json"], repo, env, timeout=300).stdout)
+    records = exp_records(shown)
+    lr_of = {name: records[name]["params"]["params.yaml"]["data"]["train"]["lr"] for name in EXPS}
+    assert set(lr_of.values()) == LRS, lr_of
+    for name in EXPS:
+        for v in VARIANTS:
+            m = records[name]["metrics"][f"results/{v}/train.json"]["data"]
+            assert m["epochs"] == EPOCHS and m["tracking/undelivered_epochs"] == 0
+            assert records[name]["outs"][f"models/{v}/checkpoints"]["hash"]
+
+    # MLflow: every run landed in the repository's store; none in the temporary copies.
     db = repo / "mlflow.db"
     assert db.exists()
     assert not list((repo / ".dvc/tmp").rglob("mlflow.db")), "a run wrote to a temporary copy"
-    runs = sqlite_runs(db)
-    by_exp: dict[tuple[str, str], list[dict]] = {}
-    for r in runs:
-        tags = sqlite_tags(db, r["run_id"])
-        by_exp.setdefault((tags.get("dvc.exp_name"), r["name"]), []).append(r)
-    assert set(by_exp) == {(e, v) for e in EXPS for v in VARIANTS}, sorted(by_exp)
-    for (exp, variant), found in by_exp.items():
-        assert len(found) == 1, (exp, variant, found)
-        r = found[0]
-        assert r["status"] == "FINISHED", (exp, variant, r)
-        for key in ("val/accuracy", "train/loss", "lr"):
-            assert sqlite_steps(db, r["run_id"], key) == list(range(1, EPOCHS + 1))
-        assert float(_param(db, r["run_id"], "train.lr")) == EXPS[exp]
+    spans = {name: check_mlflow_runs(f"sqlite:///{db}", name, lr_of[name]) for name in EXPS}
     # The two experiments really ran at the same time (else this proves nothing about locking).
-    spans = {e: _span(db, [rr["run_id"] for (ee, _), f in by_exp.items() if ee == e
-                           for rr in f]) for e in EXPS}
     (a0, a1), (b0, b1) = spans.values()
     assert a0 < b1 and b0 < a1, f"the experiments did not overlap: {spans}"
 
-    # DVC sees each experiment's lock and metrics.
-    shown = json.loads(run(dvc + ["exp", "show", "--json"], repo, env, timeout=300).stdout)
-    records = exp_records(shown)
-    for name, lr in EXPS.items():
-        data = records[name]
-        assert data["params"]["params.yaml"]["data"]["train"]["lr"] == lr
-        for v in VARIANTS:
-            m = data["metrics"][f"results/{v}/train.json"]["data"]
-            assert m["epochs"] == EPOCHS and m["tracking/undelivered_epochs"] == 0
-            # Its dvc.lock: the checkpoints it produced are recorded with a hash.
-            assert data["outs"][f"models/{v}/checkpoints"]["hash"], data["outs"]
 
+def check_mlflow_runs(uri: str, exp_name: str, lr: float) -> tuple[int, int]:
+    """Find an experiment's runs as a user does: the parent run named after the DVC experiment,
+    its nested runs one per variant. Returns the (start, end) ms of the variant runs."""
+    from mlflow.tracking import MlflowClient
 
-def _param(db, run_id: str, key: str) -> str:
-    import sqlite3
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return con.execute("select value from params where run_uuid = ? and key = ?",
-                           (run_id, key)).fetchone()[0]
-    finally:
-        con.close()
-
-
-def _span(db, run_ids: list[str]) -> tuple[int, int]:
-    import sqlite3
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        rows = [con.execute("select start_time, end_time from runs where run_uuid = ?",
-                            (r,)).fetchone() for r in run_ids]
-    finally:
-        con.close()
-    return min(r[0] for r in rows), max(r[1] for r in rows)
+    client = MlflowClient(uri)
+    exp_id = client.get_experiment_by_name("deepgal").experiment_id
+    parents = client.search_runs([exp_id], f"attributes.run_name = '{exp_name}'")
+    assert len(parents) == 1, f"want one parent run named {exp_name!r}, found {parents}"
+    parent = parents[0]
+    assert parent.info.status == "FINISHED", parent.info
+    children = client.search_runs([exp_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert sorted(r.info.run_name for r in children) == sorted(VARIANTS), children
+    by_tag = client.search_runs([exp_id], f"tags.`dvc.exp_name` = '{exp_name}'")
+    assert {r.info.run_id for r in children} <= {r.info.run_id for r in by_tag}
+    for r in children:
+        assert r.info.status == "FINISHED", r.info
+        assert float(r.data.params["lr"]) == lr, r.data.params
+        for key in ("val/accuracy", "train/loss", "lr"):
+            steps = [m.step for m in client.get_metric_history(r.info.run_id, key)]
+            assert sorted(steps) == list(range(1, EPOCHS + 1)), (exp_name, r.info.run_name, key)
+    return (min(r.info.start_time for r in children), max(r.info.end_time for r in children))

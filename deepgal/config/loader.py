@@ -14,6 +14,7 @@ Rules every section follows:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from pathlib import Path
@@ -102,6 +103,12 @@ def _convert(value: Any, tp, key: str) -> Any:
     return value
 
 
+@functools.cache
+def _hints(cls) -> dict:
+    # get_type_hints evaluates the string annotations (PEP 563) anew on every call: cache it.
+    return typing.get_type_hints(cls)
+
+
 def required(cls) -> list[str]:
     """Names of ``cls``'s fields that params must give (those without a dataclass default)."""
     return [f.name for f in dataclasses.fields(cls)
@@ -115,7 +122,7 @@ def from_dict(cls, data: Any, prefix: str):
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix}: expected a mapping of keys, got {type(data).__name__} "
                           f"{data!r}", prefix)
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for k in data:
         if k not in names:

@@ -25,34 +25,31 @@ class SplitError(ValueError):
 def sky_groups(ra: np.ndarray, dec: np.ndarray, arcsec: float) -> np.ndarray:
     """Group ids (N,) int64: rows within ``arcsec`` of each other on the sky share a group.
 
-    ra, dec: (N,) degrees. Grouping is transitive (a chain of close pairs is one group), found
-    with a ball tree under the haversine metric (O(N log N), exact on the sphere, right across
-    ra = 0/360 and near the poles) and scipy's connected components. ``arcsec`` 0 groups only
-    identical coordinates. Ids are 0..G-1, numbered in order of each group's first row.
+    ra, dec: (N,) degrees. Grouping is transitive (a chain of close pairs is one group). Pairs
+    come from scipy's KD-tree over unit vectors on the sphere, where the chord 2 sin(a / 2)
+    grows with the angle a: exact on the sphere, right across ra = 0/360 and at the poles,
+    O(N log N); the same pairs as scikit-learn's haversine BallTree, which was several times
+    slower here both to import and to query. Components by scipy's csgraph.
+    ``arcsec`` 0 groups only identical coordinates. Ids are 0..G-1 in order of first row.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
-    from sklearn.neighbors import BallTree
+    from scipy.spatial import cKDTree
 
-    ra, dec = np.asarray(ra, np.float64), np.asarray(dec, np.float64)
+    ra, dec = np.radians(np.asarray(ra, np.float64)), np.radians(np.asarray(dec, np.float64))
     n = len(ra)
     if n == 0:
         return np.empty(0, np.int64)
-    latlon = np.radians(np.column_stack([dec, ra]))  # haversine wants (lat, lon) in radians
-    radius = np.radians(arcsec / 3600.0)
-    # A hair over the radius so pairs exactly at it (and identical rows at 0) are kept despite
-    # floating-point rounding of the haversine distance.
-    neighbours = BallTree(latlon, metric="haversine").query_radius(latlon, radius * (1 + 1e-9)
-                                                                   + 1e-15)
-    rows = np.repeat(np.arange(n), [len(nb) for nb in neighbours])
-    cols = np.concatenate(neighbours)
-    graph = coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n))
+    xyz = np.column_stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)])
+    chord = 2 * np.sin(np.radians(arcsec / 3600.0) / 2)
+    # A hair over the radius so pairs exactly at it survive the rounding of the unit vectors.
+    pairs = cKDTree(xyz).query_pairs(chord * (1 + 1e-9) + 1e-15, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs), np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
     _, comp = connected_components(graph, directed=False)
     _, first = np.unique(comp, return_index=True)  # renumber by first row: stable, seed-free
-    order = np.argsort(first)
-    renumber = np.empty_like(order)
-    renumber[order] = np.arange(len(order))
-    return renumber[comp].astype(np.int64)
+    renumber = np.empty(len(first), np.int64)
+    renumber[np.argsort(first)] = np.arange(len(first))
+    return renumber[comp]
 
 
 def group_summary(groups: np.ndarray, labels: np.ndarray) -> dict:

@@ -1,4 +1,10 @@
-"""Stage plot: curves of all variants, embeddings, sample grid, augmentation preview, report.md."""
+"""Stage plot: report.md and its pictures (curves of all variants, each variant's embedding
+grid and confused-pairs gallery, every variant's val map), and the offline HTML template of
+``dvc plots show``.
+
+Per variant it reads exactly results/<variant>/{metrics.json, predictions.csv, history.csv,
+embeddings.csv, selection.json} (the last only for the MLflow run to attach the pictures to).
+"""
 from __future__ import annotations
 
 import argparse
@@ -10,14 +16,53 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deepgal import config, stage, tracking
+from deepgal import config, stage
 from deepgal.data import galaxy10, split as split_io
-from deepgal.plots import plot_curves, plot_embedding
-from deepgal.plots_images import plot_augmentation_preview, plot_sample_grid
-from deepgal.report import report_row, write_report
+from deepgal.plots.curves import plot_curves
+from deepgal.plots.embeddings import plot_embedding_grid, plot_variant_maps
+from deepgal.plots.images import (pick_confused, plot_augmentation_preview, plot_confused_pairs,
+                                  plot_sample_grid)
+from deepgal.plots.offline import write_html_template
+from deepgal.plots.predictions import confusion, read_predictions
+from deepgal.report import budget_needs, most_confused, report_row, sort_rows, write_report
 from deepgal.transforms import Augment, Preprocess, augmentation_preview
 
 log = logging.getLogger("plot")
+PAIRS, PER_PAIR = 4, 6  # the gallery: most confused pairs, images of each
+SAMPLES_PER_CLASS = 6
+
+
+def gallery(variant: str, preds: pd.DataFrame, data: Path, png: Path) -> Path | None:
+    """The val confused-pairs gallery of ``variant``; None when it made no mistake."""
+    val = preds[preds["split"] == "val"]
+    pairs = [(p["true_id"], p["pred_id"]) for p in most_confused(confusion(preds, "val"),
+                                                                 k=PAIRS)]
+    if not pairs:
+        return None
+    picked = pick_confused(val, pairs, per_pair=PER_PAIR)
+    idx = np.unique(np.concatenate([np.r_[p.mistakes, p.references] for p in picked]))
+    images = dict(zip(idx.tolist(), galaxy10.read_images(data, idx)))
+    conf = dict(zip(val["index"].tolist(), val["confidence"].tolist()))
+    plot_confused_pairs(picked, images, f"{variant}: the most confused pairs (val)", png, conf)
+    return png
+
+
+def data_pictures(data: Path, split_dir: Path, params: dict, plots: Path) -> dict[str, str]:
+    """The sample grid and augmentation preview of the train split."""
+    labels = galaxy10.read_labels(data)
+    train_idx = split_io.read_split(split_dir, "train")
+    pick = np.concatenate([train_idx[labels[train_idx] == c][:SAMPLES_PER_CLASS]
+                           for c in range(galaxy10.NUM_CLASSES)])
+    images = galaxy10.read_images(data, pick)
+    plot_sample_grid(images, labels[pick], plots / "samples.png", per_class=SAMPLES_PER_CLASS)
+    stats = split_io.read_stats(split_dir)
+    pre = Preprocess(input_size=images.shape[1], mean=tuple(stats["mean"]), std=tuple(stats["std"]))
+    aug = Augment(**dataclasses.asdict(config.load_section("train", params).augment))
+    seed = config.load_section("base", params).seed
+    plot_augmentation_preview(augmentation_preview(images[0], pre, aug, seed=seed),
+                              plots / "augmentations.png")
+    return {"sample images per class": "plots/samples.png",
+            "augmentation preview": "plots/augmentations.png"}
 
 
 def main() -> int:
@@ -26,55 +71,70 @@ def main() -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="reports/ (report.md + plots/)")
+    p.add_argument("--html-template", type=Path, required=True,
+                   help="where to write the offline template of `dvc plots show`")
     args = p.parse_args()
     params = config.load_params()
-    base, train = config.load_section("base", params), config.load_section("train", params)
     variants = list(params.get("variants") or {})
     plots = args.out / "plots"
 
-    rows, confusions, pictures, histories, logged = [], {}, {}, {}, {}
+    rows, confusions, runs, maps, preds, histories, galleries, sections = ([], {}, {}, {}, {}, {},
+                                                                          {}, {})
     for v in variants:
         d = args.results / v
-        sel = json.loads((d / "selection.json").read_text())
-        ev = json.loads((d / "eval.json").read_text())
-        rows.append(report_row(v, ev, sel, json.loads((d / "train.json").read_text())))
-        confusions[v] = np.array(ev["val"]["confusion"])
+        preds[v] = read_predictions(d / "predictions.csv")
+        confusions[v] = confusion(preds[v], "val")
+        rows.append(report_row(v, json.loads((d / "metrics.json").read_text()), confusions[v]))
         histories[v] = pd.read_csv(d / "history.csv")
-        pictures[f"{v}: confusion (val)"] = f"../{d.as_posix()}/confusion/val.png"
-        emb = pd.read_csv(d / "embeddings.csv")
-        logged[v] = (sel.get("run_id"), [])
-        for (method, split), part in emb.groupby(["method", "split"], sort=False):
-            png = plots / f"{v}_{method}_{split}.png"
-            plot_embedding(part, f"{method.upper()} {v.upper()} {split.upper()}", png)
-            pictures[f"{v}: {method} {split}"] = f"plots/{png.name}"
-            logged[v][1].append(png)
+        run = config.resolve_variant(params, v)
+        runs[v] = {"model": run.model, "pretrained": run.pretrained,
+                   "input_size": run.input_size, "epochs": len(histories[v])}
+        maps[v] = pd.read_csv(d / "embeddings.csv")
+        plot_embedding_grid(maps[v], f"{v}: feature maps by method and split",
+                            plots / f"{v}_embeddings.png", predictions=preds[v])
+        sections[v] = {f"{v}: UMAP / t-SNE / PCA of each split": f"plots/{v}_embeddings.png"}
+        if gallery(v, preds[v], args.data, plots / f"{v}_confused.png"):
+            galleries[v] = f"plots/{v}_confused.png"
+            sections[v][f"{v}: most confused pairs (val)"] = galleries[v]
+        sections[v][f"{v}: confusion matrix (val)"] = f"../{d.as_posix()}/confusion/val.png"
 
     plot_curves(histories, plots / "curves.png")
-    pictures = {"accuracy and loss of all variants": "plots/curves.png", **pictures}
-    labels = galaxy10.read_labels(args.data)
-    train_idx = split_io.read_split(args.split, "train")
-    per_class = 6
-    pick = np.concatenate([train_idx[labels[train_idx] == c][:per_class] for c in range(10)])
-    images = galaxy10.read_images(args.data, pick)
-    plot_sample_grid(images, labels[pick], plots / "samples.png", per_class=per_class)
-    stats = split_io.read_stats(args.split)
-    pre = Preprocess(input_size=images.shape[1], mean=tuple(stats["mean"]),
-                     std=tuple(stats["std"]))
-    aug = Augment(**dataclasses.asdict(train.augment))
-    panels = augmentation_preview(images[0], pre, aug, seed=base.seed)
-    plot_augmentation_preview(panels, plots / "augmentations.png")
-    pictures["sample images per class"] = "plots/samples.png"
-    pictures["augmentation preview"] = "plots/augmentations.png"
-    write_report(args.out / "report.md", rows, confusions, pictures)
-
-    for v, (run_id, pngs) in logged.items():
-        sink = tracking.attach(run_id)
-        if sink:
-            for png in [*pngs, plots / "curves.png"]:
-                sink.log_artifact(png, "plots")
+    ranked, unranked = sort_rows(rows)
+    order = [r["variant"] for r in ranked + unranked]
+    present = set(maps[variants[0]]["method"])
+    method = "umap" if "umap" in present else sorted(present)[0]  # reduce.methods may omit umap
+    plot_variant_maps({v: maps[v] for v in order}, plots / f"variants_{method}_val.png", method,
+                      captions={r["variant"]: f"val accuracy {r['val_accuracy']:.1%}"
+                                + ("" if r in ranked else " (not learned)") for r in rows},
+                      predictions=preds)
+    lead = {"accuracy and loss of all variants": "plots/curves.png",
+            f"{method.upper()} of the val split, every variant": f"plots/variants_{method}_val.png"}
+    sections = {v: sections[v] for v in order}
+    sections["Data"] = data_pictures(args.data, args.split, params, plots)
+    write_report(args.out / "report.md", rows, confusions, runs=runs, lead=lead,
+                 gallery=galleries, sections=sections)
+    write_html_template(args.html_template)
+    attach_pictures(variants, args.results, plots)
     log.info("wrote %s and %d pictures", args.out / "report.md", len(list(plots.glob("*.png"))))
     return 0
 
 
+def attach_pictures(variants: list[str], results: Path, plots: Path) -> None:
+    """Log each variant's pictures to its MLflow run, after every local output exists; a
+    tracker that is away costs a warning, not the stage."""
+    from deepgal import tracking  # imported here: MLflow loads only once the report is written
+
+    for v in variants:
+        run_id = json.loads((results / v / "selection.json").read_text()).get("run_id")
+        try:
+            sink = tracking.attach(run_id)
+            pngs = [plots / name for name in ("curves.png", f"{v}_embeddings.png",
+                                              f"{v}_confused.png")]
+            for png in [p for p in pngs if p.exists()] if sink else []:
+                sink.log_artifact(png, "plots")
+        except tracking.TrackingError as e:
+            log.warning("%s: pictures not logged to MLflow (%s); they are in %s", v, e, plots)
+
+
 if __name__ == "__main__":
-    stage.run(main, extra_errors=(tracking.TrackingError,))
+    stage.run(main)

@@ -9,10 +9,14 @@ from matplotlib.colors import to_hex
 from PIL import Image
 
 from deepgal.data.galaxy10 import CLASS_NAMES
-from deepgal.plots import (CONFUSION_SIZE, CURVES_SIZE, EMBEDDING_SIZE, plot_augmentation_preview,
-                           plot_confusion, plot_curves, plot_embedding, plot_sample_grid)
-from deepgal.plots_common import CLASS_COLORS, new_figure, save_png
-from deepgal.plots_images import CELL_IN, LABEL_IN, PANEL_IN
+from deepgal.plots.common import CLASS_COLORS, new_figure, save_png
+from deepgal.plots.confusion import CONFUSION_SIZE, plot_confusion
+from deepgal.plots.curves import CURVES_SIZE, plot_curves
+from deepgal.plots.embeddings import (CONTEXT_COLOR, LEGEND_IN, TITLE_IN, plot_embedding_grid,
+                                      plot_variant_maps)
+from deepgal.plots.embeddings import PANEL_IN as MAP_IN
+from deepgal.plots.images import (CELL_IN, LABEL_IN, PANEL_IN, ConfusedPair, pick_confused,
+                                  plot_augmentation_preview, plot_confused_pairs, plot_sample_grid)
 
 DPI = 40  # small PNGs keep the tests fast; sizes scale exactly with dpi
 
@@ -28,29 +32,97 @@ def expected(size_in) -> tuple[int, int]:
     return round(size_in[0] * DPI), round(size_in[1] * DPI)
 
 
-def test_embedding_legend_names_the_classes_present_in_their_colours(tmp_path):
-    rng = np.random.default_rng(0)
-    labels = rng.choice([0, 2, 5, 9], size=200)
-    df = pd.DataFrame({"split": "train", "method": "umap", "index": np.arange(200),
-                       "label": labels, "x": rng.normal(size=200), "y": rng.normal(size=200)})
-    path = tmp_path / "nested" / "dir" / "umap_train.png"
-    fig = plot_embedding(df, "UMAP RESNET50 TRAIN", path, dpi=DPI)
-    assert png_size(path) == expected(EMBEDDING_SIZE)
+def embeddings(n_per_split=(60, 20, 20), methods=("pca", "umap", "tsne"), seed=0):
+    """A reduce-stage frame: every method maps every split; classes 0, 2, 5, 9 only."""
+    rng = np.random.default_rng(seed)
+    frames, start = [], 0
+    for split, n in zip(("train", "val", "test"), n_per_split):
+        labels = rng.choice([0, 2, 5, 9], size=n)
+        for method in methods:
+            frames.append(pd.DataFrame({"split": split, "method": method,
+                                        "index": np.arange(start, start + n), "label": labels,
+                                        "x": rng.normal(size=n), "y": rng.normal(size=n)}))
+        start += n
+    return pd.concat(frames, ignore_index=True)
+
+
+def wrong_every_third(emb):
+    """Predictions of the val/test rows of ``emb``: every third one wrong (class + 1)."""
+    rows = emb[(emb["method"] == emb["method"].iloc[0]) & (emb["split"] != "train")]
+    pred = rows["label"].to_numpy().copy()
+    pred[::3] = (pred[::3] + 1) % 10
+    return pd.DataFrame({"split": rows["split"], "index": rows["index"], "label": rows["label"],
+                         "pred": pred, "confidence": 0.5})
+
+
+def test_embedding_grid_rows_methods_columns_splits_one_legend(tmp_path):
+    emb = embeddings()
+    preds = wrong_every_third(emb)
+    path = tmp_path / "nested" / "grid.png"
+    fig = plot_embedding_grid(emb, "smallnet maps", path, predictions=preds, dpi=DPI)
+    assert png_size(path) == expected((3 * MAP_IN + LEGEND_IN, 3 * MAP_IN + TITLE_IN))
+    axes = np.array(fig.axes).reshape(3, 3)
+    # Methods in the report's order whatever the file's, splits train, val, test.
+    assert [ax.get_ylabel() for ax in axes[:, 0]] == ["UMAP", "t-SNE", "PCA"]
+    assert [ax.get_title() for ax in axes[0]] == ["train (60 images)", "val (20 images)",
+                                                  "test (20 images)"]
+    assert len(fig.legends) == 1
     legend = fig.legends[0]
-    assert [t.get_text() for t in legend.get_texts()] == [CLASS_NAMES[k] for k in (0, 2, 5, 9)]
-    assert [to_hex(h.get_color()) for h in legend.legend_handles] == \
+    assert [t.get_text() for t in legend.get_texts()] == \
+        [CLASS_NAMES[k] for k in (0, 2, 5, 9)] + ["misclassified"]
+    assert [to_hex(h.get_color()) for h in legend.legend_handles[:4]] == \
         [CLASS_COLORS[k] for k in (0, 2, 5, 9)]
-    ax = fig.axes[0]
-    assert ax.get_title() == "UMAP RESNET50 TRAIN"
-    assert (ax.get_xlabel(), ax.get_ylabel()) == ("UMAP 1", "UMAP 2")
     # Every point is painted in its own class colour, whatever the drawing order.
-    painted = sorted(to_hex(c) for c in ax.collections[0].get_facecolors())
-    assert painted == sorted(CLASS_COLORS[k] for k in labels)
+    val = emb[(emb["method"] == "umap") & (emb["split"] == "val")]
+    painted = sorted(to_hex(c) for c in axes[0, 1].collections[0].get_facecolors())
+    assert painted == sorted(CLASS_COLORS[k] for k in val["label"])
+    # Rings sit exactly on the val points predicted wrong, none on train.
+    wrong = val.set_index("index").loc[preds[(preds["split"] == "val") &
+                                             (preds["pred"] != preds["label"])]["index"]]
+    rings = axes[0, 1].collections[1].get_offsets()
+    np.testing.assert_allclose(sorted(map(tuple, rings)), sorted(zip(wrong["x"], wrong["y"])),
+                               rtol=1e-6)
+    assert len(axes[0, 0].collections) == 1
 
 
-def test_embedding_rejects_frame_without_coordinates(tmp_path):
-    with pytest.raises(ValueError, match="lacks column 'x'"):
-        plot_embedding(pd.DataFrame({"label": [0], "y": [0.0]}), "t", tmp_path / "e.png")
+def test_embedding_grid_puts_val_on_the_train_map(tmp_path):
+    emb = embeddings(methods=("umap", "tsne"))
+    fig = plot_embedding_grid(emb, "t", tmp_path / "g.png", on_train_map={"umap"}, dpi=DPI)
+    axes = np.array(fig.axes).reshape(2, 3)
+    assert axes[0, 0].get_ylabel() == "UMAP\n(val/test on the train map)"
+    assert axes[1, 0].get_ylabel() == "t-SNE"
+    # The val panel of the shared map draws the 60 train points in grey first, then val.
+    context, points = axes[0, 1].collections[:2]
+    assert len(context.get_offsets()) == 60 and len(points.get_offsets()) == 20
+    assert {to_hex(c) for c in context.get_facecolors()} == {CONTEXT_COLOR}
+    assert axes[0, 1].get_xlim() == axes[0, 0].get_xlim()
+    # The t-SNE row is independent maps: no grey train points behind val.
+    assert len(axes[1, 1].collections) == 1
+    assert "train (behind val/test)" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_embedding_grid_rejects_frames_without_coordinates(tmp_path):
+    with pytest.raises(ValueError, match=r"lacks columns \['x'\]"):
+        plot_embedding_grid(embeddings().drop(columns="x"), "t", tmp_path / "e.png")
+    with pytest.raises(ValueError, match="has no rows"):
+        plot_embedding_grid(embeddings().iloc[:0], "t", tmp_path / "e.png")
+
+
+def test_variant_maps_one_panel_per_variant_with_caption(tmp_path):
+    maps = {"smallnet": embeddings(seed=1), "customnet": embeddings(seed=2),
+            "resnet50": embeddings(seed=3), "convnext_tiny": embeddings(seed=4)}
+    path = tmp_path / "variants.png"
+    fig = plot_variant_maps(maps, path, captions={"smallnet": "val accuracy 61.0%"},
+                            predictions={"smallnet": wrong_every_third(maps["smallnet"])},
+                            dpi=DPI)
+    assert png_size(path) == expected((3 * MAP_IN + LEGEND_IN, 2 * MAP_IN + TITLE_IN))
+    titles = [ax.get_title() for ax in fig.axes if ax.collections]
+    assert titles == ["smallnet\nval accuracy 61.0%", "customnet", "resnet50", "convnext_tiny"]
+    assert sum(1 for ax in fig.axes if not ax.axison) == 2  # the empty cells of a 2 x 3 grid
+    assert len(fig.axes[0].collections[0].get_offsets()) == 20  # val only
+    assert fig._suptitle.get_text() == "UMAP of the val split, every variant"
+    with pytest.raises(ValueError, match=r"'customnet' have no umap map of test"):
+        plot_variant_maps({"customnet": embeddings(n_per_split=(5, 5, 0))}, path, split="test")
 
 
 def history(epochs: int, shift: float) -> pd.DataFrame:
@@ -138,3 +210,46 @@ def test_failed_save_leaves_old_file_and_no_temporary(tmp_path):
         save_png(fig, path)
     assert path.read_bytes() == b"old"
     assert os.listdir(tmp_path) == ["plot.png"]
+
+
+def confusions_frame():
+    """val predictions: A (0) -> B (1) twice (confidences .9, .6), A -> C (2) once,
+    B right twice (.8, .7), C right once."""
+    return pd.DataFrame({
+        "split": "val", "index": [10, 11, 12, 13, 14, 15, 16],
+        "label": [0, 0, 0, 1, 1, 2, 0], "pred": [1, 1, 2, 1, 1, 2, 0],
+        "confidence": [0.6, 0.9, 0.5, 0.7, 0.8, 0.99, 0.95]})
+
+
+def test_pick_confused_most_confident_first():
+    pairs = pick_confused(confusions_frame(), [(0, 1), (0, 2)], per_pair=6, references=1)
+    a_b, a_c = pairs
+    assert (a_b.true, a_b.pred, a_b.count, a_b.support) == (0, 1, 2, 4)
+    assert a_b.mistakes.tolist() == [11, 10]  # .9 before .6
+    assert a_b.references.tolist() == [14]     # the surest right B
+    assert (a_c.count, a_c.mistakes.tolist(), a_c.references.tolist()) == (1, [12], [15])
+    assert pick_confused(confusions_frame(), [(0, 1)], per_pair=1)[0].mistakes.tolist() == [11]
+
+
+def test_confused_pairs_gallery_rows_and_thumbnails(tmp_path):
+    pairs = pick_confused(confusions_frame(), [(0, 1), (0, 2)], per_pair=6, references=2)
+    images = {i: np.full((16, 16, 3), i, dtype=np.uint8) for i in range(10, 17)}
+    path = tmp_path / "gallery.png"
+    fig = plot_confused_pairs(pairs, images, "smallnet: most confused (val)", path,
+                              confidence={11: 0.9, 10: 0.6}, dpi=DPI)
+    # Widest row: 2 mistakes, a gap, 2 references (A -> C has one of each: blanks).
+    from deepgal.plots.images import GAP_IN
+    assert png_size(path) == expected((LABEL_IN + 4 * CELL_IN + GAP_IN, 2 * (CELL_IN + 0.25) + 1))
+    shown = [int(ax.images[0].get_array()[0, 0, 0]) for ax in fig.axes if ax.images]
+    assert shown == [11, 10, 14, 13, 12, 15]
+    labels = [ax.get_xlabel() for ax in fig.axes if ax.images]
+    assert labels[:2] == ["#11  p=0.90", "#10  p=0.60"] and labels[2] == "#14"
+    first_row_text = [t.get_text() for t in fig.axes[0].texts]
+    assert first_row_text == [CLASS_NAMES[0], "predicted as", CLASS_NAMES[1], "2 of 4 (50%)"]
+    with pytest.raises(ValueError, match=r"no image given for data-file indices \[14\]"):
+        plot_confused_pairs(pairs, {k: v for k, v in images.items() if k != 14}, "t", path)
+    with pytest.raises(ValueError, match="no confused pairs"):
+        plot_confused_pairs([], images, "t", path)
+    bad = [ConfusedPair(0, 1, 1, 1, np.array([10]), np.array([], dtype=np.int64))]
+    with pytest.raises(ValueError, match="image 10 must be uint8"):
+        plot_confused_pairs(bad, {10: np.zeros((4, 4, 3))}, "t", path)

@@ -1,4 +1,5 @@
-"""What every deepgal figure shares: the class palette, figure creation, atomic PNG saving.
+"""What every deepgal figure shares: the class and variant palettes, figure creation, the
+class legend, thumbnails' bare axes and atomic PNG saving.
 
 Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never through
 ``pyplot``: no global figure registry to leak from a loop of plots, no backend to pick, and the
@@ -8,9 +9,14 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Iterable, Sequence
 
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from deepgal.data.galaxy10 import CLASS_NAMES
 from deepgal.utils import atomic_write_bytes
@@ -43,6 +49,37 @@ def new_figure(width_in: float, height_in: float, dpi: int = DPI) -> Figure:
     fig = Figure(figsize=(width_in, height_in), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
+
+
+def class_legend(fig: Figure, present: Iterable[int], class_names: Sequence[str] = CLASS_NAMES,
+                 extra: Sequence[tuple[Artist, str]] = ()) -> None:
+    """One legend on the right of ``fig`` naming the classes ``present`` (in class order, in
+    their colours), then any ``extra`` (handle, label) entries."""
+    labels = sorted({int(k) for k in present})
+    handles = [Line2D([], [], marker="o", linestyle="", markersize=7, color=class_color(k))
+               for k in labels]
+    names = [class_names[k] for k in labels]
+    handles += [h for h, _ in extra]
+    names += [name for _, name in extra]
+    fig.legend(handles, names, loc="outside right upper", title="class", frameon=False)
+
+
+def bare(ax: Axes) -> None:
+    """No ticks or frame, but unlike axis('off') the axis labels (a row's name) stay visible."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+
+
+def check_images(images: np.ndarray, what: str, ndim: int) -> np.ndarray:
+    """``images`` as an array, or ValueError naming ``what`` unless uint8 RGB with ``ndim``
+    dimensions ((N, H, W, 3) for 4, (H, W, 3) for 3)."""
+    images = np.asarray(images)
+    if images.dtype != np.uint8 or images.ndim != ndim or images.shape[-1] != 3:
+        shape = "(N, H, W, 3)" if ndim == 4 else "(H, W, 3)"
+        raise ValueError(f"{what} must be uint8 RGB {shape}; got {images.dtype} {images.shape}")
+    return images
 
 
 def save_png(fig: Figure, path: str | Path) -> Path:

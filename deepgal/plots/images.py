@@ -1,0 +1,172 @@
+"""Image figures: a grid of sample galaxies per class, one galaxy under each augmentation, and
+a gallery of the most confused class pairs (real images of class A the model called B).
+
+Each writes one PNG atomically and returns the Figure (see :mod:`deepgal.plots.common`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from deepgal.data.galaxy10 import CLASS_NAMES
+from deepgal.plots.common import DPI, bare, check_images, class_color, new_figure, save_png
+
+CELL_IN = 1.25  # inches per thumbnail in the sample grid
+LABEL_IN = 2.5  # room for the longest class name left of the grid
+PANEL_IN = 3.0  # inches per augmentation panel
+MAX_PANEL_COLS = 4
+GAP_IN = 0.5  # between the mistakes and the reference images of the predicted class
+
+
+def plot_sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path,
+                     per_class: int = 6, class_names: Sequence[str] = CLASS_NAMES,
+                     dpi: int = DPI) -> Figure:
+    """Grid of ``images`` (N, H, W, 3) uint8: one row per class (named on the left, in its
+    class colour), the first ``per_class`` images of that class in the given order.
+
+    ``labels`` (N,) ints 0..K-1. Every class gets a row; a class with fewer images leaves
+    blank cells, so grids of different data sets line up.
+    """
+    images = check_images(images, "images", ndim=4)
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.shape != (len(images),):
+        raise ValueError(f"need labels (N,) for images (N, H, W, 3); "
+                         f"got {labels.shape} for {images.shape}")
+    if per_class < 1:
+        raise ValueError(f"per_class must be >= 1; got {per_class}")
+    k = len(class_names)
+    fig = new_figure(LABEL_IN + CELL_IN * per_class, CELL_IN * k + 0.5, dpi=dpi)
+    axes = fig.subplots(k, per_class, squeeze=False, gridspec_kw={"wspace": 0.02, "hspace": 0.02})
+    for c in range(k):
+        rows = np.flatnonzero(labels == c)[:per_class]
+        for j in range(per_class):
+            ax = axes[c, j]
+            bare(ax)
+            if j < len(rows):
+                ax.imshow(images[rows[j]])  # default antialiasing: thumbnails are downscaled
+        axes[c, 0].set_ylabel(class_names[c], rotation=0, ha="right", va="center",
+                              fontsize=9, color=class_color(c))
+    fig.suptitle(f"Sample images per class (first {per_class} of each)")
+    save_png(fig, path)
+    return fig
+
+
+def plot_augmentation_preview(panels: Sequence[tuple[str, np.ndarray]], path: str | Path,
+                              dpi: int = DPI) -> Figure:
+    """One galaxy under each augmentation: ``panels`` is a list of (title, image (H, W, 3)
+    uint8), drawn left to right in rows of at most four, each under its title."""
+    if not panels:
+        raise ValueError("no panels to draw; expected [(title, image (H, W, 3) uint8), ...]")
+    images = [check_images(img, f"panel '{title}'", ndim=3) for title, img in panels]
+    ncols = min(len(panels), MAX_PANEL_COLS)
+    nrows = math.ceil(len(panels) / ncols)
+    fig = new_figure(PANEL_IN * ncols, PANEL_IN * nrows + 0.5, dpi=dpi)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, (title, _), img in zip(axes.flat, panels, images):
+        ax.imshow(img, interpolation="nearest")
+        ax.set_title(title, fontsize=10)
+    fig.suptitle("One galaxy under each augmentation")
+    save_png(fig, path)
+    return fig
+
+
+@dataclass(frozen=True)
+class ConfusedPair:
+    """Images of class ``true`` the model called ``pred``: ``mistakes`` are their data-file
+    indices (int64, most confident first), ``references`` indices of correctly classified
+    images of ``pred`` (most confident first), so a reader sees what the model took them for;
+    ``count`` of ``support`` images of ``true`` went this way."""
+    true: int
+    pred: int
+    count: int
+    support: int
+    mistakes: np.ndarray
+    references: np.ndarray
+
+
+def pick_confused(predictions: pd.DataFrame, pairs: Sequence[tuple[int, int]],
+                  per_pair: int = 6, references: int = 2) -> list[ConfusedPair]:
+    """For each (true, pred) class pair, the images to show from ``predictions`` (one split's
+    rows of the predictions file: ``index, label, pred, confidence``).
+
+    Mistakes and references are ranked by ``confidence``, highest first: the model's surest
+    errors are the most telling (and, on real data, where a label may be wrong).
+    """
+    ranked = predictions.sort_values(["confidence", "index"], ascending=[False, True])
+    out = []
+    for true, pred in pairs:
+        wrong = ranked[(ranked["label"] == true) & (ranked["pred"] == pred)]
+        right = ranked[(ranked["label"] == pred) & (ranked["pred"] == pred)]
+        out.append(ConfusedPair(
+            true=int(true), pred=int(pred), count=len(wrong),
+            support=int((predictions["label"] == true).sum()),
+            mistakes=wrong["index"].to_numpy(np.int64)[:per_pair],
+            references=right["index"].to_numpy(np.int64)[:references]))
+    return out
+
+
+def plot_confused_pairs(pairs: Sequence[ConfusedPair], images: Mapping[int, np.ndarray],
+                        title: str, path: str | Path, confidence: Mapping[int, float] | None = None,
+                        class_names: Sequence[str] = CLASS_NAMES, dpi: int = DPI) -> Figure:
+    """A row per pair: its name and count, the misclassified images, then (after a gap) images
+    of the predicted class the model got right.
+
+    ``images`` maps a data-file index to its image (H, W, 3) uint8 and must hold every index
+    of ``pairs``; ``confidence`` (index -> probability of the predicted class) captions the
+    thumbnails. Rows are as wide as the longest one, so pairs with fewer images leave blanks.
+    """
+    if not pairs:
+        raise ValueError("no confused pairs to draw (no misclassified images?)")
+    needed = [int(i) for p in pairs for i in (*p.mistakes, *p.references)]
+    lacking = sorted(set(needed) - set(images))
+    if lacking:
+        raise ValueError(f"no image given for data-file indices {lacking[:5]}"
+                         f"{' ...' if len(lacking) > 5 else ''}")
+    for i in needed:
+        check_images(images[i], f"image {i}", ndim=3)
+    n_wrong = max(1, max(len(p.mistakes) for p in pairs))
+    n_ref = max(len(p.references) for p in pairs)
+    widths = [LABEL_IN] + [CELL_IN] * n_wrong + ([GAP_IN] + [CELL_IN] * n_ref if n_ref else [])
+    fig = new_figure(sum(widths), (CELL_IN + 0.25) * len(pairs) + 1.0, dpi=dpi)
+    grid = fig.add_gridspec(len(pairs), len(widths), width_ratios=widths, wspace=0.02)
+    ref_start = 2 + n_wrong
+    for r, pair in enumerate(pairs):
+        label_ax = fig.add_subplot(grid[r, 0])
+        label_ax.axis("off")
+        share = pair.count / pair.support if pair.support else 0.0
+        label_ax.text(1.0, 0.72, class_names[pair.true], ha="right", va="center", fontsize=10,
+                      fontweight="bold", color=class_color(pair.true), transform=label_ax.transAxes)
+        label_ax.text(1.0, 0.5, "predicted as", ha="right", va="center", fontsize=8,
+                      transform=label_ax.transAxes)
+        label_ax.text(1.0, 0.28, class_names[pair.pred], ha="right", va="center", fontsize=10,
+                      fontweight="bold", color=class_color(pair.pred), transform=label_ax.transAxes)
+        label_ax.text(1.0, 0.06, f"{pair.count} of {pair.support} ({share:.0%})", ha="right",
+                      va="center", fontsize=8, transform=label_ax.transAxes)
+        slots = [(1 + j, pair.mistakes) for j in range(n_wrong)]
+        slots += [(ref_start + j, pair.references) for j in range(n_ref)]
+        axes = {}
+        for col, shown in slots:
+            ax = axes[col] = fig.add_subplot(grid[r, col])
+            bare(ax)
+            j = col - (1 if col < ref_start else ref_start)
+            if j < len(shown):
+                idx = int(shown[j])
+                ax.imshow(images[idx])
+                p = (confidence or {}).get(idx)
+                ax.set_xlabel(f"#{idx}" + (f"  p={p:.2f}" if p is not None else ""), fontsize=7)
+        if r == 0:
+            axes[1].set_title("misclassified,\nmost confident first", loc="left", fontsize=9)
+            if n_ref:
+                axes[ref_start].set_title("the predicted class,\ncorrectly classified",
+                                          loc="left", fontsize=9)
+    fig.suptitle(title, fontsize=13)
+    save_png(fig, path)
+    return fig

@@ -3,19 +3,22 @@
 Nothing may be lost or doubled: the second run resumes from the last checkpoint (not epoch 1),
 ends with exactly the metrics of an uninterrupted deterministic run in another repository, and
 the MLflow run (one per variant) holds exactly one point per epoch.
+
+The kill is deterministic, not a timer: ``DEEPGAL_FAULT`` makes the training process SIGKILL
+its whole process group (dvc, the stage shell and itself) at the start of epoch 2's step 3.
 """
 from __future__ import annotations
 
+import re
 import signal
 import sys
-import time
 
 import pytest
 import yaml
 
 from tests.pipeline_repo import dvc, env_for, make_repo
 
-from .conftest import ckpt_epoch, exact_history, exact_metrics, one_variant_params, wait_for
+from .conftest import ckpt_epoch, exact_history, exact_metrics, one_variant_params
 
 pytestmark = pytest.mark.slow
 
@@ -30,18 +33,17 @@ def test_sigkill_mid_epoch_then_repro_resumes_with_nothing_lost(tmp_path, procs,
     assert yaml.safe_load((repo / "params.yaml").read_text())["base"]["deterministic"] is True
     # The uninterrupted reference runs alongside (two cores): it only has to finish.
     reference = procs(DVC_REPRO, ref, env_for(ref), tmp_path / "reference.log")
-    victim = procs(DVC_REPRO, repo, env_for(repo), tmp_path / "killed.log")
-
+    fault = "signal=SIGKILL,epoch=2,step=3,target=group"
+    victim = procs(DVC_REPRO, repo, env_for(repo, DEEPGAL_FAULT=fault), tmp_path / "killed.log")
+    # dvc, the stage shell and python all die at once: no clean-up at all.
+    assert victim.wait(timeout=900) == -signal.SIGKILL, victim.tail()
+    fired = re.search(r"sending SIGKILL to the process group at epoch 2 step 3/(\d+)",
+                      victim.output())
+    assert fired, victim.tail()
+    assert 3 < int(fired[1]), "step 3 must be inside the epoch, not its end"
     last = repo / "models/smallnet/checkpoints/last.pt"
-    wait_for(lambda: (ckpt_epoch(last) or 0) >= 1, 600, "the first epoch's checkpoint",
-             proc=victim)
-    time.sleep(0.3)  # into the next epoch (each lasts seconds), maybe still logging to MLflow
-    assert victim.poll() is None, f"training ended before it could be killed:\n{victim.tail()}"
-    victim.signal_group(signal.SIGKILL)  # dvc, the stage shell and python: no clean-up at all
-    assert victim.wait(timeout=30) == -signal.SIGKILL
     killed_at = ckpt_epoch(last)
-    # last.pt is written only at the end of an epoch: killed_at + 1 was under way.
-    assert killed_at is not None and 1 <= killed_at < EPOCHS, killed_at
+    assert killed_at == 1  # epoch 2 was under way, 3 steps into it
     assert not (repo / "results/smallnet/train.json").exists()
 
     again = dvc(["repro", "train@smallnet"], repo)

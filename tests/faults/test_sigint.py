@@ -3,21 +3,23 @@
 The stage must write a resumable checkpoint, close its MLflow run as KILLED, exit non-zero with
 one `error: ...` line and no traceback; the next run resumes mid-epoch and ends with the same
 model as a run that was never stopped.
+
+The Ctrl-C is deterministic, not a timer: ``DEEPGAL_FAULT`` makes the training process send
+SIGINT to its process group (as a terminal does) at the start of epoch 2's step 3.
 """
 from __future__ import annotations
 
+import re
 import shlex
-import signal
 import sys
-import time
 
 import pytest
 
 from deepgal import checkpoint as ckpt_io
 from tests.pipeline_repo import dvc, env_for, make_repo
 
-from .conftest import (TRAIN_CMD, ckpt_epoch, exact_history, no_traceback,
-                       one_variant_params, sqlite_runs, sqlite_steps, wait_for)
+from .conftest import (TRAIN_CMD, exact_history, no_traceback, one_variant_params, sqlite_runs,
+                       sqlite_steps)
 
 pytestmark = pytest.mark.slow
 
@@ -32,16 +34,11 @@ def test_ctrl_c_checkpoints_closes_run_and_resumes(tmp_path, procs):
                       env_for(ref), tmp_path / "reference.log")
     dvc(["repro", "split"], repo)
 
+    fault = "signal=SIGINT,epoch=2,step=3,target=group"  # what a terminal's Ctrl-C does
     stage = procs(shlex.split(TRAIN_CMD.format(v="smallnet").replace("python", sys.executable)),
-                  repo, env_for(repo), tmp_path / "stage.log")
+                  repo, env_for(repo, DEEPGAL_FAULT=fault), tmp_path / "stage.log")
     last = repo / "models/smallnet/checkpoints/last.pt"
-    wait_for(lambda: (ckpt_epoch(last) or 0) >= 1, 600, "the first epoch's checkpoint",
-             proc=stage)
-    before = last.stat().st_mtime_ns
-    time.sleep(0.5)  # into the next epoch
-    assert stage.poll() is None, stage.tail()
-    stage.signal_group(signal.SIGINT)  # what a terminal's Ctrl-C does
-    code = stage.wait(timeout=120)
+    code = stage.wait(timeout=600)
     out = stage.output()
 
     assert code != 0, out[-3000:]
@@ -50,11 +47,12 @@ def test_ctrl_c_checkpoints_closes_run_and_resumes(tmp_path, procs):
     assert len(errors) == 1, out[-3000:]
     assert "interrupted at epoch" in errors[0] and str(last.relative_to(repo)) in errors[0]
     assert "resume" in errors[0]
-    assert last.stat().st_mtime_ns > before, "no checkpoint was written on Ctrl-C"
-    state = ckpt_io.load(last)
-    stopped_epoch, stopped_step = state["epoch"] + 1, state["step_in_epoch"]
-    assert 2 <= stopped_epoch <= EPOCHS
-    assert f"interrupted at epoch {stopped_epoch} step {stopped_step}/" in errors[0]
+    stopped = re.search(r"interrupted at epoch 2 step 3/(\d+);", errors[0])
+    assert stopped and 3 < int(stopped[1]), errors[0]  # mid-epoch, not at its end
+    state = ckpt_io.load(last)  # written on Ctrl-C: epoch 1 done, 3 steps of epoch 2
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
+    assert state["accum"]["seen"] == 3 * 8  # the three steps' images, batch 8
+    stopped_epoch, stopped_step = 2, 3
 
     db = repo / "mlflow.db"
     runs = [r for r in sqlite_runs(db) if r["name"] == "smallnet"]

@@ -111,7 +111,7 @@ def run_case(path: Path, out_size: int, args) -> None:
     images = torch.from_numpy(read_images(path))  # (N, H, W, 3) uint8, no copy
     labels = torch.from_numpy(read_labels(path))
     load_s = time.perf_counter() - t0
-    pre, aug = Preprocess(out_size, mean=MEAN, std=STD), Augment(jitter=JITTER)
+    pre, aug = Preprocess(out_size, mean=MEAN, std=STD), Augment(rotate=True, flip=True, jitter=JITTER, scale=0.0, translate=0.0)
     gen = torch.Generator().manual_seed(0)
     default_threads = torch.get_num_threads()
     rates: dict[str, list[float]] = {"usual": []} | {f"ours{t}": [] for t in args.threads}

@@ -35,7 +35,7 @@ def bench_variant(name: str, size: int, crop: float, args, device: torch.device)
     # The training loop keeps a split on the GPU when it fits (3.5 GB for the real set), so
     # batches are gathered there; on CPU they are gathered in host memory.
     images, labels = images.to(device), labels.to(device)
-    pre, aug = Preprocess(size, crop=crop), Augment(scale=0.1, translate=0.05)
+    pre, aug = Preprocess(size, crop=crop), Augment(rotate=True, flip=True, jitter=0.1, scale=0.1, translate=0.05)
     dev_gen = torch.Generator(device=device).manual_seed(0)
     model = build_model(name, input_size=size).to(device)
     if cuda:

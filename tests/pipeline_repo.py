@@ -23,7 +23,8 @@ TINY = {
                  "customnet": {"input_size": 16}},
     "features": {"batch_size": 64},
     "reduce": {"pca_dims": 10, "methods": {"pca": {}, "tsne": {"perplexity": 5},
-                                           "umap": {"n_neighbors": 5}}},
+                                           "umap": {"n_neighbors": 5, "min_dist": 0.1,
+                                                    "metric": "euclidean"}}},
 }
 
 

@@ -7,7 +7,9 @@ and re-sent; what never arrives is returned by :meth:`MlflowSink.finish` and tag
 from __future__ import annotations
 
 import logging
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from ..utils import redact
@@ -56,6 +58,9 @@ class MlflowSink(RunLogger):
 
         client = store.client
         nest = {parent.PARENT_TAG: self.parent_id}
+        # The run list's "Source" column: the stage script and the commit it ran at.
+        source = {"mlflow.source.type": "LOCAL", "mlflow.source.name": Path(sys.argv[0]).name,
+                  "mlflow.source.git.commit": tags.get("git.commit", "")}
         if run_id:
             try:
                 run = client.get_run(run_id)
@@ -70,7 +75,7 @@ class MlflowSink(RunLogger):
                     client.set_tag(run_id, k, v)
                 return run_id
         return client.create_run(self.experiment_id, run_name=run_name,
-                                 tags={**tags, **nest}).info.run_id
+                                 tags={**source, **tags, **nest}).info.run_id
 
     def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -17,14 +17,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from deepgal import checkpoint as ckpt_io
 from deepgal.data import galaxy10, split as split_io
 from deepgal.inference import load_model, run_model
-from tests.conftest import make_h5
 from tests.faults.conftest import exact_history, no_traceback
-from tests.pipeline_repo import REPO, tiny_params
+from tests.pipeline_repo import REPO
+from tests.test_train_run import make_workdir as train_workdir
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3
@@ -32,21 +31,8 @@ N_VAL = 30
 
 
 def make_workdir(root: Path, nproc: int) -> Path:
-    """params.yaml, a Galaxy10 file, its split and source.json: what the train stage reads."""
-    params = tiny_params({"variants": {"smallnet": {"input_size": 16, "crop": 0.5,
-                                                    "nproc": nproc}},
-                          "train": {"epochs": EPOCHS, "batch_size": 8, "warmup_epochs": 0,
-                                    "checkpoint_every": 1}})
-    root.mkdir(parents=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    data = make_h5(root / "data/galaxy10.h5", n_per_class=10, size=32)
-    labels = galaxy10.read_labels(data)
-    splits = split_io.stratified_split(labels, {"train": 0.6, "val": 0.3, "test": 0.1}, 0)
-    assert len(splits["val"]) == N_VAL
-    mean, std = split_io.channel_stats(data, splits["train"])
-    source = {"source": "synthetic", "sha256": "0" * 64}
-    split_io.write_split(root / "data/split", splits, labels, mean, std, source=source)
-    (root / "data/source.json").write_text(json.dumps(source))
+    root = train_workdir(root, variant={"nproc": nproc}, train={"epochs": EPOCHS})
+    assert len(split_io.read_split(root / "data/split", "val")) == N_VAL
     return root
 
 

@@ -73,8 +73,7 @@ def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str,
     mlf = tracking.MlflowSink(tracking.default_tracking_uri(), run.variant, tags, run.flat(),
                               run_id=prev.get("run_id") if prev.get("fingerprint") == fp
                               else None)
-    if hasattr(mlf, "log_dataset"):  # contract 3 (deepgal.tracking); absent in older sinks
-        mlf.log_dataset(source, stats["sizes"])
+    mlf.log_dataset(source, stats["sizes"])
     write_json(run_file, {"run_id": mlf.run_id, "fingerprint": fp})
     return mlf
 

@@ -1,0 +1,76 @@
+"""One variant's run as the train stage makes it (``train_variant``): the resolved config is
+what MLflow's params, the checkpoint and ``train.json`` record, not ``train``'s defaults."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deepgal import checkpoint as ckpt_io
+from deepgal import config
+from deepgal.data import galaxy10, split as split_io
+from deepgal.training import TrainPaths, train_variant
+from tests.conftest import make_h5
+from tests.pipeline_repo import tiny_params
+
+
+def make_workdir(root: Path, train: dict | None = None, variant: dict | None = None) -> Path:
+    """params.yaml, a 100-image Galaxy10 file, its 60/30/10 split and source.json: what the
+    train stage reads. ``train``/``variant``: overrides of the train section / smallnet."""
+    params = tiny_params({
+        "variants": {"smallnet": {"input_size": 16, "crop": 0.5, **(variant or {})}},
+        "train": {"epochs": 3, "batch_size": 8, "warmup_epochs": 0, "checkpoint_every": 1,
+                  **(train or {})}})
+    root.mkdir(parents=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    data = make_h5(root / "data/galaxy10.h5", n_per_class=10, size=32)
+    labels = galaxy10.read_labels(data)
+    splits = split_io.stratified_split(labels, {"train": 0.6, "val": 0.3, "test": 0.1}, 0)
+    mean, std = split_io.channel_stats(data, splits["train"])
+    source = {"source": "synthetic", "sha256": "ab" * 32}
+    split_io.write_split(root / "data/split", splits, labels, mean, std, source=source)
+    (root / "data/source.json").write_text(json.dumps(source))
+    return root
+
+
+def paths(root: Path) -> TrainPaths:
+    return TrainPaths(root / "data/galaxy10.h5", root / "data/source.json", root / "data/split",
+                      root / "models/smallnet", root / "results/smallnet")
+
+
+@pytest.mark.slow  # a new MLflow SQLite store and one training: ~20-45 s on 2 cores
+def test_the_resolved_config_is_what_every_record_shows(tmp_path, monkeypatch):
+    root = make_workdir(tmp_path / "w", train={"epochs": 3, "lr": 0.02},
+                        variant={"epochs": 1, "lr_scale": 0.5, "batch_size": 16})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    monkeypatch.delenv("DEEPGAL_MLFLOW", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    monkeypatch.chdir(root)
+    run = config.resolve_variant(config.load_params(root / "params.yaml"), "smallnet")
+    assert (run.epochs, run.batch_size, run.lr) == (1, 16, pytest.approx(0.01))
+
+    metrics = train_variant(run, paths(root))
+    train_json = json.loads((root / "results/smallnet/train.json").read_text())
+    assert train_json == json.loads(json.dumps(metrics))
+    assert train_json["epochs"] == 1 and train_json["config"]["epochs"] == 1
+    assert train_json["config"]["lr"] == pytest.approx(0.01)
+    assert train_json["config"]["batch_size"] == 16
+
+    ckpt = ckpt_io.load(root / "models/smallnet/checkpoints/epoch_001.pt")
+    assert ckpt["config"]["run"]["epochs"] == 1
+    assert ckpt["config"]["run"]["lr"] == pytest.approx(0.01)
+    assert ckpt["config"]["data"]["sha256"] == "ab" * 32
+    assert not ckpt_io.epoch_path(root / "models/smallnet/checkpoints", 2).exists()
+
+    from mlflow.tracking import MlflowClient
+    run_id = json.loads((root / "models/smallnet/mlflow_run.json").read_text())["run_id"]
+    got = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(run_id)
+    assert got.data.params["epochs"] == "1"  # not train.epochs = 3
+    assert float(got.data.params["lr"]) == pytest.approx(0.01)
+    assert got.data.params["batch_size"] == "16"
+    assert not any(k.startswith("train.") for k in got.data.params)
+    assert got.data.params == {k: str(v) for k, v in run.flat().items()}
+    assert {d.dataset.digest for d in got.inputs.dataset_inputs} == {("ab" * 32)[:12]}
+    assert got.info.status == "FINISHED"

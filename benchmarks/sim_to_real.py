@@ -163,6 +163,11 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
         np.add.at(syn, (val_y, val_pred), 1)
         print(f"{variant} seed {seed}: synthetic val {np.mean(val_pred == val_y):.3f} (harsh "
               f"third {np.mean((val_pred == val_y)[harsh]):.3f}); confusion:\n{syn}", flush=True)
+        if args.extra_val:  # another renderer's images: a nuisance shift no real pixel decides
+            with np.load(args.extra_val) as f:
+                ex_x, ex_y = f["images"], f["labels"]
+            print(f"{variant} seed {seed}: accuracy on {args.extra_val.name} "
+                  f"{np.mean(predict(model, ex_x, pre) == ex_y):.3f}", flush=True)
         if args.synthetic_only:  # development runs never look at the real images
             continue
         pred = predict(model, x_real, pre)
@@ -256,6 +261,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stats", action="store_true", help="print image statistics and stop")
     ap.add_argument("--json", type=Path, help="also write the per-seed scores here")
+    ap.add_argument("--extra-val", type=Path,
+                    help="npz of images/labels from another renderer version to score too")
     ap.add_argument("--combine", type=Path, nargs="+",
                     help="summarise --json files of one variant (seeds run apart) and stop")
     ap.add_argument("--synthetic-only", action="store_true",

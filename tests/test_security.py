@@ -8,7 +8,6 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import shlex
@@ -21,13 +20,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from deepgal import checkpoint as ckpt_io
-from deepgal.data import galaxy10, split as split_io
+from deepgal.data import galaxy10
 from deepgal.models import PretrainedWeightsError, build_model
 from tests.conftest import make_h5
-from tests.pipeline_repo import REPO, tiny_params
+from tests.pipeline_repo import REPO
+from tests.test_train_run import make_workdir
 
 SECRET = "s3cret"
 
@@ -127,17 +126,7 @@ def test_cli_evaluate_refuses_code(evil, tmp_path):
 @pytest.fixture
 def train_dir(tmp_path) -> Path:
     """A working directory where `stages/train.py` can run: params, data, split, source."""
-    params = tiny_params({"variants": {"smallnet": {"input_size": 16, "crop": 0.5}},
-                          "train": {"epochs": 1, "batch_size": 16, "warmup_epochs": 0}})
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    data = make_h5(tmp_path / "data/galaxy10.h5", n_per_class=6, size=32)
-    labels = galaxy10.read_labels(data)
-    splits = split_io.stratified_split(labels, {"train": 0.6, "val": 0.2, "test": 0.2}, 0)
-    mean, std = split_io.channel_stats(data, splits["train"])
-    source = {"source": "synthetic", "sha256": "0" * 64}
-    split_io.write_split(tmp_path / "data/split", splits, labels, mean, std, source=source)
-    (tmp_path / "data/source.json").write_text(json.dumps(source))
-    return tmp_path
+    return make_workdir(tmp_path / "work", train={"epochs": 1, "batch_size": 16})
 
 
 def run_train(cwd: Path, uri: str, timeout: float = 300) -> subprocess.CompletedProcess:

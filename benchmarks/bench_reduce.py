@@ -1,5 +1,7 @@
-"""Seconds and trustworthiness of UMAP, t-SNE and PCA on realistic 2048-D features, with and
-without PCA-50 pre-reduction (what ``deepgal.reduce`` does by default).
+"""Seconds and trustworthiness of UMAP, t-SNE (openTSNE) and PCA on realistic 2048-D features,
+with and without PCA-50 pre-reduction (``reduce.pca_dims``), with params.yaml's method settings;
+and (``--startup``) the wall time of the reduce stage as a fresh process, cold and warm numba
+cache, of this tree and of another (e.g. an older commit unpacked with ``git archive``).
 
 The features are synthetic stand-ins for ResNet-50 penultimate embeddings: the ten Galaxy10
 classes in their real proportions as Gaussian clusters in a 32-D subspace, rotated into 2048-D,
@@ -14,20 +16,30 @@ instead of 6 s (load average 8 on 2 cores).
 UMAP compiles its numba kernels on first use (exact kNN below 4,096 points, pynndescent above),
 so a warm-up on both paths is timed separately, before any measured run.
 
-    OMP_WAIT_POLICY=passive .venv/bin/python benchmarks/bench_reduce.py --sizes 2000 17736
+    OMP_WAIT_POLICY=passive .venv/bin/python benchmarks/bench_reduce.py --sizes 800 14189
+    .venv/bin/python benchmarks/bench_reduce.py --startup . /tmp/old-tree --points 800
 """
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
+import yaml
 from sklearn.manifold import trustworthiness
+from sklearn.preprocessing import StandardScaler
 
 from deepgal.data.galaxy10 import REAL_CLASS_COUNTS
-from deepgal.reduce import reduce_2d, standardise
+from deepgal.reduce import reduce_2d
+
+ROOT = Path(__file__).resolve().parents[1]
+METHODS = yaml.safe_load((ROOT / "params.yaml").read_text())["reduce"]["methods"]
 
 LATENT_DIMS = 32
 
@@ -54,24 +66,48 @@ def timed(fn, *args, **kwargs):
 def warm_up_umap(seed: int) -> float:
     """Seconds to JIT-compile UMAP's kernels: exact-kNN path (< 4,096 points) and pynndescent."""
     x, _ = synthetic_features(5000, 50, seed)
-    _, small = timed(reduce_2d, x[:500], "umap", seed, None)
-    _, large = timed(reduce_2d, x, "umap", seed, None)
+    _, small = timed(reduce_2d, x[:500], "umap", seed, None, **METHODS["umap"])
+    _, large = timed(reduce_2d, x, "umap", seed, None, **METHODS["umap"])
     return small + large
 
 
 def bench_size(n: int, dim: int, pca_dims: int, trust_n: int, seed: int) -> list[dict]:
     x, _ = synthetic_features(n, dim, seed)
     sub = np.sort(np.random.default_rng(seed).choice(n, size=min(n, trust_n), replace=False))
-    reference = standardise(x)[sub]
+    reference = StandardScaler().fit_transform(x)[sub]
     runs = [("pca", None), ("umap", pca_dims), ("umap", None), ("tsne", pca_dims), ("tsne", None)]
     results = []
     for method, dims in runs:
-        xy, seconds = timed(reduce_2d, x, method, seed, dims)
+        xy, seconds = timed(reduce_2d, x, method, seed, dims, **METHODS[method])
         trust = trustworthiness(reference, xy[sub], n_neighbors=10)
         results.append({"n": n, "method": method, "pca_dims": dims, "seconds": seconds,
                         "trust": trust})
         print(f"  n={n} {method} pca_dims={dims}: {seconds:.1f} s, T={trust:.4f}", flush=True)
     return results
+
+
+def startup(trees: list[Path], points: int, dim: int, seed: int) -> None:
+    """Wall seconds of ``stages/reduce.py`` of each tree in a fresh process on a small features
+    file (so start-up dominates): twice, the first with an empty NUMBA_CACHE_DIR."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-reduce-"))
+    x, y = synthetic_features(points, dim, seed)
+    split = np.where(np.arange(points) % 10 < 8, "train", np.where(np.arange(points) % 10 < 9,
+                                                                    "val", "test"))
+    np.savez(tmp / "features.npz", features=x, index=np.arange(points), label=y, split=split)
+    print(f"reduce stage on {points} points of {dim}-D, methods {sorted(METHODS)}:")
+    print("| tree | run | seconds |\n|---|---|---:|")
+    for tree in trees:
+        tree = tree.resolve()
+        cache = tmp / f"numba-{tree.name}"
+        env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(tree),
+               "DEEPGAL_MLFLOW": "off"}
+        for run in ("cold numba cache", "warm numba cache"):
+            t = time.perf_counter()
+            subprocess.run([sys.executable, str(tree / "stages/reduce.py"), "--features",
+                            str(tmp / "features.npz"), "--out", str(tmp / "emb.csv"),
+                            "--timings", str(tmp / "t.json")], cwd=tree, env=env, check=True,
+                           capture_output=True)
+            print(f"| {tree} | {run} | {time.perf_counter() - t:.1f} |", flush=True)
 
 
 def main() -> None:
@@ -83,8 +119,14 @@ def main() -> None:
     parser.add_argument("--trust-sample", type=int, default=2000,
                         help="points on which trustworthiness is computed")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--startup", type=Path, nargs="+", metavar="TREE",
+                        help="time the reduce stage of these source trees instead")
+    parser.add_argument("--points", type=int, default=800, help="--startup: features rows")
     args = parser.parse_args()
     warnings.simplefilter("ignore", category=FutureWarning)
+    if args.startup:
+        startup(args.startup, args.points, args.dim, args.seed)
+        return
 
     # Other work on the machine slows OpenMP t-SNE badly; the load average says how quiet it was.
     print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "

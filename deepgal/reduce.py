@@ -1,50 +1,64 @@
-"""Feature embeddings (N, D) to 2-D maps: UMAP, t-SNE and PCA, per split.
+"""Feature embeddings (N, D) to 2-D maps with UMAP, t-SNE and PCA: one map per method, fitted on
+the train split, with val and test placed on it, so a person sees where the val errors fall
+among the train clusters (issue 12).
 
-Each split is reduced on its own (standardised with its own mean/std), as the report drew one
-map per split. For UMAP and t-SNE the standardised features are first projected by PCA to
-``pca_dims`` components when D is larger: on 2048-D embeddings that makes both several times
-faster for the same neighbourhood preservation (``benchmarks/bench_reduce.py`` measures it).
+Per method: a standardiser (sklearn ``StandardScaler``) and, for UMAP and t-SNE when D is
+larger than ``pca_dims``, a PCA are fitted on the reference split (train); then
+- PCA: ``PCA(2)`` fitted on train, every split transformed;
+- UMAP: umap-learn fitted on train, val/test through ``UMAP.transform`` (new points optimised
+  against the fixed train layout);
+- t-SNE: openTSNE (sklearn's t-SNE has no transform) fitted on train, val/test through
+  ``TSNEEmbedding.transform`` (each new point starts at the median of its train neighbours and
+  is optimised with the train points fixed). openTSNE's FFT-accelerated gradients also make
+  the 14k-point real-size train map several times faster than sklearn's Barnes-Hut.
 
-Determinism: every method gets ``seed``. UMAP with a ``random_state`` runs its layout
-optimisation single-threaded, which is what makes it reproducible (and slower than unseeded
-parallel UMAP); t-SNE (Barnes-Hut) and PCA are deterministic for a fixed seed.
+PCA first: measured by ``benchmarks/bench_reduce.py`` (BENCHMARKS.md), not assumed. It caps the
+width that the neighbour searches of UMAP and t-SNE work on; ``pca_dims: null`` turns it off.
 
-Tiny splits: a split with no rows is skipped; below :data:`MIN_POINTS` rows UMAP and t-SNE are
-meaningless (and crash), so those splits get PCA coordinates with a warning; t-SNE perplexity
-and UMAP ``n_neighbors`` are clipped to what the split size allows.
+Determinism: every method gets ``seed``; UMAP with a ``random_state`` runs single-threaded (what
+makes it reproducible); openTSNE runs with ``n_jobs=1`` for the same reason.
+
+Numba: UMAP and pynndescent compile ~250 numba functions on first use (about a minute per
+process on 2 cores). :func:`_import_umap` turns numba's on-disk cache on for all of them (most
+are not declared ``cache=True``); where the cache lives is ``NUMBA_CACHE_DIR``, which the reduce
+stage sets to a project folder before anything imports numba.
+
+Tiny splits: a split with no rows is skipped. When the reference split has fewer than
+:data:`MIN_POINTS` rows, UMAP and t-SNE are meaningless (and crash), so every split gets PCA
+coordinates with a warning; t-SNE perplexity and UMAP ``n_neighbors`` are clipped to what the
+reference size allows.
 """
 from __future__ import annotations
 
+import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields
-from typing import Mapping
+from dataclasses import MISSING, asdict, dataclass, fields
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
-from sklearn.decomposition import PCA
-from sklearn.manifold import TSNE
 
 SPLITS = ("train", "val", "test")
 # UMAP's spectral initialisation needs N > 3 and t-SNE with a handful of points only scatters
-# them; below this many rows a split is mapped with PCA instead.
+# them; below this many reference rows every split is mapped with PCA instead.
 MIN_POINTS = 5
 COLUMNS = ("split", "method", "index", "label", "x", "y")
 
 
 @dataclass(frozen=True)
 class UmapSettings:
-    n_neighbors: int = 15
-    min_dist: float = 0.1
+    n_neighbors: int
+    min_dist: float
     metric: str = "euclidean"
-    n_epochs: int | None = None  # None: umap-learn's default (200 for large N, 500 for small)
+    n_epochs: int | None = None  # library knob (tests): None = umap-learn's default
 
 
 @dataclass(frozen=True)
 class TsneSettings:
-    perplexity: float = 30.0
-    max_iter: int = 1000
+    perplexity: float
     metric: str = "euclidean"
+    n_iter: int = 500  # openTSNE's default, after its 250 early-exaggeration iterations
 
 
 @dataclass(frozen=True)
@@ -56,7 +70,8 @@ SETTINGS = {"umap": UmapSettings, "tsne": TsneSettings, "pca": PcaSettings}
 
 
 def _settings(method: str, settings: Mapping) -> UmapSettings | TsneSettings | PcaSettings:
-    """Build the frozen settings of ``method``; an unknown method or key fails loudly."""
+    """Build the frozen settings of ``method``; an unknown method or key, or a missing
+    one, fails loudly (the values come from params.yaml's ``reduce.methods``)."""
     if method not in SETTINGS:
         raise ValueError(f"unknown reduction method '{method}'; valid: {sorted(SETTINGS)}")
     cls = SETTINGS[method]
@@ -64,94 +79,141 @@ def _settings(method: str, settings: Mapping) -> UmapSettings | TsneSettings | P
     if unknown:
         raise ValueError(f"unknown {method} setting(s) {unknown}; "
                          f"valid: {[f.name for f in fields(cls)]}")
+    missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in settings]
+    if missing:
+        raise ValueError(f"{method}: missing setting(s) {missing}; set them under "
+                         f"reduce.methods.{method} in params.yaml")
     return cls(**settings)
 
 
-def standardise(x: np.ndarray) -> np.ndarray:
-    """Zero-mean, unit-variance columns of ``x`` (N, D) -> (N, D) float32.
+def _import_umap():
+    """umap-learn with numba's on-disk cache on for every compiled function of umap and
+    pynndescent, so the second process loads machine code instead of compiling it again."""
+    import umap
+    from numba.core.dispatcher import Dispatcher
+    from numba.core.errors import NumbaWarning
 
-    Constant columns (std 0, common in ReLU features of small splits) are only centred, so no
-    division by zero produces NaN.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    # Statistics in float64 (sums over 17k rows), the result in float32: no (N, D) float64 copy.
-    mean = x.mean(axis=0, dtype=np.float64)
-    std = x.std(axis=0, dtype=np.float64)
-    std[std == 0] = 1.0
-    return (x - mean.astype(np.float32)) / std.astype(np.float32)
-
-
-def _pca(x: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """First ``k`` principal components of ``x`` (N, D) -> (N, k) float32, zero-padded where
-    the data have fewer than ``k`` dimensions (N or D < k), so a 1-row split still maps."""
-    n, d = x.shape
-    usable = min(k, n, d)
-    out = np.zeros((n, k), dtype=np.float32)
-    if usable > 0 and n > 1:
-        out[:, :usable] = PCA(n_components=usable, random_state=seed).fit_transform(x)
-    return out
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] not in ("umap", "pynndescent"):
+            continue
+        for obj in list(vars(module).values()):
+            if isinstance(obj, Dispatcher) and type(obj._cache).__name__ == "NullCache":
+                obj.enable_caching()
+    # A few functions cannot be cached (dynamic globals); numba says so once each and compiles.
+    warnings.filterwarnings("ignore", category=NumbaWarning, message=".*cannot cache")
+    return umap
 
 
-def reduce_2d(x: np.ndarray, method: str, seed: int, pca_dims: int | None = 50,
-              **settings) -> np.ndarray:
-    """Map features ``x`` (N, D) to 2-D coordinates (N, 2) float32, rows in input order.
+def _reference_prep(x_ref: np.ndarray, method: str, seed: int, pca_dims: int | None):
+    """Standardiser (+ PCA to ``pca_dims`` for UMAP/t-SNE on wider features) fitted on x_ref."""
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
-    ``method`` is 'umap', 'tsne' or 'pca'; ``settings`` are that method's keys
-    (:class:`UmapSettings`, :class:`TsneSettings`); unknown methods or keys raise ValueError.
-    Features are standardised, then (UMAP, t-SNE only) reduced by PCA to ``pca_dims`` when
-    D > ``pca_dims``; ``pca_dims=None`` disables that step.
+    steps = [StandardScaler()]  # constant columns (std 0) are only centred: no NaN
+    n, d = x_ref.shape
+    if method != "pca" and pca_dims is not None and d > pca_dims and n > 1:
+        steps.append(PCA(min(pca_dims, n), random_state=seed))
+    return make_pipeline(*steps).fit(x_ref)
+
+
+def _pca_map(z_ref: np.ndarray, seed: int) -> tuple[np.ndarray, Callable]:
+    """2-D PCA of z_ref, zero-padded where the data have fewer than 2 dimensions or rows."""
+    from sklearn.decomposition import PCA
+
+    usable = min(2, *z_ref.shape)
+    if z_ref.shape[0] < 2 or usable < 1:
+        return np.zeros((len(z_ref), 2)), lambda z: np.zeros((len(z), 2))
+    pca = PCA(usable, random_state=seed).fit(z_ref)
+
+    def transform(z):
+        out = np.zeros((len(z), 2))
+        out[:, :usable] = pca.transform(z)
+        return out
+    return transform(z_ref), transform
+
+
+def _tsne_map(z_ref: np.ndarray, cfg: TsneSettings, seed: int) -> tuple[np.ndarray, Callable]:
+    from openTSNE import TSNE
+
+    n = z_ref.shape[0]
+    # openTSNE looks at 3 * perplexity neighbours; keep them inside the reference split.
+    perplexity = min(cfg.perplexity, max(1.0, (n - 1) / 3))
+    if perplexity < cfg.perplexity:
+        warnings.warn(f"tsne: perplexity {cfg.perplexity} too high for {n} points; "
+                      f"using {perplexity:.3g}", stacklevel=4)
+    emb = TSNE(perplexity=perplexity, n_iter=cfg.n_iter, metric=cfg.metric, random_state=seed,
+               n_jobs=1).fit(z_ref)
+    # New points: their own affinities to the train points use a perplexity that fits k=25.
+    return np.asarray(emb), lambda z: np.asarray(emb.transform(z, perplexity=min(5, perplexity)))
+
+
+def _umap_map(z_ref: np.ndarray, cfg: UmapSettings, seed: int) -> tuple[np.ndarray, Callable]:
+    umap = _import_umap()
+    n = z_ref.shape[0]
+    n_neighbors = min(cfg.n_neighbors, n - 1)
+    if n_neighbors < cfg.n_neighbors:
+        warnings.warn(f"umap: n_neighbors {cfg.n_neighbors} too high for {n} points; "
+                      f"using {n_neighbors}", stacklevel=4)
+    # n_jobs=1 is what umap-learn forces anyway once random_state is set; saying it avoids
+    # its warning and documents that seeded UMAP is single-threaded.
+    model = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=cfg.min_dist,
+                      metric=cfg.metric, n_epochs=cfg.n_epochs, random_state=seed,
+                      n_jobs=1).fit(z_ref)
+    return model.embedding_, model.transform
+
+
+def fit_maps(x_ref: np.ndarray, others: Mapping[str, np.ndarray], method: str, seed: int,
+             pca_dims: int | None = 50, **settings) -> tuple[np.ndarray, dict, dict]:
+    """Fit ``method`` on x_ref (N, D) and place each of ``others`` (M, D) on the same map.
+
+    Returns (reference coordinates (N, 2) float32, ``{name: (M, 2) float32}``, ``{"fit":
+    seconds, name: seconds}``). ``settings`` are the method's keys (:class:`UmapSettings`,
+    :class:`TsneSettings`); unknown methods or keys raise ValueError before any work.
     """
     cfg = _settings(method, settings)
     if pca_dims is not None and pca_dims < 2:
         raise ValueError(f"pca_dims must be >= 2 or None (no pre-reduction); got {pca_dims}")
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"features must be a 2-D array (N, D); got shape {x.shape}")
-    n = x.shape[0]
+    arrays = {"reference": x_ref, **others}
+    for name, x in arrays.items():
+        if np.ndim(x) != 2 or np.shape(x)[1] != np.shape(x_ref)[1]:
+            raise ValueError(f"features ({name}) must be (N, {np.shape(x_ref)[-1]}); "
+                             f"got shape {np.shape(x)}")
+        if not np.isfinite(x).all():
+            raise ValueError(f"features ({name}) contain NaN or inf; check the features stage")
+    t0 = time.perf_counter()
+    n = len(x_ref)
     if n == 0:
-        return np.empty((0, 2), dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise ValueError("features contain NaN or inf; check the features stage output")
-    z = standardise(x)
-    if method == "pca":
-        return _pca(z, 2, seed)
-    if n < MIN_POINTS:
+        raise ValueError("the reference split (train) has no rows: nothing to fit a map on")
+    if method != "pca" and n < MIN_POINTS:
         warnings.warn(f"{method}: only {n} points (< {MIN_POINTS}); using PCA coordinates",
                       stacklevel=2)
-        return _pca(z, 2, seed)
-    if pca_dims is not None and z.shape[1] > pca_dims:
-        z = _pca(z, min(pca_dims, n), seed)
-    if method == "tsne":
-        return _tsne(z, cfg, seed)
-    return _umap(z, cfg, seed)
+        method = "pca"
+    prep = _reference_prep(np.asarray(x_ref, np.float32), method, seed, pca_dims)
+    z_ref = prep.transform(np.asarray(x_ref, np.float32)).astype(np.float32)
+    if method == "pca":
+        xy_ref, place = _pca_map(z_ref, seed)
+    elif method == "tsne":
+        xy_ref, place = _tsne_map(z_ref, cfg, seed)
+    else:
+        xy_ref, place = _umap_map(z_ref, cfg, seed)
+    seconds = {"fit": time.perf_counter() - t0}
+    placed = {}
+    for name, x in others.items():
+        t = time.perf_counter()
+        z = prep.transform(np.asarray(x, np.float32)).astype(np.float32)
+        placed[name] = np.asarray(place(z), np.float32) if len(z) else np.empty((0, 2), np.float32)
+        seconds[name] = time.perf_counter() - t
+    return np.asarray(xy_ref, np.float32), placed, seconds
 
 
-def _tsne(z: np.ndarray, cfg: TsneSettings, seed: int) -> np.ndarray:
-    n = z.shape[0]
-    # Barnes-Hut t-SNE looks at 3 * perplexity neighbours; keep them inside the split
-    # (the openTSNE convention), which also satisfies sklearn's perplexity < N.
-    perplexity = min(cfg.perplexity, max(1.0, (n - 1) / 3))
-    if perplexity < cfg.perplexity:
-        warnings.warn(f"tsne: perplexity {cfg.perplexity} too high for {n} points; "
-                      f"using {perplexity:.3g}", stacklevel=3)
-    tsne = TSNE(n_components=2, perplexity=perplexity, max_iter=cfg.max_iter, metric=cfg.metric,
-                init="pca", learning_rate="auto", random_state=seed)
-    return tsne.fit_transform(z).astype(np.float32)
-
-
-def _umap(z: np.ndarray, cfg: UmapSettings, seed: int) -> np.ndarray:
-    import umap  # deferred: importing umap-learn costs ~1 s and numba JIT on first use
-
-    n = z.shape[0]
-    n_neighbors = min(cfg.n_neighbors, n - 1)
-    if n_neighbors < cfg.n_neighbors:
-        warnings.warn(f"umap: n_neighbors {cfg.n_neighbors} too high for {n} points; "
-                      f"using {n_neighbors}", stacklevel=3)
-    # n_jobs=1 is what umap-learn forces anyway once random_state is set; saying it avoids
-    # its warning and documents that seeded UMAP is single-threaded.
-    model = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=cfg.min_dist,
-                      metric=cfg.metric, n_epochs=cfg.n_epochs, random_state=seed, n_jobs=1)
-    return model.fit_transform(z).astype(np.float32)
+def reduce_2d(x: np.ndarray, method: str, seed: int, pca_dims: int | None = 50,
+              **settings) -> np.ndarray:
+    """Map features ``x`` (N, D) on their own to 2-D coordinates (N, 2) float32, rows in order."""
+    if np.ndim(x) == 2 and len(x) == 0:
+        _settings(method, settings)
+        return np.empty((0, 2), np.float32)
+    return fit_maps(x, {}, method, seed, pca_dims, **settings)[0]
 
 
 def _split_order(split: np.ndarray) -> list[str]:
@@ -162,16 +224,17 @@ def _split_order(split: np.ndarray) -> list[str]:
 
 def reduce_features(feats: Mapping[str, np.ndarray], methods: Mapping[str, Mapping],
                     seed: int, pca_dims: int | None = 50) -> tuple[pd.DataFrame, dict]:
-    """Reduce every split of a features file with every method in ``methods``.
+    """Map every split of a features file with every method in ``methods``, on one map per
+    method fitted on the train split (the first split present when there is no train).
 
     ``feats`` maps ``features`` (N, D) float32, ``index`` (N,) int64, ``label`` (N,) int64 and
     ``split`` (N,) str (an opened ``features.npz`` works). ``methods`` maps a method name to
-    its settings, e.g. ``{"umap": {"n_neighbors": 15}, "pca": {}}``; all are validated before
-    any work starts.
+    its settings, e.g. ``{"umap": {"n_neighbors": 15, "min_dist": 0.1}, "pca": {}}``; all are
+    validated before any work starts.
 
     Returns a long DataFrame with columns ``split, method, index, label, x, y`` (x, y float32),
     grouped by method then split, rows of each group in input order; and timings
-    ``{method: {split: seconds}}`` (each includes standardisation and PCA pre-reduction).
+    ``{method: {split: seconds}}`` (the train entry is the fit, the others their placement).
     Splits with no rows are absent from both.
     """
     for key in ("features", "index", "label", "split"):
@@ -186,20 +249,21 @@ def reduce_features(feats: Mapping[str, np.ndarray], methods: Mapping[str, Mappi
         raise ValueError(f"inconsistent features file: features {x.shape}, index {index.shape}, "
                          f"label {label.shape}, split {split.shape}; expected (N, D) and (N,)")
     checked = {m: asdict(_settings(m, s or {})) for m, s in methods.items()}
+    order = _split_order(split)
+    if not order:
+        return _empty_frame(), {m: {} for m in checked}
+    rows = {name: np.flatnonzero(split == name) for name in order}
+    ref, others = order[0], order[1:]
 
     frames, timings = [], {}
     for method, settings in checked.items():
-        timings[method] = {}
-        for name in _split_order(split):
-            rows = np.flatnonzero(split == name)
-            start = time.perf_counter()
-            xy = reduce_2d(x[rows], method, seed, pca_dims, **settings)
-            timings[method][name] = time.perf_counter() - start
-            frames.append(pd.DataFrame({
-                "split": name, "method": method, "index": index[rows], "label": label[rows],
-                "x": xy[:, 0], "y": xy[:, 1]}))
-    if not frames:
-        return _empty_frame(), timings
+        xy_ref, placed, seconds = fit_maps(x[rows[ref]], {s: x[rows[s]] for s in others},
+                                           method, seed, pca_dims, **settings)
+        timings[method] = {ref: seconds["fit"], **{s: seconds[s] for s in others}}
+        for name, xy in ((ref, xy_ref), *placed.items()):
+            r = rows[name]
+            frames.append(pd.DataFrame({"split": name, "method": method, "index": index[r],
+                                        "label": label[r], "x": xy[:, 0], "y": xy[:, 1]}))
     return pd.concat(frames, ignore_index=True), timings
 
 

@@ -1,20 +1,22 @@
-"""Stage reduce@<variant>: UMAP, t-SNE and PCA of each split's embeddings to 2-D."""
+"""Stage reduce@<variant>: UMAP, t-SNE and PCA maps fitted on train, with val and test placed on them."""
 from __future__ import annotations
 
 import argparse
 import logging
 import os
-
-# OpenMP threads that spin while waiting made t-SNE 6x slower on a busy 2-core machine
-# (BENCHMARKS.md); set before sklearn/numba load their runtimes.
-os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 from pathlib import Path
 
-import numpy as np
+# Set before sklearn/numba load their runtimes. OpenMP threads that spin while waiting made
+# t-SNE 6x slower on a busy 2-core machine (BENCHMARKS.md). Numba's compiled UMAP kernels are
+# cached on disk in the project (the first reduce compiles them, later ones load them).
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 
-from deepgal import config, stage
-from deepgal.reduce import reduce_features
-from deepgal.utils import atomic_write_text, write_json
+import numpy as np  # noqa: E402
+
+from deepgal import config, stage  # noqa: E402
+from deepgal.reduce import reduce_features  # noqa: E402
+from deepgal.utils import atomic_write_text, write_json  # noqa: E402
 
 log = logging.getLogger("reduce")
 

@@ -1,5 +1,5 @@
-"""deepgal.reduce: row order and ids survive, seeds reproduce, clusters stay apart, tiny splits
-do not crash, typos fail."""
+"""deepgal.reduce: one map per method fitted on train with val/test placed on it; row order and
+ids survive, seeds reproduce, clusters stay apart, tiny splits do not crash, typos fail."""
 import warnings
 
 import numpy as np
@@ -8,7 +8,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
-from deepgal.reduce import COLUMNS, MIN_POINTS, reduce_2d, reduce_features
+from deepgal.reduce import COLUMNS, MIN_POINTS, fit_maps, reduce_2d, reduce_features
 
 N_CLASSES = 10
 
@@ -53,7 +53,8 @@ def knn_accuracy(xy, labels) -> float:
     return cross_val_score(KNeighborsClassifier(5), xy, labels, cv=5).mean()
 
 
-FAST = {"pca": {}, "tsne": {"perplexity": 20, "max_iter": 250}}
+FAST = {"pca": {}, "tsne": {"perplexity": 20, "n_iter": 150}}
+UMAP = {"n_neighbors": 10, "min_dist": 0.1, "n_epochs": 100}
 
 
 @pytest.mark.filterwarnings("ignore:tsne. perplexity")
@@ -73,8 +74,12 @@ def test_rows_keep_order_ids_and_labels(tmp_path):
             np.testing.assert_array_equal(part["index"].to_numpy(), feats["index"][rows])
             np.testing.assert_array_equal(part["label"].to_numpy(), feats["label"][rows])
             assert part["x"].dtype == np.float32 and np.isfinite(part[["x", "y"]]).all().all()
-            # Coordinates belong to the right rows: recomputing this split alone matches.
-            xy = reduce_2d(x[rows], method, 0, 10, **FAST[method])
+        # Coordinates belong to the right rows: refitting on train and placing val/test matches.
+        train = feats["split"] == "train"
+        ref, placed, _ = fit_maps(x[train], {s: x[feats["split"] == s] for s in ("val", "test")},
+                                  method, 0, 10, **FAST[method])
+        for split, xy in (("train", ref), *placed.items()):
+            part = df[(df.method == method) & (df.split == split)]
             np.testing.assert_allclose(part[["x", "y"]].to_numpy(), xy, rtol=1e-5, atol=1e-5)
     assert len(df) == len(FAST) * len(x)
 
@@ -103,18 +108,50 @@ def test_tsne_separates_clusters_and_shuffled_labels_do_not():
     assert knn_accuracy(xy, np.random.default_rng(0).permutation(y)) < 0.5
 
 
-def test_umap_separates_clusters_deterministically():
+def placed_accuracy(method: str, settings: dict, seed: int = 0) -> tuple[float, float]:
+    """Fit on train clusters, place held-out points: 5-NN accuracy of the held-out labels from
+    the train coordinates, and the same with the held-out rows shuffled (near chance)."""
+    x, y = clusters(30)
+    held = np.arange(len(x)) % 4 == 0
+    ref, placed, _ = fit_maps(x[~held], {"val": x[held]}, method, seed, 10, **settings)
+    knn = KNeighborsClassifier(5).fit(ref, y[~held])
+    shuffled = np.random.default_rng(0).permutation(placed["val"])
+    return knn.score(placed["val"], y[held]), knn.score(shuffled, y[held])
+
+
+@pytest.mark.parametrize("method", ["pca", "tsne", "umap"])
+def test_val_lands_on_its_class_in_the_train_map(method):
+    # PCA needs the planar clusters to separate in 2-D; the random ones are for UMAP/t-SNE.
+    settings = UMAP if method == "umap" else FAST[method]
+    if method == "pca":
+        x, y = clusters(30, planar=True)
+        held = np.arange(len(x)) % 4 == 0
+        ref, placed, _ = fit_maps(x[~held], {"val": x[held]}, "pca", 0, 10)
+        knn = KNeighborsClassifier(5).fit(ref, y[~held])
+        good, bad = knn.score(placed["val"], y[held]), knn.score(placed["val"][::-1], y[held])
+    else:
+        good, bad = placed_accuracy(method, settings)
+    assert good > 0.9 and bad < 0.5, (good, bad)
+
+
+def test_umap_separates_clusters_deterministically_with_a_disk_cache():
     # UMAP is slow to import and JIT-compile: one test, small data, every property at once.
     x, y = clusters(25)
-    settings = {"n_neighbors": 10, "min_dist": 0.1, "n_epochs": 100}
-    a = reduce_2d(x, "umap", seed=7, pca_dims=10, **settings)
-    b = reduce_2d(x, "umap", seed=7, pca_dims=10, **settings)
+    a = reduce_2d(x, "umap", seed=7, pca_dims=10, **UMAP)
+    b = reduce_2d(x, "umap", seed=7, pca_dims=10, **UMAP)
     np.testing.assert_array_equal(a, b)
     assert a.shape == (len(x), 2) and a.dtype == np.float32
     assert knn_accuracy(a, y) > 0.9
     with pytest.warns(UserWarning, match="n_neighbors 10 too high for 6 points; using 5"):
-        tiny = reduce_2d(x[:MIN_POINTS + 1], "umap", seed=7, **settings)
+        tiny = reduce_2d(x[:MIN_POINTS + 1], "umap", seed=7, **UMAP)
     assert tiny.shape == (MIN_POINTS + 1, 2) and np.isfinite(tiny).all()
+    # umap-learn declares few of its numba functions cache=True; reduce turns caching on for
+    # all of them, so a second process loads them from NUMBA_CACHE_DIR instead of compiling.
+    import umap.layouts
+    import umap.umap_
+    for fn in (umap.umap_.smooth_knn_dist, umap.layouts.optimize_layout_euclidean):
+        if hasattr(fn, "_cache"):
+            assert type(fn._cache).__name__ != "NullCache", fn
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7])
@@ -130,9 +167,9 @@ def test_tiny_splits_map_without_crashing(n, method):
 def test_fallback_and_clipping_warn():
     x, _ = clusters(1)
     with pytest.warns(UserWarning, match="using PCA"):
-        reduce_2d(x[:MIN_POINTS - 1], "tsne", seed=0)
+        reduce_2d(x[:MIN_POINTS - 1], "tsne", seed=0, perplexity=30)
     with pytest.warns(UserWarning, match="perplexity 30"):
-        reduce_2d(x[:8], "tsne", seed=0, max_iter=250)
+        reduce_2d(x[:8], "tsne", seed=0, perplexity=30, n_iter=50)
 
 
 def test_empty_and_missing_splits_are_skipped():
@@ -144,7 +181,7 @@ def test_empty_and_missing_splits_are_skipped():
         df, timings = reduce_features(feats, FAST, seed=0, pca_dims=None)
     assert timings["tsne"].keys() == {"train", "val"}  # no test rows: no test map
     assert sorted(df.split.unique()) == ["train", "val"]
-    assert reduce_2d(np.zeros((0, 8), np.float32), "tsne", seed=0).shape == (0, 2)
+    assert reduce_2d(np.zeros((0, 8), np.float32), "tsne", seed=0, **FAST["tsne"]).shape == (0, 2)
     empty = {k: v[:0] for k, v in feats.items()}
     df, timings = reduce_features(empty, FAST, seed=0, pca_dims=None)
     assert len(df) == 0 and tuple(df.columns) == COLUMNS and timings == {"pca": {}, "tsne": {}}
@@ -157,9 +194,12 @@ def test_unknown_method_or_setting_fails_before_work():
     with pytest.raises(ValueError, match=r"unknown reduction method 'Umap'"):
         reduce_features(feats_file(x, y), {"pca": {}, "Umap": {}}, seed=0, pca_dims=50)
     with pytest.raises(ValueError, match=r"unknown tsne setting\(s\) \['perplexty'\]"):
-        reduce_2d(x, "tsne", seed=0, perplexty=5)
+        reduce_2d(x, "tsne", seed=0, perplexity=5, perplexty=5)
+    with pytest.raises(ValueError, match=r"umap: missing setting\(s\) \['min_dist'\]; .*"
+                                         r"reduce.methods.umap"):
+        reduce_2d(x, "umap", seed=0, n_neighbors=5)
     with pytest.raises(ValueError, match="pca_dims must be >= 2"):
-        reduce_2d(x, "umap", seed=0, pca_dims=1)
+        reduce_2d(x, "umap", seed=0, pca_dims=1, **UMAP)
 
 
 def test_bad_features_file_is_named():

@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .errors import DeepgalError
 from .utils import atomic_torch_save
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ FORMAT_VERSION = 1
 _EPOCH_FILE = re.compile(r"^epoch_(\d+)\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(DeepgalError, RuntimeError):
     """A checkpoint that cannot be used; the message names the file."""
 
 

@@ -34,6 +34,8 @@ from typing import Any, Sequence
 import torch
 import torch.distributed as tdist
 
+from .errors import DeepgalError
+
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -43,7 +45,7 @@ def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-class DistributedRunFailed(RuntimeError):
+class DistributedRunFailed(DeepgalError, RuntimeError):
     """A rank of a torchrun job failed or was lost; the message names it and what to do."""
 
 

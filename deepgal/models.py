@@ -27,10 +27,12 @@ import torch
 import torchvision
 from torch import nn
 
+from .errors import DeepgalError
+
 log = logging.getLogger(__name__)
 
 
-class PretrainedWeightsError(RuntimeError):
+class PretrainedWeightsError(DeepgalError, RuntimeError):
     """Weights that cannot be found, read or matched; the message names the file and the fix."""
 
 

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from deepgal import config, distributed, stage, tracking
+from deepgal import config, distributed, stage
 from deepgal.training import TrainingDiverged, TrainingInterrupted, TrainPaths, train_variant
 
 
@@ -48,4 +48,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    stage.run(main, extra_errors=(tracking.TrackingError, distributed.DistributedRunFailed))
+    stage.run(main)

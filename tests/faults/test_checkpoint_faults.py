@@ -16,6 +16,7 @@ import zipfile
 
 import pytest
 import torch
+import yaml
 
 from deepgal import checkpoint as ckpt_io
 from deepgal.selection import choose
@@ -181,6 +182,12 @@ SELECT_CMD = ("python stages/select_checkpoint.py --variant smallnet --checkpoin
               "--run models/smallnet/mlflow_run.json --out results/smallnet/selection.json")
 
 
+def _stage_cmd(repo, stage: str, variant: str = "smallnet") -> str:
+    """The command dvc.yaml gives ``stage@variant`` (a foreach stage), as DVC would run it."""
+    dvc_yaml = yaml.safe_load((repo / "dvc.yaml").read_text())
+    return " ".join(dvc_yaml["stages"][stage]["do"]["cmd"].split()).replace("${key}", variant)
+
+
 def _run(cmd: str, repo) -> subprocess.CompletedProcess:
     return subprocess.run(shlex.split(cmd.replace("python", sys.executable, 1)), cwd=repo,
                           env=env_for(repo), capture_output=True, text=True, timeout=300)
@@ -234,6 +241,25 @@ def test_damaged_checkpoints_in_a_real_pipeline(tmp_path):
     assert sel["epoch"] == _next_best(first, first["epoch"])
     assert sel["skipped"] == [str(bad.relative_to(repo))]
     assert f"{bad.relative_to(repo)}: unreadable" in proc.stderr
+
+    # 2b. Only the SELECTED checkpoint rots after selection (one bit, same size). evaluate,
+    # run on the stale selection, refuses it by name; `dvc repro` re-selects past it.
+    dvc(["repro", "evaluate@smallnet"], repo)
+    chosen = json.loads((results / "selection.json").read_text())
+    rotten = ckpts / f"epoch_{chosen['epoch']:03d}.pt"
+    flip_byte(rotten)
+    proc = _run(_stage_cmd(repo, "evaluate"), repo)
+    assert proc.returncode == 1 and no_traceback(proc.stderr), proc.stderr[-3000:]
+    [error] = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert str(rotten.relative_to(repo)) in error and "CRC-32" in error, error
+    out = dvc(["repro", "evaluate@smallnet"], repo)
+    log = out.stdout + out.stderr
+    assert f"{rotten.relative_to(repo)}: unreadable" in log and "CRC-32" in log, log[-3000:]
+    sel = json.loads((results / "selection.json").read_text())
+    assert str(rotten.relative_to(repo)) in sel["skipped"]
+    assert sel["epoch"] not in (chosen["epoch"], first["epoch"])
+    evaluated = json.loads((results / "eval.json").read_text())
+    assert evaluated["epoch"] == sel["epoch"]
 
     # 3. Garbage everywhere: one clear error naming the files, for select and for the CLI.
     for _, path in ckpt_io.list_epochs(ckpts):

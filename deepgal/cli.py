@@ -1,11 +1,14 @@
 """The ``deepgal`` command: what the DAG does not cover.
 
     deepgal info FILE.h5                                    validate and summarise a file
-    deepgal evaluate --checkpoint CKPT --data FILE.h5 [--json]
-    deepgal predict  --checkpoint CKPT --data FILE.h5 --out preds.csv
+    deepgal evaluate --checkpoint CKPT --data FILE.h5 [--tta] [--json]
+    deepgal predict  --checkpoint CKPT --data FILE.h5|FOLDER --out preds.csv [--tta]
     deepgal ui [--port 5000]                                MLflow UI on 127.0.0.1, training view
 
 A checkpoint carries its own preprocessing, so any Galaxy10-layout file of any image size works.
+``predict`` also takes an HDF5 file with ``images`` only (no labels) and a folder of JPEG/PNG
+cut-outs of any size (e.g. from the Legacy Surveys viewer); ``--tta`` averages the 8
+rotation/flip views.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from .data import galaxy10
+from .errors import DeepgalError
 
 
 def cmd_info(args) -> int:
@@ -37,23 +41,22 @@ def cmd_info(args) -> int:
     return 0
 
 
-def _scored(args):
+def _model(args):
     from .inference import load_model
-    from .inference.source import run_on_file
     from .utils import pick_device
 
-    info = galaxy10.validate(args.data)  # before loading a model: bad input fails first
     device = pick_device(args.device)
-    model, pre, ckpt = load_model(args.checkpoint, device)
-    probs = run_on_file(model, args.data, pre, device, np.arange(info.n_images),
-                        batch_size=args.batch_size)
-    return probs, ckpt
+    return (*load_model(args.checkpoint, device), device)
 
 
 def cmd_evaluate(args) -> int:
+    from .inference.source import run_on_file
     from .metrics import score
 
-    probs, ckpt = _scored(args)
+    info = galaxy10.validate(args.data)  # before loading a model: bad input fails first
+    model, pre, ckpt, device = _model(args)
+    probs = run_on_file(model, args.data, pre, device, np.arange(info.n_images),
+                        args.batch_size, "probs", args.tta, desc="evaluate")
     result = score(galaxy10.read_labels(args.data), probs)
     out = {"checkpoint": str(args.checkpoint), "data": str(args.data), "n": result["n"],
            "accuracy": result["accuracy"], "macro_f1": result["macro_f1"],
@@ -70,15 +73,23 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    """One row per image: its name (file name, or row index of an HDF5 file), the predicted
+    class (number and name), the label when the file has one, a probability per class."""
+    from .inference.cutouts import open_cutouts, predict
     from .utils import atomic_write_text
 
-    probs, _ = _scored(args)
-    df = pd.DataFrame(probs, columns=[f"p_{i}" for i in range(probs.shape[1])])
-    df.insert(0, "index", np.arange(len(df)))
-    df.insert(1, "predicted", probs.argmax(1))
-    df.insert(2, "predicted_name", [galaxy10.CLASS_NAMES[i] for i in probs.argmax(1)])
+    cut = open_cutouts(args.data)  # before loading a model: bad input fails first
+    model, pre, ckpt, device = _model(args)
+    probs = predict(cut, model, pre, device, args.batch_size, args.tta)
+    classes = tuple(ckpt.get("class_names", galaxy10.CLASS_NAMES))
+    pred = probs.argmax(1)
+    df = pd.DataFrame({"file" if cut.kind == "folder" else "index": cut.names,
+                       "predicted": pred, "predicted_name": [classes[i] for i in pred]})
+    if cut.labels is not None:
+        df["label"] = cut.labels
+    df[[f"p_{c}" for c in classes]] = probs
     atomic_write_text(args.out, df.to_csv(index=False, float_format="%.6f"))
-    print(f"wrote {len(df)} predictions to {args.out}")
+    print(f"wrote {len(df)} predictions to {args.out}{' (8-view TTA)' if args.tta else ''}")
     return 0
 
 
@@ -127,12 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_info)
     for name, func, help_ in (("evaluate", cmd_evaluate, "score a checkpoint on a labelled file"),
-                              ("predict", cmd_predict, "per-image class probabilities to CSV")):
+                              ("predict", cmd_predict, "per-image class probabilities to CSV, "
+                               "from an HDF5 file (labels optional) or a folder of JPEG/PNG")):
         s = sub.add_parser(name, help=help_)
         s.add_argument("--checkpoint", type=Path, required=True)
         s.add_argument("--data", type=Path, required=True)
         s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         s.add_argument("--batch-size", type=int, default=256)
+        s.add_argument("--tta", action="store_true",
+                       help="average the 8 rotation/flip views (8x the compute)")
         if name == "evaluate":
             s.add_argument("--json", action="store_true", help="print exactly one JSON object")
         else:
@@ -146,12 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .checkpoint import CheckpointError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (galaxy10.Galaxy10FormatError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (DeepgalError, galaxy10.Galaxy10FormatError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -97,7 +97,10 @@ def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
     try:
         with _autocast(device, precision):
             for start in range(0, n, batch_size):
-                xb = torch.as_tensor(images[start:start + batch_size])
+                xb = images[start:start + batch_size]
+                if isinstance(xb, np.ndarray) and not xb.flags.writeable:
+                    xb = xb.copy()  # torch refuses to wrap read-only memory (e.g. from Pillow)
+                xb = torch.as_tensor(xb)
                 x = prepare_batch(_to_device(xb, device), pre, channels_last=channels_last)
                 if tta:
                     views = dihedral_views(x, fmt)

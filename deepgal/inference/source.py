@@ -36,7 +36,7 @@ def iter_rows(path: str | Path, indices: np.ndarray, chunk: int = READ_CHUNK,
         ds = f[key]
         if len(rows) and (rows[0] < 0 or rows[-1] >= ds.shape[0]):
             bad = rows[0] if rows[0] < 0 else rows[-1]
-            raise IndexError(f"{path}: row {bad} is outside '{key}' ({ds.shape[0]} rows); "
+            raise ValueError(f"{path}: row {bad} is outside '{key}' ({ds.shape[0]} rows); "
                              "was the split made from another file? Run `dvc repro split`")
         for start in range(0, len(rows), chunk):
             part = rows[start:start + chunk]
@@ -44,7 +44,10 @@ def iter_rows(path: str | Path, indices: np.ndarray, chunk: int = READ_CHUNK,
             # Runs of consecutive rows: [a, b) of ``part`` where each row is the previous + 1.
             breaks = np.flatnonzero(np.diff(part) != 1) + 1
             for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(part)]):
-                ds.read_direct(out, np.s_[part[a]:part[b - 1] + 1], np.s_[a:b])
+                if b - a == 1:  # h5py's simple-index path is ~3x faster than read_direct here
+                    out[a] = ds[part[a]]
+                else:
+                    ds.read_direct(out, np.s_[part[a]:part[b - 1] + 1], np.s_[a:b])
             yield order[start:start + chunk], out
 
 

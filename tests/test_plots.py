@@ -69,36 +69,33 @@ def test_embedding_grid_rows_methods_columns_splits_one_legend(tmp_path):
     assert len(fig.legends) == 1
     legend = fig.legends[0]
     assert [t.get_text() for t in legend.get_texts()] == \
-        [CLASS_NAMES[k] for k in (0, 2, 5, 9)] + ["misclassified"]
+        [CLASS_NAMES[k] for k in (0, 2, 5, 9)] + ["misclassified", "train (behind val/test)"]
     assert [to_hex(h.get_color()) for h in legend.legend_handles[:4]] == \
         [CLASS_COLORS[k] for k in (0, 2, 5, 9)]
-    # Every point is painted in its own class colour, whatever the drawing order.
+    # One map per method: the val panel draws the 60 train points in grey first, then its
+    # own 20 in their class colours, then rings; on the train panel's axes.
     val = emb[(emb["method"] == "umap") & (emb["split"] == "val")]
-    painted = sorted(to_hex(c) for c in axes[0, 1].collections[0].get_facecolors())
-    assert painted == sorted(CLASS_COLORS[k] for k in val["label"])
-    # Rings sit exactly on the val points predicted wrong, none on train.
+    context, points, rings = axes[0, 1].collections
+    assert len(context.get_offsets()) == 60
+    assert {to_hex(c) for c in context.get_facecolors()} == {CONTEXT_COLOR}
+    assert sorted(to_hex(c) for c in points.get_facecolors()) == \
+        sorted(CLASS_COLORS[k] for k in val["label"])
+    assert axes[0, 1].get_xlim() == axes[0, 0].get_xlim()
+    assert axes[2, 2].get_ylim() == axes[2, 0].get_ylim()
+    # Rings sit exactly on the val points predicted wrong; the train panel has none.
     wrong = val.set_index("index").loc[preds[(preds["split"] == "val") &
                                              (preds["pred"] != preds["label"])]["index"]]
-    rings = axes[0, 1].collections[1].get_offsets()
-    np.testing.assert_allclose(sorted(map(tuple, rings)), sorted(zip(wrong["x"], wrong["y"])),
-                               rtol=1e-6)
+    np.testing.assert_allclose(sorted(map(tuple, rings.get_offsets())),
+                               sorted(zip(wrong["x"], wrong["y"])), rtol=1e-6)
     assert len(axes[0, 0].collections) == 1
 
 
-def test_embedding_grid_puts_val_on_the_train_map(tmp_path):
-    emb = embeddings(methods=("umap", "tsne"))
-    fig = plot_embedding_grid(emb, "t", tmp_path / "g.png", on_train_map={"umap"}, dpi=DPI)
-    axes = np.array(fig.axes).reshape(2, 3)
-    assert axes[0, 0].get_ylabel() == "UMAP\n(val/test on the train map)"
-    assert axes[1, 0].get_ylabel() == "t-SNE"
-    # The val panel of the shared map draws the 60 train points in grey first, then val.
-    context, points = axes[0, 1].collections[:2]
-    assert len(context.get_offsets()) == 60 and len(points.get_offsets()) == 20
-    assert {to_hex(c) for c in context.get_facecolors()} == {CONTEXT_COLOR}
-    assert axes[0, 1].get_xlim() == axes[0, 0].get_xlim()
-    # The t-SNE row is independent maps: no grey train points behind val.
-    assert len(axes[1, 1].collections) == 1
-    assert "train (behind val/test)" in [t.get_text() for t in fig.legends[0].get_texts()]
+def test_embedding_grid_without_predictions_or_other_splits(tmp_path):
+    emb = embeddings(n_per_split=(30, 0, 0), methods=("pca",))
+    fig = plot_embedding_grid(emb, "t", tmp_path / "g.png", dpi=DPI)
+    assert png_size(tmp_path / "g.png") == expected((MAP_IN + LEGEND_IN, MAP_IN + TITLE_IN))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == \
+        [CLASS_NAMES[k] for k in sorted(set(emb["label"]))]  # no ring, no grey entry
 
 
 def test_embedding_grid_rejects_frames_without_coordinates(tmp_path):
@@ -119,8 +116,10 @@ def test_variant_maps_one_panel_per_variant_with_caption(tmp_path):
     titles = [ax.get_title() for ax in fig.axes if ax.collections]
     assert titles == ["smallnet\nval accuracy 61.0%", "customnet", "resnet50", "convnext_tiny"]
     assert sum(1 for ax in fig.axes if not ax.axison) == 2  # the empty cells of a 2 x 3 grid
-    assert len(fig.axes[0].collections[0].get_offsets()) == 20  # val only
+    context, points = fig.axes[1].collections[:2]  # customnet: train in grey, then val
+    assert len(context.get_offsets()) == 60 and len(points.get_offsets()) == 20
     assert fig._suptitle.get_text() == "UMAP of the val split, every variant"
+    assert "train (behind val/test)" in [t.get_text() for t in fig.legends[0].get_texts()]
     with pytest.raises(ValueError, match=r"'customnet' have no umap map of test"):
         plot_variant_maps({"customnet": embeddings(n_per_split=(5, 5, 0))}, path, split="test")
 

@@ -6,8 +6,11 @@
   side by side, so their class separation compares at a glance.
 
 Both read the reduce stage's long frame (``embeddings.csv``: ``split, method, index, label, x,
-y``). Given the evaluate stage's predictions (``split, index, label, pred``), val and test
-points the model got wrong get a black ring, so a reader sees where the errors fall.
+y``), where each method is ONE map fitted on train with val and test placed on it
+(:mod:`deepgal.reduce`): so a val or test panel draws the train points in grey behind its own,
+on the train panel's axes. Given the evaluate stage's predictions (``split, index, label,
+pred``), the val and test points the model got wrong get a black ring: a reader sees which
+train cluster each error fell into.
 """
 from __future__ import annotations
 
@@ -62,6 +65,20 @@ def _mistakes(part: pd.DataFrame, predictions: pd.DataFrame | None) -> np.ndarra
         {"split": str, "index": np.int64})).isin(keys)
 
 
+def _context(of_method: pd.DataFrame) -> pd.DataFrame | None:
+    """The train points of one method's map, drawn behind the other splits; None if absent."""
+    train = of_method[of_method["split"] == "train"]
+    return None if train.empty else train
+
+
+def _extra_legend(rings: bool, context: bool) -> list:
+    extra = [(MISTAKE_RING, "misclassified")] if rings else []
+    if context:
+        extra.append((Line2D([], [], marker="o", linestyle="", markersize=7,
+                             color=CONTEXT_COLOR), "train (behind val/test)"))
+    return extra
+
+
 def _dot_size(n: int) -> float:
     return float(np.clip(2500 / max(n, 1), 0.5, 20.0))  # dense maps need small dots
 
@@ -89,16 +106,13 @@ def _scatter(ax: Axes, part: pd.DataFrame, wrong: np.ndarray,
 
 def plot_embedding_grid(emb: pd.DataFrame, title: str, path: str | Path,
                         predictions: pd.DataFrame | None = None,
-                        on_train_map: Collection[str] = (),
                         class_names: Sequence[str] = CLASS_NAMES, dpi: int = DPI) -> Figure:
     """One variant's maps: a row per method, a column per split, one class legend.
 
-    ``emb``: the reduce output (columns ``split, method, index, label, x, y``).
-    ``predictions``: optional frame with ``split, index, label, pred``: wrong val/test points
-    are ringed in black. ``on_train_map``: the methods whose val/test points were placed on the
-    map fitted on train; in their rows the val/test panels show the train points in grey
-    behind and share the train panel's axes, so a reader sees which train cluster each val
-    point lands in. Other rows are independent maps per split, on their own axes.
+    ``emb``: the reduce output (columns ``split, method, index, label, x, y``), one map per
+    method: the val/test panels show that method's train points in grey behind theirs and
+    share the train panel's axes. ``predictions``: optional frame with ``split, index, label,
+    pred``: wrong val/test points are ringed in black.
     """
     _check_embedding(emb, f"embeddings for '{title}'")
     methods = _ordered(set(emb["method"]), METHOD_ORDER)
@@ -108,27 +122,20 @@ def plot_embedding_grid(emb: pd.DataFrame, title: str, path: str | Path,
     axes = fig.subplots(len(methods), len(splits), squeeze=False)
     for r, method in enumerate(methods):
         of_method = emb[emb["method"] == method]
-        train = of_method[of_method["split"] == "train"]
-        shared = method in on_train_map and not train.empty
+        train = _context(of_method)
         for c, split in enumerate(splits):
             ax = axes[r, c]
             part = of_method[of_method["split"] == split]
-            context = train if shared and split != "train" else None
-            _scatter(ax, part, _mistakes(part, predictions), context)
-            if shared and split != "train":
-                ax.sharex(axes[r, splits.index("train")])
-                ax.sharey(axes[r, splits.index("train")])
+            _scatter(ax, part, _mistakes(part, predictions), None if split == "train" else train)
+            if c > 0:
+                ax.sharex(axes[r, 0])
+                ax.sharey(axes[r, 0])
             if r == 0:
                 ax.set_title(f"{split} ({len(part):,} images)")
             if c == 0:
-                label = METHOD_LABELS.get(method, method)
-                ax.set_ylabel(f"{label}\n(val/test on the train map)" if shared else label,
-                              fontsize=11)
-    extra = [(MISTAKE_RING, "misclassified")] if predictions is not None else []
-    if any(m in on_train_map for m in methods):
-        extra.append((Line2D([], [], marker="o", linestyle="", markersize=7,
-                             color=CONTEXT_COLOR), "train (behind val/test)"))
-    class_legend(fig, emb["label"], class_names, extra)
+                ax.set_ylabel(METHOD_LABELS.get(method, method), fontsize=11)
+    class_legend(fig, emb["label"], class_names,
+                 _extra_legend(predictions is not None, "train" in splits and len(splits) > 1))
     fig.suptitle(title, fontsize=14)
     save_png(fig, path)
     return fig
@@ -139,7 +146,8 @@ def plot_variant_maps(maps: Mapping[str, pd.DataFrame], path: str | Path, method
                       predictions: Mapping[str, pd.DataFrame] | None = None,
                       class_names: Sequence[str] = CLASS_NAMES, dpi: int = DPI) -> Figure:
     """The ``method`` map of ``split`` for every variant of ``maps`` (variant -> its
-    embeddings frame), in the order given, rows of up to three, one class legend.
+    embeddings frame), in the order given, rows of up to three, one class legend; behind a
+    val or test split, that map's train points in grey.
 
     ``captions`` (variant -> text, e.g. its val accuracy) go under each variant's name;
     ``predictions`` (variant -> predictions frame) ring the points each variant got wrong.
@@ -161,14 +169,17 @@ def plot_variant_maps(maps: Mapping[str, pd.DataFrame], path: str | Path, method
     for ax in axes.flat[len(parts):]:
         ax.axis("off")
     labels: set[int] = set()
+    drew_context = False
     for ax, (variant, part) in zip(axes.flat, parts.items()):
         preds = (predictions or {}).get(variant)
-        _scatter(ax, part, _mistakes(part, preds))
+        context = None if split == "train" else _context(maps[variant][maps[variant]["method"]
+                                                                        == method])
+        drew_context |= context is not None
+        _scatter(ax, part, _mistakes(part, preds), context)
         caption = (captions or {}).get(variant)
         ax.set_title(f"{variant}\n{caption}" if caption else variant)
         labels |= set(part["label"].astype(int))
-    extra = [(MISTAKE_RING, "misclassified")] if predictions else []
-    class_legend(fig, labels, class_names, extra)
+    class_legend(fig, labels, class_names, _extra_legend(bool(predictions), drew_context))
     fig.suptitle(f"{METHOD_LABELS.get(method, method)} of the {split} split, every variant",
                  fontsize=14)
     save_png(fig, path)

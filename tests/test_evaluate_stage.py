@@ -1,0 +1,79 @@
+"""The evaluate stage as a real process (contract 4): headline metrics.json beside eval.json and
+predictions.csv, TTA from params, every local output written although the tracker is away (a
+refused 127.0.0.1 port: one warning, exit 0)."""
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from deepgal import checkpoint as ckpt_io
+from deepgal.data.galaxy10 import write_galaxy10
+from deepgal.data.split import stratified_split, write_split
+from deepgal.inference import run_model
+from deepgal.metrics import score
+from deepgal.models import build_model
+from deepgal.transforms import Preprocess
+from tests.pipeline_repo import REPO, tiny_params
+
+
+def refused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]  # closed on exit: connections to it are refused
+
+
+@pytest.mark.slow  # a stage process with torch, matplotlib and MLflow's client: ~30-50 s here
+def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
+    labels = np.repeat(np.arange(10), 6)
+    write_galaxy10(tmp_path / "g.h5", images, labels)
+    splits = stratified_split(labels, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0)
+    write_split(tmp_path / "split", splits, labels, [0.5] * 3, [0.25] * 3, {"source": "t"})
+    pre = Preprocess(16, crop=0.5)
+    torch.manual_seed(0)
+    model = build_model("smallnet", 10, 16).eval()
+    ckpt_io.save(tmp_path / "m.pt", {"model": model.state_dict(), "model_name": "smallnet",
+                                     "preprocess": pre.to_dict(), "epoch": 2})
+    (tmp_path / "selection.json").write_text(json.dumps({"checkpoint": "m.pt", "epoch": 2}))
+    (tmp_path / "history.csv").write_text("epoch,seconds\n1,30.0\n2,60.0\n")
+    (tmp_path / "run.json").write_text(json.dumps({"run_id": "0123456789abcdef"}))
+    params = tiny_params({"evaluate": {"batch_size": 7, "tta": True}})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPGAL_MLFLOW": "on",
+           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{refused_port()}"}
+    out = tmp_path / "results"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "stages/evaluate.py"), "--variant", "smallnet",
+         "--selection", "selection.json", "--history", "history.csv", "--run", "run.json",
+         "--data", "g.h5", "--split", "split", "--metrics", f"{out}/metrics.json",
+         "--out", f"{out}/eval.json", "--predictions", f"{out}/predictions.csv",
+         "--plots", f"{out}/confusion"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "unreachable" in proc.stderr, proc.stderr[-3000:]
+
+    headline = json.loads((out / "metrics.json").read_text())
+    assert set(headline) == {"val", "test", "epoch", "train_min"}
+    assert headline["epoch"] == 2 and headline["train_min"] == 1.5
+    details = json.loads((out / "eval.json").read_text())
+    assert details["tta"] is True
+    for split in ("val", "test"):
+        assert set(headline[split]) == {"accuracy", "macro_f1"}
+        idx = splits[split]
+        want = score(labels[idx], run_model(model, images[idx], pre, torch.device("cpu"),
+                                            tta=True))
+        assert headline[split]["accuracy"] == want["accuracy"] == details[split]["accuracy"]
+        assert details[split]["confusion"] == want["confusion"]
+        assert (out / "confusion" / f"{split}.png").stat().st_size > 1000
+    preds = pd.read_csv(out / "predictions.csv")
+    assert len(preds) == len(splits["val"]) + len(splits["test"])
+    assert sorted(preds["index"]) == sorted(np.r_[splits["val"], splits["test"]].tolist())

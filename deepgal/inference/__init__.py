@@ -90,7 +90,7 @@ def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
     _check_images(images)
     dim = model.feature_dim if output == "features" else model.head.out_features
     n = images.shape[0]
-    out = np.empty((n, dim), dtype=np.float32)
+    outs = [torch.empty((0, dim))]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     was_training = model.training
     model.eval()
@@ -107,10 +107,12 @@ def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
                     y = sum(_head(model, v, output) for v in views) / N_VIEWS
                 else:
                     y = _head(model, x, output)
-                out[start:start + len(xb)] = y.cpu().numpy()
+                # Kept on the device: no host sync per batch, so on CUDA the next batch's copy
+                # and preprocessing queue up behind this one's kernels.
+                outs.append(y)
     finally:
         model.train(was_training)
-    return out
+    return torch.cat([o.to("cpu", torch.float32) for o in outs]).numpy()
 
 
 def load_model(path: str | Path, device: torch.device) -> tuple["Net", Preprocess, dict]:

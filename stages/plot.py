@@ -19,7 +19,7 @@ import pandas as pd
 from deepgal import config, stage
 from deepgal.data import galaxy10, split as split_io
 from deepgal.plots.curves import plot_curves
-from deepgal.plots.embeddings import plot_embedding_grid, plot_variant_maps
+from deepgal.plots.embeddings import METHOD_LABELS, plot_embedding_grid, plot_variant_maps
 from deepgal.plots.images import (pick_confused, plot_augmentation_preview, plot_confused_pairs,
                                   plot_sample_grid)
 from deepgal.plots.offline import write_html_template
@@ -108,7 +108,8 @@ def main() -> int:
                                 + ("" if r in ranked else " (not learned)") for r in rows},
                       predictions=preds)
     lead = {"accuracy and loss of all variants": "plots/curves.png",
-            f"{method.upper()} of the val split, every variant": f"plots/variants_{method}_val.png"}
+            f"{METHOD_LABELS.get(method, method)} of the val split, every variant":
+                f"plots/variants_{method}_val.png"}
     sections = {v: sections[v] for v in order}
     sections["Data"] = data_pictures(args.data, args.split, params, plots)
     write_report(args.out / "report.md", rows, confusions, runs=runs, lead=lead,
@@ -120,20 +121,17 @@ def main() -> int:
 
 
 def attach_pictures(variants: list[str], results: Path, plots: Path) -> None:
-    """Log each variant's pictures to its MLflow run, after every local output exists; a
-    tracker that is away costs a warning, not the stage."""
+    """Log each variant's pictures to its MLflow run, after every local output exists (the
+    attached logger is best effort: a tracker that is away costs one warning)."""
     from deepgal import tracking  # imported here: MLflow loads only once the report is written
 
     for v in variants:
-        run_id = json.loads((results / v / "selection.json").read_text()).get("run_id")
-        try:
-            sink = tracking.attach(run_id)
-            pngs = [plots / name for name in ("curves.png", f"{v}_embeddings.png",
-                                              f"{v}_confused.png")]
-            for png in [p for p in pngs if p.exists()] if sink else []:
-                sink.log_artifact(png, "plots")
-        except tracking.TrackingError as e:
-            log.warning("%s: pictures not logged to MLflow (%s); they are in %s", v, e, plots)
+        sink = tracking.attach(json.loads((results / v / "selection.json").read_text())
+                               .get("run_id"))
+        pngs = [plots / name for name in ("curves.png", f"{v}_embeddings.png",
+                                          f"{v}_confused.png")]
+        for png in [p for p in pngs if p.exists()] if sink else []:
+            sink.log_artifact(png, "plots")
 
 
 if __name__ == "__main__":

@@ -37,14 +37,15 @@ def checkpoint(tmp_path_factory):
     return path
 
 
-def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, checkpoint):
+def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, checkpoint,
+                                                       monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # what attach() reads, as in a stage
     sink = tracking.MlflowSink(uri, "smallnet", {}, {"model": "smallnet"}, system_metrics=False)
     sink.log_epoch({"epoch": 2, "val/accuracy": 0.3, "train/loss": 2.0})
     sink.finish()
     images = galaxy10.read_images(galaxy_file)  # (20, 40, 40, 3) uint8, a real HDF5 file
     run = tracking.attach(sink.run_id)
-    run.uri = uri  # attach() reads MLFLOW_TRACKING_URI; this test's store is explicit
     info = log_checkpoint_model(run, checkpoint, step=2, input_example=images[:2],
                                 registered_name="deepgal-smallnet")
     assert info["version"] == 1 and info["alias"] == "best"
@@ -57,13 +58,9 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
     assert [(o.model_id, o.step) for o in outputs] == [(info["model_id"], 2)]
     assert client.get_run(sink.run_id).info.status == "FINISHED"  # logging kept the status
 
-    mlflow.set_tracking_uri(uri)
-    try:
-        loaded = mlflow.pyfunc.load_model("models:/deepgal-smallnet@best")
-        local = mlflow.artifacts.download_artifacts(artifact_uri=logged.model_uri,
-                                                    dst_path=str(tmp_path / "model"))
-    finally:
-        mlflow.set_tracking_uri(None)
+    loaded = mlflow.pyfunc.load_model("models:/deepgal-smallnet@best")  # store from the env
+    local = mlflow.artifacts.download_artifacts(artifact_uri=logged.model_uri,
+                                                dst_path=str(tmp_path / "model"))
     sig = loaded.metadata.signature
     assert sig.inputs.to_dict()[0]["tensor-spec"] == {"dtype": "uint8", "shape": (-1, -1, -1, 3)}
     assert [c["name"] for c in sig.outputs.to_dict()] == list(OUTPUT_COLUMNS)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -81,13 +82,18 @@ def requirements() -> list[str]:
 
 @contextlib.contextmanager
 def _tracking_uri(uri: str):
-    """MLflow's model logging resolves the store through its global URI: point it at ours."""
-    previous = mlflow.get_tracking_uri()
+    """MLflow's model logging resolves the store through its global URI: point it at ours.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment
+    (and ``None`` deletes it), so the variable is put back as it was afterwards."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(None)  # deepgal never sets MLflow's global URI otherwise
+        if env is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,

@@ -150,33 +150,43 @@ def compose(sharp: np.ndarray, soft: np.ndarray, p: dict, draws: Draws, size: in
 
 
 def _desaturate(rgb: np.ndarray, div: np.ndarray) -> np.ndarray:
-    """The GZ DECaLS ``desaturate`` step on (B, 3, S, S): pixels dominated by one channel
+    """The GZ DECaLS ``desaturate`` step on (b, 3, S, S): pixels dominated by one channel
     (coloured sky speckle) are pulled toward their grey mean."""
     a = rgb.mean(1, keepdims=True)
-    a = np.where(a == 0, F32(1), a)
-    wt = np.minimum((rgb / a / bcast(div)[..., None]).max(1, keepdims=True), F32(1))
+    a[a == 0] = 1
+    wt = (rgb / (a * bcast(div)[..., None])).max(1, keepdims=True)
+    np.minimum(wt, 1, out=wt)
     wt = np.sin((1 - wt) * F32(np.pi / 2))
-    return rgb * wt + a * (1 - wt) + a * (1 - wt) ** 2 * rgb
+    return rgb * wt + a * (1 - wt) * (1 + (1 - wt) * rgb)
 
 
 def stretch(flux: np.ndarray, p: dict) -> np.ndarray:
     """Flux (B, 3, S, S) -> uint8 (B, S, S, 3) with the Galaxy Zoo DECaLS colour map: each band
     on its own (so colours depend on brightness and cores saturate to white), x -> asinh(Q x)
     with (min, max) -> (0, 1), then ``desaturate`` and a display saturation; every constant
-    randomised per image."""
-    bal = np.stack([p["bal_z"], np.ones_like(p["bal_z"]), p["bal_g"]], 1)[:, :, None, None]
+    randomised per image. Works in place on ``flux``."""
+    ones = np.ones_like(p["bal_z"])
+    bal = np.stack([p["bal_z"], ones, p["bal_g"]], 1)[:, :, None, None]
     sky = np.stack([p["sky"] + p["sky_z"], p["sky"], p["sky"] + p["sky_g"]], 1)[:, :, None, None]
     q = bcast(p["softening"])[..., None]
-    x = flux * bal + sky
     lo = np.arcsinh(q * bcast(p["stretch_min"])[..., None])
     hi = np.arcsinh(q * bcast(p["stretch_max"])[..., None])
-    rgb = ((np.arcsinh(q * x) - lo) / (hi - lo)).astype(F32)
-    on = bcast(p["desat"])[..., None]
-    rgb = on * _desaturate(rgb, p["desat_div"]) + (1 - on) * rgb
-    grey = rgb.mean(1, keepdims=True)
-    rgb = grey + bcast(p["chroma"])[..., None] * (rgb - grey)
-    out = np.clip(rgb * F32(255) + F32(0.5), 0, 255).astype(np.uint8)
-    return out.transpose(0, 2, 3, 1)
+    x = flux
+    x *= bal
+    x += sky
+    x *= q
+    np.arcsinh(x, out=x)
+    x -= lo
+    x *= 1 / (hi - lo)
+    on = np.flatnonzero(p["desat"] > 0)
+    if on.size:
+        x[on] = _desaturate(x[on], p["desat_div"][on])
+    grey = x.mean(1, keepdims=True)
+    x -= grey
+    x *= bcast(p["chroma"] * 255)[..., None]
+    x += grey * 255 + 0.5
+    np.clip(x, 0, 255, out=x)
+    return x.astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def jpeg(images: np.ndarray, p: dict) -> np.ndarray:

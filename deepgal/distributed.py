@@ -79,6 +79,10 @@ def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as e:
         rank, failure = e.get_first_failure()
+        if failure.exitcode == 130:  # the train stage's status after a checkpointed Ctrl-C
+            raise DistributedRunFailed(
+                "training was interrupted; rank 0 wrote a resumable checkpoint: run the stage "
+                "again to resume") from None
         how = (f"killed by {failure.signal_name()}" if failure.exitcode < 0
                else f"exit status {failure.exitcode}")
         raise DistributedRunFailed(

@@ -4,7 +4,8 @@
   whole val split (recomputed here from the final checkpoint on all of it);
 - SIGKILL of one rank mid-epoch (deterministic: DEEPGAL_FAULT) fails the stage with one clear
   error in bounded time, no hang; a re-run resumes from the checkpoint and ends with exactly the
-  history of the uninterrupted 2-process run.
+  history of the uninterrupted 2-process run;
+- Ctrl-C mid-epoch stops both ranks at the same step and the re-run resumes there, exactly.
 """
 from __future__ import annotations
 
@@ -106,3 +107,25 @@ def test_killed_rank_fails_cleanly_and_a_rerun_resumes(two_ranks, tmp_path):
     assert "epoch 1/3" not in p.stderr
     assert exact_history(root / "results/smallnet") == \
         exact_history(two_ranks / "results/smallnet")
+
+
+def test_ctrl_c_mid_epoch_under_ddp_resumes_exactly(two_ranks, tmp_path):
+    """Both ranks stop at the same step (the stop flag is agreed by all-reduce), rank 0 saves
+    every rank's random state, and the re-run continues mid-epoch to the same history."""
+    root = make_workdir(tmp_path / "ctrl_c", nproc=2)
+    p, _ = run_stage(root, DEEPGAL_FAULT="signal=SIGINT,epoch=2,step=1")
+    assert p.returncode != 0
+    assert no_traceback(p.stderr), p.stderr[-4000:]
+    assert "error: smallnet: interrupted at epoch 2 step 1/3" in p.stderr, p.stderr[-3000:]
+    state = ckpt_io.load(root / "models/smallnet/checkpoints/last.pt")
+    assert (state["epoch"], state["step_in_epoch"]) == (1, 1)
+    assert len(state["rng"]["ranks"]) == 2
+    p, _ = run_stage(root)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "resuming from models/smallnet/checkpoints at epoch 2 step 1" in p.stderr
+    got = exact_history(root / "results/smallnet")
+    want = exact_history(two_ranks / "results/smallnet")
+    for g, w in zip(got, want, strict=True):
+        for key in ("epoch", "val/loss", "val/accuracy", "lr", "train/accuracy"):
+            assert g[key] == w[key], (key, g, w)
+        assert g["train/loss"] == pytest.approx(w["train/loss"], rel=1e-6)

@@ -182,3 +182,33 @@ def test_train_split_lives_in_gpu_memory_when_it_fits():
     huge = Split(torch.zeros(1, 1, 1, 1, dtype=torch.uint8).expand(n, 1, 1, 3),
                  torch.zeros(1, dtype=torch.long).expand(n))
     assert place_split(huge, cuda).images.device.type == "cpu"
+
+
+# ---- the whole GPU recipe, one tiny epoch on the CPU ------------------------------------------
+
+@pytest.mark.slow  # ConvNeXt-Tiny in bf16 on a CPU without bf16 units: ~1.5 min on 2 cores
+def test_the_gpu_recipe_trains_on_cpu_from_a_local_weights_file(tmp_path):
+    """ConvNeXt-Tiny from a local torchvision weights file (as ImageNet weights would be),
+    AdamW, label smoothing, EMA, mixup + CutMix, bf16, channels_last: one epoch of 2 steps."""
+    import torchvision
+
+    weights = tmp_path / "convnext_tiny_local.pth"
+    torch.manual_seed(0)
+    reference = torchvision.models.convnext_tiny(weights=None)
+    torch.save(reference.state_dict(), weights)
+    model = build_model("convnext_tiny", 10, 32, pretrained=str(weights))
+    assert torch.equal(model.body.features[0][0].weight, reference.features[0][0].weight)
+    cfg = dict(epochs=1, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.05,
+               label_smoothing=0.1, ema=0.999, mixup=0.2, cutmix=1.0, precision="bf16",
+               channels_last=True, input_size=32)
+    run = spec(tmp_path / "ckpt", **cfg)
+    run.preprocess = Preprocess(input_size=32)
+    seen = []
+    model.body.features[0][0].register_forward_hook(
+        lambda m, i, o: seen.append((o.dtype, i[0].is_contiguous(
+            memory_format=torch.channels_last))) if m.training else None)
+    history = fit(model, data(16), data(10, 1), run, DEVICE)
+    assert len(history) == 1 and torch.isfinite(torch.tensor(history[0]["train/loss"]))
+    assert seen == [(torch.bfloat16, True)] * 2  # 16 images / batch 8
+    ckpt = ckpt_io.load(tmp_path / "ckpt" / "epoch_001.pt")
+    assert ckpt["ema_n_averaged"] == 2 and "train_model" in ckpt

@@ -157,3 +157,18 @@ def test_classes_differ_as_their_morphology_says():
     smooth = np.median(red[np.isin(labels, (2, 3, 4))])
     assert smooth > np.median(red[labels == 0]) + 0.05
     assert smooth > np.median(red[labels == 7])
+
+
+def test_apparent_size_follows_the_cutout_rule_not_the_class():
+    """GZ DECaLS scaled each cut-out to its galaxy: the half-light radius is ~25 of 424 px
+    whatever the class; only galaxies below the pixel-scale floor look smaller, and the
+    seeing is wide in frame units exactly when the galaxy is small on the sky."""
+    from deepgal.data.synthetic.params import cutout_geometry, draw
+
+    labels = np.repeat(np.arange(10), 200)
+    g = cutout_geometry(draw(0, np.arange(len(labels)), 16).u, labels)
+    unfloored = g["r50"] > 0.045
+    assert np.all(np.abs(g["r50"][unfloored] - 1 / (0.04 * 424)) < 0.035)
+    medians = np.array([np.median(g["r50"][labels == c]) for c in range(10)])
+    assert medians.max() / medians.min() < 1.3
+    assert np.corrcoef(np.log(g["r50_arcsec"]), np.log(g["psf"]))[0, 1] < -0.5

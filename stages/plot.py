@@ -2,8 +2,10 @@
 grid and confused-pairs gallery, every variant's val map), and the offline HTML template of
 ``dvc plots show``.
 
-Per variant it reads exactly results/<variant>/{metrics.json, predictions.csv, history.csv,
-embeddings.csv, selection.json} (the last only for the MLflow run to attach the pictures to).
+Per variant it reads exactly the six files of results/<variant>/ (metrics.json,
+predictions.csv, history.csv, embeddings.csv, train.json for what the variant really ran with,
+selection.json for the MLflow run to attach the pictures to), so dvc.yaml can name the folder.
+It also gathers the headline numbers of every variant into one ``metrics.json``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import pandas as pd
 
 from deepgal import config, stage
 from deepgal.data import galaxy10, split as split_io
+from deepgal.headline import pipeline_headline
 from deepgal.plots.curves import plot_curves
 from deepgal.plots.embeddings import METHOD_LABELS, plot_embedding_grid, plot_variant_maps
 from deepgal.plots.images import (pick_confused, plot_augmentation_preview, plot_confused_pairs,
@@ -26,6 +29,7 @@ from deepgal.plots.offline import write_html_template
 from deepgal.plots.predictions import confusion, read_predictions
 from deepgal.report import budget_needs, most_confused, report_row, sort_rows, write_report
 from deepgal.transforms import Augment, Preprocess, augmentation_preview
+from deepgal.utils import write_json
 
 log = logging.getLogger("plot")
 PAIRS, PER_PAIR = 4, 6  # the gallery: most confused pairs, images of each
@@ -71,6 +75,8 @@ def main() -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="reports/ (report.md + plots/)")
+    p.add_argument("--metrics", type=Path, required=True,
+                   help="metrics.json: every variant's headline numbers (DVC metrics)")
     p.add_argument("--html-template", type=Path, required=True,
                    help="where to write the offline template of `dvc plots show`")
     args = p.parse_args()
@@ -78,17 +84,18 @@ def main() -> int:
     variants = list(params.get("variants") or {})
     plots = args.out / "plots"
 
-    rows, confusions, runs, maps, preds, histories, galleries, sections = ([], {}, {}, {}, {}, {},
-                                                                          {}, {})
+    rows, confusions, runs, maps, preds, histories, galleries, sections, heads = (
+        [], {}, {}, {}, {}, {}, {}, {}, {})
     for v in variants:
         d = args.results / v
         preds[v] = read_predictions(d / "predictions.csv")
         confusions[v] = confusion(preds[v], "val")
-        rows.append(report_row(v, json.loads((d / "metrics.json").read_text()), confusions[v]))
+        heads[v] = json.loads((d / "metrics.json").read_text())
+        rows.append(report_row(v, heads[v], confusions[v]))
         histories[v] = pd.read_csv(d / "history.csv")
-        run = config.resolve_variant(params, v)
-        runs[v] = {"model": run.model, "pretrained": run.pretrained,
-                   "input_size": run.input_size, "epochs": len(histories[v])}
+        ran = json.loads((d / "train.json").read_text())["config"]  # what train resolved
+        runs[v] = {"model": ran["model"], "pretrained": ran["pretrained"],
+                   "input_size": ran["input_size"], "epochs": len(histories[v])}
         maps[v] = pd.read_csv(d / "embeddings.csv")
         plot_embedding_grid(maps[v], f"{v}: feature maps by method and split",
                             plots / f"{v}_embeddings.png", predictions=preds[v])
@@ -96,7 +103,7 @@ def main() -> int:
         if gallery(v, preds[v], args.data, plots / f"{v}_confused.png"):
             galleries[v] = f"plots/{v}_confused.png"
             sections[v][f"{v}: most confused pairs (val)"] = galleries[v]
-        sections[v][f"{v}: confusion matrix (val)"] = f"../{d.as_posix()}/confusion/val.png"
+        sections[v][f"{v}: confusion matrix (val)"] = f"{v}/confusion/val.png"  # evaluate's
 
     plot_curves(histories, plots / "curves.png")
     ranked, unranked = sort_rows(rows)
@@ -114,6 +121,7 @@ def main() -> int:
     sections["Data"] = data_pictures(args.data, args.split, params, plots)
     write_report(args.out / "report.md", rows, confusions, runs=runs, lead=lead,
                  gallery=galleries, sections=sections)
+    write_json(args.metrics, pipeline_headline(heads))
     write_html_template(args.html_template)
     attach_pictures(variants, args.results, plots)
     log.info("wrote %s and %d pictures", args.out / "report.md", len(list(plots.glob("*.png"))))

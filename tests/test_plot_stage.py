@@ -21,7 +21,7 @@ from tests.pipeline_repo import REPO, env_for, tiny_params
 
 # What the plot stage reads per variant: the lead's dvc.yaml lists exactly these as deps.
 PER_VARIANT = ("metrics.json", "predictions.csv", "history.csv", "embeddings.csv",
-               "selection.json")
+               "selection.json", "train.json")
 
 
 def variant_results(d: Path, split: dict[str, np.ndarray], labels: np.ndarray, right: float,
@@ -40,6 +40,8 @@ def variant_results(d: Path, split: dict[str, np.ndarray], labels: np.ndarray, r
     write_predictions(d / "predictions.csv", parts)
     (d / "metrics.json").write_text(json.dumps(scores | {"epoch": 2, "train_min": 0.1}))
     (d / "selection.json").write_text(json.dumps({"epoch": 2, "run_id": None}))
+    (d / "train.json").write_text(json.dumps({"config": {"model": d.name, "pretrained": "none",
+                                                         "input_size": 16}}))
     epochs = np.arange(1, 4)
     pd.DataFrame({"epoch": epochs, "train/loss": 2 / epochs, "val/loss": 2.1 / epochs,
                   "train/accuracy": right * epochs / 3, "val/accuracy": right * epochs / 3.2,
@@ -69,7 +71,7 @@ def test_plot_stage_reads_only_its_declared_files(tmp_path):
     out = subprocess.run(
         [sys.executable, str(REPO / "stages" / "plot.py"), "--results", "results",
          "--data", "data/galaxy10.h5", "--split", "data/split", "--out", "reports",
-         "--html-template", "reports/dvc_plots_template.html"],
+         "--metrics", "metrics.json", "--html-template", "reports/dvc_plots_template.html"],
         cwd=tmp_path, env=env_for(tmp_path, DEEPGAL_MLFLOW="off"), capture_output=True,
         text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
@@ -78,12 +80,17 @@ def test_plot_stage_reads_only_its_declared_files(tmp_path):
     assert "| – | customnet (not learned) |" in report
     assert "- **customnet**: 0.00% (0 of 20)" in report
     links = re.findall(r"!\[[^\]]*\]\(<?([^)>]+)>?\)", report)
-    local = [link for link in links if not link.startswith("../results/")]
+    local = [link for link in links if "/confusion/" not in link]  # evaluate's pictures
     assert {Path(link).name for link in local} == {
         "curves.png", "variants_umap_val.png", "smallnet_embeddings.png",
         "smallnet_confused.png", "customnet_embeddings.png", "customnet_confused.png",
         "samples.png", "augmentations.png"}
     for link in local:
         assert (tmp_path / "reports" / link).stat().st_size > 0, link
+    head = json.loads((tmp_path / "metrics.json").read_text())
+    assert list(head) == ["smallnet", "customnet"]
+    assert head["smallnet"]["val_acc"] == pytest.approx(
+        json.loads((tmp_path / "results/smallnet/metrics.json").read_text())["val"]["accuracy"],
+        abs=1e-4)
     template = (tmp_path / "reports" / "dvc_plots_template.html").read_text()
     assert "{plot_divs}" in template and "<script src" not in template

@@ -22,8 +22,10 @@ from typing import Any, Iterator, Literal
 
 import yaml
 
+from ..errors import DeepgalError
 
-class ConfigError(ValueError):
+
+class ConfigError(DeepgalError, ValueError):
     """A bad parameter; the message starts with its dotted key, also kept in ``.key``."""
 
     def __init__(self, message: str, key: str = ""):

@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 import requests
 from tqdm import tqdm
+from ..errors import DeepgalError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout,
                    requests.exceptions.ContentDecodingError)
 
 
-class DownloadError(RuntimeError):
+class DownloadError(DeepgalError, RuntimeError):
     """A download that failed for good; the message names the URL or file and what to do."""
 
 

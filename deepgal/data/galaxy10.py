@@ -16,6 +16,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+from ..errors import DeepgalError
 
 CLASS_NAMES: tuple[str, ...] = (
     "Disturbed",
@@ -41,7 +42,7 @@ FINITE_KEYS = ("ra", "dec", "pxscale")
 READ_CHUNK = 1024
 
 
-class Galaxy10FormatError(ValueError):
+class Galaxy10FormatError(DeepgalError, ValueError):
     """A file that does not follow the Galaxy10 layout; the message names the file and the fix."""
 
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DeepgalError
 from .galaxy10 import CLASS_NAMES, NUM_CLASSES, READ_CHUNK, read_images
 
 SPLITS = ("train", "val", "test")
 
 
-class SplitError(ValueError):
+class SplitError(DeepgalError, ValueError):
     """Fractions that cannot split the given labels; the message names the class and count."""
 
 

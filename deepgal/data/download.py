@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 
 import requests
 from tqdm import tqdm
+
 from ..errors import DeepgalError
 
 log = logging.getLogger(__name__)

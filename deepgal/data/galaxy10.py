@@ -16,6 +16,7 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+
 from ..errors import DeepgalError
 
 CLASS_NAMES: tuple[str, ...] = (

@@ -25,13 +25,13 @@ class Rest:
     def __init__(self, base: str):
         self.base = base
 
-    def get(self, path: str, **query) -> dict:
-        url = f"{self.base}/api/2.0/mlflow/{path}?{urllib.parse.urlencode(query)}"
+    def get(self, endpoint: str, **query) -> dict:
+        url = f"{self.base}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
         with urllib.request.urlopen(url, timeout=10) as r:
             return json.load(r)
 
-    def post(self, path: str, body: dict) -> dict:
-        req = urllib.request.Request(f"{self.base}/api/2.0/mlflow/{path}",
+    def post(self, endpoint: str, body: dict) -> dict:
+        req = urllib.request.Request(f"{self.base}/api/2.0/mlflow/{endpoint}",
                                      data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as r:

@@ -127,18 +127,23 @@ def bench_variant(name: str, params: dict, path: Path, splits: dict, device, arg
 
 
 def run_stage(argv: list[str], cwd: Path) -> tuple[float, int]:
-    """Wall seconds and peak RSS (bytes) of one stage script run as its own process."""
+    """Wall seconds and peak RSS (bytes) of one stage script run as its own process.
+
+    Measured by GNU time (``%M``), whose small process forks the stage: Linux carries a
+    process's peak RSS across ``execve``, so ``wait4`` on a child forked from this (large)
+    benchmark process would report this process's size instead of the stage's.
+    """
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DEEPGAL_MLFLOW": "off",
            "DEEPGAL_PROGRESS": "lines"}
+    rss_file = cwd / "rss.txt"
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, *argv], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run(["/usr/bin/time", "-o", str(rss_file), "-f", "%M", sys.executable,
+                           *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True)
+    seconds = time.perf_counter() - t
     if proc.returncode:
-        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{err[-3000:]}")
-    return time.perf_counter() - t, usage.ru_maxrss * 1024
+        raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return seconds, int(rss_file.read_text().split()[-1]) * 1024
 
 
 def stage_rss(name: str, params: dict, path: Path, splits: dict, workdir: Path) -> list[tuple]:

@@ -9,8 +9,8 @@ larger than ``pca_dims``, a PCA are fitted on the reference split (train); then
   against the fixed train layout);
 - t-SNE: openTSNE (sklearn's t-SNE has no transform) fitted on train, val/test through
   ``TSNEEmbedding.transform`` (each new point starts at the median of its train neighbours and
-  is optimised with the train points fixed). openTSNE's FFT-accelerated gradients also make
-  the 14k-point real-size train map several times faster than sklearn's Barnes-Hut.
+  is optimised with the train points fixed). Worth the dependency: it is the maintained t-SNE
+  that can place new points, and its FFT-accelerated gradients scale to the real train split.
 
 PCA first: measured by ``benchmarks/bench_reduce.py`` (BENCHMARKS.md), not assumed. It caps the
 width that the neighbour searches of UMAP and t-SNE work on; ``pca_dims: null`` turns it off.

@@ -65,7 +65,7 @@ def main() -> int:
     run.set_tags({"deepgal.selected_checkpoint": Path(sel["checkpoint"]).name,
                   "deepgal.selection_reason": sel["reason"][:500]})
     run.log_artifact(args.out, "selected")
-    from deepgal.tracking.model import log_checkpoint_model  # torch + mlflow.pyfunc: only here
+    from deepgal.mlflow_model import log_checkpoint_model  # torch + mlflow.pyfunc: only here
 
     example = input_example(args.data, args.split)
     if example is None:

@@ -14,7 +14,7 @@ from deepgal.data import galaxy10
 from deepgal.data.synthetic import write_synthetic
 from deepgal.inference import load_model, run_model
 from deepgal.models import build_model
-from deepgal.tracking.model import OUTPUT_COLUMNS, log_checkpoint_model
+from deepgal.mlflow_model import OUTPUT_COLUMNS, log_checkpoint_model
 from deepgal.transforms import Preprocess
 
 
@@ -79,7 +79,7 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
 
 
 def test_pyfunc_refuses_images_that_are_not_uint8_rgb(tmp_path, checkpoint):
-    from deepgal.tracking.model import GalaxyClassifier
+    from deepgal.mlflow_model import GalaxyClassifier
 
     clf = GalaxyClassifier()
     clf.load_context(type("Ctx", (), {"artifacts": {"checkpoint": str(checkpoint)}})())

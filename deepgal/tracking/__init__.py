@@ -6,8 +6,7 @@
   (``buffer``), with the data as dataset inputs (``dataset``) and system metrics (``system``).
 - :func:`attach` / :func:`open_run` (``runlog``) let later stages log into that run, best
   effort. ``env`` says where the store is; ``store`` retries calls under a lock.
-- ``deepgal.tracking.model`` logs a checkpoint as an MLflow model (imported by the select
-  stage only: it needs torch).
+- :mod:`deepgal.mlflow_model` (beside this package) logs a checkpoint as an MLflow model.
 
 No other module calls ``mlflow``, and importing this package loads neither MLflow nor torch.
 """

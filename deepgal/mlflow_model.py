@@ -9,7 +9,8 @@ users have, ``(N, H, W, 3)`` uint8 images of any size, and returns classes. It p
 :func:`deepgal.inference.run_model`, the one batched inference path; deepgal's source travels
 inside the model (``code/deepgal``), so any Python with the listed requirements can load it.
 
-Imported by the select stage only: logging a model loads torch and ``mlflow.pyfunc``.
+Imported by the select stage only (outside ``deepgal.tracking``, so the stages that log
+through that package do not depend on it): it loads ``mlflow.pyfunc``, and torch to predict.
 """
 from __future__ import annotations
 
@@ -23,9 +24,8 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-from .env import TrackingError
-from .runlog import RunLogger
-from .store import first_line, store_lock
+from .tracking import RunLogger, TrackingError
+from .tracking.store import first_line, store_lock
 
 log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = ("class", "class_name", "probability")
@@ -40,17 +40,17 @@ class GalaxyClassifier(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         import torch
 
-        from ..inference import load_model
+        from .inference import load_model
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.pre, ckpt = load_model(context.artifacts["checkpoint"], self.device)
-        from ..data.galaxy10 import CLASS_NAMES
+        from .data.galaxy10 import CLASS_NAMES
         self.class_names = list(ckpt.get("class_names") or CLASS_NAMES)
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None):
         import pandas as pd
 
-        from ..inference import run_model
+        from .inference import run_model
 
         images = np.asarray(model_input)
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -123,7 +123,7 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
                           run_id=run.run_id, model_id=model.model_id, step=step,
                           python_model=GalaxyClassifier(),
                           artifacts={"checkpoint": str(checkpoint)},
-                          code_paths=[str(Path(__file__).resolve().parents[1])],
+                          code_paths=[str(Path(__file__).resolve().parent)],
                           signature=signature(), input_example=input_example,
                           pip_requirements=requirements())
                 out = {"model_uri": f"models:/{model.model_id}", "model_id": model.model_id}

@@ -150,7 +150,7 @@ def test_mlflow_nests_variant_runs_under_the_pipeline_run(built):
                         "images_per_s"):
                 assert [m["step"] for m in rest.history(run["info"]["run_id"], key)] == [1, 2, 3]
             metrics = {m["key"] for m in run["data"]["metrics"]}
-            assert {"eval/val/accuracy", "eval/test/macro_f1", "select/epoch"} <= metrics
+            assert {"eval.val.accuracy", "eval.test.macro_f1", "select.epoch"} <= metrics
 
 
 def test_exp_run_changes_lr_only_downstream(built, exp):

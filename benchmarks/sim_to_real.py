@@ -122,10 +122,10 @@ def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: i
 def harsh_third(seed: int, n: int, size: int, labels: np.ndarray) -> np.ndarray:
     """Mask (n,) of the third of synthetic images ``0..n-1`` of ``render(.., seed)`` with the
     harshest nuisances: rank-sum of sky noise, seeing (in units of the galaxy's size) and
-    smallness."""
+    smallness (the image model's ``noise``, ``psf`` and ``size`` parameters)."""
     p = galaxy_params(draw(seed, np.arange(n), size).u, labels.astype(np.int64))
     ranks = sum(np.argsort(np.argsort(v)) for v in
-                (p["sigma_x"], p["psf"] / p["r50"], -p["r50"]))
+                (p["noise"], p["psf"] / p["size"], -p["size"]))
     return ranks >= np.quantile(ranks, 2 / 3)
 
 

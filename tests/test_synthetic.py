@@ -101,11 +101,15 @@ def test_catalogue_plants_exact_and_near_duplicates_within_a_class():
     assert np.array_equal(ra, again[0]) and np.array_equal(dec, again[1])
 
 
-def test_catalogue_pxscale_follows_the_cutout_rule():
-    _, _, cols = render_catalogue(2, 32, seed=9)
-    frame_arcsec = cols["pxscale"] * 32  # the cut-out's side: 424 px x max(f r50, floor)
-    assert ((424 * 0.08 <= frame_arcsec) & (frame_arcsec <= 424 * 0.055 * 20.0)).all()
+def test_catalogue_pxscale_and_redshift():
+    """pxscale is that of a 256 px cut-out at 0.262"/px resized to S px; the columns come
+    from streams of their own, so the images are those of ``render``."""
+    images, labels, cols = render_catalogue(2, 32, seed=9)
+    assert np.array_equal(cols["pxscale"], np.full(20, 0.262 * 256 / 32))
     assert ((0.005 <= cols["redshift"]) & (cols["redshift"] <= 0.15)).all()
+    assert len(np.unique(cols["redshift"])) == 20
+    plain, plain_labels = render(2, 32, seed=9)
+    assert images.tobytes() == plain.tobytes() and np.array_equal(labels, plain_labels)
 
 
 @pytest.mark.parametrize("call, word", [
@@ -157,18 +161,3 @@ def test_classes_differ_as_their_morphology_says():
     smooth = np.median(red[np.isin(labels, (2, 3, 4))])
     assert smooth > np.median(red[labels == 0]) + 0.05
     assert smooth > np.median(red[labels == 7])
-
-
-def test_apparent_size_follows_the_cutout_rule_not_the_class():
-    """GZ DECaLS scaled each cut-out to its galaxy: the half-light radius is ~25 of 424 px
-    whatever the class; only galaxies below the pixel-scale floor look smaller, and the
-    seeing is wide in frame units exactly when the galaxy is small on the sky."""
-    from deepgal.data.synthetic.params import cutout_geometry, draw
-
-    labels = np.repeat(np.arange(10), 200)
-    g = cutout_geometry(draw(0, np.arange(len(labels)), 16).u, labels)
-    unfloored = g["r50"] > 0.045
-    assert np.all(np.abs(g["r50"][unfloored] - 1 / (0.04 * 424)) < 0.035)
-    medians = np.array([np.median(g["r50"][labels == c]) for c in range(10)])
-    assert medians.max() / medians.min() < 1.3
-    assert np.corrcoef(np.log(g["r50_arcsec"]), np.log(g["psf"]))[0, 1] < -0.5

@@ -1,5 +1,8 @@
 """Catalogue columns of the synthetic file: sky positions with planted duplicates, redshift, pxscale.
 
+None of these columns feeds the images (the image model draws its own sizes): they exist so
+that the synthetic file has the real file's layout and the position-grouped split has work.
+
 The real Galaxy10 DECaLS file holds the same galaxy more than once (59 pairs of rows share
 ``ra``/``dec`` exactly, more lie within a few arcseconds), which is why the split groups rows by
 position. The synthetic file plants a few such pairs, within one class, so that the group split
@@ -14,6 +17,9 @@ import numpy as np
 DEC_RANGE = (-20.0, 35.0)
 DUP_FRACTION = 0.004          # ~0.33% of the real rows are exact repeats; a little more here
 NEAR_ARCSEC = (0.1, 0.5)      # separation of a near twin
+DECALS_PXSCALE = 0.262        # arcsec per DECaLS pixel
+NATIVE_SIZE = 256             # px of a Galaxy10 DECaLS cut-out
+REDSHIFT_RANGE = (0.005, 0.15)  # log-uniform; the Galaxy Zoo DECaLS galaxies are nearby
 
 
 def positions(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
@@ -52,3 +58,17 @@ def positions(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, di
             ra[j] = (ra[i] + sep * np.cos(angle) / np.cos(np.deg2rad(dec[i]))) % 360.0
         counts[kind] += 1
     return ra, dec, counts
+
+
+def pxscale(n: int, image_size: int) -> np.ndarray:
+    """Pixel scale (n,) float64 arcsec/px of an ``image_size`` px image: one constant, that of
+    a 256 px cut-out at the DECaLS 0.262"/px resized to ``image_size`` (the image model keeps
+    no per-image sky scale, so a constant is the honest value)."""
+    return np.full(n, DECALS_PXSCALE * NATIVE_SIZE / image_size, dtype=np.float64)
+
+
+def redshift(n: int, seed: int) -> np.ndarray:
+    """Redshifts (n,) float64, log-uniform in ``REDSHIFT_RANGE``, from a stream of its own
+    (``(seed, 3)``) so that the image bytes do not change with it."""
+    lo, hi = REDSHIFT_RANGE
+    return lo * (hi / lo) ** np.random.default_rng([seed, 3]).random(n)

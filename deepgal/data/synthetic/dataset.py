@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from deepgal.data.galaxy10 import NUM_CLASSES, REAL_CLASS_COUNTS, write_galaxy10
-from deepgal.data.synthetic.catalogue import positions
+from deepgal.data.synthetic.catalogue import positions, pxscale, redshift
 from deepgal.data.synthetic.galaxy import render_batch
-from deepgal.data.synthetic.params import NATIVE_SIZE, cutout_geometry, draw, logu
+from deepgal.data.synthetic.params import draw
 from deepgal.progress import Progress
 
 log = logging.getLogger("deepgal.synthetic")
@@ -69,17 +69,12 @@ def _counts(n_per_class: int | Sequence[int]) -> list[int]:
     return [int(n) for n in counts]
 
 
-def _batches(labels: np.ndarray, image_size: int, seed: int) -> Iterator[tuple[np.ndarray, dict]]:
-    """Yield rendered chunks (b, S, S, 3) uint8 of the images of ``labels``, in order, with
-    their catalogue columns ``pxscale`` and ``redshift`` ((b,) float64)."""
+def _batches(labels: np.ndarray, image_size: int, seed: int) -> Iterator[np.ndarray]:
+    """Yield rendered chunks (b, S, S, 3) uint8 of the images of ``labels``, in order."""
     step = max(1, BATCH_PIXELS // (image_size * image_size))
     for start in range(0, len(labels), step):
         idx = np.arange(start, min(start + step, len(labels)))
-        draws = draw(seed, idx, image_size)
-        geometry = cutout_geometry(draws.u, labels[idx].astype(np.int64))
-        cols = {"pxscale": geometry["pxscale"].astype(np.float64) * NATIVE_SIZE / image_size,
-                "redshift": logu(draws.u, "redshift", 0.005, 0.15).astype(np.float64)}
-        yield render_batch(labels[idx].astype(np.int64), draws, image_size), cols
+        yield render_batch(labels[idx].astype(np.int64), draw(seed, idx, image_size), image_size)
 
 
 def _check_common(image_size: int, seed: int) -> None:
@@ -100,20 +95,17 @@ def render_catalogue(n_per_class: int | Sequence[int], image_size: int,
     _check_common(image_size, seed)
     labels = _labels(counts, seed)
     images = np.empty((len(labels), image_size, image_size, 3), dtype=np.uint8)
-    cols: dict[str, list[np.ndarray]] = {"redshift": [], "pxscale": []}
     pos = 0
     with Progress(total=len(labels), desc="render", unit="img") as bar:
-        for chunk, extra in _batches(labels, image_size, seed):
+        for chunk in _batches(labels, image_size, seed):
             images[pos:pos + len(chunk)] = chunk
             pos += len(chunk)
-            for key, col in extra.items():
-                cols[key].append(col)
             bar.update(len(chunk))
     ra, dec, planted = positions(labels, seed)
     log.info("planted %d exact and %d near (0.1-0.5\") duplicate positions",
              planted["exact"], planted["near"])
-    return images, labels, {"ra": ra, "dec": dec,
-                            **{k: np.concatenate(v) for k, v in cols.items()}}
+    return images, labels, {"ra": ra, "dec": dec, "redshift": redshift(len(labels), seed),
+                            "pxscale": pxscale(len(labels), image_size)}
 
 
 def render(n_per_class: int | Sequence[int], image_size: int,

@@ -8,30 +8,28 @@ Python loop runs over pixels or over galaxies. Units are those of
 """
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from scipy import fft as sfft
 from scipy import ndimage as ndi
 
-from deepgal.data.synthetic.params import Draws
+from deepgal.data.synthetic.params import NATIVE_SIZE, Draws
 
 F32 = np.float32
-# Colours in the channels of the GZ DECaLS colour map (R, G, B) = (z, r, g), each band divided
-# by its scale (z 0.019, r 0.014, g 0.008 nanomaggies) and normalised to r. A population of
-# colour t has g - r = 0.35 + 0.55 t and r - z = 0.15 + 0.35 t (mag): t = 0 a blue
-# star-forming disc, t = 1 a red old population (SDSS/DECaLS colours of nearby galaxies).
-SCALE_RATIO = np.array([0.014 / 0.019, 1.0, 0.014 / 0.008], dtype=F32)
+# Flux colours (R, G, B) of the two stellar populations; colour t interpolates (and
+# extrapolates a little) between them. Chosen so that, after the stretch, the galaxies' light
+# spans the colour range of the real sample (R/G/B fractions ~0.29/0.33/0.39 for blue
+# star-forming systems to ~0.40/0.34/0.27 for yellow-orange bulges).
+BLUE = np.array([0.66, 1.0, 1.55], dtype=F32)
+ORANGE = np.array([1.55, 1.0, 0.5], dtype=F32)
 DUST_REDDENING = np.array([0.75, 1.0, 1.35], dtype=F32)  # blue light is absorbed more
+# Measured: the real sky noise falls 3.5x from 256 to 64 px (10.6 -> 3.0 grey levels).
+NOISE_EXPONENT = 1.2
 RES_SIGMA_PX = 0.4  # pixel-integration blur (px of the target size): like an antialiased resize
 
 
 def colour(t: np.ndarray) -> np.ndarray:
-    """(..., 3) channel colours (R, G, B) = (z, r, g) for colour parameters ``t`` (...)."""
-    t = np.asarray(t, dtype=F32)
-    gr, rz = 0.35 + 0.55 * t, 0.15 + 0.35 * t
-    flux = np.stack([10 ** (0.4 * rz), np.ones_like(t), 10 ** (-0.4 * gr)], -1)
-    return (flux * SCALE_RATIO).astype(F32)
+    """(B, 3) flux colours for colour parameters ``t`` (B,): 0 blue disc, 1 orange bulge."""
+    return np.clip(BLUE + t[:, None] * (ORANGE - BLUE), 0.05, None).astype(F32)
 
 
 def bcast(x: np.ndarray) -> np.ndarray:
@@ -107,95 +105,39 @@ def gaussian_mtf(size: int, sigma: np.ndarray) -> np.ndarray:
     return (gy[:, :, None] * gx[:, None, :])[:, None].astype(F32)
 
 
-def _noise_filter(size: int, corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Transfer (B, 1, S, S//2+1) of the noise correlation (Gaussian, ``corr`` frame units) and
-    the factor (B,) by which it lowers the per-pixel std of white noise."""
-    mtf = gaussian_mtf(size, corr)
-    d = sfft.fftfreq(size, 1.0 / size).astype(F32)
-    s_px = np.maximum(corr.astype(F32) * size, F32(0.05))[:, None]
-    g = np.exp(-0.5 * (d[None, :] / s_px) ** 2)
-    g /= g.sum(1, keepdims=True)
-    return mtf, (g * g).sum(1)  # 2-D factor: sqrt of (sum g^2)^2
-
-
 def compose(sharp: np.ndarray, soft: np.ndarray, p: dict, draws: Draws, size: int) -> np.ndarray:
-    """Blur and add sky noise in one Fourier pass.
+    """Blur and add noise in one Fourier pass.
 
-    sharp: (B, 3, S, S) galaxy + stars, blurred by the seeing (Gaussian core + wide wing);
-    soft: (B, 3, S, S) clumps and background galaxies, blurred by seeing and an extra Gaussian.
-    Returns the noisy flux (B, 3, S, S) float32 in stretch units (band flux / band scale per
-    native 0.262" pixel, see :func:`stretch`).
+    sharp: (B, 3, S, S) galaxy + stars, blurred by the PSF (core + wide wing);
+    soft: (B, 3, S, S) clumps and background galaxies, blurred by PSF and an extra Gaussian.
+    Returns the noisy flux (B, 3, S, S) float32 in noise units.
     """
-    b = len(sharp)
-    res = np.full(b, RES_SIGMA_PX / size, dtype=F32)
-    # The g, r and z images were taken on different nights: each band has its own seeing.
-    seeing = p["psf"][:, None] * np.stack([p["psf_z"], np.ones_like(p["psf"]), p["psf_g"]], 1)
-    seeing, wing = seeing.ravel(), np.repeat(p["psf_wing"], 3)
-    psf = (gaussian_mtf(size, np.hypot(seeing, np.repeat(res, 3))) * (1 - wing)[:, None, None, None]
-           + gaussian_mtf(size, np.hypot(3 * seeing, np.repeat(res, 3))) * wing[:, None, None, None])
-    psf = psf.reshape(b, 3, size, size // 2 + 1)
+    res = np.full(len(sharp), RES_SIGMA_PX / size, dtype=F32)
+    psf = (gaussian_mtf(size, np.hypot(p["psf"], res)) * bcast(1 - p["psf_wing"])[..., None]
+           + gaussian_mtf(size, np.hypot(3 * p["psf"], res)) * bcast(p["psf_wing"])[..., None])
     spec = sfft.rfft2(sharp, workers=-1) * psf
     spec += sfft.rfft2(soft, workers=-1) * psf * gaussian_mtf(size, p["bg_blur"])
-    # Sky noise, independent in g, r, z. It is white on the survey's 0.262" pixels; the
-    # cut-out resamples it: finer pixels see it correlated over a native pixel (same std),
-    # coarser ones average it (std falls with the number of native pixels per pixel).
-    n_px = p["native"] * size                                    # native pixel, in pixels
-    target = np.minimum(n_px, 1.0)                                # std per pixel, r band
-    mtf, shrink = _noise_filter(size, np.hypot(0.45 * p["native"], res))
-    depth = np.stack([p["depth_z"], np.ones_like(n_px), p["depth_g"]], 1)  # (B, 3): R, G, B
-    amp = (p["sigma_x"] * target / shrink)[:, None] * depth * F32(size / np.sqrt(2))
-    nz = (draws.noise[..., 0] + 1j * draws.noise[..., 1]).astype(np.complex64)
-    spec += nz * amp[:, :, None, None].astype(F32) * mtf
+    # Sky noise: 1 luminance + 3 colour fields, as Fourier coefficients of white noise whose
+    # per-native-pixel std is p["noise"] (before a slight correlation); a pixel of the S grid
+    # averages (256/S)^2 of them, so its std falls as (S/256)^NOISE_EXPONENT.
+    nz = draws.noise[..., 0] + 1j * draws.noise[..., 1]            # (B, 4, S, S//2+1)
+    chroma = bcast(p["chroma"])[..., None]
+    rgb = (nz[:, :1] + chroma * nz[:, 1:]) / np.sqrt(1 + chroma ** 2)
+    scale = p["noise"] * size * (size / NATIVE_SIZE) ** NOISE_EXPONENT / np.sqrt(2)
+    spec += rgb.astype(np.complex64) * bcast(scale)[..., None] * gaussian_mtf(
+        size, np.hypot(p["noise_corr"], res))
     return sfft.irfft2(spec, s=(size, size), workers=-1).astype(F32)
 
 
-def _desaturate(rgb: np.ndarray, div: np.ndarray) -> np.ndarray:
-    """The GZ DECaLS ``desaturate`` step on (b, 3, S, S): pixels dominated by one channel
-    (coloured sky speckle) are pulled toward their grey mean."""
-    a = rgb.mean(1, keepdims=True)
-    a[a == 0] = 1
-    wt = (rgb / (a * bcast(div)[..., None])).max(1, keepdims=True)
-    np.minimum(wt, 1, out=wt)
-    wt = np.sin((1 - wt) * F32(np.pi / 2))
-    return rgb * wt + a * (1 - wt) * (1 + (1 - wt) * rgb)
-
-
 def stretch(flux: np.ndarray, p: dict) -> np.ndarray:
-    """Flux (B, 3, S, S) -> uint8 (B, S, S, 3) with the Galaxy Zoo DECaLS colour map: each band
-    on its own (so colours depend on brightness and cores saturate to white), x -> asinh(Q x)
-    with (min, max) -> (0, 1), then ``desaturate`` and a display saturation; every constant
-    randomised per image. Works in place on ``flux``."""
-    ones = np.ones_like(p["bal_z"])
-    bal = np.stack([p["bal_z"], ones, p["bal_g"]], 1)[:, :, None, None]
-    sky = np.stack([p["sky"] + p["sky_z"], p["sky"], p["sky"] + p["sky_g"]], 1)[:, :, None, None]
-    q = bcast(p["softening"])[..., None]
-    lo = np.arcsinh(q * bcast(p["stretch_min"])[..., None])
-    hi = np.arcsinh(q * bcast(p["stretch_max"])[..., None])
-    x = flux
-    x *= bal
-    x += sky
-    x *= q
-    np.arcsinh(x, out=x)
-    x -= lo
-    x *= 1 / (hi - lo)
-    on = np.flatnonzero(p["desat"] > 0)
-    if on.size:
-        x[on] = _desaturate(x[on], p["desat_div"][on])
-    grey = x.mean(1, keepdims=True)
-    x -= grey
-    x *= bcast(p["chroma"] * 255)[..., None]
-    x += grey * 255 + 0.5
-    np.clip(x, 0, 255, out=x)
-    return x.astype(np.uint8).transpose(0, 2, 3, 1)
-
-
-def jpeg(images: np.ndarray, p: dict) -> np.ndarray:
-    """JPEG-compress, in place, the images (B, S, S, 3) uint8 whose ``p["jpeg"]`` is set, at
-    quality ``p["jpeg_q"]`` (real cut-outs travelled as JPEG at least once)."""
-    from PIL import Image  # only here: the renderer's one use of Pillow
-
-    for i in np.flatnonzero(p["jpeg"] > 0):
-        buf = io.BytesIO()
-        Image.fromarray(images[i]).save(buf, format="JPEG", quality=int(p["jpeg_q"][i]))
-        images[i] = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
-    return images
+    """Colour-preserving asinh stretch (Lupton et al. 2004) of flux (B, 3, S, S) onto a grey
+    sky -> uint8 (B, S, S, 3). Every channel is scaled by asinh(I/beta)/I of the mean flux I,
+    so bright cores keep their yellow-orange hue and clip to a yellowish white, as in DECaLS."""
+    beta = bcast(p["beta"])[..., None]
+    tint = bcast(p["sky_tint"])[..., None] * np.array([1, 0, -1], dtype=F32)[None, :, None, None]
+    i = flux.mean(1, keepdims=True) / beta
+    small = np.abs(i) < 1e-3
+    ratio = np.where(small, F32(1), np.arcsinh(i) / np.where(small, F32(1), i))
+    disp = bcast(p["sky"])[..., None] + tint + bcast(p["gain"])[..., None] * flux * ratio
+    out = np.clip(disp * F32(255) + F32(0.5), 0, 255).astype(np.uint8)
+    return out.transpose(0, 2, 3, 1)

@@ -105,7 +105,7 @@ def _field_sources(u: np.ndarray, count: np.ndarray, fmin: float, slope, fmax: f
     flux = np.minimum(fmin * (1 - u[..., 2]) ** (-1.0 / slope), fmax)
     flux = flux * (np.arange(n)[None] < count[:, None])
     t = tcol(u[..., 3])
-    rgb = flux[..., None] * sd.colour(t)
+    rgb = flux[..., None] * np.clip(sd.BLUE + t[..., None] * (sd.ORANGE - sd.BLUE), 0.05, None)
     return u[..., 0] - 0.5, u[..., 1] - 0.5, rgb.astype(F32)
 
 
@@ -116,9 +116,9 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
     grid = ((np.arange(size, dtype=F32) + F32(0.5)) / F32(size) - F32(0.5))
     sharp = np.zeros((b, 3, size, size), dtype=F32)
     soft = np.zeros_like(sharp)
-    # Mergers: the frame is centred on the main body, on the pair's centre, or in between.
+    # Mergers: shift the main body so that the pair, not the main galaxy, is centred.
     merger = p["comp_amp"] > 0
-    off = p["comp_sep"] * p["size"] * merger * p["centre_on"] / (1 + p["comp_amp"])
+    off = p["comp_sep"] * p["size"] * merger / (1 + p["comp_amp"])
     ox, oy = off * np.cos(p["comp_angle"]), off * np.sin(p["comp_angle"])
     p["cx"], p["cy"] = p["cx"] - ox, p["cy"] - oy
     att = np.zeros((b, size, size), dtype=F32)
@@ -145,25 +145,24 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
         cx = q["cx"] + dist * np.cos(q["comp_angle"])
         cy = q["cy"] + dist * np.sin(q["comp_angle"])
         amp = q["comp_amp"] * np.maximum(q["bulge_amp"], 3.0)
-        n = np.where(q["comp_kind"] < 0.5, q["bulge_n"], 1.0).astype(F32)  # smooth or disc
-        comp = sd.sersic(grid, cx, cy, q["comp_pa"], q["comp_q"], q["comp_re"], n, amp)
+        comp = sd.sersic(grid, cx, cy, q["comp_pa"], q["comp_q"], q["comp_re"],
+                         q["bulge_n"], amp)
         _add(sharp, idx, comp, sd.colour(q["col_comp"]))
     idx = np.flatnonzero(p["tail_amp"] > 0)
     if idx.size:
         q = _at(p, idx)
         _add(sharp, idx, _tails(grid, q), sd.colour(0.5 * q["col_disc"] + 0.25))
     sharp *= (1 - att[:, None]) ** sd.DUST_REDDENING[None, :, None, None]
-    # Total flux (noise x native-pixel units) -> surface brightness of one pixel: (b, 1, 1).
-    scale = ((p["native"] * size) ** 2).astype(F32)[:, None, None]
+    scale = F32((size / sp.NATIVE_SIZE) ** 2)  # total flux in native-pixel units -> per pixel
     idx = np.flatnonzero(p["clump_amp"] > 0)
     if idx.size:
         q = _at(p, idx)
         px, py, rgb = _clumps(draws.clumps[idx], q)
-        soft[idx] += sd.deposit(px, py, rgb * scale[idx], size)
+        soft[idx] += sd.deposit(px, py, rgb * scale, size)
     sx, sy, srgb = _field_sources(draws.stars, p["n_stars"], 60.0, p["star_slope"][:, None],
-                                  5e4, lambda t: 2.2 - 3.2 * t ** 1.5)  # blue halo to M dwarf
+                                  5e4, lambda t: 1.9 - 2.6 * t ** 1.5)
     sharp += sd.deposit(sx, sy, srgb * scale, size)
     bx, by, brgb = _field_sources(draws.background, p["n_background"], 40.0, 0.9, 2e4,
-                                  lambda t: -0.2 + 1.5 * t)
+                                  lambda t: 0.1 + 1.1 * t)
     soft += sd.deposit(bx, by, brgb * scale, size)
-    return sd.jpeg(sd.stretch(sd.compose(sharp, soft, p, draws, size), p), p)
+    return sd.stretch(sd.compose(sharp, soft, p, draws, size), p)

@@ -29,14 +29,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--variant", required=True)
     p.add_argument("--selection", type=Path, required=True, help="results/<variant>/selection.json")
-    # TRANSITION (until dvc.yaml passes them): --history/--metrics/--predictions optional.
-    p.add_argument("--history", type=Path, help="results/<variant>/history.csv")
+    p.add_argument("--history", type=Path, required=True, help="results/<variant>/history.csv")
     p.add_argument("--run", type=Path, required=True, help="models/<variant>/mlflow_run.json")
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", type=Path, required=True)
-    p.add_argument("--metrics", type=Path, help="results/<variant>/metrics.json")
+    p.add_argument("--metrics", type=Path, required=True, help="results/<variant>/metrics.json")
     p.add_argument("--out", type=Path, required=True, help="results/<variant>/eval.json")
-    p.add_argument("--predictions", type=Path, help="results/<variant>/predictions.csv")
+    p.add_argument("--predictions", type=Path, required=True,
+                   help="results/<variant>/predictions.csv")
     p.add_argument("--plots", type=Path, required=True, help="folder for <split>.png confusion matrices")
     args = p.parse_args()
     base, cfg = config.load_section("base"), config.load_section("evaluate")
@@ -52,13 +52,10 @@ def main() -> int:
                         desc=f"evaluate {args.variant}")
     result = {s: score(labels[idx], probs[s]) for s, idx in splits.items()}
     result |= {"epoch": sel["epoch"], "tta": cfg.tta}
-    if args.metrics:
-        train_min = float(pd.read_csv(args.history)["seconds"].sum()) / 60
-        write_json(args.metrics, headline(result) | {"epoch": sel["epoch"], "train_min": train_min})
+    train_min = float(pd.read_csv(args.history)["seconds"].sum()) / 60
+    write_json(args.metrics, headline(result) | {"epoch": sel["epoch"], "train_min": train_min})
     write_json(args.out, result)
-    if args.predictions:
-        write_predictions(args.predictions,
-                          {s: (idx, labels[idx], probs[s]) for s, idx in splits.items()})
+    write_predictions(args.predictions, {s: (idx, labels[idx], probs[s]) for s, idx in splits.items()})
     pngs = []
     for name in splits:
         pngs.append(args.plots / f"{name}.png")
@@ -66,7 +63,7 @@ def main() -> int:
                        f"(epoch {sel['epoch']}{', 8-view TTA' if cfg.tta else ''})", pngs[-1])
         log.info("%s %s: accuracy %.3f macro-F1 %.3f", args.variant, name,
                  result[name]["accuracy"], result[name]["macro_f1"])
-    report_to_tracker(args, result, [f for f in (args.metrics, args.out) if f] + pngs)
+    report_to_tracker(args, result, [args.metrics, args.out, *pngs])
     return 0
 
 

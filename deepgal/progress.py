@@ -47,8 +47,11 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
             return
-        while self._marks and self.done >= self._marks[0]:
+        passed = False
+        while self._marks and self.done >= self._marks[0]:  # one line, however many passed
             self._marks.pop(0)
+            passed = True
+        if passed:
             self._log()
 
     def _log(self) -> None:

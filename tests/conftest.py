@@ -1,6 +1,7 @@
 """Shared fixtures: small real Galaxy10-layout files and the real 50-image sample."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 from deepgal.data.galaxy10 import write_galaxy10
 
 REPO = Path(__file__).resolve().parents[1]
+# In-process UMAP (tests/test_reduce.py) shares the stages' on-disk JIT cache.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".cache" / "numba"))
 REAL_SAMPLE = REPO.parent / "shared" / "data" / "galaxy10_decals_sample50.h5"
 
 

@@ -50,6 +50,9 @@ def env_for(repo: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
+    # One numba JIT cache for every temporary repository: UMAP compiles once per machine, not
+    # once per test repo (the stages only set it when it is unset).
+    env["NUMBA_CACHE_DIR"] = str(REPO / ".cache" / "numba")
     env["GIT_AUTHOR_NAME"] = env["GIT_COMMITTER_NAME"] = "deepgal test"
     env["GIT_AUTHOR_EMAIL"] = env["GIT_COMMITTER_EMAIL"] = "test@deepgal.invalid"
     env.update(extra)

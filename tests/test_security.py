@@ -26,6 +26,7 @@ from deepgal.data import galaxy10
 from deepgal.models import PretrainedWeightsError, build_model
 from tests.conftest import make_h5
 from tests.pipeline_repo import REPO
+from tests.ports import free_port
 from tests.test_train_run import make_workdir
 
 SECRET = "s3cret"
@@ -137,12 +138,6 @@ def run_train(cwd: Path, uri: str, timeout: float = 300) -> subprocess.Completed
            "--out", "models/smallnet", "--results", "results/smallnet"]
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_password_in_unreachable_tracking_uri_is_redacted(train_dir):

@@ -23,6 +23,7 @@ from typing import Callable
 import pytest
 
 from tests.pipeline_repo import env_for
+from tests.ports import free_port, lost_the_port
 
 # Per-epoch numbers that must be identical between a resumed and an uninterrupted run (the
 # timing columns, seconds and images_per_s, legitimately differ).
@@ -47,12 +48,6 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, every: float
         time.sleep(every)
     pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}"
                 + (f"\n{proc.tail()}" if proc else ""))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Proc:
@@ -152,8 +147,20 @@ class MlflowServer:
                f"sqlite:///{self.db}", "--host", "127.0.0.1", "--port", str(self.port),
                "--workers", "1", "--artifacts-destination", str(self.workdir / "mlartifacts")]
         self.proc = Proc(cmd, self.workdir, env, self.workdir / f"mlflow-server-{self.starts}.log")
-        wait_for(self.healthy, timeout, f"mlflow server on port {self.port}", every=0.3,
-                 proc=self.proc)
+        end = time.monotonic() + timeout
+        while not self.healthy():
+            if self.proc.poll() is not None:
+                # The first start may lose its port to another process: take a new one. A
+                # restart must keep its port (the training run knows only that URI).
+                if self.starts == 1 and lost_the_port(self.proc.tail()):
+                    self.port = free_port()
+                    self.uri = f"http://127.0.0.1:{self.port}"
+                    return self.start(timeout)
+                pytest.fail(f"mlflow server exited ({self.proc.returncode}):\n{self.proc.tail()}")
+            if time.monotonic() > end:
+                pytest.fail(f"timed out after {timeout:.0f} s waiting for mlflow server on "
+                            f"port {self.port}\n{self.proc.tail()}")
+            time.sleep(0.3)
         return self
 
     def healthy(self) -> bool:

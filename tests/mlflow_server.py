@@ -33,7 +33,13 @@ class Rest:
             return json.load(r)
 
     def runs(self, experiment: str = "deepgal") -> list[dict]:
-        exp = self.get("experiments/get-by-name", experiment_name=experiment)["experiment"]
+        """Every run of ``experiment``; none while the experiment does not exist yet."""
+        try:
+            exp = self.get("experiments/get-by-name", experiment_name=experiment)["experiment"]
+        except urllib.error.HTTPError as e:
+            if e.code == 404:
+                return []
+            raise
         return self.post("runs/search", {"experiment_ids": [exp["experiment_id"]],
                                          "max_results": 1000}).get("runs", [])
 

@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Callable
@@ -23,6 +22,7 @@ from typing import Callable
 import pytest
 
 from tests.pipeline_repo import env_for
+from tests.mlflow_server import Rest
 from tests.ports import free_port, lost_the_port
 
 # Per-epoch numbers that must be identical between a resumed and an uninterrupted run (the
@@ -129,13 +129,14 @@ def procs():
 
 # ---- MLflow --------------------------------------------------------------------------------
 
-class MlflowServer:
-    """`mlflow server` on 127.0.0.1 over a SQLite store; kill and restart it on the same port."""
+class MlflowServer(Rest):
+    """`mlflow server` on 127.0.0.1 over a SQLite store; kill and restart it on the same port.
+    Its REST API is ``tests.mlflow_server.Rest``'s (``get``, ``post``, ``runs``, ``history``)."""
 
     def __init__(self, db: Path, workdir: Path, port: int | None = None):
         self.db, self.workdir = db, workdir
         self.port = port or free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
+        self.uri = self.base = f"http://127.0.0.1:{self.port}"
         self.proc: Proc | None = None
         self.starts = 0
 
@@ -154,7 +155,7 @@ class MlflowServer:
                 # restart must keep its port (the training run knows only that URI).
                 if self.starts == 1 and lost_the_port(self.proc.tail()):
                     self.port = free_port()
-                    self.uri = f"http://127.0.0.1:{self.port}"
+                    self.uri = self.base = f"http://127.0.0.1:{self.port}"
                     return self.start(timeout)
                 pytest.fail(f"mlflow server exited ({self.proc.returncode}):\n{self.proc.tail()}")
             if time.monotonic() > end:
@@ -180,31 +181,8 @@ class MlflowServer:
         if self.proc is not None:
             self.proc.stop()
 
-    def api(self, endpoint: str, **query) -> dict:
-        url = f"{self.uri}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=20) as r:
-            return json.load(r)
-
-    def post(self, endpoint: str, body: dict) -> dict:
-        req = urllib.request.Request(f"{self.uri}/api/2.0/mlflow/{endpoint}",
-                                     data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=20) as r:
-            return json.load(r)
-
-    def runs(self, experiment: str = "deepgal") -> list[dict]:
-        try:
-            exp = self.api("experiments/get-by-name", experiment_name=experiment)["experiment"]
-        except urllib.error.HTTPError as e:
-            if e.code == 404:  # not created yet
-                return []
-            raise
-        return self.post("runs/search", {"experiment_ids": [exp["experiment_id"]],
-                                         "max_results": 1000}).get("runs", [])
-
     def steps(self, run_id: str, key: str = "val/accuracy") -> list[int]:
-        hist = self.api("metrics/get-history", run_id=run_id, metric_key=key)
-        return sorted(int(m.get("step", 0)) for m in hist.get("metrics", []))
+        return sorted(int(m.get("step", 0)) for m in self.history(run_id, key))
 
 
 @pytest.fixture

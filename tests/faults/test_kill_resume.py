@@ -68,6 +68,6 @@ def test_sigkill_mid_epoch_then_repro_resumes_with_nothing_lost(tmp_path, procs,
     for key in ("val/accuracy", "train/loss", "val/loss", "lr"):
         assert server.steps(run["run_id"], key) == list(range(1, EPOCHS + 1)), key
     # The values the tracker holds are the ones in history.csv.
-    hist = server.api("metrics/get-history", run_id=run["run_id"], metric_key="val/accuracy")
+    hist = server.get("metrics/get-history", run_id=run["run_id"], metric_key="val/accuracy")
     tracked = {int(m["step"]): m["value"] for m in hist["metrics"]}
     assert tracked == {r["epoch"]: pytest.approx(r["val/accuracy"]) for r in exact_history(got)}

@@ -4,6 +4,10 @@
     deepgal evaluate --checkpoint CKPT --data FILE.h5 [--tta] [--json]
     deepgal predict  --checkpoint CKPT --data FILE.h5|FOLDER --out preds.csv [--tta]
     deepgal ui [--port 5000]                                MLflow UI on 127.0.0.1, training view
+    deepgal profile NAME                                    validate profiles/NAME.yaml, print -S args
+
+``dvc exp run --temp -n real-gpu $(deepgal profile real-gpu)`` runs the pipeline with a
+profile (a params.yaml overlay); a bad profile fails naming the file and key before DVC runs.
 
 A checkpoint carries its own preprocessing, so any Galaxy10-layout file of any image size works.
 ``predict`` also takes an HDF5 file with ``images`` only (no labels) and a folder of JPEG/PNG
@@ -129,6 +133,15 @@ def cmd_ui(args) -> int:
         return 0
 
 
+def cmd_profile(args) -> int:
+    from . import profiles
+
+    words = profiles.dvc_args(args.name, args.params)
+    print("\n".join(words[i] + " " + words[i + 1] for i in range(0, len(words), 2))
+          if args.lines else " ".join(words))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deepgal", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -156,6 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=5000)
     s.set_defaults(func=cmd_ui)
+    s = sub.add_parser("profile", help="validate profiles/NAME.yaml on params.yaml and print it "
+                       "as `dvc exp run -S` arguments")
+    s.add_argument("name", help="a profile name (profiles/NAME.yaml) or a .yaml file")
+    s.add_argument("--params", type=Path, default=Path("params.yaml"))
+    s.add_argument("--lines", action="store_true", help="one -S argument per line (to read)")
+    s.set_defaults(func=cmd_profile)
     return p
 
 

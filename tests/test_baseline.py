@@ -34,26 +34,51 @@ def test_baseline_covers_every_default_variant():
     assert {f"train@{v}" for v in variants} <= set(lock)
 
 
-def test_compact_exp_show_fits_a_200_column_terminal(tmp_path):
-    """The README's `dvc exp show` view of the committed baseline: no cell cut to '…'."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
+def _baseline_repo(root) -> tuple:
+    """A git + DVC repository holding the committed baseline (no outputs needed to show it)."""
+    root.mkdir()
     for name in ("dvc.yaml", "params.yaml", "dvc.lock", "metrics.json"):
-        shutil.copy(REPO / name, repo / name)
-    env = env_for(repo)
-    run(["git", "init", "-q", "-b", "main"], repo, env)
-    dvc(["init", "-q"], repo)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "baseline"], repo, env)
+        shutil.copy(REPO / name, root / name)
+    env = env_for(root)
+    run(["git", "init", "-q", "-b", "main"], root, env)
+    dvc(["init", "-q"], root)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "baseline"], root, env)
+    return root, env
+
+
+def test_main_row_carries_the_committed_numbers(tmp_path):
+    repo, _ = _baseline_repo(tmp_path / "repo")
+    shown = json.loads(dvc(["exp", "show", "--json"], repo).stdout)
+    main = next(r for r in shown if r.get("name") == "main" or r.get("rev") != "workspace")
+    data = main["data"]["metrics"]["metrics.json"]["data"]
+    assert data == _baseline()
+
+
+def test_compact_exp_show_fits_a_200_column_terminal(tmp_path):
+    """The README's `dvc exp show` view, comparing the committed baseline with a changed
+    workspace (as after `dvc exp run -S train.lr=...`): every variant's test accuracy and the
+    changed param, no cell cut to '…'."""
+    repo, env = _baseline_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train"]["lr"] = 0.001
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    head = _baseline()
+    for m in head.values():  # every variant's numbers move, as they do after a real run
+        m["test_acc"] = round(m["test_acc"] + 0.0123, 4)
+    (repo / "metrics.json").write_text(json.dumps(head, indent=2))
+
     lines = exp_show_in_terminal(repo, env, columns=200)
-    assert max(map(len, lines)) <= 200, "\n".join(lines)
-    assert not any("…" in line for line in lines), "\n".join(lines)
+    text = "\n".join(lines)
+    assert max(map(len, lines)) <= 200, text
+    assert "…" not in text, text
     header = next(line for line in lines if "Experiment" in line)
-    for v in _baseline():
-        assert f"{v}.test_acc" in header, header
-    main_row = next(line for line in lines if re.match(r"\s*main\b", line))
-    numbers = re.findall(r"\b0\.\d+|\b1\.0+\b", main_row)
-    assert len(numbers) == len(_baseline()), main_row  # one test accuracy per variant
+    assert "train.lr" in header, text
+    for v in head:
+        assert f"{v}.test_acc" in header, text
+    for row in ("main", "workspace"):
+        line = next(line for line in lines if re.match(rf"\s*{row}\b", line))
+        assert len(re.findall(r"\b0\.\d+", line)) >= len(head), line  # a number per variant
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def test_rerun_is_noop_and_status_clean(built):
 
 
 # One file per kind of library module; the slow tier touches every file.
-SAMPLE = ("deepgal/utils.py", "deepgal/config.py", "deepgal/errors.py",
+SAMPLE = ("deepgal/utils.py", "deepgal/config/loader.py", "deepgal/errors.py",
           "deepgal/data/galaxy10.py")
 
 

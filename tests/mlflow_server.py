@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -13,7 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
-from tests.ports import free_port
+from tests.ports import free_port, lost_the_port
+
+STARTUP_S = 300
 
 
 class Rest:
@@ -73,7 +76,8 @@ def mlflow_server(store: Path | str, artifacts: Path | None = None, env: dict | 
     uri = f"sqlite:///{store}" if isinstance(store, Path) else store
     extra = ["--artifacts-destination", str(artifacts)] if artifacts else []
     env = {**(env or os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    out = open(log, "ab") if log else subprocess.DEVNULL
+    log = log or Path(tempfile.mkstemp(prefix="mlflow-server-", suffix=".log")[1])
+    out = open(log, "ab")
     proc = None
     try:
         for _ in range(3):
@@ -83,21 +87,27 @@ def mlflow_server(store: Path | str, artifacts: Path | None = None, env: dict | 
                  "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
                 env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
             base = f"http://127.0.0.1:{port}"
-            deadline = time.time() + 120
+            # A loaded CI machine can take minutes to import MLflow: wait while it lives, and
+            # start again on another port only when it died of a port someone else took.
+            deadline = time.time() + STARTUP_S
             while proc.poll() is None and time.time() < deadline and not _healthy(base):
                 time.sleep(0.5)
             if _healthy(base):
                 break
             _stop(proc)
+            if not lost_the_port(log.read_text(errors="replace")[-4000:]):
+                break
         else:
-            raise RuntimeError(f"mlflow server on {uri.split('@')[-1]} did not start"
-                               + (f"; see {log}" if log else ""))
+            proc = None
+        if proc is None or not _healthy(base):
+            raise RuntimeError(f"mlflow server on {uri.split('@')[-1]} did not start within "
+                               f"{STARTUP_S} s; its log ({log}) ends:\n"
+                               + log.read_text(errors="replace")[-3000:])
         yield base, proc
     finally:
         if proc is not None:
             _stop(proc)
-        if log:
-            out.close()
+        out.close()
 
 
 def _stop(proc: subprocess.Popen) -> None:

@@ -141,10 +141,8 @@ def test_queued_grid_runs_two_workers_on_one_store(tmp_path, procs):
     records = exp_records(shown)
     lr_of = {name: records[name]["params"]["params.yaml"]["data"]["train"]["lr"] for name in EXPS}
     assert set(lr_of.values()) == LRS, lr_of
-    for name in EXPS:
-        for v in VARIANTS:
-            m = records[name]["metrics"][f"results/{v}/train.json"]["data"]
-            assert m["epochs"] == EPOCHS and m["tracking/undelivered_epochs"] == 0
+    for name in EXPS:  # train.json is a detail file, not a DVC metric: its epochs are
+        for v in VARIANTS:  # checked in MLflow below, every step of every run
             assert records[name]["outs"][f"models/{v}/checkpoints"]["hash"]
 
     # MLflow: every run landed in the repository's store; none in the temporary copies.

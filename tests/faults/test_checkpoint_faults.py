@@ -258,7 +258,7 @@ def test_damaged_checkpoints_in_a_real_pipeline(tmp_path):
     sel = json.loads((results / "selection.json").read_text())
     assert str(rotten.relative_to(repo)) in sel["skipped"]
     assert sel["epoch"] not in (chosen["epoch"], first["epoch"])
-    evaluated = json.loads((results / "eval.json").read_text())
+    evaluated = json.loads((repo / "reports/smallnet/eval.json").read_text())  # details
     assert evaluated["epoch"] == sel["epoch"]
 
     # 3. Garbage everywhere: one clear error naming the files, for select and for the CLI.

@@ -169,8 +169,8 @@ def stage_rss(name: str, params: dict, path: Path, splits: dict, workdir: Path) 
                       "--metrics", "results/metrics.json", "--out", "results/eval.json",
                       "--predictions", "results/predictions.csv", "--plots", "results/cm"]),
         ("features", [f"{st}/features.py", "--selection", "selection.json", *common,
-                      "--out", "results/features.npz"]),
-        ("reduce", [f"{st}/reduce.py", "--features", "results/features.npz",
+                      "--out", "models/features.npz"]),
+        ("reduce", [f"{st}/reduce.py", "--features", "models/features.npz",
                     "--out", "results/embeddings.csv", "--timings", "results/timings.json"]),
     ):
         rows.append((stage, *run_stage(argv, repo)))

@@ -23,7 +23,9 @@ ONE_VARIANT = {"variants": {"smallnet": {"input_size": 16, "crop": 0.5}},
                "reduce": {"pca_dims": 10, "methods": {"pca": {}}}}
 # What only the DVC remote carries (gitignored by DVC): it must arrive byte-identical.
 CACHED = ("data/galaxy10.h5", "data/source.json", "data/split", "models/smallnet/checkpoints",
-          "results/smallnet/features.npz", "results/smallnet/embeddings.csv")
+          "models/smallnet/mlflow_run.json", "models/smallnet/features.npz",
+          "results/smallnet/embeddings.csv", "results/smallnet/predictions.csv",
+          "reports/smallnet/confusion", "reports/plots")
 
 
 def digests(repo: Path) -> dict[str, str]:

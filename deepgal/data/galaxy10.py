@@ -192,8 +192,24 @@ def read_images(path: str | Path, indices: np.ndarray | None = None,
                 # One contiguous read per chunk is far faster than h5py fancy indexing.
                 out[order[start:start + chunk]] = ds[lo:hi][part - lo]
             else:
-                out[order[start:start + chunk]] = ds[part]
+                out[order[start:start + chunk]] = read_runs(ds, part)
         return out
+
+
+def read_runs(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` (k,) sorted, repeats allowed, of ``ds`` as one (k, ...) array.
+
+    Reads each run of consecutive rows with one ``read_direct``: h5py's fancy indexing
+    (``ds[[i, j, ...]]``) of scattered 256 px rows runs at ~30 img/s, runs at thousands.
+    """
+    out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
+        if b - a == 1:  # h5py's simple-index path is ~3x faster than read_direct here
+            out[a] = ds[rows[a]]
+        else:
+            ds.read_direct(out, np.s_[rows[a]:rows[b - 1] + 1], np.s_[a:b])
+    return out
 
 
 def write_galaxy10(path: str | Path, images: np.ndarray, labels: np.ndarray,

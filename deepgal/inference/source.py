@@ -16,7 +16,7 @@ import h5py
 import numpy as np
 import torch
 
-from ..data.galaxy10 import IMAGES_KEY, READ_CHUNK
+from ..data.galaxy10 import IMAGES_KEY, READ_CHUNK, read_runs
 from ..progress import Progress
 from ..transforms import Preprocess
 from . import run_model
@@ -39,16 +39,7 @@ def iter_rows(path: str | Path, indices: np.ndarray, chunk: int = READ_CHUNK,
             raise ValueError(f"{path}: row {bad} is outside '{key}' ({ds.shape[0]} rows); "
                              "was the split made from another file? Run `dvc repro split`")
         for start in range(0, len(rows), chunk):
-            part = rows[start:start + chunk]
-            out = np.empty((len(part), *ds.shape[1:]), dtype=ds.dtype)
-            # Runs of consecutive rows: [a, b) of ``part`` where each row is the previous + 1.
-            breaks = np.flatnonzero(np.diff(part) != 1) + 1
-            for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(part)]):
-                if b - a == 1:  # h5py's simple-index path is ~3x faster than read_direct here
-                    out[a] = ds[part[a]]
-                else:
-                    ds.read_direct(out, np.s_[part[a]:part[b - 1] + 1], np.s_[a:b])
-            yield order[start:start + chunk], out
+            yield order[start:start + chunk], read_runs(ds, rows[start:start + chunk])
 
 
 def run_on_file(model: torch.nn.Module, path: str | Path, pre: Preprocess,

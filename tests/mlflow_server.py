@@ -18,6 +18,10 @@ from tests.ports import free_port, lost_the_port
 
 STARTUP_S = 300
 
+# Loopback is never reached through a proxy, whatever the environment (or an earlier test that
+# left urllib's global opener built with proxy variables set) says.
+_open = urllib.request.build_opener(urllib.request.ProxyHandler({})).open
+
 
 class Rest:
     def __init__(self, base: str):
@@ -25,14 +29,14 @@ class Rest:
 
     def get(self, endpoint: str, **query) -> dict:
         url = f"{self.base}/api/2.0/mlflow/{endpoint}?{urllib.parse.urlencode(query)}"
-        with urllib.request.urlopen(url, timeout=10) as r:
+        with _open(url, timeout=10) as r:
             return json.load(r)
 
     def post(self, endpoint: str, body: dict) -> dict:
         req = urllib.request.Request(f"{self.base}/api/2.0/mlflow/{endpoint}",
                                      data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=10) as r:
+        with _open(req, timeout=10) as r:
             return json.load(r)
 
     def runs(self, experiment: str = "deepgal") -> list[dict]:
@@ -60,7 +64,7 @@ class Rest:
 
 def _healthy(base: str) -> bool:
     try:
-        with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+        with _open(f"{base}/health", timeout=2) as r:
             return r.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -1,6 +1,7 @@
 """Model registry: shapes for every variant, errors, and each way of loading weights."""
 import socket
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,9 @@ def test_imagenet_offline_fails_fast_with_instructions(tmp_path, monkeypatch):
         monkeypatch.setenv(var, proxy)
     for var in ("no_proxy", "NO_PROXY"):
         monkeypatch.delenv(var, raising=False)
+    # urllib builds its global opener (and reads the proxy variables) at the first urlopen and
+    # keeps it: without this, every later urlopen in the session would go to the refused proxy.
+    monkeypatch.setattr(urllib.request, "_opener", None)
     t0 = time.monotonic()
     with pytest.raises(PretrainedWeightsError) as e:
         build_model("convnext_tiny", pretrained="imagenet")

@@ -78,6 +78,7 @@ def make_repo(root: Path, overrides: dict | None = None, tiny: bool = True) -> P
     run(["git", "init", "-q"], root, env)
     run([sys.executable, "-m", "dvc", "init", "-q"], root, env)
     run([sys.executable, "-m", "dvc", "config", "core.analytics", "false"], root, env)
+    shutil.copy(REPO / ".dvcignore", root / ".dvcignore")  # after init, which writes its own
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "tiny deepgal"], root, env)
     return root

@@ -85,6 +85,23 @@ def test_rerun_is_noop_and_status_clean(built):
     assert json.loads(built.status or "{}") == {}, built.status
 
 
+def test_bytecode_caches_do_not_stale_folder_deps(built):
+    """A normal Python writes __pycache__ beside the library whenever a stage runs: folder
+    dependencies (deepgal/config, deepgal/training...) must not change because of it."""
+    caches = [built.root / "deepgal" / d / "__pycache__" for d in ("config", "training", "")]
+    made = [c for c in caches if not c.exists()]
+    try:
+        for c in caches:
+            c.mkdir(exist_ok=True)
+            (c / "probe.cpython-311.pyc").write_bytes(b"not the library")
+        assert json.loads(dvc(["status", "--json"], built.root).stdout or "{}") == {}
+    finally:
+        for c in caches:
+            (c / "probe.cpython-311.pyc").unlink()
+        for c in made:
+            c.rmdir()
+
+
 # One file per kind of library module; the slow tier touches every file.
 SAMPLE = ("deepgal/utils.py", "deepgal/config/loader.py", "deepgal/errors.py",
           "deepgal/data/galaxy10.py")

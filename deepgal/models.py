@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torchvision
 from torch import nn
 
 from .errors import DeepgalError
@@ -90,8 +89,12 @@ def _customnet(input_size: int) -> tuple[nn.Module, int]:
     return nn.Sequential(*layers), 4096
 
 
+# torchvision is imported only where a torchvision architecture is built: its import pulls in
+# torch._dynamo (~2.5 s a process), which smallnet/customnet stages never need.
 def _torchvision_resnet(arch: str) -> Callable[[int], tuple[nn.Module, int]]:
     def make(input_size: int) -> tuple[nn.Module, int]:
+        import torchvision
+
         model = getattr(torchvision.models, arch)(weights=None)
         dim = model.fc.in_features
         model.fc = nn.Identity()  # body ends at the global pool: (B, 2048) for resnet50/152
@@ -100,26 +103,29 @@ def _torchvision_resnet(arch: str) -> Callable[[int], tuple[nn.Module, int]]:
 
 
 def _convnext_tiny(input_size: int) -> tuple[nn.Module, int]:
+    import torchvision
+
     model = torchvision.models.convnext_tiny(weights=None)
     dim = model.classifier[2].in_features
     model.classifier[2] = nn.Identity()  # keep the pool + LayerNorm2d + flatten: (B, 768)
     return model, dim
 
 
-# name -> (constructor(input_size) -> (body, feature_dim), torchvision weights, torchvision
-# head prefix). The head prefix is the part of a torchvision state dict that the 10-way head
-# replaces, so ImageNet state dicts load into ``body`` once it is dropped.
-_REGISTRY: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], object, str | None]] = {
+# name -> (constructor(input_size) -> (body, feature_dim), torchvision weights enum member
+# named as in ``torchvision.models``, torchvision head prefix). The head prefix is the part of
+# a torchvision state dict that the 10-way head replaces, so ImageNet state dicts load into
+# ``body`` once it is dropped.
+_REGISTRY: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], str | None, str | None]] = {
     "smallnet": (_smallnet, None, None),
     "customnet": (_customnet, None, None),
     "resnet18": (_torchvision_resnet("resnet18"),
-                 torchvision.models.ResNet18_Weights.IMAGENET1K_V1, "fc."),
+                 "ResNet18_Weights.IMAGENET1K_V1", "fc."),
     "resnet50": (_torchvision_resnet("resnet50"),
-                 torchvision.models.ResNet50_Weights.IMAGENET1K_V2, "fc."),
+                 "ResNet50_Weights.IMAGENET1K_V2", "fc."),
     "resnet152": (_torchvision_resnet("resnet152"),
-                  torchvision.models.ResNet152_Weights.IMAGENET1K_V2, "fc."),
+                  "ResNet152_Weights.IMAGENET1K_V2", "fc."),
     "convnext_tiny": (_convnext_tiny,
-                      torchvision.models.ConvNeXt_Tiny_Weights.IMAGENET1K_V1, "classifier.2."),
+                      "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", "classifier.2."),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 # Seconds a connect/read may stall while fetching ImageNet weights: offline, fail at once.
@@ -151,7 +157,7 @@ def build_model(name: str, num_classes: int = 10, input_size: int = 64,
             raise ValueError(f"{name} has no ImageNet weights (it is trained from scratch); "
                              f"use pretrained: none, or one of "
                              f"{', '.join(n for n, r in _REGISTRY.items() if r[1] is not None)}")
-        path = _fetch_imagenet(name, weights)
+        path = _fetch_imagenet(name, _weights_enum(weights))
     else:
         path = Path(pretrained)
         if not path.is_file():
@@ -160,6 +166,14 @@ def build_model(name: str, num_classes: int = 10, input_size: int = 64,
                 f"weights file (looked for {path.resolve()})")
     _load_weights(net, path, head_prefix)
     return net
+
+
+def _weights_enum(qualname: str):
+    """``"ResNet50_Weights.IMAGENET1K_V2"`` -> torchvision's enum member (its url and name)."""
+    import torchvision
+
+    enum, member = qualname.split(".")
+    return getattr(getattr(torchvision.models, enum), member)
 
 
 def _fetch_imagenet(name: str, weights) -> Path:

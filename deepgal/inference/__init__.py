@@ -55,11 +55,16 @@ def _head(model: "Net", x: torch.Tensor, output: str) -> torch.Tensor:
     return logits.softmax(1) if output == "probs" else logits
 
 
-def _to_device(xb: torch.Tensor, device: torch.device) -> torch.Tensor:
+def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``: host tensors through pinned memory to CUDA, so the copy runs
+    asynchronously with the previous batch's work; tensors already on a GPU (a GPU-resident
+    split) are only moved if on another device. Compare device types, not devices:
+    ``torch.device("cuda:0") != torch.device("cuda")``."""
+    if x.device.type != "cpu":
+        return x.to(device, non_blocking=True)
     if device.type == "cuda":
-        # Pinned host memory lets the copy run asynchronously with the previous batch's work.
-        return xb.pin_memory().to(device, non_blocking=True)
-    return xb.to(device)
+        return x.pin_memory().to(device, non_blocking=True)
+    return x.to(device)
 
 
 def _check_images(images) -> None:
@@ -101,7 +106,7 @@ def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
                 if isinstance(xb, np.ndarray) and not xb.flags.writeable:
                     xb = xb.copy()  # torch refuses to wrap read-only memory (e.g. from Pillow)
                 xb = torch.as_tensor(xb)
-                x = prepare_batch(_to_device(xb, device), pre, channels_last=channels_last)
+                x = prepare_batch(to_device(xb, device), pre, channels_last=channels_last)
                 if tta:
                     views = dihedral_views(x, fmt)
                     y = sum(_head(model, v, output) for v in views) / N_VIEWS

@@ -32,7 +32,7 @@ from torch import nn
 from .. import checkpoint as ckpt_io
 from ..config import RunCfg
 from ..distributed import Dist, eval_slice, shard, wrap
-from ..inference import run_model
+from ..inference import run_model, to_device
 from ..progress import Progress
 from ..transforms import Preprocess, mix_batch, prepare_batch
 from . import recipe
@@ -91,14 +91,6 @@ def place_split(split: Split, device: torch.device) -> Split:
     return Split(split.images.to(device), split.labels.to(device))
 
 
-def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    if x.device == device:
-        return x
-    if device.type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True)
-    return x.to(device)
-
-
 def evaluate(model: nn.Module, split: Split, spec: RunSpec, device: torch.device,
              dist: Dist = Dist(), batch_size: int = 256) -> dict[str, float]:
     """Mean cross-entropy and accuracy over the whole ``split``, without augmentation.
@@ -138,10 +130,10 @@ def train_one_epoch(fwd: nn.Module, model: nn.Module, opt: torch.optim.Optimizer
             stopped = step
             break
         idx = batches[step]
-        y = _to_device(train.labels.index_select(0, idx.to(train.labels.device)), device)
+        y = to_device(train.labels.index_select(0, idx.to(train.labels.device)), device)
         # index_select, not images[idx]: ~10x faster gather of uint8 rows on CPU.
         xb = train.images.index_select(0, idx.to(train.images.device))
-        x = prepare_batch(_to_device(xb, device), spec.preprocess, cfg.augment, generator=gen,
+        x = prepare_batch(to_device(xb, device), spec.preprocess, cfg.augment, generator=gen,
                           channels_last=cfg.channels_last)  # (B, 3, S, S) float32
         target = y
         if cfg.mixup or cfg.cutmix:  # soft targets (B, C)

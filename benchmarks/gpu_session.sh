@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# What a machine with a GPU checks, in one go (issue 12), as one short script because GPU time
+# is lent by the minute:
+#   1. the CUDA tests (tests/test_gpu_path.py: resident split, CUDA RNG, the recipe compiled);
+#   2. benchmarks/bench_gpu.py: ResNet-50 / ConvNeXt-Tiny img/s at 224 px, bf16, channels_last;
+#   3. the real stage scripts (download -> split -> train -> select -> evaluate -> features) on
+#      real-size (256 px) synthetic galaxies with the real-gpu profile (ImageNet weights off:
+#      such a machine may be offline), MLflow off; timings from the stages' own logs.
+#
+#   bash benchmarks/gpu_session.sh            # results into $OUT or ./gpu-results
+#   SMOKE=1 bash benchmarks/gpu_session.sh    # a tiny CPU rehearsal of the same steps
+#
+# Each step has its own time limit, so a slow step still leaves the others' results.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+out=$(mkdir -p "${OUT:-gpu-results}" && cd "${OUT:-gpu-results}" && pwd)
+py=${PYTHON:-python3}
+export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 DEEPGAL_MLFLOW=off
+smoke=${SMOKE:-0}
+if [ "$smoke" = 1 ]; then
+  bench=(--device cpu --steps 2 --batch 8 --size 64 --pool 64 --models resnet50)
+  per_class=8 size=64 epochs=1 variants="smallnet resnet50" device=cpu
+else
+  bench=(--steps 20 --warmup 5)
+  per_class=${PER_CLASS:-300} size=256 epochs=${EPOCHS:-2}
+  variants=${VARIANTS:-"smallnet resnet50 convnext_tiny"} device=cuda
+fi
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
+  "$py" -c "import torch, torchvision; print('torch', torch.__version__, 'torchvision',
+torchvision.__version__, 'cuda', torch.cuda.is_available())"; nproc; } | tee "$out/machine.txt"
+
+echo "== 1. CUDA tests"
+(cd "$repo" && timeout "${TEST_S:-200}" "$py" -m pytest tests/test_gpu_path.py -q -rs \
+   -p no:cacheprovider -m "not slow") 2>&1 | tee "$out/tests.log"
+
+echo "== 2. throughput"
+[ "${SKIP_BENCH:-0}" = 1 ] || (cd "$repo" && timeout "${BENCH_S:-240}" "$py" benchmarks/bench_gpu.py "${bench[@]}") 2>&1 \
+  | tee "$out/bench_gpu.md"
+
+echo "== 3. stages on real-size synthetic galaxies"
+work=$(mktemp -d)
+cd "$work" || exit 1
+"$py" - "$repo" "$per_class" "$size" "$epochs" "$device" "$variants" <<'PY'
+import sys
+import yaml
+from deepgal import profiles
+repo, per_class, size, epochs, device, variants = sys.argv[1:]
+p = profiles.check("real-gpu", f"{repo}/params.yaml", repo)
+p["base"]["device"] = device
+p["data"].update(source="synthetic", synthetic={"image_size": int(size),
+                 "per_class": int(per_class), "balance": "equal"})
+p["train"]["checkpoint_every"] = 1
+p["variants"] = {v: {**p["variants"][v], "pretrained": "none", "epochs": int(epochs)}
+                 for v in variants.split()}
+if device == "cpu":
+    p["train"].update(compile=False, precision="fp32")
+    for v in p["variants"].values():
+        v["input_size"] = min(v.get("input_size", 64), 64)
+yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
+PY
+run() {  # one stage, timed
+  local t0=$SECONDS; echo "-- $*"
+  timeout "${STAGE_S:-150}" "$py" "$repo/stages/$1" "${@:2}" || echo "FAILED rc=$?: $*"
+  echo "-- $1 ${2:-} ${3:-}: $((SECONDS - t0)) s"
+}
+{
+  run download.py --out data/galaxy10.h5 --info data/source.json
+  run split.py --data data/galaxy10.h5 --source data/source.json --out data/split
+  for v in $variants; do
+    run train.py --variant "$v" --data data/galaxy10.h5 --source data/source.json \
+      --split data/split --out "models/$v" --results "results/$v"
+    tail -n +1 "results/$v/history.csv"
+    run select_checkpoint.py --variant "$v" --history "results/$v/history.csv" \
+      --checkpoints "models/$v/checkpoints" --run "models/$v/mlflow_run.json" \
+      --data data/galaxy10.h5 --split data/split --out "results/$v/selection.json"
+    run evaluate.py --variant "$v" --selection "results/$v/selection.json" \
+      --history "results/$v/history.csv" --run "models/$v/mlflow_run.json" \
+      --data data/galaxy10.h5 --split data/split --metrics "results/$v/metrics.json" \
+      --predictions "results/$v/predictions.csv" --out "reports/$v/eval.json" \
+      --plots "reports/$v/confusion"
+    run features.py --selection "results/$v/selection.json" --data data/galaxy10.h5 \
+      --split data/split --out "models/$v/features.npz"
+    cat "results/$v/metrics.json" 2>/dev/null | head -c 600; echo
+  done
+} 2>&1 | tee "$out/stages.log"
+rm -rf "$work"

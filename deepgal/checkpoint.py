@@ -97,6 +97,22 @@ def _check_crcs(path: Path) -> None:
                               f"written)")
 
 
+# What a checkpoint needs to predict and to say what it is; the rest (optimizer, scheduler,
+# RNG states, the raw weights under an EMA) only serves resuming the training.
+_INFERENCE_KEYS = ("model", "model_name", "preprocess", "class_names", "variant", "epoch",
+                   "metrics", "fingerprint", "config", "mlflow_run_id")
+
+
+def save_for_inference(src: str | Path, dest: str | Path) -> dict[str, Any]:
+    """Write to ``dest`` the part of checkpoint ``src`` that inference uses (about half the
+    bytes with SGD momentum or Adam's moments); returns what was written. Loads with
+    :func:`load` like any checkpoint."""
+    ckpt = load(src)
+    slim = {k: ckpt[k] for k in _INFERENCE_KEYS if k in ckpt}
+    save(dest, slim)
+    return slim
+
+
 def list_epochs(ckpt_dir: str | Path) -> list[tuple[int, Path]]:
     """Kept epoch checkpoints as [(epoch, path)], oldest first."""
     ckpt_dir = Path(ckpt_dir)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
+from . import checkpoint as ckpt_io
 from .tracking import RunLogger, TrackingError
 from .tracking.store import first_line, store_lock
 
@@ -113,7 +115,12 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
     def log_it(store) -> dict:
         client = store.client
         try:
-            with _tracking_uri(store.uri), store_lock(store.uri):
+            with _tracking_uri(store.uri), store_lock(store.uri), \
+                    tempfile.TemporaryDirectory(prefix="deepgal-model-") as tmp:
+                # The model carries the weights, not the optimizer state: half the bytes to
+                # copy into the store and to load when MLflow checks the input example.
+                weights = Path(tmp) / Path(checkpoint).name
+                ckpt_io.save_for_inference(checkpoint, weights)
                 src = client.get_run(run.run_id)
                 model = client.create_logged_model(
                     src.info.experiment_id, name="model", source_run_id=run.run_id,
@@ -122,7 +129,7 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
                 Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc,
                           run_id=run.run_id, model_id=model.model_id, step=step,
                           python_model=GalaxyClassifier(),
-                          artifacts={"checkpoint": str(checkpoint)},
+                          artifacts={"checkpoint": str(weights)},
                           code_paths=[str(Path(__file__).resolve().parent)],
                           signature=signature(), input_example=input_example,
                           pip_requirements=requirements())

@@ -8,8 +8,8 @@ and no float copy of the whole set: float exists only for one batch at a time.
 Geometry (centre crop, resize, rotation by any angle, flips, zoom, shift) is one
 ``affine_grid`` + ``grid_sample`` per batch with a per-sample 2x3 matrix; colour jitter is
 per-sample factors broadcast over the batch. All randomness is drawn from the ``generator``
-passed in, so a fixed seed reproduces the batches exactly. :func:`mix_batch` (mixup/CutMix)
-then blends pairs of prepared samples and their labels.
+passed in, so a fixed seed reproduces the batches exactly. Mixup/CutMix of prepared batches is
+training's business: :mod:`deepgal.training.mix`.
 """
 from __future__ import annotations
 
@@ -301,50 +301,3 @@ def augmentation_preview(image: np.ndarray, pre: Preprocess, aug: Augment,
         y = apply_params(x, pre, params, channels_last=False)[0] * std + mean
         out.append((title, (y.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()))
     return out
-
-
-def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, cutmix: float,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mixup or CutMix of a prepared batch, one mixing weight per batch (timm's "batch" mode).
-
-    x: (B, C, S, S) float, the output of :func:`prepare_batch`; y: (B,) int64 class indices.
-    ``mixup`` / ``cutmix``: Beta(alpha, alpha) parameters (``train.mixup`` / ``train.cutmix``);
-    0 turns one off. With both on, each batch uses one of them with p = 0.5. Returns the mixed
-    batch (a new tensor, same shape, dtype and memory format) and (B, num_classes) float32
-    soft targets ``lam * onehot(y) + (1 - lam) * onehot(y[perm])``, where ``perm`` pairs each
-    sample with another of the batch and ``lam`` is the share of the sample's own pixels (for
-    CutMix, the exact area left after the box is clipped to the frame). Label smoothing is the
-    loss's business (``F.cross_entropy(..., label_smoothing=)`` accepts soft targets).
-
-    All randomness comes from ``generator`` (on x's device): a fixed seed gives the same mix.
-    Hand-written rather than torchvision's ``v2.MixUp``/``CutMix``, which draw from torch's
-    global RNG (no ``generator``): the training batches must follow the run's own seed.
-    With both alphas 0 the batch comes back unchanged with one-hot targets.
-    """
-    if mixup < 0 or cutmix < 0:
-        raise ValueError(f"mixup and cutmix must be >= 0 (Beta alpha; 0 = off), got "
-                         f"{mixup!r} / {cutmix!r}")
-    b = x.shape[0]
-    targets = F.one_hot(y, num_classes).float()
-    if (mixup == 0 and cutmix == 0) or b < 2:
-        return x, targets
-    dev = x.device
-    # One host-side draw per batch: torch has no seeded Beta sampler, so a numpy Generator is
-    # seeded from ``generator`` (one integer; a sync on CUDA that costs ~10 us per step).
-    seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=dev).item())
-    rng = np.random.default_rng(seed)
-    perm = torch.randperm(b, generator=generator, device=dev)
-    use_cutmix = cutmix > 0 and (mixup == 0 or rng.random() < 0.5)
-    lam = float(rng.beta(cutmix, cutmix) if use_cutmix else rng.beta(mixup, mixup))
-    if use_cutmix:
-        h, w = x.shape[-2:]
-        cut = math.sqrt(1.0 - lam)  # box side ratio: area (1 - lam) before clipping
-        cy, cx = int(rng.integers(h)), int(rng.integers(w))
-        y0, y1 = max(cy - int(h * cut / 2), 0), min(cy + int(h * cut / 2), h)
-        x0, x1 = max(cx - int(w * cut / 2), 0), min(cx + int(w * cut / 2), w)
-        out = x.clone(memory_format=torch.preserve_format)
-        out[..., y0:y1, x0:x1] = x[perm][..., y0:y1, x0:x1]
-        lam = 1.0 - (y1 - y0) * (x1 - x0) / (h * w)
-    else:
-        out = x * lam + x[perm] * (1.0 - lam)
-    return out, targets * lam + targets[perm] * (1.0 - lam)

@@ -25,7 +25,14 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
     if deterministic:
         # cuBLAS needs this set before its first use to be reproducible.
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+        set_kernels = getattr(torch._C, "_set_deterministic_algorithms", None)
+        if set_kernels is None:  # a torch without the private setter: the public call
+            torch.use_deterministic_algorithms(True, warn_only=torch.cuda.is_available())
+        else:
+            # What torch.use_deterministic_algorithms does, minus setting Inductor's flag,
+            # whose import (torch._inductor -> torch._dynamo) costs ~1.8 s in every train
+            # process; training.recipe.maybe_compile sets that flag when it compiles.
+            set_kernels(True, warn_only=torch.cuda.is_available())
         torch.backends.cudnn.benchmark = False
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from deepgal import config, stage
 from deepgal.data import galaxy10
-from deepgal.data.download import (DownloadError, copy_verified, download, preflight,
-                                   sha256_file)
+from deepgal.data.download import DownloadError, download, preflight, sha256_file
+from deepgal.data.local_copy import copy_verified
 from deepgal.data.synthetic import write_synthetic
 from deepgal.utils import write_json
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from deepgal.data import download as download_mod
-from deepgal.data.download import (DownloadError, copy_verified, download, preflight,
-                                   sha256_file)
+from deepgal.data.download import DownloadError, download, preflight, sha256_file
+from deepgal.data.local_copy import copy_verified
 from deepgal.data.galaxy10 import validate, write_galaxy10
 
 from .httpserver import serve_bytes

@@ -32,8 +32,12 @@ def checkpoint(tmp_path_factory):
     pre = Preprocess(input_size=16, crop=0.5, mean=(0.1, 0.1, 0.1), std=(0.2, 0.2, 0.2))
     model = build_model("smallnet", galaxy10.NUM_CLASSES, pre.input_size, pretrained="none")
     path = tmp_path_factory.mktemp("ckpt") / "epoch_002.pt"
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.zeros(2, 3, 16, 16)).sum().backward()
+    opt.step()  # momentum buffers: the optimizer state is as large as the weights
     ckpt_io.save(path, {"epoch": 2, "model": model.state_dict(), "model_name": "smallnet",
-                        "preprocess": pre.to_dict(), "class_names": list(galaxy10.CLASS_NAMES)})
+                        "preprocess": pre.to_dict(), "class_names": list(galaxy10.CLASS_NAMES),
+                        "optimizer": opt.state_dict(), "rng": {"cpu": torch.get_rng_state()}})
     return path
 
 
@@ -67,6 +71,11 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
     example = mlflow.models.Model.load(local).load_input_example(local)
     assert example.dtype == np.uint8 and np.array_equal(example, images[:2])
     assert (tmp_path / "model" / "code" / "deepgal" / "inference").is_dir()  # travels along
+    # The model holds the weights and their description, not the training state.
+    stored = ckpt_io.load(next((tmp_path / "model" / "artifacts").glob("*.pt")))
+    source = ckpt_io.load(checkpoint)
+    assert "optimizer" not in stored and "rng" not in stored and stored["epoch"] == 2
+    assert all(torch.equal(stored["model"][k], v) for k, v in source["model"].items())
 
     pred = loaded.predict(images)
     assert isinstance(pred, pd.DataFrame) and list(pred.columns) == list(OUTPUT_COLUMNS)

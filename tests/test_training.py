@@ -137,3 +137,16 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     good = ckpt_io.load(tmp_path / "epoch_001.pt")
     assert all(torch.isfinite(t).all() for t in good["model"].values() if t.is_floating_point())
     assert ckpt_io.load(tmp_path / "last.pt")["epoch"] == 1
+
+
+def test_deterministic_seeding_turns_kernels_on_without_importing_inductor():
+    """seed_everything's determinism is torch's flag, without torch._inductor's ~1.8 s import
+    (every train process paid it); compiling sets Inductor's own flag (recipe.maybe_compile)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from deepgal.utils import seed_everything; "
+            "seed_everything(1, deterministic=True); "
+            "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "False"]

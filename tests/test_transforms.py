@@ -12,8 +12,8 @@ from hypothesis import given, settings, strategies as st
 from deepgal import config
 from deepgal.config import ConfigError
 from deepgal.transforms import (AugParams, Augment, Preprocess, affine_grid, affine_theta,
-                                apply_params, augmentation_preview, mix_batch, prepare_batch,
-                                sample_params)
+                                apply_params, augmentation_preview, prepare_batch, sample_params)
+from deepgal.training.mix import mix_batch
 
 from .pipeline_repo import tiny_params
 

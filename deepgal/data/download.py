@@ -12,7 +12,8 @@ knows nothing of that file: URL, destination and SHA-256 are arguments.
 - Any other HTTP error (404, 403, ...) fails at once: retrying cannot fix a wrong URL.
 - Only a file whose SHA-256 matches is renamed to ``dest``; ``dest`` is never half-written.
 - :func:`preflight` checks, in seconds, that the host answers and the disk has room, before
-  any long work; :func:`copy_verified` takes a copy the user already has instead of the URL.
+  any long work. A copy the user already has is taken instead by
+  :func:`deepgal.data.local_copy.copy_verified`.
 """
 from __future__ import annotations
 
@@ -251,7 +252,7 @@ def _check_args(url: str, sha256: str, timeout_s: float, retries: int, backoff_s
             raise ValueError(f"{name} must be >= 0, got {value!r}")
 
 
-def _free_bytes(dest: Path) -> int:
+def free_bytes(dest: Path) -> int:
     """Free bytes on the file system that will hold ``dest`` (its nearest existing parent)."""
     parent = dest.parent.resolve()
     while not parent.exists():
@@ -285,7 +286,7 @@ def preflight(url: str, dest: str | Path, timeout_s: float = 5.0) -> str:
     size = int(length)
     part = dest.with_name(dest.name + ".part")
     need = size - (part.stat().st_size if part.exists() else 0)
-    free = _free_bytes(dest)
+    free = free_bytes(dest)
     if free < need:
         raise DownloadError(
             f"{dest.parent}: {free / 1e9:.2f} GB free, but {url} is {size / 1e9:.2f} GB "
@@ -293,49 +294,3 @@ def preflight(url: str, dest: str | Path, timeout_s: float = 5.0) -> str:
             "again unless its cache.type is a link). Nothing was changed.")
     return (f"{urlparse(url).netloc} answers; {size / 1e9:.2f} GB to fetch, "
             f"{free / 1e9:.2f} GB free")
-
-
-def copy_verified(src: str | Path, dest: str | Path, sha256: str,
-                  chunk_bytes: int = 1 << 20) -> Path:
-    """Copy a file the user already has (``data.local_path``) to ``dest``, checked by SHA-256.
-
-    The hash is computed while copying (one read), into ``<dest>.tmp``, renamed into place only
-    when it matches: ``dest`` is never half-written, and a mismatch leaves it as it was. A
-    copy, not a hard link: DVC moves ``dest`` into its cache and makes it read-only, which
-    through a link would change the user's own file. ``~`` in ``src`` is expanded.
-    """
-    src, dest, expected = Path(src).expanduser(), Path(dest), sha256.lower()
-    if not src.is_file():
-        raise DownloadError(f"data.local_path: {src} is not a file; fix the path in params.yaml "
-                            "or set it to null to download from data.url")
-    if dest.exists() and sha256_file(dest, chunk_bytes) == expected:
-        log.info("%s is already here with the expected SHA-256; not copying", dest)
-        return dest
-    size = src.stat().st_size
-    if _free_bytes(dest) < size:
-        raise DownloadError(f"{dest.parent}: not enough free space to copy {src} "
-                            f"({size / 1e9:.2f} GB); free some space and re-run")
-    from ..progress import Progress
-
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp, h = dest.with_name(dest.name + ".tmp"), hashlib.sha256()
-    try:
-        with open(src, "rb") as fin, open(tmp, "wb") as fout, \
-                Progress(size, f"copy {src.name}", "B") as bar:
-            while chunk := fin.read(chunk_bytes):
-                h.update(chunk)
-                fout.write(chunk)
-                bar.update(len(chunk))
-        if h.hexdigest() != expected:
-            raise DownloadError(
-                f"data.local_path: {src} has SHA-256 {h.hexdigest()}, expected {expected} "
-                f"(data.sha256); it is not the Galaxy10 DECaLS file (or it is damaged). "
-                f"{dest} was left as it was.")
-        os.replace(tmp, dest)
-    except OSError as e:
-        raise DownloadError(f"cannot copy {src} to {dest}: {e}; check the free space and "
-                            "permissions, then re-run") from e
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("copied %s to %s (SHA-256 verified)", src, dest)
-    return dest

@@ -90,6 +90,8 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     """
     buf = io.BytesIO()
     # No bbox_inches="tight": the file keeps the figure's exact pixel size.
-    fig.savefig(buf, format="png", dpi=fig.dpi)
+    # zlib level 1: ~4x faster to encode than PIL's default 6 (which took ~4 s of the plot
+    # stage's 21 s for galleries of photographs) for files ~1.5x larger.
+    fig.savefig(buf, format="png", dpi=fig.dpi, pil_kwargs={"compress_level": 1})
     atomic_write_bytes(path, buf.getvalue())
     return Path(path)

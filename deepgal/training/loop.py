@@ -5,7 +5,7 @@ Data path: each split is one uint8 tensor (N, H, W, 3) in host memory; on CUDA t
 moves to GPU memory once when it takes at most :data:`GPU_SHARE` of the free memory
 (:func:`place_split`), else each batch is gathered on the host, pinned and copied. Every batch
 becomes normalised, augmented floats on the device (:func:`deepgal.transforms.prepare_batch`),
-then optionally mixup/CutMix (:func:`deepgal.transforms.mix_batch`). No DataLoader workers, no
+then optionally mixup/CutMix (:func:`deepgal.training.mix.mix_batch`). No DataLoader workers, no
 per-image Python, no float copy of the whole set. Validation is the project's one batched
 inference, :func:`deepgal.inference.run_model`.
 
@@ -34,9 +34,10 @@ from ..config import RunCfg
 from ..distributed import Dist, eval_slice, shard, wrap
 from ..inference import run_model, to_device
 from ..progress import Progress
-from ..transforms import Preprocess, mix_batch, prepare_batch
+from ..transforms import Preprocess, prepare_batch
 from . import recipe
 from .control import Fault, StopFlag, epoch_generators, rank_state, restore_rank_state
+from .mix import mix_batch
 
 log = logging.getLogger(__name__)
 GPU_SHARE = 0.4  # of free GPU memory a train split may take; the rest is for the model

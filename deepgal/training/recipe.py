@@ -107,4 +107,8 @@ def maybe_compile(model: nn.Module, cfg: RunCfg, device: torch.device) -> nn.Mod
         log.warning("compile: true, but no C++ compiler was found (set CXX or install g++); "
                     "training uncompiled")
         return model
+    import torch._inductor.config as inductor_config
+
+    # utils.seed_everything turns deterministic kernels on without importing Inductor.
+    inductor_config.deterministic = torch.are_deterministic_algorithms_enabled()
     return torch.compile(model)

@@ -60,8 +60,8 @@ def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
     asynchronously with the previous batch's work; tensors already on a GPU (a GPU-resident
     split) are only moved if on another device. Compare device types, not devices:
     ``torch.device("cuda:0") != torch.device("cuda")``."""
-    if x.device.type != "cpu":
-        return x.to(device, non_blocking=True)
+    if x.device.type != "cpu":  # to the host, a non-blocking copy could be read unfinished
+        return x.to(device, non_blocking=device.type == "cuda")
     if device.type == "cuda":
         return x.pin_memory().to(device, non_blocking=True)
     return x.to(device)

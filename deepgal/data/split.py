@@ -8,6 +8,7 @@ close on the sky form one group (:func:`sky_groups`) and a group never straddles
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 
 from ..errors import DeepgalError
 from .galaxy10 import CLASS_NAMES, NUM_CLASSES, READ_CHUNK, read_images
+
+_COUNT_ROWS = 32  # images per bincount: its int64 copy of one channel stays ~17 MB at 256 px
 
 SPLITS = ("train", "val", "test")
 
@@ -153,24 +156,31 @@ def channel_stats(h5_path: str | Path, indices: np.ndarray,
                   chunk: int = READ_CHUNK) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the given images, in units of pixel/255.
 
-    Reads ``chunk`` images at a time and accumulates float64 sums, so memory stays at one
-    uint8 chunk plus its float copy: never the whole split as float.
+    Counted exactly: a 256-bin histogram of each channel's uint8 values (integer counts, so
+    the result does not depend on the chunking), reduced to the moments with Python integers.
+    Memory stays at one uint8 chunk of ``chunk`` images plus a small slice being counted;
+    there is no float copy of the images (a float64 copy of a 1,024-image chunk of 256 px
+    pictures was 1.6 GB, three times over, the split stage's peak).
     """
-    total = np.zeros(3)
-    total_sq = np.zeros(3)
-    count = 0
+    hist = np.zeros((3, 256), np.int64)
     indices = np.sort(np.asarray(indices, dtype=np.int64))
     for start in range(0, len(indices), chunk):
         block = read_images(h5_path, indices[start:start + chunk])
-        x = block.reshape(-1, 3).astype(np.float64) / 255.0
-        total += x.sum(0)
-        total_sq += (x * x).sum(0)
-        count += x.shape[0]
+        for row in range(0, len(block), _COUNT_ROWS):  # bincount widens to int64: slices
+            part = block[row:row + _COUNT_ROWS]
+            for c in range(3):
+                hist[c] += np.bincount(part[..., c].ravel(), minlength=256)
+    count = int(hist[0].sum())
     if count == 0:
         raise SplitError(f"{h5_path}: the train split is empty; cannot compute statistics")
-    mean = total / count
-    std = np.sqrt(np.maximum(total_sq / count - mean**2, 1e-12))
-    return mean.tolist(), std.tolist()
+    levels = np.arange(256, dtype=np.int64)
+    mean, std = [], []
+    for c in range(3):
+        s1, s2 = int(hist[c] @ levels), int(hist[c] @ (levels * levels))
+        var = (count * s2 - s1 * s1) / (count * count) / 255.0**2  # exact until the division
+        mean.append(s1 / count / 255.0)
+        std.append(math.sqrt(max(var, 1e-12)))
+    return mean, std
 
 
 def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.ndarray,

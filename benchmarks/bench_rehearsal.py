@@ -1,0 +1,153 @@
+"""The real-size rehearsal at several sizes: wall time and peak RSS of every stage, and how
+they grow with the number of images (issue 12).
+
+    python benchmarks/bench_rehearsal.py                        # 1,000, 4,000 and 17,736 images
+    python benchmarks/bench_rehearsal.py --sizes 1000 4000      # smaller: ~20 min on 2 cores
+
+Each size gets a new git + DVC repository holding this checkout's code with
+``profiles/rehearsal.yaml`` applied (synthetic 256x256x3 galaxies in the real class mix, every
+variant one epoch) and ``per_class`` set so the file holds about that many images; one plain
+``dvc repro`` runs there, as a user's ``dvc exp run $(deepgal profile rehearsal)`` would. The
+numba cache is the temporary repository's own (empty), as on a fresh clone.
+
+Per stage: seconds from DVC's "Running stage" line to the next, and the peak resident memory
+of the stage's own processes (the ``stages/*.py`` process and any children, e.g. torchrun's
+workers, sampled every 0.2 s with psutil), also as a multiple of the uint8 image bytes
+(N x 196,608). The target is every stage <= 1.3 x the uint8 data at 17,736 images.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from deepgal import profiles  # noqa: E402
+from tests.pipeline_repo import REPO, env_for, make_repo, run  # noqa: E402
+
+RUNNING = re.compile(r"^Running stage '([^']+)'")
+IMAGE_BYTES = 256 * 256 * 3
+
+
+class StageMemory:
+    """Peak RSS of the processes running ``stages/*.py`` under ``root_pid``, per stage name."""
+
+    def __init__(self, root_pid: int, every_s: float = 0.2):
+        self.root, self.every_s = psutil.Process(root_pid), every_s
+        self.stage: str | None = None
+        self.peak: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def _stage_rss(self) -> int:
+        total = 0
+        try:
+            procs = self.root.children(recursive=True)
+        except psutil.Error:
+            return 0
+        for p in procs:
+            try:
+                cmd = " ".join(p.cmdline())
+                # the stage script and what it starts (torchrun ranks), not DVC or the shell
+                if "stages/" in cmd or any("stages/" in " ".join(a.cmdline())
+                                           for a in p.parents()):
+                    total += p.memory_info().rss
+            except psutil.Error:
+                continue
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every_s):
+            if self.stage is not None:
+                rss = self._stage_rss()
+                self.peak[self.stage] = max(self.peak.get(self.stage, 0), rss)
+
+
+def rehearsal_params(n_images: int) -> dict:
+    """params.yaml with the rehearsal profile applied, resized to about ``n_images``."""
+    params = profiles.check("rehearsal", REPO / "params.yaml", REPO)
+    params["data"]["synthetic"]["per_class"] = max(1, round(n_images / 10))
+    return params
+
+
+def repro(root: Path, env: dict) -> tuple[list[tuple[str, float, int]], float]:
+    """[(stage, seconds, peak RSS bytes)] in DVC's order, and the whole run's seconds."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    starts, tail = [], []
+    with StageMemory(proc.pid) as mem:
+        for line in proc.stdout:
+            tail = (tail + [line])[-40:]
+            if m := RUNNING.match(line):
+                starts.append((m.group(1), time.perf_counter()))
+                mem.stage = m.group(1)
+                print(f"  {starts[-1][1] - t0:7.1f} s  {m.group(1)}", flush=True)
+        if proc.wait():
+            raise SystemExit("dvc repro failed:\n" + "".join(tail))
+    end = time.perf_counter()
+    rows = [(name, (starts[i + 1][1] if i + 1 < len(starts) else end) - t,
+             mem.peak.get(name, 0)) for i, (name, t) in enumerate(starts)]
+    return rows, end - t0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 17736])
+    p.add_argument("--keep", type=Path, help="build the repositories under this folder")
+    args = p.parse_args()
+    base = args.keep or Path(tempfile.mkdtemp(prefix="deepgal-rehearsal-"))
+    results: dict[int, tuple[list, float]] = {}
+    for n in args.sizes:
+        root = base / f"n{n}"
+        make_repo(root, tiny=False)
+        params = rehearsal_params(n)
+        (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        env = env_for(root, NUMBA_CACHE_DIR=str(root / ".cache" / "numba"))
+        run(["git", "commit", "-qam", f"rehearsal, {n} images"], root, env)
+        n_real = 10 * params["data"]["synthetic"]["per_class"]
+        print(f"$ dvc repro  ({n_real} images of 256x256x3 = {n_real * IMAGE_BYTES / 1e9:.2f} "
+              f"GB uint8; repo {root})", flush=True)
+        results[n] = repro(root, env)
+        rows, total = results[n]
+        data_gb = n_real * IMAGE_BYTES / 1e9
+        print(f"\n| stage ({n_real} images) | seconds | peak RSS (GB) | x uint8 data |")
+        print("|---|---:|---:|---:|")
+        for stage, sec, rss in rows:
+            print(f"| {stage} | {sec:.1f} | {rss / 1e9:.2f} | {rss / 1e9 / data_gb:.2f} |")
+        print(f"| **whole `dvc repro`** | **{total:.1f}** ({total / 60:.1f} min) | | |\n",
+              flush=True)
+    if len(results) > 1:
+        sizes = list(results)
+        print("| stage | " + " | ".join(f"s @ {n}" for n in sizes)
+              + f" | growth {sizes[0]} -> {sizes[-1]} | peak RSS GB @ {sizes[-1]} |")
+        print("|---|" + "---:|" * (len(sizes) + 2))
+        names = [r[0] for r in results[sizes[-1]][0]]
+        for name in names:
+            secs = [next((s for st, s, _ in results[n][0] if st == name), float("nan"))
+                    for n in sizes]
+            rss = next(r for st, _, r in results[sizes[-1]][0] if st == name)
+            print(f"| {name} | " + " | ".join(f"{s:.1f}" for s in secs)
+                  + f" | {secs[-1] / secs[0]:.1f}x | {rss / 1e9:.2f} |")
+        print(f"| **whole** | " + " | ".join(f"{results[n][1]:.0f}" for n in sizes)
+              + f" | {results[sizes[-1]][1] / results[sizes[0]][1]:.1f}x | |")
+
+
+if __name__ == "__main__":
+    main()

@@ -217,7 +217,7 @@ def test_the_gpu_recipe_trains_on_cpu_from_a_local_weights_file(tmp_path):
 @needs_cuda
 def test_the_gpu_recipe_trains_resumes_and_scores_on_cuda(tmp_path, monkeypatch):
     """The whole recipe on a real GPU: resident split, compiled bf16 channels_last model, EMA,
-    mixup + CutMix; interrupted mid-epoch and resumed to the same numbers as an uninterrupted
+    mixup + CutMix; interrupted mid-epoch and resumed to within bf16 noise of an uninterrupted
     run, scored by the inference path on the device."""
     cuda = torch.device("cuda")
     cfg = dict(epochs=2, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.05,

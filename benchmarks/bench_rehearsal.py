@@ -107,6 +107,25 @@ def repro(root: Path, env: dict) -> tuple[list[tuple[str, float, int]], float]:
     return rows, end - t0
 
 
+def growth_table(results: dict[int, tuple[list[tuple[str, float, int]], float]]) -> str:
+    """Markdown: each stage's seconds at every size, its growth first -> last size, and its
+    peak RSS at the last size (a stage missing at a size shows nan)."""
+    sizes = list(results)
+    first, last = sizes[0], sizes[-1]
+    lines = ["| stage | " + " | ".join(f"s @ {n}" for n in sizes)
+             + f" | growth {first} -> {last} | peak RSS GB @ {last} |",
+             "|---|" + "---:|" * (len(sizes) + 2)]
+    for name, _, rss in results[last][0]:
+        secs = [next((s for st, s, _ in results[n][0] if st == name), float("nan"))
+                for n in sizes]
+        lines.append(f"| {name} | " + " | ".join(f"{s:.1f}" for s in secs)
+                     + f" | {secs[-1] / secs[0]:.1f}x | {rss / 1e9:.2f} |")
+    totals = [results[n][1] for n in sizes]
+    lines.append("| **whole** | " + " | ".join(f"{t:.0f}" for t in totals)
+                 + f" | {totals[-1] / totals[0]:.1f}x | |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 17736])
@@ -134,20 +153,7 @@ def main() -> None:
         print(f"| **whole `dvc repro`** | **{total:.1f}** ({total / 60:.1f} min) | | |\n",
               flush=True)
     if len(results) > 1:
-        sizes = list(results)
-        print("| stage | " + " | ".join(f"s @ {n}" for n in sizes)
-              + f" | growth {sizes[0]} -> {sizes[-1]} | peak RSS GB @ {sizes[-1]} |")
-        print("|---|" + "---:|" * (len(sizes) + 2))
-        names = [r[0] for r in results[sizes[-1]][0]]
-        for name in names:
-            secs = [next((s for st, s, _ in results[n][0] if st == name), float("nan"))
-                    for n in sizes]
-            rss = next(r for st, _, r in results[sizes[-1]][0] if st == name)
-            print(f"| {name} | " + " | ".join(f"{s:.1f}" for s in secs)
-                  + f" | {secs[-1] / secs[0]:.1f}x | {rss / 1e9:.2f} |")
-        print(f"| **whole** | " + " | ".join(f"{results[n][1]:.0f}" for n in sizes)
-              + f" | {results[sizes[-1]][1] / results[sizes[0]][1]:.1f}x | |")
-
+        print(growth_table(results))
 
 if __name__ == "__main__":
     main()

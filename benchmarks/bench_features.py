@@ -9,13 +9,14 @@ precision, channels_last), in one process, one after the other:
 
 - ``train``: images/s of :func:`deepgal.training.loop.train_one_epoch` on the in-memory uint8
   train split, exactly what ``history.csv``'s ``images_per_s`` records;
-- ``features``: images/s of the features stage's path (:func:`run_on_file` over all three
-  splits, reading the HDF5 file), and ``evaluate``: the same for val + test with probabilities;
+- ``features``: images/s of the evaluate stage's path (:func:`run_on_file` over all three
+  splits, reading the HDF5 file, embeddings and probabilities from one forward pass), and
+  ``evaluate``: val + test with probabilities only;
 - ``old path``: the path before this change (``read_images`` per chunk of each split, whose
   sparse rows went through h5py fancy indexing), for the before/after in one run;
 - ``model only``: :func:`run_model` on images already in memory: the model's own bound.
 
-Then (``--rss``) the evaluate, features and reduce stage scripts run as real processes on the
+Then (``--rss``) the evaluate and reduce stage scripts run as real processes on the
 file with a checkpoint of the first variant, and their wall time and peak RSS (``wait4``'s
 ``ru_maxrss``) are printed against the size of the file's uint8 images. A Python process with
 torch loaded already holds ~0.4-0.6 GB, so at small sizes the ratio says little; the issue's
@@ -108,14 +109,14 @@ def bench_variant(name: str, params: dict, path: Path, splits: dict, device, arg
     labels = torch.from_numpy(galaxy10.read_labels(path))
     train = Split(torch.from_numpy(galaxy10.read_images(path, splits["train"])),
                   labels[splits["train"]])
-    batch = config.load_section("features", params).batch_size
+    batch = config.load_section("evaluate", params).batch_size
     n_all = sum(len(v) for v in splits.values())
     evals = {k: splits[k] for k in ("val", "test")}
     n_eval = sum(len(v) for v in evals.values())
     r = {"variant": name, "input": f"{run.input_size}px crop {run.crop:g}"}
     r["train"] = train_rate(model, run, pre, train, device, args.steps)
     r["features"] = rate(n_all, lambda: run_on_file(model, path, pre, device, splits, batch,
-                                                     "features", desc="features"))
+                                                     "features+probs", desc="features"))
     r["evaluate"] = rate(n_eval, lambda: run_on_file(model, path, pre, device, evals, batch,
                                                       "probs", desc="evaluate"))
     if not args.no_old:
@@ -147,7 +148,7 @@ def run_stage(argv: list[str], cwd: Path) -> tuple[float, int]:
 
 
 def stage_rss(name: str, params: dict, path: Path, splits: dict, workdir: Path) -> list[tuple]:
-    """Run evaluate, features and reduce for variant ``name`` with a fresh checkpoint."""
+    """Run evaluate (scores and embeddings) and reduce for ``name`` with a fresh checkpoint."""
     run = config.resolve_variant(params, name)
     repo = workdir / "stages_repo"
     (repo / "results").mkdir(parents=True, exist_ok=True)
@@ -167,9 +168,8 @@ def stage_rss(name: str, params: dict, path: Path, splits: dict, workdir: Path) 
         ("evaluate", [f"{st}/evaluate.py", "--variant", name, "--selection", "selection.json",
                       "--history", "history.csv", "--run", "none.json", *common,
                       "--metrics", "results/metrics.json", "--out", "results/eval.json",
-                      "--predictions", "results/predictions.csv", "--plots", "results/cm"]),
-        ("features", [f"{st}/features.py", "--selection", "selection.json", *common,
-                      "--out", "models/features.npz"]),
+                      "--predictions", "results/predictions.csv", "--plots", "results/cm",
+                      "--features", "models/features.npz"]),
         ("reduce", [f"{st}/reduce.py", "--features", "models/features.npz",
                     "--out", "results/embeddings.csv", "--timings", "results/timings.json"]),
     ):

@@ -180,7 +180,7 @@ def fit_maps(x_ref: np.ndarray, others: Mapping[str, np.ndarray], method: str, s
             raise ValueError(f"features ({name}) must be (N, {np.shape(x_ref)[-1]}); "
                              f"got shape {np.shape(x)}")
         if not np.isfinite(x).all():
-            raise ValueError(f"features ({name}) contain NaN or inf; check the features stage")
+            raise ValueError(f"features ({name}) contain NaN or inf; check the evaluate stage that wrote them")
     t0 = time.perf_counter()
     n = len(x_ref)
     if n == 0:
@@ -240,7 +240,7 @@ def reduce_features(feats: Mapping[str, np.ndarray], methods: Mapping[str, Mappi
     for key in ("features", "index", "label", "split"):
         if key not in feats:
             raise ValueError(f"features file lacks '{key}'; expected features, index, label, "
-                             "split (the features stage output)")
+                             "split (the evaluate stage writes them)")
     x = np.asarray(feats["features"])
     index = np.asarray(feats["index"], dtype=np.int64)
     label = np.asarray(feats["label"], dtype=np.int64)

@@ -1,16 +1,26 @@
-"""Stage evaluate@<variant>: accuracy, macro-F1, per-class scores and confusion on val and test.
+"""Stage evaluate@<variant>: scores on val and test, and the embeddings of every split.
+
+One pass of the selected model over the file gives both: the penultimate embedding of each
+train/val/test image (``features.npz``, what ``reduce`` maps) and, from the same forward pass,
+the class probabilities of val and test (with ``evaluate.tta``, a second pass over val and test
+averages the 8 rotation/flip views instead). Scoring and embedding used to be two stages; one
+process loads torch, the network and the weights once, and reads each image once.
 
 Writes, all before talking to MLflow (an unreachable tracker is one warning, not a failure):
 ``metrics.json`` (the headline numbers DVC declares as metrics), ``eval.json`` (details),
-``predictions.csv`` (one row per image) and ``<split>.png`` confusion matrices.
+``predictions.csv`` (one row per image), ``<split>.png`` confusion matrices and
+``features.npz`` (``features`` (N, D) float32, ``index``, ``label``, ``split`` per row).
 """
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
+import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from deepgal import config, stage
@@ -20,7 +30,7 @@ from deepgal.inference.source import run_on_file
 from deepgal.metrics import headline, score
 from deepgal.plots.confusion import plot_confusion
 from deepgal.plots.predictions import write_predictions
-from deepgal.utils import pick_device, write_json
+from deepgal.utils import atomic_write_bytes, pick_device, write_json
 
 log = logging.getLogger("evaluate")
 
@@ -38,18 +48,30 @@ def main() -> int:
     p.add_argument("--predictions", type=Path, required=True,
                    help="results/<variant>/predictions.csv")
     p.add_argument("--plots", type=Path, required=True, help="folder for <split>.png confusion matrices")
+    p.add_argument("--features", type=Path, required=True, help="models/<variant>/features.npz")
     args = p.parse_args()
     base, cfg = config.load_section("base"), config.load_section("evaluate")
 
     galaxy10.validate(args.data)
     labels = galaxy10.read_labels(args.data)
     sel = json.loads(args.selection.read_text())
+    every = {name: split_io.read_split(args.split, name) for name in split_io.SPLITS}
     # split.test = 0 reproduces the report: no test split, no test scores.
-    splits = {s: idx for s in ("val", "test") if len(idx := split_io.read_split(args.split, s))}
+    splits = {s: every[s] for s in ("val", "test") if len(every[s])}
     device = pick_device(base.device)
     model, pre, _ = load_model(sel["checkpoint"], device)
-    probs = run_on_file(model, args.data, pre, device, splits, cfg.batch_size, "probs", cfg.tta,
-                        desc=f"evaluate {args.variant}")
+    t0 = time.perf_counter()
+    both = run_on_file(model, args.data, pre, device, every, cfg.batch_size, "features+probs",
+                       desc=f"evaluate {args.variant}")
+    seconds = time.perf_counter() - t0
+    dim = model.feature_dim
+    write_features(args.features, {s: v[:, :dim] for s, v in both.items()}, every, labels)
+    n = sum(map(len, every.values()))
+    log.info("%d embeddings of dim %d in %.1f s (%.0f images/s)", n, dim, seconds,
+             n / max(seconds, 1e-9))
+    probs = ({s: both[s][:, dim:] for s in splits} if not cfg.tta else
+             run_on_file(model, args.data, pre, device, splits, cfg.batch_size, "probs", True,
+                         desc=f"evaluate {args.variant} (8-view TTA)"))
     result = {s: score(labels[idx], probs[s]) for s, idx in splits.items()}
     result |= {"epoch": sel["epoch"], "tta": cfg.tta}
     train_min = float(pd.read_csv(args.history)["seconds"].sum()) / 60
@@ -65,6 +87,16 @@ def main() -> int:
                  result[name]["accuracy"], result[name]["macro_f1"])
     report_to_tracker(args, result, [args.metrics, args.out, *pngs])
     return 0
+
+
+def write_features(path: Path, feats: dict, splits: dict, labels: np.ndarray) -> None:
+    """``features.npz``: rows grouped by split (train, val, test), each in its split's order."""
+    index = np.concatenate(list(splits.values()))
+    buf = io.BytesIO()
+    np.savez(buf, features=np.concatenate([feats[s] for s in splits]), index=index,
+             label=labels[index],
+             split=np.concatenate([np.full(len(v), k, dtype="<U5") for k, v in splits.items()]))
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def report_to_tracker(args, result: dict, files: list[Path]) -> None:

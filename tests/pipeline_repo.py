@@ -21,7 +21,6 @@ TINY = {
               "lr": 0.02},
     "variants": {"smallnet": {"input_size": 16, "crop": 0.5},
                  "customnet": {"input_size": 16}},
-    "features": {"batch_size": 64},
     "reduce": {"pca_dims": 10, "methods": {"pca": {}, "tsne": {"perplexity": 5},
                                            "umap": {"n_neighbors": 5, "min_dist": 0.1,
                                                     "metric": "euclidean"}}},

@@ -1,6 +1,6 @@
 """The evaluate stage as a real process (contract 4): headline metrics.json beside eval.json and
-predictions.csv, TTA from params, every local output written although the tracker is away (a
-refused 127.0.0.1 port: one warning, exit 0)."""
+predictions.csv, TTA from params, the embeddings of every split from the same pass, every local
+output written although the tracker is away (a refused 127.0.0.1 port: one warning, exit 0)."""
 import json
 import os
 import socket
@@ -31,7 +31,8 @@ def refused_port() -> int:
 
 
 @pytest.mark.slow  # a stage process with torch, matplotlib and MLflow's client: ~30-50 s here
-def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path):
+@pytest.mark.parametrize("tta", [True, False])
+def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (60, 32, 32, 3), dtype=np.uint8)
     labels = np.repeat(np.arange(10), 6)
@@ -46,7 +47,7 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path):
     (tmp_path / "selection.json").write_text(json.dumps({"checkpoint": "m.pt", "epoch": 2}))
     (tmp_path / "history.csv").write_text("epoch,seconds\n1,30.0\n2,60.0\n")
     (tmp_path / "run.json").write_text(json.dumps({"run_id": "0123456789abcdef"}))
-    params = tiny_params({"evaluate": {"batch_size": 7, "tta": True}})
+    params = tiny_params({"evaluate": {"batch_size": 7, "tta": tta}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPGAL_MLFLOW": "on",
            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{refused_port()}"}
@@ -56,7 +57,7 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path):
          "--selection", "selection.json", "--history", "history.csv", "--run", "run.json",
          "--data", "g.h5", "--split", "split", "--metrics", f"{out}/metrics.json",
          "--out", f"{out}/eval.json", "--predictions", f"{out}/predictions.csv",
-         "--plots", f"{out}/confusion"],
+         "--plots", f"{out}/confusion", "--features", f"{out}/features.npz"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unreachable" in proc.stderr, proc.stderr[-3000:]
@@ -65,15 +66,25 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path):
     assert set(headline) == {"val", "test", "epoch", "train_min"}
     assert headline["epoch"] == 2 and headline["train_min"] == 1.5
     details = json.loads((out / "eval.json").read_text())
-    assert details["tta"] is True
+    assert details["tta"] is tta
     for split in ("val", "test"):
         assert set(headline[split]) == {"accuracy", "macro_f1"}
         idx = splits[split]
         want = score(labels[idx], run_model(model, images[idx], pre, torch.device("cpu"),
-                                            tta=True))
+                                            tta=tta))
         assert headline[split]["accuracy"] == want["accuracy"] == details[split]["accuracy"]
         assert details[split]["confusion"] == want["confusion"]
         assert (out / "confusion" / f"{split}.png").stat().st_size > 1000
     preds = pd.read_csv(out / "predictions.csv")
     assert len(preds) == len(splits["val"]) + len(splits["test"])
     assert sorted(preds["index"]) == sorted(np.r_[splits["val"], splits["test"]].tolist())
+
+    # The embeddings: every split, in split order, one view whatever ``tta`` says.
+    feats = np.load(out / "features.npz")
+    assert [str(v) for v in dict.fromkeys(feats["split"])] == ["train", "val", "test"]
+    for split, idx in splits.items():
+        rows = feats["split"] == split
+        assert np.array_equal(feats["index"][rows], idx)
+        assert np.array_equal(feats["label"][rows], labels[idx])
+        want = run_model(model, images[idx], pre, torch.device("cpu"), output="features")
+        np.testing.assert_allclose(feats["features"][rows], want, rtol=1e-5, atol=1e-6)

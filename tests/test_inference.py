@@ -45,6 +45,10 @@ def test_without_tta_it_is_the_model_on_the_preprocessed_batch(model):
     np.testing.assert_allclose(probs, torch.from_numpy(logits).softmax(1).numpy(), atol=1e-6)
     feats = run_model(model, x, pre, CPU, output="features")
     assert feats.shape == (7, model.feature_dim)
+    both = run_model(model, x, pre, CPU, batch_size=4, output="features+probs")
+    assert both.shape == (7, model.feature_dim + 10)  # one forward pass, side by side
+    np.testing.assert_allclose(both[:, :model.feature_dim], feats, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both[:, model.feature_dim:], probs, rtol=1e-5, atol=1e-6)
 
 
 def test_tta_output_is_invariant_to_rotations_and_flips(model):

@@ -61,7 +61,7 @@ UMAP = {"n_neighbors": 10, "min_dist": 0.1, "n_epochs": 100}
 def test_rows_keep_order_ids_and_labels(tmp_path):
     x, y = clusters(30)
     feats = feats_file(x, y)
-    np.savez(tmp_path / "features.npz", **feats)  # the features stage's file format
+    np.savez(tmp_path / "features.npz", **feats)  # the evaluate stage's features file format
     with np.load(tmp_path / "features.npz") as npz:
         df, timings = reduce_features(npz, FAST, seed=0, pca_dims=10)
     assert tuple(df.columns) == COLUMNS

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .loader import ConfigError, apply_overrides, from_dict, load_params, to_flat_dict
 from .sections import (OVERRIDABLE, REDUCE_METHODS, SECTIONS, AugmentCfg, BaseCfg, DataCfg,
-                       EvaluateCfg, FeaturesCfg, MethodsCfg, PcaCfg, ReduceCfg, SelectCfg,
+                       EvaluateCfg, MethodsCfg, PcaCfg, ReduceCfg, SelectCfg,
                        SplitCfg, SyntheticCfg, TrainCfg, TsneCfg, UmapCfg)
 from .variants import RunCfg, VariantCfg, check_variant_name, load_variant, resolve_variant
 
@@ -24,7 +24,7 @@ __all__ = [
     "ConfigError", "apply_overrides", "from_dict", "load_params", "to_flat_dict", "load_section", "validate_all",
     "load_variant", "resolve_variant", "check_variant_name", "RunCfg", "VariantCfg",
     "SECTIONS", "OVERRIDABLE", "REDUCE_METHODS", "BaseCfg", "DataCfg", "SyntheticCfg",
-    "SplitCfg", "AugmentCfg", "TrainCfg", "SelectCfg", "FeaturesCfg", "EvaluateCfg",
+    "SplitCfg", "AugmentCfg", "TrainCfg", "SelectCfg", "EvaluateCfg",
     "ReduceCfg", "MethodsCfg", "UmapCfg", "TsneCfg", "PcaCfg",
 ]
 

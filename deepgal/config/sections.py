@@ -157,14 +157,6 @@ class SelectCfg(Checked):
 
 
 @dataclass(frozen=True)
-class FeaturesCfg(Checked):
-    batch_size: int
-
-    def check(self):
-        yield "batch_size", self.batch_size >= 1, "must be >= 1"
-
-
-@dataclass(frozen=True)
 class EvaluateCfg(Checked):
     batch_size: int
     tta: bool  # average the softmax over the 8 rotation/flip views
@@ -237,5 +229,5 @@ REDUCE_METHODS: dict[str, type] = {"pca": PcaCfg, "tsne": TsneCfg, "umap": UmapC
 
 SECTIONS: dict[str, type] = {
     "base": BaseCfg, "data": DataCfg, "split": SplitCfg, "train": TrainCfg,
-    "select": SelectCfg, "features": FeaturesCfg, "evaluate": EvaluateCfg, "reduce": ReduceCfg,
+    "select": SelectCfg, "evaluate": EvaluateCfg, "reduce": ReduceCfg,
 }

@@ -24,7 +24,9 @@ from ..transforms import Preprocess, prepare_batch
 if TYPE_CHECKING:
     from ..models import Net
 
-OUTPUTS = ("probs", "logits", "features")
+# "features+probs": the embedding and the softmax side by side (N, D + C), from one forward pass
+# (the evaluate stage needs both: maps from the first, scores from the second).
+OUTPUTS = ("probs", "logits", "features", "features+probs")
 PRECISIONS = ("auto", "fp32", "bf16")
 N_VIEWS = 8
 
@@ -48,9 +50,18 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
+def output_dim(model: "Net", output: str) -> int:
+    """Columns of ``output`` for ``model``: D for features, C for probs/logits, D + C for both."""
+    return {"features": model.feature_dim, "features+probs": model.feature_dim +
+            model.head.out_features}.get(output, model.head.out_features)
+
+
 def _head(model: "Net", x: torch.Tensor, output: str) -> torch.Tensor:
     if output == "features":
         return model.features(x).float()
+    if output == "features+probs":
+        feats = model.features(x)
+        return torch.cat([feats.float(), model.head(feats).float().softmax(1)], 1)
     logits = model(x).float()
     return logits.softmax(1) if output == "probs" else logits
 
@@ -82,8 +93,8 @@ def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
               channels_last: bool = True) -> np.ndarray:
     """Model outputs for images (N, H, W, 3) uint8 (numpy or torch, any device) -> float32.
 
-    ``output``: ``"probs"`` softmax (N, C), ``"logits"`` (N, C) or ``"features"`` the penultimate
-    embedding (N, D). ``tta``: average the output over the 8 dihedral views (probabilities are
+    ``output``: ``"probs"`` softmax (N, C), ``"logits"`` (N, C), ``"features"`` the penultimate
+    embedding (N, D), or ``"features+probs"`` both side by side (N, D + C), one forward pass. ``tta``: average the output over the 8 dihedral views (probabilities are
     averaged as probabilities, logits as logits). ``precision``: ``auto`` = bf16 autocast on
     CUDA, fp32 on CPU. The model is put in eval mode for the call and its mode restored after.
     Rows come back in input order.
@@ -93,7 +104,7 @@ def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     _check_images(images)
-    dim = model.feature_dim if output == "features" else model.head.out_features
+    dim = output_dim(model, output)
     n = images.shape[0]
     outs = [torch.empty((0, dim))]
     fmt = torch.channels_last if channels_last else torch.contiguous_format

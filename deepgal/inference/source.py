@@ -19,7 +19,7 @@ import torch
 from ..data.galaxy10 import IMAGES_KEY, READ_CHUNK, read_runs
 from ..progress import Progress
 from ..transforms import Preprocess
-from . import run_model
+from . import output_dim, run_model
 
 
 def iter_rows(path: str | Path, indices: np.ndarray, chunk: int = READ_CHUNK,
@@ -58,7 +58,7 @@ def run_on_file(model: torch.nn.Module, path: str | Path, pre: Preprocess,
     parts = {k: np.asarray(v, dtype=np.int64) for k, v in indices.items()} if named \
         else {"": np.asarray(indices, dtype=np.int64)}
     everything = np.concatenate(list(parts.values())) if parts else np.empty(0, np.int64)
-    dim = model.feature_dim if output == "features" else model.head.out_features
+    dim = output_dim(model, output)
     out = np.empty((len(everything), dim), dtype=np.float32)
     with Progress(len(everything), desc, unit="img") as bar:
         for pos, images in iter_rows(path, everything, chunk):

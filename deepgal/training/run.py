@@ -138,8 +138,9 @@ def _train(run: RunCfg, paths: TrainPaths, stats: dict, source: dict,
         return None
     gap: list[int] = []
     if mlf:
+        # No checkpoint here: the resumable state (optimizer included) lives in models/ under
+        # DVC, and `select` logs the chosen epoch's weights as the run's MLflow model.
         mlf.log_artifact(paths.results / "history.csv")
-        mlf.log_artifact(ckpt_io.epoch_path(ckpt_dir, run.epochs), "checkpoints")
         mlf.log_artifact(paths.source)
         mlf.log_dict(config, "config.json")
         gap = mlf.finish("FINISHED")

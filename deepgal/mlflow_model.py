@@ -83,6 +83,30 @@ def requirements() -> list[str]:
 
 
 @contextlib.contextmanager
+def _pins_from_this_environment():
+    """Skip MLflow's check of the model's pip requirements against this environment.
+
+    Why: before its first check MLflow maps every installed distribution's files to modules
+    (``importlib.metadata.packages_distributions``, ~1.5 s here, once when logging and again
+    when loading the model back to validate the input example), only to warn about a
+    mismatch. :func:`requirements` pins exactly what is installed, so none can exist. Where
+    MLflow keeps the function elsewhere (another version), nothing is patched and it runs."""
+    import mlflow.pyfunc as pyfunc_mod
+    import mlflow.utils.environment as env_mod
+
+    name = "warn_dependency_requirement_mismatches"
+    targets = [m for m in (env_mod, pyfunc_mod) if callable(getattr(m, name, None))]
+    saved = [getattr(m, name) for m in targets]
+    for m in targets:
+        setattr(m, name, lambda *args, **kwargs: None)
+    try:
+        yield
+    finally:
+        for m, fn in zip(targets, saved):
+            setattr(m, name, fn)
+
+
+@contextlib.contextmanager
 def _tracking_uri(uri: str):
     """MLflow's model logging resolves the store through its global URI: point it at ours.
 
@@ -116,6 +140,7 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
         client = store.client
         try:
             with _tracking_uri(store.uri), store_lock(store.uri), \
+                    _pins_from_this_environment(), \
                     tempfile.TemporaryDirectory(prefix="deepgal-model-") as tmp:
                 # The model carries the weights, not the optimizer state: half the bytes to
                 # copy into the store and to load when MLflow checks the input example.

@@ -50,8 +50,13 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
     sink.finish()
     images = galaxy10.read_images(galaxy_file)  # (20, 40, 40, 3) uint8, a real HDF5 file
     run = tracking.attach(sink.run_id)
+    import mlflow.utils.environment as mlflow_env
+    check = mlflow_env.warn_dependency_requirement_mismatches
     info = log_checkpoint_model(run, checkpoint, step=2, input_example=images[:2],
                                 registered_name="deepgal-smallnet")
+    # The requirements check skipped while logging (our pins are this environment) is back.
+    assert mlflow_env.warn_dependency_requirement_mismatches is check
+    assert mlflow.pyfunc.warn_dependency_requirement_mismatches is check
     assert info["version"] == 1 and info["alias"] == "best"
 
     client = sink.client

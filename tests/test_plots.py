@@ -239,10 +239,15 @@ def test_confused_pairs_gallery_rows_and_thumbnails(tmp_path):
     # Widest row: 2 mistakes, a gap, 2 references (A -> C has one of each: blanks).
     from deepgal.plots.images import GAP_IN
     assert png_size(path) == expected((LABEL_IN + 4 * CELL_IN + GAP_IN, 2 * (CELL_IN + 0.25) + 1))
-    shown = [int(ax.images[0].get_array()[0, 0, 0]) for ax in fig.axes if ax.images]
-    assert shown == [11, 10, 14, 13, 12, 15]
-    labels = [ax.get_xlabel() for ax in fig.axes if ax.images]
-    assert labels[:2] == ["#11  p=0.90", "#10  p=0.60"] and labels[2] == "#14"
+    # One image strip per row: 16 px cells, a 6 px gap (GAP_IN / CELL_IN of a cell), blanks white.
+    strips = [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]
+    assert [st.shape for st in strips] == [(16, 4 * 16 + 6, 3)] * 2
+    cells = [0, 16, 16 * 2 + 6, 16 * 3 + 6]  # mistakes 1-2, gap, references 1-2
+    assert [int(strips[0][8, x + 8, 0]) for x in cells] == [11, 10, 14, 13]
+    assert [int(strips[1][8, x + 8, 0]) for x in cells] == [12, 255, 15, 255]
+    captions = [t.get_text() for ax in fig.axes if ax.images for t in ax.texts]
+    assert captions[:3] == ["#11  p=0.90", "#10  p=0.60", "#14"]
+    assert "#12" in captions and "#15" in captions
     first_row_text = [t.get_text() for t in fig.axes[0].texts]
     assert first_row_text == [CLASS_NAMES[0], "predicted as", CLASS_NAMES[1], "2 of 4 (50%)"]
     with pytest.raises(ValueError, match=r"no image given for data-file indices \[14\]"):

@@ -33,6 +33,16 @@ def test_most_confused_by_hand():
         most_confused(CM, NAMES[:3])
 
 
+@pytest.mark.parametrize("count", [1, 7, 101, 1774])
+@pytest.mark.parametrize("chance", [0.05, 0.1, 0.26, 0.5, 0.9])
+def test_chance_p_value_matches_scipy(count, chance):
+    from scipy.stats import binom
+
+    for correct in sorted({0, 1, count // 10, count // 4, count // 2, count - 1, count}):
+        want = float(binom.sf(correct - 1, count, chance))
+        assert chance_p_value(correct, count, chance) == pytest.approx(want, rel=1e-9, abs=1e-300)
+
+
 def test_chance_p_value_by_hand():
     # P(X >= 2) for X ~ Bin(2, 0.5) = 1/4; P(X >= 0) = 1; P(X >= 3) of 3 at 0.1 = 0.001.
     assert chance_p_value(2, 2, 0.5) == pytest.approx(0.25)

@@ -2,6 +2,11 @@
 MLflow (the variant's run gets the choice and the checkpoint as a loadable MLflow model).
 
 selection.json is written first: an unreachable tracker is a warning, never a failed stage.
+A checkpoint whose val accuracy is within noise of chance (the report's test: one-sided
+binomial, p >= 0.01 against the commonest val class's share) is not logged as a model nor
+registered: on the laptop default that is the deep variants after one CPU epoch, which the
+report lists as "not learned at this budget"; a model store of chance-level classifiers (and
+a registry alias "best" on one) would mislead, and logging each cost 4-6 s.
 (Not named select.py: a script folder on sys.path would shadow the standard `select` module.)
 """
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from deepgal import config, stage, tracking
+from deepgal.report import ALPHA, chance_p_value
 from deepgal.selection import choose
 from deepgal.utils import write_json
 
@@ -37,6 +43,19 @@ def input_example(data: Path | None, split: Path | None) -> np.ndarray | None:
     return galaxy10.read_images(data, np.sort(idx[:EXAMPLE_IMAGES]))
 
 
+def chance_test(val_accuracy: float, data: Path | None, split: Path | None) -> float | None:
+    """p-value of ``val_accuracy`` on the val split against chance, or None without the files."""
+    if data is None or split is None:
+        return None
+    from deepgal.data import galaxy10, split as split_io
+
+    labels = galaxy10.read_labels(data)[split_io.read_split(split, "val")]
+    if not len(labels):
+        return None
+    chance = float(np.bincount(labels).max() / len(labels))
+    return chance_p_value(round(val_accuracy * len(labels)), len(labels), chance)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--variant", required=True)
@@ -53,6 +72,7 @@ def main() -> int:
                  cfg.max_val_loss_rise)
     sel["variant"] = args.variant
     sel["run_id"] = json.loads(args.run.read_text()).get("run_id")
+    sel["chance_p_value"] = chance_test(sel["val_accuracy"], args.data, args.split)
     write_json(args.out, sel)
     log.info("%s: epoch %d (val accuracy %.3f, gap %.3f): %s", args.variant, sel["epoch"],
              sel["val_accuracy"], sel["gap"], sel["reason"])
@@ -65,6 +85,12 @@ def main() -> int:
     run.set_tags({"deepgal.selected_checkpoint": Path(sel["checkpoint"]).name,
                   "deepgal.selection_reason": sel["reason"][:500]})
     run.log_artifact(args.out, "selected")
+    if sel["chance_p_value"] is not None and sel["chance_p_value"] >= ALPHA:
+        log.warning("%s: val accuracy %.3f is within noise of chance (p = %.2f): not logged as "
+                    "an MLflow model", args.variant, sel["val_accuracy"], sel["chance_p_value"])
+        run.set_tags({"deepgal.model": f"not logged: val accuracy within noise of chance "
+                                       f"(p = {sel['chance_p_value']:.2f})"})
+        return 0
     from deepgal.mlflow_model import log_checkpoint_model  # torch + mlflow.pyfunc: only here
 
     example = input_example(args.data, args.split)

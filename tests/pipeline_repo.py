@@ -48,6 +48,9 @@ def env_for(repo: Path, **extra: str) -> dict[str, str]:
     """PATH with this interpreter first (stage commands call `python`), store inside the repo."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    # The stages import the repository's own copy of deepgal (the one its dvc.lock hashes),
+    # not the editable install's: edits to this checkout cannot leak into a running repro.
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(repo), env.get("PYTHONPATH", "")]))
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
     # One numba JIT cache for every temporary repository: UMAP compiles once per machine, not
     # once per test repo (the stages only set it when it is unset).

@@ -180,7 +180,8 @@ def fit_maps(x_ref: np.ndarray, others: Mapping[str, np.ndarray], method: str, s
             raise ValueError(f"features ({name}) must be (N, {np.shape(x_ref)[-1]}); "
                              f"got shape {np.shape(x)}")
         if not np.isfinite(x).all():
-            raise ValueError(f"features ({name}) contain NaN or inf; check the evaluate stage that wrote them")
+            raise ValueError(f"features ({name}) contain NaN or inf; check the evaluate stage "
+                             "that wrote them")
     t0 = time.perf_counter()
     n = len(x_ref)
     if n == 0:

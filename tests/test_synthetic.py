@@ -46,6 +46,17 @@ def test_bytes_do_not_depend_on_batch_size(monkeypatch):
     assert images.tobytes() == rebatched.tobytes()
 
 
+def test_bytes_do_not_depend_on_worker_processes(monkeypatch, small_set):
+    """Chunks of 2 images, 15 of them: rendered by 3 spawned processes, the same bytes as here."""
+    from deepgal.data.synthetic import dataset as synthetic
+
+    monkeypatch.setattr(synthetic, "BATCH_PIXELS", 2 * SIZE * SIZE)
+    for workers in (1, 3):
+        images, labels = render(3, SIZE, seed=7, workers=workers)
+        assert images.tobytes() == small_set[0].tobytes()
+        assert labels.tobytes() == small_set[1].tobytes()
+
+
 def test_per_class_counts_sequence():
     counts = [0, 1, 2, 0, 0, 0, 0, 0, 0, 3]
     _, labels = render(counts, 16, seed=0)

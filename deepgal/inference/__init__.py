@@ -94,8 +94,9 @@ def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
     """Model outputs for images (N, H, W, 3) uint8 (numpy or torch, any device) -> float32.
 
     ``output``: ``"probs"`` softmax (N, C), ``"logits"`` (N, C), ``"features"`` the penultimate
-    embedding (N, D), or ``"features+probs"`` both side by side (N, D + C), one forward pass. ``tta``: average the output over the 8 dihedral views (probabilities are
-    averaged as probabilities, logits as logits). ``precision``: ``auto`` = bf16 autocast on
+    embedding (N, D), or ``"features+probs"`` both side by side (N, D + C), one forward pass.
+    ``tta``: average the output over the 8 dihedral views (probabilities are averaged as
+    probabilities, logits as logits). ``precision``: ``auto`` = bf16 autocast on
     CUDA, fp32 on CPU. The model is put in eval mode for the call and its mode restored after.
     Rows come back in input order.
     """

@@ -2,7 +2,11 @@
 from __future__ import annotations
 
 import logging
+import multiprocessing
+import os
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -69,12 +73,40 @@ def _counts(n_per_class: int | Sequence[int]) -> list[int]:
     return [int(n) for n in counts]
 
 
-def _batches(labels: np.ndarray, image_size: int, seed: int) -> Iterator[np.ndarray]:
-    """Yield rendered chunks (b, S, S, 3) uint8 of the images of ``labels``, in order."""
+def _render_chunk(labels: np.ndarray, start: int, image_size: int, seed: int) -> np.ndarray:
+    """Images ``start .. start + len(labels)`` (b, S, S, 3) uint8: each image's randomness comes
+    from ``(seed, its index)`` alone, so any process renders the same bytes."""
+    idx = np.arange(start, start + len(labels))
+    return render_batch(labels.astype(np.int64), draw(seed, idx, image_size), image_size)
+
+
+def _batches(labels: np.ndarray, image_size: int, seed: int,
+             workers: int | None = None) -> Iterator[np.ndarray]:
+    """Yield rendered chunks (b, S, S, 3) uint8 of the images of ``labels``, in order.
+
+    Large renders use ``workers`` processes (default: one per CPU): the renderer is numpy on
+    one core, and the chunks are independent, so the real-size set (17,740 x 256 px) renders
+    ~2x faster on 2 cores with the same bytes. Small ones (< 2 chunks per worker) stay here."""
     step = max(1, BATCH_PIXELS // (image_size * image_size))
-    for start in range(0, len(labels), step):
-        idx = np.arange(start, min(start + step, len(labels)))
-        yield render_batch(labels[idx].astype(np.int64), draw(seed, idx, image_size), image_size)
+    starts = range(0, len(labels), step)
+    n = (os.cpu_count() or 1) if workers is None else max(1, workers)
+    if n == 1 or len(starts) < 2 * n:
+        for start in starts:
+            yield _render_chunk(labels[start:start + step], start, image_size, seed)
+        return
+    # fork where there is one (Linux): no re-import, and it works from a REPL or `python -`;
+    # the workers only run numpy on their arguments. spawn elsewhere.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context(method)) as pool:
+        # Bounded look-ahead: at most 4 chunks per worker wait to be consumed.
+        pending: deque = deque()
+        for start in starts:
+            pending.append(pool.submit(_render_chunk, labels[start:start + step], start,
+                                       image_size, seed))
+            if len(pending) >= 4 * n:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
 
 
 def _check_common(image_size: int, seed: int) -> None:
@@ -82,14 +114,16 @@ def _check_common(image_size: int, seed: int) -> None:
     _check_int("seed", seed, 0)
 
 
-def render_catalogue(n_per_class: int | Sequence[int], image_size: int,
-                     seed: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def render_catalogue(n_per_class: int | Sequence[int], image_size: int, seed: int,
+                     workers: int | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Render synthetic Galaxy10 images with their catalogue.
 
     Returns images (N, S, S, 3) uint8, labels (N,) uint8 and the columns ``ra``, ``dec``
     (degrees, with planted duplicates: see :mod:`deepgal.data.synthetic.catalogue`),
     ``redshift`` and ``pxscale`` (arcsec per pixel of these S px images), each (N,) float64.
-    Long renders report progress (deepgal.progress).
+    Long renders report progress (deepgal.progress) and use ``workers`` processes (default:
+    one per CPU; the bytes do not depend on it).
     """
     counts = _counts(n_per_class)
     _check_common(image_size, seed)
@@ -97,7 +131,7 @@ def render_catalogue(n_per_class: int | Sequence[int], image_size: int,
     images = np.empty((len(labels), image_size, image_size, 3), dtype=np.uint8)
     pos = 0
     with Progress(total=len(labels), desc="render", unit="img") as bar:
-        for chunk in _batches(labels, image_size, seed):
+        for chunk in _batches(labels, image_size, seed, workers):
             images[pos:pos + len(chunk)] = chunk
             pos += len(chunk)
             bar.update(len(chunk))
@@ -108,15 +142,16 @@ def render_catalogue(n_per_class: int | Sequence[int], image_size: int,
                             "pxscale": pxscale(len(labels), image_size)}
 
 
-def render(n_per_class: int | Sequence[int], image_size: int,
-           seed: int) -> tuple[np.ndarray, np.ndarray]:
+def render(n_per_class: int | Sequence[int], image_size: int, seed: int,
+           workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Render synthetic Galaxy10 images.
 
     n_per_class: images per class, one int for all classes or a sequence of 10 counts.
     Returns images (N, S, S, 3) uint8 (S = image_size) and labels (N,) uint8 in 0..9, the
-    classes shuffled in a seeded order. Same arguments -> identical bytes.
+    classes shuffled in a seeded order. Same arguments -> identical bytes, whatever
+    ``workers`` (processes for large renders; default one per CPU).
     """
-    images, labels, _ = render_catalogue(n_per_class, image_size, seed)
+    images, labels, _ = render_catalogue(n_per_class, image_size, seed, workers)
     return images, labels
 
 

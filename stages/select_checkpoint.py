@@ -7,6 +7,7 @@ binomial, p >= 0.01 against the commonest val class's share) is not logged as a 
 registered: on the laptop default that is the deep variants after one CPU epoch, which the
 report lists as "not learned at this budget"; a model store of chance-level classifiers (and
 a registry alias "best" on one) would mislead, and logging each cost 4-6 s.
+``select.log_model: always`` logs every selected checkpoint.
 (Not named select.py: a script folder on sys.path would shadow the standard `select` module.)
 """
 from __future__ import annotations
@@ -85,7 +86,8 @@ def main() -> int:
     run.set_tags({"deepgal.selected_checkpoint": Path(sel["checkpoint"]).name,
                   "deepgal.selection_reason": sel["reason"][:500]})
     run.log_artifact(args.out, "selected")
-    if sel["chance_p_value"] is not None and sel["chance_p_value"] >= ALPHA:
+    if (cfg.log_model == "learned" and sel["chance_p_value"] is not None
+            and sel["chance_p_value"] >= ALPHA):
         log.warning("%s: val accuracy %.3f is within noise of chance (p = %.2f): not logged as "
                     "an MLflow model", args.variant, sel["val_accuracy"], sel["chance_p_value"])
         run.set_tags({"deepgal.model": f"not logged: val accuracy within noise of chance "

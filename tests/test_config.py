@@ -81,7 +81,7 @@ VALID = {
     "train.augment.jitter": f(0, 1), "train.augment.scale": f(0, 0.999),
     "train.augment.translate": f(0, 0.499),
     "select.max_gap": f(0, 1), "select.max_val_loss_rise": f(0, 100),
-    "select.register": st.booleans(),
+    "select.register": st.booleans(), "select.log_model": st.sampled_from(["learned", "always"]),
     "evaluate.batch_size": i(1, 8192),
     "evaluate.tta": st.booleans(),
     "reduce.pca_dims": st.none() | i(2, 4096),

@@ -150,6 +150,7 @@ class SelectCfg(Checked):
     max_gap: float
     max_val_loss_rise: float
     register: bool
+    log_model: Literal["learned", "always"]  # learned: only a checkpoint above chance
 
     def check(self):
         yield "max_gap", 0 <= self.max_gap <= 1, "must be in [0, 1]"

@@ -3,7 +3,7 @@
 
 Inputs are float tensors (B, 3, S, S) as made by :func:`deepgal.transforms.prepare_batch`;
 outputs are logits (B, num_classes) float. ``Net.features(x)`` is (B, ``feature_dim``) and is
-what the ``features`` stage writes out for UMAP/t-SNE/PCA.
+what the ``evaluate`` stage writes out for UMAP/t-SNE/PCA.
 
 Pretrained weights (``pretrained=``):
 
@@ -38,8 +38,8 @@ class PretrainedWeightsError(DeepgalError, RuntimeError):
 class Net(nn.Module):
     """``body`` maps (B, 3, S, S) float -> (B, feature_dim) float; ``head`` maps that to logits.
 
-    Keeping the embedding and the classifier as two attributes lets the ``features`` stage and
-    fine-tuning (new head, same body) use every variant the same way.
+    Keeping the embedding and the classifier as two attributes lets the ``evaluate`` stage
+    (embeddings) and fine-tuning (new head, same body) use every variant the same way.
     """
 
     def __init__(self, name: str, body: nn.Module, feature_dim: int, num_classes: int):

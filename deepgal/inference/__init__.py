@@ -1,4 +1,5 @@
-"""Batched inference, once for the whole project: training's validation, evaluate, features, predict.
+"""Batched inference, once for the whole project: training's validation, evaluate (scores
+and embeddings), predict.
 
 :func:`run_model` turns uint8 images (N, H, W, 3) into probabilities, logits or penultimate
 embeddings, a batch at a time: each batch moves to the device as uint8 and becomes float there

@@ -6,7 +6,10 @@ Per method: a standardiser (sklearn ``StandardScaler``) and, for UMAP and t-SNE 
 larger than ``pca_dims``, a PCA are fitted on the reference split (train); then
 - PCA: ``PCA(2)`` fitted on train, every split transformed;
 - UMAP: umap-learn fitted on train, val/test through ``UMAP.transform`` (new points optimised
-  against the fixed train layout);
+  against the fixed train layout). Neighbours are always exact: umap-learn computes them itself
+  below 4,096 points; above, where it would switch to pynndescent's approximate search, reduce
+  hands it scikit-learn's exact ones and an exact search index for ``transform``
+  (:func:`_exact_knn`): on the real train split that saves two minutes of numba compiling;
 - t-SNE: openTSNE (sklearn's t-SNE has no transform) fitted on train, val/test through
   ``TSNEEmbedding.transform`` (each new point starts at the median of its train neighbours and
   is optimised with the train points fixed). Worth the dependency: it is the maintained t-SNE
@@ -155,12 +158,61 @@ def _umap_map(z_ref: np.ndarray, cfg: UmapSettings, seed: int) -> tuple[np.ndarr
     if n_neighbors < cfg.n_neighbors:
         warnings.warn(f"umap: n_neighbors {cfg.n_neighbors} too high for {n} points; "
                       f"using {n_neighbors}", stacklevel=4)
+    knn = (None, None, None)
+    if n >= UMAP_SMALL_DATA and cfg.metric in _brute_metrics():
+        knn = _exact_knn(z_ref, n_neighbors, cfg.metric)
     # n_jobs=1 is what umap-learn forces anyway once random_state is set; saying it avoids
     # its warning and documents that seeded UMAP is single-threaded.
     model = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=cfg.min_dist,
                       metric=cfg.metric, n_epochs=cfg.n_epochs, random_state=seed,
-                      n_jobs=1).fit(z_ref)
+                      n_jobs=1, precomputed_knn=knn)
+    with warnings.catch_warnings():
+        # umap-learn warns that a search index other than its own disables transform; ours
+        # has what transform calls (_ExactIndex), and the tests place points through it.
+        warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
+        model.fit(z_ref)
     return model.embedding_, model.transform
+
+
+# Below this many points umap-learn finds neighbours exactly itself (all pairwise distances);
+# above it, with approximate NN-descent (pynndescent), whose numba code then compiles: on 2
+# cores, measured on 14,190 x 50-D points with an empty cache, fit 52.5 s + first transform
+# 66.4 s, against 13.2 s + 2.1 s with the exact neighbours below (BENCHMARKS.md).
+UMAP_SMALL_DATA = 4096
+
+
+def _brute_metrics() -> set[str]:
+    from sklearn.neighbors import VALID_METRICS
+    return set(VALID_METRICS["brute"])
+
+
+class _ExactIndex:
+    """The search index umap-learn's ``transform`` queries for new points' neighbours among
+    the fitted ones (it calls ``query(x, k, epsilon)`` and reads ``_angular_trees``), answered
+    exactly by scikit-learn instead of pynndescent's approximate search."""
+
+    _angular_trees = False
+
+    def __init__(self, nn):
+        self._nn = nn
+
+    def query(self, x, k, epsilon=None):
+        dist, idx = self._nn.kneighbors(np.asarray(x, np.float32), k)
+        return idx.astype(np.int32), dist.astype(np.float32)
+
+
+def _exact_knn(z: np.ndarray, k: int, metric: str):
+    """UMAP's ``precomputed_knn``: each point's k nearest (itself first, at distance 0, as
+    umap-learn expects even among exact duplicates), exactly, by scikit-learn's brute-force
+    search (BLAS; ~1 s for 14k x 50-D), and the index that places new points."""
+    from sklearn.neighbors import NearestNeighbors
+
+    nn = NearestNeighbors(n_neighbors=k - 1, metric=metric, algorithm="brute").fit(z)
+    dist, idx = nn.kneighbors()  # without X: each point's neighbours other than itself
+    n = len(z)
+    idx = np.hstack([np.arange(n)[:, None], idx]).astype(np.int32)
+    dist = np.hstack([np.zeros((n, 1)), dist]).astype(np.float32)
+    return idx, dist, _ExactIndex(nn)
 
 
 def fit_maps(x_ref: np.ndarray, others: Mapping[str, np.ndarray], method: str, seed: int,

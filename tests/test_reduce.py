@@ -212,3 +212,43 @@ def test_bad_features_file_is_named():
     x[0, 0] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         reduce_2d(x, "pca", seed=0)
+
+
+def test_exact_neighbours_put_each_point_first_even_among_duplicates():
+    from deepgal.reduce import _exact_knn
+
+    x, _ = clusters(20, dim=8)
+    x[5] = x[6]  # an exact duplicate: both must still list themselves first
+    idx, dist, index = _exact_knn(x, 6, "euclidean")
+    d = np.linalg.norm(x[:, None] - x[None], axis=2)
+    assert idx.shape == (len(x), 6) and idx.dtype == np.int32
+    assert (idx[:, 0] == np.arange(len(x))).all() and (dist[:, 0] == 0).all()
+    assert idx[5, 1] == 6 and idx[6, 1] == 5 and dist[5, 1] == 0
+    np.testing.assert_allclose(dist[:, 1:], np.sort(d, axis=1)[:, 1:6], rtol=1e-4, atol=1e-4)
+    qi, qd = index.query(x[:3] + 0.01, 4, epsilon=0.1)  # what UMAP.transform calls
+    np.testing.assert_array_equal(qi, np.argsort(np.linalg.norm(
+        x[None] - (x[:3] + 0.01)[:, None], axis=2), axis=1)[:, :4])
+
+
+def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeypatch):
+    """>= 4,096 train points: umap-learn would switch to pynndescent (minutes of numba
+    compiling at first use); reduce hands it exact neighbours and an exact search index, so
+    neither fit nor transform may touch pynndescent, and val still lands on its class."""
+    import pynndescent
+
+    from deepgal.reduce import UMAP_SMALL_DATA
+
+    class Refuse(pynndescent.NNDescent):  # still a type: umap-learn isinstance-checks it
+        def __init__(self, *a, **k):
+            raise AssertionError("pynndescent's NNDescent was used")
+    monkeypatch.setattr(pynndescent, "NNDescent", Refuse)
+    import umap.umap_
+    monkeypatch.setattr(umap.umap_, "NNDescent", Refuse)
+    x, y = clusters(560, dim=16)
+    held = np.arange(len(x)) % 4 == 0
+    assert (~held).sum() >= UMAP_SMALL_DATA
+    ref, placed, _ = fit_maps(x[~held], {"val": x[held]}, "umap", 0, 10, **UMAP)
+    knn = KNeighborsClassifier(5).fit(ref, y[~held])
+    good = knn.score(placed["val"], y[held])
+    bad = knn.score(np.random.default_rng(0).permutation(placed["val"]), y[held])
+    assert good > 0.9 and bad < 0.5, (good, bad)

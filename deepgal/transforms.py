@@ -1,6 +1,7 @@
 """Batch preprocessing and augmentation on the training device, vectorised over the batch.
 
-The data path: a split lives in memory once as a uint8 tensor (N, H, W, 3); per step the loop
+The data path: a split lives in memory once as a uint8 tensor (N, H, W, 3) (on the CPU already
+shrunk to what the input needs: :func:`presize`); per step the loop
 indexes a batch, moves it to the device (pinned + ``non_blocking`` on CUDA) and calls
 :func:`prepare_batch`, which returns normalised float (B, 3, S, S). There is no per-image Python
 and no float copy of the whole set: float exists only for one batch at a time.

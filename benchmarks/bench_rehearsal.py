@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,8 +133,19 @@ def main() -> None:
     p.add_argument("--keep", type=Path, help="build the repositories under this folder")
     args = p.parse_args()
     base = args.keep or Path(tempfile.mkdtemp(prefix="deepgal-rehearsal-"))
+    try:
+        results = measure(base, args.sizes)
+    finally:
+        if not args.keep:  # ~10 GB at full size: only kept when asked for
+            shutil.rmtree(base, ignore_errors=True)
+    if len(results) > 1:
+        print(growth_table(results))
+
+
+def measure(base: Path, sizes: list[int]) -> dict[int, tuple[list, float]]:
+    """One repository and one ``dvc repro`` per size under ``base``; prints each table."""
     results: dict[int, tuple[list, float]] = {}
-    for n in args.sizes:
+    for n in sizes:
         root = base / f"n{n}"
         make_repo(root, tiny=False)
         params = rehearsal_params(n)
@@ -152,8 +164,8 @@ def main() -> None:
             print(f"| {stage} | {sec:.1f} | {rss / 1e9:.2f} | {rss / 1e9 / data_gb:.2f} |")
         print(f"| **whole `dvc repro`** | **{total:.1f}** ({total / 60:.1f} min) | | |\n",
               flush=True)
-    if len(results) > 1:
-        print(growth_table(results))
+    return results
+
 
 if __name__ == "__main__":
     main()

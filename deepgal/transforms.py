@@ -197,9 +197,12 @@ def presize_shape(pre: Preprocess, h: int, w: int, zoom_bound: float = 1.0) -> t
     return min(h, side), min(w, side)
 
 
-def _resize_uint8(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    # CPU has a vectorised uint8 antialias kernel (torchvision's Resize uses it), ~8x faster
-    # than the float one; rounding to uint8 there costs < 1/255 of precision.
+def _antialias_resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, 3, H, W) uint8 or float -> (B, 3, *size), the same dtype: the presize filter.
+
+    On the CPU it is called on uint8: that vectorised antialias kernel (torchvision's Resize
+    uses it) is ~8x faster than the float one, and rounding to uint8 costs < 1/255.
+    """
     return F.interpolate(x, size=size, mode="bilinear", antialias=True, align_corners=False)
 
 
@@ -220,7 +223,7 @@ def presize(images: torch.Tensor, pre: Preprocess, zoom_bound: float = 1.0) -> t
     size = presize_shape(pre, h, w, zoom_bound)
     if size == (h, w):
         return images
-    x = _resize_uint8(images.permute(0, 3, 1, 2), size)
+    x = _antialias_resize(images.permute(0, 3, 1, 2), size)
     return x.permute(0, 2, 3, 1).contiguous()
 
 
@@ -236,15 +239,14 @@ def apply_params(images: torch.Tensor, pre: Preprocess, params: AugParams,
     pre_h, pre_w = presize_shape(pre, h, w, params.zoom_bound)
     resize = (pre_h, pre_w) != (h, w)
     if resize and x.device.type == "cpu":
-        x = _resize_uint8(x, (pre_h, pre_w))
+        x = _antialias_resize(x, (pre_h, pre_w))  # uint8 on the CPU
         resize = False
     # Pixel values stay 0..255 in float (one batch only, never the whole set): sampling is
     # linear, so the /255 folds into the colour/normalise coefficients for free. NCHW because
     # grid_sample would otherwise make its own contiguous copy: one pass converts both.
     x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
     if resize:
-        x = F.interpolate(x, size=(pre_h, pre_w), mode="bilinear", antialias=True,
-                          align_corners=False)
+        x = _antialias_resize(x, (pre_h, pre_w))  # float on other devices
     grid = affine_grid(affine_theta(params, pre.crop).to(x.device), s)
     # Reflection keeps the sky's level and noise texture in the corners a rotation exposes
     # (they reach at most ~21% of the side past the edge, where Galaxy10 frames hold only sky).

@@ -6,12 +6,15 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from deepgal import checkpoint as ckpt_io
 from deepgal import config
 from deepgal.data import galaxy10, split as split_io
 from deepgal.training import TrainPaths, train_variant
+from deepgal.training.run import load_split
+from deepgal.transforms import Augment, Preprocess, prepare_batch, presize_shape
 from tests.conftest import make_h5
 from tests.pipeline_repo import tiny_params
 
@@ -81,11 +84,6 @@ def test_a_split_shrunk_at_load_feeds_the_model_the_same_bytes(tmp_path, zoom):
     """load_split(pre) keeps each image at the size apply_params would first resize it to, in
     chunks: the prepared batches are bit-identical to those from the full-size split, and the
     memory is what the input needs (32 px frames, 8 px input, crop 0.5 -> 20 px at zoom 1.25)."""
-    import torch
-
-    from deepgal.transforms import Augment, Preprocess, prepare_batch, presize_shape
-    from deepgal.training.run import load_split
-
     root = make_workdir(tmp_path / "w")
     pre = Preprocess(input_size=8, crop=0.5, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
     aug = Augment(rotate=True, flip=True, scale=zoom - 1, translate=0.05, jitter=0.1)

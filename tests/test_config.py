@@ -77,6 +77,7 @@ VALID = {
     "train.compile": st.booleans(), "train.ema": f(0, 0.9999), "train.mixup": f(0, 10),
     "train.cutmix": f(0, 10), "train.precision": st.sampled_from(["auto", "fp32", "bf16"]),
     "train.channels_last": st.booleans(), "train.nproc": i(1, 1024),
+    "train.epoch_images": st.none() | i(1, 10**6),
     "train.augment.rotate": st.booleans(), "train.augment.flip": st.booleans(),
     "train.augment.jitter": f(0, 1), "train.augment.scale": f(0, 0.999),
     "train.augment.translate": f(0, 0.499),
@@ -84,6 +85,7 @@ VALID = {
     "select.register": st.booleans(), "select.log_model": st.sampled_from(["learned", "always"]),
     "evaluate.batch_size": i(1, 8192),
     "evaluate.tta": st.booleans(),
+    "evaluate.map_train": st.none() | i(1, 10**6),
     "reduce.pca_dims": st.none() | i(2, 4096),
     "reduce.methods.tsne.perplexity": f(1, 100), "reduce.methods.umap.n_neighbors": i(2, 200),
     "reduce.methods.umap.min_dist": f(0, 1),
@@ -105,10 +107,11 @@ INVALID = {
     "train.label_smoothing": neg | f(min_value=1), "train.checkpoint_every": i(max_value=0),
     "train.ema": neg | f(min_value=1), "train.mixup": neg | f(min_value=10.001),
     "train.cutmix": neg | f(min_value=10.001), "train.nproc": i(max_value=0) | i(min_value=1025),
+    "train.epoch_images": i(max_value=0),
     "train.augment.jitter": neg | f(min_value=1.0001), "train.augment.scale": neg | f(min_value=1),
     "train.augment.translate": neg | f(min_value=0.5),
     "select.max_gap": neg | f(min_value=1.0001), "select.max_val_loss_rise": neg,
-    "evaluate.batch_size": i(max_value=0),
+    "evaluate.batch_size": i(max_value=0), "evaluate.map_train": i(max_value=0),
     "reduce.pca_dims": i(max_value=1),
     "reduce.methods.tsne.perplexity": f(max_value=0.999) | f(min_value=100.001),
     "reduce.methods.umap.n_neighbors": i(max_value=1) | i(min_value=201),
@@ -291,7 +294,7 @@ def test_random_unknown_keys_are_named(section, key):
 CONTRACT_FIELDS = (
     "variant model input_size crop pretrained epochs batch_size lr seed deterministic device "
     "optimizer momentum weight_decay schedule warmup_epochs label_smoothing checkpoint_every "
-    "compile augment ema mixup cutmix precision channels_last nproc").split()
+    "compile augment ema mixup cutmix precision channels_last nproc epoch_images").split()
 
 
 @pytest.mark.parametrize("name", ["../evil", "x/y", "a b", "", ".", "..", "-rf", ".hidden",

@@ -150,3 +150,24 @@ def test_deterministic_seeding_turns_kernels_on_without_importing_inductor():
             "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
+
+
+def test_epoch_images_trains_on_a_subset_per_epoch(tmp_path):
+    # 48 train images, batch 8: 6 steps an epoch on the whole split, 2 on a 16-image subset.
+    train(tmp_path / "sub", epoch_images=16)
+    sched = ckpt_io.load(tmp_path / "sub" / "last.pt")["scheduler"]
+    assert sched["last_epoch"] == 3 * 2
+    whole, m_whole = train(tmp_path / "whole")
+    assert ckpt_io.load(tmp_path / "whole" / "last.pt")["scheduler"]["last_epoch"] == 3 * 6
+    # A cap at or above the split's size is the whole split: the same run, bit for bit.
+    capped, m_capped = train(tmp_path / "capped", epoch_images=1000)
+    assert [m["train/loss"] for m in capped] == [m["train/loss"] for m in whole]
+    for a, b in zip(m_whole.state_dict().values(), m_capped.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_epoch_images_is_validated():
+    params = tiny_params()
+    params["variants"]["smallnet"]["epoch_images"] = 0
+    with pytest.raises(config.ConfigError, match="variants.smallnet.epoch_images"):
+        config.resolve_variant(params, "smallnet")

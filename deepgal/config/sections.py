@@ -98,7 +98,8 @@ class AugmentCfg(Checked):
 
 # Keys a variant may override; each one's bounds are TrainCfg's (checked once, there).
 OVERRIDABLE = ("input_size", "crop", "pretrained", "epochs", "batch_size", "optimizer",
-               "weight_decay", "label_smoothing", "ema", "mixup", "cutmix", "nproc")
+               "weight_decay", "label_smoothing", "ema", "mixup", "cutmix", "nproc",
+               "epoch_images")
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,9 @@ class TrainCfg(Checked):
     epochs: int
     batch_size: int
     label_smoothing: float
+    # Images per epoch: a fresh seeded random subset of the train split each epoch, so a big
+    # variant can see a large split at a fixed cost; None = the whole split every epoch.
+    epoch_images: int | None
     checkpoint_every: int
     compile: bool
     ema: float  # decay of an exponential moving average of the weights; 0 = off
@@ -137,6 +141,8 @@ class TrainCfg(Checked):
         yield "warmup_epochs", self.warmup_epochs >= 0, "must be >= 0"
         yield "epochs", self.epochs >= 1, "must be >= 1"
         yield "batch_size", self.batch_size >= 1, "must be >= 1"
+        yield "epoch_images", self.epoch_images is None or self.epoch_images >= 1, \
+            "must be null (the whole train split) or >= 1 images"
         yield "label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"
         yield "checkpoint_every", self.checkpoint_every >= 1, "must be >= 1"
         yield "ema", 0 <= self.ema < 1, "must be in [0, 1) (0 = off; 0.999 is typical)"
@@ -161,9 +167,12 @@ class SelectCfg(Checked):
 class EvaluateCfg(Checked):
     batch_size: int
     tta: bool  # average the softmax over the 8 rotation/flip views
+    map_train: int | None  # train images embedded for the maps (a seeded sample); None = all
 
     def check(self):
         yield "batch_size", self.batch_size >= 1, "must be >= 1"
+        yield "map_train", self.map_train is None or self.map_train >= 1, \
+            "must be null (every train image) or >= 1 images"
 
 
 @dataclass(frozen=True)

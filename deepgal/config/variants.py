@@ -48,6 +48,7 @@ class VariantCfg(Checked):
     mixup: float | None = None
     cutmix: float | None = None
     nproc: int | None = None
+    epoch_images: int | None = None
 
     def check(self):
         yield "model", self.model is None or self.model.strip() != "", "must be a model name"
@@ -78,6 +79,7 @@ class RunCfg(Checked):
     schedule: Literal["cosine", "constant", "step"]
     warmup_epochs: int
     label_smoothing: float
+    epoch_images: int | None
     checkpoint_every: int
     compile: bool
     ema: float

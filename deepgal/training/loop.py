@@ -198,7 +198,9 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
         model.load_state_dict(state.get("train_model", state["model"]))
     fwd = recipe.maybe_compile(wrap(model, dist, device), cfg, device)
     opt = recipe.make_optimizer(model, cfg)
-    steps = max((len(train) // dist.world) // cfg.batch_size, 1)
+    # epoch_images: each epoch trains on the first n of its seeded permutation (a fresh subset).
+    n_epoch = min(len(train), cfg.epoch_images or len(train))
+    steps = max((n_epoch // dist.world) // cfg.batch_size, 1)
     sched = recipe.make_schedule(opt, cfg, steps)
     ema = recipe.make_ema(model, cfg)
     history: list[dict] = []
@@ -232,7 +234,8 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
                                       "step") as bar:
         for epoch in range(start_epoch, cfg.epochs + 1):
             cpu_gen, dev_gen = epoch_generators(cfg.seed, epoch, device, dist.rank, dist.world)
-            batches = shard(torch.randperm(len(train), generator=cpu_gen), dist, steps)
+            perm = torch.randperm(len(train), generator=cpu_gen)[:n_epoch]
+            batches = shard(perm, dist, steps)
             first, prior = 0, {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
             if epoch == start_epoch and start_step > 0:
                 first, prior = start_step, dict(state["accum"])  # sums over all ranks

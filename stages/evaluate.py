@@ -1,9 +1,10 @@
-"""Stage evaluate@<variant>: scores on val and test, and the embeddings of every split.
+"""Stage evaluate@<variant>: scores on val and test, and the embeddings the maps need.
 
 One pass of the selected model over the file gives both: the penultimate embedding of each
-train/val/test image (``features.npz``, what ``reduce`` maps) and, from the same forward pass,
-the class probabilities of val and test (with ``evaluate.tta``, a second pass over val and test
-averages the 8 rotation/flip views instead). Scoring and embedding used to be two stages; one
+val/test image and of a seeded sample of ``evaluate.map_train`` train images (``features.npz``,
+what ``reduce`` maps) and, from the same forward pass, the class probabilities of val and test
+(with ``evaluate.tta``, a second pass over val and test averages the 8 rotation/flip views
+instead). Scoring and embedding used to be two stages; one
 process loads torch, the network and the weights once, and reads each image once.
 
 Writes, all before talking to MLflow (an unreachable tracker is one warning, not a failure):
@@ -56,6 +57,8 @@ def main() -> int:
     labels = galaxy10.read_labels(args.data)
     sel = json.loads(args.selection.read_text())
     every = {name: split_io.read_split(args.split, name) for name in split_io.SPLITS}
+    # The maps need only a sample of train; val and test are always embedded whole.
+    every["train"] = split_io.sample_rows(every["train"], cfg.map_train, base.seed)
     # split.test = 0 reproduces the report: no test split, no test scores.
     splits = {s: every[s] for s in ("val", "test") if len(every[s])}
     device = pick_device(base.device)

@@ -16,7 +16,7 @@ import yaml
 
 from deepgal import checkpoint as ckpt_io
 from deepgal.data.galaxy10 import write_galaxy10
-from deepgal.data.split import stratified_split, write_split
+from deepgal.data.split import sample_rows, stratified_split, write_split
 from deepgal.inference import run_model
 from deepgal.metrics import score
 from deepgal.models import build_model
@@ -47,7 +47,9 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
     (tmp_path / "selection.json").write_text(json.dumps({"checkpoint": "m.pt", "epoch": 2}))
     (tmp_path / "history.csv").write_text("epoch,seconds\n1,30.0\n2,60.0\n")
     (tmp_path / "run.json").write_text(json.dumps({"run_id": "0123456789abcdef"}))
-    params = tiny_params({"evaluate": {"batch_size": 7, "tta": tta}})
+    # map_train: 20 of the train images are embedded for the maps (one case), all (other).
+    params = tiny_params({"evaluate": {"batch_size": 7, "tta": tta,
+                                       "map_train": 20 if tta else None}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPGAL_MLFLOW": "on",
            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{refused_port()}"}
@@ -79,10 +81,13 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
     assert len(preds) == len(splits["val"]) + len(splits["test"])
     assert sorted(preds["index"]) == sorted(np.r_[splits["val"], splits["test"]].tolist())
 
-    # The embeddings: every split, in split order, one view whatever ``tta`` says.
+    # The embeddings: every split, in split order, one view whatever ``tta`` says; of train,
+    # the seeded sample of map_train images.
     feats = np.load(out / "features.npz")
     assert [str(v) for v in dict.fromkeys(feats["split"])] == ["train", "val", "test"]
-    for split, idx in splits.items():
+    train_rows = sample_rows(splits["train"], 20 if tta else None, params["base"]["seed"])
+    assert len(train_rows) == (20 if tta else len(splits["train"])) and len(splits["train"]) > 20
+    for split, idx in {**splits, "train": train_rows}.items():
         rows = feats["split"] == split
         assert np.array_equal(feats["index"][rows], idx)
         assert np.array_equal(feats["label"][rows], labels[idx])

@@ -12,7 +12,7 @@ import yaml
 
 from deepgal.data.galaxy10 import read_coordinates, read_labels, write_galaxy10
 from deepgal.data.split import (SplitError, channel_stats, group_rows, group_summary, read_split,
-                                sky_groups, stratified_split, write_split)
+                                sample_rows, sky_groups, stratified_split, write_split)
 
 from .conftest import REPO
 from .pipeline_repo import tiny_params
@@ -251,3 +251,14 @@ def test_real_sample_without_coordinates_still_splits(real_sample):
     assert summary["merged_groups"] == 0 and summary["groups"] == len(labels)
     s = stratified_split(labels, {"train": 0.6, "val": 0.4, "test": 0.0}, 0, groups)
     assert sum(len(v) for v in s.values()) == len(labels)
+
+
+def test_sample_rows_is_a_seeded_ordered_subset():
+    rows = np.arange(100, 400, 3)
+    sub = sample_rows(rows, 40, seed=5)
+    assert len(sub) == 40 and len(set(sub)) == 40 and set(sub) <= set(rows)
+    assert np.all(np.diff(sub) > 0)  # the rows' own order
+    assert np.array_equal(sub, sample_rows(rows, 40, seed=5))
+    assert not np.array_equal(sub, sample_rows(rows, 40, seed=6))
+    assert sample_rows(rows, None, seed=5) is rows
+    assert sample_rows(rows, len(rows), seed=5) is rows

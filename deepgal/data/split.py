@@ -222,3 +222,12 @@ def read_stats(split_dir: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path}: missing; run `dvc repro split`")
     return json.loads(path.read_text())
+
+
+def sample_rows(rows: np.ndarray, n: int | None, seed: int) -> np.ndarray:
+    """At most ``n`` of ``rows``: a seeded random subset in the rows' own order (all of them
+    when ``n`` is None or not smaller). The same (rows, n, seed) always gives the same subset."""
+    if n is None or n >= len(rows):
+        return rows
+    keep = np.random.default_rng([seed, 2]).choice(len(rows), n, replace=False)
+    return rows[np.sort(keep)]

@@ -1,10 +1,11 @@
 """Sim-to-real check of the embedded galaxies: train the pipeline's variants on synthetic images
 only, score them on the 50 real Galaxy10 DECaLS images of ``../shared/data``.
 
-For each variant and seed: render the default synthetic set (``--per-class`` per class at
-``--image-size``, seed 1000 + seed), keep 80% for training as the pipeline's split does, and
-train the registry's model with the pipeline's recipe read from ``params.yaml`` (input size,
-crop, epochs, optimiser, lr x lr_scale, cosine schedule, label smoothing, augmentation). Then:
+For each variant and seed: render the default synthetic set (``--per-class`` per class, default
+``data.synthetic.per_class``, at ``--image-size``, seed 1000 + seed), keep 80% for training as
+the pipeline's split does, and train the registry's model with the pipeline's recipe read from
+``params.yaml`` (input size, crop, epochs, images per epoch, optimiser, lr x lr_scale, cosine
+schedule, label smoothing, augmentation). Then:
 
 * synthetic validation that never sees a real pixel: accuracy on 500 fresh synthetic images,
   overall and on the third with the harshest nuisances (noisiest, worst seeing, smallest);
@@ -17,6 +18,8 @@ The 50 real images are a final check: they are scored, never trained or tuned on
     python benchmarks/sim_to_real.py --variants smallnet customnet --seeds 0 1 2
     python benchmarks/sim_to_real.py --stats      # synthetic vs real image statistics only
     python benchmarks/sim_to_real.py --synthetic-only   # renderer development: no real image
+    # ... scored on earlier renderers' galaxies too (benchmarks/foreign_renderers.py):
+    python benchmarks/sim_to_real.py --synthetic-only --extra-val /tmp/foreign/*.npz
     # seeds in parallel processes, then one summary:
     python benchmarks/sim_to_real.py --variants customnet --seeds 0 --threads 1 --json c0.json
     python benchmarks/sim_to_real.py --combine c0.json c1.json c2.json
@@ -67,6 +70,7 @@ def recipe(params: dict, variant: str) -> dict:
             "optimizer": get("optimizer"), "lr": train["lr"] * (var.get("lr_scale") or 1.0),
             "momentum": train["momentum"], "weight_decay": get("weight_decay"),
             "label_smoothing": get("label_smoothing"), "warmup_epochs": train["warmup_epochs"],
+            "epoch_images": get("epoch_images"),
             "augment": Augment(**train["augment"])}
 
 
@@ -96,7 +100,8 @@ def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: i
                               weight_decay=r["weight_decay"])
     else:
         opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], weight_decay=r["weight_decay"])
-    per_epoch = math.ceil(len(x) / r["batch_size"])
+    n_epoch = min(len(x), r.get("epoch_images") or len(x))  # the pipeline's epoch_images
+    per_epoch = math.ceil(n_epoch / r["batch_size"])
     total, warm = r["epochs"] * per_epoch, r["warmup_epochs"] * per_epoch
 
     def lr_at(step: int) -> float:  # linear warm-up, then cosine, per step (as the pipeline)
@@ -107,8 +112,8 @@ def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: i
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     for _ in range(r["epochs"]):
         model.train()
-        perm = torch.randperm(len(x), generator=gen)
-        for i in range(0, len(x), r["batch_size"]):
+        perm = torch.randperm(len(x), generator=gen)[:n_epoch]
+        for i in range(0, n_epoch, r["batch_size"]):
             idx = perm[i:i + r["batch_size"]]
             xb = prepare_batch(x[idx], pre, r["augment"], gen, channels_last=False)
             loss = F.cross_entropy(model(xb), y[idx], label_smoothing=r["label_smoothing"])
@@ -150,7 +155,7 @@ def bootstrap_f1(pred: np.ndarray, y: np.ndarray, reps: int = 1000) -> tuple[flo
 def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.ndarray]) -> None:
     r = recipe(params, variant)
     x_real = resize(real[0], args.image_size)
-    rows = []
+    rows, dev = [], []
     for seed in args.seeds:
         t0 = time.time()
         images, labels = render(args.per_class, args.image_size, seed=1000 + seed)
@@ -163,17 +168,21 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
         np.add.at(syn, (val_y, val_pred), 1)
         print(f"{variant} seed {seed}: synthetic val {np.mean(val_pred == val_y):.3f} (harsh "
               f"third {np.mean((val_pred == val_y)[harsh]):.3f}); confusion:\n{syn}", flush=True)
-        if args.extra_val:  # another renderer's images: a nuisance shift no real pixel decides
-            with np.load(args.extra_val) as f:
+        foreign = {}
+        for path in args.extra_val or ():  # another renderer's images: no real pixel decides
+            with np.load(path) as f:
                 ex_x, ex_y = f["images"], f["labels"]
-            print(f"{variant} seed {seed}: accuracy on {args.extra_val.name} "
-                  f"{np.mean(predict(model, ex_x, pre) == ex_y):.3f}", flush=True)
+            foreign[path.stem] = float(np.mean(predict(model, ex_x, pre) == ex_y))
+            print(f"{variant} seed {seed}: accuracy on {path.name} {foreign[path.stem]:.3f}",
+                  flush=True)
         if args.synthetic_only:  # development runs never look at the real images
+            dev.append({"syn": float(np.mean(val_pred == val_y)), **foreign})
             continue
         pred = predict(model, x_real, pre)
         s = scores(pred, real[1])
         s["syn"], s["syn_harsh"] = np.mean(val_pred == val_y), np.mean((val_pred == val_y)[harsh])
         s["f1_ci"] = bootstrap_f1(pred, real[1])
+        s["foreign"] = foreign
         rows.append(s)
         conf = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
         np.add.at(conf, (real[1], pred), 1)
@@ -187,6 +196,12 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
             "rows": [{**row, "recall": row["recall"].tolist()} for row in rows]}))
     if rows:
         summarise(variant, r, rows, len(real[1]))
+    if dev:  # synthetic-only: synthetic val and the other renderers, mean +- spread over seeds
+        cells = []
+        for key in dev[0]:
+            v = 100 * np.array([d[key] for d in dev])
+            cells.append(f"{key} {v.mean():.1f} ± {v.std():.1f}")
+        print(f"\n{variant}, {len(dev)} seeds, no real image: " + ", ".join(cells))
 
 
 def summarise(variant: str, r: dict, rows: list[dict], n_real: int) -> None:
@@ -205,6 +220,9 @@ def summarise(variant: str, r: dict, rows: list[dict], n_real: int) -> None:
           "one image is 20 points):")
     for c, name in enumerate(CLASS_NAMES):
         print(f"| {c} {name} | {100 * recall[:, c].mean():.0f} ± {100 * recall[:, c].std():.0f} |")
+    for name in rows[0].get("foreign", {}):
+        v = np.array([row["foreign"][name] for row in rows])
+        print(f"accuracy on {name} (another renderer): {100 * v.mean():.1f} ± {100 * v.std():.1f}")
 
 
 def image_stats(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -254,15 +272,17 @@ def print_stats(size: int) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", nargs="+", default=["smallnet", "customnet"])
-    ap.add_argument("--per-class", type=int, default=100, help="the pipeline default: 100")
+    ap.add_argument("--per-class", type=int,
+                    help="images per class to render (default: data.synthetic.per_class)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stats", action="store_true", help="print image statistics and stop")
     ap.add_argument("--json", type=Path, help="also write the per-seed scores here")
-    ap.add_argument("--extra-val", type=Path,
-                    help="npz of images/labels from another renderer version to score too")
+    ap.add_argument("--extra-val", type=Path, nargs="+",
+                    help="npz files of images/labels from other renderer versions to score too "
+                         "(benchmarks/foreign_renderers.py makes them)")
     ap.add_argument("--combine", type=Path, nargs="+",
                     help="summarise --json files of one variant (seeds run apart) and stop")
     ap.add_argument("--synthetic-only", action="store_true",
@@ -280,6 +300,8 @@ def main() -> None:
         print_stats(args.image_size)
         return
     params = yaml.safe_load(args.params.read_text())
+    if args.per_class is None:
+        args.per_class = params["data"]["synthetic"]["per_class"]
     real = load_real()
     print("| variant | synthetic val acc % | harsh-nuisance third % | real acc % (50 images) "
           "| real macro-F1 |\n|---|---:|---:|---:|---:|")

@@ -4,8 +4,8 @@ One pass of the selected model over the file gives both: the penultimate embeddi
 val/test image and of a seeded sample of ``evaluate.map_train`` train images (``features.npz``,
 what ``reduce`` maps) and, from the same forward pass, the class probabilities of val and test
 (with ``evaluate.tta``, a second pass over val and test averages the 8 rotation/flip views
-instead). Scoring and embedding used to be two stages; one
-process loads torch, the network and the weights once, and reads each image once.
+instead). Scoring and embedding used to be two stages; one process loads torch, the network
+and the weights once, and reads each image once.
 
 Writes, all before talking to MLflow (an unreachable tracker is one warning, not a failure):
 ``metrics.json`` (the headline numbers DVC declares as metrics), ``eval.json`` (details),

@@ -15,8 +15,12 @@ import sys
 import termios
 from pathlib import Path
 
-# The README's compact view: test accuracy of every variant plus whatever params changed.
-EXP_SHOW_ARGS = ["--only-changed", "--drop", "val_|test_f1|epoch|train_min", "--keep", "test_acc"]
+# The README's compact view: test accuracy of every variant plus whatever params changed. DVC
+# matches --drop/--keep with re.match (from the start of the column name), hence the ".*";
+# ".*/" and "results$" drop the hash columns of the dependencies and outputs a run changes.
+EXP_SHOW_ARGS = ["--only-changed",
+                 "--drop", r".*\.(val_acc|val_f1|test_f1|epoch|train_min)$|.*/|results$",
+                 "--keep", r".*\.test_acc$"]
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 

@@ -7,7 +7,8 @@ decided. Two earlier image models of this project serve, rendered from git histo
 * ``b288cc5`` -- rebuilt from published facts (GZ DECaLS cut-out scaling, per-band seeing and
   depths, the ``dstn_rgb`` colour map, JPEG), every nuisance drawn wider than the real range
   (docs/renderer.md);
-* ``1e484f6`` -- the first procedural renderer, written before any real image was looked at.
+* ``1e484f6`` -- the first procedural renderer, from before b214773 tuned the renderer
+  against the real images' statistics.
 
 Neither was tuned on the scores this is used to judge. It writes ``<out>/<commit>.npz``
 (``images`` (N, S, S, 3) uint8, ``labels`` (N,)); ``sim_to_real.py --extra-val`` scores them:

@@ -1,4 +1,4 @@
-"""Images from earlier, independently built versions of the renderer: a real-free test of transfer.
+"""Images from two earlier versions of the renderer, taken from git: a real-free test of transfer.
 
 A model trained on today's synthetic galaxies and scored on another renderer's galaxies meets
 a shift of style (profiles, colours, noise, stretch, class definitions) that no real pixel
@@ -8,7 +8,8 @@ decided. Two earlier image models of this project serve, rendered from git histo
   depths, the ``dstn_rgb`` colour map, JPEG), every nuisance drawn wider than the real range
   (docs/renderer.md);
 * ``1e484f6`` -- the first procedural renderer, from before b214773 tuned the renderer
-  against the real images' statistics.
+  against the real images' statistics (today's renderer descends from it, so it is not
+  independent of today's).
 
 Neither was tuned on the scores this is used to judge. It writes ``<out>/<commit>.npz``
 (``images`` (N, S, S, 3) uint8, ``labels`` (N,)); ``sim_to_real.py --extra-val`` scores them:
@@ -27,9 +28,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITS = ("b288cc5", "1e484f6")
-RENDER = ("import sys, numpy as np; from deepgal.data.synthetic import render; "
+# Written under a temporary name and renamed, so an interrupted render leaves no half file.
+RENDER = ("import os, sys, numpy as np; from deepgal.data.synthetic import render; "
           "x, y = render(int(sys.argv[1]), int(sys.argv[2]), seed=int(sys.argv[3])); "
-          "np.savez(sys.argv[4], images=x, labels=y)")
+          "tmp = sys.argv[4] + '.part.npz'; np.savez(tmp, images=x, labels=y); "
+          "os.replace(tmp, sys.argv[4])")
 
 
 def main() -> None:
@@ -43,8 +46,14 @@ def main() -> None:
     for commit in COMMITS:
         with tempfile.TemporaryDirectory(prefix=f"deepgal-{commit}-") as tmp:
             # Only the old package is needed: export it, so the checkout stays untouched.
-            tree = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "deepgal"],
-                                  check=True, capture_output=True).stdout
+            got = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "deepgal"],
+                                 capture_output=True)
+            if got.returncode:
+                raise SystemExit(f"git archive {commit} failed in {ROOT}: "
+                                 f"{got.stderr.decode().strip()}\nThe renderer of {commit} comes "
+                                 "from this clone's history; in a shallow clone run `git fetch "
+                                 "--unshallow` first.")
+            tree = got.stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=tree, check=True)
             dest = args.out / f"{commit}.npz"
             subprocess.run([sys.executable, "-c", RENDER, str(args.per_class),

@@ -152,11 +152,21 @@ def test_deterministic_seeding_turns_kernels_on_without_importing_inductor():
     assert out.stdout.split() == ["True", "False"]
 
 
-def test_epoch_images_trains_on_a_subset_per_epoch(tmp_path):
+def test_epoch_images_trains_on_a_subset_per_epoch(tmp_path, monkeypatch):
     # 48 train images, batch 8: 6 steps an epoch on the whole split, 2 on a 16-image subset.
+    from deepgal.training import loop
+    subsets, real_shard = [], loop.shard
+
+    def recording_shard(perm, dist, steps):  # the images each epoch draws from
+        subsets.append(frozenset(perm.tolist()))
+        return real_shard(perm, dist, steps)
+
+    monkeypatch.setattr(loop, "shard", recording_shard)
     train(tmp_path / "sub", epoch_images=16)
+    monkeypatch.undo()
     sched = ckpt_io.load(tmp_path / "sub" / "last.pt")["scheduler"]
     assert sched["last_epoch"] == 3 * 2
+    assert [len(s) for s in subsets] == [16] * 3 and len(set(subsets)) == 3  # a fresh subset
     whole, m_whole = train(tmp_path / "whole")
     assert ckpt_io.load(tmp_path / "whole" / "last.pt")["scheduler"]["last_epoch"] == 3 * 6
     # A cap at or above the split's size is the whole split: the same run, bit for bit.

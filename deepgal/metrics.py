@@ -54,6 +54,34 @@ def score(labels: np.ndarray, probs: np.ndarray,
     }
 
 
+def binomial_se(accuracy: float, n: int) -> float:
+    """Standard error sqrt(p (1 - p) / n) of an accuracy ``p`` counted on ``n`` images: what
+    the choice of those images alone moves it by (±7 points at 50 images, ±1.5 at 1,000)."""
+    return float(np.sqrt(accuracy * (1 - accuracy) / n)) if n else float("nan")
+
+
+def _macro_f1(cm: np.ndarray) -> float:
+    tp = np.diag(cm).astype(np.float64)
+    support, predicted = cm.sum(1), cm.sum(0)
+    present = support > 0
+    return float(_ratio(2 * tp, support + predicted)[present].mean())
+
+
+def bootstrap_macro_f1(labels: np.ndarray, pred: np.ndarray, n_classes: int,
+                       reps: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """95 % interval (2.5th, 97.5th percentile) of macro-F1 over ``reps`` resamplings of the
+    images with replacement, seeded: the same inputs always give the same interval."""
+    labels, pred = np.asarray(labels, np.int64), np.asarray(pred, np.int64)
+    if len(labels) == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    flat = labels * n_classes + pred
+    vals = [_macro_f1(np.bincount(flat[rng.integers(0, len(flat), len(flat))],
+                                  minlength=n_classes ** 2).reshape(n_classes, n_classes))
+            for _ in range(reps)]
+    return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
+
+
 def headline(result: dict) -> dict:
     """The few numbers of an evaluate result that DVC declares as metrics (contract 4):
     ``{split: {"accuracy", "macro_f1"}}`` for each split present in ``result``."""

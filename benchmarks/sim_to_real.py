@@ -27,7 +27,9 @@ it, ``--exclude`` the 50 shared images (their near-duplicates are skipped; deepg
     python benchmarks/sim_to_real.py --combine c0.json c1.json c2.json
     # judged on 100 unseen real images per class (binomial s.e. ~1.5 points, not 7):
     python benchmarks/sim_to_real.py --real data/Galaxy10_DECals.h5 --real-per-class 100 \
-        --exclude ../shared/data/galaxy10_decals_sample50.h5
+        --real-half judge --exclude ../shared/data/galaxy10_decals_sample50.h5
+    # ... and the image statistics of the other half, the only one to tune against:
+    python benchmarks/sim_to_real.py --stats --real data/Galaxy10_DECals.h5 --real-half tune
 """
 from __future__ import annotations
 
@@ -55,18 +57,19 @@ REAL = ROOT.parent / "shared" / "data" / "galaxy10_decals_sample50.h5"
 
 
 def load_real(path: Path, per_class: int | None, seed: int, exclude: list[Path],
-              size: int) -> tuple[np.ndarray, np.ndarray]:
+              size: int, half: str | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The real judge: images (N, size, size, 3) uint8, resized as the pipeline's input, and
     labels (N,) int64. Every row of ``path``, or ``per_class`` per class drawn with ``seed``,
     minus near-duplicates of the ``exclude`` files (deepgal.data.heldout); read in chunks, so
     the full 17,736-image file never sits in memory at 256 px."""
-    rows, info = held_out_rows(path, per_class, seed, exclude)
+    rows, info = held_out_rows(path, per_class, seed, exclude, half=half)
     if len(rows) == 0:
         raise SystemExit(f"{path}: no real image left after skipping {info['excluded']} "
                          "duplicates of --exclude")
     images = np.concatenate([resize(read_images(path, rows[i:i + 512]), size)
                              for i in range(0, len(rows), 512)])
-    print(f"real judge: {path}, {len(rows)} images, per class {info['per_class']}, "
+    print(f"real judge: {path}{', ' + half + ' half' if half else ''}, {len(rows)} images, "
+          f"per class {info['per_class']}, "
           f"{info['excluded']} near-duplicates of {[str(p) for p in exclude]} skipped", flush=True)
     return images, read_labels(path)[rows]
 
@@ -305,6 +308,9 @@ def main() -> None:
     ap.add_argument("--real-per-class", type=int,
                     help="a seeded sample of this many real images per class (default: all)")
     ap.add_argument("--real-seed", type=int, default=0)
+    ap.add_argument("--real-half", choices=["tune", "judge"],
+                    help="first (tune) or second (judge) half of each class's seeded order: "
+                         "look at --stats of the tune half, score on the judge half")
     ap.add_argument("--exclude", type=Path, nargs="+", default=[],
                     help="skip real images that duplicate these files' (e.g. the 50 shared)")
     args = ap.parse_args()
@@ -319,7 +325,7 @@ def main() -> None:
         return
     if args.stats:
         print_stats(load_real(args.real, args.real_per_class, args.real_seed, args.exclude,
-                              args.image_size)[0], args.image_size)
+                              args.image_size, args.real_half)[0], args.image_size)
         return
     params = yaml.safe_load(args.params.read_text())
     if args.per_class is None:
@@ -327,7 +333,7 @@ def main() -> None:
     real = (np.zeros((0, args.image_size, args.image_size, 3), np.uint8), np.zeros(0, np.int64))
     if not args.synthetic_only:  # development runs never even load the real images
         real = load_real(args.real, args.real_per_class, args.real_seed, args.exclude,
-                         args.image_size)
+                         args.image_size, args.real_half)
     print(f"| variant | synthetic val acc % | harsh-nuisance third % | real acc % "
           f"({len(real[1])} images) | real macro-F1 |\n|---|---:|---:|---:|---:|")
     for variant in args.variants:

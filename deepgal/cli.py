@@ -2,7 +2,8 @@
 
     deepgal info FILE.h5                                    validate and summarise a file
     deepgal evaluate --checkpoint CKPT --data FILE.h5 [--tta] [--json]
-                     [--per-class N --seed S --exclude SEEN.h5]   a held-out sample of FILE
+                     [--per-class N --seed S --half judge --exclude SEEN.h5]
+                                                             a held-out sample of FILE
     deepgal predict  --checkpoint CKPT --data FILE.h5|FOLDER --out preds.csv [--tta]
     deepgal ui [--port 5000]                                MLflow UI on 127.0.0.1, training view
     deepgal profile NAME                                    validate profiles/NAME.yaml, print -S args
@@ -63,8 +64,9 @@ def cmd_evaluate(args) -> int:
     from .metrics import binomial_se, bootstrap_macro_f1, score
 
     info = galaxy10.validate(args.data)  # before loading a model: bad input fails first
-    if args.per_class is not None or args.exclude:
-        rows, held = held_out_rows(args.data, args.per_class, args.seed, args.exclude or ())
+    if args.per_class is not None or args.exclude or args.half:
+        rows, held = held_out_rows(args.data, args.per_class, args.seed, args.exclude or (),
+                                   half=args.half)
     else:
         rows, held = np.arange(info.n_images), None
     if len(rows) == 0:
@@ -84,7 +86,7 @@ def cmd_evaluate(args) -> int:
            "support": {c: m["support"] for c, m in result["per_class"].items()},
            "confusion": result["confusion"], "variant": ckpt.get("variant")}
     if held is not None:
-        out["sample"] = {"per_class": args.per_class, "seed": args.seed,
+        out["sample"] = {"per_class": args.per_class, "seed": args.seed, "half": args.half,
                          "exclude": [str(p) for p in args.exclude or ()],
                          "duplicates_skipped": held["excluded"], "short_classes": held["short"]}
     if args.json:
@@ -92,7 +94,8 @@ def cmd_evaluate(args) -> int:
         return 0
     what = f"{n} images"
     if held is not None:
-        what += (f" ({args.per_class or 'all'} per class, seed {args.seed}; "
+        what += (f" ({args.per_class or 'all'} per class, seed {args.seed}"
+                 f"{', ' + args.half + ' half' if args.half else ''}; "
                  f"{held['excluded']} near-duplicates of the excluded files skipped)")
     print(f"{args.data}: {what}\n  accuracy {out['accuracy']:.3f} ± {out['accuracy_se']:.3f} "
           f"(binomial s.e.), macro-F1 {out['macro_f1']:.3f} [95% bootstrap {lo:.3f}, {hi:.3f}] "
@@ -194,6 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--per-class", type=int,
                            help="score a seeded sample of this many images per class")
             s.add_argument("--seed", type=int, default=0, help="seed of --per-class's sample")
+            s.add_argument("--half", choices=["tune", "judge"],
+                           help="only the first (tune) or second (judge) half of each class's "
+                                "seeded order: tune on one, judge on the other")
             s.add_argument("--exclude", type=Path, nargs="+", metavar="FILE",
                            help="skip images that duplicate one of these files' (e.g. the "
                                 "real images a renderer was tuned against)")

@@ -53,6 +53,18 @@ def test_sample_is_stratified_seeded_and_sorted(synthetic_file):
     assert np.array_equal(every, np.arange(len(labels)))
 
 
+def test_tune_and_judge_halves_never_share_an_image(synthetic_file):
+    path, _, labels = synthetic_file
+    tune, _ = held_out_rows(path, None, seed=4, half="tune")
+    judge, _ = held_out_rows(path, None, seed=4, half="judge")
+    assert not np.isin(tune, judge).any() and len(tune) + len(judge) == len(labels)
+    assert np.bincount(labels[tune], minlength=10).tolist() == [6] * 10
+    few, _ = held_out_rows(path, 2, seed=4, half="judge")
+    assert np.isin(few, judge).all()
+    with pytest.raises(ValueError, match="half = 'test'"):
+        held_out_rows(path, 2, seed=4, half="test")
+
+
 def test_a_short_class_gives_what_it_has_and_is_named(tmp_path):
     images, labels = render(4, 32, seed=3)
     keep = np.flatnonzero((labels != 3) | (np.cumsum(labels == 3) <= 2))  # class 3: 2 rows

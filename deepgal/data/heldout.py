@@ -52,10 +52,18 @@ def near_duplicates(candidates: np.ndarray, excluded: np.ndarray,
     return (dist.min(1).values < tol).numpy()
 
 
+HALVES = ("tune", "judge")
+
+
 def held_out_rows(path: str | Path, per_class: int | None, seed: int,
-                  exclude: list[str | Path] = (), tol: float = DUP_TOL) -> tuple[np.ndarray, dict]:
+                  exclude: list[str | Path] = (), tol: float = DUP_TOL,
+                  half: str | None = None) -> tuple[np.ndarray, dict]:
     """Rows (sorted) of a labelled file: ``per_class`` per class drawn in a seeded order
     (every row when None), skipping near-duplicates of the images of the ``exclude`` files.
+
+    ``half``: "tune" draws only from the first half of each class's seeded order, "judge" only
+    from the second, so that whatever is tuned on the one (image statistics, recipes) is judged
+    on images it never saw; None draws from all of it.
 
     A class with fewer clean rows than ``per_class`` gives all it has. Returns (rows, info),
     info = {"per_class": counts (10,), "excluded": rows dropped as duplicates, "short":
@@ -65,6 +73,8 @@ def held_out_rows(path: str | Path, per_class: int | None, seed: int,
                                   or per_class < 1):
         raise ValueError(f"per_class = {per_class!r}: expected an integer >= 1 (or none: "
                          "every row)")
+    if half not in (None, *HALVES):
+        raise ValueError(f"half = {half!r}: expected one of {', '.join(HALVES)} (or none)")
     galaxy10.validate(path)  # a bad judge file fails here, named, before any model work
     for other in exclude:
         galaxy10.validate(other)
@@ -76,6 +86,8 @@ def held_out_rows(path: str | Path, per_class: int | None, seed: int,
     keep, dropped, short = [], 0, []
     for c in range(galaxy10.NUM_CLASSES):
         order = rng.permutation(np.flatnonzero(labels == c))
+        if half is not None:
+            order = order[:len(order) // 2] if half == "tune" else order[len(order) // 2:]
         want = len(order) if per_class is None else per_class
         got: list[np.ndarray] = []
         pos = 0

@@ -28,11 +28,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .data import galaxy10
 from .errors import DeepgalError
+from .metrics import binomial_se
 
 
 def cmd_info(args) -> int:
@@ -57,49 +57,29 @@ def _model(args):
 
 def cmd_evaluate(args) -> int:
     """Score a checkpoint on a labelled file, or on a held-out sample of it (``--per-class``,
-    ``--exclude``): accuracy with its binomial standard error, macro-F1 with a bootstrap
-    interval, recall per class. The judge of transfer to real images (docs/renderer.md)."""
-    from .data.heldout import held_out_rows
-    from .inference.source import run_on_file
-    from .metrics import binomial_se, bootstrap_macro_f1, score
+    ``--half``, ``--exclude``): accuracy with its binomial standard error, macro-F1 with a
+    bootstrap interval, recall per class. The judge of transfer to real images."""
+    from .transfer import judge_rows, score_checkpoint
+    from .utils import pick_device
 
-    info = galaxy10.validate(args.data)  # before loading a model: bad input fails first
-    if args.per_class is not None or args.exclude or args.half:
-        rows, held = held_out_rows(args.data, args.per_class, args.seed, args.exclude or (),
-                                   half=args.half)
-    else:
-        rows, held = np.arange(info.n_images), None
-    if len(rows) == 0:
-        raise ValueError(f"{args.data}: no image left to score after excluding the "
-                         f"{held['excluded']} that duplicate {', '.join(map(str, args.exclude))}")
-    model, pre, ckpt, device = _model(args)
-    probs = run_on_file(model, args.data, pre, device, rows, args.batch_size, "probs",
-                        args.tta, desc="evaluate")
-    labels = galaxy10.read_labels(args.data)[rows]
-    result = score(labels, probs)
-    n = result["n"]
-    lo, hi = bootstrap_macro_f1(labels, probs.argmax(1), len(galaxy10.CLASS_NAMES))
-    out = {"checkpoint": str(args.checkpoint), "data": str(args.data), "n": n,
-           "accuracy": result["accuracy"], "accuracy_se": binomial_se(result["accuracy"], n),
-           "macro_f1": result["macro_f1"], "macro_f1_ci95": [lo, hi],
-           "recall": {c: m["recall"] for c, m in result["per_class"].items()},
-           "support": {c: m["support"] for c, m in result["per_class"].items()},
-           "confusion": result["confusion"], "variant": ckpt.get("variant")}
+    # The rows first: a bad file or argument fails before a model is loaded.
+    rows, held = judge_rows(args.data, args.per_class, args.seed, args.half, args.exclude or ())
+    out = score_checkpoint(args.checkpoint, args.data, rows, pick_device(args.device),
+                           args.batch_size, args.tta)
     if held is not None:
-        out["sample"] = {"per_class": args.per_class, "seed": args.seed, "half": args.half,
-                         "exclude": [str(p) for p in args.exclude or ()],
-                         "duplicates_skipped": held["excluded"], "short_classes": held["short"]}
+        out["sample"] = held
     if args.json:
         print(json.dumps(out))
         return 0
-    what = f"{n} images"
+    what = f"{out['n']} images"
     if held is not None:
         what += (f" ({args.per_class or 'all'} per class, seed {args.seed}"
                  f"{', ' + args.half + ' half' if args.half else ''}; "
                  f"{held['excluded']} near-duplicates of the excluded files skipped)")
+    lo, hi = out["macro_f1_ci95"]
     print(f"{args.data}: {what}\n  accuracy {out['accuracy']:.3f} ± {out['accuracy_se']:.3f} "
           f"(binomial s.e.), macro-F1 {out['macro_f1']:.3f} [95% bootstrap {lo:.3f}, {hi:.3f}] "
-          f"({ckpt.get('variant')}, epoch {ckpt.get('epoch')})")
+          f"({out['variant']}, epoch {out['epoch']})")
     for c, r in out["recall"].items():
         k = out["support"][c]
         print(f"  recall {r:6.3f} ± {binomial_se(r, k):.3f}  of {k:5d}  {c}")

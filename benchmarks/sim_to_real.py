@@ -47,8 +47,8 @@ import yaml
 from deepgal.data.galaxy10 import CLASS_NAMES, NUM_CLASSES, read_images, read_labels
 from deepgal.data.heldout import held_out_rows
 from deepgal.data.synthetic import render
-from deepgal.metrics import bootstrap_macro_f1
 from deepgal.data.synthetic.params import draw, galaxy_params
+from deepgal.metrics import bootstrap_macro_f1
 from deepgal.models import build_model
 from deepgal.transforms import Augment, Preprocess, prepare_batch
 

@@ -7,6 +7,7 @@ import io
 import json
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -95,7 +96,7 @@ def test_near_duplicates_of_an_excluded_file_are_skipped(tmp_path):
 def test_real_galaxies_are_told_apart_from_their_re_encodes(tmp_path):
     """On real pixels: the 25 shared images that were seen (as JPEG quality-75 re-encodes,
     as the shared file itself was made) are skipped, the 25 other real galaxies are all kept."""
-    with galaxy10.h5py.File(SHARED, "r") as f:
+    with h5py.File(SHARED, "r") as f:
         images, labels = f["images"][:], f["ans"][:]
     seen = np.arange(0, 50, 2)
     galaxy10.write_galaxy10(tmp_path / "seen.h5", jpeg(images[seen], 75), labels[seen])

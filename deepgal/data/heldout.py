@@ -12,7 +12,7 @@ whose mean absolute difference to any excluded image is below ``DUP_TOL`` grey l
 dropped, whatever its label. Measured on the 50 shared images (``docs/renderer.md``): a JPEG
 re-encode differs by at most 1.5 (quality 30) and a 2 px shift by at most 2.9, while the
 1,225 pairs of distinct galaxies differ by at least 4.2 (median 10.3). Rotated or flipped
-copies are not looked for: the cut-outs of one galaxy are never rotated in Galaxy10.
+copies are not looked for: the shared file's images are unrotated re-encodes.
 """
 from __future__ import annotations
 
@@ -63,7 +63,8 @@ def held_out_rows(path: str | Path, per_class: int | None, seed: int,
 
     ``half``: "tune" draws only from the first half of each class's seeded order, "judge" only
     from the second, so that whatever is tuned on the one (image statistics, recipes) is judged
-    on images it never saw; None draws from all of it.
+    on images it never saw; None draws from all of it. The halves are disjoint for one
+    ``seed``: use the same seed for both.
 
     A class with fewer clean rows than ``per_class`` gives all it has. Returns (rows, info),
     info = {"per_class": counts (10,), "excluded": rows dropped as duplicates, "short":
@@ -79,9 +80,8 @@ def held_out_rows(path: str | Path, per_class: int | None, seed: int,
     for other in exclude:
         galaxy10.validate(other)
     labels = galaxy10.read_labels(path)
-    ex = (np.concatenate([thumbnails(p, np.arange(len(galaxy10.read_labels(p))))
-                          for p in exclude]) if exclude else np.zeros((0, 3, THUMB_PX, THUMB_PX),
-                                                                      np.float32))
+    ex = [thumbnails(p, np.arange(len(galaxy10.read_labels(p)))) for p in exclude]
+    ex = np.concatenate(ex) if ex else np.zeros((0, 3, THUMB_PX, THUMB_PX), np.float32)
     rng = np.random.default_rng([seed, 4])
     keep, dropped, short = [], 0, []
     for c in range(galaxy10.NUM_CLASSES):

@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
     except (DeepgalError, galaxy10.Galaxy10FormatError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # `deepgal evaluate ... | head`: the reader has what it wanted. Point stdout at devnull
+        # so that Python's exit flush cannot raise again, and exit as a piped Unix tool does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ where they exist, a real checkpoint.
 """
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -149,3 +151,19 @@ def test_evaluate_on_a_held_out_sample(synthetic_file, tmp_path, capsys):
     assert "60 images (6 per class, seed 2" in capsys.readouterr().out
     assert main([*args[:8], "0"]) == 1
     assert "per_class = 0" in capsys.readouterr().err
+
+
+def test_evaluate_piped_into_head_ends_quietly(synthetic_file, tmp_path):
+    """`deepgal evaluate ... | head`: no BrokenPipeError traceback when the reader leaves."""
+    path, _, _ = synthetic_file
+    torch.manual_seed(0)
+    ckpt = tmp_path / "m.pt"
+    ckpt_io.save(ckpt, {"model": build_model("smallnet", 10, 32).state_dict(),
+                        "model_name": "smallnet", "preprocess": Preprocess(32).to_dict(),
+                        "epoch": 1, "variant": "smallnet"})
+    # `true` leaves before the command (seconds of imports) writes a byte: the pipe is closed.
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c",
+                           f"{sys.executable} -m deepgal.cli evaluate --checkpoint {ckpt} "
+                           f"--data {path} --device cpu | true"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 141 and "Traceback" not in proc.stderr, proc.stderr

@@ -11,7 +11,11 @@ get a near twin 0.1-0.5" away.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
+
+from deepgal.data.synthetic.portable import each, log_uniform
 
 # Dec band of the DECaLS footprint used by Galaxy Zoo DECaLS (SDSS DR8 overlap), degrees.
 DEC_RANGE = (-20.0, 35.0)
@@ -31,9 +35,9 @@ def positions(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, di
     """
     n = len(labels)
     rng = np.random.default_rng([seed, 2])
-    lo, hi = np.sin(np.deg2rad(DEC_RANGE))
+    lo, hi = (math.sin(math.radians(d)) for d in DEC_RANGE)
     ra = rng.uniform(0.0, 360.0, n)
-    dec = np.rad2deg(np.arcsin(rng.uniform(lo, hi, n)))
+    dec = each(lambda v: math.degrees(math.asin(v)), rng.uniform(lo, hi, n))
     want = max(1, round(n * DUP_FRACTION))
     order = rng.permutation(n)
     used = np.zeros(n, dtype=bool)
@@ -54,8 +58,8 @@ def positions(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, di
         if kind == "near":  # move j by 0.1-0.5" in a random direction
             sep = rng.uniform(*NEAR_ARCSEC) / 3600.0
             angle = rng.uniform(0.0, 2 * np.pi)
-            dec[j] = dec[i] + sep * np.sin(angle)
-            ra[j] = (ra[i] + sep * np.cos(angle) / np.cos(np.deg2rad(dec[i]))) % 360.0
+            dec[j] = dec[i] + sep * math.sin(angle)
+            ra[j] = (ra[i] + sep * math.cos(angle) / math.cos(math.radians(dec[i]))) % 360.0
         counts[kind] += 1
     return ra, dec, counts
 
@@ -71,4 +75,4 @@ def redshift(n: int, seed: int) -> np.ndarray:
     """Redshifts (n,) float64, log-uniform in ``REDSHIFT_RANGE``, from a stream of its own
     (``(seed, 3)``) so that the image bytes do not change with it."""
     lo, hi = REDSHIFT_RANGE
-    return lo * (hi / lo) ** np.random.default_rng([seed, 3]).random(n)
+    return log_uniform(lo, hi, np.random.default_rng([seed, 3]).random(n))

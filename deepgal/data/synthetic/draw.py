@@ -13,6 +13,7 @@ from scipy import fft as sfft
 from scipy import ndimage as ndi
 
 from deepgal.data.synthetic.params import NATIVE_SIZE, Draws
+from deepgal.data.synthetic.portable import asinhf, hypotf, tanf
 
 F32 = np.float32
 # Flux colours (R, G, B) of the two stellar populations; colour t interpolates (and
@@ -55,7 +56,7 @@ def sersic(grid, cx, cy, pa, q, re, n, amp) -> np.ndarray:
 
 def spiral_pattern(r, theta, m, pitch_deg, phase, k, sign) -> np.ndarray:
     """Logarithmic arms (B, S, S) in [0, 1]: m arms of pitch angle ``pitch_deg``, width via ``k``."""
-    wind = bcast(sign / np.tan(np.deg2rad(pitch_deg)))
+    wind = bcast(sign / tanf(np.deg2rad(pitch_deg)))
     phi = bcast(m) * (theta - wind * np.log(r + F32(1e-4))) + bcast(phase)
     return np.exp(bcast(k) * np.log(F32(0.5) + F32(0.5) * np.cos(phi) + F32(1e-6)))
 
@@ -113,8 +114,8 @@ def compose(sharp: np.ndarray, soft: np.ndarray, p: dict, draws: Draws, size: in
     Returns the noisy flux (B, 3, S, S) float32 in noise units.
     """
     res = np.full(len(sharp), RES_SIGMA_PX / size, dtype=F32)
-    psf = (gaussian_mtf(size, np.hypot(p["psf"], res)) * bcast(1 - p["psf_wing"])[..., None]
-           + gaussian_mtf(size, np.hypot(3 * p["psf"], res)) * bcast(p["psf_wing"])[..., None])
+    psf = (gaussian_mtf(size, hypotf(p["psf"], res)) * bcast(1 - p["psf_wing"])[..., None]
+           + gaussian_mtf(size, hypotf(3 * p["psf"], res)) * bcast(p["psf_wing"])[..., None])
     spec = sfft.rfft2(sharp, workers=-1) * psf
     spec += sfft.rfft2(soft, workers=-1) * psf * gaussian_mtf(size, p["bg_blur"])
     # Sky noise: 1 luminance + 3 colour fields, as Fourier coefficients of white noise whose
@@ -125,7 +126,7 @@ def compose(sharp: np.ndarray, soft: np.ndarray, p: dict, draws: Draws, size: in
     rgb = (nz[:, :1] + chroma * nz[:, 1:]) / np.sqrt(1 + chroma ** 2)
     scale = p["noise"] * size * (size / NATIVE_SIZE) ** NOISE_EXPONENT / np.sqrt(2)
     spec += rgb.astype(np.complex64) * bcast(scale)[..., None] * gaussian_mtf(
-        size, np.hypot(p["noise_corr"], res))
+        size, hypotf(p["noise_corr"], res))
     return sfft.irfft2(spec, s=(size, size), workers=-1).astype(F32)
 
 
@@ -137,7 +138,7 @@ def stretch(flux: np.ndarray, p: dict) -> np.ndarray:
     tint = bcast(p["sky_tint"])[..., None] * np.array([1, 0, -1], dtype=F32)[None, :, None, None]
     i = flux.mean(1, keepdims=True) / beta
     small = np.abs(i) < 1e-3
-    ratio = np.where(small, F32(1), np.arcsinh(i) / np.where(small, F32(1), i))
+    ratio = np.where(small, F32(1), asinhf(i) / np.where(small, F32(1), i))
     disp = bcast(p["sky"])[..., None] + tint + bcast(p["gain"])[..., None] * flux * ratio
     out = np.clip(disp * F32(255) + F32(0.5), 0, 255).astype(np.uint8)
     return out.transpose(0, 2, 3, 1)

@@ -10,6 +10,7 @@ from scipy.special import gammaln
 
 from deepgal.data.synthetic import draw as sd
 from deepgal.data.synthetic import params as sp
+from deepgal.data.synthetic.portable import atan2f, powf, tanf
 
 F32 = np.float32
 
@@ -29,7 +30,7 @@ def _disc(grid, q: dict, patch: np.ndarray, size: int):
     yd = y / sd.bcast(q["disc_q"])
     r = np.sqrt(x * x + yd * yd)
     h = sd.bcast(q["disc_h"])
-    theta = np.arctan2(yd, x)
+    theta = atan2f(yd, x)
     mod = np.ones_like(r)
     spiral = q["arm_amp"] > 0
     if spiral.any():
@@ -50,7 +51,7 @@ def _disc(grid, q: dict, patch: np.ndarray, size: int):
     lop = sd.bcast(q["lopsided"])
     mod *= np.exp(lop * np.cos(theta - sd.bcast(q["lop_angle"])) * np.minimum(r / h, 2.5))
     # Inclined discs are brighter per unit area (longer path through a partly opaque disc).
-    disc = sd.bcast(q["disc_amp"] * q["disc_q"] ** -0.6) * np.exp(-r / h) * mod
+    disc = sd.bcast(q["disc_amp"] * powf(q["disc_q"], -0.6)) * np.exp(-r / h) * mod
     disc *= sd.patch_field(patch, size, q["patch"])
     # Dust lane along the mid-plane of (nearly) edge-on discs.
     dust = sd.bcast(q["dust"]) * np.exp(-0.5 * (y / (0.35 * h * sd.bcast(q["disc_q"]))) ** 2) * (
@@ -63,7 +64,7 @@ def _bar(x, y, q: dict):
     yd = y / sd.bcast(q["disc_q"])
     xb, yb = x * c + yd * s, yd * c - x * s
     L = sd.bcast(q["bar_len"])
-    return sd.bcast(q["bar_amp"]) * np.exp(-(xb / L) ** 4 - (yb / (sd.bcast(q["bar_q"]) * L)) ** 2)
+    return sd.bcast(q["bar_amp"]) * np.exp(-np.square((xb / L) ** 2) - (yb / (sd.bcast(q["bar_q"]) * L)) ** 2)
 
 
 def _tails(grid, q: dict):
@@ -72,7 +73,7 @@ def _tails(grid, q: dict):
     r = np.sqrt(x * x + y * y)
     size = sd.bcast(q["size"])
     sign = np.where(q["tail_phase"] < np.pi, 1.0, -1.0).astype(F32)
-    arm = sd.spiral_pattern(r / size, np.arctan2(y, x), q["tail_m"], q["tail_pitch"],
+    arm = sd.spiral_pattern(r / size, atan2f(y, x), q["tail_m"], q["tail_pitch"],
                             q["tail_phase"], np.full_like(q["size"], 6.0), sign)
     window = (1 - np.exp(-(r / (1.2 * size)) ** 2)) * np.exp(-r / (sd.bcast(q["tail_len"]) * size))
     return sd.bcast(q["tail_amp"]) * arm * window
@@ -86,7 +87,7 @@ def _clumps(draws_c: np.ndarray, q: dict):
     r = h * (0.3 - np.log(1 - 0.95 * u[..., 0]))
     m = np.maximum(q["arm_m"], 1)[:, None]
     sign = np.where(q["arm_phase"] < np.pi, 1.0, -1.0)[:, None]
-    on_arm = (sign * np.log(r / q["disc_h"][:, None] + 1e-4) / np.tan(np.deg2rad(q["pitch"]))[:, None]
+    on_arm = (sign * np.log(r / q["disc_h"][:, None] + 1e-4) / tanf(np.deg2rad(q["pitch"]))[:, None]
               + (2 * np.pi * np.floor(u[..., 1] * m) - q["arm_phase"][:, None]) / m
               + (u[..., 2] - 0.5) * 0.5)
     theta = np.where(q["arm_clumps"][:, None] > 0, on_arm, u[..., 1] * 2 * np.pi)
@@ -102,7 +103,7 @@ def _clumps(draws_c: np.ndarray, q: dict):
 def _field_sources(u: np.ndarray, count: np.ndarray, fmin: float, slope, fmax: float, tcol):
     """Stars or background galaxies: positions (b, N), fluxes (b, N, 3) from uniforms (b, N, >=4)."""
     n = u.shape[1]
-    flux = np.minimum(fmin * (1 - u[..., 2]) ** (-1.0 / slope), fmax)
+    flux = np.minimum(fmin * powf(1 - u[..., 2], -1.0 / slope), fmax)
     flux = flux * (np.arange(n)[None] < count[:, None])
     t = tcol(u[..., 3])
     rgb = flux[..., None] * np.clip(sd.BLUE + t[..., None] * (sd.ORANGE - sd.BLUE), 0.05, None)
@@ -152,7 +153,7 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
     if idx.size:
         q = _at(p, idx)
         _add(sharp, idx, _tails(grid, q), sd.colour(0.5 * q["col_disc"] + 0.25))
-    sharp *= (1 - att[:, None]) ** sd.DUST_REDDENING[None, :, None, None]
+    sharp *= powf(1 - att[:, None], sd.DUST_REDDENING[None, :, None, None])
     scale = F32((size / sp.NATIVE_SIZE) ** 2)  # total flux in native-pixel units -> per pixel
     idx = np.flatnonzero(p["clump_amp"] > 0)
     if idx.size:
@@ -160,7 +161,7 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
         px, py, rgb = _clumps(draws.clumps[idx], q)
         soft[idx] += sd.deposit(px, py, rgb * scale, size)
     sx, sy, srgb = _field_sources(draws.stars, p["n_stars"], 60.0, p["star_slope"][:, None],
-                                  5e4, lambda t: 1.9 - 2.6 * t ** 1.5)
+                                  5e4, lambda t: 1.9 - 2.6 * t * np.sqrt(t))
     sharp += sd.deposit(sx, sy, srgb * scale, size)
     bx, by, brgb = _field_sources(draws.background, p["n_background"], 40.0, 0.9, 2e4,
                                   lambda t: 0.1 + 1.1 * t)

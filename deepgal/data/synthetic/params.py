@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from deepgal.data.synthetic.portable import powf
+
 NATIVE_SIZE = 256  # px of a real Galaxy10 DECaLS cut-out; the unit of noise and PSF widths
 N_STARS = 96       # fixed draw sizes keep every image's random stream aligned
 N_BACKGROUND = 48
@@ -131,7 +133,7 @@ def _map(u: np.ndarray, labels: np.ndarray, name: str) -> np.ndarray:
     if kind == "log":  # log-uniform on (lo, hi]; a zero lower bound switches the part off
         on = lo > 0
         lo_safe = np.where(on, lo, 1.0)
-        out = np.where(on, lo_safe * (hi / lo_safe) ** x, hi * x * (hi > 0))
+        out = np.where(on, lo_safe * powf(np.where(on, hi / lo_safe, 1), x), hi * x * (hi > 0))
         return out.astype(np.float32)
     return (lo + (hi - lo) * x).astype(np.float32)
 
@@ -143,7 +145,7 @@ def lin(u: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
 
 def logu(u: np.ndarray, name: str, lo: float, hi: float) -> np.ndarray:
     """Class-independent log-uniform parameter in [lo, hi)."""
-    return (lo * (hi / lo) ** u[:, COL[name]]).astype(np.float32)
+    return (lo * powf(hi / lo, u[:, COL[name]])).astype(np.float32)
 
 
 def galaxy_params(u: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -36,6 +36,25 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+def machine() -> dict[str, str]:
+    """The CPU a run's numbers belong to: its model and the vector unit PyTorch's CPU kernels
+    use. A deterministic CPU run repeats bit for bit only where both are the same (oneDNN and
+    ATen pick AVX2 or AVX-512 code at run time, and those round differently)."""
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name")), cpu)
+    except OSError:  # not Linux
+        pass
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch": torch.__version__}
+
+
 def pick_device(name: str = "auto") -> "torch.device":
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
     import torch

@@ -95,12 +95,24 @@ def test_compact_exp_show_fits_a_200_column_terminal(tmp_path):
 
 
 @pytest.mark.slow
-def test_fresh_repro_reproduces_the_committed_headline_exactly(tmp_path):
-    """Deterministic CPU run: the default `dvc repro` from nothing gives the committed numbers."""
+def test_fresh_repro_reproduces_the_committed_headline(tmp_path):
+    """Deterministic CPU run: the default `dvc repro` from nothing gives the committed numbers,
+    exactly on the kind of CPU that made them (``machine`` in the committed train.json), within
+    a few images elsewhere: the data file is the same everywhere (the renderer is portable), but
+    PyTorch's CPU kernels round differently with AVX2 and AVX-512 and the runs drift apart."""
     repo = make_repo(tmp_path / "repo", tiny=False)
     dvc(["repro"], repo)
     got = json.loads((repo / "metrics.json").read_text())
+    made_on = json.loads((REPO / "results/smallnet/train.json").read_text()).get("machine")
+    here = json.loads((repo / "results/smallnet/train.json").read_text())["machine"]
     # Everything but the wall-clock training time, which no machine repeats.
     strip = lambda h: {v: {k: x for k, x in m.items() if k != "train_min"} for v, m in h.items()}
-    assert strip(got) == strip(_baseline()), json.dumps({"got": got, "committed": _baseline()},
-                                                        indent=1)
+    report = json.dumps({"got": got, "committed": _baseline(), "made on": made_on,
+                         "here": here}, indent=1)
+    if made_on == here:
+        assert strip(got) == strip(_baseline()), report
+        return
+    for variant, committed in strip(_baseline()).items():  # another CPU: the same run, drifted
+        for key, value in committed.items():
+            if key != "epoch":
+                assert got[variant][key] == pytest.approx(value, abs=0.08), (variant, key, report)

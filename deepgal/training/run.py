@@ -31,7 +31,7 @@ from ..data import galaxy10
 from ..data import split as split_io
 from ..models import build_model
 from ..transforms import Preprocess, presize, zoom_bound
-from ..utils import pick_device, seed_everything, write_json
+from ..utils import machine, pick_device, seed_everything, write_json
 from .loop import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit, place_split
 
 log = logging.getLogger(__name__)
@@ -96,12 +96,13 @@ def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str,
 
 
 def summarise(history: list[dict], run: RunCfg, undelivered: int) -> dict[str, Any]:
-    """``train.json``: the last epoch's metrics, the best epoch, time, and the config run."""
+    """``train.json``: the last epoch's metrics, the best epoch, time, the config run and the
+    machine it ran on (:func:`deepgal.utils.machine`)."""
     best = max(history, key=lambda m: m["val/accuracy"])
     return {**history[-1], "best/val_accuracy": best["val/accuracy"],
             "best/epoch": best["epoch"], "train_seconds": sum(m["seconds"] for m in history),
             "epochs": len(history), "tracking/undelivered_epochs": undelivered,
-            "config": run.flat()}
+            "config": run.flat(), "machine": machine()}
 
 
 def train_variant(run: RunCfg, paths: TrainPaths) -> dict[str, Any] | None:

@@ -112,7 +112,9 @@ def test_fresh_repro_reproduces_the_committed_headline(tmp_path):
     if made_on == here:
         assert strip(got) == strip(_baseline()), report
         return
-    for variant, committed in strip(_baseline()).items():  # another CPU: the same run, drifted
+    # Another CPU: a drifted run is like another training seed, whose spread is ~4 points
+    # (BENCHMARKS.md, sim-to-real item 4); 12 points still tells a broken pipeline (chance: 10%).
+    for variant, committed in strip(_baseline()).items():
         for key, value in committed.items():
             if key != "epoch":
-                assert got[variant][key] == pytest.approx(value, abs=0.08), (variant, key, report)
+                assert got[variant][key] == pytest.approx(value, abs=0.12), (variant, key, report)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from deepgal.data.galaxy10 import CLASS_NAMES
+from deepgal.utils import machine
 
 from .deps import import_closure, stage_library_deps
 from .mlflow_server import Rest, mlflow_server
@@ -161,6 +162,7 @@ def test_mlflow_nests_variant_runs_under_the_pipeline_run(built):
             assert run["info"]["status"] == "FINISHED"
             tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
             assert tags["data.source"] == "synthetic" and len(tags["data.sha256"]) == 64
+            assert tags["deepgal.machine"] == ", ".join(machine().values())
             params = {p["key"]: p["value"] for p in run["data"]["params"]}
             assert params["epochs"] == "3" and params["model"] == v  # the resolved config
             for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",

@@ -86,7 +86,9 @@ def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str,
     tags = {"deepgal.variant": run.variant, "deepgal.model": run.model,
             "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
             "git.commit": tracking.git_commit(), "data.source": source["source"],
-            "data.sha256": source["sha256"], "deepgal.fingerprint": fp}
+            "data.sha256": source["sha256"], "deepgal.fingerprint": fp,
+            # CPU runs repeat bit for bit only on the same kind of CPU: say which one this was.
+            "deepgal.machine": ", ".join(machine().values())}
     mlf = tracking.MlflowSink(tracking.default_tracking_uri(), run.variant, tags, run.flat(),
                               run_id=prev.get("run_id") if prev.get("fingerprint") == fp
                               else None)

@@ -59,7 +59,10 @@ def test_portable_functions_match_numpy():
     y = rng.uniform(-3, 3, 10_000).astype(np.float32)
     s = rng.uniform(-20, 20, 10_000).astype(np.float32)
     a = rng.uniform(-1.5, 1.5, 10_000).astype(np.float32)
-    close = lambda got, want: np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)  # noqa: E731
+
+    def close(got, want):
+        np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+
     close(portable.powf(x, y), x.astype(np.float64) ** y)
     close(portable.tanf(a), np.tan(a.astype(np.float64)))
     close(portable.hypotf(x, y), np.hypot(x.astype(np.float64), y))

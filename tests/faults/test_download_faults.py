@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import socket
 import sys
 
@@ -32,8 +33,11 @@ pytestmark = pytest.mark.slow
 
 CHUNK = 1 << 20  # the stage streams in 1 MiB pieces: a partial last piece is not kept
 # README "Switching to the real data": after a failed `dvc exp run` in the workspace. `touch`
-# makes git look at params.yaml/dvc.lock again even when a failed run left its index stale.
-RECOVERY = "touch params.yaml dvc.lock && git checkout -- params.yaml dvc.lock && dvc checkout"
+# makes git look at params.yaml again even when a failed run left its index stale; `dvc repro`
+# then takes the deleted data back from DVC's run cache (the failed run leaves dvc.lock alone).
+# Not `git checkout dvc.lock && dvc checkout`: in a fresh clone the committed lock names
+# checkpoints the clone never made (each run's carry its run id and timings).
+RECOVERY = "touch params.yaml && git checkout -- params.yaml && dvc repro"
 
 
 @pytest.fixture(scope="module")
@@ -182,6 +186,38 @@ def test_failed_switch_in_the_workspace_is_recoverable(tmp_path):
     assert run(["git", "status", "--porcelain"], repo).stdout == ""  # git is fooled
     run(["sh", "-c", RECOVERY], repo)
     assert_as_committed(repo, data_sha, params)
+
+
+def test_failed_switch_in_a_fresh_clone_is_recoverable(tmp_path):
+    """As a fresh clone of this repository is: its own `dvc repro` wrote checkpoints other than
+    the committed dvc.lock's, and its lock is not committed. The recovery restores the data
+    and keeps the clone's own lock and outputs."""
+    repo = make_repo(tmp_path / "repo")
+    pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
+    pipeline["stages"] = {k: pipeline["stages"][k] for k in ("download", "split", "train")}
+    (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
+    dvc(["repro"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "the lock upstream committed"], repo)
+    committed_lock = (repo / "dvc.lock").read_text()
+    # The clone: no DVC cache, no outputs; its own run.
+    for name in (".dvc/cache", "models", "results", "data/split"):
+        shutil.rmtree(repo / name, ignore_errors=True)
+    for name in ("data/galaxy10.h5", "data/source.json"):
+        (repo / name).unlink()
+    dvc(["repro"], repo)
+    own_lock = (repo / "dvc.lock").read_text()
+    assert own_lock != committed_lock  # the checkpoints differ: what broke `dvc checkout`
+    data_sha, params = sha256_file(repo / "data/galaxy10.h5"), (repo / "params.yaml").read_bytes()
+    with refused_url() as url:
+        out = dvc(["exp", "run", *SWITCH, "-S", f"data.url={url}"], repo, check=False)
+    assert out.returncode != 0 and not (repo / "data/galaxy10.h5").exists()
+    stale_index(repo, "params.yaml")
+    run(["sh", "-c", RECOVERY], repo)
+    assert (repo / "params.yaml").read_bytes() == params
+    assert sha256_file(repo / "data/galaxy10.h5") == data_sha
+    assert (repo / "dvc.lock").read_text() == own_lock
+    assert "up to date" in dvc(["status"], repo).stdout
 
 
 def test_switch_to_a_local_copy_offline(tmp_path, galaxy):

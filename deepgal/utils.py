@@ -55,6 +55,11 @@ def machine() -> dict[str, str]:
             "torch": torch.__version__}
 
 
+def machine_label(m: dict[str, str]) -> str:
+    """:func:`machine` in one line, e.g. ``AMD EPYC, AVX512, torch 2.14.1`` (the MLflow tag)."""
+    return f"{m['cpu']}, {m['cpu_capability']}, torch {m['torch']}"
+
+
 def pick_device(name: str = "auto") -> "torch.device":
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
     import torch

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from deepgal.data.galaxy10 import CLASS_NAMES
-from deepgal.utils import machine
+from deepgal.utils import machine, machine_label
 
 from .deps import import_closure, stage_library_deps
 from .mlflow_server import Rest, mlflow_server
@@ -162,7 +162,7 @@ def test_mlflow_nests_variant_runs_under_the_pipeline_run(built):
             assert run["info"]["status"] == "FINISHED"
             tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
             assert tags["data.source"] == "synthetic" and len(tags["data.sha256"]) == 64
-            assert tags["deepgal.machine"] == ", ".join(machine().values())
+            assert tags["deepgal.machine"] == machine_label(machine())
             params = {p["key"]: p["value"] for p in run["data"]["params"]}
             assert params["epochs"] == "3" and params["model"] == v  # the resolved config
             for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",

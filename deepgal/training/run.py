@@ -31,7 +31,7 @@ from ..data import galaxy10
 from ..data import split as split_io
 from ..models import build_model
 from ..transforms import Preprocess, presize, zoom_bound
-from ..utils import machine, pick_device, seed_everything, write_json
+from ..utils import machine, machine_label, pick_device, seed_everything, write_json
 from .loop import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit, place_split
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str,
             "git.commit": tracking.git_commit(), "data.source": source["source"],
             "data.sha256": source["sha256"], "deepgal.fingerprint": fp,
             # CPU runs repeat bit for bit only on the same kind of CPU: say which one this was.
-            "deepgal.machine": ", ".join(machine().values())}
+            "deepgal.machine": machine_label(machine())}
     mlf = tracking.MlflowSink(tracking.default_tracking_uri(), run.variant, tags, run.flat(),
                               run_id=prev.get("run_id") if prev.get("fingerprint") == fp
                               else None)

@@ -25,6 +25,9 @@ it, ``--exclude`` the 50 shared images (their near-duplicates are skipped; deepg
     # seeds in parallel processes, then one summary:
     python benchmarks/sim_to_real.py --variants customnet --seeds 0 --threads 1 --json c0.json
     python benchmarks/sim_to_real.py --combine c0.json c1.json c2.json
+    # on a GPU; a --params file may add variants with a `model` key (e.g. resnet18 at 64 px):
+    python benchmarks/sim_to_real.py --device cuda --per-class 2000 --params big.yaml ...
+    bash benchmarks/sim_to_real_gpu.sh     # BENCHMARKS sim-to-real item 10, on one GPU
     # judged on 100 unseen real images per class (binomial s.e. ~1.5 points, not 7):
     python benchmarks/sim_to_real.py --real data/Galaxy10_DECals.h5 --real-per-class 100 \
         --real-half judge --exclude ../shared/data/galaxy10_decals_sample50.h5
@@ -85,7 +88,8 @@ def recipe(params: dict, variant: str) -> dict:
     """The pipeline's training recipe of ``variant`` from params.yaml (variant overrides train)."""
     train, var = params["train"], params["variants"][variant]
     get = lambda key: var.get(key) if var.get(key) is not None else train[key]  # noqa: E731
-    return {"input_size": var["input_size"], "crop": var.get("crop", 1.0),
+    return {"model": var.get("model") or variant,
+            "input_size": var["input_size"], "crop": var.get("crop", 1.0),
             "epochs": get("epochs"), "batch_size": get("batch_size"),
             "optimizer": get("optimizer"), "lr": train["lr"] * (var.get("lr_scale") or 1.0),
             "momentum": train["momentum"], "weight_decay": get("weight_decay"),
@@ -95,26 +99,30 @@ def recipe(params: dict, variant: str) -> dict:
 
 
 def predict(model, images: np.ndarray, pre: Preprocess) -> np.ndarray:
-    """Class predictions (N,) for (N, H, W, 3) uint8 images."""
+    """Class predictions (N,) for (N, H, W, 3) uint8 images (on the model's device)."""
     model.eval()
+    device = next(model.parameters()).device
     out = []
     with torch.no_grad():
         for i in range(0, len(images), 256):
-            x = prepare_batch(torch.from_numpy(images[i:i + 256]), pre, channels_last=False)
-            out.append(model(x).argmax(1).numpy())
+            x = prepare_batch(torch.from_numpy(images[i:i + 256]).to(device), pre,
+                              channels_last=False)
+            out.append(model(x).argmax(1).cpu().numpy())
     return np.concatenate(out)
 
 
-def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: int):
-    """Train ``variant`` from scratch with recipe ``r``; returns (model, Preprocess)."""
+def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: int,
+          device: str = "cpu"):
+    """Train ``variant`` from scratch with recipe ``r`` on ``device`` (the whole training set
+    sits there, augmented per batch); returns (model, Preprocess)."""
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.from_numpy(images)
-    y = torch.from_numpy(labels.astype(np.int64))
-    flat = x.float().div(255).reshape(-1, 3)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    x = torch.from_numpy(images).to(device)
+    y = torch.from_numpy(labels.astype(np.int64)).to(device)
+    flat = torch.from_numpy(images).float().div(255).reshape(-1, 3)
     pre = Preprocess(r["input_size"], r["crop"], tuple(flat.mean(0).tolist()),
                      tuple(flat.std(0).tolist()))
-    model = build_model(variant, NUM_CLASSES, r["input_size"])
+    model = build_model(r.get("model", variant), NUM_CLASSES, r["input_size"]).to(device)
     if r["optimizer"] == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=r["lr"], momentum=r["momentum"],
                               weight_decay=r["weight_decay"])
@@ -132,7 +140,7 @@ def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: i
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     for _ in range(r["epochs"]):
         model.train()
-        perm = torch.randperm(len(x), generator=gen)[:n_epoch]
+        perm = torch.randperm(len(x), generator=gen, device=device)[:n_epoch]
         for i in range(0, n_epoch, r["batch_size"]):
             idx = perm[i:i + r["batch_size"]]
             xb = prepare_batch(x[idx], pre, r["augment"], gen, channels_last=False)
@@ -173,7 +181,7 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
         t0 = time.time()
         images, labels = render(args.per_class, args.image_size, seed=1000 + seed)
         n_train = int(0.8 * len(labels))  # the pipeline's 0.8 train fraction
-        model, pre = train(variant, r, images[:n_train], labels[:n_train], seed)
+        model, pre = train(variant, r, images[:n_train], labels[:n_train], seed, args.device)
         val_x, val_y = render(50, args.image_size, seed=5000 + seed)
         val_pred = predict(model, val_x, pre)
         harsh = harsh_third(5000 + seed, len(val_y), args.image_size, val_y)
@@ -292,6 +300,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="train and score here (cuda: the training set sits in GPU memory)")
     ap.add_argument("--stats", action="store_true", help="print image statistics and stop")
     ap.add_argument("--json", type=Path, help="also write the per-seed scores here")
     ap.add_argument("--extra-val", type=Path, nargs="+",

@@ -36,10 +36,12 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def machine() -> dict[str, str]:
-    """The CPU a run's numbers belong to: its model and the vector unit PyTorch's CPU kernels
-    use. A deterministic CPU run repeats bit for bit only where both are the same (oneDNN and
-    ATen pick AVX2 or AVX-512 code at run time, and those round differently)."""
+def machine(device: "torch.device | str | None" = None) -> dict[str, str]:
+    """The machine a run's numbers belong to: the CPU's model and the vector unit PyTorch's CPU
+    kernels use (a deterministic CPU run repeats bit for bit only where both are the same:
+    oneDNN and ATen pick AVX2 or AVX-512 code at run time, and those round differently); and,
+    for a run on a CUDA ``device``, the GPU and the CUDA and cuDNN versions, whose kernels
+    decide its numbers instead."""
     import platform
 
     import torch
@@ -51,13 +53,19 @@ def machine() -> dict[str, str]:
                         if line.startswith("model name")), cpu)
     except OSError:  # not Linux
         pass
-    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "torch": torch.__version__}
+    out = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+           "torch": torch.__version__}
+    if device is not None and torch.device(device).type == "cuda":
+        out.update(gpu=torch.cuda.get_device_name(torch.device(device)),
+                   cuda=str(torch.version.cuda), cudnn=str(torch.backends.cudnn.version()))
+    return out
 
 
 def machine_label(m: dict[str, str]) -> str:
-    """:func:`machine` in one line, e.g. ``AMD EPYC, AVX512, torch 2.14.1`` (the MLflow tag)."""
-    return f"{m['cpu']}, {m['cpu_capability']}, torch {m['torch']}"
+    """:func:`machine` in one line (the MLflow tag), e.g. ``AMD EPYC, AVX512, torch 2.14.1`` or
+    ``NVIDIA H200, CUDA 13.0, AMD EPYC, torch 2.11.0`` for a run on a GPU."""
+    gpu = f"{m['gpu']}, CUDA {m['cuda']}, " if "gpu" in m else ""
+    return f"{gpu}{m['cpu']}, {m['cpu_capability']}, torch {m['torch']}"
 
 
 def pick_device(name: str = "auto") -> "torch.device":

@@ -1,7 +1,8 @@
 """What the CUDA recipe does, exercised on the CPU: bf16 autocast, channels_last, torch.compile,
 an EMA of the weights, mixup/CutMix, RNG state round trips, and the GPU-resident train split.
 
-Two tests need CUDA and are skipped without it; the code paths they cover exist on every box.
+The tests marked ``needs_cuda`` are skipped without a GPU; the code paths they cover exist on
+every box.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from deepgal.training import Split, fit, place_split
 from deepgal.training import control, recipe
 from deepgal.training.loop import fits_on_device
 from deepgal.transforms import Preprocess
-from deepgal.utils import seed_everything
+from deepgal.utils import machine, machine_label, seed_everything
 from tests.test_training import DEVICE, data, run_cfg, spec, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -245,3 +246,30 @@ def test_the_gpu_recipe_trains_resumes_and_scores_on_cuda(tmp_path, monkeypatch)
     on_gpu = run_model(model, images.to(cuda), Preprocess(input_size=16), cuda,
                        output="probs", precision="bf16")  # images already on the GPU
     assert on_gpu == pytest.approx(probs, abs=1e-3)
+
+
+def test_a_cpu_run_names_its_cpu_and_no_gpu():
+    assert machine("cpu") == machine() and "gpu" not in machine()
+    label = machine_label({"cpu": "AMD EPYC", "cpu_capability": "AVX512", "torch": "2.11.0",
+                           "gpu": "NVIDIA H200", "cuda": "13.0", "cudnn": "91900"})
+    assert label == "NVIDIA H200, CUDA 13.0, AMD EPYC, AVX512, torch 2.11.0"
+
+
+@needs_cuda
+def test_a_stage_run_on_cuda_records_the_gpu_it_ran_on(tmp_path, monkeypatch):
+    """train.json's ``machine`` (and the MLflow tag made from it) names the GPU, whose kernels
+    decide a CUDA run's numbers, not only the host CPU."""
+    import dataclasses
+    import json
+
+    from deepgal import config
+    from deepgal.training import train_variant
+    from tests.test_train_run import make_workdir, paths
+
+    root = make_workdir(tmp_path / "w", variant={"epochs": 1})
+    monkeypatch.setenv("DEEPGAL_MLFLOW", "off")
+    monkeypatch.chdir(root)
+    run = config.resolve_variant(config.load_params(root / "params.yaml"), "smallnet")
+    train_variant(dataclasses.replace(run, device="cuda"), paths(root))
+    got = json.loads((root / "results/smallnet/train.json").read_text())["machine"]
+    assert got["gpu"] == torch.cuda.get_device_name() and got["cuda"] == torch.version.cuda

@@ -77,8 +77,8 @@ def run_config(run: RunCfg, pre: Preprocess, source: dict, stats: dict) -> dict[
             "data": {"sha256": source["sha256"], "split_sizes": stats["sizes"]}}
 
 
-def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str,
-                 run_file: Path) -> tracking.MlflowSink | None:
+def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str, run_file: Path,
+                 device: torch.device) -> tracking.MlflowSink | None:
     """The variant's MLflow run; an interrupted run of the same config is reopened."""
     if not tracking.mlflow_enabled():
         return None
@@ -87,8 +87,8 @@ def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str,
             "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
             "git.commit": tracking.git_commit(), "data.source": source["source"],
             "data.sha256": source["sha256"], "deepgal.fingerprint": fp,
-            # CPU runs repeat bit for bit only on the same kind of CPU: say which one this was.
-            "deepgal.machine": machine_label(machine())}
+            # Runs repeat bit for bit only on the same kind of CPU (or GPU): say which one.
+            "deepgal.machine": machine_label(machine(device))}
     mlf = tracking.MlflowSink(tracking.default_tracking_uri(), run.variant, tags, run.flat(),
                               run_id=prev.get("run_id") if prev.get("fingerprint") == fp
                               else None)
@@ -97,14 +97,15 @@ def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str,
     return mlf
 
 
-def summarise(history: list[dict], run: RunCfg, undelivered: int) -> dict[str, Any]:
+def summarise(history: list[dict], run: RunCfg, undelivered: int,
+              device: torch.device | None = None) -> dict[str, Any]:
     """``train.json``: the last epoch's metrics, the best epoch, time, the config run and the
     machine it ran on (:func:`deepgal.utils.machine`)."""
     best = max(history, key=lambda m: m["val/accuracy"])
     return {**history[-1], "best/val_accuracy": best["val/accuracy"],
             "best/epoch": best["epoch"], "train_seconds": sum(m["seconds"] for m in history),
             "epochs": len(history), "tracking/undelivered_epochs": undelivered,
-            "config": run.flat(), "machine": machine()}
+            "config": run.flat(), "machine": machine(device)}
 
 
 def train_variant(run: RunCfg, paths: TrainPaths) -> dict[str, Any] | None:
@@ -133,7 +134,8 @@ def _train(run: RunCfg, paths: TrainPaths, stats: dict, source: dict,
     model = build_model(run.model, galaxy10.NUM_CLASSES, run.input_size, run.pretrained)
     ckpt_dir = paths.out / "checkpoints"
     # run.json persists with the checkpoints, so a resume reuses the MLflow run
-    mlf = _open_mlflow(run, source, stats, fp, ckpt_dir / "run.json") if dist.main else None
+    mlf = (_open_mlflow(run, source, stats, fp, ckpt_dir / "run.json", device)
+           if dist.main else None)
     files = tracking.FileSink(paths.results / "history.csv", paths.results / "train.json")
     sinks = [files] + ([mlf] if mlf else [])
     spec = RunSpec(cfg=run, preprocess=pre, ckpt_dir=ckpt_dir, fingerprint=fp,
@@ -171,7 +173,7 @@ def _train(run: RunCfg, paths: TrainPaths, stats: dict, source: dict,
         gap = mlf.finish("FINISHED")
         if gap:
             log.warning("MLflow never received epochs %s; history.csv has them all", gap)
-    metrics = summarise(history, run, len(gap))
+    metrics = summarise(history, run, len(gap), device)
     files.write_metrics(metrics)
     write_json(paths.out / "mlflow_run.json",
                {"run_id": mlf.run_id if mlf else None, "run_name": run.variant,

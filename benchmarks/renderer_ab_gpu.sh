@@ -6,6 +6,8 @@
 #   mkdir -p /tmp/base && git archive HEAD deepgal | tar -x -C /tmp/base
 #   BASE=/tmp/base REAL=../shared/data/galaxy10_decals_sample50.h5 FOREIGN=/tmp/foreign \
 #     bash benchmarks/renderer_ab_gpu.sh          # logs into $OUT or ./ab-results
+#   # REAL=Galaxy10_DECals.h5 REAL_ARGS="--real-per-class 100 --real-half judge --exclude ..."
+#   # judges on the full file's judge half instead of the 50 shared images (sim_to_real.py)
 #
 # Both renderers get the same arms, each its own process, 3 seeds, 64 px images: smallnet and
 # customnet with the pipeline's recipe and resnet18 at 64 px (30 epochs) on 100 galaxies per
@@ -38,7 +40,7 @@ arm() {  # tree name, its path, per-class, variants...
   local name=$1 path=$2 n=$3; shift 3
   local tag="$*"
   PYTHONPATH=$path timeout "${ARM_S:-480}" "$py" "$repo/benchmarks/sim_to_real.py" \
-    --params "$params" --device "$device" --threads 2 --real "$real" --variants "$@" \
+    --params "$params" --device "$device" --threads 2 --real "$real" ${REAL_ARGS:-} --variants "$@" \
     --per-class "$n" --seeds $seeds ${extra[@]:+--extra-val "${extra[@]}"} \
     >"$out/${name}_${n}_${tag// /-}.log" 2>&1
   echo "$name $n $* exit $? after ${SECONDS}s"

@@ -63,7 +63,7 @@ def machine(device: "torch.device | str | None" = None) -> dict[str, str]:
 
 def machine_label(m: dict[str, str]) -> str:
     """:func:`machine` in one line (the MLflow tag), e.g. ``AMD EPYC, AVX512, torch 2.14.1`` or
-    ``NVIDIA H200, CUDA 13.0, AMD EPYC, torch 2.11.0`` for a run on a GPU."""
+    ``NVIDIA H200, CUDA 13.0, AMD EPYC, AVX512, torch 2.11.0`` for a run on a GPU."""
     gpu = f"{m['gpu']}, CUDA {m['cuda']}, " if "gpu" in m else ""
     return f"{gpu}{m['cpu']}, {m['cpu_capability']}, torch {m['torch']}"
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -62,6 +63,10 @@ def cmd_evaluate(args) -> int:
     from .transfer import judge_rows, score_checkpoint
     from .utils import pick_device
 
+    if Path(args.data).is_dir():
+        raise DeepgalError(f"{args.data}: a folder; evaluate scores a labelled HDF5 file "
+                           "('images' and 'ans'). For a folder of JPEG/PNG cut-outs use "
+                           "`deepgal predict`")
     # The rows first: a bad file or argument fails before a model is loaded.
     rows, held = judge_rows(args.data, args.per_class, args.seed, args.half, args.exclude or ())
     out = score_checkpoint(args.checkpoint, args.data, rows, pick_device(args.device),
@@ -111,14 +116,28 @@ def cmd_predict(args) -> int:
 
 def cmd_ui(args) -> int:
     """Start a light MLflow server on the repo's store and print the training-view link."""
-    from .tracking import EXPERIMENT_DEFAULT, default_tracking_uri, redact
+    from .tracking import default_tracking_uri
 
     uri = default_tracking_uri()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
            "--host", args.host, "--port", str(args.port), "--workers", "1"]
-    proc = subprocess.Popen(cmd, env=env)
-    base = f"http://{args.host}:{args.port}"
+    # Its own process group, stopped however `deepgal ui` ends (Ctrl-C, kill, a closed
+    # terminal), so no server or uvicorn worker is left holding the port.
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda *_: sys.exit(0))
+    try:
+        return _serve(proc, uri, f"http://{args.host}:{args.port}")
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop_group(proc)
+
+
+def _serve(proc: subprocess.Popen, uri: str, base: str) -> int:
+    from .tracking import EXPERIMENT_DEFAULT, redact
+
     exp_id = None
     for _ in range(60):  # the server takes a few seconds to start
         try:
@@ -138,11 +157,22 @@ def cmd_ui(args) -> int:
     print(f"  {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning" if exp_id
           else f"  {base}  (no '{EXPERIMENT_DEFAULT}' runs yet: run `dvc repro` first)")
     print("Select the variants' runs, then Chart view to compare their accuracy curves. Ctrl-C stops.")
-    try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return 0
+    return proc.wait()
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group of ``proc`` (started with a session of its own), then SIGKILL
+    it if it has not gone within 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def cmd_profile(args) -> int:

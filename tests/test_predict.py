@@ -140,3 +140,27 @@ def test_bad_hdf5_names_the_file_and_key(model_and_ckpt, tmp_path, capsys):
                      "--out", str(tmp_path / "p.csv")])
         err = capsys.readouterr().err
         assert code == 1 and f"{tmp_path / name}: {says}" in err, err
+
+
+def test_a_truncated_hdf5_is_one_line_naming_it(model_and_ckpt, tmp_path, capsys):
+    """A download or copy cut short keeps a valid header: h5py fails later, with OSError."""
+    _, ckpt = model_and_ckpt
+    whole = images_only_h5(tmp_path / "whole.h5", galaxies(40))
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(whole.read_bytes()[:100_000])
+    code = main(["predict", "--checkpoint", str(ckpt), "--data", str(cut),
+                 "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{cut}: unreadable HDF5 data" in err and "truncated" in err, err
+    assert "Traceback" not in err and not (tmp_path / "p.csv").exists()
+
+
+def test_evaluate_on_a_folder_points_to_predict(model_and_ckpt, tmp_path, capsys):
+    _, ckpt = model_and_ckpt
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    Image.fromarray(galaxies(1)[0]).save(folder / "a.png")
+    code = main(["evaluate", "--checkpoint", str(ckpt), "--data", str(folder)])
+    err = capsys.readouterr().err
+    assert code == 1 and f"{folder}: a folder" in err and "deepgal predict" in err, err
+    assert "delete" not in err and (folder / "a.png").exists()

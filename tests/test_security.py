@@ -177,7 +177,10 @@ def connects(host: str, port: int) -> bool:
         return False
 
 
-def test_ui_listens_on_loopback_only(tmp_path):
+# `kill PID` (SIGTERM) or Ctrl-C (SIGINT) to `deepgal ui` alone: the server it started in a
+# session of its own must stop with it, not be orphaned holding the port.
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_ui_listens_on_loopback_only_and_stops_with_its_server(tmp_path, stop):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -201,14 +204,14 @@ def test_ui_listens_on_loopback_only(tmp_path):
         listening = _listeners(port)
         assert listening and listening <= {"127.0.0.1"}, listening
     finally:
-        os.killpg(ui.pid, signal.SIGTERM)
+        ui.send_signal(stop)  # to `deepgal ui` only, as `kill PID` does
         try:
-            ui.wait(timeout=20)
+            ui.wait(timeout=30)
         except subprocess.TimeoutExpired:
             os.killpg(ui.pid, signal.SIGKILL)
             ui.wait(timeout=20)
         log.close()
-    deadline = time.monotonic() + 30  # the server child shuts down after its parent
+    deadline = time.monotonic() + 30  # the server shuts down before `deepgal ui` returns
     while connects("127.0.0.1", port):
         assert time.monotonic() < deadline, "the MLflow server outlived `deepgal ui`"
         time.sleep(0.5)

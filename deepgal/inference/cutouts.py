@@ -55,6 +55,14 @@ def open_cutouts(path: str | Path) -> Cutouts:
         return Cutouts(path, "folder", tuple(files))
     if not h5py.is_hdf5(path):
         raise CutoutError(f"{path}: neither a folder of JPEG/PNG cut-outs nor an HDF5 file")
+    try:
+        return _open_h5(path)
+    except OSError as e:  # h5py raises OSError for truncated/corrupt files past the header
+        raise CutoutError(f"{path}: unreadable HDF5 data ({e}); the file is probably "
+                          "truncated: copy or download it again") from e
+
+
+def _open_h5(path: Path) -> Cutouts:
     with h5py.File(path, "r") as f:
         if IMAGES_KEY not in f:
             raise CutoutError(f"{path}: no '{IMAGES_KEY}' dataset (found: {sorted(f.keys())}); "

@@ -172,6 +172,28 @@ def test_mlflow_nests_variant_runs_under_the_pipeline_run(built):
             assert {"eval.val.accuracy", "eval.test.macro_f1", "select.epoch"} <= metrics
 
 
+def test_a_bad_value_stops_at_the_first_stage_and_loses_nothing(built):
+    """DVC removes a stage's outputs just before it runs the stage, and train.json and
+    history.csv are not in its cache: a bad `-S` value must stop the run in the `params`
+    stage, before any of them is touched."""
+    root = built.root
+    params = root / "params.yaml"
+    before = params.read_bytes()
+    kept = [root / f"results/{v}/{name}" for v in VARIANTS for name in
+            ("train.json", "history.csv", "selection.json")] + [root / "data/split/train.npy"]
+    files = {p: p.read_bytes() for p in kept}
+    try:
+        out = dvc(["exp", "run", "-S", "train.lr=-1"], root, check=False)
+        log = out.stdout + out.stderr
+        assert out.returncode != 0 and "error: train.lr: -1.0 must be in (0, 10)" in log, log
+        assert "Running stage 'params'" in log and "Running stage 'train@" not in log, log
+        assert {p: p.read_bytes() if p.exists() else None for p in kept} == files
+    finally:
+        params.write_bytes(before)
+        params.touch()  # a rewrite of the same size within the same second can look unchanged
+    assert json.loads(dvc(["status", "--json"], root).stdout or "{}") == {}
+
+
 def test_exp_run_changes_lr_only_downstream(built, exp):
     assert "Running stage 'download'" not in exp and "Running stage 'split'" not in exp
     for v in VARIANTS:

@@ -17,9 +17,11 @@ from pathlib import Path
 
 # The README's compact view: test accuracy of every variant plus whatever params changed. DVC
 # matches --drop/--keep with re.match (from the start of the column name), hence the ".*";
-# ".*/" and "results$" drop the hash columns of the dependencies and outputs a run changes.
+# ".*/", "results$" and "params.yaml$" drop the hash columns of the dependencies and outputs a
+# run changes.
 EXP_SHOW_ARGS = ["--only-changed",
-                 "--drop", r".*\.(val_acc|val_f1|test_f1|epoch|train_min)$|.*/|results$",
+                 "--drop", r".*\.(val_acc|val_f1|test_f1|epoch|train_min)$|.*/|results$"
+                           r"|params\.yaml$",
                  "--keep", r".*\.test_acc$"]
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 

@@ -71,12 +71,14 @@ def test_compact_exp_show_fits_a_200_column_terminal(tmp_path):
     (repo / "metrics.json").write_text(json.dumps(head, indent=2))
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     moved = 0
-    for stage in lock["stages"].values():  # ... and so does every output's hash
-        for out in stage.get("outs", []):
+    for stage in lock["stages"].values():  # ... and so does every output's hash, and that of
+        # params.yaml itself, a dependency of the `params` stage
+        for out in stage.get("outs", []) + [d for d in stage.get("deps", [])
+                                             if d["path"] == "params.yaml"]:
             new = "f" + format(moved, "031x")  # a letter first: YAML must read it as a string
             out["md5"] = new + (".dir" if out["md5"].endswith(".dir") else "")
             moved += 1
-    assert moved > 20
+    assert moved > 20 and "params.yaml" in str(lock["stages"]["params"]["deps"])
     (repo / "dvc.lock").write_text(yaml.safe_dump(lock, sort_keys=False))
 
     lines = exp_show_in_terminal(repo, env, columns=200)
@@ -87,7 +89,7 @@ def test_compact_exp_show_fits_a_200_column_terminal(tmp_path):
     assert "train.lr" in header, text
     for v in head:
         assert f"{v}.test_acc" in header, text
-    for dropped in ("val_acc", "val_f1", "test_f1", "train_min", "/"):
+    for dropped in ("val_acc", "val_f1", "test_f1", "train_min", "/", "params.yaml"):
         assert dropped not in header, text
     for row in ("main", "workspace"):
         line = next(line for line in lines if re.match(rf"\s*{row}\b", line))

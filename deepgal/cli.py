@@ -184,22 +184,41 @@ def cmd_profile(args) -> int:
     return 0
 
 
+class _Defaults(argparse.HelpFormatter):
+    """Help that names an option's default where it has a real one (not None or False)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="deepgal", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("info", help="validate and summarise a Galaxy10-layout file")
-    s.add_argument("file", type=Path)
-    s.add_argument("--json", action="store_true")
+    fmt = {"formatter_class": _Defaults}
+    s = sub.add_parser("info", help="validate and summarise a Galaxy10-layout file", **fmt)
+    s.add_argument("file", type=Path, help="HDF5 file with 'images' and 'ans' (e.g. "
+                   "data/galaxy10.h5 or Galaxy10_DECals.h5)")
+    s.add_argument("--json", action="store_true", help="print exactly one JSON object")
     s.set_defaults(func=cmd_info)
     for name, func, help_ in (("evaluate", cmd_evaluate, "score a checkpoint on a labelled file"),
                               ("predict", cmd_predict, "per-image class probabilities to CSV, "
                                "from an HDF5 file (labels optional) or a folder of JPEG/PNG")):
-        s = sub.add_parser(name, help=help_)
-        s.add_argument("--checkpoint", type=Path, required=True)
-        s.add_argument("--data", type=Path, required=True)
-        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        s.add_argument("--batch-size", type=int, default=256)
+        s = sub.add_parser(name, help=help_, **fmt)
+        s.add_argument("--checkpoint", type=Path, required=True,
+                       help="a checkpoint of the train stage, e.g. the one "
+                            "results/<variant>/selection.json names")
+        s.add_argument("--data", type=Path, required=True,
+                       help="a labelled HDF5 file ('images', 'ans')" if name == "evaluate" else
+                       "an HDF5 file with 'images' ('ans' optional) or a folder of "
+                       ".jpg/.jpeg/.png cut-outs")
+        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="auto: CUDA when present")
+        s.add_argument("--batch-size", type=int, default=256,
+                       help="images per forward pass (memory, not results)")
         s.add_argument("--tta", action="store_true",
                        help="average the 8 rotation/flip views (8x the compute)")
         if name == "evaluate":
@@ -214,16 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
                            help="skip images that duplicate one of these files' (e.g. the "
                                 "real images a renderer was tuned against)")
         else:
-            s.add_argument("--out", type=Path, required=True)
+            s.add_argument("--out", type=Path, required=True,
+                           help="CSV to write (complete or not at all): index, predicted "
+                                "class, label if known, one probability per class")
         s.set_defaults(func=func)
-    s = sub.add_parser("ui", help="MLflow UI for this repository's runs (127.0.0.1)")
-    s.add_argument("--host", default="127.0.0.1")
-    s.add_argument("--port", type=int, default=5000)
+    s = sub.add_parser("ui", help="MLflow UI for this repository's runs (127.0.0.1)", **fmt)
+    s.add_argument("--host", default="127.0.0.1",
+                   help="address to bind; the server has no login, so keep it on loopback")
+    s.add_argument("--port", type=int, default=5000, help="port to listen on")
     s.set_defaults(func=cmd_ui)
     s = sub.add_parser("profile", help="validate profiles/NAME.yaml on params.yaml and print it "
-                       "as `dvc exp run -S` arguments")
+                       "as `dvc exp run -S` arguments", **fmt)
     s.add_argument("name", help="a profile name (profiles/NAME.yaml) or a .yaml file")
-    s.add_argument("--params", type=Path, default=Path("params.yaml"))
+    s.add_argument("--params", type=Path, default=Path("params.yaml"),
+                   help="the params file the profile is applied to")
     s.add_argument("--lines", action="store_true", help="one -S argument per line (to read)")
     s.set_defaults(func=cmd_profile)
     return p

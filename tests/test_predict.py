@@ -1,6 +1,7 @@
 """``deepgal predict`` on what astronomers have: an HDF5 file with images only, a folder of
 JPEG/PNG cut-outs of any size; ``--tta``; errors that name the file. Real files throughout
 (h5py, Pillow), a real checkpoint written by deepgal.checkpoint."""
+import argparse
 import logging
 
 import h5py
@@ -164,3 +165,12 @@ def test_evaluate_on_a_folder_points_to_predict(model_and_ckpt, tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 1 and f"{folder}: a folder" in err and "deepgal predict" in err, err
     assert "delete" not in err and (folder / "a.png").exists()
+
+
+def test_every_option_of_every_command_explains_itself():
+    from deepgal.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    silent = [f"{name} {a.option_strings or a.dest}" for name, parser in sub.choices.items()
+              for a in parser._actions if not a.help]
+    assert not silent, silent

@@ -91,8 +91,13 @@ def test_truncated_file(tmp_path):
 
 
 def test_missing_file(tmp_path):
+    """The pipeline's own file says how to make it; a user's path is named, with no advice
+    that cannot help."""
     with pytest.raises(FileNotFoundError, match="dvc repro download"):
+        validate(tmp_path / "data" / "galaxy10.h5")
+    with pytest.raises(FileNotFoundError) as e:
         validate(tmp_path / "nope.h5")
+    assert str(e.value) == f"{tmp_path / 'nope.h5'}: no such file"
 
 
 def test_read_images_any_order(small_h5):

@@ -81,7 +81,9 @@ def validate(path: str | Path) -> Galaxy10Info:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file; run `dvc repro download` to create it")
+        hint = ("; run `dvc repro download` to create it" if path.name == "galaxy10.h5"
+                else "")  # the pipeline's own file; any other path is the user's to check
+        raise FileNotFoundError(f"{path}: no such file{hint}")
     if not h5py.is_hdf5(path):
         raise _fail(path, "not an HDF5 file (wrong format or truncated header); "
                           "delete it and download or render it again")

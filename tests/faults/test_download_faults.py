@@ -54,7 +54,8 @@ def real_source(url: str, sha: str) -> dict:
 
 
 def leftovers(data_dir) -> list[str]:
-    return sorted(p.name for p in data_dir.iterdir() if p.name != ".gitignore")
+    # params.ok: the `params` stage's constant marker, written before download runs
+    return sorted(p.name for p in data_dir.iterdir() if p.name not in (".gitignore", "params.ok"))
 
 
 def test_download_cut_repeatedly_completes_with_right_checksum(tmp_path, galaxy):
@@ -130,7 +131,7 @@ def committed_repo(root) -> tuple:
     touches first), fully run, cached and committed (dvc.lock) as a user's would be."""
     repo = make_repo(root)
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
-    pipeline["stages"] = {k: pipeline["stages"][k] for k in ("download", "split")}
+    pipeline["stages"] = {k: pipeline["stages"][k] for k in ("params", "download", "split")}
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     dvc(["repro"], repo)
     run(["git", "add", "-A"], repo)
@@ -194,7 +195,8 @@ def test_failed_switch_in_a_fresh_clone_is_recoverable(tmp_path):
     and keeps the clone's own lock and outputs."""
     repo = make_repo(tmp_path / "repo")
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
-    pipeline["stages"] = {k: pipeline["stages"][k] for k in ("download", "split", "train")}
+    pipeline["stages"] = {k: pipeline["stages"][k]
+                          for k in ("params", "download", "split", "train")}
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     dvc(["repro"], repo)
     run(["git", "add", "-A"], repo)

@@ -63,10 +63,6 @@ def cmd_evaluate(args) -> int:
     from .transfer import judge_rows, score_checkpoint
     from .utils import pick_device
 
-    if Path(args.data).is_dir():
-        raise DeepgalError(f"{args.data}: a folder; evaluate scores a labelled HDF5 file "
-                           "('images' and 'ans'). For a folder of JPEG/PNG cut-outs use "
-                           "`deepgal predict`")
     # The rows first: a bad file or argument fails before a model is loaded.
     rows, held = judge_rows(args.data, args.per_class, args.seed, args.half, args.exclude or ())
     out = score_checkpoint(args.checkpoint, args.data, rows, pick_device(args.device),

@@ -84,6 +84,9 @@ def validate(path: str | Path) -> Galaxy10Info:
         hint = ("; run `dvc repro download` to create it" if path.name == "galaxy10.h5"
                 else "")  # the pipeline's own file; any other path is the user's to check
         raise FileNotFoundError(f"{path}: no such file{hint}")
+    if path.is_dir():
+        raise _fail(path, "a folder, not a Galaxy10 HDF5 file ('images' and 'ans'); for a "
+                          "folder of JPEG/PNG cut-outs use `deepgal predict`")
     if not h5py.is_hdf5(path):
         raise _fail(path, "not an HDF5 file (wrong format or truncated header); "
                           "delete it and download or render it again")

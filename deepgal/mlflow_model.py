@@ -8,6 +8,8 @@ loaded with ``weights_only=True``, and it carries its preprocessing, so the wrap
 users have, ``(N, H, W, 3)`` uint8 images of any size, and returns classes. It predicts through
 :func:`deepgal.inference.run_model`, the one batched inference path; deepgal's source travels
 inside the model (``code/deepgal``), so any Python with the listed requirements can load it.
+The model is stored as code (:mod:`deepgal.mlflow_model_code`), not as a pickled object, so
+loading it unpickles nothing.
 
 Imported by the select stage only (outside ``deepgal.tracking``, so the stages that log
 through that package do not depend on it): it loads ``mlflow.pyfunc``, and torch to predict.
@@ -49,7 +51,9 @@ class GalaxyClassifier(mlflow.pyfunc.PythonModel):
         from .data.galaxy10 import CLASS_NAMES
         self.class_names = list(ckpt.get("class_names") or CLASS_NAMES)
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+    # The ndarray hint tells MLflow the input is an array it cannot derive a schema from (the
+    # explicit signature() describes it), rather than leaving it to warn that hints are missing.
+    def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None):
         import pandas as pd
 
         from .inference import run_model
@@ -107,6 +111,22 @@ def _pins_from_this_environment():
 
 
 @contextlib.contextmanager
+def _quiet_downloads():
+    """No progress bar when MLflow downloads the just-logged model back to check the input
+    example: a bar per variant in the stage's log, for a local copy of a few megabytes."""
+    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    saved = os.environ.get(name)
+    os.environ[name] = "false"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = saved
+
+
+@contextlib.contextmanager
 def _tracking_uri(uri: str):
     """MLflow's model logging resolves the store through its global URI: point it at ours.
 
@@ -136,11 +156,16 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
     from requests.exceptions import RequestException
     from sqlalchemy.exc import SQLAlchemyError
 
+    # The file MLflow stores and runs to load the model. Imported (which only builds one
+    # unloaded wrapper) rather than named by path so that tests/deps.py, and so the select
+    # stage's deps in dvc.yaml, see that the stage stores it.
+    from . import mlflow_model_code as model_code
+
     def log_it(store) -> dict:
         client = store.client
         try:
             with _tracking_uri(store.uri), store_lock(store.uri), \
-                    _pins_from_this_environment(), \
+                    _pins_from_this_environment(), _quiet_downloads(), \
                     tempfile.TemporaryDirectory(prefix="deepgal-model-") as tmp:
                 # The model carries the weights, not the optimizer state: half the bytes to
                 # copy into the store and to load when MLflow checks the input example.
@@ -153,7 +178,7 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
                     tags={"deepgal.checkpoint": Path(checkpoint).name})
                 Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc,
                           run_id=run.run_id, model_id=model.model_id, step=step,
-                          python_model=GalaxyClassifier(),
+                          python_model=model_code.__file__,
                           artifacts={"checkpoint": str(weights)},
                           code_paths=[str(Path(__file__).resolve().parent)],
                           signature=signature(), input_example=input_example,

@@ -42,7 +42,7 @@ def checkpoint(tmp_path_factory):
 
 
 def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, checkpoint,
-                                                       monkeypatch):
+                                                       monkeypatch, recwarn, caplog, capfd):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # what attach() reads, as in a stage
     sink = tracking.MlflowSink(uri, "smallnet", {}, {"model": "smallnet"}, system_metrics=False)
@@ -58,6 +58,10 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
     assert mlflow_env.warn_dependency_requirement_mismatches is check
     assert mlflow.pyfunc.warn_dependency_requirement_mismatches is check
     assert info["version"] == 1 and info["alias"] == "best"
+    # Logging is quiet: no warning about pickled code or missing type hints, no progress bar.
+    assert not [w for w in recwarn if "type hint" in str(w.message)]
+    assert "CloudPickle" not in caplog.text
+    assert "Downloading artifacts" not in capfd.readouterr().err
 
     client = sink.client
     logged = client.get_logged_model(info["model_id"])
@@ -79,6 +83,9 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
     want = loaded.predict(images[:2])["class"].tolist()
     assert loaded.predict(example)["class"].tolist() == want
     assert (tmp_path / "model" / "code" / "deepgal" / "inference").is_dir()  # travels along
+    # Stored as code, so loading unpickles nothing.
+    assert (tmp_path / "model" / "mlflow_model_code.py").is_file()
+    assert not list((tmp_path / "model").glob("*.pkl"))
     # The model holds the weights and their description, not the training state.
     stored = ckpt_io.load(next((tmp_path / "model" / "artifacts").glob("*.pt")))
     source = ckpt_io.load(checkpoint)

@@ -28,6 +28,8 @@ it, ``--exclude`` the 50 shared images (their near-duplicates are skipped; deepg
     # on a GPU; a --params file may add variants with a `model` key (e.g. resnet18 at 64 px):
     python benchmarks/sim_to_real.py --device cuda --per-class 2000 --params big.yaml ...
     bash benchmarks/sim_to_real_gpu.sh     # BENCHMARKS sim-to-real item 10, on one GPU
+    # trained with RandConv augmentation (item 12; probability per batch):
+    python benchmarks/sim_to_real.py --randconv 0.5 --seeds 0 1 2
     # judged on 100 unseen real images per class (binomial s.e. ~1.5 points, not 7):
     python benchmarks/sim_to_real.py --real data/Galaxy10_DECals.h5 --real-per-class 100 \
         --real-half judge --exclude ../shared/data/galaxy10_decals_sample50.h5
@@ -111,10 +113,24 @@ def predict(model, images: np.ndarray, pre: Preprocess) -> np.ndarray:
     return np.concatenate(out)
 
 
+def rand_conv(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """RandConv (Xu, Liu, Wang & Niethammer 2021, ICLR, arXiv:2007.13003), its plain RC_img1-7
+    form: with probability ``p`` the whole normalised batch goes through one freshly drawn
+    random 3->3 convolution, kernel size uniform over {1, 3, 5, 7}, weights N(0, 1/(3 k^2))
+    (Kaiming normal with gain 1, the reference code's default), no bias. It distorts local
+    texture and colour while keeping shape (BENCHMARKS sim-to-real item 12)."""
+    if p <= 0 or torch.rand(1, generator=gen, device=gen.device).item() >= p:
+        return x
+    k = (1, 3, 5, 7)[int(torch.randint(4, (1,), generator=gen, device=gen.device).item())]
+    w = torch.randn(3, 3, k, k, generator=gen, device=gen.device) / math.sqrt(3 * k * k)
+    return F.conv2d(x, w.to(x.dtype), padding=k // 2)
+
+
 def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: int,
-          device: str = "cpu"):
+          device: str = "cpu", randconv: float = 0.0):
     """Train ``variant`` from scratch with recipe ``r`` on ``device`` (the whole training set
-    sits there, augmented per batch); returns (model, Preprocess)."""
+    sits there, augmented per batch); returns (model, Preprocess). ``randconv``: the
+    probability of :func:`rand_conv` per batch (0: off, and no random number drawn for it)."""
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     x = torch.from_numpy(images).to(device)
@@ -144,6 +160,7 @@ def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: i
         for i in range(0, n_epoch, r["batch_size"]):
             idx = perm[i:i + r["batch_size"]]
             xb = prepare_batch(x[idx], pre, r["augment"], gen, channels_last=False)
+            xb = rand_conv(xb, randconv, gen)
             loss = F.cross_entropy(model(xb), y[idx], label_smoothing=r["label_smoothing"])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -181,7 +198,8 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
         t0 = time.time()
         images, labels = render(args.per_class, args.image_size, seed=1000 + seed)
         n_train = int(0.8 * len(labels))  # the pipeline's 0.8 train fraction
-        model, pre = train(variant, r, images[:n_train], labels[:n_train], seed, args.device)
+        model, pre = train(variant, r, images[:n_train], labels[:n_train], seed, args.device,
+                           args.randconv)
         val_x, val_y = render(50, args.image_size, seed=5000 + seed)
         val_pred = predict(model, val_x, pre)
         harsh = harsh_third(5000 + seed, len(val_y), args.image_size, val_y)
@@ -213,7 +231,8 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
               f"  ({time.time() - t0:.0f} s)\nconfusion (rows = true):\n{conf}", flush=True)
     if rows and args.json:  # one file per run, so seeds run in parallel processes combine
         args.json.write_text(json.dumps({"variant": variant, "recipe": {
-            k: v for k, v in r.items() if k != "augment"}, "n_real": len(real[1]),
+            **{k: v for k, v in r.items() if k != "augment"}, "randconv": args.randconv},
+            "n_real": len(real[1]),
             "rows": [{**row, "recall": row["recall"].tolist()} for row in rows]}))
     if rows:
         summarise(variant, r, rows, len(real[1]), int(np.bincount(real[1]).min()))
@@ -302,6 +321,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
                     help="train and score here (cuda: the training set sits in GPU memory)")
+    ap.add_argument("--randconv", type=float, default=0.0,
+                    help="train with RandConv at this probability per batch (item 12; 0: off)")
     ap.add_argument("--stats", action="store_true", help="print image statistics and stop")
     ap.add_argument("--json", type=Path, help="also write the per-seed scores here")
     ap.add_argument("--extra-val", type=Path, nargs="+",

@@ -20,7 +20,7 @@ from deepgal.utils import machine, machine_label
 
 from .deps import import_closure, stage_library_deps
 from .mlflow_server import Rest, mlflow_server
-from .pipeline_repo import dvc, make_repo
+from .pipeline_repo import dvc, make_repo, run
 
 VARIANTS = ("smallnet", "customnet")
 
@@ -42,10 +42,34 @@ def built(tmp_path_factory) -> Built:
     return Built(root, out.stdout + out.stderr, again.stdout, status.stdout)
 
 
+@dataclass
+class Exp:
+    log: str      # what `dvc exp run` printed
+    lr: float     # train.lr in the workspace's params.yaml after it
+    back: dict    # after the README's way back to the committed baseline: its records
+
+
 @pytest.fixture(scope="module")
-def exp(built) -> str:
-    """`dvc exp run` after the plain run (the `built` fixture has recorded its checks)."""
-    return dvc(["exp", "run", "-n", "lr-small", "-S", "train.lr=0.001"], built.root).stdout
+def exp(built) -> Exp:
+    """`dvc exp run` after the plain run (the `built` fixture has recorded its checks), as the
+    README goes: the first run committed as the baseline, the experiment applied to the
+    workspace, then back to the baseline with `git checkout -- . && dvc checkout`."""
+    root = built.root
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "baseline"], root)
+    outs = sorted(p for p in (root / "models").rglob("*") if p.is_file())
+    baseline = {p: p.read_bytes() for p in outs + [root / "metrics.json"]}
+    log = dvc(["exp", "run", "-n", "lr-small", "-S", "train.lr=0.001"], root).stdout
+    lr = yaml.safe_load((root / "params.yaml").read_text())["train"]["lr"]
+    changed = {p for p, b in baseline.items() if not p.exists() or p.read_bytes() != b}
+    run(["git", "checkout", "--", "."], root)
+    checkout = dvc(["checkout"], root)
+    back = {"changed_by_exp": changed,
+            "differ_after": {p for p, b in baseline.items() if p.read_bytes() != b},
+            "checkout": checkout.stdout + checkout.stderr,
+            "dvc_status": dvc(["status", "--json"], root).stdout,
+            "git_status": run(["git", "status", "--porcelain"], root).stdout}
+    return Exp(log, lr, back)
 
 
 def test_repro_produces_every_output(built):
@@ -195,9 +219,9 @@ def test_a_bad_value_stops_at_the_first_stage_and_loses_nothing(built):
 
 
 def test_exp_run_changes_lr_only_downstream(built, exp):
-    assert "Running stage 'download'" not in exp and "Running stage 'split'" not in exp
+    assert "Running stage 'download'" not in exp.log and "Running stage 'split'" not in exp.log
     for v in VARIANTS:
-        assert f"Running stage 'train@{v}'" in exp
+        assert f"Running stage 'train@{v}'" in exp.log
     shown = json.loads(dvc(["exp", "show", "--json"], built.root).stdout)
     names = {e.get("name") for b in shown for e in [b] + [x for x in (b.get("experiments") or [])
                                                           for x in x.get("revs", [])]}
@@ -205,4 +229,15 @@ def test_exp_run_changes_lr_only_downstream(built, exp):
     metrics = json.loads(dvc(["metrics", "show", "--json"], built.root).stdout)
     files = {f for rev in metrics.values() for f in rev.get("data", {})}
     assert files == {"metrics.json"}  # the headline numbers only, one file for every variant
-    assert yaml.safe_load((built.root / "params.yaml").read_text())["train"]["lr"] == 0.001
+    assert exp.lr == 0.001
+
+
+def test_back_to_the_committed_baseline_without_retraining(exp):
+    """The experiment changed the checkpoints and metrics; git restores the small files and
+    the lock, and `dvc checkout` the baseline's cached outputs, so nothing re-runs."""
+    back = exp.back
+    assert any("checkpoints" in str(p) for p in back["changed_by_exp"]), back
+    assert not back["differ_after"], back["differ_after"]
+    assert "ERROR" not in back["checkout"], back["checkout"]
+    assert json.loads(back["dvc_status"] or "{}") == {}
+    assert back["git_status"] == ""

@@ -123,23 +123,38 @@ def main() -> int:
                  gallery=galleries, sections=sections)
     write_json(args.metrics, pipeline_headline(heads))
     write_html_template(args.html_template)
-    attach_pictures(variants, args.results, plots)
+    attach_to_mlflow(variants, args.results, plots, pipeline_headline(heads))
     log.info("wrote %s and %d pictures", args.out / "report.md", len(list(plots.glob("*.png"))))
     return 0
 
 
-def attach_pictures(variants: list[str], results: Path, plots: Path) -> None:
-    """Log each variant's pictures to its MLflow run, after every local output exists (the
-    attached logger is best effort: a tracker that is away costs one warning)."""
+def attach_to_mlflow(variants: list[str], results: Path, plots: Path,
+                     headline: dict[str, dict]) -> None:
+    """Log each variant's pictures to its MLflow run, and its headline numbers (metrics.json)
+    to the pipeline run it is nested under as ``<variant>.<metric>``, after every local output
+    exists (attached loggers are best effort: a tracker that is away costs one warning).
+
+    Why the pipeline run gets numbers: MLflow's run list shows the pipeline runs collapsed, and
+    its chart view only what the visible runs logged; with them, one row per `dvc repro` or
+    `dvc exp run` compares every variant's test accuracy without expanding anything."""
     from deepgal import tracking  # imported here: MLflow loads only once the report is written
 
+    per_parent: dict[str, dict[str, float]] = {}
     for v in variants:
         sink = tracking.attach(json.loads((results / v / "selection.json").read_text())
                                .get("run_id"))
+        if sink is None:
+            continue
         pngs = [plots / name for name in ("curves.png", f"{v}_embeddings.png",
                                           f"{v}_confused.png")]
-        for png in [p for p in pngs if p.exists()] if sink else []:
+        for png in [p for p in pngs if p.exists()]:
             sink.log_artifact(png, "plots")
+        parent = sink.parent_id()
+        if parent:  # variants trained by different runs keep their numbers apart
+            per_parent.setdefault(parent, {}).update(
+                {f"{v}.{k}": x for k, x in headline[v].items() if isinstance(x, (int, float))})
+    for parent, numbers in per_parent.items():
+        tracking.attach(parent).log_metrics(numbers)
 
 
 if __name__ == "__main__":

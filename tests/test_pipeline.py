@@ -194,6 +194,12 @@ def test_mlflow_nests_variant_runs_under_the_pipeline_run(built):
                 assert [m["step"] for m in rest.history(run["info"]["run_id"], key)] == [1, 2, 3]
             metrics = {m["key"] for m in run["data"]["metrics"]}
             assert {"eval.val.accuracy", "eval.test.macro_f1", "select.epoch"} <= metrics
+        # The pipeline run carries every variant's headline numbers (DVC's metrics.json), so
+        # the collapsed run list and its chart view compare variants without expanding.
+        headline = json.loads((built.root / "metrics.json").read_text())
+        want = {f"{v}.{k}": x for v, m in headline.items() for k, x in m.items()}
+        got = {m["key"]: m["value"] for m in parents[0]["data"].get("metrics", [])}
+        assert got == pytest.approx(want), (got, want)
 
 
 def test_a_bad_value_stops_at_the_first_stage_and_loses_nothing(built):

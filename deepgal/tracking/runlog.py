@@ -76,6 +76,13 @@ class RunLogger:
         batch = [RunTag(k, str(v)) for k, v in tags.items()]
         self._do("tags", lambda s: s.call(s.client.log_batch, self.run_id, tags=batch))
 
+    def parent_id(self) -> str | None:
+        """The run this one is nested under (a variant's pipeline run), or None."""
+        from .parent import PARENT_TAG
+
+        run = self._do("the pipeline run", lambda s: s.call(s.client.get_run, self.run_id))
+        return run.data.tags.get(PARENT_TAG) if run is not None else None
+
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._do(f"artifact {Path(path).name}",
                  lambda s: s.call(s.client.log_artifact, self.run_id, str(path), artifact_path))

@@ -7,6 +7,10 @@ those records, so they pass or fail the same in any order or alone.
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +39,10 @@ class Built:
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory) -> Built:
-    root = make_repo(tmp_path_factory.mktemp("pipeline") / "repo")
+    # Every selected checkpoint logged as an MLflow model, learned or not (3 tiny epochs), so
+    # the README's way of loading one has a model to load.
+    root = make_repo(tmp_path_factory.mktemp("pipeline") / "repo",
+                     overrides={"select": {"log_model": "always"}})
     out = dvc(["repro"], root)
     again = dvc(["repro"], root)
     status = dvc(["status", "--json"], root)
@@ -200,6 +207,18 @@ def test_mlflow_nests_variant_runs_under_the_pipeline_run(built):
         want = {f"{v}.{k}": x for v, m in headline.items() for k, x in m.items()}
         got = {m["key"]: m["value"] for m in parents[0]["data"].get("metrics", [])}
         assert got == pytest.approx(want), (got, want)
+
+
+def test_the_readme_loads_the_logged_model(built):
+    """The README's Python snippet, run as written from the repository root of a real run."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "runs:/" in b)
+    code = snippet + "\nout = model.predict(images)\nprint(list(out.columns), len(out))\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # as a user
+    proc = subprocess.run([sys.executable, "-c", code], cwd=built.root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "['class', 'class_name', 'probability'] 8" in proc.stdout, proc.stdout
 
 
 def test_a_bad_value_stops_at_the_first_stage_and_loses_nothing(built):

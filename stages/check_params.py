@@ -23,8 +23,15 @@ def main() -> int:
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     p.add_argument("--out", type=Path, required=True, help="marker file (constant content)")
     args = p.parse_args()
-    params = config.load_params(args.params)
-    config.validate_all(params)
+    try:
+        params = config.load_params(args.params)
+        config.validate_all(params)
+    except config.ConfigError as e:
+        # After a failed `dvc exp run -S`, git's index can show params.yaml unchanged though
+        # the file holds the bad value, so `git checkout` alone restores nothing (README).
+        raise config.ConfigError(f"{e}. Fix it in {args.params}, or put the committed one back "
+                                 f"with `touch {args.params} && git checkout -- {args.params}`",
+                                 e.key) from None
     if not args.out.exists() or args.out.read_text() != MARKER:
         atomic_write_text(args.out, MARKER)
     log.info("%s: every section and variant valid", args.params)

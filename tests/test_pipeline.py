@@ -235,6 +235,7 @@ def test_a_bad_value_stops_at_the_first_stage_and_loses_nothing(built):
         out = dvc(["exp", "run", "-S", "train.lr=-1"], root, check=False)
         log = out.stdout + out.stderr
         assert out.returncode != 0 and "error: train.lr: -1.0 must be in (0, 10)" in log, log
+        assert "touch params.yaml && git checkout -- params.yaml" in log, log  # what to do
         assert "Running stage 'params'" in log and "Running stage 'train@" not in log, log
         assert {p: p.read_bytes() if p.exists() else None for p in kept} == files
     finally:

@@ -249,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .stage import setup_logging
+
     args = build_parser().parse_args(argv)
+    # Progress milestones (deepgal.progress) are log lines when stderr is not a terminal.
+    setup_logging()
     try:
         return args.func(args)
     except (DeepgalError, galaxy10.Galaxy10FormatError, FileNotFoundError, ValueError) as e:

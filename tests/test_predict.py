@@ -3,6 +3,8 @@ JPEG/PNG cut-outs of any size; ``--tta``; errors that name the file. Real files 
 (h5py, Pillow), a real checkpoint written by deepgal.checkpoint."""
 import argparse
 import logging
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -112,6 +114,18 @@ def test_progress_lines_on_long_input(model_and_ckpt, tmp_path, caplog, monkeypa
     with caplog.at_level(logging.INFO, logger="deepgal.progress"):
         predict(ckpt, data, tmp_path / "p.csv")
     assert any("predict: 40/40 img" in r.getMessage() for r in caplog.records)
+
+
+def test_the_command_prints_progress_lines_when_piped(model_and_ckpt, tmp_path):
+    """The installed command, as a user pipes it to a log file: stderr is not a terminal, so
+    progress comes as log lines; they need the CLI's own logging set-up to be seen at all."""
+    _, ckpt = model_and_ckpt
+    data = images_only_h5(tmp_path / "new.h5", galaxies(40))
+    proc = subprocess.run([sys.executable, "-m", "deepgal.cli", "predict", "--checkpoint",
+                           str(ckpt), "--data", str(data), "--out", str(tmp_path / "p.csv"),
+                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "deepgal.progress: predict: 40/40 img (100%)" in proc.stderr, proc.stderr
 
 
 @pytest.mark.parametrize("make, says", [

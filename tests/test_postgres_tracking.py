@@ -73,7 +73,8 @@ def test_artifacts_and_models_reach_the_artifact_store(team):
         model = rest.get("registered-models/alias", name=f"deepgal-{v}", alias="best")
         assert model["model_version"]["run_id"] == run_id
     on_disk = {p.name for p in artifacts.rglob("*") if p.is_file()}
-    assert {"history.csv", "MLmodel", "python_model.pkl"} <= on_disk, sorted(on_disk)[:20]
+    assert {"history.csv", "MLmodel", "mlflow_model_code.py"} <= on_disk, sorted(on_disk)[:20]
+    assert not [n for n in on_disk if n.endswith(".pkl")]  # the model is stored as code
 
 
 def test_the_database_password_is_in_no_log_param_or_output(team):

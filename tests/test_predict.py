@@ -170,6 +170,14 @@ def test_a_truncated_hdf5_is_one_line_naming_it(model_and_ckpt, tmp_path, capsys
     assert "Traceback" not in err and not (tmp_path / "p.csv").exists()
 
 
+def test_evaluate_on_images_without_labels_points_to_predict(model_and_ckpt, tmp_path, capsys):
+    _, ckpt = model_and_ckpt
+    data = images_only_h5(tmp_path / "new.h5", galaxies(4))
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert "new.h5" in err and "missing dataset 'ans'" in err and "deepgal predict" in err, err
+
+
 def test_evaluate_on_a_folder_points_to_predict(model_and_ckpt, tmp_path, capsys):
     _, ckpt = model_and_ckpt
     folder = tmp_path / "cutouts"

@@ -99,6 +99,10 @@ def validate(path: str | Path) -> Galaxy10Info:
 
 
 def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
+    if IMAGES_KEY in f and LABELS_KEY not in f:
+        raise _fail(path, f"missing dataset '{LABELS_KEY}' (found: {sorted(f.keys())}): images "
+                          "without labels, which `deepgal predict` classifies; training and "
+                          "`deepgal evaluate` need the labels")
     for key in (IMAGES_KEY, LABELS_KEY):
         if key not in f:
             raise _fail(path, f"missing dataset '{key}' (found: {sorted(f.keys())}); "

@@ -74,7 +74,11 @@ def cmd_evaluate(args) -> int:
         return 0
     what = f"{out['n']} images"
     if held is not None:
-        what += (f" ({args.per_class or 'all'} per class, seed {args.seed}"
+        got = held["per_class"]
+        found = f"{min(got)}" if min(got) == max(got) else f"{min(got)}–{max(got)}"
+        asked = (f"{args.per_class} per class asked, {found} found"
+                 if held["short"] else f"{args.per_class or 'all'} per class")
+        what += (f" ({asked}, seed {args.seed}"
                  f"{', ' + args.half + ' half' if args.half else ''}; "
                  f"{held['excluded']} near-duplicates of the excluded files skipped)")
     lo, hi = out["macro_f1_ci95"]

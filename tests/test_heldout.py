@@ -5,6 +5,7 @@ where they exist, a real checkpoint.
 """
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,9 @@ def test_evaluate_on_a_held_out_sample(synthetic_file, tmp_path, capsys):
     assert 0 <= lo <= hi <= 1
     assert main(args[:-1]) == 0  # the text form names the sample
     assert "60 images (6 per class, seed 2" in capsys.readouterr().out
+    assert main([*args[:8], "1000", *args[9:-1]]) == 0  # more than the file holds: said
+    assert re.search(r"images \(1000 per class asked, [\d–]+ found, seed 2",
+                     capsys.readouterr().out)
     assert main([*args[:8], "0"]) == 1
     assert "per_class = 0" in capsys.readouterr().err
 

@@ -84,6 +84,7 @@ def _check_crcs(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as z:
             bad = z.testzip()  # reads every record and compares its CRC-32
+            names = z.namelist()
     # Truncated or random bytes fail in the zip directory parser in many ways (seen by fuzzing).
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
             NotImplementedError, RuntimeError, struct.error, LookupError,
@@ -95,6 +96,10 @@ def _check_crcs(path: Path) -> None:
         raise CheckpointError(f"{path}: unreadable or unsafe checkpoint: damaged, record "
                               f"{bad!r} fails its CRC-32 (its bytes changed after it was "
                               f"written)")
+    if not any(n.endswith("/data.pkl") for n in names):  # torch.save's archive layout
+        raise CheckpointError(f"{path}: a zip file but not a PyTorch checkpoint (a NumPy .npz "
+                              f"or other archive?); give a .pt file that deepgal's train stage "
+                              f"wrote (models/<variant>/checkpoints/)")
 
 
 # What a checkpoint needs to predict and to say what it is; the rest (optimizer, scheduler,

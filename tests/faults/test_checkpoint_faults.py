@@ -91,6 +91,18 @@ def test_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage):
     assert str(e.value).startswith(f"{path}: ")
 
 
+def test_a_numpy_npz_is_named_as_not_a_checkpoint(tmp_path):
+    """An .npz is a whole zip with good CRCs: refused for what it is, not with torch's
+    internal archive error."""
+    import numpy as np
+
+    path = tmp_path / "features.npz"
+    np.savez(path, a=np.zeros(3))
+    with pytest.raises(ckpt_io.CheckpointError, match="not a PyTorch checkpoint") as e:
+        ckpt_io.load(path)
+    assert str(e.value).startswith(f"{path}: ") and "enforce fail" not in str(e.value)
+
+
 N_FUZZ = 300
 
 

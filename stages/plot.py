@@ -121,9 +121,10 @@ def main() -> int:
     sections["Data"] = data_pictures(args.data, args.split, params, plots)
     write_report(args.out / "report.md", rows, confusions, runs=runs, lead=lead,
                  gallery=galleries, sections=sections)
-    write_json(args.metrics, pipeline_headline(heads))
+    headline = pipeline_headline(heads)
+    write_json(args.metrics, headline)
     write_html_template(args.html_template)
-    attach_to_mlflow(variants, args.results, plots, pipeline_headline(heads))
+    attach_to_mlflow(variants, args.results, plots, headline)
     log.info("wrote %s and %d pictures", args.out / "report.md", len(list(plots.glob("*.png"))))
     return 0
 

@@ -119,9 +119,15 @@ def cmd_ui(args) -> int:
     from .tracking import default_tracking_uri
 
     uri = default_tracking_uri()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    # Quiet: the server's DeprecationWarnings (Starlette's, MLflow's to fix) and a log line per
+    # request the UI makes say nothing to the user; the registry is named to skip the notice
+    # that it defaults to the backend store.
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+           "PYTHONWARNINGS": "ignore::DeprecationWarning,"
+                             "ignore:starlette.middleware.wsgi is deprecated"}
     cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--host", args.host, "--port", str(args.port), "--workers", "1"]
+           "--registry-store-uri", uri, "--host", args.host, "--port", str(args.port),
+           "--workers", "1", "--uvicorn-opts", "--no-access-log"]
     # Its own process group, stopped however `deepgal ui` ends (Ctrl-C, kill, a closed
     # terminal), so no server or uvicorn worker is left holding the port.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -156,7 +162,8 @@ def _serve(proc: subprocess.Popen, uri: str, base: str) -> int:
     print(f"MLflow UI on {redact(uri)}:")
     print(f"  {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning" if exp_id
           else f"  {base}  (no '{EXPERIMENT_DEFAULT}' runs yet: run `dvc repro` first)")
-    print("Select the variants' runs, then Chart view to compare their accuracy curves. Ctrl-C stops.")
+    print("Each pipeline run shows every variant's headline numbers; expand one (+) and open "
+          "Chart view to compare its variants' accuracy curves. Ctrl-C stops.")
     return proc.wait()
 
 

@@ -203,6 +203,9 @@ def test_ui_listens_on_loopback_only_and_stops_with_its_server(tmp_path, stop):
             assert not connects(addr, port), addr
         listening = _listeners(port)
         assert listening and listening <= {"127.0.0.1"}, listening
+        while b"Ctrl-C stops" not in (tmp_path / "ui.log").read_bytes():  # its probe is done
+            assert time.monotonic() < deadline, (tmp_path / "ui.log").read_text()[-3000:]
+            time.sleep(0.5)
     finally:
         ui.send_signal(stop)  # to `deepgal ui` only, as `kill PID` does
         try:
@@ -215,6 +218,11 @@ def test_ui_listens_on_loopback_only_and_stops_with_its_server(tmp_path, stop):
     while connects("127.0.0.1", port):
         assert time.monotonic() < deadline, "the MLflow server outlived `deepgal ui`"
         time.sleep(0.5)
+    # What the user reads: the link, not the server's deprecation warnings, its registry notice
+    # or a log line per request (the probe for the experiment made one).
+    text = (tmp_path / "ui.log").read_text()
+    assert "MLflow UI on" in text and "Warning" not in text, text
+    assert "Registry store URI not provided" not in text and "GET /api" not in text, text
 
 
 def _listeners(port: int) -> set[str]:

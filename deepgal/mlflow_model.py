@@ -23,6 +23,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import mlflow.pyfunc
 import numpy as np
@@ -111,22 +112,6 @@ def _pins_from_this_environment():
 
 
 @contextlib.contextmanager
-def _quiet_downloads():
-    """No progress bar when MLflow downloads the just-logged model back to check the input
-    example: a bar per variant in the stage's log, for a local copy of a few megabytes."""
-    name = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    saved = os.environ.get(name)
-    os.environ[name] = "false"
-    try:
-        yield
-    finally:
-        if saved is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = saved
-
-
-@contextlib.contextmanager
 def _tracking_uri(uri: str):
     """MLflow's model logging resolves the store through its global URI: point it at ours.
 
@@ -163,9 +148,12 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
 
     def log_it(store) -> dict:
         client = store.client
+        # No progress bar when MLflow downloads the just-logged model back to check the input
+        # example: one per variant in the stage's log, for a local copy of a few megabytes.
+        no_bar = mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
         try:
             with _tracking_uri(store.uri), store_lock(store.uri), \
-                    _pins_from_this_environment(), _quiet_downloads(), \
+                    _pins_from_this_environment(), no_bar, \
                     tempfile.TemporaryDirectory(prefix="deepgal-model-") as tmp:
                 # The model carries the weights, not the optimizer state: half the bytes to
                 # copy into the store and to load when MLflow checks the input example.

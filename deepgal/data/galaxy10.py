@@ -99,14 +99,12 @@ def validate(path: str | Path) -> Galaxy10Info:
 
 
 def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
-    if IMAGES_KEY in f and LABELS_KEY not in f:
-        raise _fail(path, f"missing dataset '{LABELS_KEY}' (found: {sorted(f.keys())}): images "
-                          "without labels, which `deepgal predict` classifies; training and "
-                          "`deepgal evaluate` need the labels")
     for key in (IMAGES_KEY, LABELS_KEY):
-        if key not in f:
-            raise _fail(path, f"missing dataset '{key}' (found: {sorted(f.keys())}); "
-                              "a Galaxy10 file needs 'images' and 'ans'")
+        if key not in f:  # images alone are input for `deepgal predict`: say so
+            why = ("images without labels, which `deepgal predict` classifies; training and "
+                   "`deepgal evaluate` need the labels" if key == LABELS_KEY
+                   else "a Galaxy10 file needs 'images' and 'ans'")
+            raise _fail(path, f"missing dataset '{key}' (found: {sorted(f.keys())}); {why}")
     images, labels = f[IMAGES_KEY], f[LABELS_KEY]
     if images.dtype != np.uint8:
         raise _fail(path, f"'images' has dtype {images.dtype}, expected uint8 (0..255 pixels)")

@@ -30,6 +30,8 @@ it, ``--exclude`` the 50 shared images (their near-duplicates are skipped; deepg
     bash benchmarks/sim_to_real_gpu.sh     # BENCHMARKS sim-to-real item 10, on one GPU
     # trained with RandConv augmentation (item 12; probability per batch):
     python benchmarks/sim_to_real.py --randconv 0.5 --seeds 0 1 2
+    # luminance only, every image trained on and scored (item 13):
+    python benchmarks/sim_to_real.py --grayscale --seeds 0 1 2
     # judged on 100 unseen real images per class (binomial s.e. ~1.5 points, not 7):
     python benchmarks/sim_to_real.py --real data/Galaxy10_DECals.h5 --real-per-class 100 \
         --real-half judge --exclude ../shared/data/galaxy10_decals_sample50.h5
@@ -113,6 +115,14 @@ def predict(model, images: np.ndarray, pre: Preprocess) -> np.ndarray:
     return np.concatenate(out)
 
 
+def grayscale(images: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> the same shape and dtype, each pixel its luminance
+    Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601, PIL's convert("L")) in all three channels,
+    so the nets stay as they are but cannot see colour (item 13)."""
+    y = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return np.repeat(np.rint(y).clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
+
+
 def rand_conv(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     """RandConv (Xu, Liu, Wang & Niethammer 2021, ICLR, arXiv:2007.13003), its plain RC_img1-7
     form: with probability ``p`` the whole normalised batch goes through one freshly drawn
@@ -192,15 +202,18 @@ def scores(pred: np.ndarray, y: np.ndarray) -> dict:
 
 def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.ndarray]) -> None:
     r = recipe(params, variant)
-    x_real = real[0]
+    see = grayscale if args.grayscale else (lambda images: images)  # what the nets are shown
+    x_real = see(real[0])
     rows, dev = [], []
     for seed in args.seeds:
         t0 = time.time()
         images, labels = render(args.per_class, args.image_size, seed=1000 + seed)
+        images = see(images)
         n_train = int(0.8 * len(labels))  # the pipeline's 0.8 train fraction
         model, pre = train(variant, r, images[:n_train], labels[:n_train], seed, args.device,
                            args.randconv)
         val_x, val_y = render(50, args.image_size, seed=5000 + seed)
+        val_x = see(val_x)
         val_pred = predict(model, val_x, pre)
         harsh = harsh_third(5000 + seed, len(val_y), args.image_size, val_y)
         syn = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
@@ -210,7 +223,7 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
         foreign = {}
         for path in args.extra_val or ():  # another renderer's images: no real pixel decides
             with np.load(path) as f:
-                ex_x, ex_y = f["images"], f["labels"]
+                ex_x, ex_y = see(f["images"]), f["labels"]
             foreign[path.stem] = float(np.mean(predict(model, ex_x, pre) == ex_y))
             print(f"{variant} seed {seed}: accuracy on {path.name} {foreign[path.stem]:.3f}",
                   flush=True)
@@ -231,7 +244,8 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
               f"  ({time.time() - t0:.0f} s)\nconfusion (rows = true):\n{conf}", flush=True)
     if rows and args.json:  # one file per run, so seeds run in parallel processes combine
         args.json.write_text(json.dumps({"variant": variant, "recipe": {
-            **{k: v for k, v in r.items() if k != "augment"}, "randconv": args.randconv},
+            **{k: v for k, v in r.items() if k != "augment"}, "randconv": args.randconv,
+            "grayscale": args.grayscale},
             "n_real": len(real[1]),
             "rows": [{**row, "recall": row["recall"].tolist()} for row in rows]}))
     if rows:
@@ -323,6 +337,8 @@ def main() -> None:
                     help="train and score here (cuda: the training set sits in GPU memory)")
     ap.add_argument("--randconv", type=float, default=0.0,
                     help="train with RandConv at this probability per batch (item 12; 0: off)")
+    ap.add_argument("--grayscale", action="store_true",
+                    help="show the nets luminance only, in training and scoring (item 13)")
     ap.add_argument("--stats", action="store_true", help="print image statistics and stop")
     ap.add_argument("--json", type=Path, help="also write the per-seed scores here")
     ap.add_argument("--extra-val", type=Path, nargs="+",

@@ -25,16 +25,7 @@ extra=()
 for f in "${FOREIGN:-/nonexistent}"/*.npz; do [ -f "$f" ] && extra+=("$f"); done
 params=$(mktemp -d)/params.yaml
 
-"$py" - "$repo/params.yaml" "$params" "$epochs" <<'PY'
-import sys
-import yaml
-src, dst, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-p = yaml.safe_load(open(src))
-p["variants"] = {"resnet18_64": {"model": "resnet18", "input_size": 64, "epochs": epochs,
-                                 "batch_size": 128, "lr_scale": 2.0},
-                 "smallnet": p["variants"]["smallnet"], "customnet": p["variants"]["customnet"]}
-yaml.safe_dump(p, open(dst, "w"), sort_keys=False)
-PY
+"$py" "$repo/benchmarks/gpu_params.py" "$repo/params.yaml" "$params" "$epochs"
 
 arm() {  # tree name, its path, per-class, variants...
   local name=$1 path=$2 n=$3; shift 3

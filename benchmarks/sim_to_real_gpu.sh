@@ -23,17 +23,7 @@ device=${DEVICE:-cuda} seeds=${SEEDS:-"0 1 2"} big=${PER_CLASS:-2000} epochs=${E
 extra=()
 for f in "${FOREIGN:-/nonexistent}"/*.npz; do [ -f "$f" ] && extra+=("$f"); done
 
-"$py" - "$repo/params.yaml" "$out/params.yaml" "$epochs" <<'PY'
-import sys
-import yaml
-src, dst, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
-p = yaml.safe_load(open(src))
-big = {"input_size": 64, "epochs": epochs, "batch_size": 128, "lr_scale": 2.0}
-p["variants"] = {"resnet18_64": {"model": "resnet18", **big},
-                 "customnet_64": {"model": "customnet", **big},
-                 "smallnet": p["variants"]["smallnet"], "customnet": p["variants"]["customnet"]}
-yaml.safe_dump(p, open(dst, "w"), sort_keys=False)
-PY
+"$py" "$repo/benchmarks/gpu_params.py" "$repo/params.yaml" "$out/params.yaml" "$epochs"
 
 arm() {  # name, per-class, variant
   timeout "${ARM_S:-480}" "$py" "$repo/benchmarks/sim_to_real.py" --params "$out/params.yaml" \

@@ -8,8 +8,9 @@
     deepgal ui [--port 5000]                                MLflow UI on 127.0.0.1, training view
     deepgal profile NAME                                    validate profiles/NAME.yaml, print -S args
 
-``dvc exp run --temp -n real-gpu $(deepgal profile real-gpu)`` runs the pipeline with a
-profile (a params.yaml overlay); a bad profile fails naming the file and key before DVC runs.
+``args=$(deepgal profile real-gpu) && dvc exp run --temp -n real-gpu $args`` runs the pipeline
+with a profile (a params.yaml overlay); a bad profile fails naming the file and key before DVC
+runs (the ``&&`` matters: ``$(...)`` inside the dvc command would let DVC run the default).
 
 A checkpoint carries its own preprocessing, so any Galaxy10-layout file of any image size works.
 ``predict`` also takes an HDF5 file with ``images`` only (no labels) and a folder of JPEG/PNG

@@ -4,7 +4,7 @@ A profile has the shape of ``params.yaml`` and holds only the keys it changes. `
 profile NAME`` validates ``params.yaml`` with the profile applied (every section, every variant,
 as the stages will read them) and prints the overlay as ``dvc exp run`` arguments::
 
-    dvc exp run --temp -n real-gpu $(deepgal profile real-gpu)
+    args=$(deepgal profile real-gpu) && dvc exp run --temp -n real-gpu $args
 
 Each leaf becomes ``-S ++dotted.key=value``. ``++`` is Hydra's add-or-override, which DVC 3's
 ``-S`` parses: a plain ``key=value`` fails for a key absent from ``params.yaml`` (e.g. a variant

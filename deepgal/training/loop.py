@@ -35,7 +35,7 @@ from ..distributed import Dist, eval_slice, shard, wrap
 from ..inference import run_model, to_device
 from ..progress import Progress
 from ..transforms import Preprocess, prepare_batch
-from . import recipe
+from . import recipe, unfinished
 from .control import Fault, StopFlag, epoch_generators, rank_state, restore_rank_state
 from .mix import mix_batch
 
@@ -258,6 +258,7 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
                 if dist.main:
                     ckpt_io.save(last, snapshot(epoch - 1, stopped, total_sums,
                                                 {"ranks": ranks}))
+                    unfinished.mirror(spec.ckpt_dir)
                 dist.barrier()
                 raise TrainingInterrupted(
                     f"interrupted at epoch {epoch} step {stopped}/{steps}; checkpoint saved to "
@@ -281,6 +282,8 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
                 if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
                     ckpt_io.save(ckpt_io.epoch_path(spec.ckpt_dir, epoch), snap)
                 ckpt_io.save(spec.ckpt_dir / "last.pt", snap)
+                # Finished: the folder is the stage's output; until then, a copy DVC leaves be.
+                (unfinished.discard if epoch == cfg.epochs else unfinished.mirror)(spec.ckpt_dir)
                 for sink in sinks:
                     sink.log_epoch(metrics)
             log.info("epoch %d/%d  %s", epoch, cfg.epochs,

@@ -32,6 +32,7 @@ from ..data import split as split_io
 from ..models import build_model
 from ..transforms import Preprocess, presize, zoom_bound
 from ..utils import machine, machine_label, pick_device, seed_everything, write_json
+from . import unfinished
 from .loop import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit, place_split
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,8 @@ def _train(run: RunCfg, paths: TrainPaths, stats: dict, source: dict,
     fp = ckpt_io.fingerprint(config)
     model = build_model(run.model, galaxy10.NUM_CLASSES, run.input_size, run.pretrained)
     ckpt_dir = paths.out / "checkpoints"
+    if dist.main:  # an interrupted `dvc exp run` of this config: its checkpoints come back
+        unfinished.restore(ckpt_dir, fp)
     # run.json persists with the checkpoints, so a resume reuses the MLflow run
     mlf = (_open_mlflow(run, source, stats, fp, ckpt_dir / "run.json", device)
            if dist.main else None)

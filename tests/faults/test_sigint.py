@@ -16,7 +16,8 @@ import sys
 import pytest
 
 from deepgal import checkpoint as ckpt_io
-from tests.pipeline_repo import dvc, env_for, make_repo
+from deepgal.training import unfinished
+from tests.pipeline_repo import dvc, env_for, make_repo, run
 
 from .conftest import (TRAIN_CMD, exact_history, no_traceback, one_variant_params, sqlite_runs,
                        sqlite_steps)
@@ -78,3 +79,35 @@ def test_ctrl_c_checkpoints_closes_run_and_resumes(tmp_path, procs):
         for key in ("val/loss", "val/accuracy", "lr", "train/accuracy"):
             assert got_row[key] == want_row[key], (got_row, want_row)
         assert got_row["train/loss"] == pytest.approx(want_row["train/loss"], rel=1e-6)
+
+
+def test_ctrl_c_under_dvc_exp_run_resumes(tmp_path, procs):
+    """The same Ctrl-C during `dvc exp run`, then the same `dvc exp run` again. DVC checks out
+    every output as dvc.lock records it before an experiment runs, which put the committed
+    run's checkpoints back over the interrupted one's, so the re-run started over (a new
+    user's walkthrough found it). The unfinished run's checkpoints wait beside the output
+    (deepgal.checkpoint.stash) and come back: the re-run resumes where Ctrl-C stopped it."""
+    repo = make_repo(tmp_path / "repo", PARAMS)
+    dvc(["repro", "train@smallnet"], repo)
+    run(["git", "add", "-A"], repo, env_for(repo))
+    run(["git", "commit", "-qm", "baseline"], repo, env_for(repo))
+    exp = ["exp", "run", "train@smallnet", "-S", "train.lr=0.03"]  # a new config
+
+    fault = "signal=SIGINT,epoch=2,step=3,target=group"
+    first = procs([sys.executable, "-m", "dvc", *exp], repo, env_for(repo, DEEPGAL_FAULT=fault),
+                  tmp_path / "first.log")
+    assert first.wait(timeout=600) != 0, first.tail()
+    assert "interrupted at epoch 2 step 3/" in first.output(), first.tail()
+
+    again = dvc(exp, repo)
+    log = again.stdout + again.stderr
+    assert "at epoch 2 step 3" in log, log[-3000:]
+    assert "starting over" not in log and "epoch 1/" not in log, log[-3000:]
+    hist = exact_history(repo / "results/smallnet")
+    assert [r["epoch"] for r in hist] == list(range(1, EPOCHS + 1))
+    assert ckpt_io.load(repo / "models/smallnet/checkpoints/last.pt")["config"]["run"]["lr"] \
+        == 0.03
+    # Finished: the waiting copy is gone, and git never saw it.
+    assert not unfinished.stash_dir(repo / "models/smallnet/checkpoints").exists()
+    status = run(["git", "status", "--porcelain", "--ignored"], repo, env_for(repo)).stdout
+    assert "unfinished" not in status, status

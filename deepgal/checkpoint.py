@@ -71,6 +71,15 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         # weights_only refuses pickles that would run code: that lands here too, by design.
         # Garbage that is not a zip goes to the legacy unpickler, which fails on random bytes
         # with IndexError/KeyError too (seen by fuzzing).
+        if isinstance(e, pickle.UnpicklingError) and "Weights only load failed" in str(e):
+            # torch's own text goes on to suggest weights_only=False: not for a refused file.
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))  # "unsupported GLOBAL posix.system"
+            what = f"the Python object {found[1]}" if found else "Python objects"
+            raise CheckpointError(
+                f"{path}: unreadable or unsafe checkpoint: it holds {what}, which loading "
+                "with weights_only=True refuses since unpickling it could run code; deepgal "
+                "checkpoints hold only tensors and plain data. Do not load it by other means "
+                "unless you made it yourself") from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise CheckpointError(f"{path}: unreadable or unsafe checkpoint "
                               f"({type(e).__name__}: {first})") from e

@@ -62,7 +62,9 @@ def choose(ckpt_dir: str | Path, history: list[dict], max_gap: float,
         try:
             ckpt_io.load(path)
         except ckpt_io.CheckpointError as e:
-            log.warning("%s; using the next best checkpoint", e)
+            log.warning("%s; using the next best checkpoint (the choice changes: where DVC "
+                        "tracks the file, `dvc checkout %s` restores it, then run again)",
+                        e, path.parent)
             skipped.append(str(path))
             continue
         reason = rule + (f"; skipped unreadable {', '.join(skipped)}" if skipped else "")

@@ -9,20 +9,33 @@ import fcntl
 import os
 import pty
 import re
+import shlex
 import struct
 import subprocess
 import sys
 import termios
 from pathlib import Path
 
-# The README's compact view: test accuracy of every variant plus whatever params changed. DVC
-# matches --drop/--keep with re.match (from the start of the column name), hence the ".*";
-# ".*/", "results$" and "params.yaml$" drop the hash columns of the dependencies and outputs a
-# run changes.
-EXP_SHOW_ARGS = ["--only-changed",
-                 "--drop", r".*\.(val_acc|val_f1|test_f1|epoch|train_min)$|.*/|results$"
-                           r"|params\.yaml$",
-                 "--keep", r".*\.test_acc$"]
+# The README's compact view, read from the README itself so the two cannot drift apart: test
+# accuracy of every variant plus whatever params changed. DVC matches --drop/--keep with
+# re.match (from the start of the column name), hence the ".*"; ".*/", "results$" and
+# "params.yaml$" drop the hash columns of the dependencies and outputs a run changes, and
+# "Created|State|Executor" the columns a --queue grid adds.
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_exp_show_args() -> list[str]:
+    """The arguments of the README's first ``dvc exp show`` line (with its continuation)."""
+    lines = README.read_text().splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("dvc exp show "))
+    cmd = lines[i]
+    while cmd.rstrip().endswith("\\"):
+        i += 1
+        cmd = cmd.rstrip()[:-1] + " " + lines[i]
+    return shlex.split(cmd, comments=True)[3:]
+
+
+EXP_SHOW_ARGS = readme_exp_show_args()
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 

@@ -222,6 +222,7 @@ def test_connection_refused_fails_fast(galaxy, dest):
     assert time.monotonic() - t0 < 5
     msg = str(err.value)
     assert "after 3 attempts" in msg and url in msg and "network" in msg
+    assert "`data.local_path`" in msg  # the way forward without a network
     assert not dest.exists()
 
 

@@ -74,10 +74,17 @@ def test_unknown_redshift_is_allowed(tmp_path):
 
 
 def test_not_hdf5(tmp_path):
+    """A file the user passed is theirs to check; only the pipeline's own can be re-made."""
     path = tmp_path / "notes.h5"
     path.write_text("this is not HDF5\n")
-    with pytest.raises(Galaxy10FormatError, match="not an HDF5 file"):
+    with pytest.raises(Galaxy10FormatError, match="not an HDF5 file") as e:
         validate(path)
+    assert "check the path" in str(e.value) and "dvc repro" not in str(e.value)
+    own = tmp_path / "data" / "galaxy10.h5"
+    own.parent.mkdir()
+    own.write_text("this is not HDF5\n")
+    with pytest.raises(Galaxy10FormatError, match="`dvc repro download`"):
+        validate(own)
 
 
 def test_truncated_file(tmp_path):

@@ -95,6 +95,9 @@ def test_repro_produces_every_output(built):
         assert head["val"]["accuracy"] == pytest.approx(ev["val"]["accuracy"])
         assert head["epoch"] == sel["epoch"]
     assert (root / "reports/report.md").stat().st_size > 500
+    # Chatter that says nothing to the user stays out of the stage logs.
+    for noise in ("negative gradient method", "system metrics monitoring"):
+        assert noise not in built.log, noise
 
 
 def test_reductions_keep_rows_and_ids(built):

@@ -80,6 +80,8 @@ def test_checkpoint_loader_refuses_code(evil):
         with pytest.raises(ckpt_io.CheckpointError) as e:
             ckpt_io.load(path)
         assert str(e.value).startswith(f"{path}: unreadable or unsafe"), (name, e.value)
+        # torch's own text advises weights_only=False; a refusal must not pass that on
+        assert "likely succeed" not in str(e.value), (name, e.value)
     assert not marker.exists()
 
 

@@ -182,7 +182,8 @@ def _fetch(session: requests.Session, job: _Job, part: _Part) -> None:
                     f"without progress); last error: {e}. Check the network connection (and "
                     f"proxy settings), then re-run: the {part.size} bytes in {part.path} are "
                     f"kept and resumed. Or download the file by hand to {dest} and re-run "
-                    "(`dvc repro` verifies its SHA-256).") from e
+                    "(`dvc repro` verifies its SHA-256); offline, point `data.local_path` at "
+                    "a copy of the file you already have.") from e
             delay = job.backoff_s * 2 ** (failures - 1)
             log.warning("%s: attempt %d failed (%s); retry %d of %d in %.3g s",
                         url, attempts, e, failures, retries, delay)

@@ -87,15 +87,17 @@ def validate(path: str | Path) -> Galaxy10Info:
     if path.is_dir():
         raise _fail(path, "a folder, not a Galaxy10 HDF5 file ('images' and 'ans'); for a "
                           "folder of JPEG/PNG cut-outs use `deepgal predict`")
+    # The pipeline's own file can be made again; any other is the user's to check.
+    redo = ("delete it and run `dvc repro download` to download or render it again"
+            if path.name == "galaxy10.h5" else "check the path, or make the file again")
     if not h5py.is_hdf5(path):
-        raise _fail(path, "not an HDF5 file (wrong format or truncated header); "
-                          "delete it and download or render it again")
+        raise _fail(path, f"not an HDF5 file (wrong format or truncated header); {redo}")
     try:
         with h5py.File(path, "r") as f:
             return _validate_open(path, f)
     except OSError as e:  # h5py raises OSError for truncated/corrupt datasets
         raise _fail(path, f"unreadable HDF5 data ({e}); the file is probably truncated: "
-                          "delete it and download or render it again") from e
+                          f"{redo}") from e
 
 
 def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:

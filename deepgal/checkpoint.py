@@ -102,9 +102,12 @@ def _check_crcs(path: Path) -> None:
         raise CheckpointError(f"{path}: unreadable or unsafe checkpoint: not a complete torch "
                               f"zip file ({type(e).__name__}: {first})") from e
     if bad is not None:
+        # torch names the zip's top folder after the file it wrote, here the temporary name
+        # of the atomic save (".epoch_004.pt.x1y2"): the record's own name is what follows.
         raise CheckpointError(f"{path}: unreadable or unsafe checkpoint: damaged, record "
-                              f"{bad!r} fails its CRC-32 (its bytes changed after it was "
-                              f"written)")
+                              f"{bad.split('/', 1)[-1]!r} fails its CRC-32 (its bytes changed "
+                              f"after it was written); restore the file (`dvc checkout` for a "
+                              f"pipeline output) or use another checkpoint")
     if not any(n.endswith("/data.pkl") for n in names):  # torch.save's archive layout
         raise CheckpointError(f"{path}: a zip file but not a PyTorch checkpoint (a NumPy .npz "
                               f"or other archive?); give a .pt file that deepgal's train stage "

@@ -77,7 +77,8 @@ def test_bit_flip_would_load_silently_without_the_crc_check(tmp_path):
     flip_byte(path, "data/0")
     weights = torch.load(path, weights_only=True)["model"]["w"]
     assert not torch.equal(weights, torch.full((4, 4), 1.0))
-    with pytest.raises(ckpt_io.CheckpointError, match=r"fails its CRC-32 .*changed after"):
+    with pytest.raises(ckpt_io.CheckpointError, match=r"record 'data/0' fails its CRC-32 "
+                       r".*changed after"):
         ckpt_io.load(path)
 
 

@@ -86,7 +86,7 @@ def test_ctrl_c_under_dvc_exp_run_resumes(tmp_path, procs):
     every output as dvc.lock records it before an experiment runs, which put the committed
     run's checkpoints back over the interrupted one's, so the re-run started over (a new
     user's walkthrough found it). The unfinished run's checkpoints wait beside the output
-    (deepgal.checkpoint.stash) and come back: the re-run resumes where Ctrl-C stopped it."""
+    (deepgal.training.unfinished) and come back: the re-run resumes where Ctrl-C stopped it."""
     repo = make_repo(tmp_path / "repo", PARAMS)
     dvc(["repro", "train@smallnet"], repo)
     run(["git", "add", "-A"], repo, env_for(repo))

@@ -73,6 +73,9 @@ def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
     # gloo picks the interface of the host name; on one machine keep it on loopback.
     if "DEEPGAL_TORCHRUN_ARGS" not in os.environ:
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    # torchrun's own choice for several processes, made here so it skips its 4-line banner
+    # saying so in every stage log; a value the user set is kept.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
     log.info("nproc %d: running under torchrun: python -m torch.distributed.run %s", nproc,
              shlex.join(args))
     try:

@@ -56,6 +56,7 @@ def two_ranks(tmp_path_factory) -> Path:
     p, _ = run_stage(root)
     assert p.returncode == 0, p.stderr[-4000:]
     assert "rank 0/2 on cpu (gloo" in p.stderr and "cpu x 2" in p.stderr, p.stderr[-3000:]
+    assert "Setting OMP_NUM_THREADS" not in p.stderr, p.stderr[-3000:]  # torchrun's banner
     return root
 
 

@@ -57,7 +57,7 @@ from deepgal.data.synthetic import render
 from deepgal.data.synthetic.params import draw, galaxy_params
 from deepgal.metrics import bootstrap_macro_f1
 from deepgal.models import build_model
-from deepgal.transforms import Augment, Preprocess, prepare_batch
+from deepgal.transforms import _LUMA, Augment, Preprocess, prepare_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL = ROOT.parent / "shared" / "data" / "galaxy10_decals_sample50.h5"
@@ -119,7 +119,7 @@ def grayscale(images: np.ndarray) -> np.ndarray:
     """(N, H, W, 3) uint8 -> the same shape and dtype, each pixel its luminance
     Y = 0.299 R + 0.587 G + 0.114 B (ITU-R BT.601, PIL's convert("L")) in all three channels,
     so the nets stay as they are but cannot see colour (item 13)."""
-    y = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    y = images.astype(np.float32) @ np.array(_LUMA, np.float32)
     return np.repeat(np.rint(y).clip(0, 255).astype(np.uint8)[..., None], 3, axis=-1)
 
 

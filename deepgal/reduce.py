@@ -33,8 +33,6 @@ reference size allows.
 """
 from __future__ import annotations
 
-import contextlib
-import logging
 import sys
 import time
 import warnings
@@ -147,28 +145,10 @@ def _tsne_map(z_ref: np.ndarray, cfg: TsneSettings, seed: int) -> tuple[np.ndarr
     if perplexity < cfg.perplexity:
         warnings.warn(f"tsne: perplexity {cfg.perplexity} too high for {n} points; "
                       f"using {perplexity:.3g}", stacklevel=4)
-    with _quiet("openTSNE"):
-        emb = TSNE(perplexity=perplexity, n_iter=cfg.n_iter, metric=cfg.metric,
-                   random_state=seed, n_jobs=1).fit(z_ref)
-
-    def transform(z: np.ndarray) -> np.ndarray:
-        # New points: their own affinities to the train points use a perplexity that fits k=25.
-        with _quiet("openTSNE"):
-            return np.asarray(emb.transform(z, perplexity=min(5, perplexity)))
-    return np.asarray(emb), transform
-
-
-@contextlib.contextmanager
-def _quiet(logger: str):
-    """Warnings only from ``logger`` meanwhile: openTSNE logs at INFO which gradient method it
-    chose, six lines per map in every stage log."""
-    log = logging.getLogger(logger)
-    level = log.level
-    log.setLevel(max(level, logging.WARNING))
-    try:
-        yield
-    finally:
-        log.setLevel(level)
+    emb = TSNE(perplexity=perplexity, n_iter=cfg.n_iter, metric=cfg.metric, random_state=seed,
+               n_jobs=1).fit(z_ref)
+    # New points: their own affinities to the train points use a perplexity that fits k=25.
+    return np.asarray(emb), lambda z: np.asarray(emb.transform(z, perplexity=min(5, perplexity)))
 
 
 def _umap_map(z_ref: np.ndarray, cfg: UmapSettings, seed: int) -> tuple[np.ndarray, Callable]:

@@ -18,7 +18,11 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (DeepgalError, FileNotFoundError
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("alembic", "mlflow", "urllib3", "numba", "matplotlib", "h5py"):
+    # openTSNE says at INFO which gradient method it chose. MLflow sets its own "mlflow"
+    # logger back to INFO when imported, but leaves a child's level alone: hence its system
+    # metrics monitor (start/stop lines) by name.
+    for noisy in ("alembic", "mlflow", "mlflow.system_metrics", "urllib3", "numba",
+                  "matplotlib", "h5py", "openTSNE"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

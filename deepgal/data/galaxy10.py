@@ -80,16 +80,16 @@ def validate(path: str | Path) -> Galaxy10Info:
     problem; ``FileNotFoundError`` when it does not exist.
     """
     path = Path(path)
+    # The pipeline's own file can be made again; any other path is the user's to check.
+    own = path.name == "galaxy10.h5"
     if not path.exists():
-        hint = ("; run `dvc repro download` to create it" if path.name == "galaxy10.h5"
-                else "")  # the pipeline's own file; any other path is the user's to check
+        hint = "; run `dvc repro download` to create it" if own else ""
         raise FileNotFoundError(f"{path}: no such file{hint}")
     if path.is_dir():
         raise _fail(path, "a folder, not a Galaxy10 HDF5 file ('images' and 'ans'); for a "
                           "folder of JPEG/PNG cut-outs use `deepgal predict`")
-    # The pipeline's own file can be made again; any other is the user's to check.
-    redo = ("delete it and run `dvc repro download` to download or render it again"
-            if path.name == "galaxy10.h5" else "check the path, or make the file again")
+    redo = ("delete it and run `dvc repro download` to download or render it again" if own
+            else "check the path, or make the file again")
     if not h5py.is_hdf5(path):
         raise _fail(path, f"not an HDF5 file (wrong format or truncated header); {redo}")
     try:

@@ -16,8 +16,6 @@ class SystemMetrics:
         except ImportError:
             log.info("psutil not installed: no system metrics")
             return
-        # Its start and stop lines (INFO, four per run) say nothing the run page does not.
-        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
         # Our URI, not MLflow's default: that is relative to the working directory, which in a
         # queued `dvc exp` is a temporary copy of the repository.
         self._monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s,

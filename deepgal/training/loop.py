@@ -282,8 +282,11 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
                 if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
                     ckpt_io.save(ckpt_io.epoch_path(spec.ckpt_dir, epoch), snap)
                 ckpt_io.save(spec.ckpt_dir / "last.pt", snap)
-                # Finished: the folder is the stage's output; until then, a copy DVC leaves be.
-                (unfinished.discard if epoch == cfg.epochs else unfinished.mirror)(spec.ckpt_dir)
+                # Until the last epoch, a copy DVC leaves be; then the folder is the output.
+                if epoch < cfg.epochs:
+                    unfinished.mirror(spec.ckpt_dir)
+                else:
+                    unfinished.discard(spec.ckpt_dir)
                 for sink in sinks:
                     sink.log_epoch(metrics)
             log.info("epoch %d/%d  %s", epoch, cfg.epochs,

@@ -52,18 +52,21 @@ def _same(a: Path, b: Path) -> bool:
         return False
 
 
-def mirror(ckpt_dir: str | Path) -> None:
-    """Make the mirror hold what ``ckpt_dir`` holds now (call after each save)."""
-    ckpt_dir = Path(ckpt_dir)
-    dest = stash_dir(ckpt_dir)
-    dest.mkdir(exist_ok=True)
-    want = _files(ckpt_dir)
+def _sync(src: Path, dest: Path) -> None:
+    """Make folder ``dest`` hold what ``src`` holds (the files of :data:`PATTERNS`)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    want = _files(src)
     for name, path in _files(dest).items():
         if name not in want:
             path.unlink()
-    for name, src in want.items():
-        if not _same(src, dest / name):
-            _place(src, dest / name)
+    for name, path in want.items():
+        if not _same(path, dest / name):
+            _place(path, dest / name)
+
+
+def mirror(ckpt_dir: str | Path) -> None:
+    """Make the mirror hold what ``ckpt_dir`` holds now (call after each save)."""
+    _sync(Path(ckpt_dir), stash_dir(ckpt_dir))
 
 
 def _fingerprint(folder: Path) -> str | None:
@@ -85,13 +88,7 @@ def restore(ckpt_dir: str | Path, fingerprint: str) -> bool:
         return False
     if _fingerprint(dest) != fingerprint:
         return False  # another config's: the run starts over and its mirror replaces it
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    kept = _files(dest)
-    for name, path in _files(ckpt_dir).items():
-        if name not in kept:
-            path.unlink()
-    for name, src in kept.items():
-        _place(src, ckpt_dir / name)
+    _sync(dest, ckpt_dir)
     log.info("%s: the unfinished run of this config, kept in %s, is back", ckpt_dir, dest)
     return True
 

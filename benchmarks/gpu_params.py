@@ -1,4 +1,4 @@
-"""The params.yaml of the GPU sim-to-real runs (BENCHMARKS sim-to-real items 10 and 11):
+"""The params.yaml of the GPU sim-to-real runs (docs/experiments/sim-to-real.md, items 10 and 11):
 the pipeline's own smallnet and customnet recipes, plus resnet18 and customnet at 64 px input
 trained for EPOCHS epochs (batch 128, lr x 2), the arms a CPU cannot afford. Used by
 sim_to_real_gpu.sh and renderer_ab_gpu.sh, which pick their arms with --variants.

@@ -115,7 +115,7 @@ def test_fresh_repro_reproduces_the_committed_headline(tmp_path):
         assert strip(got) == strip(_baseline()), report
         return
     # Another CPU: a drifted run is like another training seed, whose spread is ~4 points
-    # (BENCHMARKS.md, sim-to-real item 4); 12 points still tells a broken pipeline (chance: 10%).
+    # (docs/experiments/sim-to-real.md, item 4); 12 points still tells a broken pipeline (chance: 10%).
     for variant, committed in strip(_baseline()).items():
         for key, value in committed.items():
             if key != "epoch":

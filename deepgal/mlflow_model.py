@@ -35,6 +35,10 @@ from .tracking.store import first_line, store_lock
 log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = ("class", "class_name", "probability")
 # What the wrapper imports when it predicts (deepgal's own code travels with the model).
+# The file MLflow stores and runs to load the model (models from code). Named here, not
+# imported: importing it would build a model at import time and make a circle of two modules;
+# tests/deps.py reads this tuple, so the select stage's dvc.yaml deps include the file.
+RUNS_FILES = ("mlflow_model_code.py",)
 REQUIREMENTS = ("mlflow", "torch", "torchvision", "numpy", "pandas", "h5py", "scikit-learn")
 
 
@@ -141,10 +145,7 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
     from requests.exceptions import RequestException
     from sqlalchemy.exc import SQLAlchemyError
 
-    # The file MLflow stores and runs to load the model. Imported (which only builds one
-    # unloaded wrapper) rather than named by path so that tests/deps.py, and so the select
-    # stage's deps in dvc.yaml, see that the stage stores it.
-    from . import mlflow_model_code as model_code
+    model_code = Path(__file__).with_name(RUNS_FILES[0])
 
     def log_it(store) -> dict:
         client = store.client
@@ -166,7 +167,7 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
                     tags={"deepgal.checkpoint": Path(checkpoint).name})
                 Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc,
                           run_id=run.run_id, model_id=model.model_id, step=step,
-                          python_model=model_code.__file__,
+                          python_model=str(model_code),
                           artifacts={"checkpoint": str(weights)},
                           code_paths=[str(Path(__file__).resolve().parent)],
                           signature=signature(), input_example=input_example,

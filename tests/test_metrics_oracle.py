@@ -107,3 +107,16 @@ def test_headline_keeps_accuracy_and_macro_f1_of_val_and_test_only():
     assert headline(result) == {"val": {"accuracy": 0.5, "macro_f1": 0.4},
                                 "test": {"accuracy": 0.6, "macro_f1": 0.3}}
     assert headline({"val": result["val"]}) == {"val": {"accuracy": 0.5, "macro_f1": 0.4}}
+
+
+def test_bootstrap_with_rare_classes_and_small_integer_inputs():
+    # Classes with one image: a resample holding it once still averages its F1.
+    labels = np.array([0, 0, 0, 0, 1, 2, 2, 3])
+    pred = np.array([0, 0, 1, 0, 1, 2, 0, 3])
+    assert bootstrap_macro_f1(labels, pred, 4) == pytest.approx(_sklearn_bootstrap(labels, pred))
+    # uint8 labels with 20 classes (label * 20 must not wrap) and whole-float predictions.
+    big = np.array([19, 18, 19, 5, 18], dtype=np.uint8)
+    got = bootstrap_macro_f1(big, np.array([19, 18, 5, 5, 18], dtype=float), 20, reps=300)
+    assert got == pytest.approx(_sklearn_bootstrap(big.astype(int), np.array([19, 18, 5, 5, 18]),
+                                                   300))
+    assert bootstrap_macro_f1(np.array([2]), np.array([2]), 4) == (1.0, 1.0)  # one image

@@ -177,3 +177,18 @@ def test_pipeline_headline_keeps_the_given_variant_order():
     got = pipeline_headline({"zeta": one, "alpha": two})
     assert list(got) == ["zeta", "alpha"]
     assert got["alpha"] == {"val_acc": 0.7, "val_f1": 0.6, "epoch": 2, "train_min": 1.5}
+
+
+def test_render_report_passes_k_and_words_its_errors():
+    text = render_report([row("solo", 36, 0.9)], {"solo": CM}, class_names=NAMES, k=2)
+    assert text.endswith("| A | B | 3 | 20.0% |\n| B | A | 3 | 12.5% |\n")
+    text = render_report([row("solo", 36, 0.9)], {}, class_names=NAMES,
+                         sections={"Maps": {"UMAP": "u.png"}})
+    assert "No confusion matrix was given for solo.\n\n## Maps\n" in text
+    with pytest.raises(ValueError) as err:
+        render_report([], {})
+    assert str(err.value) == "no result rows to report; expected one row per variant"
+    with pytest.raises(ValueError) as err:
+        render_report([row("solo", 36, 0.9)], {}, lead={"c": "/abs/c.png"})
+    assert str(err.value) == ("picture 'c' has absolute path /abs/c.png; give it relative to "
+                              "report.md so the report works wherever it is copied")

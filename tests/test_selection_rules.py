@@ -154,3 +154,25 @@ def test_assess_rows_hold_hand_computed_gap_and_rise():
     # A best loss of exactly 0 gives no rise (not a division by zero).
     rows = assess(hist((1, 0.5, 0.5, 0.0), (2, 0.5, 0.5, 0.5)), [2], GAP, RISE)
     assert rows[0]["val_loss_rise"] == 0.0 and rows[0]["passed"] is True
+
+
+def test_a_kept_epoch_missing_from_the_history_does_not_hide_later_ones(tmp_path):
+    h = hist((1, 0.50, 0.40, 1.00), (3, 0.62, 0.60, 0.90))  # no row for epoch 2
+    assert [r["epoch"] for r in assess(h, [1, 2, 3], GAP, RISE)] == [1, 3]
+    assert choose(keep(tmp_path, 1, 2, 3), h, GAP, RISE)["epoch"] == 3
+
+
+def test_messages_a_user_reads_name_the_files_and_the_fix(tmp_path, caplog):
+    with pytest.raises(ckpt_io.CheckpointError) as err:
+        choose(tmp_path, hist((1, 0.5, 0.5, 1.0)), GAP, RISE)
+    assert str(err.value) == (f"{tmp_path}: no epoch checkpoints with metrics in the history; "
+                              "run the train stage first")
+    h = hist((1, 0.40, 0.35, 1.50), (2, 0.60, 0.55, 1.20), (3, 0.70, 0.62, 1.10))
+    keep(tmp_path, 1, 2, 3)
+    for e in (2, 3):
+        ckpt_io.epoch_path(tmp_path, e).write_bytes(b"not a checkpoint")
+    sel = choose(tmp_path, h, GAP, RISE)
+    bad = [str(ckpt_io.epoch_path(tmp_path, e)) for e in (3, 2)]
+    assert sel["epoch"] == 1 and sel["reason"].endswith(f"; skipped unreadable {', '.join(bad)}")
+    assert (f"; using the next best checkpoint (the choice changes: where DVC tracks the file, "
+            f"`dvc checkout {tmp_path}` restores it, then run again)") in caplog.text

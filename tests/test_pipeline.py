@@ -79,6 +79,25 @@ def exp(built) -> Exp:
     return Exp(log, lr, back)
 
 
+def documented_choice(hist: pd.DataFrame, kept: list[int], max_gap: float,
+                      max_rise: float) -> int:
+    """The selection rule as deepgal/selection.py's docstring states it, restated here: a kept
+    epoch passes when train - val accuracy <= max_gap and its val loss <= (1 + max_rise) x the
+    lowest val loss up to it; the passing one with the highest val accuracy (ties: earlier),
+    else the lowest val loss (ties: earlier)."""
+    rows = []
+    for e in kept:
+        r = hist[hist.epoch == e].iloc[0]
+        best = hist.loc[hist.epoch <= e, "val/loss"].min()
+        ok = (r["train/accuracy"] - r["val/accuracy"] <= max_gap
+              and r["val/loss"] <= (1 + max_rise) * best)
+        rows.append((ok, r["val/accuracy"], r["val/loss"], e))
+    passing = [r for r in rows if r[0]]
+    if passing:
+        return min(passing, key=lambda r: (-r[1], r[3]))[3]
+    return min(rows, key=lambda r: (r[2], r[3]))[3]
+
+
 def test_repro_produces_every_output(built):
     root = built.root
     for v in VARIANTS:
@@ -87,7 +106,15 @@ def test_repro_produces_every_output(built):
         hist = pd.read_csv(root / f"results/{v}/history.csv")
         assert list(hist["epoch"]) == [1, 2, 3]
         sel = json.loads((root / f"results/{v}/selection.json").read_text())
-        assert sel["epoch"] in (1, 2, 3) and (root / sel["checkpoint"]).exists()
+        kept = sorted(int(p.stem.split("_")[1])
+                      for p in (root / f"models/{v}/checkpoints").glob("epoch_*.pt"))
+        assert kept == [1, 2, 3]  # checkpoint_every: 1
+        select = yaml.safe_load((root / "params.yaml").read_text())["select"]
+        assert sel["epoch"] == documented_choice(hist, kept, select["max_gap"],
+                                                 select["max_val_loss_rise"])
+        assert (root / sel["checkpoint"]).exists()
+        assert sel["val_accuracy"] == pytest.approx(
+            hist.loc[hist.epoch == sel["epoch"], "val/accuracy"].item())
         ev = json.loads((root / f"reports/{v}/eval.json").read_text())
         assert set(ev["val"]["per_class"]) == set(CLASS_NAMES)
         assert np.array(ev["val"]["confusion"]).sum() == ev["val"]["n"] == 10  # 1 per class

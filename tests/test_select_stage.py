@@ -32,9 +32,10 @@ def test_only_a_checkpoint_above_chance_becomes_an_mlflow_model(tmp_path):
     torch.manual_seed(0)
     model = build_model("smallnet", 10, 16)
     ckpts = tmp_path / "checkpoints"
-    ckpt_io.save(ckpt_io.epoch_path(ckpts, 1), {
-        "epoch": 1, "model": model.state_dict(), "model_name": "smallnet",
-        "preprocess": pre.to_dict(), "class_names": list(CLASS_NAMES)})
+    for e in (1, 2, 3):
+        ckpt_io.save(ckpt_io.epoch_path(ckpts, e), {
+            "epoch": e, "model": model.state_dict(), "model_name": "smallnet",
+            "preprocess": pre.to_dict(), "class_names": list(CLASS_NAMES)})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPGAL_MLFLOW": "on",
            "MLFLOW_TRACKING_URI": uri}
@@ -45,9 +46,12 @@ def test_only_a_checkpoint_above_chance_becomes_an_mlflow_model(tmp_path):
                                    system_metrics=False)
         sink.finish()
         (tmp_path / "run.json").write_text(json.dumps({"run_id": sink.run_id}))
+        # Epoch 2 is the answer: 3 scores higher but overfits (gap >= 0.2 > max_gap 0.15),
+        # 1 passes but scores lower; val loss falls throughout (no rise).
+        v = val_accuracy
         (tmp_path / "history.csv").write_text(
             "epoch,train/loss,train/accuracy,val/loss,val/accuracy\n"
-            f"1,2.0,{val_accuracy},2.0,{val_accuracy}\n")
+            f"1,2.2,{v - 0.04},2.2,{v - 0.04}\n2,2.1,{v},2.1,{v}\n3,2.0,1.0,2.0,{v + 0.2}\n")
         proc = subprocess.run(
             [sys.executable, str(REPO / "stages/select_checkpoint.py"), "--variant", "smallnet",
              "--checkpoints", "checkpoints", "--history", "history.csv", "--run", "run.json",
@@ -59,11 +63,63 @@ def test_only_a_checkpoint_above_chance_becomes_an_mlflow_model(tmp_path):
 
     # 50 val images, chance 10%: 12% correct is noise (p ~ 0.38), 60% is not (p ~ 6e-18).
     sel, run, err = select(0.12)
-    assert sel["chance_p_value"] >= ALPHA and sel["epoch"] == 1
+    assert sel["chance_p_value"] >= ALPHA and sel["epoch"] == 2
     assert not run.outputs.model_outputs
     assert run.data.tags["deepgal.model"].startswith("not logged: val accuracy within noise")
     assert "within noise of chance" in err
     sel, run, _ = select(0.60)
-    assert sel["chance_p_value"] < 1e-15
-    assert [o.step for o in run.outputs.model_outputs] == [1]
+    assert sel["chance_p_value"] < 1e-15 and sel["epoch"] == 2
+    assert sel["checkpoint"] == str(ckpt_io.epoch_path(ckpts.relative_to(tmp_path), 2))
+    assert [o.step for o in run.outputs.model_outputs] == [2]
+    assert run.data.tags["deepgal.selected_checkpoint"] == "epoch_002.pt"
     assert "deepgal.model" not in run.data.tags
+
+
+def test_select_stage_in_process_picks_the_documented_epoch(tmp_path, monkeypatch):
+    """The stage's own path (history.csv parsing, params, selection.json) in this process:
+    several checkpoints, epoch 2 the answer (3 scores higher but its val loss is 25% above
+    epoch 2's, 4 higher still but its gap is 0.3; 5 has no metrics row), no tracker, no
+    --data/--split."""
+    from stages import select_checkpoint as stage_script
+
+    ckpts = tmp_path / "checkpoints"
+    for e in (1, 2, 3, 4, 5):
+        ckpt_io.save(ckpt_io.epoch_path(ckpts, e), {"epoch": e, "model": {"w": torch.zeros(1)}})
+    # Empty cells (a metric not logged that epoch) are dropped, not read as 0.
+    (tmp_path / "history.csv").write_text(
+        "epoch,train/loss,train/accuracy,val/loss,val/accuracy,lr\n"
+        "1,2.0,0.30,1.20,0.30,\n2,1.5,0.50,0.80,0.45,0.1\n3,1.0,0.60,1.00,0.55,\n"
+        "4,0.5,0.90,0.79,0.60,\n")
+    (tmp_path / "run.json").write_text('{"run_id": null}')
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    assert stage_script.read_history(tmp_path / "history.csv")[0] == {
+        "epoch": 1.0, "train/loss": 2.0, "train/accuracy": 0.3, "val/loss": 1.2,
+        "val/accuracy": 0.3}
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DEEPGAL_MLFLOW", "off")
+    monkeypatch.setattr(sys, "argv", [
+        "select_checkpoint.py", "--variant", "v", "--checkpoints", "checkpoints", "--history",
+        "history.csv", "--run", "run.json", "--out", "out/selection.json"])
+    assert stage_script.main() == 0
+    sel = json.loads((tmp_path / "out/selection.json").read_text())
+    assert (sel["epoch"], sel["variant"], sel["run_id"], sel["chance_p_value"]) == \
+        (2, "v", None, None)
+    assert sel["checkpoint"] == str(ckpt_io.epoch_path("checkpoints", 2))
+    assert [c["epoch"] for c in sel["candidates"]] == [1, 2, 3, 4]
+    assert [c["passed"] for c in sel["candidates"]] == [True, True, False, False]
+
+
+def test_chance_test_is_the_binomial_tail_against_the_commonest_val_class(tmp_path):
+    from scipy.stats import binom
+
+    from stages import select_checkpoint as stage_script
+
+    labels = np.r_[np.zeros(30, int), np.ones(20, int), np.full(10, 2)]  # 60 images
+    write_galaxy10(tmp_path / "g.h5", np.zeros((60, 4, 4, 3), np.uint8), labels)
+    val = np.r_[np.arange(0, 10), np.arange(30, 50), np.arange(50, 55)]  # 10/20/5: chance 20/35
+    splits = {"train": np.setdiff1d(np.arange(60), val), "val": val, "test": np.array([], int)}
+    write_split(tmp_path / "split", splits, labels, [0.5] * 3, [0.25] * 3, {"source": "t"})
+    p = stage_script.chance_test(24 / 35, tmp_path / "g.h5", tmp_path / "split")
+    assert p == pytest.approx(binom.sf(23, 35, 20 / 35), rel=1e-9)
+    assert stage_script.chance_test(0.5, None, tmp_path / "split") is None
+    assert stage_script.chance_test(0.5, tmp_path / "g.h5", None) is None

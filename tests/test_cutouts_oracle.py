@@ -74,13 +74,69 @@ def test_a_cutout_is_the_centre_square_resized_bilinear(tmp_path):
     want = np.asarray(Image.fromarray(np.ascontiguousarray(wide[:, 2:8])).resize(
         (4, 4), Image.Resampling.BILINEAR))
     np.testing.assert_array_equal(load_cutout(tmp_path / "wide.png", 4), want)
+    odd = rng.integers(0, 256, (6, 13, 3), dtype=np.uint8)  # left = 7 // 2 = 3, not 3.5
+    Image.fromarray(odd).save(tmp_path / "odd.png")
+    np.testing.assert_array_equal(load_cutout(tmp_path / "odd.png", 6), odd[:, 3:9])
+    Image.fromarray(np.ascontiguousarray(odd.transpose(1, 0, 2))).save(tmp_path / "odd_t.png")
+    np.testing.assert_array_equal(load_cutout(tmp_path / "odd_t.png", 6),
+                                  odd.transpose(1, 0, 2)[3:9])
     grey = rng.integers(0, 256, (5, 5), dtype=np.uint8)
     Image.fromarray(grey, mode="L").save(tmp_path / "grey.png")
     got = load_cutout(tmp_path / "grey.png", 5)
     assert got.shape == (5, 5, 3) and all(np.array_equal(got[..., c], grey) for c in range(3))
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    with pytest.raises(CutoutError, match=rf"^{tmp_path / 'bad.jpg'}: not a readable JPEG/PNG"):
+    with pytest.raises(CutoutError, match=rf"^{tmp_path / 'bad.jpg'}: not a readable JPEG/PNG"
+                                          r" image \(.*\); remove or replace it$"):
         load_cutout(tmp_path / "bad.jpg", 4)
+
+
+def test_a_truncated_hdf5_says_copy_it_again(tmp_path):
+    path = h5(tmp_path / "t.h5", images=np.zeros((200, 8, 8, 3), np.uint8))
+    path.write_bytes(path.read_bytes()[:4000])
+    with pytest.raises(CutoutError, match=rf"^{path}: unreadable HDF5 data \(.*\); the file is "
+                                          r"probably truncated: copy or download it again$"):
+        open_cutouts(path)
+
+
+@pytest.fixture(scope="module")
+def net():
+    import torch
+
+    from deepgal.models import build_model
+    torch.manual_seed(0)
+    return build_model("smallnet", 10, 8).eval()
+
+
+def test_predict_a_folder_as_run_model_would(tmp_path, net):
+    """Folder and HDF5 give run_model's probabilities row for row, with and without TTA, the
+    default being without."""
+    import torch
+
+    from deepgal.inference import run_model
+    from deepgal.inference.cutouts import predict
+    from deepgal.inference.source import run_on_file
+    from deepgal.transforms import Preprocess
+
+    pre, cpu = Preprocess(8), torch.device("cpu")
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (5, 8, 8, 3), dtype=np.uint8)
+    for i, img in enumerate(x):
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+    write_galaxy10(tmp_path / "g.h5", x, np.zeros(5, np.int64))
+    for tta in (False, True):
+        want = run_model(net, x, pre, cpu, output="probs", tta=tta)
+        for cut in (open_cutouts(tmp_path), open_cutouts(tmp_path / "g.h5")):
+            got = predict(cut, net, pre, cpu, batch_size=2, tta=tta)
+            assert got.dtype == np.float32
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(predict(open_cutouts(tmp_path), net, pre, cpu),
+                                  predict(open_cutouts(tmp_path), net, pre, cpu, tta=False))
+    # run_on_file: probabilities by default, features sized by the model, float32, no splits.
+    plain = run_on_file(net, tmp_path / "g.h5", pre, cpu, [4, 0])
+    np.testing.assert_allclose(plain, run_model(net, x[[4, 0]], pre, cpu), atol=1e-6)
+    feats = run_on_file(net, tmp_path / "g.h5", pre, cpu, {"a": [1, 2]}, output="features")
+    assert feats["a"].dtype == np.float32 and feats["a"].shape == (2, net.feature_dim)
+    assert run_on_file(net, tmp_path / "g.h5", pre, cpu, {}) == {}
 
 
 def test_iter_rows_reads_any_order_and_names_a_row_outside(tmp_path):
@@ -97,7 +153,7 @@ def test_iter_rows_reads_any_order_and_names_a_row_outside(tmp_path):
     # Equal indices keep their input order (stable sort): positions 1 and 6 for row 0.
     first = next(iter_rows(path, want, chunk=2))[0].tolist()
     assert first == [1, 6]
-    for bad, row in (([0, 9], 9), ([-1, 3], -1), ([3, -2, 4], -2)):
+    for bad, row in (([0, 9], 9), ([-1, 3], -1), ([3, -2, 4], -2), ([0, 3, 12], 12)):
         with pytest.raises(ValueError, match=rf"^{path}: row {row} is outside 'images' "
                                              r"\(9 rows\); was the split made from another"):
             list(iter_rows(path, bad))

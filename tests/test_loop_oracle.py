@@ -57,8 +57,9 @@ def table_and_labels(seed=0):
 
 
 def split(ids: np.ndarray, labels: np.ndarray) -> Split:
-    images = np.full((len(ids), SIDE, SIDE, 3), 7, np.uint8)
-    images[:, :, :, 0] = ids[:, None, None]
+    # Background 110: a val id, so a train image seen mirrored decodes to an id not in 0..49.
+    images = np.full((len(ids), SIDE, SIDE, 3), 110, np.uint8)
+    images[:, 0, 0, 0] = ids  # the id in one corner pixel
     return Split(torch.from_numpy(images), torch.from_numpy(labels[ids]).long())
 
 
@@ -97,13 +98,13 @@ class Marks:
         self.ends.append(len(self.model.seen))
 
 
-def run(tmp_path, epoch_images=None, **over):
+def run(tmp_path, epoch_images=None, resume=True, **over):
     table, labels = table_and_labels()
     model = Lookup(torch.from_numpy(table))
     marks = Marks(model)
     spec = spec_for(tmp_path, epoch_images=epoch_images, **over)
     hist = fit(model, split(np.arange(N_TRAIN), labels),
-               split(np.arange(VAL_ID0, VAL_ID0 + N_VAL), labels), spec, CPU, [marks])
+               split(np.arange(VAL_ID0, VAL_ID0 + N_VAL), labels), spec, CPU, [marks], resume)
     per_epoch = np.split(np.array(model.seen), marks.ends[:-1])
     return hist, per_epoch, table, labels
 
@@ -186,3 +187,56 @@ def test_evaluate_scores_the_whole_split(tmp_path):
     assert got["accuracy"] == hand_accuracy(table, labels, val_ids)
     empty = evaluate(model, split(val_ids[:0], labels), spec_for(tmp_path), CPU)
     assert math.isnan(empty["loss"]) and math.isnan(empty["accuracy"])
+
+
+def test_resume_false_trains_again_and_resuming_keeps_older_files(tmp_path, monkeypatch):
+    folder = tmp_path / "models" / "v"  # created with its parents
+    monkeypatch.setenv("DEEPGAL_FAULT", "signal=SIGINT,epoch=3,step=1")
+    with pytest.raises(TrainingInterrupted):
+        run(folder)
+    monkeypatch.delenv("DEEPGAL_FAULT")
+    _, rest, *_ = run(folder)
+    assert len(np.concatenate(rest)) == 50 - 9  # epoch 3 from its step 1
+    assert [e for e, _ in ckpt_io.list_epochs(folder)] == [2, 3]  # epoch 2's file kept
+    _, again, *_ = run(folder, resume=False)
+    assert [len(ids) for ids in again] == [50, 50, 50]  # from scratch, though all was done
+
+
+def test_augmentation_is_drawn_from_the_epochs_seeded_generator(tmp_path):
+    """With flips on, some images reach the model mirrored (their id pixel moves away); the
+    draws come from the loop's seeded generator, not torch's global one."""
+    flip = Augment(rotate=False, flip=True, jitter=0.0, scale=0.0, translate=0.0)
+    torch.manual_seed(1)
+    h1, seen1, *_ = run(tmp_path / "a", augment=flip)
+    torch.manual_seed(2)
+    h2, seen2, *_ = run(tmp_path / "b", augment=flip)
+    moved = [np.isin(ids, np.arange(N_TRAIN), invert=True).sum() for ids in seen1]
+    assert all(m > 0 for m in moved)  # their corner pixel is background
+    assert [ids.tolist() for ids in seen1] == [ids.tolist() for ids in seen2]
+    strip = lambda h: [{k: m[k] for k in KEYS - {"seconds", "images_per_s"}} for m in h]
+    assert strip(h1) == strip(h2)
+
+
+def test_mixup_alone_mixes_reproducibly(tmp_path):
+    torch.manual_seed(1)
+    h1, seen, table, labels = run(tmp_path / "a", mixup=0.4)
+    torch.manual_seed(2)
+    h2, *_ = run(tmp_path / "b", mixup=0.4)
+    assert [m["train/loss"] for m in h1] == [m["train/loss"] for m in h2]
+    plain, *_ = run(tmp_path / "c")  # soft targets and blends: another loss every epoch
+    assert all(a["train/loss"] != b["train/loss"] for a, b in zip(h1, plain, strict=True))
+
+
+def test_epoch_seconds_are_within_the_call_and_add_up_across_a_stop(tmp_path, monkeypatch):
+    import time
+    t0 = time.perf_counter()
+    hist, *_ = run(tmp_path / "ref")
+    assert 0 < sum(m["seconds"] for m in hist) <= time.perf_counter() - t0
+    monkeypatch.setenv("DEEPGAL_FAULT", "signal=SIGINT,epoch=2,step=3")
+    with pytest.raises(TrainingInterrupted):
+        run(tmp_path / "run")
+    monkeypatch.delenv("DEEPGAL_FAULT")
+    carried = ckpt_io.load(tmp_path / "run" / "last.pt")["accum"]["seconds"]
+    t0 = time.perf_counter()
+    resumed, *_ = run(tmp_path / "run")
+    assert carried < resumed[1]["seconds"] <= carried + time.perf_counter() - t0

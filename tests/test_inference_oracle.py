@@ -129,6 +129,11 @@ def test_only_uint8_nhw3_images_are_taken(bad):
         run_model(DropNet(), bad, PRE, CPU)
 
 
+def test_a_non_square_image_is_named_by_its_size():
+    with pytest.raises(ValueError, match=r"^images must be square for inference; got 8x6 px$"):
+        run_model(DropNet(), np.zeros((2, 8, 6, 3), np.uint8), PRE, CPU)
+
+
 def test_auto_precision_is_fp32_on_cpu():
     net = build_model("smallnet", C, 8).eval()
     x = images(4, seed=3)

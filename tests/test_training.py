@@ -47,14 +47,21 @@ def train(tmp_path, sinks=(), **kw):
     return fit(model, data(), data(20, seed=1), spec(tmp_path, **kw), DEVICE, list(sinks)), model
 
 
+def untimed(history: list[dict]) -> list[dict]:
+    """The history without its timing columns (seconds, images_per_s), which legitimately vary."""
+    return [{k: v for k, v in m.items() if k not in ("seconds", "images_per_s")} for m in history]
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    """Same keys, shapes, dtypes and bits (a zip over values would hide a missing key)."""
+    torch.testing.assert_close(a.state_dict(), b.state_dict(), rtol=0, atol=0)
+
+
 def test_two_runs_identical(tmp_path):
     h1, m1 = train(tmp_path / "a")
     h2, m2 = train(tmp_path / "b")
-    strip = lambda h: [{k: v for k, v in m.items() if k not in ("seconds", "images_per_s")}
-                       for m in h]
-    assert strip(h1) == strip(h2)
-    for p1, p2 in zip(m1.state_dict().values(), m2.state_dict().values()):
-        assert torch.equal(p1, p2)
+    assert untimed(h1) == untimed(h2)
+    assert_same_weights(m1, m2)
     assert [e for e, _ in ckpt_io.list_epochs(tmp_path / "a")] == [1, 2, 3]
 
 
@@ -82,14 +89,12 @@ def test_resume_after_crash_matches_uninterrupted(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     resumed, model = train(tmp_path / "run")
     assert not stale.exists()
-    assert [m["val/accuracy"] for m in resumed] == [m["val/accuracy"] for m in ref]
-    assert [m["train/loss"] for m in resumed] == [m["train/loss"] for m in ref]
-    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):
-        assert torch.equal(a, b)
+    assert untimed(resumed) == untimed(ref)
+    assert_same_weights(model, ref_model)
 
 
 def test_sigint_mid_epoch_saves_and_resumes_exactly(tmp_path, monkeypatch):
-    ref, _ = train(tmp_path / "ref", epochs=4)
+    ref, ref_model = train(tmp_path / "ref", epochs=4)
     # Ctrl-C arrives, synchronously (no timer), at the start of epoch 2's step 3:
     # 48 images / batch 8 = 6 steps an epoch, so it is mid-epoch.
     monkeypatch.setenv("DEEPGAL_FAULT", "signal=SIGINT,epoch=2,step=3")
@@ -99,11 +104,10 @@ def test_sigint_mid_epoch_saves_and_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.delenv("DEEPGAL_FAULT")
     state = ckpt_io.load(tmp_path / "run" / "last.pt")
     assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
-    resumed, _ = train(tmp_path / "run", epochs=4)
-    assert [m["val/loss"] for m in resumed] == [m["val/loss"] for m in ref]
-    assert [m["train/accuracy"] for m in resumed] == [m["train/accuracy"] for m in ref]
-    assert [m["train/loss"] for m in resumed] == pytest.approx([m["train/loss"] for m in ref],
-                                                               rel=1e-6)
+    resumed, model = train(tmp_path / "run", epochs=4)
+    # Bit for bit, train/loss included: the resumed epoch's sums go on from the saved ones.
+    assert untimed(resumed) == untimed(ref)
+    assert_same_weights(model, ref_model)
 
 
 def test_changed_config_starts_over(tmp_path):
@@ -171,9 +175,8 @@ def test_epoch_images_trains_on_a_subset_per_epoch(tmp_path, monkeypatch):
     assert ckpt_io.load(tmp_path / "whole" / "last.pt")["scheduler"]["last_epoch"] == 3 * 6
     # A cap at or above the split's size is the whole split: the same run, bit for bit.
     capped, m_capped = train(tmp_path / "capped", epoch_images=1000)
-    assert [m["train/loss"] for m in capped] == [m["train/loss"] for m in whole]
-    for a, b in zip(m_whole.state_dict().values(), m_capped.state_dict().values()):
-        assert torch.equal(a, b)
+    assert untimed(capped) == untimed(whole)
+    assert_same_weights(m_whole, m_capped)
 
 
 def test_epoch_images_is_validated():

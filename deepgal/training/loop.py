@@ -114,18 +114,23 @@ def train_one_epoch(fwd: nn.Module, model: nn.Module, opt: torch.optim.Optimizer
                     ema, train: Split, batches: list[torch.Tensor], spec: RunSpec,
                     device: torch.device, gen: torch.Generator, epoch: int, start_step: int = 0,
                     should_stop: Callable[[int], bool] = lambda step: False,
-                    progress: Progress | None = None) -> tuple[dict[str, float], int | None]:
+                    progress: Progress | None = None, carried: dict[str, float] | None = None
+                    ) -> tuple[dict[str, float], int | None]:
     """One epoch from ``start_step``: returns (sums of loss/correct/seen/seconds, stopped_at).
 
     ``fwd`` is the model as trained (DDP and/or compiled), ``model`` the plain module the EMA
     follows. ``batches`` are this rank's index tensors. ``stopped_at`` is the step where
     ``should_stop`` asked to stop (the state is then exactly "before that step"), else None.
+    ``carried``: sums of the steps before ``start_step`` (a resumed epoch); the running sums
+    start from them, so the float32 additions are those of an epoch never stopped, bit for bit.
     """
     cfg = spec.cfg
     model.train()
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), dtype=torch.long, device=device)
-    seen, stopped, t0 = 0, None, time.perf_counter()
+    carried = carried or {}
+    loss_sum = torch.tensor(float(carried.get("loss", 0.0)), device=device)  # float32
+    correct = torch.tensor(int(carried.get("correct", 0)), dtype=torch.long, device=device)
+    seen, stopped = int(carried.get("seen", 0)), None
+    t0 = time.perf_counter() - float(carried.get("seconds", 0.0))
     for step in range(start_step, len(batches)):
         if should_stop(step):
             stopped = step
@@ -161,10 +166,6 @@ def train_one_epoch(fwd: nn.Module, model: nn.Module, opt: torch.optim.Optimizer
     sums = {"loss": loss_sum.item(), "correct": int(correct.item()), "seen": seen,
             "seconds": time.perf_counter() - t0}
     return sums, stopped
-
-
-def _add(a: dict, b: dict) -> dict:
-    return {k: a[k] + b[k] for k in ("loss", "correct", "seen", "seconds")}
 
 
 def _resumable(spec: RunSpec, resume: bool, dist: Dist) -> dict[str, Any] | None:
@@ -236,9 +237,10 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
             cpu_gen, dev_gen = epoch_generators(cfg.seed, epoch, device, dist.rank, dist.world)
             perm = torch.randperm(len(train), generator=cpu_gen)[:n_epoch]
             batches = shard(perm, dist, steps)
-            first, prior = 0, {"loss": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+            first, carried = 0, None
             if epoch == start_epoch and start_step > 0:
-                first, prior = start_step, dict(state["accum"])  # sums over all ranks
+                # The sums are over all ranks: rank 0 carries them, the others start at 0.
+                first, carried = start_step, dict(state["accum"]) if dist.main else None
                 restore_rank_state(state["rng"]["ranks"][dist.rank], dev_gen, device)
 
             def should_stop(step: int) -> bool:
@@ -248,10 +250,9 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
 
             sums, stopped = train_one_epoch(fwd, model, opt, sched, ema, train, batches, spec,
                                             device, dev_gen, epoch, first, should_stop,
-                                            bar if dist.main else None)
+                                            bar if dist.main else None, carried)
             keys = ("loss", "correct", "seen", "seconds")
             total_sums = dict(zip(keys, dist.sum([sums[k] for k in keys], device)))
-            total_sums = _add(prior, total_sums)
             if stopped is not None:
                 ranks = dist.gather(rank_state(dev_gen, device))
                 last = spec.ckpt_dir / "last.pt"

@@ -24,7 +24,7 @@ from deepgal.data import galaxy10, split as split_io
 from deepgal.inference import load_model, run_model
 from tests.faults.conftest import exact_history, no_traceback
 from tests.pipeline_repo import REPO
-from tests.test_train_run import make_workdir as train_workdir
+from tests.helpers import make_workdir as train_workdir
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3

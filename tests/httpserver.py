@@ -7,9 +7,9 @@ Used by the download tests and the fault suite::
         assert server.requests[1].range == "bytes=0-"
 
 Bound to 127.0.0.1 on a port the OS assigns; ``Range: bytes=A-`` / ``bytes=A-B`` is honoured
-with 206 and ``Content-Range`` (416 past the end). Every fault knob takes either a scalar, applied to every
-request, or an iterable, consumed one value per request to the served path (``None`` = no fault
-for that request; once exhausted, no more faults):
+with 206 and ``Content-Range`` (416 past the end). Every fault knob takes either a scalar,
+applied to every request, or an iterable, consumed one value per request to the served path
+(``None`` = no fault for that request; once exhausted, no more faults):
 
 - ``drop_after_bytes``: send the headers with the full Content-Length, write N body bytes of this
   response, then close the socket (the client sees a truncated transfer);

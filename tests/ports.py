@@ -32,7 +32,7 @@ def lost_the_port(log: str) -> bool:
 
 @contextlib.contextmanager
 def refused_port() -> Iterator[int]:
-    """A 127.0.0.1 port that refuses every connection while the block runs (bound, not listening)."""
+    """A 127.0.0.1 port refusing every connection while the block runs (bound, not listening)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]

@@ -33,7 +33,7 @@ settings.load_profile(HYPOTHESIS_PROFILE)
 
 @pytest.hookimpl(tryfirst=True)  # before Hypothesis' plugin reads --hypothesis-seed
 def pytest_configure(config) -> None:
-    if not settings.default.derandomize and config.getoption("hypothesis_seed") is None:
+    if not settings.default.derandomize and config.getoption("hypothesis_seed", None) is None:
         config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
 
 
@@ -41,7 +41,7 @@ def pytest_report_header(config) -> str:
     if settings.default.derandomize:
         how = "derandomize=True: each test's seed is fixed by its code"
     else:
-        how = f"seed {config.getoption('hypothesis_seed')}: replay with --hypothesis-seed"
+        how = f"seed {config.getoption('hypothesis_seed', None)}: replay with --hypothesis-seed"
     return f"hypothesis profile {HYPOTHESIS_PROFILE!r}, {how} (see tests/conftest.py)"
 
 

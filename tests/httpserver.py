@@ -6,22 +6,25 @@ Used by the download tests and the fault suite::
         download(server.url, dest, sha)
         assert server.requests[1].range == "bytes=0-"
 
-Bound to 127.0.0.1 on a free port; ``Range: bytes=A-`` / ``bytes=A-B`` is honoured with 206 and
-``Content-Range`` (416 past the end). Every fault knob takes either a scalar, applied to every
-request, or an iterable, consumed one value per request to the served path (``None`` = no fault
-for that request; once exhausted, no more faults):
+Bound to 127.0.0.1 on a port the OS assigns; ``Range: bytes=A-`` / ``bytes=A-B`` is honoured
+with 206 and ``Content-Range`` (416 past the end). Every fault knob takes either a scalar,
+applied to every request, or an iterable, consumed one value per request to the served path
+(``None`` = no fault for that request; once exhausted, no more faults):
 
 - ``drop_after_bytes``: send the headers with the full Content-Length, write N body bytes of this
   response, then close the socket (the client sees a truncated transfer);
 - ``status_override``: answer with this status (e.g. 404, 500, 429) and a short body instead;
-- ``stall_s``: after the headers, wait this many seconds before the body (read timeouts);
+- ``hold``: ``"reply"`` reads the request and answers nothing, ``"body"`` sends the headers and
+  no body, until the test calls ``server.release()`` (or the server closes, or ``hold_limit_s``
+  passes: a client that never times out then gets its answer late, and the test sees one
+  request too few instead of hanging);
 - ``ignore_range`` (bool): always answer 200 with the whole file;
 - ``misalign_range`` (bool): answer ``Range: bytes=A-`` with 206 from byte 0 (and a truthful
   ``Content-Range: bytes 0-...``), as a broken proxy might;
 - ``corrupt`` (bool): serve different bytes of the same length (every byte inverted).
 
 ``server.requests`` is the log: one :class:`Request` (method, path, Range header, status, body
-bytes sent) per request received, in arrival order.
+bytes sent, whether it was held) per request received, in arrival order.
 """
 from __future__ import annotations
 
@@ -48,11 +51,12 @@ class Request:
     range: str | None
     status: int = 0
     bytes_sent: int = 0
+    held: bool = False
 
 
 def _per_request(knob: Any) -> Iterator[Any]:
     """A scalar repeats forever; an iterable yields its values, then ``None`` forever."""
-    if knob is None or isinstance(knob, (int, float)):
+    if knob is None or isinstance(knob, (int, float, str)):
         while True:
             yield knob
     yield from knob
@@ -66,7 +70,7 @@ class FaultyServer:
     def __init__(self, data: bytes, path: str = "/Galaxy10_DECals.h5", *,
                  drop_after_bytes: int | Iterable[int | None] | None = None,
                  status_override: int | Iterable[int | None] | None = None,
-                 stall_s: float | Iterable[float | None] | None = None,
+                 hold: str | Iterable[str | None] | None = None, hold_limit_s: float = 60,
                  ignore_range: bool = False, misalign_range: bool = False,
                  corrupt: bool = False):
         self.data = bytes(data)
@@ -76,10 +80,11 @@ class FaultyServer:
         self._body = self.data.translate(_INVERT) if corrupt else self.data
         self._drops = _per_request(drop_after_bytes)
         self._statuses = _per_request(status_override)
-        self._stalls = _per_request(stall_s)
+        self._holds = _per_request(hold)
+        self.hold_limit_s = hold_limit_s
+        self._released = threading.Event()
         self._log: list[Request] = []
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self  # type: ignore[attr-defined]
         # A short poll keeps close() quick: shutdown() waits for the next poll.
@@ -95,12 +100,16 @@ class FaultyServer:
         with self._lock:
             return list(self._log)
 
+    def release(self) -> None:
+        """Let every held request (and any held later) go on."""
+        self._released.set()
+
     def start(self) -> FaultyServer:
         self._thread.start()
         return self
 
     def close(self) -> None:
-        self._stopping.set()  # wakes stalled handlers
+        self.release()  # wakes held handlers
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
@@ -116,9 +125,11 @@ class FaultyServer:
             req = Request(h.command, h.path, h.headers.get("Range"))
             self._log.append(req)
             if h.path == self.path:
-                status, drop, stall = next(self._statuses), next(self._drops), next(self._stalls)
+                status, drop, hold = next(self._statuses), next(self._drops), next(self._holds)
         if h.path != self.path:
             return _reply_short(h, req, 404, b"not found\n")
+        if hold == "reply":
+            self._hold(req)
         if status is not None:
             return _reply_short(h, req, status, b"injected fault\n")
         size = len(self._body)
@@ -140,9 +151,9 @@ class FaultyServer:
         h.end_headers()
         if not send_body:
             return
-        if stall:
+        if hold == "body":
             h.wfile.flush()
-            self._stopping.wait(stall)
+            self._hold(req)
         piece = self._body[start:end + 1]
         if drop is not None and drop < len(piece):
             req.bytes_sent = drop
@@ -152,6 +163,10 @@ class FaultyServer:
             return
         req.bytes_sent = len(piece)  # set first: the client may finish before write() returns
         h.wfile.write(piece)
+
+    def _hold(self, req: Request) -> None:
+        req.held = True
+        self._released.wait(self.hold_limit_s)
 
 
 def _reply_short(h: _Handler, req: Request, status: int, body: bytes,

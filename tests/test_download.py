@@ -1,12 +1,9 @@
 """deepgal.data.download against a real loopback HTTP server with injected faults."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import http.server
-import socket
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +15,7 @@ from deepgal.data.local_copy import copy_verified
 from deepgal.data.galaxy10 import validate, write_galaxy10
 
 from .httpserver import serve_bytes
+from .ports import refused_url
 
 CHUNK = 4096
 FAST = dict(backoff_s=0.01, chunk_bytes=CHUNK, progress=False, timeout_s=5)
@@ -211,15 +209,12 @@ def test_existing_bad_file_kept_until_new_one_verifies(galaxy, dest):
     assert dest.read_bytes() == b"old bytes"
 
 
-def test_connection_refused_fails_fast(galaxy, dest):
+def test_connection_refused_fails_fast(galaxy, dest, sleeps):
     _, sha = galaxy
-    with socket.socket() as sock:  # bound but not listening: connections are refused
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/Galaxy10_DECals.h5"
-        t0 = time.monotonic()
+    with refused_url() as url:
         with pytest.raises(DownloadError) as err:
             download(url, dest, sha, retries=2, **FAST)
-    assert time.monotonic() - t0 < 5
+    assert sleeps == [0.01, 0.02]  # the back-off and nothing else: no wait for a timeout
     msg = str(err.value)
     assert "after 3 attempts" in msg and url in msg and "network" in msg
     assert "`data.local_path`" in msg  # the way forward without a network
@@ -228,19 +223,22 @@ def test_connection_refused_fails_fast(galaxy, dest):
 
 def test_no_network_with_defaults_waits_under_a_minute(galaxy, dest, sleeps):
     _, sha = galaxy
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}/x.h5"
+    with refused_url("/x.h5") as url:
         with pytest.raises(DownloadError, match="after 6 attempts"):
             download(url, dest, sha, progress=False)
     assert sleeps == [1, 2, 4, 8, 16] and sum(sleeps) < 60
 
 
 def test_stall_past_read_timeout_is_retried(galaxy, dest, sleeps):
+    """The first answer stops after its headers until the test releases it, which it does
+    only after the download returned: the client must give up on its own read timeout."""
     data, sha = galaxy
-    with serve_bytes(data, stall_s=[3.0]) as server:
-        download(server.url, dest, sha, **{**FAST, "timeout_s": 0.3})
-    assert len(server.requests) == 2 and dest.read_bytes() == data
+    with serve_bytes(data, hold=["body"]) as server:
+        download(server.url, dest, sha, **{**FAST, "timeout_s": 1})
+        first, second = server.requests  # read while the first is still held
+        assert (first.held, first.status, first.bytes_sent) == (True, 200, 0)
+        assert (second.held, second.range, second.bytes_sent) == (False, None, len(data))
+    assert sleeps == [0.01] and dest.read_bytes() == data
 
 
 def test_part_from_earlier_run_is_resumed(galaxy, dest):
@@ -302,14 +300,6 @@ def test_bad_arguments_are_named(tmp_path, kwargs, named):
 
 # -- pre-flight: seconds, before DVC deletes anything -------------------------------------------
 
-@contextlib.contextmanager
-def refused_url():
-    """A URL on 127.0.0.1 whose port is bound but not listening: connections are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/Galaxy10_DECals.h5"
-
-
 class _HugeFile(http.server.BaseHTTPRequestHandler):
     """Answers HEAD for a 1 PB file: no disk here can hold it."""
 
@@ -331,13 +321,22 @@ def test_preflight_passes_and_reports_size(galaxy, dest):
     assert not dest.parent.exists()  # created nothing
 
 
-def test_preflight_offline_fails_in_seconds(dest):
+def test_preflight_offline_says_what_to_do(dest, sleeps):
     with refused_url() as url:
-        t0 = time.monotonic()
         with pytest.raises(DownloadError, match=r"127\.0\.0\.1:\d+ does not answer.*offline.*"
                                                 r"Nothing was changed.*data\.local_path"):
             preflight(url, dest, timeout_s=2)
-    assert time.monotonic() - t0 < 5
+    assert sleeps == [] and not dest.parent.exists()
+
+
+def test_preflight_gives_up_on_a_silent_host_after_one_request(galaxy, dest, sleeps):
+    """The host takes the request and never answers (until released after the check)."""
+    data, _ = galaxy
+    with serve_bytes(data, hold="reply") as server:
+        with pytest.raises(DownloadError, match=r"does not answer \((ReadTimeout|Timeout)"):
+            preflight(server.url, dest, timeout_s=0.5)
+        assert [(r.method, r.held, r.status) for r in server.requests] == [("HEAD", True, 0)]
+    assert sleeps == [] and not dest.parent.exists()
 
 
 def test_preflight_not_found_and_no_room(galaxy, dest):

@@ -14,6 +14,7 @@ import pytest
 
 from deepgal.plots.offline import html_template
 from tests.pipeline_repo import env_for
+from tests.ports import refused_port
 
 DVC_YAML = """plots:
   - history.csv:
@@ -74,11 +75,12 @@ def chromium() -> str:
 
 def rendered_dom(page: Path) -> str:
     """The page's DOM after its scripts ran, with every network request refused."""
-    out = subprocess.run(
-        [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--proxy-server=127.0.0.1:9", "--host-resolver-rules=MAP * ~NOTFOUND",
-         "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-        capture_output=True, text=True, timeout=120)
+    with refused_port() as port:
+        out = subprocess.run(
+            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             f"--proxy-server=127.0.0.1:{port}", "--host-resolver-rules=MAP * ~NOTFOUND",
+             "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
+            capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 

@@ -17,7 +17,7 @@ from deepgal.training import control, recipe
 from deepgal.training.loop import fits_on_device
 from deepgal.transforms import Preprocess
 from deepgal.utils import machine, machine_label, seed_everything
-from tests.test_training import DEVICE, data, run_cfg, spec, train
+from tests.helpers import DEVICE, data, run_cfg, spec, train
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -264,7 +264,7 @@ def test_a_stage_run_on_cuda_records_the_gpu_it_ran_on(tmp_path, monkeypatch):
 
     from deepgal import config
     from deepgal.training import train_variant
-    from tests.test_train_run import make_workdir, paths
+    from tests.helpers import make_workdir, paths
 
     root = make_workdir(tmp_path / "w", variant={"epochs": 1})
     monkeypatch.setenv("DEEPGAL_MLFLOW", "off")

@@ -2,6 +2,8 @@
 loaded back with ``mlflow.pyfunc`` to classify images of a real Galaxy10-layout HDF5 file."""
 from __future__ import annotations
 
+import logging
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ from deepgal.inference import load_model, run_model
 from deepgal.models import build_model
 from deepgal.mlflow_model import OUTPUT_COLUMNS, log_checkpoint_model
 from deepgal.transforms import Preprocess
+from tests.ports import refused_port
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +115,11 @@ def test_pyfunc_refuses_images_that_are_not_uint8_rgb(tmp_path, checkpoint):
 
 
 def test_unreachable_tracker_is_a_warning_for_model_logging(checkpoint, caplog, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
-    run = tracking.attach("0" * 32)
-    assert log_checkpoint_model(run, checkpoint, 1, None) is None
-    assert "unreachable" in caplog.text and "local outputs are complete" in caplog.text
+    with refused_port() as port:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+        run = tracking.attach("0" * 32)
+        with caplog.at_level(logging.WARNING, logger="deepgal"):
+            assert log_checkpoint_model(run, checkpoint, 1, None) is None
+    warned = [r for r in caplog.records
+              if r.name.startswith("deepgal") and r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and f"127.0.0.1:{port}" in warned[0].getMessage(), caplog.text

@@ -1,21 +1,19 @@
 """Security: checkpoints are data, never code; secrets stay out of logs; the UI stays local.
 
-- A pickle whose ``__reduce__`` would create a marker file is refused by the checkpoint loader,
-  by ``deepgal evaluate --checkpoint`` and as ``pretrained:`` weights; the marker never appears
-  (a control proves the payload is live: an unsafe ``torch.load`` does create it).
+- A pickle whose ``__reduce__`` would create a marker file (``tests.helpers.malicious_files``)
+  is refused by the checkpoint loader, by ``deepgal evaluate --checkpoint`` and as
+  ``pretrained:`` weights; the marker never appears (a control proves the payload is live: an
+  unsafe ``torch.load`` does create it).
 - A tracking URI with a password is redacted in everything the train stage prints.
 - ``deepgal ui`` listens on 127.0.0.1 only.
 """
 from __future__ import annotations
 
 import os
-import pickle
-import shlex
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -25,48 +23,24 @@ from deepgal import checkpoint as ckpt_io
 from deepgal.data import galaxy10
 from deepgal.models import PretrainedWeightsError, build_model
 from tests.conftest import make_h5
+from tests.faults.conftest import wait_for
+from tests.helpers import make_workdir, malicious_files
 from tests.pipeline_repo import REPO
-from tests.ports import free_port
-from tests.test_train_run import make_workdir
+from tests.ports import free_port, lost_the_port, refused_port
 
 SECRET = "s3cret"
-
-
-class Payload:
-    """Unpickling this runs ``touch <marker>``."""
-
-    def __init__(self, marker: Path):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
-
-
-def evil_files(tmp_path: Path, marker: Path) -> dict[str, Path]:
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    files = {
-        "torch_zip": tmp_path / "evil.pt",
-        "inside_checkpoint": tmp_path / "evil_ckpt.pt",
-        "legacy_pickle": tmp_path / "evil_legacy.pt",
-    }
-    torch.save(Payload(marker), files["torch_zip"])
-    torch.save({"model": {"body.0.weight": torch.zeros(1)}, "epoch": 1,
-                "extra": Payload(marker)}, files["inside_checkpoint"])
-    with open(files["legacy_pickle"], "wb") as f:
-        pickle.dump(Payload(marker), f)
-    return files
 
 
 @pytest.fixture
 def evil(tmp_path):
     marker = tmp_path / "PWNED"
-    return evil_files(tmp_path, marker), marker
+    return malicious_files(tmp_path, marker), marker
 
 
 def test_payload_is_live(tmp_path):
     """The control: loading these files the unsafe way does run code (in a child process)."""
     marker = tmp_path / "control_marker"
-    for name, path in evil_files(tmp_path / "control", marker).items():
+    for name, path in malicious_files(tmp_path / "control", marker).items():
         marker.unlink(missing_ok=True)
         subprocess.run([sys.executable, "-c", "import sys, torch; "
                         "torch.load(sys.argv[1], weights_only=False)", str(path)],
@@ -143,8 +117,8 @@ def run_train(cwd: Path, uri: str, timeout: float = 300) -> subprocess.Completed
 
 
 def test_password_in_unreachable_tracking_uri_is_redacted(train_dir):
-    uri = f"http://user:{SECRET}@127.0.0.1:{free_port()}/"
-    p = run_train(train_dir, uri)
+    with refused_port() as port:
+        p = run_train(train_dir, f"http://user:{SECRET}@127.0.0.1:{port}/")
     assert p.returncode == 1, p.stderr[-3000:]
     assert SECRET not in p.stdout and SECRET not in p.stderr, p.stderr[-3000:]
     [error] = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
@@ -179,23 +153,34 @@ def connects(host: str, port: int) -> bool:
         return False
 
 
+def start_ui(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, int]:
+    """`deepgal ui` on a free port, once its server answers and its probe is done (the "Ctrl-C
+    stops" line); started again on another port if another process took that one first."""
+    log = tmp_path / "ui.log"
+    for _ in range(5):
+        port = free_port()
+        with open(log, "wb") as out:
+            ui = subprocess.Popen([sys.executable, "-m", "deepgal.cli", "ui", "--port", str(port)],
+                                  cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                  start_new_session=True)
+        wait_for(lambda: ui.poll() is not None
+                 or (connects("127.0.0.1", port) and b"Ctrl-C stops" in log.read_bytes()),
+                 120, "deepgal ui to serve and print its link", every=0.5)
+        if ui.poll() is None:
+            return ui, port
+        if not lost_the_port(log.read_text(errors="replace")):
+            pytest.fail(f"deepgal ui exited ({ui.returncode}):\n{log.read_text()[-3000:]}")
+    pytest.fail(f"deepgal ui lost its port 5 times:\n{log.read_text()[-3000:]}")
+
+
 # `kill PID` (SIGTERM) or Ctrl-C (SIGINT) to `deepgal ui` alone: the server it started in a
 # session of its own must stop with it, not be orphaned holding the port.
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_ui_listens_on_loopback_only_and_stops_with_its_server(tmp_path, stop):
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    log = open(tmp_path / "ui.log", "wb")
-    ui = subprocess.Popen([sys.executable, "-m", "deepgal.cli", "ui", "--port", str(port)],
-                          cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT,
-                          start_new_session=True)
+    ui, port = start_ui(tmp_path, env)
     try:
-        deadline = time.monotonic() + 120
-        while not connects("127.0.0.1", port):
-            assert ui.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "deepgal ui did not start in 120 s"
-            time.sleep(0.5)
         # Bound to 127.0.0.1 itself: another loopback address, or this host's own address on
         # the network, finds nothing there (a 0.0.0.0 bind would answer both).
         assert not connects("127.0.0.2", port)
@@ -205,9 +190,7 @@ def test_ui_listens_on_loopback_only_and_stops_with_its_server(tmp_path, stop):
             assert not connects(addr, port), addr
         listening = _listeners(port)
         assert listening and listening <= {"127.0.0.1"}, listening
-        while b"Ctrl-C stops" not in (tmp_path / "ui.log").read_bytes():  # its probe is done
-            assert time.monotonic() < deadline, (tmp_path / "ui.log").read_text()[-3000:]
-            time.sleep(0.5)
+        assert ui.poll() is None, (tmp_path / "ui.log").read_text()[-3000:]  # the port was its
     finally:
         ui.send_signal(stop)  # to `deepgal ui` only, as `kill PID` does
         try:
@@ -215,11 +198,9 @@ def test_ui_listens_on_loopback_only_and_stops_with_its_server(tmp_path, stop):
         except subprocess.TimeoutExpired:
             os.killpg(ui.pid, signal.SIGKILL)
             ui.wait(timeout=20)
-        log.close()
-    deadline = time.monotonic() + 30  # the server shuts down before `deepgal ui` returns
-    while connects("127.0.0.1", port):
-        assert time.monotonic() < deadline, "the MLflow server outlived `deepgal ui`"
-        time.sleep(0.5)
+    # The server shuts down before `deepgal ui` returns; the bounded wait only covers the
+    # kernel closing the socket.
+    wait_for(lambda: not connects("127.0.0.1", port), 30, "the MLflow server to stop with ui")
     # What the user reads: the link, not the server's deprecation warnings, its registry notice
     # or a log line per request (the probe for the experiment made one).
     text = (tmp_path / "ui.log").read_text()

@@ -10,13 +10,11 @@ offline; its recovery after a plain `dvc exp run` restores params, data and a cl
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import random
 import shutil
-import socket
 import sys
 
 import pytest
@@ -26,6 +24,7 @@ from deepgal.data.download import sha256_file
 from tests.conftest import make_h5
 from tests.httpserver import serve_bytes
 from tests.pipeline_repo import dvc, make_repo, run
+from tests.ports import refused_url
 
 from .conftest import no_traceback
 
@@ -116,14 +115,6 @@ def test_wrong_bytes_never_become_the_data_file(tmp_path, galaxy):
 # -- switching to the real data: the documented path leaves a recoverable workspace -----------
 
 SWITCH = ["-S", "data.source=galaxy10_decals", "-S", "data.retries=0"]
-
-
-@contextlib.contextmanager
-def refused_url():
-    """A URL whose port on 127.0.0.1 is bound but not listening: offline, refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/Galaxy10_DECals.h5"
 
 
 def committed_repo(root) -> tuple:

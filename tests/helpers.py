@@ -1,0 +1,120 @@
+"""Helpers used by more than one test file; test files import these, never each other.
+
+- :func:`make_workdir`, :func:`paths`: a folder the train stage can run in (params.yaml, a
+  100-image Galaxy10 file, its 60/30/10 split, source.json) and the ``TrainPaths`` into it;
+- :data:`DEVICE`, :func:`data`, :func:`run_cfg`, :func:`spec`, :func:`train`: the training
+  loop on a tiny, seeded, learnable split;
+- :func:`malicious_files`: checkpoints whose unpickling would run code (create a marker file).
+
+Ports and a loopback HTTP server live in ``tests/ports.py`` and ``tests/httpserver.py``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+from pathlib import Path
+
+import torch
+import yaml
+
+from deepgal import config
+from deepgal.data import galaxy10, split as split_io
+from deepgal.models import build_model
+from deepgal.training import RunSpec, Split, TrainPaths, fit
+from deepgal.transforms import Augment, Preprocess
+from deepgal.utils import seed_everything
+from tests.conftest import make_h5
+from tests.pipeline_repo import tiny_params
+
+DEVICE = torch.device("cpu")
+
+
+# ---- a train-stage working folder ------------------------------------------------------------
+
+def make_workdir(root: Path, train: dict | None = None, variant: dict | None = None) -> Path:
+    """params.yaml, a 100-image Galaxy10 file, its 60/30/10 split and source.json: what the
+    train stage reads. ``train``/``variant``: overrides of the train section / smallnet."""
+    params = tiny_params({
+        "variants": {"smallnet": {"input_size": 16, "crop": 0.5, **(variant or {})}},
+        "train": {"epochs": 3, "batch_size": 8, "warmup_epochs": 0, "checkpoint_every": 1,
+                  **(train or {})}})
+    root.mkdir(parents=True)
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    data = make_h5(root / "data/galaxy10.h5", n_per_class=10, size=32)
+    labels = galaxy10.read_labels(data)
+    splits = split_io.stratified_split(labels, {"train": 0.6, "val": 0.3, "test": 0.1}, 0)
+    mean, std = split_io.channel_stats(data, splits["train"])
+    source = {"source": "synthetic", "sha256": "ab" * 32}
+    split_io.write_split(root / "data/split", splits, labels, mean, std, source=source)
+    (root / "data/source.json").write_text(json.dumps(source))
+    return root
+
+
+def paths(root: Path) -> TrainPaths:
+    """Where the train stage's smallnet reads and writes inside :func:`make_workdir`'s folder."""
+    return TrainPaths(root / "data/galaxy10.h5", root / "data/source.json", root / "data/split",
+                      root / "models/smallnet", root / "results/smallnet")
+
+
+# ---- the training loop on tiny data ----------------------------------------------------------
+
+def data(n: int = 48, seed: int = 0) -> Split:
+    """``n`` uint8 images (n, 16, 16, 3), labels ``arange(n) % 10``; classes 0-4 carry a bright
+    red square, so there is something to learn."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 10
+    images = torch.randint(0, 256, (n, 16, 16, 3), generator=g, dtype=torch.uint8)
+    images[labels < 5, 4:12, 4:12, 0] = 250
+    return Split(images, labels)
+
+
+def run_cfg(**overrides) -> config.RunCfg:
+    """The tiny test configuration's smallnet, resolved as the stage resolves it, shrunk."""
+    run = config.resolve_variant(tiny_params(), "smallnet")
+    aug = Augment(rotate=True, flip=True, jitter=0.1, scale=0.1, translate=0.0)
+    base = {"epochs": 3, "batch_size": 8, "checkpoint_every": 1, "warmup_epochs": 0,
+            "seed": 7, "input_size": 16, "crop": 1.0, "precision": "fp32", "augment": aug}
+    return dataclasses.replace(run, **{**base, **overrides})
+
+
+def spec(tmp_path: Path, fingerprint: str = "a", **cfg) -> RunSpec:
+    """A RunSpec checkpointing into ``tmp_path``; ``cfg`` overrides :func:`run_cfg`."""
+    return RunSpec(cfg=run_cfg(**cfg), preprocess=Preprocess(input_size=16),
+                   ckpt_dir=tmp_path, fingerprint=fingerprint,
+                   meta={"variant": "smallnet", "model_name": "smallnet"})
+
+
+def train(tmp_path: Path, sinks=(), **kw):
+    """A seeded smallnet fitted on ``data()`` (val: ``data(20, seed=1)``); (history, model)."""
+    seed_everything(7, deterministic=True)
+    model = build_model("smallnet", 10, 16)
+    return fit(model, data(), data(20, seed=1), spec(tmp_path, **kw), DEVICE, list(sinks)), model
+
+
+# ---- malicious pickles -----------------------------------------------------------------------
+
+class Exploit:
+    """Unpickling this runs ``open(marker, "w")``, creating ``marker``: what a malicious
+    checkpoint would do with any other call."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def malicious_files(folder: Path, marker: Path) -> dict[str, Path]:
+    """Three files whose unpickling creates ``marker``, by where the payload sits: the whole
+    object in torch's zip format, one value inside an otherwise valid checkpoint dict, and a
+    bare (legacy, non-zip) pickle."""
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {"torch_zip": folder / "evil.pt", "inside_checkpoint": folder / "evil_ckpt.pt",
+             "legacy_pickle": folder / "evil_legacy.pt"}
+    torch.save(Exploit(marker), files["torch_zip"])
+    torch.save({"model": {"body.0.weight": torch.zeros(1)}, "epoch": 1,
+                "extra": Exploit(marker)}, files["inside_checkpoint"])
+    with open(files["legacy_pickle"], "wb") as f:
+        pickle.dump(Exploit(marker), f)
+    return files

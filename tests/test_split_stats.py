@@ -134,3 +134,19 @@ def test_stage_reads_its_params(tmp_path, monkeypatch, caplog, seed, val, test):
     assert f"'train': {sizes['train']}" in caplog.text
     assert str([round(float(m), 4) for m in mean]) in caplog.text
     assert "no ra/dec in g.h5" in caplog.text
+
+
+def test_the_grouping_radius_is_arcseconds_to_the_hair():
+    """Pairs 0.9999" apart merge at 1", pairs 1.0002" apart do not (the radius is arcsec /
+    3600 degrees: a radius off by one part in 3600 gets one of the two wrong)."""
+    from deepgal.data.split import sky_groups
+    dec = np.array([10.0, 10.0 + 0.9999 / 3600, -20.0, -20.0 + 1.0002 / 3600])
+    g = sky_groups(np.array([40.0, 40.0, 300.0, 300.0]), dec, 1.0)
+    assert g.tolist() == [0, 0, 1, 2]
+
+
+def test_a_split_may_take_every_row():
+    """train 1, val 0, test 0 is a valid split: everything in train, empty val and test."""
+    from deepgal.data.split import stratified_split
+    s = stratified_split(np.repeat(np.arange(10), 3), {"train": 1.0, "val": 0.0, "test": 0.0}, 0)
+    assert len(s["train"]) == 30 and len(s["val"]) == len(s["test"]) == 0

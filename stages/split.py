@@ -8,9 +8,7 @@ import logging
 from pathlib import Path
 
 from deepgal import config, stage
-from deepgal.data import galaxy10
-from deepgal.data.split import (SplitError, channel_stats, group_rows, stratified_split,
-                                write_split)
+from deepgal.data.split import SplitError, split_file
 
 log = logging.getLogger("split")
 
@@ -23,28 +21,18 @@ def main() -> int:
     args = p.parse_args()
     params = config.load_params()
     base, cfg = config.load_section("base", params), config.load_section("split", params)
-
-    galaxy10.validate(args.data)
-    labels = galaxy10.read_labels(args.data)
-    groups, grouping = group_rows(labels, galaxy10.read_coordinates(args.data),
-                                  cfg.group_arcsec)
-    if grouping["coordinates"]:
+    done = split_file(args.data, json.loads(args.source.read_text()), args.out,
+                      {"train": cfg.train, "val": cfg.val, "test": cfg.test}, base.seed,
+                      cfg.group_arcsec)
+    g = done["grouping"]
+    if g["coordinates"]:
         log.info("merged %d rows into %d groups (galaxies within %g arcsec; %d with mixed "
-                 "labels); %d groups in all", grouping["rows_in_merged_groups"],
-                 grouping["merged_groups"], cfg.group_arcsec, grouping["mixed_label_groups"],
-                 grouping["groups"])
+                 "labels); %d groups in all", g["rows_in_merged_groups"], g["merged_groups"],
+                 cfg.group_arcsec, g["mixed_label_groups"], g["groups"])
     else:
         log.info("no ra/dec in %s: every row is its own galaxy, no groups merged", args.data)
-    fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
-    splits = stratified_split(labels, fractions, base.seed, groups)
-    mean, std = channel_stats(args.data, splits["train"])
-    source = json.loads(args.source.read_text())
-    write_split(args.out, splits, labels, mean, std,
-                source={"source": source["source"], "sha256": source["sha256"]},
-                grouping=grouping)
-    log.info("split %s; train mean %s std %s",
-             {k: len(v) for k, v in splits.items()},
-             [round(m, 4) for m in mean], [round(s, 4) for s in std])
+    log.info("split %s; train mean %s std %s", {k: len(v) for k, v in done["splits"].items()},
+             [round(m, 4) for m in done["mean"]], [round(s, 4) for s in done["std"]])
     return 0
 
 

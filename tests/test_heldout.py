@@ -144,7 +144,11 @@ def test_evaluate_on_a_held_out_sample(synthetic_file, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     rows, _ = held_out_rows(path, 6, 2, [tmp_path / "seen.h5"])
     assert out["n"] == 60 and sum(out["support"].values()) == 60
-    assert out["sample"]["excluded"] >= 0 and not np.isin(rows, np.arange(4)).any()
+    assert out["sample"]["excluded"] <= 4 and not np.isin(rows, np.arange(4)).any()
+    # Every row but the 4 copied ones is scored when no per-class sample is asked for.
+    assert main(["evaluate", *args[1:7], "--exclude", str(tmp_path / "seen.h5"), "--json"]) == 0
+    every = json.loads(capsys.readouterr().out)
+    assert every["sample"]["excluded"] == 4 and every["n"] == len(labels) - 4
     assert out["accuracy_se"] == pytest.approx(binomial_se(out["accuracy"], 60))
     lo, hi = out["macro_f1_ci95"]
     assert 0 <= lo <= hi <= 1

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DeepgalError
+from . import galaxy10
 from .galaxy10 import CLASS_NAMES, NUM_CLASSES, READ_CHUNK, read_images
 
 _COUNT_ROWS = 32  # images per bincount: its int64 copy of one channel stays ~17 MB at 256 px
@@ -207,6 +208,26 @@ def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.n
     tmp = out_dir / ".stats.json.tmp"
     tmp.write_text(json.dumps(stats, indent=2) + "\n")
     os.replace(tmp, out_dir / "stats.json")
+
+
+def split_file(data: str | Path, source: dict, out_dir: str | Path, fractions: dict[str, float],
+               seed: int, arcsec: float) -> dict:
+    """The split stage's work: validate the Galaxy10 file ``data``, group its rows on the sky
+    (:func:`group_rows`), split them (:func:`stratified_split`), count the channel statistics
+    of the **train** rows only (:func:`channel_stats`) and write it all (:func:`write_split`).
+
+    ``source``: the download's ``source.json`` (its ``source`` and ``sha256`` are kept).
+    Returns {"splits": {split: indices}, "mean": [3], "std": [3], "grouping": summary}.
+    """
+    galaxy10.validate(data)
+    labels = galaxy10.read_labels(data)
+    groups, grouping = group_rows(labels, galaxy10.read_coordinates(data), arcsec)
+    splits = stratified_split(labels, fractions, seed, groups)
+    mean, std = channel_stats(data, splits["train"])
+    write_split(out_dir, splits, labels, mean, std,
+                source={"source": source["source"], "sha256": source["sha256"]},
+                grouping=grouping)
+    return {"splits": splits, "mean": mean, "std": std, "grouping": grouping}
 
 
 def read_split(split_dir: str | Path, name: str) -> np.ndarray:

@@ -33,7 +33,8 @@ from ..models import build_model
 from ..transforms import Preprocess, presize, zoom_bound
 from ..utils import machine, machine_label, pick_device, seed_everything, write_json
 from . import unfinished
-from .loop import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit, place_split
+from .epoch import RunSpec, Split, TrainingDiverged
+from .loop import TrainingInterrupted, fit, place_split
 
 log = logging.getLogger(__name__)
 

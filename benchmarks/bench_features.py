@@ -7,7 +7,7 @@ training, on a synthetic Galaxy10-layout file of the size you ask for.
 Per variant (its real settings from params.yaml: input size, crop, batch size, augmentation,
 precision, channels_last), in one process, one after the other:
 
-- ``train``: images/s of :func:`deepgal.training.loop.train_one_epoch` on the in-memory uint8
+- ``train``: images/s of :func:`deepgal.training.epoch.train_one_epoch` on the in-memory uint8
   train split, exactly what ``history.csv``'s ``images_per_s`` records;
 - ``features``: images/s of the evaluate stage's path (:func:`run_on_file` over all three
   splits, reading the HDF5 file, embeddings and probabilities from one forward pass), and
@@ -48,8 +48,7 @@ from deepgal.data.synthetic import render
 from deepgal.inference import run_model
 from deepgal.inference.source import run_on_file
 from deepgal.models import build_model
-from deepgal.training import recipe
-from deepgal.training.loop import RunSpec, Split, train_one_epoch
+from deepgal.training import EpochPlan, RunSpec, Split, TrainState, recipe, train_one_epoch
 from deepgal.transforms import Preprocess
 from deepgal.utils import pick_device
 
@@ -86,9 +85,9 @@ def train_rate(model, run: config.RunCfg, pre: Preprocess, train: Split, device,
     gen = torch.Generator(device=device).manual_seed(0)
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     batches = list(perm[:(steps + 1) * run.batch_size].split(run.batch_size))
-    train_one_epoch(model, model, opt, sched, None, train, batches[:1], spec, device, gen, 0)
-    sums, _ = train_one_epoch(model, model, opt, sched, None, train, batches[1:], spec, device,
-                              gen, 0)
+    state = TrainState(model, model, opt, sched, None)
+    train_one_epoch(state, train, EpochPlan(0, batches[:1], gen), spec, device)
+    sums, _ = train_one_epoch(state, train, EpochPlan(0, batches[1:], gen), spec, device)
     return sums["seen"] / sums["seconds"]
 
 

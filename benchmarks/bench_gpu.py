@@ -27,11 +27,10 @@ import time
 import torch
 import torch.nn.functional as F
 
+from deepgal.config import load_section
 from deepgal.models import build_model
 from deepgal.training.recipe import has_compiler
-from deepgal.transforms import Augment, Preprocess, prepare_batch
-
-AUG = Augment(rotate=True, flip=True, jitter=0.1, scale=0.1, translate=0.04)  # params.yaml's
+from deepgal.transforms import Preprocess, prepare_batch
 
 
 def sync(device: torch.device) -> None:
@@ -56,6 +55,7 @@ def bench_model(name: str, compiled: bool, args, device: torch.device, pool: tor
     cuda = device.type == "cuda"
     b, s = args.batch, args.size
     pre = Preprocess(input_size=s)
+    aug = load_section("train").augment  # params.yaml's, what every variant trains with
     model = build_model(name, 10, s).to(device, memory_format=torch.channels_last)
     fwd = torch.compile(model) if compiled else model
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
@@ -75,7 +75,7 @@ def bench_model(name: str, compiled: bool, args, device: torch.device, pool: tor
             xb, y = pool.index_select(0, idx), labels.index_select(0, idx)
             if cuda:
                 xb, y = xb.pin_memory().to(device, non_blocking=True), y.to(device)
-        x = prepare_batch(xb, pre, AUG if train else None, generator=gen, channels_last=True)
+        x = prepare_batch(xb, pre, aug if train else None, generator=gen, channels_last=True)
         return x, y
 
     def train_step(where: str):

@@ -1,5 +1,5 @@
 """The real-size rehearsal at several sizes: wall time and peak RSS of every stage, and how
-they grow with the number of images (issue 12).
+they grow with the number of images.
 
     python benchmarks/bench_rehearsal.py                        # 1,000, 4,000 and 17,736 images
     python benchmarks/bench_rehearsal.py --sizes 1000 4000      # smaller: ~20 min on 2 cores

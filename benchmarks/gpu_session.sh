@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What a machine with a GPU checks, in one go (issue 12), as one short script because GPU time
+# What a machine with a GPU checks, in one go, as one short script because GPU time
 # is lent by the minute:
 #   1. the CUDA tests (tests/test_gpu_path.py: resident split, CUDA RNG, the recipe compiled);
 #   2. benchmarks/bench_gpu.py: ResNet-50 / ConvNeXt-Tiny img/s at 224 px, bf16, channels_last;

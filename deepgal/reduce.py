@@ -1,6 +1,6 @@
 """Feature embeddings (N, D) to 2-D maps with UMAP, t-SNE and PCA: one map per method, fitted on
 the train split, with val and test placed on it, so a person sees where the val errors fall
-among the train clusters (issue 12).
+among the train clusters.
 
 Per method: a standardiser (sklearn ``StandardScaler``) and, for UMAP and t-SNE when D is
 larger than ``pca_dims``, a PCA are fitted on the reference split (train); then

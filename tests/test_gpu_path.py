@@ -13,7 +13,7 @@ from deepgal import checkpoint as ckpt_io
 from deepgal.inference import run_model
 from deepgal.models import build_model
 from deepgal.training import Split, fit, place_split
-from deepgal.training import control, recipe
+from deepgal.training import recipe, rng
 from deepgal.training.loop import fits_on_device
 from deepgal.transforms import Preprocess
 from deepgal.utils import machine, machine_label, seed_everything
@@ -142,13 +142,13 @@ def test_mixup_cutmix_train_reproducibly_and_change_training(tmp_path):
 # ---- random state and device placement --------------------------------------------------------
 
 def _rng_round_trip(device: torch.device):
-    _, gen = control.epoch_generators(3, 1, device)
+    _, gen = rng.epoch_generators(3, 1, device)
     torch.rand(5, generator=gen, device=device)
-    state = control.rank_state(gen, device)
+    state = rng.rank_state(gen, device)
     want = (torch.rand(4, generator=gen, device=device), torch.rand(4, device=device),
             torch.rand(4))
-    _, fresh = control.epoch_generators(99, 9, device)  # everything reseeded elsewhere
-    control.restore_rank_state(state, fresh, device)
+    _, fresh = rng.epoch_generators(99, 9, device)  # everything reseeded elsewhere
+    rng.restore_rank_state(state, fresh, device)
     got = (torch.rand(4, generator=fresh, device=device), torch.rand(4, device=device),
            torch.rand(4))
     for a, b in zip(want, got):

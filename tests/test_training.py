@@ -184,3 +184,19 @@ def test_epoch_images_is_validated():
     params["variants"]["smallnet"]["epoch_images"] = 0
     with pytest.raises(config.ConfigError, match="variants.smallnet.epoch_images"):
         config.resolve_variant(params, "smallnet")
+
+
+def test_checkpoint_record_keeps_the_file_layout(tmp_path):
+    """A checkpoint written through CheckpointRecord has the keys deepgal.checkpoint's readers
+    expect, in this order (hand-written list), and reads back into an equal record."""
+    from deepgal.training import CheckpointRecord
+    train(tmp_path, ema=0.9)
+    ckpt = ckpt_io.load(tmp_path / "last.pt")
+    assert list(ckpt) == ["format_version", "model", "optimizer", "scheduler", "epoch",
+                          "step_in_epoch", "accum", "rng", "history", "metrics", "fingerprint",
+                          "preprocess", "variant", "model_name", "train_model", "ema_n_averaged"]
+    record = CheckpointRecord.from_dict(ckpt)
+    assert record.meta == {"variant": "smallnet", "model_name": "smallnet"}
+    assert record.epoch == 3 and record.step_in_epoch == 0 and record.ema_n_averaged > 0
+    back = record.to_dict()
+    assert list(back) == list(ckpt)[1:] and back["metrics"] == ckpt["history"][-1]

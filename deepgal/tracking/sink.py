@@ -115,20 +115,20 @@ class MlflowSink(RunLogger):
         self.store.call(self.client.log_inputs, self.run_id, datasets=inputs)
 
     def finish(self, status: str = "FINISHED") -> list[int]:
-        """End the run; returns the epochs that never reached the tracker (the gap)."""
+        """End the run; returns the epochs that never reached the tracker."""
         if self._system is not None:
             self._system.stop()
         for _ in range(3):
             if self.flush():
                 break
             time.sleep(2)
-        gap = self.buffer.undelivered()
+        missing = self.buffer.undelivered()
         try:
-            if gap:
+            if missing:
                 self.store.call(self.client.set_tag, self.run_id, "deepgal.undelivered_epochs",
-                                ",".join(map(str, gap)))
+                                ",".join(map(str, missing)))
             self.store.call(self.client.set_terminated, self.run_id, status)
             parent.child_ended(self.store, self.experiment_id, self.parent_id)
         except TrackingError as e:
             log.warning("could not close MLflow run %s (%s)", self.run_id, e)
-        return gap
+        return missing

@@ -33,7 +33,8 @@ from ..models import build_model
 from ..transforms import Preprocess, presize, zoom_bound
 from ..utils import machine, machine_label, pick_device, seed_everything, write_json
 from . import unfinished
-from .loop import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit, place_split
+from .epoch import RunSpec, Split, TrainingDiverged
+from .loop import TrainingInterrupted, fit, place_split
 
 log = logging.getLogger(__name__)
 
@@ -166,17 +167,18 @@ def _train(run: RunCfg, paths: TrainPaths, stats: dict, source: dict,
         raise
     if not dist.main:
         return None
-    gap: list[int] = []
+    missing_epochs: list[int] = []  # epochs MLflow never received
     if mlf:
         # No checkpoint here: the resumable state (optimizer included) lives in models/ under
         # DVC, and `select` logs the chosen epoch's weights as the run's MLflow model.
         mlf.log_artifact(paths.results / "history.csv")
         mlf.log_artifact(paths.source)
         mlf.log_dict(config, "config.json")
-        gap = mlf.finish("FINISHED")
-        if gap:
-            log.warning("MLflow never received epochs %s; history.csv has them all", gap)
-    metrics = summarise(history, run, len(gap), device)
+        missing_epochs = mlf.finish("FINISHED")
+        if missing_epochs:
+            log.warning("MLflow never received epochs %s; history.csv has them all",
+                        missing_epochs)
+    metrics = summarise(history, run, len(missing_epochs), device)
     files.write_metrics(metrics)
     write_json(paths.out / "mlflow_run.json",
                {"run_id": mlf.run_id if mlf else None, "run_name": run.variant,

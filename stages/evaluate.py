@@ -103,6 +103,16 @@ def main() -> int:
     return 0
 
 
+def write_features(path: Path, feats: dict, splits: dict, labels: np.ndarray) -> None:
+    """``features.npz``: rows grouped by split (train, val, test), each in its split's order."""
+    index = np.concatenate(list(splits.values()))
+    buf = io.BytesIO()
+    np.savez(buf, features=np.concatenate([feats[s] for s in splits]), index=index,
+             label=labels[index],
+             split=np.concatenate([np.full(len(v), k, dtype="<U5") for k, v in splits.items()]))
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def report_to_tracker(args, result: dict, calib: dict, files: list[Path]) -> None:
     """Best effort, after every local output exists: a tracker that is away is one warning."""
     from deepgal import tracking  # imported only here: MLflow loads after the local outputs

@@ -117,15 +117,17 @@ def _check_crcs(path: Path) -> None:
 # What a checkpoint needs to predict and to say what it is; the rest (optimizer, scheduler,
 # RNG states, the raw weights under an EMA) only serves resuming the training.
 _INFERENCE_KEYS = ("model", "model_name", "preprocess", "class_names", "variant", "epoch",
-                   "metrics", "fingerprint", "config", "mlflow_run_id")
+                   "metrics", "fingerprint", "config", "mlflow_run_id", "calibration")
 
 
-def save_for_inference(src: str | Path, dest: str | Path) -> dict[str, Any]:
+def save_for_inference(src: str | Path, dest: str | Path,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write to ``dest`` the part of checkpoint ``src`` that inference uses (about half the
-    bytes with SGD momentum or Adam's moments); returns what was written. Loads with
-    :func:`load` like any checkpoint."""
+    bytes with SGD momentum or Adam's moments), with ``extra`` entries added (the select
+    stage's ``calibration``); returns what was written. Loads with :func:`load` like any
+    checkpoint."""
     ckpt = load(src)
-    slim = {k: ckpt[k] for k in _INFERENCE_KEYS if k in ckpt}
+    slim = {k: ckpt[k] for k in _INFERENCE_KEYS if k in ckpt} | (extra or {})
     save(dest, slim)
     return slim
 

@@ -5,6 +5,7 @@
                      [--per-class N --seed S --half judge --exclude SEEN.h5]
                                                              a held-out sample of FILE
     deepgal predict  --checkpoint CKPT --data FILE.h5|FOLDER --out preds.csv [--tta]
+                     [--min-purity 0.9] [--uncalibrated]
     deepgal ui [--port 5000]                                MLflow UI on 127.0.0.1, training view
     deepgal profile NAME                                    validate profiles/NAME.yaml, print -S args
 
@@ -15,7 +16,8 @@ runs (the ``&&`` matters: ``$(...)`` inside the dvc command would let DVC run th
 A checkpoint carries its own preprocessing, so any Galaxy10-layout file of any image size works.
 ``predict`` also takes an HDF5 file with ``images`` only (no labels) and a folder of JPEG/PNG
 cut-outs of any size (e.g. from the Legacy Surveys viewer); ``--tta`` averages the 8
-rotation/flip views.
+rotation/flip views. Probabilities are calibrated with the temperature the select stage's
+``models/<variant>/selected.pt`` carries (``--uncalibrated``: the raw softmax).
 """
 from __future__ import annotations
 
@@ -67,7 +69,9 @@ def cmd_evaluate(args) -> int:
     # The rows first: a bad file or argument fails before a model is loaded.
     rows, held = judge_rows(args.data, args.per_class, args.seed, args.half, args.exclude or ())
     out = score_checkpoint(args.checkpoint, args.data, rows, pick_device(args.device),
-                           args.batch_size, args.tta)
+                           args.batch_size, args.tta, calibrated=not args.uncalibrated)
+    if not out["calibrated"] and not args.uncalibrated:
+        _calibration(args, {})  # says on stderr that the checkpoint carries none
     if held is not None:
         out["sample"] = held
     if args.json:
@@ -86,6 +90,9 @@ def cmd_evaluate(args) -> int:
     print(f"{args.data}: {what}\n  accuracy {out['accuracy']:.3f} ± {out['accuracy_se']:.3f} "
           f"(binomial s.e.), macro-F1 {out['macro_f1']:.3f} [95% bootstrap {lo:.3f}, {hi:.3f}] "
           f"({out['variant']}, epoch {out['epoch']})")
+    how = (f"calibrated, temperature {out['temperature']:.3f}" if out["calibrated"]
+           else "uncalibrated")
+    print(f"  probabilities {how}: ECE {out['ece']:.3f} (15 bins), NLL {out['nll']:.3f}")
     for c, r in out["recall"].items():
         k = out["support"][c]
         print(f"  recall {r:6.3f} ± {binomial_se(r, k):.3f}  of {k:5d}  {c}")
@@ -96,13 +103,21 @@ def cmd_evaluate(args) -> int:
 
 def cmd_predict(args) -> int:
     """One row per image: its name (file name, or row index of an HDF5 file), the predicted
-    class (number and name), the label when the file has one, a probability per class."""
+    class (number and name), the label when the file has one, a probability per class
+    (calibrated unless ``--uncalibrated``); with ``--min-purity`` whether it was kept."""
     from .inference.cutouts import open_cutouts, predict
+    from .inference.purity import select_pure, summary
     from .utils import atomic_write_text
 
+    if args.min_purity is not None and args.uncalibrated:
+        raise ValueError("--min-purity thresholds are on calibrated probabilities; drop "
+                         "--uncalibrated")
     cut = open_cutouts(args.data)  # before loading a model: bad input fails first
     model, pre, ckpt, device = _model(args)
+    cal = _calibration(args, ckpt)
+    thresholds = cal.thresholds(args.min_purity) if args.min_purity is not None else None
     probs = predict(cut, model, pre, device, args.batch_size, args.tta)
+    probs = cal.apply(probs) if cal else probs
     classes = tuple(ckpt.get("class_names", galaxy10.CLASS_NAMES))
     pred = probs.argmax(1)
     df = pd.DataFrame({"file" if cut.kind == "folder" else "index": cut.names,
@@ -110,9 +125,33 @@ def cmd_predict(args) -> int:
     if cut.labels is not None:
         df["label"] = cut.labels
     df[[f"p_{c}" for c in classes]] = probs
+    if thresholds is not None:
+        df["kept"], df["purity_threshold"] = select_pure(probs, thresholds)
     atomic_write_text(args.out, df.to_csv(index=False, float_format="%.6f"))
-    print(f"wrote {len(df)} predictions to {args.out}{' (8-view TTA)' if args.tta else ''}")
+    print(f"wrote {len(df)} predictions to {args.out}{' (8-view TTA)' if args.tta else ''}, "
+          + (f"calibrated (temperature {cal.temperature:.3f})" if cal else "uncalibrated"))
+    if thresholds is not None:
+        print(f"--min-purity {args.min_purity}: {int(df['kept'].sum())} of {len(df)} kept "
+              "(column 'kept'; 'purity_threshold' is the predicted class's threshold):")
+        print("\n".join(summary(thresholds, classes, pred, df["kept"].to_numpy(),
+                                args.min_purity)))
     return 0
+
+
+def _calibration(args, ckpt: dict):
+    """The checkpoint's Calibration, or None with ``--uncalibrated`` or when it has none
+    (said on stderr; ``--min-purity`` then fails)."""
+    from .calibration import Calibration
+
+    cal = Calibration.from_checkpoint(ckpt, args.checkpoint)
+    if cal is None and not args.uncalibrated:
+        if getattr(args, "min_purity", None) is not None:
+            raise ValueError(f"{args.checkpoint} carries no calibration, so no purity "
+                             "thresholds: use the select stage's models/<variant>/selected.pt")
+        print(f"note: {args.checkpoint} carries no calibration (a raw epoch checkpoint); "
+              "probabilities are uncalibrated. The select stage's models/<variant>/selected.pt "
+              "carries one", file=sys.stderr)
+    return None if args.uncalibrated else cal
 
 
 def cmd_ui(args) -> int:
@@ -229,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="images per forward pass (memory, not results)")
         s.add_argument("--tta", action="store_true",
                        help="average the 8 rotation/flip views (8x the compute)")
+        s.add_argument("--uncalibrated", action="store_true",
+                       help="the model's raw softmax, without the temperature the checkpoint "
+                            "carries (same predicted classes)")
         if name == "evaluate":
             s.add_argument("--json", action="store_true", help="print exactly one JSON object")
             s.add_argument("--per-class", type=int,
@@ -244,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
             s.add_argument("--out", type=Path, required=True,
                            help="CSV to write (complete or not at all): index, predicted "
                                 "class, label if known, one probability per class")
+            s.add_argument("--min-purity", type=float, metavar="P",
+                           help="per class, keep only galaxies above the probability "
+                                "threshold that gave >= P precision on the validation split "
+                                "(adds columns kept, purity_threshold), e.g. 0.9")
         s.set_defaults(func=func)
     s = sub.add_parser("ui", help="MLflow UI for this repository's runs (127.0.0.1)", **fmt)
     s.add_argument("--host", default="127.0.0.1",

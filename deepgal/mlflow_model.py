@@ -44,17 +44,20 @@ REQUIREMENTS = ("mlflow", "torch", "torchvision", "numpy", "pandas", "h5py", "sc
 
 class GalaxyClassifier(mlflow.pyfunc.PythonModel):
     """``predict(images)``: images (N, H, W, 3) uint8 -> DataFrame with ``class`` (int, 0-9),
-    ``class_name`` and ``probability`` (float, of that class). ``params={"batch_size": n}``."""
+    ``class_name`` and ``probability`` (float, of that class, calibrated with the temperature
+    the checkpoint carries, as ``deepgal predict`` does). ``params={"batch_size": n}``."""
 
     def load_context(self, context) -> None:
         import torch
 
+        from .calibration import Calibration
         from .inference import load_model
 
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.pre, ckpt = load_model(context.artifacts["checkpoint"], self.device)
         from .data.galaxy10 import CLASS_NAMES
         self.class_names = list(ckpt.get("class_names") or CLASS_NAMES)
+        self.calibration = Calibration.from_checkpoint(ckpt, context.artifacts["checkpoint"])
 
     # The ndarray hint tells MLflow the input is an array it cannot derive a schema from (the
     # explicit signature() describes it), rather than leaving it to warn that hints are missing.
@@ -69,6 +72,8 @@ class GalaxyClassifier(mlflow.pyfunc.PythonModel):
                              f"{images.shape} {images.dtype}")
         batch = int((params or {}).get("batch_size", 256))
         probs = run_model(self.model, images, self.pre, self.device, batch_size=batch)
+        if self.calibration is not None:
+            probs = self.calibration.apply(probs)
         pred = probs.argmax(1)
         return pd.DataFrame({"class": pred.astype(np.int64),
                              "class_name": [self.class_names[i] for i in pred],

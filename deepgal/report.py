@@ -205,6 +205,7 @@ def render_report(rows: Sequence[Mapping], confusions: Mapping[str, np.ndarray],
                   lead: Mapping[str, str] | None = None,
                   gallery: Mapping[str, str] | None = None,
                   sections: Mapping[str, Mapping[str, str]] | None = None,
+                  calibration: Sequence[str] = (),
                   class_names: Sequence[str] = CLASS_NAMES, confusion_split: str = "val",
                   k: int = 5) -> str:
     """The markdown text of the report (see :func:`write_report`)."""
@@ -219,6 +220,7 @@ def render_report(rows: Sequence[Mapping], confusions: Mapping[str, np.ndarray],
     lines += _results_table(ranked, unranked) + [""]
     lines += _not_learned_section(unranked, runs or {})
     lines += _picture_lines(lead or {}, "##")
+    lines += list(calibration)  # ready markdown lines (deepgal.plots.calibration)
     lines += _confused_section(best, confusions.get(best), class_names, confusion_split, k)
     if best in (gallery or {}):
         lines += _picture_lines({f"{best}: images of the most confused pairs": gallery[best]})

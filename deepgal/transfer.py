@@ -34,16 +34,22 @@ def judge_rows(data: str | Path, per_class: int | None = None, seed: int = 0,
 
 
 def score_checkpoint(checkpoint: str | Path, data: str | Path, rows: np.ndarray,
-                     device: torch.device, batch_size: int = 256, tta: bool = False) -> dict:
+                     device: torch.device, batch_size: int = 256, tta: bool = False,
+                     calibrated: bool = True) -> dict:
     """Scores of ``checkpoint`` on ``rows`` of the labelled file ``data``: accuracy with its
     binomial standard error, macro-F1 with a bootstrap 95 % interval, per-class recall and
-    support, the confusion matrix, and the checkpoint's variant and epoch."""
+    support, the confusion matrix, the checkpoint's variant and epoch, and the probabilities'
+    ECE and NLL, calibrated with the checkpoint's temperature when it carries one and
+    ``calibrated`` (``temperature``, and ``calibrated`` says whether it was applied)."""
+    from .calibration import Calibration, ece, log_probs, nll
     from .inference import load_model
     from .inference.source import run_on_file
 
     model, pre, ckpt = load_model(checkpoint, device)
     probs = run_on_file(model, data, pre, device, rows, batch_size, "probs", tta,
                         desc="evaluate")
+    cal = Calibration.from_checkpoint(ckpt, checkpoint) if calibrated else None
+    probs = cal.apply(probs) if cal else probs
     labels = galaxy10.read_labels(data)[rows]
     result = score(labels, probs)
     lo, hi = bootstrap_macro_f1(labels, probs.argmax(1), len(galaxy10.CLASS_NAMES))
@@ -54,4 +60,6 @@ def score_checkpoint(checkpoint: str | Path, data: str | Path, rows: np.ndarray,
             "recall": {c: m["recall"] for c, m in result["per_class"].items()},
             "support": {c: m["support"] for c, m in result["per_class"].items()},
             "confusion": result["confusion"], "variant": ckpt.get("variant"),
-            "epoch": ckpt.get("epoch")}
+            "epoch": ckpt.get("epoch"), "calibrated": cal is not None,
+            "temperature": cal.temperature if cal else 1.0, "ece": ece(probs, labels),
+            "nll": nll(log_probs(probs), labels)}

@@ -10,7 +10,9 @@ and the weights once, and reads each image once.
 Writes, all before talking to MLflow (an unreachable tracker is one warning, not a failure):
 ``metrics.json`` (the headline numbers DVC declares as metrics), ``eval.json`` (details),
 ``predictions.csv`` (one row per image), ``<split>.png`` confusion matrices and
-``features.npz`` (``features`` (N, D) float32, ``index``, ``label``, ``split`` per row).
+``features.npz`` (``features`` (N, D) float32, ``index``, ``label``, ``split`` per row) and
+``calibration.json`` (the checkpoint's temperature; per split ECE, NLL and reliability bins
+before and after it). Probabilities (scores, predictions.csv) are the calibrated ones.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from deepgal import config, stage
+from deepgal.calibration import Calibration, apply_temperature, measure
 from deepgal.data import galaxy10, split as split_io
 from deepgal.inference import load_model
 from deepgal.inference.source import run_on_file
@@ -40,6 +43,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--variant", required=True)
     p.add_argument("--selection", type=Path, required=True, help="results/<variant>/selection.json")
+    p.add_argument("--checkpoint", type=Path, required=True,
+                   help="models/<variant>/selected.pt: the selected checkpoint, calibrated")
+    p.add_argument("--calibration", type=Path, required=True,
+                   help="results/<variant>/calibration.json")
     p.add_argument("--history", type=Path, required=True, help="results/<variant>/history.csv")
     p.add_argument("--run", type=Path, required=True, help="models/<variant>/mlflow_run.json")
     p.add_argument("--data", type=Path, required=True)
@@ -62,7 +69,7 @@ def main() -> int:
     # split.test = 0 reproduces the report: no test split, no test scores.
     splits = {s: every[s] for s in ("val", "test") if len(every[s])}
     device = pick_device(base.device)
-    model, pre, _ = load_model(sel["checkpoint"], device)
+    model, pre, ckpt = load_model(args.checkpoint, device)
     t0 = time.perf_counter()
     both = run_on_file(model, args.data, pre, device, every, cfg.batch_size, "features+probs",
                        desc=f"evaluate {args.variant}")
@@ -75,6 +82,10 @@ def main() -> int:
     probs = ({s: both[s][:, dim:] for s in splits} if not cfg.tta else
              run_on_file(model, args.data, pre, device, splits, cfg.batch_size, "probs", True,
                          desc=f"evaluate {args.variant} (8-view TTA)"))
+    calib = measure(Calibration.from_checkpoint(ckpt, args.checkpoint), probs,
+                    {s: labels[idx] for s, idx in splits.items()})
+    probs = {s: apply_temperature(p, calib["temperature"]) for s, p in probs.items()}
+    write_json(args.calibration, calib)
     result = {s: score(labels[idx], probs[s]) for s, idx in splits.items()}
     result |= {"epoch": sel["epoch"], "tta": cfg.tta}
     train_min = float(pd.read_csv(args.history)["seconds"].sum()) / 60
@@ -88,7 +99,7 @@ def main() -> int:
                        f"(epoch {sel['epoch']}{', 8-view TTA' if cfg.tta else ''})", pngs[-1])
         log.info("%s %s: accuracy %.3f macro-F1 %.3f", args.variant, name,
                  result[name]["accuracy"], result[name]["macro_f1"])
-    report_to_tracker(args, result, [args.metrics, args.out, *pngs])
+    report_to_tracker(args, result, calib, [args.metrics, args.out, args.calibration, *pngs])
     return 0
 
 
@@ -102,7 +113,7 @@ def write_features(path: Path, feats: dict, splits: dict, labels: np.ndarray) ->
     atomic_write_bytes(path, buf.getvalue())
 
 
-def report_to_tracker(args, result: dict, files: list[Path]) -> None:
+def report_to_tracker(args, result: dict, calib: dict, files: list[Path]) -> None:
     """Best effort, after every local output exists: a tracker that is away is one warning."""
     from deepgal import tracking  # imported only here: MLflow loads after the local outputs
 
@@ -113,7 +124,9 @@ def report_to_tracker(args, result: dict, files: list[Path]) -> None:
             for k in ("accuracy", "macro_f1")}
     flat |= {f"eval/{s}/recall/{c}": m["recall"] for s in ("val", "test") if s in result
              for c, m in result[s]["per_class"].items()}
-    sink.log_metrics(flat)
+    flat |= {f"eval/{s}/{k}_{w}": calib[s][f"{k}_{w}"] for s in ("val", "test") if s in calib
+             for k in ("ece", "nll") for w in ("before", "after")}
+    sink.log_metrics(flat | {"eval/temperature": calib["temperature"]})
     for f in files:
         sink.log_artifact(f, "evaluate")
 

@@ -2,9 +2,10 @@
 grid and confused-pairs gallery, every variant's val map), and the offline HTML template of
 ``dvc plots show``.
 
-Per variant it reads exactly the six files of results/<variant>/ (metrics.json,
+Per variant it reads exactly the seven files of results/<variant>/ (metrics.json,
 predictions.csv, history.csv, embeddings.csv, train.json for what the variant really ran with,
-selection.json for the MLflow run to attach the pictures to), so dvc.yaml can name the folder.
+selection.json for the MLflow run to attach the pictures to, calibration.json for the
+reliability diagram and the calibration table), so dvc.yaml can name the folder.
 It also gathers the headline numbers of every variant into one ``metrics.json``.
 """
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 from deepgal import config, stage
 from deepgal.data import galaxy10, split as split_io
 from deepgal.headline import pipeline_headline
+from deepgal.plots.calibration import calibration_table, plot_reliability
 from deepgal.plots.curves import plot_curves
 from deepgal.plots.embeddings import METHOD_LABELS, plot_embedding_grid, plot_variant_maps
 from deepgal.plots.images import (pick_confused, plot_augmentation_preview, plot_confused_pairs,
@@ -84,13 +86,14 @@ def main() -> int:
     variants = list(params.get("variants") or {})
     plots = args.out / "plots"
 
-    rows, confusions, runs, maps, preds, histories, galleries, sections, heads = (
-        [], {}, {}, {}, {}, {}, {}, {}, {})
+    rows, confusions, runs, maps, preds, histories, galleries, sections, heads, calib = (
+        [], {}, {}, {}, {}, {}, {}, {}, {}, {})
     for v in variants:
         d = args.results / v
         preds[v] = read_predictions(d / "predictions.csv")
         confusions[v] = confusion(preds[v], "val")
         heads[v] = json.loads((d / "metrics.json").read_text())
+        calib[v] = json.loads((d / "calibration.json").read_text())
         rows.append(report_row(v, heads[v], confusions[v]))
         histories[v] = pd.read_csv(d / "history.csv")
         ran = json.loads((d / "train.json").read_text())["config"]  # what train resolved
@@ -117,10 +120,14 @@ def main() -> int:
     lead = {"accuracy and loss of all variants": "plots/curves.png",
             f"{METHOD_LABELS.get(method, method)} of the val split, every variant":
                 f"plots/variants_{method}_val.png"}
+    plot_reliability({v: calib[v] for v in order}, plots / "reliability.png")
+    lead["reliability of every variant's probabilities, before and after calibration"] = \
+        "plots/reliability.png"
     sections = {v: sections[v] for v in order}
     sections["Data"] = data_pictures(args.data, args.split, params, plots)
     write_report(args.out / "report.md", rows, confusions, runs=runs, lead=lead,
-                 gallery=galleries, sections=sections)
+                 gallery=galleries, sections=sections,
+                 calibration=calibration_table({v: calib[v] for v in order}))
     headline = pipeline_headline(heads)
     write_json(args.metrics, headline)
     write_html_template(args.html_template)
@@ -146,7 +153,8 @@ def attach_to_mlflow(variants: list[str], results: Path, plots: Path,
                                .get("run_id"))
         if sink is None:
             continue
-        pngs = [plots / name for name in ("curves.png", f"{v}_embeddings.png",
+        pngs = [plots / name for name in ("curves.png", "reliability.png",
+                                          f"{v}_embeddings.png",
                                           f"{v}_confused.png")]
         for png in [p for p in pngs if p.exists()]:
             sink.log_artifact(png, "plots")

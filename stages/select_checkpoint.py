@@ -1,6 +1,10 @@
 """Stage select@<variant>: the best checkpoint that is not overfitted, into selection.json, then
 MLflow (the variant's run gets the choice and the checkpoint as a loadable MLflow model).
 
+The chosen checkpoint's inference part is copied to ``--selected`` with a temperature fitted on
+the validation split (deepgal.calibration; temperature 1 when val is empty), the file every
+later reader uses: evaluate, ``deepgal predict``, the MLflow model.
+
 selection.json is written first: an unreachable tracker is a warning, never a failed stage.
 A checkpoint whose val accuracy is within noise of chance (the report's test: one-sided
 binomial, p >= 0.01 against the commonest val class's share) is not logged as a model nor
@@ -57,6 +61,17 @@ def chance_test(val_accuracy: float, data: Path | None, split: Path | None) -> f
     return chance_p_value(round(val_accuracy * len(labels)), len(labels), chance)
 
 
+def calibrate(checkpoint: str, dest: Path, data: Path | None, split: Path | None,
+              device: str):
+    """Write ``dest`` (``checkpoint`` with a temperature fitted on val); the Calibration."""
+    from deepgal.data import split as split_io
+    from deepgal.inference.calibrate import write_calibrated
+    from deepgal.utils import pick_device
+
+    val = split_io.read_split(split, "val") if split is not None else np.empty(0, np.int64)
+    return write_calibrated(checkpoint, dest, data, val, pick_device(device))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--variant", required=True)
@@ -64,25 +79,31 @@ def main() -> int:
     p.add_argument("--history", type=Path, required=True, help="results/<variant>/history.csv")
     p.add_argument("--run", type=Path, required=True, help="models/<variant>/mlflow_run.json")
     p.add_argument("--out", type=Path, required=True, help="results/<variant>/selection.json")
+    p.add_argument("--selected", type=Path, required=True,
+                   help="models/<variant>/selected.pt: the chosen checkpoint, calibrated")
     p.add_argument("--data", type=Path, help="Galaxy10 file: the MLflow model's input example")
     p.add_argument("--split", type=Path, help="split folder: which images are validation")
     args = p.parse_args()
-    cfg = config.load_section("select")
+    cfg, base = config.load_section("select"), config.load_section("base")
 
     sel = choose(args.checkpoints, read_history(args.history), cfg.max_gap,
                  cfg.max_val_loss_rise)
     sel["variant"] = args.variant
     sel["run_id"] = json.loads(args.run.read_text()).get("run_id")
     sel["chance_p_value"] = chance_test(sel["val_accuracy"], args.data, args.split)
+    cal = calibrate(sel["checkpoint"], args.selected, args.data, args.split, base.device)
+    sel |= {"selected": str(args.selected), "temperature": cal.temperature,
+            "calibration": cal.source}
     write_json(args.out, sel)
-    log.info("%s: epoch %d (val accuracy %.3f, gap %.3f): %s", args.variant, sel["epoch"],
-             sel["val_accuracy"], sel["gap"], sel["reason"])
+    log.info("%s: epoch %d (val accuracy %.3f, gap %.3f): %s; temperature %.3f (%s)",
+             args.variant, sel["epoch"], sel["val_accuracy"], sel["gap"], sel["reason"],
+             cal.temperature, cal.source)
 
     run = tracking.open_run(args.run)
     if run is None:
         return 0
     run.log_metrics({"select/epoch": sel["epoch"], "select/val_accuracy": sel["val_accuracy"],
-                     "select/gap": sel["gap"]})
+                     "select/gap": sel["gap"], "select/temperature": cal.temperature})
     run.set_tags({"deepgal.selected_checkpoint": Path(sel["checkpoint"]).name,
                   "deepgal.selection_reason": sel["reason"][:500]})
     run.log_artifact(args.out, "selected")
@@ -98,7 +119,7 @@ def main() -> int:
     example = input_example(args.data, args.split)
     if example is None:
         log.warning("no --data/--split: the MLflow model is logged without an input example")
-    model = log_checkpoint_model(run, sel["checkpoint"], sel["epoch"], example,
+    model = log_checkpoint_model(run, args.selected, sel["epoch"], example,
                                  f"deepgal-{args.variant}" if cfg.register else None)
     if model:
         log.info("MLflow model %s%s", model["model_uri"],

@@ -57,7 +57,7 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
     proc = subprocess.run(
         [sys.executable, str(REPO / "stages/evaluate.py"), "--variant", "smallnet",
          "--selection", "selection.json", "--history", "history.csv", "--run", "run.json",
-         "--data", "g.h5", "--split", "split", "--metrics", f"{out}/metrics.json",
+         "--checkpoint", "m.pt", "--calibration", f"{out}/calibration.json", "--data", "g.h5", "--split", "split", "--metrics", f"{out}/metrics.json",
          "--out", f"{out}/eval.json", "--predictions", f"{out}/predictions.csv",
          "--plots", f"{out}/confusion", "--features", f"{out}/features.npz"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

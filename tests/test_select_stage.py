@@ -55,7 +55,8 @@ def test_only_a_checkpoint_above_chance_becomes_an_mlflow_model(tmp_path):
         proc = subprocess.run(
             [sys.executable, str(REPO / "stages/select_checkpoint.py"), "--variant", "smallnet",
              "--checkpoints", "checkpoints", "--history", "history.csv", "--run", "run.json",
-             "--data", "g.h5", "--split", "split", "--out", "selection.json"],
+             "--data", "g.h5", "--split", "split", "--out", "selection.json",
+             "--selected", "selected.pt"],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         run = sink.client.get_run(sink.run_id)

@@ -86,11 +86,13 @@ def train_fold(run, images: torch.Tensor, labels: torch.Tensor, tr: np.ndarray,
 
 
 def cross_validate(run, images, labels, folds: int, seed: int, max_folds: int | None,
-                   ) -> dict:
-    """Stratified ``folds``-fold CV (seeded); only the first ``max_folds`` folds when set."""
+                   only: list[int] | None = None) -> dict:
+    """Stratified ``folds``-fold CV (seeded); only the first ``max_folds`` folds when set, or
+    only the folds numbered ``only`` (to run folds in parallel processes)."""
     y = labels.numpy()
     splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))
     splits = splits[:max_folds] if max_folds else splits
+    splits = [splits[k] for k in only] if only else splits
     out = {"plain": [], "tta": []}
     walls, scored = [], []
     cpu0 = time.process_time()
@@ -141,6 +143,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0, help="fold assignment seed")
     ap.add_argument("--max-folds", type=int, default=None, help="train only the first N folds")
+    ap.add_argument("--only-folds", type=int, nargs="+", help="train only these fold numbers")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--label", default=None, help="row label (default: the overrides)")
     ap.add_argument("--json", type=Path, default=None, help="write the full result here")
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> None:
     images, labels = torch.from_numpy(images), torch.from_numpy(labels.astype("int64"))
     print(f"{args.data}: {len(labels)} images; {run.model} {run.input_size}px crop {run.crop} "
           f"{run.epochs} ep lr {run.lr:g}", flush=True)
-    result = cross_validate(run, images, labels, args.folds, args.seed, args.max_folds)
+    result = cross_validate(run, images, labels, args.folds, args.seed, args.max_folds,
+                            args.only_folds)
     result["config"] = run.flat()
     result["overrides"] = args.set
     if args.json:

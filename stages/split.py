@@ -9,8 +9,8 @@ from pathlib import Path
 
 from deepgal import config, stage
 from deepgal.data import galaxy10
-from deepgal.data.split import (SplitError, channel_stats, group_rows, stratified_split,
-                                write_split)
+from deepgal.data.split import (SplitError, channel_stats, group_rows, identical_groups,
+                                stratified_split, write_split)
 
 log = logging.getLogger("split")
 
@@ -26,15 +26,20 @@ def main() -> int:
 
     galaxy10.validate(args.data)
     labels = galaxy10.read_labels(args.data)
-    groups, grouping = group_rows(labels, galaxy10.read_coordinates(args.data),
-                                  cfg.group_arcsec)
+    coords = galaxy10.read_coordinates(args.data)
+    # No sky positions (a user's folder of cut-outs): the same pixels are the same galaxy.
+    identical = identical_groups(args.data) if coords is None else None
+    groups, grouping = group_rows(labels, coords, cfg.group_arcsec, identical)
     if grouping["coordinates"]:
         log.info("merged %d rows into %d groups (galaxies within %g arcsec; %d with mixed "
                  "labels); %d groups in all", grouping["rows_in_merged_groups"],
                  grouping["merged_groups"], cfg.group_arcsec, grouping["mixed_label_groups"],
                  grouping["groups"])
     else:
-        log.info("no ra/dec in %s: every row is its own galaxy, no groups merged", args.data)
+        log.info("no ra/dec in %s: rows with identical pixels are one galaxy (%d rows merged "
+                 "into %d groups; %d with mixed labels)", args.data,
+                 grouping["rows_in_merged_groups"], grouping["merged_groups"],
+                 grouping["mixed_label_groups"])
     fractions = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
     splits = stratified_split(labels, fractions, base.seed, groups)
     mean, std = channel_stats(args.data, splits["train"])

@@ -7,15 +7,17 @@ close on the sky form one group (:func:`sky_groups`) and a group never straddles
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from ..errors import DeepgalError
-from .galaxy10 import CLASS_NAMES, NUM_CLASSES, READ_CHUNK, read_images
+from .galaxy10 import CLASS_NAMES, IMAGES_KEY, NUM_CLASSES, READ_CHUNK, read_images
 
 _COUNT_ROWS = 32  # images per bincount: its int64 copy of one channel stays ~17 MB at 256 px
 
@@ -56,6 +58,22 @@ def sky_groups(ra: np.ndarray, dec: np.ndarray, arcsec: float) -> np.ndarray:
     return renumber[comp]
 
 
+def identical_groups(h5_path: str | Path, chunk: int = 256) -> np.ndarray:
+    """Group ids (N,) int64 for the images of a Galaxy10 file: rows with byte-identical
+    pixels share a group (the duplicate-aware grouping where there are no sky positions).
+    Ids are 0..G-1 in order of first row."""
+    with h5py.File(h5_path, "r") as f:
+        n = f[IMAGES_KEY].shape[0]
+    keys: dict[bytes, int] = {}
+    groups = np.empty(n, np.int64)
+    for start in range(0, n, chunk):
+        block = read_images(h5_path, np.arange(start, min(start + chunk, n)))
+        for i, image in enumerate(block):
+            key = hashlib.sha256(image.tobytes()).digest()
+            groups[start + i] = keys.setdefault(key, len(keys))
+    return groups
+
+
 def group_summary(groups: np.ndarray, labels: np.ndarray) -> dict:
     """What grouping merged: ``{"groups", "merged_groups", "rows_in_merged_groups",
     "mixed_label_groups"}`` (merged = groups of more than one row)."""
@@ -75,13 +93,19 @@ def group_summary(groups: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def group_rows(labels: np.ndarray, coords: tuple[np.ndarray, np.ndarray] | None,
-               arcsec: float) -> tuple[np.ndarray, dict]:
+               arcsec: float, identical: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Group ids (N,) int64 for :func:`stratified_split` and a summary for ``stats.json``.
 
-    ``coords``: (ra, dec) in degrees, or None (no positions: every row is its own group).
-    The summary is :func:`group_summary` plus ``arcsec`` and ``coordinates`` (bool)."""
-    groups = np.arange(len(labels)) if coords is None else sky_groups(*coords, arcsec)
-    return groups, {"arcsec": arcsec, "coordinates": coords is not None,
+    ``coords``: (ra, dec) in degrees, or None (no positions). Without positions the groups
+    are ``identical`` (N,) (rows with identical pixels share one) when given, else one row
+    each. The summary is :func:`group_summary` plus ``arcsec`` and ``coordinates`` (bool), and
+    ``identical_images`` (True) when those groups were used."""
+    if coords is not None:
+        groups = sky_groups(*coords, arcsec)
+    else:
+        groups = np.arange(len(labels)) if identical is None else np.asarray(identical, np.int64)
+    extra = {"identical_images": True} if coords is None and identical is not None else {}
+    return groups, {"arcsec": arcsec, "coordinates": coords is not None, **extra,
                     **group_summary(groups, np.asarray(labels))}
 
 

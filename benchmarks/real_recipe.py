@@ -31,6 +31,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from deepgal.config import apply_overrides, load_params, resolve_variant
 from deepgal.data.galaxy10 import CLASS_NAMES, NUM_CLASSES
+from deepgal.data.labelled import check_folds, read_labelled
 from deepgal.inference import run_model
 from deepgal.metrics import binomial_se, score
 from deepgal.models import build_model
@@ -40,20 +41,6 @@ from deepgal.utils import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL700 = ROOT.parent / "shared" / "data" / "galaxy10_decals_real700"
-
-
-def read_labelled(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Stop-gap reader until deepgal's own one lands: ``<index>_<name>/`` class folders of
-    JPEGs -> images (N, H, W, 3) uint8, labels (N,) int64 (the folder name's index prefix)."""
-    from PIL import Image
-
-    images, labels = [], []
-    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
-        for f in sorted(d.glob("*.jpg")):
-            with Image.open(f) as im:
-                images.append(np.asarray(im.convert("RGB")))
-            labels.append(int(d.name.split("_", 1)[0]))
-    return np.stack(images), np.asarray(labels, np.int64)
 
 
 def train_fold(run, images: torch.Tensor, labels: torch.Tensor, tr: np.ndarray,
@@ -151,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     params = apply_overrides(load_params(args.params), args.set)
     run = resolve_variant(params, args.variant)
-    images, labels = read_labelled(args.data)
+    images, labels, _ = read_labelled(args.data)
+    check_folds(labels, args.folds, args.data)
     images, labels = torch.from_numpy(images), torch.from_numpy(labels.astype("int64"))
     print(f"{args.data}: {len(labels)} images; {run.model} {run.input_size}px crop {run.crop} "
           f"{run.epochs} ep lr {run.lr:g}", flush=True)

@@ -1,4 +1,5 @@
-"""Stage download: fetch the real Galaxy10 DECaLS file, or render the embedded synthetic galaxies.
+"""Stage download: fetch the real Galaxy10 DECaLS file, render the embedded synthetic galaxies,
+or convert the user's labelled set (``data.source: labelled``, ``data.path``).
 
 Either way the output is one file in the Galaxy10 layout plus ``source.json`` (what it is and
 its SHA-256), so every later stage reads one format. With ``data.local_path`` the real file is
@@ -17,6 +18,7 @@ from pathlib import Path
 from deepgal import config, stage
 from deepgal.data import galaxy10
 from deepgal.data.download import DownloadError, download, preflight, sha256_file
+from deepgal.data.labelled_source import convert, manifest
 from deepgal.data.local_copy import copy_verified
 from deepgal.data.synthetic import write_synthetic
 from deepgal.utils import write_json
@@ -28,6 +30,9 @@ def check(data: config.DataCfg, out: Path) -> str:
     """One line saying the source is usable; DownloadError saying what is not."""
     if data.source == "synthetic":
         return "data.source is synthetic: rendered here, nothing to fetch"
+    if data.source == "labelled":
+        info = manifest(data.source, data.path, data.path_sha256)
+        return f"data.path {data.path}: {info['n_images']} labelled images ({info['kind']})"
     if data.local_path:
         src = Path(data.local_path).expanduser()
         if not src.is_file():
@@ -62,6 +67,10 @@ def main() -> int:
             download(data.url, args.out, data.sha256, timeout_s=data.timeout_s,
                      retries=data.retries)
         digest = data.sha256.lower()
+    elif data.source == "labelled":
+        log.info("converting the labelled set at %s (image_size %s)", data.path, data.image_size)
+        convert(data.path, args.out, data.image_size)
+        digest = sha256_file(args.out)
     else:
         s = data.synthetic
         log.info("rendering %d synthetic galaxies per class at %d px (seed %d)",
@@ -70,7 +79,8 @@ def main() -> int:
                         seed=base.seed, balance=s.balance)
         digest = sha256_file(args.out)
     info = galaxy10.validate(args.out)
-    write_json(args.info, {"source": data.source, "sha256": digest, **info.as_dict()})
+    extra = {"labelled_path": data.path} if data.source == "labelled" else {}
+    write_json(args.info, {"source": data.source, "sha256": digest, **extra, **info.as_dict()})
     log.info("%s: %d images of %dx%d px", args.out, info.n_images, info.height, info.width)
     return 0
 

@@ -30,7 +30,9 @@ def main() -> int:
                  "labels); %d groups in all", g["rows_in_merged_groups"], g["merged_groups"],
                  cfg.group_arcsec, g["mixed_label_groups"], g["groups"])
     else:
-        log.info("no ra/dec in %s: every row is its own galaxy, no groups merged", args.data)
+        log.info("no ra/dec in %s: rows with identical pixels are one galaxy (%d rows merged "
+                 "into %d groups; %d with mixed labels)", args.data, g["rows_in_merged_groups"],
+                 g["merged_groups"], g["mixed_label_groups"])
     log.info("split %s; train mean %s std %s", {k: len(v) for k, v in done["splits"].items()},
              [round(m, 4) for m in done["mean"]], [round(s, 4) for s in done["std"]])
     return 0

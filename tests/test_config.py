@@ -59,7 +59,10 @@ i = st.integers
 VALID = {
     "base.seed": i(0, 2**32 - 1), "base.deterministic": st.booleans(),
     "base.device": st.sampled_from(["auto", "cpu", "cuda"]),
-    "data.source": st.sampled_from(["synthetic", "galaxy10_decals"]),
+    "data.source": st.sampled_from(["synthetic", "galaxy10_decals", "labelled"]),
+    "data.path": st.text("ab/._~", min_size=1).filter(str.strip),
+    "data.path_sha256": st.none() | st.text("0123456789abcdef", min_size=64, max_size=64),
+    "data.image_size": st.none() | i(8, 4096),
     "data.url": st.text("abc./:-_0123", min_size=1).map(lambda s: "https://" + s),
     "data.sha256": st.text("0123456789abcdefABCDEF", min_size=64, max_size=64),
     "data.timeout_s": f(1e-3, 1e4), "data.retries": i(0, 100),
@@ -97,6 +100,8 @@ INVALID = {
     "data.url": st.text("abc.:/", max_size=10), "data.sha256": st.text("0123456789abcdefgz"),
     "data.timeout_s": f(max_value=0), "data.retries": i(max_value=-1),
     "data.local_path": st.sampled_from(["", "  "]),
+    "data.path": st.sampled_from(["", "  "]), "data.path_sha256": st.text("0123456789g", max_size=63),
+    "data.image_size": i(max_value=7),
     "data.synthetic.image_size": i(max_value=15), "data.synthetic.per_class": i(max_value=0),
     "split.group_arcsec": neg | f(3600.001, 1e9) | inf,
     "train.input_size": i(max_value=7) | i(min_value=1025), "train.crop": f(max_value=0) |

@@ -35,12 +35,15 @@ class SyntheticCfg(Checked):
 
 @dataclass(frozen=True)
 class DataCfg(Checked):
-    source: Literal["synthetic", "galaxy10_decals"]
+    source: Literal["synthetic", "galaxy10_decals", "labelled"]
     url: str
     sha256: str
     timeout_s: float
     retries: int
     local_path: str | None  # a copy of the real file already on disk: used instead of `url`
+    path: str  # source labelled: a Galaxy10-layout HDF5 file or a folder of class folders
+    path_sha256: str | None  # source labelled: optional digest of data.path (labelled.json's)
+    image_size: int | None  # source labelled: every image resized to this; null keeps
     synthetic: SyntheticCfg
 
     def check(self):
@@ -51,6 +54,12 @@ class DataCfg(Checked):
         yield "retries", self.retries >= 0, "must be >= 0"
         yield "local_path", self.local_path is None or self.local_path.strip() != "", \
             "must be a file path or null"
+        yield "path", self.path.strip() != "", "must be a file or folder path"
+        yield "path_sha256", self.path_sha256 is None or (
+            len(self.path_sha256) == 64 and set(self.path_sha256) <= _HEX), \
+            "must be 64 hex characters or null"
+        yield "image_size", self.image_size is None or self.image_size >= 8, \
+            "must be >= 8 px or null"
 
 
 @dataclass(frozen=True)

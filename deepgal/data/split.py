@@ -7,16 +7,18 @@ close on the sky form one group (:func:`sky_groups`) and a group never straddles
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from ..errors import DeepgalError
 from . import galaxy10
-from .galaxy10 import CLASS_NAMES, NUM_CLASSES, READ_CHUNK, read_images
+from .galaxy10 import CLASS_NAMES, IMAGES_KEY, NUM_CLASSES, READ_CHUNK, read_images
 
 _COUNT_ROWS = 32  # images per bincount: its int64 copy of one channel stays ~17 MB at 256 px
 
@@ -57,6 +59,22 @@ def sky_groups(ra: np.ndarray, dec: np.ndarray, arcsec: float) -> np.ndarray:
     return renumber[comp]
 
 
+def identical_groups(h5_path: str | Path, chunk: int = 256) -> np.ndarray:
+    """Group ids (N,) int64 for the images of a Galaxy10 file: rows with byte-identical
+    pixels share a group (the duplicate-aware grouping where there are no sky positions).
+    Ids are 0..G-1 in order of first row."""
+    with h5py.File(h5_path, "r") as f:
+        n = f[IMAGES_KEY].shape[0]
+    keys: dict[bytes, int] = {}
+    groups = np.empty(n, np.int64)
+    for start in range(0, n, chunk):
+        block = read_images(h5_path, np.arange(start, min(start + chunk, n)))
+        for i, image in enumerate(block):
+            key = hashlib.sha256(image.tobytes()).digest()
+            groups[start + i] = keys.setdefault(key, len(keys))
+    return groups
+
+
 def group_summary(groups: np.ndarray, labels: np.ndarray) -> dict:
     """What grouping merged: ``{"groups", "merged_groups", "rows_in_merged_groups",
     "mixed_label_groups"}`` (merged = groups of more than one row)."""
@@ -76,13 +94,19 @@ def group_summary(groups: np.ndarray, labels: np.ndarray) -> dict:
 
 
 def group_rows(labels: np.ndarray, coords: tuple[np.ndarray, np.ndarray] | None,
-               arcsec: float) -> tuple[np.ndarray, dict]:
+               arcsec: float, identical: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
     """Group ids (N,) int64 for :func:`stratified_split` and a summary for ``stats.json``.
 
-    ``coords``: (ra, dec) in degrees, or None (no positions: every row is its own group).
-    The summary is :func:`group_summary` plus ``arcsec`` and ``coordinates`` (bool)."""
-    groups = np.arange(len(labels)) if coords is None else sky_groups(*coords, arcsec)
-    return groups, {"arcsec": arcsec, "coordinates": coords is not None,
+    ``coords``: (ra, dec) in degrees, or None (no positions). Without positions the groups
+    are ``identical`` (N,) (rows with identical pixels share one) when given, else one row
+    each. The summary is :func:`group_summary` plus ``arcsec`` and ``coordinates`` (bool), and
+    ``identical_images`` (True) when those groups were used."""
+    if coords is not None:
+        groups = sky_groups(*coords, arcsec)
+    else:
+        groups = np.arange(len(labels)) if identical is None else np.asarray(identical, np.int64)
+    extra = {"identical_images": True} if coords is None and identical is not None else {}
+    return groups, {"arcsec": arcsec, "coordinates": coords is not None, **extra,
                     **group_summary(groups, np.asarray(labels))}
 
 
@@ -213,7 +237,7 @@ def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.n
 def split_file(data: str | Path, source: dict, out_dir: str | Path, fractions: dict[str, float],
                seed: int, arcsec: float) -> dict:
     """The split stage's work: validate the Galaxy10 file ``data``, group its rows on the sky
-    (:func:`group_rows`), split them (:func:`stratified_split`), count the channel statistics
+    (or, without ra/dec, rows with identical pixels: :func:`group_rows`), split them (:func:`stratified_split`), count the channel statistics
     of the **train** rows only (:func:`channel_stats`) and write it all (:func:`write_split`).
 
     ``source``: the download's ``source.json`` (its ``source`` and ``sha256`` are kept).
@@ -221,7 +245,10 @@ def split_file(data: str | Path, source: dict, out_dir: str | Path, fractions: d
     """
     galaxy10.validate(data)
     labels = galaxy10.read_labels(data)
-    groups, grouping = group_rows(labels, galaxy10.read_coordinates(data), arcsec)
+    coords = galaxy10.read_coordinates(data)
+    # No sky positions (a user's folder of cut-outs): the same pixels are the same galaxy.
+    identical = identical_groups(data) if coords is None else None
+    groups, grouping = group_rows(labels, coords, arcsec, identical)
     splits = stratified_split(labels, fractions, seed, groups)
     mean, std = channel_stats(data, splits["train"])
     write_split(out_dir, splits, labels, mean, std,

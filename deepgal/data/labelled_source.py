@@ -35,13 +35,14 @@ def digest(path: str | Path) -> str:
 
 
 def manifest(source: str, path: str | Path, expected_sha256: str | None = None) -> dict:
-    """What stage ``labelled`` writes: ``{"source"}`` alone unless ``source`` is labelled, else
-    also ``path``, ``kind``, ``n_images``, ``class_counts`` and ``sha256`` (:func:`digest`).
+    """What stage ``labelled`` writes: the constant ``{"source": "not labelled"}`` unless
+    ``source`` is labelled (so switching between other sources re-runs nothing), else
+    ``{"source": "labelled"}`` and ``path``, ``kind``, ``n_images``, ``class_counts`` and ``sha256`` (:func:`digest`).
 
     Raises :class:`LabelledError` for a bad layout or a digest other than ``expected_sha256``.
     """
     if source != "labelled":
-        return {"source": source}
+        return {"source": "not labelled"}
     ls = scan(path)
     sha = digest(path)
     if expected_sha256 and sha != expected_sha256.lower():

@@ -53,8 +53,10 @@ def real_source(url: str, sha: str) -> dict:
 
 
 def leftovers(data_dir) -> list[str]:
-    # params.ok: the `params` stage's constant marker, written before download runs
-    return sorted(p.name for p in data_dir.iterdir() if p.name not in (".gitignore", "params.ok"))
+    # params.ok, labelled.json: the `params` and `labelled` stages' markers, written before
+    # download runs
+    return sorted(p.name for p in data_dir.iterdir()
+                  if p.name not in (".gitignore", "params.ok", "labelled.json"))
 
 
 def test_download_cut_repeatedly_completes_with_right_checksum(tmp_path, galaxy):
@@ -122,7 +124,7 @@ def committed_repo(root) -> tuple:
     touches first), fully run, cached and committed (dvc.lock) as a user's would be."""
     repo = make_repo(root)
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
-    pipeline["stages"] = {k: pipeline["stages"][k] for k in ("params", "download", "split")}
+    pipeline["stages"] = {k: pipeline["stages"][k] for k in ("params", "labelled", "download", "split")}
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     dvc(["repro"], repo)
     run(["git", "add", "-A"], repo)
@@ -189,7 +191,7 @@ def test_failed_switch_in_a_fresh_clone_is_recoverable(tmp_path):
     repo = make_repo(tmp_path / "repo")
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
     pipeline["stages"] = {k: pipeline["stages"][k]
-                          for k in ("params", "download", "split", "train")}
+                          for k in ("params", "labelled", "download", "split", "train")}
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     dvc(["repro"], repo)
     run(["git", "add", "-A"], repo)

@@ -100,7 +100,8 @@ def test_select_stage_in_process_picks_the_documented_epoch(tmp_path, monkeypatc
     monkeypatch.setenv("DEEPGAL_MLFLOW", "off")
     monkeypatch.setattr(sys, "argv", [
         "select_checkpoint.py", "--variant", "v", "--checkpoints", "checkpoints", "--history",
-        "history.csv", "--run", "run.json", "--out", "out/selection.json"])
+        "history.csv", "--run", "run.json", "--out", "out/selection.json",
+        "--selected", "out/selected.pt"])
     assert stage_script.main() == 0
     sel = json.loads((tmp_path / "out/selection.json").read_text())
     assert (sel["epoch"], sel["variant"], sel["run_id"], sel["chance_p_value"]) == \

@@ -57,15 +57,18 @@ def test_stats_are_the_train_rows_only(tmp_path):
 
 
 def test_val_and_test_pixels_cannot_move_the_stats(tmp_path):
-    """Val and test rows set to white, then to noise: the same split and bit-identical
-    mean/std; one train pixel changed does move them (the check can fail)."""
+    """Val and test rows set to flat grey levels (one per row, so no two rows become identical:
+    without ra/dec identical pixels would be one galaxy and regroup the split), then to noise:
+    the same split and bit-identical mean/std; one train pixel changed does move them."""
     labels, images = pictures(seed=1)
     write_galaxy10(tmp_path / "a.h5", images, labels)
     base = split_file(tmp_path / "a.h5", SOURCE, tmp_path / "a", FRACTIONS, 0, 1.0)
     held = np.concatenate([base["splits"]["val"], base["splits"]["test"]])
-    for k, fill in enumerate((255, np.random.default_rng(9).integers(0, 256, images.shape))):
+    flat = np.broadcast_to((255 - np.arange(len(images)))[:, None, None, None] % 256,
+                           images.shape)
+    for k, fill in enumerate((flat, np.random.default_rng(9).integers(0, 256, images.shape))):
         changed = images.copy()
-        changed[held] = np.asarray(fill, np.uint8) if np.ndim(fill) == 0 else fill[held]
+        changed[held] = fill[held]
         write_galaxy10(tmp_path / f"b{k}.h5", changed, labels)
         got = split_file(tmp_path / f"b{k}.h5", SOURCE, tmp_path / f"b{k}", FRACTIONS, 0, 1.0)
         for s in FRACTIONS:

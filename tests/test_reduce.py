@@ -4,8 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.decomposition import PCA
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from deepgal.reduce import COLUMNS, MIN_POINTS, fit_maps, reduce_2d, reduce_features
@@ -74,14 +76,31 @@ def test_rows_keep_order_ids_and_labels(tmp_path):
             np.testing.assert_array_equal(part["index"].to_numpy(), feats["index"][rows])
             np.testing.assert_array_equal(part["label"].to_numpy(), feats["label"][rows])
             assert part["x"].dtype == np.float32 and np.isfinite(part[["x", "y"]]).all().all()
-        # Coordinates belong to the right rows: refitting on train and placing val/test matches.
-        train = feats["split"] == "train"
-        ref, placed, _ = fit_maps(x[train], {s: x[feats["split"] == s] for s in ("val", "test")},
-                                  method, 0, 10, **FAST[method])
-        for split, xy in (("train", ref), *placed.items()):
-            part = df[(df.method == method) & (df.split == split)]
-            np.testing.assert_allclose(part[["x", "y"]].to_numpy(), xy, rtol=1e-5, atol=1e-5)
+    # Coordinates belong to the right rows. PCA: scikit-learn's train-only fit, row by row.
+    rows = {s: x[feats["split"] == s] for s in ("train", "val", "test")}
+    oracle = sklearn_pca(rows["train"])
+    pca = {s: df[(df.method == "pca") & (df.split == s)][["x", "y"]].to_numpy() for s in rows}
+    sign = np.where((pca["train"] * oracle(rows["train"])).sum(0) < 0, -1.0, 1.0)
+    for split, xs in rows.items():
+        np.testing.assert_allclose(pca[split], oracle(xs) * sign, rtol=0, atol=1e-3)
+    # t-SNE: the train coordinates keep their labels' clusters, and val/test rows land on the
+    # train points of their own label (rows paired with other rows' labels would not).
+    tsne = df[df.method == "tsne"]
+    train = tsne[tsne.split == "train"]
+    assert knn_accuracy(train[["x", "y"]], train["label"]) > 0.9
+    knn = KNeighborsClassifier(5).fit(train[["x", "y"]], train["label"])
+    held = tsne[tsne.split != "train"]
+    assert knn.score(held[["x", "y"]], held["label"]) > 0.9
     assert len(df) == len(FAST) * len(x)
+
+
+def sklearn_pca(train):
+    """The oracle: StandardScaler + PCA(min(2, N)) fitted by scikit-learn on ``train`` (float64),
+    zero-padded to 2 columns, as a transform."""
+    scaler = StandardScaler().fit(train.astype(np.float64))
+    pca = PCA(min(2, len(train))).fit(scaler.transform(train.astype(np.float64)))
+    return lambda x: np.pad(pca.transform(scaler.transform(x.astype(np.float64))),
+                            ((0, 0), (0, 2 - pca.n_components_)))
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
@@ -161,7 +180,16 @@ def test_tiny_splits_map_without_crashing(n, method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # clipping and PCA-fallback warnings are expected
         xy = reduce_2d(x[:n], method, seed=0, **FAST[method])
+        again = reduce_2d(x[:n], method, seed=0, **FAST[method])
     assert xy.shape == (n, 2) and xy.dtype == np.float32 and np.isfinite(xy).all()
+    np.testing.assert_array_equal(xy, again)
+    if method == "tsne" and n >= MIN_POINTS:
+        assert np.ptp(xy, axis=0).min() > 0  # a real layout, not the points piled up
+        return
+    # PCA, and t-SNE's fallback below MIN_POINTS: scikit-learn's fit, each axis up to sign
+    # (one point sits at the origin; two points span one axis, the second is ~0).
+    expect = np.zeros((1, 2)) if n == 1 else sklearn_pca(x[:n])(x[:n])
+    np.testing.assert_allclose(np.abs(xy), np.abs(expect), rtol=0, atol=1e-4)
 
 
 def test_fallback_and_clipping_warn():

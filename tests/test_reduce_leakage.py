@@ -9,6 +9,8 @@ from threadpoolctl import threadpool_limits
 
 from deepgal.reduce import _reference_prep, fit_maps, reduce_features
 
+from .test_reduce import sklearn_pca
+
 DIM, PCA_DIMS = 16, 5  # D > pca_dims: UMAP and t-SNE get the PCA pre-step too
 METHODS = {"pca": {}, "tsne": {"perplexity": 10, "n_iter": 150},
            "umap": {"n_neighbors": 10, "min_dist": 0.1, "n_epochs": 100}}
@@ -28,13 +30,6 @@ def data(seed: int = 0, n_train: int = 60, n_other: int = 20):
     train = (rng.normal(size=(n_train, DIM)) * scales).astype(np.float32)
     val, test = ((rng.normal(size=(n_other, DIM)) * 5 + 7).astype(np.float32) for _ in "vt")
     return train, val, test
-
-
-def sklearn_pca(train: np.ndarray):
-    """The oracle: StandardScaler + PCA(2) fitted on the train rows only, as a transform."""
-    scaler = StandardScaler().fit(train.astype(np.float64))
-    pca = PCA(2).fit(scaler.transform(train.astype(np.float64)))
-    return lambda x: pca.transform(scaler.transform(x.astype(np.float64)))
 
 
 def signs(got: np.ndarray, expect: np.ndarray) -> np.ndarray:

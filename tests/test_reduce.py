@@ -213,6 +213,8 @@ def test_empty_and_missing_splits_are_skipped():
     empty = {k: v[:0] for k, v in feats.items()}
     df, timings = reduce_features(empty, FAST, seed=0, pca_dims=None)
     assert len(df) == 0 and tuple(df.columns) == COLUMNS and timings == {"pca": {}, "tsne": {}}
+    # The empty frame has the dtypes of a full one, so concatenating or saving it keeps them.
+    assert [str(t) for t in df.dtypes[2:]] == ["int64", "int64", "float32", "float32"]
 
 
 def test_unknown_method_or_setting_fails_before_work():
@@ -256,6 +258,13 @@ def test_exact_neighbours_put_each_point_first_even_among_duplicates():
     qi, qd = index.query(x[:3] + 0.01, 4, epsilon=0.1)  # what UMAP.transform calls
     np.testing.assert_array_equal(qi, np.argsort(np.linalg.norm(
         x[None] - (x[:3] + 0.01)[:, None], axis=2), axis=1)[:, :4])
+    # Another metric is honoured: cosine neighbours by SciPy's distances.
+    from scipy.spatial.distance import cdist
+    idx, dist, _ = _exact_knn(x, 4, "cosine")
+    cos = cdist(x, x, "cosine")
+    np.fill_diagonal(cos, -1)  # itself first
+    np.testing.assert_array_equal(idx[:, 1:], np.argsort(cos, axis=1)[:, 1:4])
+    np.testing.assert_allclose(dist[:, 1:], np.sort(cos, axis=1)[:, 1:4], rtol=1e-4, atol=1e-5)
 
 
 def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeypatch):

@@ -196,8 +196,23 @@ def test_fallback_and_clipping_warn():
     x, _ = clusters(1)
     with pytest.warns(UserWarning, match="using PCA"):
         reduce_2d(x[:MIN_POINTS - 1], "tsne", seed=0, perplexity=30)
-    with pytest.warns(UserWarning, match="perplexity 30"):
+    # 8 points: openTSNE looks at 3 * perplexity neighbours, so at most (8 - 1) / 3.
+    with pytest.warns(UserWarning, match=r"perplexity 30 too high for 8 points; using 2\.33$"):
         reduce_2d(x[:8], "tsne", seed=0, perplexity=30, n_iter=50)
+
+
+def test_degenerate_pca_maps():
+    """One feature column: PCA has one axis, x is the standardised value (up to sign), y is 0.
+    One train row: every split sits at the origin."""
+    x = np.array([[1.0], [2.0], [4.0], [7.0]], np.float32)
+    ref, placed, _ = fit_maps(x, {"val": np.array([[3.0]], np.float32)}, "pca", seed=0)
+    z = (x[:, 0] - x.mean()) / x.std()
+    sign = np.sign(ref[0, 0] * z[0])
+    np.testing.assert_allclose(ref, np.stack([sign * z, 0 * z], 1), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(placed["val"], [[sign * (3 - x.mean()) / x.std(), 0]], atol=1e-5)
+    ref, placed, _ = fit_maps(x[:1], {"val": x[1:]}, "pca", seed=0)
+    np.testing.assert_array_equal(ref, np.zeros((1, 2)))
+    np.testing.assert_array_equal(placed["val"], np.zeros((3, 2)))
 
 
 def test_empty_and_missing_splits_are_skipped():

@@ -207,7 +207,7 @@ def test_degenerate_pca_maps():
     x = np.array([[1.0], [2.0], [4.0], [7.0]], np.float32)
     ref, placed, _ = fit_maps(x, {"val": np.array([[3.0]], np.float32)}, "pca", seed=0)
     z = (x[:, 0] - x.mean()) / x.std()
-    sign = np.sign(ref[0, 0] * z[0])
+    sign = -1.0 if ref[0, 0] * z[0] < 0 else 1.0  # never 0: a zero map must not pass
     np.testing.assert_allclose(ref, np.stack([sign * z, 0 * z], 1), rtol=0, atol=1e-5)
     np.testing.assert_allclose(placed["val"], [[sign * (3 - x.mean()) / x.std(), 0]], atol=1e-5)
     ref, placed, _ = fit_maps(x[:1], {"val": x[1:]}, "pca", seed=0)

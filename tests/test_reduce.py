@@ -304,3 +304,13 @@ def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeyp
     good = knn.score(placed["val"], y[held])
     bad = knn.score(np.random.default_rng(0).permutation(placed["val"]), y[held])
     assert good > 0.9 and bad < 0.5, (good, bad)
+
+
+def test_tsne_settings_reach_opentsne():
+    """Each t-SNE setting changes the map (a setting not passed on would leave it equal)."""
+    x, _ = clusters(4)
+    base = dict(perplexity=5, n_iter=60, metric="euclidean")
+    a = reduce_2d(x, "tsne", seed=0, pca_dims=None, **base)
+    for change in ({"perplexity": 10}, {"n_iter": 30}, {"metric": "cosine"}):
+        b = reduce_2d(x, "tsne", seed=0, pca_dims=None, **{**base, **change})
+        assert not np.allclose(a, b), change

@@ -4,8 +4,10 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.decomposition import PCA
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
+from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from deepgal.reduce import COLUMNS, MIN_POINTS, fit_maps, reduce_2d, reduce_features
@@ -74,14 +76,31 @@ def test_rows_keep_order_ids_and_labels(tmp_path):
             np.testing.assert_array_equal(part["index"].to_numpy(), feats["index"][rows])
             np.testing.assert_array_equal(part["label"].to_numpy(), feats["label"][rows])
             assert part["x"].dtype == np.float32 and np.isfinite(part[["x", "y"]]).all().all()
-        # Coordinates belong to the right rows: refitting on train and placing val/test matches.
-        train = feats["split"] == "train"
-        ref, placed, _ = fit_maps(x[train], {s: x[feats["split"] == s] for s in ("val", "test")},
-                                  method, 0, 10, **FAST[method])
-        for split, xy in (("train", ref), *placed.items()):
-            part = df[(df.method == method) & (df.split == split)]
-            np.testing.assert_allclose(part[["x", "y"]].to_numpy(), xy, rtol=1e-5, atol=1e-5)
+    # Coordinates belong to the right rows. PCA: scikit-learn's train-only fit, row by row.
+    rows = {s: x[feats["split"] == s] for s in ("train", "val", "test")}
+    oracle = sklearn_pca(rows["train"])
+    pca = {s: df[(df.method == "pca") & (df.split == s)][["x", "y"]].to_numpy() for s in rows}
+    sign = np.where((pca["train"] * oracle(rows["train"])).sum(0) < 0, -1.0, 1.0)
+    for split, xs in rows.items():
+        np.testing.assert_allclose(pca[split], oracle(xs) * sign, rtol=0, atol=1e-3)
+    # t-SNE: the train coordinates keep their labels' clusters, and val/test rows land on the
+    # train points of their own label (rows paired with other rows' labels would not).
+    tsne = df[df.method == "tsne"]
+    train = tsne[tsne.split == "train"]
+    assert knn_accuracy(train[["x", "y"]], train["label"]) > 0.9
+    knn = KNeighborsClassifier(5).fit(train[["x", "y"]], train["label"])
+    held = tsne[tsne.split != "train"]
+    assert knn.score(held[["x", "y"]], held["label"]) > 0.9
     assert len(df) == len(FAST) * len(x)
+
+
+def sklearn_pca(train):
+    """The oracle: StandardScaler + PCA(min(2, N)) fitted by scikit-learn on ``train`` (float64),
+    zero-padded to 2 columns, as a transform."""
+    scaler = StandardScaler().fit(train.astype(np.float64))
+    pca = PCA(min(2, len(train))).fit(scaler.transform(train.astype(np.float64)))
+    return lambda x: np.pad(pca.transform(scaler.transform(x.astype(np.float64))),
+                            ((0, 0), (0, 2 - pca.n_components_)))
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
@@ -161,15 +180,39 @@ def test_tiny_splits_map_without_crashing(n, method):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # clipping and PCA-fallback warnings are expected
         xy = reduce_2d(x[:n], method, seed=0, **FAST[method])
+        again = reduce_2d(x[:n], method, seed=0, **FAST[method])
     assert xy.shape == (n, 2) and xy.dtype == np.float32 and np.isfinite(xy).all()
+    np.testing.assert_array_equal(xy, again)
+    if method == "tsne" and n >= MIN_POINTS:
+        assert np.ptp(xy, axis=0).min() > 0  # a real layout, not the points piled up
+        return
+    # PCA, and t-SNE's fallback below MIN_POINTS: scikit-learn's fit, each axis up to sign
+    # (one point sits at the origin; two points span one axis, the second is ~0).
+    expect = np.zeros((1, 2)) if n == 1 else sklearn_pca(x[:n])(x[:n])
+    np.testing.assert_allclose(np.abs(xy), np.abs(expect), rtol=0, atol=1e-4)
 
 
 def test_fallback_and_clipping_warn():
     x, _ = clusters(1)
     with pytest.warns(UserWarning, match="using PCA"):
         reduce_2d(x[:MIN_POINTS - 1], "tsne", seed=0, perplexity=30)
-    with pytest.warns(UserWarning, match="perplexity 30"):
+    # 8 points: openTSNE looks at 3 * perplexity neighbours, so at most (8 - 1) / 3.
+    with pytest.warns(UserWarning, match=r"perplexity 30 too high for 8 points; using 2\.33$"):
         reduce_2d(x[:8], "tsne", seed=0, perplexity=30, n_iter=50)
+
+
+def test_degenerate_pca_maps():
+    """One feature column: PCA has one axis, x is the standardised value (up to sign), y is 0.
+    One train row: every split sits at the origin."""
+    x = np.array([[1.0], [2.0], [4.0], [7.0]], np.float32)
+    ref, placed, _ = fit_maps(x, {"val": np.array([[3.0]], np.float32)}, "pca", seed=0)
+    z = (x[:, 0] - x.mean()) / x.std()
+    sign = -1.0 if ref[0, 0] * z[0] < 0 else 1.0  # never 0: a zero map must not pass
+    np.testing.assert_allclose(ref, np.stack([sign * z, 0 * z], 1), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(placed["val"], [[sign * (3 - x.mean()) / x.std(), 0]], atol=1e-5)
+    ref, placed, _ = fit_maps(x[:1], {"val": x[1:]}, "pca", seed=0)
+    np.testing.assert_array_equal(ref, np.zeros((1, 2)))
+    np.testing.assert_array_equal(placed["val"], np.zeros((3, 2)))
 
 
 def test_empty_and_missing_splits_are_skipped():
@@ -185,6 +228,8 @@ def test_empty_and_missing_splits_are_skipped():
     empty = {k: v[:0] for k, v in feats.items()}
     df, timings = reduce_features(empty, FAST, seed=0, pca_dims=None)
     assert len(df) == 0 and tuple(df.columns) == COLUMNS and timings == {"pca": {}, "tsne": {}}
+    # The empty frame has the dtypes of a full one, so concatenating or saving it keeps them.
+    assert [str(t) for t in df.dtypes[2:]] == ["int64", "int64", "float32", "float32"]
 
 
 def test_unknown_method_or_setting_fails_before_work():
@@ -228,6 +273,13 @@ def test_exact_neighbours_put_each_point_first_even_among_duplicates():
     qi, qd = index.query(x[:3] + 0.01, 4, epsilon=0.1)  # what UMAP.transform calls
     np.testing.assert_array_equal(qi, np.argsort(np.linalg.norm(
         x[None] - (x[:3] + 0.01)[:, None], axis=2), axis=1)[:, :4])
+    # Another metric is honoured: cosine neighbours by SciPy's distances.
+    from scipy.spatial.distance import cdist
+    idx, dist, _ = _exact_knn(x, 4, "cosine")
+    cos = cdist(x, x, "cosine")
+    np.fill_diagonal(cos, -1)  # itself first
+    np.testing.assert_array_equal(idx[:, 1:], np.argsort(cos, axis=1)[:, 1:4])
+    np.testing.assert_allclose(dist[:, 1:], np.sort(cos, axis=1)[:, 1:4], rtol=1e-4, atol=1e-5)
 
 
 def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeypatch):
@@ -252,3 +304,13 @@ def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeyp
     good = knn.score(placed["val"], y[held])
     bad = knn.score(np.random.default_rng(0).permutation(placed["val"]), y[held])
     assert good > 0.9 and bad < 0.5, (good, bad)
+
+
+def test_tsne_settings_reach_opentsne():
+    """Each t-SNE setting changes the map (a setting not passed on would leave it equal)."""
+    x, _ = clusters(4)
+    base = dict(perplexity=5, n_iter=60, metric="euclidean")
+    a = reduce_2d(x, "tsne", seed=0, pca_dims=None, **base)
+    for change in ({"perplexity": 10}, {"n_iter": 30}, {"metric": "cosine"}):
+        b = reduce_2d(x, "tsne", seed=0, pca_dims=None, **{**base, **change})
+        assert not np.allclose(a, b), change

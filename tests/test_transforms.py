@@ -1,5 +1,6 @@
 """Device-side preprocessing/augmentation: geometry, colour, randomness, normalisation."""
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -232,9 +233,24 @@ def test_augmentation_preview_panels():
 
 def test_augment_is_the_config_class():
     assert Augment is config.AugmentCfg
-    cfg = config.load_section("train", tiny_params()).augment
-    y = prepare_batch(random_images(2, 32), Preprocess(16), cfg, torch.Generator())
+    params = tiny_params()
+    cfg = config.load_section("train", params).augment
+    assert asdict(cfg) == params["train"]["augment"]  # the values as written, none dropped
+    pre = Preprocess(16)
+    y = prepare_batch(random_images(2, 32), pre, cfg, torch.Generator().manual_seed(0))
     assert y.shape == (2, 3, 16, 16)
+    assert_in_unit_range(y, pre)
+    # Everything off is the eval path, value for value.
+    off = Augment(rotate=False, flip=False, jitter=0.0, scale=0.0, translate=0.0)
+    x = random_images(2, 32)
+    assert torch.equal(prepare_batch(x, pre, off, torch.Generator()), prepare_batch(x, pre))
+
+
+def assert_in_unit_range(y, pre):
+    """De-normalised pixels lie in [0, 1]: sampling, jitter and its clamp keep the image range
+    (the bound is reached: random pixels contain 0 and 255)."""
+    img = y * torch.tensor(pre.std).view(1, 3, 1, 1) + torch.tensor(pre.mean).view(1, 3, 1, 1)
+    assert img.min() >= -1e-5 and img.max() <= 1 + 1e-5, (img.min(), img.max())
 
 
 def extreme(**values):
@@ -251,6 +267,7 @@ def test_bounds_that_validate_run_end_to_end(values):
         y = prepare_batch(random_images(8, 32), Preprocess(16), cfg,
                           torch.Generator().manual_seed(seed))
         assert torch.isfinite(y).all()
+        assert_in_unit_range(y, Preprocess(16))
 
 
 @pytest.mark.parametrize("key, value", [("jitter", 1.01), ("scale", 1.0), ("translate", 0.5),
@@ -268,6 +285,7 @@ def test_any_valid_augment_gives_finite_batches(jitter, scale, translate, rotate
     y = prepare_batch(random_images(4, 24, seed % 1000), Preprocess(12), cfg,
                       torch.Generator().manual_seed(seed))
     assert torch.isfinite(y).all()
+    assert_in_unit_range(y, Preprocess(12))
 
 
 # -- mixup / cutmix ----------------------------------------------------------------------------

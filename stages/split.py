@@ -24,15 +24,6 @@ def main() -> int:
     done = split_file(args.data, json.loads(args.source.read_text()), args.out,
                       {"train": cfg.train, "val": cfg.val, "test": cfg.test}, base.seed,
                       cfg.group_arcsec)
-    g = done["grouping"]
-    if g["coordinates"]:
-        log.info("merged %d rows into %d groups (galaxies within %g arcsec; %d with mixed "
-                 "labels); %d groups in all", g["rows_in_merged_groups"], g["merged_groups"],
-                 cfg.group_arcsec, g["mixed_label_groups"], g["groups"])
-    else:
-        log.info("no ra/dec in %s: rows with identical pixels are one galaxy (%d rows merged "
-                 "into %d groups; %d with mixed labels)", args.data, g["rows_in_merged_groups"],
-                 g["merged_groups"], g["mixed_label_groups"])
     log.info("split %s; train mean %s std %s", {k: len(v) for k, v in done["splits"].items()},
              [round(m, 4) for m in done["mean"]], [round(s, 4) for s in done["std"]])
     return 0

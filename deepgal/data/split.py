@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -20,6 +21,7 @@ from ..errors import DeepgalError
 from . import galaxy10
 from .galaxy10 import CLASS_NAMES, IMAGES_KEY, NUM_CLASSES, READ_CHUNK, read_images
 
+log = logging.getLogger(__name__)
 _COUNT_ROWS = 32  # images per bincount: its int64 copy of one channel stays ~17 MB at 256 px
 
 SPLITS = ("train", "val", "test")
@@ -234,6 +236,17 @@ def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.n
     os.replace(tmp, out_dir / "stats.json")
 
 
+def _log_grouping(data: str | Path, g: dict) -> None:
+    if g["coordinates"]:
+        log.info("merged %d rows into %d groups (galaxies within %g arcsec; %d with mixed "
+                 "labels); %d groups in all", g["rows_in_merged_groups"], g["merged_groups"],
+                 g["arcsec"], g["mixed_label_groups"], g["groups"])
+    else:
+        log.info("no ra/dec in %s: rows with identical pixels are one galaxy (%d rows merged "
+                 "into %d groups; %d with mixed labels)", data, g["rows_in_merged_groups"],
+                 g["merged_groups"], g["mixed_label_groups"])
+
+
 def split_file(data: str | Path, source: dict, out_dir: str | Path, fractions: dict[str, float],
                seed: int, arcsec: float) -> dict:
     """The split stage's work: validate the Galaxy10 file ``data``, group its rows on the sky
@@ -249,6 +262,7 @@ def split_file(data: str | Path, source: dict, out_dir: str | Path, fractions: d
     # No sky positions (a user's folder of cut-outs): the same pixels are the same galaxy.
     identical = identical_groups(data) if coords is None else None
     groups, grouping = group_rows(labels, coords, arcsec, identical)
+    _log_grouping(data, grouping)  # before the split: a too-small class's error follows it
     splits = stratified_split(labels, fractions, seed, groups)
     mean, std = channel_stats(data, splits["train"])
     write_split(out_dir, splits, labels, mean, std,

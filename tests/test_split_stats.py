@@ -123,7 +123,8 @@ def test_stage_reads_its_params(tmp_path, monkeypatch, caplog, seed, val, test):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr("sys.argv", ["split.py", "--data", "g.h5", "--source", "source.json",
                                      "--out", "out"])
-    with caplog.at_level(logging.INFO, logger="split"):
+    with caplog.at_level(logging.INFO, logger="split"), \
+            caplog.at_level(logging.INFO, logger="deepgal.data.split"):
         assert load_stage().main() == 0
     sizes = {k: len(read_split(tmp_path / "out", k)) for k in FRACTIONS}
     assert sizes == {"train": round(100 * (1 - val - test)), "val": round(100 * val),

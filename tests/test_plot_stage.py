@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from deepgal.calibration import measure
 from deepgal.data.split import channel_stats, stratified_split, write_split
 from deepgal.plots.predictions import write_predictions
 from tests.conftest import make_h5
@@ -21,7 +22,7 @@ from tests.pipeline_repo import REPO, env_for, tiny_params
 
 # What the plot stage reads per variant: the lead's dvc.yaml lists exactly these as deps.
 PER_VARIANT = ("metrics.json", "predictions.csv", "history.csv", "embeddings.csv",
-               "selection.json", "train.json")
+               "selection.json", "train.json", "calibration.json")
 
 
 def variant_results(d: Path, split: dict[str, np.ndarray], labels: np.ndarray, right: float,
@@ -38,6 +39,9 @@ def variant_results(d: Path, split: dict[str, np.ndarray], labels: np.ndarray, r
         parts[s] = (idx, labels[idx], np.eye(10)[pred] * 0.5 + 0.05)
         scores[s] = {"accuracy": float((pred == labels[idx]).mean()), "macro_f1": 0.5}
     write_predictions(d / "predictions.csv", parts)
+    # calibration.json as the evaluate stage writes it (no calibration: temperature 1)
+    (d / "calibration.json").write_text(json.dumps(measure(
+        None, {s: p for s, (_, _, p) in parts.items()}, {s: y for s, (_, y, _) in parts.items()})))
     (d / "metrics.json").write_text(json.dumps(scores | {"epoch": 2, "train_min": 0.1}))
     (d / "selection.json").write_text(json.dumps({"epoch": 2, "run_id": None}))
     (d / "train.json").write_text(json.dumps({"config": {"model": d.name, "pretrained": "none",
@@ -84,7 +88,7 @@ def test_plot_stage_reads_only_its_declared_files(tmp_path):
     assert {Path(link).name for link in local} == {
         "curves.png", "variants_umap_val.png", "smallnet_embeddings.png",
         "smallnet_confused.png", "customnet_embeddings.png", "customnet_confused.png",
-        "samples.png", "augmentations.png"}
+        "samples.png", "augmentations.png", "reliability.png"}
     for link in local:
         assert (tmp_path / "reports" / link).stat().st_size > 0, link
     head = json.loads((tmp_path / "metrics.json").read_text())

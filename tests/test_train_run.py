@@ -3,44 +3,16 @@ what MLflow's params, the checkpoint and ``train.json`` record, not ``train``'s 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from deepgal import checkpoint as ckpt_io
 from deepgal import config
-from deepgal.data import galaxy10, split as split_io
-from deepgal.training import TrainPaths, train_variant
+from deepgal.training import train_variant
 from deepgal.training.run import load_split
 from deepgal.transforms import Augment, Preprocess, prepare_batch, presize_shape
-from tests.conftest import make_h5
-from tests.pipeline_repo import tiny_params
-
-
-def make_workdir(root: Path, train: dict | None = None, variant: dict | None = None) -> Path:
-    """params.yaml, a 100-image Galaxy10 file, its 60/30/10 split and source.json: what the
-    train stage reads. ``train``/``variant``: overrides of the train section / smallnet."""
-    params = tiny_params({
-        "variants": {"smallnet": {"input_size": 16, "crop": 0.5, **(variant or {})}},
-        "train": {"epochs": 3, "batch_size": 8, "warmup_epochs": 0, "checkpoint_every": 1,
-                  **(train or {})}})
-    root.mkdir(parents=True)
-    (root / "params.yaml").write_text(yaml.safe_dump(params))
-    data = make_h5(root / "data/galaxy10.h5", n_per_class=10, size=32)
-    labels = galaxy10.read_labels(data)
-    splits = split_io.stratified_split(labels, {"train": 0.6, "val": 0.3, "test": 0.1}, 0)
-    mean, std = split_io.channel_stats(data, splits["train"])
-    source = {"source": "synthetic", "sha256": "ab" * 32}
-    split_io.write_split(root / "data/split", splits, labels, mean, std, source=source)
-    (root / "data/source.json").write_text(json.dumps(source))
-    return root
-
-
-def paths(root: Path) -> TrainPaths:
-    return TrainPaths(root / "data/galaxy10.h5", root / "data/source.json", root / "data/split",
-                      root / "models/smallnet", root / "results/smallnet")
+from tests.helpers import make_workdir, paths
 
 
 @pytest.mark.slow  # a new MLflow SQLite store and one training: ~20-45 s on 2 cores

@@ -1,7 +1,6 @@
 """The training loop: determinism, resume (boundary and mid-epoch), config changes, NaN guard."""
 from __future__ import annotations
 
-import dataclasses
 import signal
 
 import pytest
@@ -10,42 +9,10 @@ import torch
 from deepgal import checkpoint as ckpt_io
 from deepgal import config
 from deepgal.models import build_model
-from deepgal.training import RunSpec, Split, TrainingDiverged, TrainingInterrupted, fit
-from deepgal.transforms import Augment, Preprocess
+from deepgal.training import TrainingDiverged, TrainingInterrupted, fit
 from deepgal.utils import seed_everything
+from tests.helpers import DEVICE, data, spec, train
 from tests.pipeline_repo import tiny_params
-
-DEVICE = torch.device("cpu")
-
-
-def data(n=48, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.arange(n) % 10
-    images = torch.randint(0, 256, (n, 16, 16, 3), generator=g, dtype=torch.uint8)
-    images[labels < 5, 4:12, 4:12, 0] = 250  # something learnable
-    return Split(images, labels)
-
-
-def run_cfg(**overrides) -> config.RunCfg:
-    """The tiny test configuration's smallnet, resolved as the stage resolves it, shrunk."""
-    run = config.resolve_variant(tiny_params(), "smallnet")
-    aug = Augment(rotate=True, flip=True, jitter=0.1, scale=0.1, translate=0.0)
-    base = {"epochs": 3, "batch_size": 8, "checkpoint_every": 1, "warmup_epochs": 0,
-            "seed": 7, "input_size": 16, "crop": 1.0, "precision": "fp32", "augment": aug}
-    return dataclasses.replace(run, **{**base, **overrides})
-
-
-def spec(tmp_path, fingerprint="a", **cfg) -> RunSpec:
-    return RunSpec(cfg=run_cfg(**cfg), preprocess=Preprocess(input_size=16),
-                   ckpt_dir=tmp_path, fingerprint=fingerprint,
-                   meta={"variant": "smallnet", "model_name": "smallnet"})
-
-
-def train(tmp_path, sinks=(), **kw):
-    seed_everything(7, deterministic=True)
-    model = build_model("smallnet", 10, 16)
-    return fit(model, data(), data(20, seed=1), spec(tmp_path, **kw), DEVICE, list(sinks)), model
-
 
 def untimed(history: list[dict]) -> list[dict]:
     """The history without its timing columns (seconds, images_per_s), which legitimately vary."""

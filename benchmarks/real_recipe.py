@@ -27,87 +27,43 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedKFold
 
 from deepgal.config import apply_overrides, load_params, resolve_variant
-from deepgal.data.galaxy10 import CLASS_NAMES, NUM_CLASSES
+from deepgal.crossval import FoldResult, identical_images, run_folds, summarise, train_fold
 from deepgal.data.labelled import check_folds, read_labelled
-from deepgal.inference import run_model
-from deepgal.metrics import binomial_se, score
-from deepgal.models import build_model
-from deepgal.training import RunSpec, Split, fit
-from deepgal.transforms import Preprocess, presize, zoom_bound
-from deepgal.utils import seed_everything
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL700 = ROOT.parent / "shared" / "data" / "galaxy10_decals_real700"
 
 
-def train_fold(run, images: torch.Tensor, labels: torch.Tensor, tr: np.ndarray,
-               te: np.ndarray, work: Path, fold: int) -> tuple[dict, float]:
-    """Train on rows ``tr`` with the library's loop; returns ({"plain"|"tta": (n, C) probs},
-    wall seconds). ``images`` (N, H, W, 3) uint8, ``labels`` (N,) int64."""
-    x = images[tr].double()
-    # The train stage normalises with its train split's statistics (pixel/255): same here.
-    mean = tuple((x.mean((0, 1, 2)) / 255).tolist())
-    std = tuple((x.std((0, 1, 2)) / 255).tolist())
-    del x
-    pre = Preprocess(input_size=run.input_size, crop=run.crop, mean=mean, std=std)
-    train = Split(presize(images[tr], pre, zoom_bound(run.augment)), labels[tr])
-    held = Split(presize(images[te], pre), labels[te])
-    seed_everything(run.seed, run.deterministic)
-    model = build_model(run.model, NUM_CLASSES, run.input_size, run.pretrained)
-    ckpt = work / f"fold{fold}"
-    spec = RunSpec(cfg=run, preprocess=pre, ckpt_dir=ckpt, fingerprint=f"fold{fold}",
-                   meta={"variant": run.variant, "model_name": run.model})
-    t0 = time.perf_counter()
-    fit(model, train, held, spec, torch.device("cpu"), sinks=[], resume=False)
-    wall = time.perf_counter() - t0
-    # last.pt's "model" is what a checkpoint says to use: the EMA when ema > 0.
-    state = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=True)
-    model.load_state_dict(state["model"])
-    probs = {name: run_model(model, held.images, pre, torch.device("cpu"), tta=tta,
-                             precision=run.precision, channels_last=run.channels_last)
-             for name, tta in (("plain", False), ("tta", True))}
-    return probs, wall
-
-
 def cross_validate(run, images, labels, folds: int, seed: int, max_folds: int | None,
                    only: list[int] | None = None) -> dict:
-    """Stratified ``folds``-fold CV (seeded); only the first ``max_folds`` folds when set, or
-    only the folds numbered ``only`` (to run folds in parallel processes)."""
+    """Stratified, seeded ``folds``-fold CV (identical images kept in one fold) of the
+    variant ``run`` with :mod:`deepgal.crossval`; only the first ``max_folds`` folds when
+    set, or only the fold numbers in ``only`` (to run folds in parallel processes)."""
     y = labels.numpy()
-    splits = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))
-    splits = splits[:max_folds] if max_folds else splits
-    splits = [splits[k] for k in only] if only else splits
-    out = {"plain": [], "tta": []}
-    walls, scored = [], []
+    keep = list(range(max_folds)) if max_folds else None
+    if only:
+        keep = sorted(set(only) & set(keep)) if keep is not None else list(only)
     cpu0 = time.process_time()
+
+    def report(r: FoldResult) -> None:
+        acc = {n: float((p.argmax(1) == y[r.held]).mean()) for n, p in r.views.items()}
+        print(f"fold {r.fold}: acc {acc['plain']:.3f} (tta {acc['tta']:.3f}), "
+              f"{r.wall_s / 60:.1f} min", flush=True)
+
     with tempfile.TemporaryDirectory(prefix="real_recipe_") as work:
-        for k, (tr, te) in enumerate(splits):
-            probs, wall = train_fold(run, images, labels, tr, te, Path(work), k)
-            walls.append(wall)
-            scored.append(te)
-            for name in out:
-                out[name].append(probs[name])
-            acc = {n: float((p[-1].argmax(1) == y[te]).mean()) for n, p in out.items()}
-            print(f"fold {k}: acc {acc['plain']:.3f} (tta {acc['tta']:.3f}), "
-                  f"{wall / 60:.1f} min", flush=True)
+        results = run_folds(
+            y, folds, seed, lambda tr, te, k: train_fold(run, images, labels, tr, te,
+                                                          Path(work), k),
+            groups=identical_images(images.numpy()), only=keep, on_fold=report)
     cpu = time.process_time() - cpu0
-    rows = np.concatenate(scored)
-    result = {"folds": folds, "folds_run": len(splits), "n": int(len(rows)),
-              "wall_min_per_fold": float(np.mean(walls)) / 60,
-              "cpu_min_per_fold": cpu / len(splits) / 60, "loadavg": os.getloadavg()}
-    for name, parts in out.items():
-        accs = [float((p.argmax(1) == y[te]).mean()) for p, te in zip(parts, scored)]
-        pooled = score(y[rows], np.concatenate(parts))
-        result[name] = {"fold_acc": accs, "acc": float(np.mean(accs)),
-                        "spread": float(np.std(accs)),
-                        "se": binomial_se(pooled["accuracy"], len(rows)),
-                        "macro_f1": pooled["macro_f1"],
-                        "recall": {c: pooled["per_class"][c]["recall"] for c in CLASS_NAMES},
-                        "confusion": pooled["confusion"]}
-    return result
+    out = {"folds": folds, "folds_run": len(results), "n": int(sum(len(r.held) for r in results)),
+           "wall_min_per_fold": float(np.mean([r.wall_s for r in results])) / 60,
+           "cpu_min_per_fold": cpu / len(results) / 60, "loadavg": os.getloadavg()}
+    for name in ("plain", "tta"):
+        out[name] = summarise(y, results, name, folds).to_dict()
+    return out
 
 
 def table_rows(label: str, r: dict) -> list[str]:

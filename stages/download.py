@@ -21,7 +21,7 @@ from deepgal.data.download import DownloadError, download, preflight, sha256_fil
 from deepgal.data.labelled_source import convert, manifest
 from deepgal.data.local_copy import copy_verified
 from deepgal.data.synthetic import write_synthetic
-from deepgal.utils import write_json
+from deepgal.handoff import Source
 
 log = logging.getLogger("download")
 
@@ -79,8 +79,9 @@ def main() -> int:
                         seed=base.seed, balance=s.balance)
         digest = sha256_file(args.out)
     info = galaxy10.validate(args.out)
-    extra = {"labelled_path": data.path} if data.source == "labelled" else {}
-    write_json(args.info, {"source": data.source, "sha256": digest, **extra, **info.as_dict()})
+    Source(source=data.source, sha256=digest,
+           labelled_path=data.path if data.source == "labelled" else None,
+           **info.as_dict()).write(args.info)
     log.info("%s: %d images of %dx%d px", args.out, info.n_images, info.height, info.width)
     return 0
 

@@ -17,24 +17,22 @@ before and after it). Probabilities (scores, predictions.csv) are the calibrated
 from __future__ import annotations
 
 import argparse
-import io
-import json
 import logging
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from deepgal import config, stage
 from deepgal.calibration import Calibration, apply_temperature, measure
 from deepgal.data import galaxy10, split as split_io
+from deepgal.handoff import (CalibrationReport, Features, History, Predictions, Selection,
+                             VariantMetrics)
 from deepgal.inference import load_model
 from deepgal.inference.source import run_on_file
 from deepgal.metrics import headline, score
 from deepgal.plots.confusion import plot_confusion
-from deepgal.plots.predictions import write_predictions
-from deepgal.utils import atomic_write_bytes, pick_device, write_json
+from deepgal.utils import pick_device, write_json
 
 log = logging.getLogger("evaluate")
 
@@ -62,7 +60,7 @@ def main() -> int:
 
     galaxy10.validate(args.data)
     labels = galaxy10.read_labels(args.data)
-    sel = json.loads(args.selection.read_text())
+    sel = Selection.read(args.selection)
     every = {name: split_io.read_split(args.split, name) for name in split_io.SPLITS}
     # The maps need only a sample of train; val and test are always embedded whole.
     every["train"] = split_io.sample_rows(every["train"], cfg.map_train, base.seed)
@@ -75,7 +73,8 @@ def main() -> int:
                        desc=f"evaluate {args.variant}")
     seconds = time.perf_counter() - t0
     dim = model.feature_dim
-    write_features(args.features, {s: v[:, :dim] for s, v in both.items()}, every, labels)
+    Features.from_splits({s: v[:, :dim] for s, v in both.items()}, every,
+                         labels).write(args.features)
     n = sum(map(len, every.values()))
     log.info("%d embeddings of dim %d in %.1f s (%.0f images/s)", n, dim, seconds,
              n / max(seconds, 1e-9))
@@ -85,32 +84,23 @@ def main() -> int:
     calib = measure(Calibration.from_checkpoint(ckpt, args.checkpoint), probs,
                     {s: labels[idx] for s, idx in splits.items()})
     probs = {s: apply_temperature(p, calib["temperature"]) for s, p in probs.items()}
-    write_json(args.calibration, calib)
+    CalibrationReport(**calib).write(args.calibration)
     result = {s: score(labels[idx], probs[s]) for s, idx in splits.items()}
-    result |= {"epoch": sel["epoch"], "tta": cfg.tta}
-    train_min = float(pd.read_csv(args.history)["seconds"].sum()) / 60
-    write_json(args.metrics, headline(result) | {"epoch": sel["epoch"], "train_min": train_min})
+    result |= {"epoch": sel.epoch, "tta": cfg.tta}
+    train_min = History.read(args.history).seconds() / 60
+    VariantMetrics(**headline(result), epoch=sel.epoch, train_min=train_min).write(args.metrics)
     write_json(args.out, result)
-    write_predictions(args.predictions, {s: (idx, labels[idx], probs[s]) for s, idx in splits.items()})
+    Predictions.from_parts({s: (idx, labels[idx], probs[s])
+                            for s, idx in splits.items()}).write(args.predictions)
     pngs = []
     for name in splits:
         pngs.append(args.plots / f"{name}.png")
         plot_confusion(result[name]["confusion"], galaxy10.CLASS_NAMES, f"{args.variant} {name} "
-                       f"(epoch {sel['epoch']}{', 8-view TTA' if cfg.tta else ''})", pngs[-1])
+                       f"(epoch {sel.epoch}{', 8-view TTA' if cfg.tta else ''})", pngs[-1])
         log.info("%s %s: accuracy %.3f macro-F1 %.3f", args.variant, name,
                  result[name]["accuracy"], result[name]["macro_f1"])
     report_to_tracker(args, result, calib, [args.metrics, args.out, args.calibration, *pngs])
     return 0
-
-
-def write_features(path: Path, feats: dict, splits: dict, labels: np.ndarray) -> None:
-    """``features.npz``: rows grouped by split (train, val, test), each in its split's order."""
-    index = np.concatenate(list(splits.values()))
-    buf = io.BytesIO()
-    np.savez(buf, features=np.concatenate([feats[s] for s in splits]), index=index,
-             label=labels[index],
-             split=np.concatenate([np.full(len(v), k, dtype="<U5") for k, v in splits.items()]))
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def report_to_tracker(args, result: dict, calib: dict, files: list[Path]) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
 from pathlib import Path
 
@@ -21,6 +20,8 @@ import pandas as pd
 
 from deepgal import config, stage
 from deepgal.data import galaxy10, split as split_io
+from deepgal.handoff import (CalibrationReport, Embeddings, History, PipelineMetrics, Predictions,
+                             Selection, TrainSummary, VariantMetrics, VariantPaths)
 from deepgal.headline import pipeline_headline
 from deepgal.plots.calibration import calibration_table, plot_reliability
 from deepgal.plots.curves import plot_curves
@@ -28,10 +29,8 @@ from deepgal.plots.embeddings import METHOD_LABELS, plot_embedding_grid, plot_va
 from deepgal.plots.images import (pick_confused, plot_augmentation_preview, plot_confused_pairs,
                                   plot_sample_grid)
 from deepgal.plots.offline import write_html_template
-from deepgal.plots.predictions import confusion, read_predictions
 from deepgal.report import budget_needs, most_confused, report_row, sort_rows, write_report
 from deepgal.transforms import Augment, Preprocess, augmentation_preview
-from deepgal.utils import write_json
 
 log = logging.getLogger("plot")
 PAIRS, PER_PAIR = 4, 6  # the gallery: most confused pairs, images of each
@@ -41,8 +40,8 @@ SAMPLES_PER_CLASS = 6
 def gallery(variant: str, preds: pd.DataFrame, data: Path, png: Path) -> Path | None:
     """The val confused-pairs gallery of ``variant``; None when it made no mistake."""
     val = preds[preds["split"] == "val"]
-    pairs = [(p["true_id"], p["pred_id"]) for p in most_confused(confusion(preds, "val"),
-                                                                 k=PAIRS)]
+    cm = Predictions(preds).confusion_matrix("val")
+    pairs = [(p["true_id"], p["pred_id"]) for p in most_confused(cm, k=PAIRS)]
     if not pairs:
         return None
     picked = pick_confused(val, pairs, per_pair=PER_PAIR)
@@ -62,7 +61,7 @@ def data_pictures(data: Path, split_dir: Path, params: dict, plots: Path) -> dic
     images = galaxy10.read_images(data, pick)
     plot_sample_grid(images, labels[pick], plots / "samples.png", per_class=SAMPLES_PER_CLASS)
     stats = split_io.read_stats(split_dir)
-    pre = Preprocess(input_size=images.shape[1], mean=tuple(stats["mean"]), std=tuple(stats["std"]))
+    pre = Preprocess(input_size=images.shape[1], mean=tuple(stats.mean), std=tuple(stats.std))
     aug = Augment(**dataclasses.asdict(config.load_section("train", params).augment))
     seed = config.load_section("base", params).seed
     plot_augmentation_preview(augmentation_preview(images[0], pre, aug, seed=seed),
@@ -89,17 +88,18 @@ def main() -> int:
     rows, confusions, runs, maps, preds, histories, galleries, sections, heads, calib = (
         [], {}, {}, {}, {}, {}, {}, {}, {}, {})
     for v in variants:
-        d = args.results / v
-        preds[v] = read_predictions(d / "predictions.csv")
-        confusions[v] = confusion(preds[v], "val")
-        heads[v] = json.loads((d / "metrics.json").read_text())
-        calib[v] = json.loads((d / "calibration.json").read_text())
+        d = VariantPaths(v, results_root=args.results)
+        predictions = Predictions.read(d.predictions)
+        preds[v] = predictions.frame
+        confusions[v] = predictions.confusion_matrix("val")
+        heads[v] = VariantMetrics.read(d.metrics).to_dict()
+        calib[v] = CalibrationReport.read(d.calibration).splits()
         rows.append(report_row(v, heads[v], confusions[v]))
-        histories[v] = pd.read_csv(d / "history.csv")
-        ran = json.loads((d / "train.json").read_text())["config"]  # what train resolved
+        histories[v] = History.read(d.history).frame()
+        ran = TrainSummary.read(d.train).config  # what train resolved
         runs[v] = {"model": ran["model"], "pretrained": ran["pretrained"],
                    "input_size": ran["input_size"], "epochs": len(histories[v])}
-        maps[v] = pd.read_csv(d / "embeddings.csv")
+        maps[v] = Embeddings.read(d.embeddings).frame
         plot_embedding_grid(maps[v], f"{v}: feature maps by method and split",
                             plots / f"{v}_embeddings.png", predictions=preds[v])
         sections[v] = {f"{v}: UMAP / t-SNE / PCA of each split": f"plots/{v}_embeddings.png"}
@@ -129,7 +129,7 @@ def main() -> int:
                  gallery=galleries, sections=sections,
                  calibration=calibration_table({v: calib[v] for v in order}))
     headline = pipeline_headline(heads)
-    write_json(args.metrics, headline)
+    PipelineMetrics(headline).write(args.metrics)
     write_html_template(args.html_template)
     attach_to_mlflow(variants, args.results, plots, headline)
     log.info("wrote %s and %d pictures", args.out / "report.md", len(list(plots.glob("*.png"))))
@@ -149,8 +149,8 @@ def attach_to_mlflow(variants: list[str], results: Path, plots: Path,
 
     per_parent: dict[str, dict[str, float]] = {}
     for v in variants:
-        sink = tracking.attach(json.loads((results / v / "selection.json").read_text())
-                               .get("run_id"))
+        sink = tracking.attach(
+            Selection.read(VariantPaths(v, results_root=results).selection).run_id)
         if sink is None:
             continue
         pngs = [plots / name for name in ("curves.png", "reliability.png",

@@ -17,25 +17,22 @@ a registry alias "best" on one) would mislead, and logging each cost 4-6 s.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from deepgal import config, stage, tracking
+from deepgal.handoff import History, MlflowRun, Selection
 from deepgal.report import ALPHA, chance_p_value
 from deepgal.selection import choose
-from deepgal.utils import write_json
 
 log = logging.getLogger("select")
 EXAMPLE_IMAGES = 2  # real images stored with the MLflow model as its input example
 
 
 def read_history(path: Path) -> list[dict]:
-    with open(path, newline="") as fh:
-        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+    return list(History.read(path).rows)
 
 
 def input_example(data: Path | None, split: Path | None) -> np.ndarray | None:
@@ -89,12 +86,12 @@ def main() -> int:
     sel = choose(args.checkpoints, read_history(args.history), cfg.max_gap,
                  cfg.max_val_loss_rise)
     sel["variant"] = args.variant
-    sel["run_id"] = json.loads(args.run.read_text()).get("run_id")
+    sel["run_id"] = MlflowRun.read(args.run).run_id
     sel["chance_p_value"] = chance_test(sel["val_accuracy"], args.data, args.split)
     cal = calibrate(sel["checkpoint"], args.selected, args.data, args.split, base.device)
     sel |= {"selected": str(args.selected), "temperature": cal.temperature,
             "calibration": cal.source}
-    write_json(args.out, sel)
+    Selection(**sel).write(args.out)
     log.info("%s: epoch %d (val accuracy %.3f, gap %.3f): %s; temperature %.3f (%s)",
              args.variant, sel["epoch"], sel["val_accuracy"], sel["gap"], sel["reason"],
              cal.temperature, cal.source)

@@ -1,10 +1,21 @@
-"""deepgal.plots.predictions: the evaluate stage's per-image file round-trips, its confusion
+"""deepgal.handoff.Predictions: the evaluate stage's per-image file round-trips, its confusion
 matches one counted by hand, and a damaged file is named with what is wrong."""
 import numpy as np
 import pytest
 
-from deepgal.plots.predictions import (PREDICTION_COLUMNS, confusion, read_predictions,
-                                       write_predictions)
+from deepgal.handoff import PREDICTION_COLUMNS, Predictions
+
+
+def write_predictions(path, parts):
+    return Predictions.from_parts(parts).write(path)
+
+
+def read_predictions(path, num_classes=10):
+    return Predictions.read(path, num_classes).frame
+
+
+def confusion(df, split, num_classes):
+    return Predictions(df).confusion_matrix(split, num_classes)
 
 
 def parts():

@@ -23,7 +23,7 @@ import yaml
 from deepgal.data.galaxy10 import CLASS_NAMES
 from deepgal.handoff import Selection, VariantMetrics, VariantPaths
 from deepgal.report import report_row, sort_rows
-from deepgal.transfer import judge_rows, score_checkpoint
+from deepgal.score_on_set import judge_rows, score_checkpoint
 from deepgal.utils import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]

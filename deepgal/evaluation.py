@@ -29,7 +29,7 @@ from .handoff import (CalibrationReport, Features, History, Predictions, Selecti
                       VariantMetrics)
 from .inference import load_model
 from .inference.source import run_on_file
-from .metrics import headline, score
+from .metrics import accuracy_and_f1, score
 from .plots.confusion import plot_confusion
 from .utils import pick_device, write_json
 
@@ -112,7 +112,7 @@ def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg,
     CalibrationReport(**calib).write(paths.calibration)
     result = {s: score(labels[idx], probs[s]) for s, idx in scored.items()}
     result |= {"epoch": sel.epoch, "tta": cfg.tta}
-    VariantMetrics(**headline(result), epoch=sel.epoch,
+    VariantMetrics(**accuracy_and_f1(result), epoch=sel.epoch,
                    train_min=History.read(paths.history).seconds() / 60).write(paths.metrics)
     write_json(paths.details, result)
     Predictions.from_parts({s: (idx, labels[idx], probs[s])

@@ -22,7 +22,7 @@ from . import config
 from .data import galaxy10, split as split_io
 from .handoff import (CalibrationReport, Embeddings, History, PipelineMetrics, Predictions,
                       Selection, TrainSummary, VariantMetrics, VariantPaths)
-from .headline import pipeline_headline
+from .dvc_metrics import metrics_table
 from .plots.calibration import calibration_table, plot_reliability
 from .plots.curves import plot_curves
 from .plots.embeddings import METHOD_LABELS, plot_embedding_grid, plot_variant_maps
@@ -161,16 +161,16 @@ def make_report(variants: list[str], results_root: Path, data: Path, split: Path
                  runs={v: r.ran for v, r in results.items()}, lead=lead, gallery=galleries,
                  sections=sections,
                  calibration=calibration_table({v: results[v].calibration for v in order}))
-    headline = pipeline_headline({v: r.metrics for v, r in results.items()})
-    PipelineMetrics(headline).write(metrics)
+    table = metrics_table({v: r.metrics for v, r in results.items()})
+    PipelineMetrics(table).write(metrics)
     write_html_template(html_template)
-    attach_to_mlflow({v: r.run_id for v, r in results.items()}, plots, headline)
+    attach_to_mlflow({v: r.run_id for v, r in results.items()}, plots, table)
     log.info("wrote %s and %d pictures", out / "report.md", len(list(plots.glob("*.png"))))
-    return headline
+    return table
 
 
 def attach_to_mlflow(run_ids: Mapping[str, str | None], plots: Path,
-                     headline: Mapping[str, dict]) -> None:
+                     table: Mapping[str, dict]) -> None:
     """Log each variant's pictures to its MLflow run (``run_ids``: variant -> run), and its
     headline numbers (metrics.json) to the pipeline run it is nested under as
     ``<variant>.<metric>``, after every local output exists (attached loggers are best effort:
@@ -193,6 +193,6 @@ def attach_to_mlflow(run_ids: Mapping[str, str | None], plots: Path,
         parent = sink.parent_id()
         if parent:  # variants trained by different runs keep their numbers apart
             per_parent.setdefault(parent, {}).update(
-                {f"{v}.{k}": x for k, x in headline[v].items() if isinstance(x, (int, float))})
+                {f"{v}.{k}": x for k, x in table[v].items() if isinstance(x, (int, float))})
     for parent, numbers in per_parent.items():
         tracking.attach(parent).log_metrics(numbers)

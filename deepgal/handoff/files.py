@@ -1,7 +1,7 @@
 """The JSON files passed between stages, one record each (see :mod:`.record` for the rules).
 
 Required fields are the keys a downstream reader relies on; the rest are optional, checked
-when present. Keys are written in field order, as the stages wrote them before the records.
+when present. Keys are written in field order.
 """
 from __future__ import annotations
 

@@ -24,9 +24,9 @@ import numpy as np
 
 from .calibration import Calibration, apply_temperature, measure
 from .config import BaseCfg, EvaluateCfg
-from .data import galaxy10, split as split_io
-from .handoff import (CalibrationReport, Features, History, Predictions, Selection,
-                      VariantMetrics)
+from .data import galaxy10
+from .data import split as split_io
+from .handoff import CalibrationReport, Features, History, Predictions, Selection, VariantMetrics
 from .inference import load_model
 from .inference.source import run_on_file
 from .metrics import accuracy_and_f1, score
@@ -64,7 +64,7 @@ class Embedded:
 
     @classmethod
     def from_columns(cls, both: dict[str, np.ndarray], feature_dim: int,
-                     scored: list[str]) -> "Embedded":
+                     scored: list[str]) -> Embedded:
         """Split the ``"features+probs"`` output of :func:`deepgal.inference.run_model`
         ({split: (n, D + C)}) at column ``feature_dim``; probs only of the ``scored`` splits."""
         return cls({s: v[:, :feature_dim] for s, v in both.items()},

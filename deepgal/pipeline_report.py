@@ -13,21 +13,36 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from . import config
-from .data import galaxy10, split as split_io
-from .handoff import (CalibrationReport, Embeddings, History, PipelineMetrics, Predictions,
-                      Selection, TrainSummary, VariantMetrics, VariantPaths)
+from .data import galaxy10
+from .data import split as split_io
 from .dvc_metrics import metrics_table
+from .handoff import (
+    CalibrationReport,
+    Embeddings,
+    History,
+    PipelineMetrics,
+    Predictions,
+    Selection,
+    TrainSummary,
+    VariantMetrics,
+    VariantPaths,
+)
 from .plots.calibration import calibration_table, plot_reliability
 from .plots.curves import plot_curves
 from .plots.embeddings import METHOD_LABELS, plot_embedding_grid, plot_variant_maps
-from .plots.images import (pick_confused, plot_augmentation_preview, plot_confused_pairs,
-                           plot_sample_grid)
+from .plots.images import (
+    pick_confused,
+    plot_augmentation_preview,
+    plot_confused_pairs,
+    plot_sample_grid,
+)
 from .plots.offline import write_html_template
 from .report import most_confused, report_row, sort_rows, write_report
 from .transforms import Augment, Preprocess, augmentation_preview
@@ -55,7 +70,7 @@ class VariantResults:
     run_id: str | None
 
     @classmethod
-    def read(cls, variant: str, results_root: Path) -> "VariantResults":
+    def read(cls, variant: str, results_root: Path) -> VariantResults:
         at = VariantPaths(variant, results_root=results_root)
         predictions = Predictions.read(at.predictions)
         history = History.read(at.history).frame()

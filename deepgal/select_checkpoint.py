@@ -52,9 +52,10 @@ def input_example(data: Path | None, split: Path | None) -> np.ndarray | None:
     """A few validation images, (n, H, W, 3) uint8, or None without ``data``/``split``."""
     if data is None or split is None:
         return None
-    from .data import galaxy10, split as split_io
+    from .data import galaxy10
+    from .data import split as split_io
 
-    idx = next((i for i in (split_io.read_split(split, s) for s in ("val", "train")) if len(i)))
+    idx = next(i for i in (split_io.read_split(split, s) for s in ("val", "train")) if len(i))
     return galaxy10.read_images(data, np.sort(idx[:EXAMPLE_IMAGES]))
 
 
@@ -63,7 +64,8 @@ def chance_test(val_accuracy: float, data: Path | None, split: Path | None) -> f
     share), or None without the files or with an empty val split."""
     if data is None or split is None:
         return None
-    from .data import galaxy10, split as split_io
+    from .data import galaxy10
+    from .data import split as split_io
 
     labels = galaxy10.read_labels(data)[split_io.read_split(split, "val")]
     if not len(labels):

@@ -7,15 +7,29 @@ written here by hand, and dvc.yaml itself for a variant's paths."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 import yaml
 
-from deepgal.handoff import (CalibrationReport, Embeddings, Features, HandoffError, History,
-                             MlflowRun, PipelineMetrics, Selection, Source, SplitStats,
-                             TrainSummary, VariantMetrics, VariantPaths)
+from deepgal.handoff import (
+    CalibrationReport,
+    Embeddings,
+    Features,
+    HandoffError,
+    History,
+    MlflowRun,
+    PipelineMetrics,
+    Selection,
+    Source,
+    SplitRows,
+    SplitStats,
+    TrainSummary,
+    VariantMetrics,
+    VariantPaths,
+)
 from tests.pipeline_repo import REPO
 
 BASELINE = REPO / "results" / "smallnet"
@@ -143,3 +157,17 @@ def test_variant_paths_are_the_paths_dvc_yaml_names():
             if "${key}" in path:
                 named.add(path.replace("${key}", "V"))
     assert named == {str(p) for p in VariantPaths("V").files().values()}
+
+
+def test_split_rows_round_trip_and_reject_other_arrays(tmp_path):
+    rows = np.array([9, 2, 5], np.int64)
+    path = SplitRows(rows).write(tmp_path / "val.npy")
+    np.testing.assert_array_equal(np.load(path), rows)  # a plain .npy numpy reads itself
+    np.testing.assert_array_equal(SplitRows.read(path).rows, rows)
+    for bad in (np.array([0.5, 1.5]), np.zeros((2, 2), np.int64)):
+        np.save(tmp_path / "bad.npy", bad)
+        want = f"bad.npy: must hold (n,) integer rows, got {bad.dtype} {bad.shape}"
+        with pytest.raises(HandoffError, match=re.escape(want)):
+            SplitRows.read(tmp_path / "bad.npy")
+    with pytest.raises(HandoffError, match=r"test.npy: missing.*`dvc repro split`"):
+        SplitRows.read(tmp_path / "test.npy")

@@ -9,8 +9,16 @@ import pytest
 
 from deepgal.calibration import measure
 from deepgal.evaluation import Embedded, tracker_metrics
-from deepgal.handoff import (CalibrationReport, Embeddings, History, Predictions, Selection,
-                             TrainSummary, VariantMetrics, VariantPaths)
+from deepgal.handoff import (
+    CalibrationReport,
+    Embeddings,
+    History,
+    Predictions,
+    Selection,
+    TrainSummary,
+    VariantMetrics,
+    VariantPaths,
+)
 from deepgal.metrics import score
 from deepgal.pipeline_report import VariantResults
 

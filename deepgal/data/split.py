@@ -10,14 +10,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..errors import DeepgalError
-from ..handoff import Source, SplitStats
+from ..handoff import Source, SplitRows, SplitStats
 from . import galaxy10
 from .galaxy10 import CLASS_NAMES, IMAGES_KEY, NUM_CLASSES, READ_CHUNK, read_images
 
@@ -220,10 +219,7 @@ def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.n
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for s, idx in splits.items():
-        tmp = out_dir / f".{s}.npy.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, idx)
-        os.replace(tmp, out_dir / f"{s}.npy")
+        SplitRows(idx).write(out_dir / f"{s}.npy")
     SplitStats(mean=list(mean), std=list(std), source=dict(source),
                counts={s: {name: int((labels[idx] == c).sum())
                            for c, name in enumerate(CLASS_NAMES)} for s, idx in splits.items()},
@@ -269,10 +265,7 @@ def split_file(data: str | Path, source: Source | dict, out_dir: str | Path, fra
 
 def read_split(split_dir: str | Path, name: str) -> np.ndarray:
     """Indices (n,) int64 of split ``name`` written by :func:`write_split`."""
-    path = Path(split_dir) / f"{name}.npy"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; run `dvc repro split`")
-    return np.load(path, allow_pickle=False)
+    return SplitRows.read(Path(split_dir) / f"{name}.npy").rows
 
 
 def read_stats(split_dir: str | Path) -> SplitStats:

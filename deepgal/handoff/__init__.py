@@ -8,6 +8,7 @@ a named stage) in one :class:`HandoffError`. Writes are atomic (the old file or 
 file                          record                 written by -> read by
 ============================  =====================  =============================
 data/source.json              :class:`Source`        download -> split, train
+data/split/<split>.npy        :class:`SplitRows`     split -> train .. plot
 data/split/stats.json         :class:`SplitStats`    split -> train, plot
 models/<v>/checkpoints/run.json :class:`ResumeRun`   train -> train (resume)
 models/<v>/mlflow_run.json    :class:`MlflowRun`     train -> select, evaluate
@@ -24,15 +25,33 @@ metrics.json                  :class:`PipelineMetrics`  plot -> DVC
 
 :class:`VariantPaths` says where a variant's files are.
 """
-from .files import (CalibrationReport, MlflowRun, PipelineMetrics, ResumeRun, Selection,
-                    Source, SplitStats, TrainSummary, VariantMetrics)
+from .files import (
+                    CalibrationReport,
+                    MlflowRun,
+                    PipelineMetrics,
+                    ResumeRun,
+                    Selection,
+                    Source,
+                    SplitStats,
+                    TrainSummary,
+                    VariantMetrics,
+)
 from .paths import VariantPaths
 from .record import LAYOUT_VERSION, HandoffError, Record
-from .tables import (EMBEDDING_COLUMNS, FEATURE_KEYS, HISTORY_COLUMNS, PREDICTION_COLUMNS,
-                     Embeddings, Features, History, Predictions)
+from .tables import (
+                    EMBEDDING_COLUMNS,
+                    FEATURE_KEYS,
+                    HISTORY_COLUMNS,
+                    PREDICTION_COLUMNS,
+                    Embeddings,
+                    Features,
+                    History,
+                    Predictions,
+                    SplitRows,
+)
 
 __all__ = ["CalibrationReport", "EMBEDDING_COLUMNS", "Embeddings", "FEATURE_KEYS", "Features",
            "HISTORY_COLUMNS", "HandoffError", "History", "LAYOUT_VERSION", "MlflowRun",
            "PREDICTION_COLUMNS", "PipelineMetrics", "Predictions", "Record", "ResumeRun",
-           "Selection", "Source", "SplitStats", "TrainSummary", "VariantMetrics",
+           "Selection", "Source", "SplitRows", "SplitStats", "TrainSummary", "VariantMetrics",
            "VariantPaths"]

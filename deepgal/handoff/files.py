@@ -6,8 +6,9 @@ when present. Keys are written in field order.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from .record import HandoffError, Record, load_json
 
@@ -79,7 +80,7 @@ class TrainSummary(Record):
     machine: dict | None = None
 
     @classmethod
-    def from_dict(cls, data: Any, path: str | Path = "<dict>") -> "TrainSummary":
+    def from_dict(cls, data: Any, path: str | Path = "<dict>") -> TrainSummary:
         if not isinstance(data, dict):
             return super().from_dict(data, path)
         named = {key for _, key, _ in cls._fields()} | {"version"}
@@ -158,7 +159,7 @@ class MlflowRun(Record):
     tracking_uri: str | None = None
 
     @classmethod
-    def read_if_present(cls, path: str | Path) -> "MlflowRun | None":
+    def read_if_present(cls, path: str | Path) -> MlflowRun | None:
         return cls.read(path) if Path(path).exists() else None
 
 
@@ -208,7 +209,7 @@ class PipelineMetrics:
         return Path(path)
 
     @classmethod
-    def read(cls, path: str | Path) -> "PipelineMetrics":
+    def read(cls, path: str | Path) -> PipelineMetrics:
         data = load_json(path, "metrics.json (every variant's headline)", "plot")
         for v, row in (data.items() if isinstance(data, dict) else [("", data)]):
             if not isinstance(row, dict) or not all(isinstance(x, (int, float))

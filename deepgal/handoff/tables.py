@@ -1,5 +1,5 @@
-"""The tables passed between stages: history.csv, predictions.csv, embeddings.csv and
-features.npz, one frozen record each with ``read``/``write`` (atomic) and named errors.
+"""The tables passed between stages: a split's rows (<split>.npy), history.csv,
+predictions.csv, embeddings.csv and features.npz, one frozen record each with ``read``/``write`` (atomic) and named errors.
 
 pandas is imported inside the functions: the split and train stages import this package and
 should not pay for it.
@@ -9,8 +9,9 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -41,6 +42,30 @@ def _require(path: Path, have: list[str], needed: tuple[str, ...], kind: str, st
 
 
 @dataclasses.dataclass(frozen=True)
+class SplitRows:
+    """``data/split/<split>.npy``: the rows (n,) int64 of one split in the data file."""
+
+    rows: np.ndarray
+
+    def write(self, path: str | Path) -> Path:
+        buf = io.BytesIO()
+        np.save(buf, self.rows)
+        atomic_write_bytes(path, buf.getvalue())
+        return Path(path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> SplitRows:
+        path = Path(path)
+        if not path.exists():
+            raise _missing(path, "split", "split's row indices")
+        rows = np.load(path, allow_pickle=False)
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise HandoffError(f"{path}: must hold (n,) integer rows, got {rows.dtype} "
+                               f"{rows.shape}; re-run `dvc repro split`")
+        return cls(rows)
+
+
+@dataclasses.dataclass(frozen=True)
 class History:
     """``results/<variant>/history.csv``: one row per epoch, {column: float} (``epoch`` int);
     a cell left empty (a metric not logged that epoch) is absent from its row, not 0."""
@@ -57,7 +82,7 @@ class History:
         return Path(path)
 
     @classmethod
-    def read(cls, path: str | Path) -> "History":
+    def read(cls, path: str | Path) -> History:
         """The rows of ``path``; HandoffError naming the line and column of a cell that is not
         a number, or a file without an ``epoch`` column."""
         path = Path(path)
@@ -111,7 +136,7 @@ class Predictions:
 
     @classmethod
     def from_parts(cls, parts: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-                   ) -> "Predictions":
+                   ) -> Predictions:
         """Rows of every split in ``parts``: split -> (index (N,) int, label (N,) int, probs
         (N, K) float) in the order given; ``pred`` is the argmax of ``probs``."""
         import pandas as pd
@@ -136,7 +161,7 @@ class Predictions:
         return Path(path)
 
     @classmethod
-    def read(cls, path: str | Path, num_classes: int = 10) -> "Predictions":
+    def read(cls, path: str | Path, num_classes: int = 10) -> Predictions:
         """The file at ``path``, checked: every column present, classes in range."""
         import pandas as pd
 
@@ -173,7 +198,7 @@ class Embeddings:
         return Path(path)
 
     @classmethod
-    def read(cls, path: str | Path) -> "Embeddings":
+    def read(cls, path: str | Path) -> Embeddings:
         import pandas as pd
 
         path = Path(path)
@@ -197,7 +222,7 @@ class Features:
 
     @classmethod
     def from_splits(cls, feats: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray],
-                    labels: np.ndarray) -> "Features":
+                    labels: np.ndarray) -> Features:
         """``feats`` {split: (n, D)} and ``rows`` {split: (n,) indices}, in ``rows``' order;
         ``labels`` (all images,) int: every image's class."""
         index = np.concatenate(list(rows.values()))
@@ -215,7 +240,7 @@ class Features:
         return Path(path)
 
     @classmethod
-    def read(cls, path: str | Path) -> "Features":
+    def read(cls, path: str | Path) -> Features:
         path = Path(path)
         if not path.exists():
             raise _missing(path, "evaluate", "features.npz (the embeddings)")

@@ -3,9 +3,12 @@ only, score them on the 50 real Galaxy10 DECaLS images of ``../shared/data``.
 
 For each variant and seed: render the default synthetic set (``--per-class`` per class, default
 ``data.synthetic.per_class``, at ``--image-size``, seed 1000 + seed), keep 80% for training as
-the pipeline's split does, and train the registry's model with the pipeline's recipe read from
-``params.yaml`` (input size, crop, epochs, images per epoch, optimiser, lr x lr_scale, cosine
-schedule, label smoothing, augmentation). Then:
+the pipeline's split does, and train the registry's model from scratch with the pipeline's
+recipe: the variant's resolved config (deepgal.config.resolve_variant: input size, crop,
+epochs, images per epoch, lr x lr_scale, label smoothing, augmentation) and the optimiser and
+warm-up + decay schedule the train stage builds from it (deepgal.training.recipe: SGD with
+Nesterov momentum or AdamW, no weight decay on norms and biases). Not applied here: EMA,
+mixup and CutMix (a warning says so when the config turns them on). Then:
 
 * synthetic validation that never sees a real pixel: accuracy on 500 fresh synthetic images,
   overall and on the third with the harshest nuisances (noisiest, worst seeing, smallest);
@@ -41,6 +44,7 @@ it, ``--exclude`` the 50 shared images (their near-duplicates are skipped; deepg
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import time
@@ -51,12 +55,14 @@ import torch
 import torch.nn.functional as F
 import yaml
 
+from deepgal.config import RunCfg, resolve_variant
 from deepgal.data.galaxy10 import CLASS_NAMES, NUM_CLASSES, read_images, read_labels
 from deepgal.data.heldout import held_out_rows
 from deepgal.data.synthetic import render
 from deepgal.data.synthetic.params import draw, galaxy_params
-from deepgal.metrics import bootstrap_macro_f1
+from deepgal.metrics import binomial_se, bootstrap_macro_f1, confusion_from_labels, score
 from deepgal.models import build_model
+from deepgal.training.recipe import make_optimizer, make_schedule
 from deepgal.transforms import _LUMA, Augment, Preprocess, prepare_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,18 +94,20 @@ def resize(images: np.ndarray, size: int) -> np.ndarray:
     return x.round().clamp(0, 255).byte().permute(0, 2, 3, 1).contiguous().numpy()
 
 
-def recipe(params: dict, variant: str) -> dict:
-    """The pipeline's training recipe of ``variant`` from params.yaml (variant overrides train)."""
-    train, var = params["train"], params["variants"][variant]
-    get = lambda key: var.get(key) if var.get(key) is not None else train[key]  # noqa: E731
-    return {"model": var.get("model") or variant,
-            "input_size": var["input_size"], "crop": var.get("crop", 1.0),
-            "epochs": get("epochs"), "batch_size": get("batch_size"),
-            "optimizer": get("optimizer"), "lr": train["lr"] * (var.get("lr_scale") or 1.0),
-            "momentum": train["momentum"], "weight_decay": get("weight_decay"),
-            "label_smoothing": get("label_smoothing"), "warmup_epochs": train["warmup_epochs"],
-            "epoch_images": get("epoch_images"),
-            "augment": Augment(**train["augment"])}
+def recipe(params: dict, variant: str) -> RunCfg:
+    """What the train stage of ``variant`` runs with under ``params`` (a whole params.yaml)."""
+    return resolve_variant(params, variant)
+
+
+def optimiser_parts(model: torch.nn.Module, r: RunCfg, n_train: int):
+    """The pipeline's optimiser and per-step schedule for ``model`` under ``r``, and the
+    images per epoch (``epoch_images`` of ``n_train``, as the train stage samples them)."""
+    if r.ema or r.mixup or r.cutmix:
+        print(f"warning: {r.variant}: ema {r.ema}, mixup {r.mixup}, cutmix {r.cutmix} are not "
+              "applied by this benchmark", flush=True)
+    opt = make_optimizer(model, r)
+    n_epoch = min(n_train, r.epoch_images or n_train)
+    return opt, make_schedule(opt, r, math.ceil(n_epoch / r.batch_size)), n_epoch
 
 
 def predict(model, images: np.ndarray, pre: Preprocess) -> np.ndarray:
@@ -136,7 +144,7 @@ def rand_conv(x: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
     return F.conv2d(x, w.to(x.dtype), padding=k // 2)
 
 
-def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: int,
+def train(variant: str, r: RunCfg, images: np.ndarray, labels: np.ndarray, seed: int,
           device: str = "cpu", randconv: float = 0.0):
     """Train ``variant`` from scratch with recipe ``r`` on ``device`` (the whole training set
     sits there, augmented per batch); returns (model, Preprocess). ``randconv``: the
@@ -146,32 +154,19 @@ def train(variant: str, r: dict, images: np.ndarray, labels: np.ndarray, seed: i
     x = torch.from_numpy(images).to(device)
     y = torch.from_numpy(labels.astype(np.int64)).to(device)
     flat = torch.from_numpy(images).float().div(255).reshape(-1, 3)
-    pre = Preprocess(r["input_size"], r["crop"], tuple(flat.mean(0).tolist()),
+    pre = Preprocess(r.input_size, r.crop, tuple(flat.mean(0).tolist()),
                      tuple(flat.std(0).tolist()))
-    model = build_model(r.get("model", variant), NUM_CLASSES, r["input_size"]).to(device)
-    if r["optimizer"] == "sgd":
-        opt = torch.optim.SGD(model.parameters(), lr=r["lr"], momentum=r["momentum"],
-                              weight_decay=r["weight_decay"])
-    else:
-        opt = torch.optim.AdamW(model.parameters(), lr=r["lr"], weight_decay=r["weight_decay"])
-    n_epoch = min(len(x), r.get("epoch_images") or len(x))  # the pipeline's epoch_images
-    per_epoch = math.ceil(n_epoch / r["batch_size"])
-    total, warm = r["epochs"] * per_epoch, r["warmup_epochs"] * per_epoch
-
-    def lr_at(step: int) -> float:  # linear warm-up, then cosine, per step (as the pipeline)
-        if step < warm:
-            return (step + 1) / warm
-        return 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    for _ in range(r["epochs"]):
+    model = build_model(r.model, NUM_CLASSES, r.input_size).to(device)
+    opt, sched, n_epoch = optimiser_parts(model, r, len(x))
+    augment = Augment(**dataclasses.asdict(r.augment))
+    for _ in range(r.epochs):
         model.train()
         perm = torch.randperm(len(x), generator=gen, device=device)[:n_epoch]
-        for i in range(0, n_epoch, r["batch_size"]):
-            idx = perm[i:i + r["batch_size"]]
-            xb = prepare_batch(x[idx], pre, r["augment"], gen, channels_last=False)
+        for i in range(0, n_epoch, r.batch_size):
+            idx = perm[i:i + r.batch_size]
+            xb = prepare_batch(x[idx], pre, augment, gen, channels_last=False)
             xb = rand_conv(xb, randconv, gen)
-            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=r["label_smoothing"])
+            loss = F.cross_entropy(model(xb), y[idx], label_smoothing=r.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -190,14 +185,11 @@ def harsh_third(seed: int, n: int, size: int, labels: np.ndarray) -> np.ndarray:
 
 
 def scores(pred: np.ndarray, y: np.ndarray) -> dict:
-    """Accuracy, macro-F1 and per-class recall (10,) of predictions."""
-    recall, f1 = np.zeros(NUM_CLASSES), np.zeros(NUM_CLASSES)
-    for c in range(NUM_CLASSES):
-        tp = np.sum((pred == c) & (y == c))
-        recall[c] = tp / max(1, np.sum(y == c))
-        prec = tp / max(1, np.sum(pred == c))
-        f1[c] = 0 if tp == 0 else 2 * prec * recall[c] / (prec + recall[c])
-    return {"acc": float(np.mean(pred == y)), "f1": float(f1.mean()), "recall": recall}
+    """Accuracy, macro-F1 (over the classes present, as deepgal.metrics.score) and per-class
+    recall (10,) of predictions (N,) int against labels (N,) int."""
+    s = score(y, np.eye(NUM_CLASSES)[pred])
+    return {"acc": s["accuracy"], "f1": s["macro_f1"],
+            "recall": np.array([s["per_class"][name]["recall"] for name in CLASS_NAMES])}
 
 
 def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.ndarray]) -> None:
@@ -216,8 +208,7 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
         val_x = see(val_x)
         val_pred = predict(model, val_x, pre)
         harsh = harsh_third(5000 + seed, len(val_y), args.image_size, val_y)
-        syn = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
-        np.add.at(syn, (val_y, val_pred), 1)
+        syn = confusion_from_labels(val_y, val_pred, NUM_CLASSES)
         print(f"{variant} seed {seed}: synthetic val {np.mean(val_pred == val_y):.3f} (harsh "
               f"third {np.mean((val_pred == val_y)[harsh]):.3f}); confusion:\n{syn}", flush=True)
         foreign = {}
@@ -236,20 +227,18 @@ def run_variant(variant: str, args, params: dict, real: tuple[np.ndarray, np.nda
         s["f1_ci"] = bootstrap_macro_f1(real[1], pred, NUM_CLASSES)
         s["foreign"] = foreign
         rows.append(s)
-        conf = np.zeros((NUM_CLASSES, NUM_CLASSES), dtype=int)
-        np.add.at(conf, (real[1], pred), 1)
+        conf = confusion_from_labels(real[1], pred, NUM_CLASSES)
         print(f"{variant} seed {seed}: real acc {s['acc']:.3f} +- "
-              f"{math.sqrt(s['acc'] * (1 - s['acc']) / len(pred)):.3f} (binomial s.e.), "
+              f"{binomial_se(s['acc'], len(pred)):.3f} (binomial s.e.), "
               f"macro-F1 {s['f1']:.3f} [95% bootstrap {s['f1_ci'][0]:.3f}, {s['f1_ci'][1]:.3f}]"
               f"  ({time.time() - t0:.0f} s)\nconfusion (rows = true):\n{conf}", flush=True)
     if rows and args.json:  # one file per run, so seeds run in parallel processes combine
         args.json.write_text(json.dumps({"variant": variant, "recipe": {
-            **{k: v for k, v in r.items() if k != "augment"}, "randconv": args.randconv,
-            "grayscale": args.grayscale},
+            **r.flat(), "randconv": args.randconv, "grayscale": args.grayscale},
             "n_real": len(real[1]),
             "rows": [{**row, "recall": row["recall"].tolist()} for row in rows]}))
     if rows:
-        summarise(variant, r, rows, len(real[1]), int(np.bincount(real[1]).min()))
+        summarise(variant, r.flat(), rows, len(real[1]), int(np.bincount(real[1]).min()))
     if dev:  # synthetic-only: synthetic val and the other renderers, mean +- spread over seeds
         cells = []
         for key in dev[0]:
@@ -269,7 +258,7 @@ def summarise(variant: str, r: dict, rows: list[dict], n_real: int,
     print(f"\n{variant}: {len(rows)} seeds")
     print(f"\n| {variant} ({r['input_size']} px, crop {r['crop']}, {r['epochs']} epochs) | "
           f"{ms('syn')} | {ms('syn_harsh')} | {ms('acc')} (binomial s.e. "
-          f"{100 * math.sqrt(acc * (1 - acc) / n_real):.0f}) | "
+          f"{100 * binomial_se(acc, n_real):.0f}) | "
           f"{np.mean([row['f1'] for row in rows]):.3f} ± {np.std([row['f1'] for row in rows]):.3f} |")
     per_class = per_class or n_real // NUM_CLASSES
     print(f"per-class recall on the real images, mean ± spread over seeds (~{per_class} images "

@@ -21,8 +21,9 @@ import torch
 import yaml
 
 from deepgal.data.galaxy10 import CLASS_NAMES
+from deepgal.handoff import Selection, VariantMetrics, VariantPaths
 from deepgal.report import report_row, sort_rows
-from deepgal.transfer import judge_rows, score_checkpoint
+from deepgal.score_on_set import judge_rows, score_checkpoint
 from deepgal.utils import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,14 +35,16 @@ def selected(repo: Path, variants: list[str]) -> dict[str, dict]:
     Fails naming the missing file and what to run."""
     out = {}
     for v in variants:
-        sel, head, ev = (repo / "results" / v / "selection.json",
-                         repo / "results" / v / "metrics.json", repo / "reports" / v / "eval.json")
-        for path in (sel, head, ev):
+        at = VariantPaths(v, repo / "models", repo / "results", repo / "reports")
+        for path in (at.selection, at.metrics, at.eval_details):
             if not path.exists():
                 raise SystemExit(f"{path}: missing; run `dvc repro` first (variant {v})")
-        evaluated = json.loads(ev.read_text())
-        out[v] = {"checkpoint": repo / json.loads(sel.read_text())["checkpoint"],
-                  "row": report_row(v, json.loads(head.read_text()),
+        evaluated = json.loads(at.eval_details.read_text())
+        sel = Selection.read(at.selection)
+        if sel.checkpoint is None:
+            raise SystemExit(f"{at.selection}: names no checkpoint; run `dvc repro select@{v}`")
+        out[v] = {"checkpoint": repo / sel.checkpoint,
+                  "row": report_row(v, VariantMetrics.read(at.metrics).to_dict(),
                                     np.asarray(evaluated["val"]["confusion"]))}
     return out
 

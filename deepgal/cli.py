@@ -63,7 +63,7 @@ def cmd_evaluate(args) -> int:
     """Score a checkpoint on a labelled file, or on a held-out sample of it (``--per-class``,
     ``--half``, ``--exclude``): accuracy with its binomial standard error, macro-F1 with a
     bootstrap interval, recall per class. The judge of transfer to real images."""
-    from .transfer import judge_rows, score_checkpoint
+    from .score_on_set import judge_rows, score_checkpoint
     from .utils import pick_device
 
     # The rows first: a bad file or argument fails before a model is loaded.

@@ -13,7 +13,7 @@ import numpy as np
 from .data.galaxy10 import CLASS_NAMES
 
 
-def confusion(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+def confusion_from_labels(labels: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
     """(C, C) int64 counts: rows the true class, columns the predicted one."""
     labels, pred = np.asarray(labels, np.int64), np.asarray(pred, np.int64)
     for name, a in (("labels", labels), ("predictions", pred)):
@@ -37,7 +37,7 @@ def score(labels: np.ndarray, probs: np.ndarray,
     """
     labels = np.asarray(labels)
     pred = probs.argmax(1)
-    cm = confusion(labels, pred, len(class_names))
+    cm = confusion_from_labels(labels, pred, len(class_names))
     tp = np.diag(cm).astype(np.float64)
     support, predicted = cm.sum(1), cm.sum(0)
     p, r = _ratio(tp, predicted), _ratio(tp, support)
@@ -82,8 +82,8 @@ def bootstrap_macro_f1(labels: np.ndarray, pred: np.ndarray, n_classes: int,
     return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
 
 
-def headline(result: dict) -> dict:
-    """The few numbers of an evaluate result that DVC declares as metrics (contract 4):
-    ``{split: {"accuracy", "macro_f1"}}`` for each split present in ``result``."""
+def accuracy_and_f1(result: dict) -> dict:
+    """``{split: {"accuracy", "macro_f1"}}`` of an evaluate result (:func:`score` per split)
+    for each of val and test present in it: the scores a variant's metrics.json keeps."""
     return {s: {k: result[s][k] for k in ("accuracy", "macro_f1")}
             for s in ("val", "test") if s in result}

@@ -12,11 +12,10 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 
-import numpy as np  # noqa: E402
-
 from deepgal import config, stage  # noqa: E402
+from deepgal.handoff import Embeddings, Features  # noqa: E402
 from deepgal.reduce import reduce_features  # noqa: E402
-from deepgal.utils import atomic_write_text, write_json  # noqa: E402
+from deepgal.utils import write_json  # noqa: E402
 
 log = logging.getLogger("reduce")
 
@@ -29,9 +28,9 @@ def main() -> int:
     args = p.parse_args()
     base, cfg = config.load_section("base"), config.load_section("reduce")
 
-    with np.load(args.features, allow_pickle=False) as feats:
-        df, timings = reduce_features(feats, cfg.methods, base.seed, cfg.pca_dims)
-    atomic_write_text(args.out, df.to_csv(index=False))
+    feats = Features.read(args.features).arrays()
+    df, timings = reduce_features(feats, cfg.methods, base.seed, cfg.pca_dims)
+    Embeddings(df).write(args.out)
     write_json(args.timings, timings)
     for method, per_split in timings.items():
         log.info("%s: %s", method, ", ".join(f"{s} {t:.1f}s" for s, t in per_split.items()))

@@ -3,12 +3,12 @@ together, and the train split's channel stats."""
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
 from deepgal import config, stage
 from deepgal.data.split import SplitError, split_file
+from deepgal.handoff import Source
 
 log = logging.getLogger("split")
 
@@ -21,7 +21,7 @@ def main() -> int:
     args = p.parse_args()
     params = config.load_params()
     base, cfg = config.load_section("base", params), config.load_section("split", params)
-    done = split_file(args.data, json.loads(args.source.read_text()), args.out,
+    done = split_file(args.data, Source.read(args.source), args.out,
                       {"train": cfg.train, "val": cfg.val, "test": cfg.test}, base.seed,
                       cfg.group_arcsec)
     log.info("split %s; train mean %s std %s", {k: len(v) for k, v in done["splits"].items()},

@@ -146,7 +146,7 @@ def type_ok(value, tp) -> bool:
 def test_repo_params_are_valid():
     config.validate_all(PARAMS)
     assert config.load_section("train", PARAMS).augment.rotate is True
-    assert config.load_variant("smallnet", PARAMS).model == "smallnet"
+    assert config.load_variant(PARAMS, "smallnet").model == "smallnet"
 
 
 def test_tables_cover_every_key():
@@ -203,7 +203,7 @@ def test_unknown_section_and_variant():
     with pytest.raises(ConfigError, match=r"^trian: unknown section"):
         config.validate_all({**PARAMS, "trian": {}})
     with pytest.raises(ConfigError, match=r"^variants.vgg: no such variant; defined: smallnet"):
-        config.load_variant("vgg", PARAMS)
+        config.load_variant(PARAMS, "vgg")
     bad = patched(PARAMS, "variants.smallnet.crop", 0)
     with pytest.raises(ConfigError, match=r"^variants\.smallnet\.crop: 0.0 must be a fraction"):
         config.validate_all(bad)

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
-from deepgal.metrics import confusion, score
+from deepgal.metrics import confusion_from_labels, score
 
 CLASSES = tuple(f"c{i}" for i in range(10))
 
@@ -40,4 +40,4 @@ def test_empty_labels_give_nan_and_zero_counts():
 
 def test_out_of_range_labels_are_named():
     with pytest.raises(ValueError, match="labels must lie in 0..9; got 0..12"):
-        confusion(np.array([0, 12]), np.array([0, 1]), 10)
+        confusion_from_labels(np.array([0, 12]), np.array([0, 1]), 10)

@@ -10,7 +10,7 @@ import pytest
 from scipy.stats import binom
 from sklearn.metrics import confusion_matrix, f1_score
 
-from deepgal.metrics import binomial_se, bootstrap_macro_f1, confusion, headline, score
+from deepgal.metrics import accuracy_and_f1, binomial_se, bootstrap_macro_f1, confusion_from_labels, score
 
 
 @pytest.mark.parametrize("p, n, se", [
@@ -80,17 +80,17 @@ def test_confusion_counts_small_integer_and_float_inputs():
     labels = np.array([19, 19, 13, 0, 5], dtype=np.uint8)
     pred = np.array([19, 3, 13, 0, 5], dtype=np.uint8)
     want = confusion_matrix(labels, pred, labels=range(20))
-    np.testing.assert_array_equal(confusion(labels, pred, 20), want)
-    np.testing.assert_array_equal(confusion(labels, pred.astype(float), 20), want)
-    np.testing.assert_array_equal(confusion(labels.astype(float), pred, 20), want)
+    np.testing.assert_array_equal(confusion_from_labels(labels, pred, 20), want)
+    np.testing.assert_array_equal(confusion_from_labels(labels, pred.astype(float), 20), want)
+    np.testing.assert_array_equal(confusion_from_labels(labels.astype(float), pred, 20), want)
 
 
 def test_out_of_range_predictions_are_named():
     # A prediction equal to n_classes would otherwise land in the next row's first cell.
     with pytest.raises(ValueError, match=r"^predictions must lie in 0\.\.9; got 0\.\.10$"):
-        confusion(np.array([0, 1]), np.array([0, 10]), 10)
+        confusion_from_labels(np.array([0, 1]), np.array([0, 10]), 10)
     with pytest.raises(ValueError, match=r"^labels must lie in 0\.\.9; got -1\.\.1$"):
-        confusion(np.array([-1, 1]), np.array([0, 1]), 10)
+        confusion_from_labels(np.array([-1, 1]), np.array([0, 1]), 10)
 
 
 def test_no_labels_score_nan_without_numpy_warnings():
@@ -104,9 +104,9 @@ def test_headline_keeps_accuracy_and_macro_f1_of_val_and_test_only():
     result = {"val": {"accuracy": 0.5, "macro_f1": 0.4, "n": 10, "per_class": {}},
               "test": {"accuracy": 0.6, "macro_f1": 0.3, "n": 12},
               "train": {"accuracy": 0.9, "macro_f1": 0.9}, "epoch": 3}
-    assert headline(result) == {"val": {"accuracy": 0.5, "macro_f1": 0.4},
+    assert accuracy_and_f1(result) == {"val": {"accuracy": 0.5, "macro_f1": 0.4},
                                 "test": {"accuracy": 0.6, "macro_f1": 0.3}}
-    assert headline({"val": result["val"]}) == {"val": {"accuracy": 0.5, "macro_f1": 0.4}}
+    assert accuracy_and_f1({"val": result["val"]}) == {"val": {"accuracy": 0.5, "macro_f1": 0.4}}
 
 
 def test_bootstrap_with_rare_classes_and_small_integer_inputs():

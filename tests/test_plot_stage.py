@@ -16,7 +16,7 @@ import yaml
 
 from deepgal.calibration import measure
 from deepgal.data.split import channel_stats, stratified_split, write_split
-from deepgal.plots.predictions import write_predictions
+from deepgal.handoff import Predictions
 from tests.conftest import make_h5
 from tests.pipeline_repo import REPO, env_for, tiny_params
 
@@ -38,7 +38,7 @@ def variant_results(d: Path, split: dict[str, np.ndarray], labels: np.ndarray, r
         pred = np.where(good, labels[idx], (labels[idx] + 1) % 10)
         parts[s] = (idx, labels[idx], np.eye(10)[pred] * 0.5 + 0.05)
         scores[s] = {"accuracy": float((pred == labels[idx]).mean()), "macro_f1": 0.5}
-    write_predictions(d / "predictions.csv", parts)
+    Predictions.from_parts(parts).write(d / "predictions.csv")
     # calibration.json as the evaluate stage writes it (no calibration: temperature 1)
     (d / "calibration.json").write_text(json.dumps(measure(
         None, {s: p for s, (_, _, p) in parts.items()}, {s: y for s, (_, y, _) in parts.items()})))

@@ -1,10 +1,21 @@
-"""deepgal.plots.predictions: the evaluate stage's per-image file round-trips, its confusion
+"""deepgal.handoff.Predictions: the evaluate stage's per-image file round-trips, its confusion
 matches one counted by hand, and a damaged file is named with what is wrong."""
 import numpy as np
 import pytest
 
-from deepgal.plots.predictions import (PREDICTION_COLUMNS, confusion, read_predictions,
-                                       write_predictions)
+from deepgal.handoff import PREDICTION_COLUMNS, Predictions
+
+
+def write_predictions(path, parts):
+    return Predictions.from_parts(parts).write(path)
+
+
+def read_predictions(path, num_classes=10):
+    return Predictions.read(path, num_classes).frame
+
+
+def split_confusion(df, split, num_classes):
+    return Predictions(df).confusion_matrix(split, num_classes)
 
 
 def parts():
@@ -24,9 +35,9 @@ def test_round_trip_and_confusion_by_hand(tmp_path):
     assert df["pred"].tolist() == [0, 2, 1, 1]
     np.testing.assert_allclose(df["confidence"], [0.7, 0.6, 0.5, 0.8], atol=1e-5)
     # val: 0->0 right, 1->2 wrong, 1->1 right.
-    np.testing.assert_array_equal(confusion(df, "val", 3), [[1, 0, 0], [0, 1, 1], [0, 0, 0]])
-    np.testing.assert_array_equal(confusion(df, "test", 3), [[0, 0, 0], [0, 0, 0], [0, 1, 0]])
-    assert confusion(df, "train", 3).sum() == 0
+    np.testing.assert_array_equal(split_confusion(df, "val", 3), [[1, 0, 0], [0, 1, 1], [0, 0, 0]])
+    np.testing.assert_array_equal(split_confusion(df, "test", 3), [[0, 0, 0], [0, 0, 0], [0, 1, 0]])
+    assert split_confusion(df, "train", 3).sum() == 0
 
 
 def test_damaged_files_are_named(tmp_path):

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from deepgal.headline import pipeline_headline, variant_headline
+from deepgal.dvc_metrics import metrics_table, variant_row
 from deepgal.report import chance_p_value, learned, most_confused, report_row, render_report, \
     sort_rows
 
@@ -162,19 +162,19 @@ def test_variant_headline_rounds_and_types_what_dvc_shows():
     metrics = {"val": {"accuracy": 0.123456, "macro_f1": 0.654321},
                "test": {"accuracy": 0.98765432, "macro_f1": 0.5}, "epoch": 3.0,
                "train_min": 12.3456, "extra": 1}
-    assert json.dumps(variant_headline(metrics)) == (
+    assert json.dumps(variant_row(metrics)) == (
         '{"test_acc": 0.9877, "test_f1": 0.5, "val_acc": 0.1235, "val_f1": 0.6543, '
         '"epoch": 3, "train_min": 12.35}')
     del metrics["test"]
     metrics["val"] = {"accuracy": "0.5", "macro_f1": "0.25"}  # as text: read as numbers
-    assert json.dumps(variant_headline(metrics)) == (
+    assert json.dumps(variant_row(metrics)) == (
         '{"val_acc": 0.5, "val_f1": 0.25, "epoch": 3, "train_min": 12.35}')
 
 
 def test_pipeline_headline_keeps_the_given_variant_order():
     one = {"val": {"accuracy": 0.5, "macro_f1": 0.4}, "epoch": 1, "train_min": 0.5}
     two = {"val": {"accuracy": 0.7, "macro_f1": 0.6}, "epoch": 2, "train_min": 1.5}
-    got = pipeline_headline({"zeta": one, "alpha": two})
+    got = metrics_table({"zeta": one, "alpha": two})
     assert list(got) == ["zeta", "alpha"]
     assert got["alpha"] == {"val_acc": 0.7, "val_f1": 0.6, "epoch": 2, "train_min": 1.5}
 

@@ -16,6 +16,7 @@ from deepgal.data.galaxy10 import CLASS_NAMES, write_galaxy10
 from deepgal.data.split import stratified_split, write_split
 from deepgal.models import build_model
 from deepgal.report import ALPHA
+from deepgal.select_checkpoint import chance_test, read_history
 from deepgal.transforms import Preprocess
 from tests.pipeline_repo import REPO
 
@@ -93,7 +94,7 @@ def test_select_stage_in_process_picks_the_documented_epoch(tmp_path, monkeypatc
         "4,0.5,0.90,0.79,0.60,\n")
     (tmp_path / "run.json").write_text('{"run_id": null}')
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
-    assert stage_script.read_history(tmp_path / "history.csv")[0] == {
+    assert read_history(tmp_path / "history.csv")[0] == {
         "epoch": 1.0, "train/loss": 2.0, "train/accuracy": 0.3, "val/loss": 1.2,
         "val/accuracy": 0.3}
     monkeypatch.chdir(tmp_path)
@@ -114,14 +115,12 @@ def test_select_stage_in_process_picks_the_documented_epoch(tmp_path, monkeypatc
 def test_chance_test_is_the_binomial_tail_against_the_commonest_val_class(tmp_path):
     from scipy.stats import binom
 
-    from stages import select_checkpoint as stage_script
-
     labels = np.r_[np.zeros(30, int), np.ones(20, int), np.full(10, 2)]  # 60 images
     write_galaxy10(tmp_path / "g.h5", np.zeros((60, 4, 4, 3), np.uint8), labels)
     val = np.r_[np.arange(0, 10), np.arange(30, 50), np.arange(50, 55)]  # 10/20/5: chance 20/35
     splits = {"train": np.setdiff1d(np.arange(60), val), "val": val, "test": np.array([], int)}
     write_split(tmp_path / "split", splits, labels, [0.5] * 3, [0.25] * 3, {"source": "t"})
-    p = stage_script.chance_test(24 / 35, tmp_path / "g.h5", tmp_path / "split")
+    p = chance_test(24 / 35, tmp_path / "g.h5", tmp_path / "split")
     assert p == pytest.approx(binom.sf(23, 35, 20 / 35), rel=1e-9)
-    assert stage_script.chance_test(0.5, None, tmp_path / "split") is None
-    assert stage_script.chance_test(0.5, tmp_path / "g.h5", None) is None
+    assert chance_test(0.5, None, tmp_path / "split") is None
+    assert chance_test(0.5, tmp_path / "g.h5", None) is None

@@ -43,17 +43,17 @@ def test_stats_are_the_train_rows_only(tmp_path):
     assert {k: len(read_split(tmp_path / "split", k)) for k in FRACTIONS} == {
         "train": 60, "val": 30, "test": 10}
     mean, std = numpy_stats(images, train)
-    np.testing.assert_allclose(stats["mean"], mean, rtol=1e-12)
-    np.testing.assert_allclose(stats["std"], std, rtol=1e-12)
-    assert done["mean"] == stats["mean"] and done["std"] == stats["std"]
+    np.testing.assert_allclose(stats.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(stats.std, std, rtol=1e-12)
+    assert done["mean"] == stats.mean and done["std"] == stats.std
     # Control: over every row the figures differ by far more than the tolerance above.
     every_mean, every_std = numpy_stats(images, np.arange(len(labels)))
-    assert np.abs(np.array(stats["mean"]) - every_mean).max() > 1e-4
-    assert np.abs(np.array(stats["std"]) - every_std).max() > 1e-4
-    assert stats["source"] == {"source": "synthetic", "sha256": "ab" * 32}
-    assert stats["sizes"] == {"train": 60, "val": 30, "test": 10}
-    assert stats["counts"]["val"] == {name: 3 for name in stats["counts"]["val"]}
-    assert stats["grouping"]["coordinates"] is False and stats["grouping"]["groups"] == 100
+    assert np.abs(np.array(stats.mean) - every_mean).max() > 1e-4
+    assert np.abs(np.array(stats.std) - every_std).max() > 1e-4
+    assert stats.source == {"source": "synthetic", "sha256": "ab" * 32}
+    assert stats.sizes == {"train": 60, "val": 30, "test": 10}
+    assert stats.counts["val"] == {name: 3 for name in stats.counts["val"]}
+    assert stats.grouping["coordinates"] is False and stats.grouping["groups"] == 100
 
 
 def test_val_and_test_pixels_cannot_move_the_stats(tmp_path):
@@ -73,8 +73,8 @@ def test_val_and_test_pixels_cannot_move_the_stats(tmp_path):
         got = split_file(tmp_path / f"b{k}.h5", SOURCE, tmp_path / f"b{k}", FRACTIONS, 0, 1.0)
         for s in FRACTIONS:
             assert np.array_equal(got["splits"][s], base["splits"][s])
-        assert read_stats(tmp_path / f"b{k}")["mean"] == read_stats(tmp_path / "a")["mean"]
-        assert read_stats(tmp_path / f"b{k}")["std"] == read_stats(tmp_path / "a")["std"]
+        assert read_stats(tmp_path / f"b{k}").mean == read_stats(tmp_path / "a").mean
+        assert read_stats(tmp_path / f"b{k}").std == read_stats(tmp_path / "a").std
     changed = images.copy()
     changed[base["splits"]["train"][0], 0, 0] ^= 0x80
     write_galaxy10(tmp_path / "c.h5", changed, labels)
@@ -132,7 +132,7 @@ def test_stage_reads_its_params(tmp_path, monkeypatch, caplog, seed, val, test):
     expected = split_file("g.h5", SOURCE, tmp_path / "again", {
         "train": 1 - val - test, "val": val, "test": test}, seed, 1.0)
     assert np.array_equal(read_split(tmp_path / "out", "val"), expected["splits"]["val"])
-    assert read_stats(tmp_path / "out")["source"] == {"source": "synthetic",
+    assert read_stats(tmp_path / "out").source == {"source": "synthetic",
                                                        "sha256": "ab" * 32}
     mean = numpy_stats(images, read_split(tmp_path / "out", "train"))[0]
     assert f"'train': {sizes['train']}" in caplog.text

@@ -124,7 +124,7 @@ def test_later_stages_log_after_the_curves_and_never_fail(uri, caplog, monkeypat
 
 
 def test_file_sink_rewrites_complete_history(tmp_path):
-    files = tracking.FileSink(tmp_path / "history.csv", tmp_path / "train.json")
+    files = tracking.FileSink(tmp_path / "history.csv")
     for e in (1, 2, 2, 3):  # epoch 2 delivered twice (resume): one row
         files.log_epoch(epoch(e))
     assert list(pd.read_csv(tmp_path / "history.csv")["epoch"]) == [1, 2, 3]

@@ -13,7 +13,7 @@ from deepgal import checkpoint as ckpt_io
 from deepgal.data import galaxy10
 from deepgal.data.synthetic import render
 from deepgal.models import build_model
-from deepgal.transfer import judge_rows, score_checkpoint
+from deepgal.score_on_set import judge_rows, score_checkpoint
 from deepgal.transforms import Preprocess
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "transfer_report.py"

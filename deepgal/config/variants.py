@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any, Literal
 
-from .loader import Checked, ConfigError, from_dict, load_params, to_flat_dict
+from .loader import Checked, ConfigError, from_dict, to_flat_dict
 from .sections import OVERRIDABLE, AugmentCfg, BaseCfg, TrainCfg
 
 # One path component: variant names become models/<name>/ and results/<name>/ folders and
@@ -116,12 +116,11 @@ def _merged_train(name: str, v: VariantCfg, params: dict) -> TrainCfg:
         raise ConfigError(f"variants.{name}.{e.key}: {msg}", f"variants.{name}.{e.key}") from None
 
 
-def load_variant(name: str, params: dict | None = None,
-                 path: str = "params.yaml") -> VariantCfg:
-    """The validated settings of variant ``name`` under ``variants:``, every field filled in:
-    inherited keys take ``train``'s values, ``model`` the name, ``lr_scale`` 1 when absent.
-    Overrides are checked with ``train``'s bounds. :func:`resolve_variant` gives the full run."""
-    params = load_params(path) if params is None else params
+def load_variant(params: dict, name: str) -> VariantCfg:
+    """The validated settings of variant ``name`` under ``params``' ``variants:``, every field
+    filled in: inherited keys take ``train``'s values, ``model`` the name, ``lr_scale`` 1 when
+    absent. Overrides are checked with ``train``'s bounds. :func:`resolve_variant` (same
+    argument order) gives the full run."""
     variants = _variants(params)
     check_variant_name(name)
     if name not in variants:
@@ -136,7 +135,7 @@ def load_variant(name: str, params: dict | None = None,
 
 def resolve_variant(params: dict, name: str) -> RunCfg:
     """The effective settings of variant ``name``: ``base`` + ``train`` + its overrides."""
-    v = load_variant(name, params)
+    v = load_variant(params, name)
     base = from_dict(BaseCfg, params.get("base"), "base")
     train = _merged_train(name, v, params)
     scale = v.lr_scale

@@ -2,7 +2,7 @@
 that duplicates one of another file's (the 50 shared real images everyone has looked at).
 
 Why: a renderer or recipe judged on the images it was tuned against looks better than it is
-(issue 11: 44 % on the 50 shared images, 33 % on 60 unseen ones), and 50 images give a
+(one renderer: 44 % on the 50 shared images, 33 % on 60 unseen ones), and 50 images give a
 binomial error of ±7 points. The full real file holds 17,736 images: a stratified sample of
 it, minus the ones already looked at, is a judge nobody tuned on, and at 100 per class its
 error is ±1.5 points.

@@ -8,16 +8,15 @@ close on the sky form one group (:func:`sky_groups`) and a group never straddles
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from ..errors import DeepgalError
+from ..handoff import Source, SplitRows, SplitStats
 from . import galaxy10
 from .galaxy10 import CLASS_NAMES, IMAGES_KEY, NUM_CLASSES, READ_CHUNK, read_images
 
@@ -220,20 +219,12 @@ def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.n
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for s, idx in splits.items():
-        tmp = out_dir / f".{s}.npy.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, idx)
-        os.replace(tmp, out_dir / f"{s}.npy")
-    stats = {
-        "mean": mean, "std": std, "source": source,
-        "counts": {s: {name: int((labels[idx] == c).sum()) for c, name in enumerate(CLASS_NAMES)}
-                   for s, idx in splits.items()},
-        "sizes": {s: int(len(idx)) for s, idx in splits.items()},
-        "grouping": grouping,
-    }
-    tmp = out_dir / ".stats.json.tmp"
-    tmp.write_text(json.dumps(stats, indent=2) + "\n")
-    os.replace(tmp, out_dir / "stats.json")
+        SplitRows(idx).write(out_dir / f"{s}.npy")
+    SplitStats(mean=list(mean), std=list(std), source=dict(source),
+               counts={s: {name: int((labels[idx] == c).sum())
+                           for c, name in enumerate(CLASS_NAMES)} for s, idx in splits.items()},
+               sizes={s: int(len(idx)) for s, idx in splits.items()},
+               grouping=grouping).write(out_dir / "stats.json")
 
 
 def _log_grouping(data: str | Path, g: dict) -> None:
@@ -247,15 +238,16 @@ def _log_grouping(data: str | Path, g: dict) -> None:
                  g["merged_groups"], g["mixed_label_groups"])
 
 
-def split_file(data: str | Path, source: dict, out_dir: str | Path, fractions: dict[str, float],
+def split_file(data: str | Path, source: Source | dict, out_dir: str | Path, fractions: dict[str, float],
                seed: int, arcsec: float) -> dict:
     """The split stage's work: validate the Galaxy10 file ``data``, group its rows on the sky
     (or, without ra/dec, rows with identical pixels: :func:`group_rows`), split them (:func:`stratified_split`), count the channel statistics
     of the **train** rows only (:func:`channel_stats`) and write it all (:func:`write_split`).
 
-    ``source``: the download's ``source.json`` (its ``source`` and ``sha256`` are kept).
+    ``source``: the download's ``source.json`` record (its ``source`` and ``sha256`` are kept).
     Returns {"splits": {split: indices}, "mean": [3], "std": [3], "grouping": summary}.
     """
+    source = Source.coerce(source)
     galaxy10.validate(data)
     labels = galaxy10.read_labels(data)
     coords = galaxy10.read_coordinates(data)
@@ -266,24 +258,19 @@ def split_file(data: str | Path, source: dict, out_dir: str | Path, fractions: d
     splits = stratified_split(labels, fractions, seed, groups)
     mean, std = channel_stats(data, splits["train"])
     write_split(out_dir, splits, labels, mean, std,
-                source={"source": source["source"], "sha256": source["sha256"]},
+                source={"source": source.source, "sha256": source.sha256},
                 grouping=grouping)
     return {"splits": splits, "mean": mean, "std": std, "grouping": grouping}
 
 
 def read_split(split_dir: str | Path, name: str) -> np.ndarray:
     """Indices (n,) int64 of split ``name`` written by :func:`write_split`."""
-    path = Path(split_dir) / f"{name}.npy"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; run `dvc repro split`")
-    return np.load(path, allow_pickle=False)
+    return SplitRows.read(Path(split_dir) / f"{name}.npy").rows
 
 
-def read_stats(split_dir: str | Path) -> dict:
-    path = Path(split_dir) / "stats.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing; run `dvc repro split`")
-    return json.loads(path.read_text())
+def read_stats(split_dir: str | Path) -> SplitStats:
+    """The ``stats.json`` of the split folder ``split_dir`` (HandoffError when missing/wrong)."""
+    return SplitStats.read(Path(split_dir) / "stats.json")
 
 
 def sample_rows(rows: np.ndarray, n: int | None, seed: int) -> np.ndarray:

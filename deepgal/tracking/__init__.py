@@ -1,6 +1,6 @@
 """Tracking sinks. The training loop makes one metrics dict per epoch; sinks deliver it.
 
-- :class:`FileSink` (``files``) writes ``history.csv`` (DVC plots) and the metrics JSON.
+- :class:`FileSink` (``files``) writes ``history.csv`` (DVC plots).
 - :class:`MlflowSink` (``sink``) sends the same dict to the variant's MLflow run, nested under
   one parent run per pipeline run (``parent``), buffering epochs while the tracker is away
   (``buffer``), with the data as dataset inputs (``dataset``) and system metrics (``system``).

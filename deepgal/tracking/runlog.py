@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from ..handoff import MlflowRun
 from ..utils import redact
 from .env import TrackingError, mlflow_enabled, default_tracking_uri
 from .store import Store
@@ -102,7 +103,5 @@ def attach(run_id: str | None) -> RunLogger | None:
 
 def open_run(run_file: str | Path) -> RunLogger | None:
     """Re-open the run of a trained variant (``mlflow_run.json``) for later stages."""
-    path = Path(run_file)
-    if not path.exists():
-        return None
-    return attach(json.loads(path.read_text()).get("run_id"))
+    run = MlflowRun.read_if_present(run_file)
+    return attach(run.run_id) if run else None

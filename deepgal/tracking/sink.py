@@ -107,7 +107,7 @@ class MlflowSink(RunLogger):
     def pending(self) -> list[dict]:
         return self.buffer.pending
 
-    def log_dataset(self, source: dict, split_sizes: dict[str, int]) -> None:
+    def log_dataset(self, source, split_sizes: dict[str, int]) -> None:
         """The data as dataset inputs of the run, one per split (see :mod:`.dataset`)."""
         from .dataset import dataset_inputs
 

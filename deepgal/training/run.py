@@ -15,7 +15,6 @@ one record of what it really runs with) and the stage's paths, and:
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -29,9 +28,10 @@ from .. import distributed, tracking
 from ..config import RunCfg
 from ..data import galaxy10
 from ..data import split as split_io
+from ..handoff import MlflowRun, ResumeRun, Source, SplitStats, TrainSummary
 from ..models import build_model
 from ..transforms import Preprocess, presize, zoom_bound
-from ..utils import machine, machine_label, pick_device, seed_everything, write_json
+from ..utils import machine, machine_label, pick_device, seed_everything
 from . import unfinished
 from .epoch import RunSpec, Split, TrainingDiverged
 from .loop import TrainingInterrupted, fit, place_split
@@ -72,42 +72,42 @@ def load_split(data: Path, split_dir: Path, name: str, pre: Preprocess | None = 
     return Split(images, labels)
 
 
-def run_config(run: RunCfg, pre: Preprocess, source: dict, stats: dict) -> dict[str, Any]:
+def run_config(run: RunCfg, pre: Preprocess, source: Source, stats: SplitStats) -> dict[str, Any]:
     """What a checkpoint records and a resume must match (the device may differ)."""
     resolved = {k: v for k, v in dataclasses.asdict(run).items() if k != "device"}
     return {"run": resolved, "preprocess": pre.to_dict(),
-            "data": {"sha256": source["sha256"], "split_sizes": stats["sizes"]}}
+            "data": {"sha256": source.sha256, "split_sizes": stats.sizes}}
 
 
-def _open_mlflow(run: RunCfg, source: dict, stats: dict, fp: str, run_file: Path,
+def _open_mlflow(run: RunCfg, source: Source, stats: SplitStats, fp: str, run_file: Path,
                  device: torch.device) -> tracking.MlflowSink | None:
     """The variant's MLflow run; an interrupted run of the same config is reopened."""
     if not tracking.mlflow_enabled():
         return None
-    prev = json.loads(run_file.read_text()) if run_file.exists() else {}
+    prev = ResumeRun.read(run_file) if run_file.exists() else None
     tags = {"deepgal.variant": run.variant, "deepgal.model": run.model,
             "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
-            "git.commit": tracking.git_commit(), "data.source": source["source"],
-            "data.sha256": source["sha256"], "deepgal.fingerprint": fp,
+            "git.commit": tracking.git_commit(), "data.source": source.source,
+            "data.sha256": source.sha256, "deepgal.fingerprint": fp,
             # Runs repeat bit for bit only on the same kind of CPU (or GPU): say which one.
             "deepgal.machine": machine_label(machine(device))}
     mlf = tracking.MlflowSink(tracking.default_tracking_uri(), run.variant, tags, run.flat(),
-                              run_id=prev.get("run_id") if prev.get("fingerprint") == fp
-                              else None)
-    mlf.log_dataset(source, stats["sizes"])
-    write_json(run_file, {"run_id": mlf.run_id, "fingerprint": fp})
+                              run_id=prev.run_id if prev and prev.fingerprint == fp else None)
+    mlf.log_dataset(source, stats.sizes)
+    ResumeRun(run_id=mlf.run_id, fingerprint=fp).write(run_file)
     return mlf
 
 
 def summarise(history: list[dict], run: RunCfg, undelivered: int,
-              device: torch.device | None = None) -> dict[str, Any]:
+              device: torch.device | None = None) -> TrainSummary:
     """``train.json``: the last epoch's metrics, the best epoch, time, the config run and the
     machine it ran on (:func:`deepgal.utils.machine`)."""
     best = max(history, key=lambda m: m["val/accuracy"])
-    return {**history[-1], "best/val_accuracy": best["val/accuracy"],
-            "best/epoch": best["epoch"], "train_seconds": sum(m["seconds"] for m in history),
-            "epochs": len(history), "tracking/undelivered_epochs": undelivered,
-            "config": run.flat(), "machine": machine(device)}
+    return TrainSummary(last_epoch=dict(history[-1]), best_val_accuracy=best["val/accuracy"],
+                        best_epoch=best["epoch"],
+                        train_seconds=sum(m["seconds"] for m in history),
+                        epochs=len(history), undelivered_epochs=undelivered,
+                        config=run.flat(), machine=machine(device))
 
 
 def train_variant(run: RunCfg, paths: TrainPaths) -> dict[str, Any] | None:
@@ -118,7 +118,7 @@ def train_variant(run: RunCfg, paths: TrainPaths) -> dict[str, Any] | None:
     """
     galaxy10.validate(paths.data)
     stats = split_io.read_stats(paths.split)
-    source = json.loads(paths.source.read_text())
+    source = Source.read(paths.source)
     seed_everything(run.seed, run.deterministic)
     dist, device = distributed.init(pick_device(run.device))
     try:
@@ -127,10 +127,10 @@ def train_variant(run: RunCfg, paths: TrainPaths) -> dict[str, Any] | None:
         distributed.shutdown()
 
 
-def _train(run: RunCfg, paths: TrainPaths, stats: dict, source: dict,
+def _train(run: RunCfg, paths: TrainPaths, stats: SplitStats, source: Source,
            dist: distributed.Dist, device: torch.device) -> dict[str, Any] | None:
-    pre = Preprocess(input_size=run.input_size, crop=run.crop, mean=tuple(stats["mean"]),
-                     std=tuple(stats["std"]))
+    pre = Preprocess(input_size=run.input_size, crop=run.crop, mean=tuple(stats.mean),
+                     std=tuple(stats.std))
     config = run_config(run, pre, source, stats)
     fp = ckpt_io.fingerprint(config)
     model = build_model(run.model, galaxy10.NUM_CLASSES, run.input_size, run.pretrained)
@@ -140,7 +140,7 @@ def _train(run: RunCfg, paths: TrainPaths, stats: dict, source: dict,
     # run.json persists with the checkpoints, so a resume reuses the MLflow run
     mlf = (_open_mlflow(run, source, stats, fp, ckpt_dir / "run.json", device)
            if dist.main else None)
-    files = tracking.FileSink(paths.results / "history.csv", paths.results / "train.json")
+    files = tracking.FileSink(paths.results / "history.csv")
     sinks = [files] + ([mlf] if mlf else [])
     spec = RunSpec(cfg=run, preprocess=pre, ckpt_dir=ckpt_dir, fingerprint=fp,
                    meta={"variant": run.variant, "model_name": run.model, "config": config,
@@ -178,10 +178,9 @@ def _train(run: RunCfg, paths: TrainPaths, stats: dict, source: dict,
         if missing_epochs:
             log.warning("MLflow never received epochs %s; history.csv has them all",
                         missing_epochs)
-    metrics = summarise(history, run, len(missing_epochs), device)
-    files.write_metrics(metrics)
-    write_json(paths.out / "mlflow_run.json",
-               {"run_id": mlf.run_id if mlf else None, "run_name": run.variant,
-                "tracking_uri": tracking.redact(tracking.default_tracking_uri()) if mlf
-                else None})
-    return metrics
+    summary = summarise(history, run, len(missing_epochs), device)
+    summary.write(paths.results / "train.json")
+    MlflowRun(run_id=mlf.run_id if mlf else None, run_name=run.variant,
+              tracking_uri=tracking.redact(tracking.default_tracking_uri()) if mlf
+              else None).write(paths.out / "mlflow_run.json")
+    return summary.to_dict()

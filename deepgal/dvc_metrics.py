@@ -1,4 +1,4 @@
-"""The pipeline's headline numbers: one small file that `dvc exp show` reads for every variant.
+"""The numbers `dvc exp show` shows: one small metrics.json with a row per variant.
 
 DVC prefixes each metric column with its file name when there are several metric files
 (``results/convnext_tiny/metrics.json:test.accuracy``), which no terminal can fit for five
@@ -12,7 +12,7 @@ from typing import Mapping
 DIGITS = 4  # enough to rank variants; short enough to keep `dvc exp show` narrow
 
 
-def variant_headline(metrics: Mapping) -> dict:
+def variant_row(metrics: Mapping) -> dict:
     """One variant's evaluate ``metrics.json`` -> ``{test_acc, test_f1, val_acc, val_f1, epoch,
     train_min}`` (test keys absent when there is no test split)."""
     out = {}
@@ -25,6 +25,6 @@ def variant_headline(metrics: Mapping) -> dict:
     return out
 
 
-def pipeline_headline(per_variant: Mapping[str, Mapping]) -> dict:
-    """``{variant: variant_headline(...)}`` in the order the variants are given."""
-    return {v: variant_headline(m) for v, m in per_variant.items()}
+def metrics_table(per_variant: Mapping[str, Mapping]) -> dict:
+    """``{variant: variant_row(...)}`` in the order the variants are given: metrics.json."""
+    return {v: variant_row(m) for v, m in per_variant.items()}

@@ -1,0 +1,249 @@
+"""The tables passed between stages: a split's rows (<split>.npy), history.csv,
+predictions.csv, embeddings.csv and features.npz, one frozen record each with ``read``/``write`` (atomic) and named errors.
+
+pandas is imported inside the functions: the split and train stages import this package and
+should not pay for it.
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..utils import atomic_write_bytes, atomic_write_text
+from .record import HandoffError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+HISTORY_COLUMNS = ("epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",
+                   "images_per_s", "seconds")
+PREDICTION_COLUMNS = ("split", "index", "label", "pred", "confidence")
+EMBEDDING_COLUMNS = ("index", "label", "split", "method", "x", "y")
+FEATURE_KEYS = ("features", "index", "label", "split")
+
+
+def _missing(path: Path, stage: str, what: str) -> HandoffError:
+    return HandoffError(f"{path}: missing; the {what} is written by the {stage} stage: run "
+                        f"`dvc repro {stage}`")
+
+
+def _require(path: Path, have: list[str], needed: tuple[str, ...], kind: str, stage: str) -> None:
+    """HandoffError naming what of ``needed`` the file at ``path`` lacks, if anything."""
+    missing = [c for c in needed if c not in have]
+    if missing:
+        raise HandoffError(f"{path} lacks {kind} {missing}; got {have} (the {stage} stage writes "
+                           f"them; re-run it: `dvc repro {stage}`)")
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitRows:
+    """``data/split/<split>.npy``: the rows (n,) int64 of one split in the data file."""
+
+    rows: np.ndarray
+
+    def write(self, path: str | Path) -> Path:
+        buf = io.BytesIO()
+        np.save(buf, self.rows)
+        atomic_write_bytes(path, buf.getvalue())
+        return Path(path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> SplitRows:
+        path = Path(path)
+        if not path.exists():
+            raise _missing(path, "split", "split's row indices")
+        rows = np.load(path, allow_pickle=False)
+        if rows.ndim != 1 or rows.dtype.kind not in "iu":
+            raise HandoffError(f"{path}: must hold (n,) integer rows, got {rows.dtype} "
+                               f"{rows.shape}; re-run `dvc repro split`")
+        return cls(rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    """``results/<variant>/history.csv``: one row per epoch, {column: float} (``epoch`` int);
+    a cell left empty (a metric not logged that epoch) is absent from its row, not 0."""
+
+    rows: tuple[dict[str, float], ...]
+
+    def write(self, path: str | Path) -> Path:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore",
+                                lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(path, buf.getvalue())
+        return Path(path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> History:
+        """The rows of ``path``; HandoffError naming the line and column of a cell that is not
+        a number, or a file without an ``epoch`` column."""
+        path = Path(path)
+        if not path.exists():
+            raise _missing(path, "train", "history.csv (per-epoch metrics)")
+        rows = []
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if "epoch" not in (reader.fieldnames or ()):
+                raise HandoffError(f"{path}: no 'epoch' column (columns {reader.fieldnames}); "
+                                   "re-run `dvc repro train` to rewrite it")
+            for line, row in enumerate(reader, start=2):
+                try:
+                    parsed = {k: float(v) for k, v in row.items() if v not in ("", None)}
+                    parsed["epoch"] = int(parsed["epoch"])  # KeyError: a row without one
+                    rows.append(parsed)
+                except (ValueError, KeyError):
+                    bad = next((k for k, v in row.items() if v and not _is_number(v)), "epoch")
+                    raise HandoffError(f"{path}: line {line}, column '{bad}': {row[bad]!r} is "
+                                       "not a number; re-run `dvc repro train`") from None
+        return cls(tuple(rows))
+
+    def frame(self):
+        """The rows as a DataFrame, ``epoch`` as int64."""
+        import pandas as pd
+
+        df = pd.DataFrame(list(self.rows))
+        return df.astype({"epoch": "int64"}) if len(df) else df
+
+    def seconds(self) -> float:
+        """Training time of all epochs, from the ``seconds`` column."""
+        return float(sum(r.get("seconds", 0.0) for r in self.rows))
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclasses.dataclass(frozen=True)
+class Predictions:
+    """``results/<variant>/predictions.csv``: one row per val/test image. ``frame`` columns:
+    ``split`` (str), ``index`` (int, the image's row in the data file), ``label`` (int, true
+    class), ``pred`` (int, predicted class), ``confidence`` (float, the predicted class's
+    probability). The report's confusion, chance test and gallery all come from this file."""
+
+    frame: pd.DataFrame
+
+    @classmethod
+    def from_parts(cls, parts: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+                   ) -> Predictions:
+        """Rows of every split in ``parts``: split -> (index (N,) int, label (N,) int, probs
+        (N, K) float) in the order given; ``pred`` is the argmax of ``probs``."""
+        import pandas as pd
+
+        frames = []
+        for split, (index, label, probs) in parts.items():
+            probs = np.asarray(probs)
+            index, label = np.asarray(index, dtype=np.int64), np.asarray(label, dtype=np.int64)
+            if probs.ndim != 2 or not len(index) == len(label) == len(probs):
+                raise ValueError(f"predictions of {split}: need index (N,), label (N,), probs "
+                                 f"(N, K); got {index.shape}, {label.shape}, {probs.shape}")
+            pred = probs.argmax(axis=1)
+            frames.append(pd.DataFrame({"split": split, "index": index, "label": label,
+                                        "pred": pred,
+                                        "confidence": probs[np.arange(len(pred)), pred]}))
+        if not frames:
+            return cls(pd.DataFrame({c: [] for c in PREDICTION_COLUMNS}))
+        return cls(pd.concat(frames, ignore_index=True))
+
+    def write(self, path: str | Path) -> Path:
+        atomic_write_text(path, self.frame.to_csv(index=False, float_format="%.5f"))
+        return Path(path)
+
+    @classmethod
+    def read(cls, path: str | Path, num_classes: int = 10) -> Predictions:
+        """The file at ``path``, checked: every column present, classes in range."""
+        import pandas as pd
+
+        path = Path(path)
+        if not path.exists():
+            raise _missing(path, "evaluate", "predictions.csv (one row per image)")
+        df = pd.read_csv(path, dtype={"split": str})
+        _require(path, list(df.columns), PREDICTION_COLUMNS, "columns", "evaluate")
+        for col in ("label", "pred"):
+            bad = df[(df[col] < 0) | (df[col] >= num_classes)]
+            if not bad.empty:
+                raise HandoffError(f"{path}: {col} {int(bad[col].iloc[0])} (line "
+                                   f"{bad.index[0] + 2}) is not a class 0..{num_classes - 1}")
+        return cls(df)
+
+    def confusion_matrix(self, split: str, num_classes: int = 10) -> np.ndarray:
+        """(K, K) int64 counts of ``split``'s rows: rows true class, columns predicted."""
+        part = self.frame[self.frame["split"] == split]
+        cm = np.zeros((num_classes, num_classes), dtype=np.int64)
+        np.add.at(cm, (part["label"].to_numpy(np.int64), part["pred"].to_numpy(np.int64)), 1)
+        return cm
+
+
+@dataclasses.dataclass(frozen=True)
+class Embeddings:
+    """``results/<variant>/embeddings.csv``: 2-D coordinates, one row per image and method:
+    ``index``, ``label``, ``split``, ``method``, ``x``, ``y`` (train fits each map, val and
+    test are placed on it)."""
+
+    frame: pd.DataFrame
+
+    def write(self, path: str | Path) -> Path:
+        atomic_write_text(path, self.frame.to_csv(index=False))
+        return Path(path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Embeddings:
+        import pandas as pd
+
+        path = Path(path)
+        if not path.exists():
+            raise _missing(path, "reduce", "embeddings.csv (the 2-D maps)")
+        df = pd.read_csv(path)
+        _require(path, list(df.columns), EMBEDDING_COLUMNS, "columns", "reduce")
+        return cls(df)
+
+
+@dataclasses.dataclass(frozen=True)
+class Features:
+    """``models/<variant>/features.npz``: penultimate embeddings, rows grouped by split.
+    ``features`` (N, D) float32, ``index`` (N,) int64 (row in the data file), ``label`` (N,)
+    int64, ``split`` (N,) str."""
+
+    features: np.ndarray
+    index: np.ndarray
+    label: np.ndarray
+    split: np.ndarray
+
+    @classmethod
+    def from_splits(cls, feats: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray],
+                    labels: np.ndarray) -> Features:
+        """``feats`` {split: (n, D)} and ``rows`` {split: (n,) indices}, in ``rows``' order;
+        ``labels`` (all images,) int: every image's class."""
+        index = np.concatenate(list(rows.values()))
+        return cls(np.concatenate([feats[s] for s in rows]), index, labels[index],
+                   np.concatenate([np.full(len(v), k, dtype="<U5") for k, v in rows.items()]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """{key: array}, what :func:`deepgal.reduce.reduce_features` takes."""
+        return {k: getattr(self, k) for k in FEATURE_KEYS}
+
+    def write(self, path: str | Path) -> Path:
+        buf = io.BytesIO()
+        np.savez(buf, **self.arrays())
+        atomic_write_bytes(path, buf.getvalue())
+        return Path(path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Features:
+        path = Path(path)
+        if not path.exists():
+            raise _missing(path, "evaluate", "features.npz (the embeddings)")
+        with np.load(path, allow_pickle=False) as npz:
+            _require(path, npz.files, FEATURE_KEYS, "arrays", "evaluate")
+            return cls(*(npz[k] for k in FEATURE_KEYS))

@@ -24,10 +24,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..errors import DeepgalError
 from ..models import Net
 from ..transforms import Preprocess, prepare_batch
 
 MIN_SIDE = 4
+
+
+class MissingExtraError(DeepgalError, ImportError):
+    """Captum is not installed; the message says how to install it."""
+
+
 # Deepest first. smallnet/customnet: the ReLU after each convolution (the rectified maps
 # Grad-CAM is defined on); torchvision's ResNets: the residual stages (each ends in a ReLU);
 # ConvNeXt: its four stages.
@@ -79,7 +86,11 @@ def grad_cam(model: Net, images: np.ndarray, pre: Preprocess, device: torch.devi
     ``model`` is not changed (the maps are computed on a copy without in-place ReLUs, whose
     overwriting would corrupt the gradients Captum reads at the layer).
     """
-    from captum.attr import LayerAttribution, LayerGradCam
+    try:
+        from captum.attr import LayerAttribution, LayerGradCam
+    except ImportError as e:
+        raise MissingExtraError("Grad-CAM maps need Captum: pip install 'deepgal[explore]' "
+                          "(or pip install captum)") from e
 
     net = copy.deepcopy(model).to(device).eval().float()
     for m in net.modules():

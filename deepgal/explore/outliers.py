@@ -41,15 +41,7 @@ def knn_outlier_scores(embedding: np.ndarray, reference: np.ndarray | None = Non
                            n_queries=len(embedding))
     if not self_ref:
         return index.search(embedding, k)[0].mean(1)
-    dist, idx = index.search(embedding, k + 1)
-    return _drop_self(dist, idx).mean(1)
-
-
-def _drop_self(dist: np.ndarray, idx: np.ndarray) -> np.ndarray:
-    """(N, k + 1) distances of a set searched against itself -> (N, k) without each row's own
-    entry. An exact duplicate ties with the row itself and may come first, so the row's own
-    index is removed wherever it sits (the last column when the search did not return it)."""
-    own = idx == np.arange(len(idx))[:, None]
-    missing = ~own.any(1)
-    own[missing, -1] = True
-    return dist[~own].reshape(len(dist), -1)
+    # Each row is at distance 0 from itself, the least there is, so the nearest entry returned
+    # is the row itself or an exact duplicate at the same 0 (an all-zero vector is at 1 from
+    # everything, itself included): dropping the first column drops its own distance either way.
+    return index.search(embedding, k + 1)[0][:, 1:].mean(1)

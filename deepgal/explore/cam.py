@@ -49,16 +49,19 @@ TARGET_LAYERS: dict[str, tuple[str, ...]] = {
 
 
 def output_sides(model: nn.Module, names: tuple[str, ...], input_size: int) -> dict[str, int]:
-    """The spatial side of each named module's output for one (1, 3, S, S) input."""
+    """The spatial side of each named module's output for one (1, 3, S, S) input (run in eval
+    mode, so batch-norm statistics stay as they are; the model's mode is restored)."""
     sides: dict[str, int] = {}
     modules = dict(model.named_modules())
     hooks = [modules[n].register_forward_hook(
         lambda _m, _i, out, n=n: sides.__setitem__(n, int(out.shape[-1]))) for n in names]
+    was_training = model.training
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, input_size, input_size,
-                              device=next(model.parameters()).device))
+            model.eval()(torch.zeros(1, 3, input_size, input_size,
+                                     device=next(model.parameters()).device))
     finally:
+        model.train(was_training)
         for h in hooks:
             h.remove()
     return sides

@@ -160,3 +160,55 @@ def test_explain_predictions_are_run_models(ckpt, tmp_path):
     assert df["predicted"].tolist() == probs.argmax(1).tolist()
     np.testing.assert_allclose(df["probability"], probs.max(1), atol=1e-5)
     assert df["layer"].unique().tolist() == ["body.4"]
+
+
+@pytest.fixture(scope="module")
+def small_file(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("bad")
+    (folder / "not_a_checkpoint.pt").write_text("hello\n")
+    (folder / "not_an_image.png").write_bytes(b"\x89PNG but not really")
+    return labelled_file(folder / "g.h5", smooth_galaxies(30, seed=10))
+
+
+BAD = {  # what is wrong: (arguments, what the one error line must say)
+    "row out of range": (["similar", "--query", "30"], "--query 30: {data} has 30 images, rows 0 to 29"),
+    "negative row": (["explain", "--rows", "0", "-1"], "--rows -1: {data} has 30 images"),
+    "explain row out of range": (["explain", "--rows", "3", "99"], "--rows 99: {data} has 30"),
+    "not an image": (["similar", "--query", "{dir}/not_an_image.png"],
+                     "{dir}/not_an_image.png: not a readable JPEG/PNG image"),
+    "no such image": (["similar", "--query", "{dir}/missing.png"],
+                      "--query {dir}/missing.png: neither a row number of {data} nor an "
+                      "existing JPEG/PNG file"),
+    "k beyond the file": (["similar", "--query", "2", "-k", "30"],
+                          "-k 30: {data} has 29 images to search besides the query"),
+    "outliers beyond the file": (["similar", "--outliers", "31"], "--outliers 31: {data} has 30"),
+    "not a checkpoint": (["similar", "--query", "2", "--checkpoint",
+                          "{dir}/not_a_checkpoint.pt"], "{dir}/not_a_checkpoint.pt: unreadable"),
+    "explain, not a checkpoint": (["explain", "--rows", "1", "--checkpoint",
+                                   "{dir}/not_a_checkpoint.pt"], "{dir}/not_a_checkpoint.pt"),
+    "no checkpoint": (["similar", "--outliers", "3", "--checkpoint", "{dir}/none.pt"],
+                      "{dir}/none.pt: no such checkpoint"),
+    "no data": (["similar", "--outliers", "3", "--data", "{dir}/none.h5"],
+                "{dir}/none.h5: no such file or folder"),
+}
+
+
+@pytest.mark.parametrize("case", BAD)
+def test_bad_input_is_one_error_line_and_nothing_written(case, ckpt, small_file, tmp_path,
+                                                         capsys):
+    argv, says = BAD[case]
+    fill = {"dir": small_file.parent, "data": small_file}
+    argv = [a.format(**fill) for a in argv]
+    cmd, rest = argv[0], argv[1:]
+    given = {a for a in rest if a.startswith("--")}
+    base = []
+    for flag, value in (("--checkpoint", ckpt), ("--data", small_file)):
+        if flag not in given:
+            base += [flag, str(value)]
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    extra = ["--cache", str(cache)] if cmd == "similar" else []
+    assert main([cmd, *base, *rest, *extra, "--out", str(out), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    assert says.format(**fill) in err[0]
+    assert not out.exists() and not cache.exists()

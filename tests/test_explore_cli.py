@@ -212,3 +212,34 @@ def test_bad_input_is_one_error_line_and_nothing_written(case, ckpt, small_file,
     assert len(err) == 1 and err[0].startswith("error: "), err
     assert says.format(**fill) in err[0]
     assert not out.exists() and not cache.exists()
+
+
+def test_a_folder_of_cutouts_names_its_files(ckpt, tmp_path):
+    x = smooth_galaxies(12, seed=11)
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    for i, img in enumerate(x):  # at 64 px and lossless: exactly the pixels the model gets
+        Image.fromarray(img).save(folder / f"g{i:02d}.png")
+    Image.fromarray(x[3]).save(folder / "copy_of_g03.png")
+    assert run("similar", "--checkpoint", ckpt, "--data", folder, "--query", 4, "-k", 2,
+               "--out", tmp_path / "out", "--cache", tmp_path / "cache") == 0
+    df = pd.read_csv(tmp_path / "out/similar.csv")  # rows: the files in name order
+    assert list(df.columns) == ["rank", "file", "distance"]
+    assert df["file"][0] == "g03.png" and df["file"][1] == "copy_of_g03.png"
+    assert df["distance"][1] < 1e-5
+
+
+def test_tta_finds_a_rotated_copy_at_distance_zero(ckpt, tmp_path):
+    x = smooth_galaxies(16, seed=12)
+    x[11] = np.rot90(x[2], 1, axes=(0, 1))  # the same galaxy, turned by 90 degrees
+    data = labelled_file(tmp_path / "g.h5", x)
+    dist = {}
+    for extra in ([], ["--tta"]):
+        out = tmp_path / f"out{len(extra)}"
+        assert run("similar", "--checkpoint", ckpt, "--data", data, "--query", 2, "-k", 15,
+                   "--out", out, "--cache", tmp_path / "cache", *extra) == 0
+        df = pd.read_csv(out / "similar.csv").set_index("index")
+        dist[bool(extra)] = df["distance"][11]
+    # The 8 views of a turned image are the 8 views of the image: their mean is the same.
+    assert dist[True] < 1e-5 < dist[False]
+    assert len(list((tmp_path / "cache/embeddings").iterdir())) == 2  # cached apart

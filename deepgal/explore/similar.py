@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..inference.cutouts import CutoutError, Cutouts
+from ..inference.cutouts import CutoutError, Cutouts, load_cutout
 from ..utils import atomic_write_text
 from .embed import Model, file_embedding, image_embedding, row_images
 from .gallery import Cell, plot_gallery
@@ -81,7 +81,7 @@ def similar(src: Source, query: int | Path, k: int, out: Path,
                           f"(give 1 <= k <= {n_others})")
     _ = src.model.model  # a bad checkpoint fails here, before a long embedding
     if isinstance(query, Path):
-        query_image, query_vec = image_embedding(src.model, query, src.tta)
+        _, query_vec = image_embedding(src.model, query, src.tta)
         vectors = src.embedding()
     else:
         vectors = src.embedding()
@@ -98,6 +98,8 @@ def similar(src: Source, query: int | Path, k: int, out: Path,
     labelled = [None if isinstance(query, Path) else query, *rows]
     _add_labels(df, src, labelled)
     images = row_images(src.model, src.cut, rows)
+    if isinstance(query, Path):  # shown at the file's own size, not squeezed to the input's
+        query_image = load_cutout(query, images.shape[1])
     what = query.name if isinstance(query, Path) else src.display(qname)
     cells = [Cell(query_image, f"query: {what}" + _label_line(src, labelled[0]),
                   frame=QUERY_COLOUR)]

@@ -84,11 +84,16 @@ def test_k_beyond_the_set_is_a_clear_error():
         NeighbourIndex(blobs(10)).search(blobs(1), 11)
 
 
-def test_auto_takes_faiss_only_where_the_search_is_large(monkeypatch):
-    monkeypatch.setattr(index_mod, "FAISS_MIN_WORK", 1000)
-    assert pick_backend("auto", 100, 9) == "sklearn"
-    assert pick_backend("auto", 100, 10) == "faiss"
+def test_auto_takes_faiss_only_for_many_queries_on_a_large_set():
+    assert pick_backend("auto", 17_736, 1) == "sklearn"  # one look-up: copying costs more
+    assert pick_backend("auto", 1_000, 999) == "sklearn"  # under a second either way
+    assert pick_backend("auto", 1_000, 1_000) == "faiss"
+    assert pick_backend("auto", 10_000, 100) == "faiss"
+    assert pick_backend("auto", 100_000, 99) == "sklearn"
+
+
+def test_auto_without_faiss_is_sklearn_and_asking_for_it_says_what_to_install(monkeypatch):
     monkeypatch.setattr(index_mod, "faiss_available", lambda: False)
-    assert pick_backend("auto", 100, 10) == "sklearn"
+    assert pick_backend("auto", 10_000, 10_000) == "sklearn"
     with pytest.raises(ValueError, match="faiss-cpu"):
         pick_backend("faiss", 100, 10)

@@ -7,8 +7,12 @@ neighbours, apart from the order of exact ties):
 - ``"sklearn"``: :class:`sklearn.neighbors.NearestNeighbors` (``metric="cosine"``, brute force);
 - ``"faiss"``: ``faiss.IndexFlatIP`` (the ``faiss-cpu`` package, optional extra ``explore``).
 
-``"auto"`` takes faiss when it is installed and the search is large enough for it to pay
-(:data:`FAISS_MIN_WORK`, measured by ``benchmarks/similar_index.py``), else scikit-learn.
+``"auto"`` takes faiss when it is installed and the search is large enough for it to pay, else
+scikit-learn. Measured by ``benchmarks/similar_index.py`` (one thread, 2048-D, build + search,
+BENCHMARKS.md): for many queries (every image against the set, as the outlier score does)
+faiss is 1.5x faster at 1,000 and 4,000 rows and 3x at 17,736 (49 s against 146 s); for one
+query it is faster below ~4,000 rows, where both take < 0.05 s, and slower above (1.0 s against
+0.6 s at 17,736), where copying the vectors into its index costs more than the search saves. Hence :data:`FAISS_MIN_QUERIES` and :data:`FAISS_MIN_WORK`.
 For an exact flat index "building" is storing the vectors, so the cached embedding
 (:mod:`deepgal.explore.embed`) is the index that is reused.
 """
@@ -19,10 +23,10 @@ import importlib.util
 import numpy as np
 
 BACKENDS = ("auto", "sklearn", "faiss")
-# queries x indexed rows above which faiss is faster than scikit-learn's brute force,
-# build + search, one thread (benchmarks/similar_index.py, BENCHMARKS.md): below it the two
-# take milliseconds either way.
-FAISS_MIN_WORK = 2_000_000
+# faiss when at least this many queries (a one-galaxy look-up stays with scikit-learn) ...
+FAISS_MIN_QUERIES = 100
+# ... and queries x rows at least this (below, both take a fraction of a second).
+FAISS_MIN_WORK = 1_000_000
 
 
 def normalise(vectors: np.ndarray) -> np.ndarray:
@@ -47,7 +51,7 @@ def pick_backend(backend: str, n_rows: int, n_queries: int) -> str:
                          "pip install 'deepgal[explore]' (or faiss-cpu)")
     if backend != "auto":
         return backend
-    big = n_rows * n_queries >= FAISS_MIN_WORK
+    big = n_queries >= FAISS_MIN_QUERIES and n_rows * n_queries >= FAISS_MIN_WORK
     return "faiss" if big and faiss_available() else "sklearn"
 
 

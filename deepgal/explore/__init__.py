@@ -6,7 +6,8 @@
 - :mod:`.outliers`: a k-nearest-neighbour outlier score per image;
 - :mod:`.cam`: Grad-CAM maps through Captum, with a target layer per architecture;
 - :mod:`.gallery`: captioned thumbnail galleries (PNG);
-- :mod:`.similar`, :mod:`.explain`: what ``deepgal similar`` and ``deepgal explain`` run.
+- :mod:`.similar`, :mod:`.explain`: what ``deepgal similar`` and ``deepgal explain`` run;
+  :mod:`.commands`: their entry points for :mod:`deepgal.cli`.
 
 The heavy imports (torch, faiss, Captum) happen in the submodules, not here.
 """

@@ -8,12 +8,12 @@ neighbours, apart from the order of exact ties):
 - ``"faiss"``: ``faiss.IndexFlatIP`` (the ``faiss-cpu`` package, optional extra ``explore``).
 
 ``"auto"`` takes faiss when it is installed and the search is large enough for it to pay, else
-scikit-learn. Measured by ``benchmarks/similar_index.py`` (one thread, 2048-D, build + search,
+scikit-learn. Measured by ``benchmarks/similar_index.py`` (one thread, build + search,
 BENCHMARKS.md): for many queries (every image against the set, as the outlier score does)
-faiss is 1.5x faster at 1,000 and 4,000 rows and 3x at 17,736 (49 s against 146 s; 1.5x at
-768-D); for one
-query it is faster below ~4,000 rows, where both take < 0.05 s, and slower above (1.0 s against
-0.6 s at 17,736), where copying the vectors into its index costs more than the search saves. Hence :data:`FAISS_MIN_QUERIES` and :data:`FAISS_MIN_WORK`.
+faiss is 1.5x faster at 1,000 and 4,000 rows of 2048-D, and at 17,736 rows 3x (49 s against
+146 s; 1.5x at 768-D); for one query it is faster below ~4,000 rows, where both take < 0.05 s,
+and slower above (1.0 s against 0.6 s at 17,736), where copying the vectors into its index
+costs more than the search saves. Hence :data:`FAISS_MIN_QUERIES` and :data:`FAISS_MIN_WORK`.
 For an exact flat index "building" is storing the vectors, so the cached embedding
 (:mod:`deepgal.explore.embed`) is the index that is reused.
 """

@@ -114,13 +114,14 @@ def file_embedding(model: Model, cut: Cutouts, cache_dir: Path, batch_size: int 
     return vectors
 
 
-def row_images(model: Model, cut: Cutouts, rows: np.ndarray) -> np.ndarray:
-    """Images (len(rows), H, W, 3) uint8 of ``cut``'s rows as stored (HDF5) or as the model
-    is given them (a folder's cut-outs, centre-cropped and resized)."""
+def row_images(model: Model, cut: Cutouts, rows: np.ndarray, side: int | None = None
+               ) -> np.ndarray:
+    """Images (len(rows), H, W, 3) uint8 of ``cut``'s rows as stored (HDF5); a folder's
+    cut-outs centre-cropped and resized to ``side`` px (default: as the model is given them)."""
     rows = np.asarray(rows, dtype=np.int64)
     if cut.kind == "hdf5":
         return read_images(cut.path, rows)
-    side = folder_side(model.pre)
+    side = side or folder_side(model.pre)
     return np.stack([load_cutout(cut.path / cut.names[r], side) for r in rows])
 
 

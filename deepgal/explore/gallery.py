@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ def plot_gallery(cells: Sequence[Cell], title: str, path: str | Path,
     per_row = max(1, max_cols // unit)
     nrows = math.ceil(units / per_row)
     ncols = math.ceil(units / nrows) * unit
-    fig = new_figure(CELL_IN * ncols, (CELL_IN + CAPTION_IN) * nrows + 0.5)
+    fig = new_figure(CELL_IN * ncols, (CELL_IN + CAPTION_IN) * nrows + 0.75)
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
@@ -59,6 +60,8 @@ def plot_gallery(cells: Sequence[Cell], title: str, path: str | Path,
                 spine.set_color(cell.frame)
                 spine.set_linewidth(3)
         ax.set_xlabel(cell.caption, fontsize=8)
-    fig.suptitle(title, fontsize=11)
+    # Wrapped to the figure's width (~9 characters an inch at 11 pt): a narrow gallery of a
+    # few images would otherwise cut a long title at both ends.
+    fig.suptitle(textwrap.fill(title, max(30, int(CELL_IN * ncols * 9))), fontsize=11)
     save_png(fig, path)
     return fig

@@ -20,6 +20,9 @@ from .index import NeighbourIndex
 from .outliers import DEFAULT_K, knn_outlier_scores
 
 QUERY_COLOUR = "#d62728"
+# A folder's cut-outs are drawn at this side (thumbnails ~300 px wide), not at the model's
+# input size (32 px for the CPU defaults), which is too coarse to see a galaxy in.
+DISPLAY_SIDE = 256
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ def similar(src: Source, query: int | Path, k: int, out: Path,
         vectors = src.embedding()
     else:
         vectors = src.embedding()
-        query_vec, query_image = vectors[query], row_images(src.model, src.cut, [query])[0]
+        query_vec = vectors[query]
+        query_image = row_images(src.model, src.cut, [query], DISPLAY_SIDE)[0]
     index = NeighbourIndex(vectors, backend)
     extra = 1 if isinstance(query, int) else 0  # the row itself comes back as a neighbour
     dist, idx = index.search(query_vec[None], k + extra)
@@ -97,7 +101,7 @@ def similar(src: Source, query: int | Path, k: int, out: Path,
                        "distance": np.r_[0.0, dist]})
     labelled = [None if isinstance(query, Path) else query, *rows]
     _add_labels(df, src, labelled)
-    images = row_images(src.model, src.cut, rows)
+    images = row_images(src.model, src.cut, rows, DISPLAY_SIDE)
     if isinstance(query, Path):  # shown at the file's own size, not squeezed to the input's
         query_image = load_cutout(query, images.shape[1])
     what = query.name if isinstance(query, Path) else src.display(qname)
@@ -129,7 +133,7 @@ def outliers(src: Source, n: int, out: Path, k: int = DEFAULT_K,
     df = pd.DataFrame({"rank": np.arange(1, n + 1), col: [src.cut.names[r] for r in rows],
                        "score": scores[rows]})
     _add_labels(df, src, list(rows))
-    images = row_images(src.model, src.cut, rows)
+    images = row_images(src.model, src.cut, rows, DISPLAY_SIDE)
     cells = [Cell(img, f"{src.display(name)}  s={s:.3f}" + _label_line(src, r))
              for img, name, s, r in zip(images, df[col], scores[rows], rows, strict=True)]
     _write(out, "outliers", df, cells, f"The {n} most unusual of {total} galaxies: score s = "

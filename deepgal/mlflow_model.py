@@ -34,7 +34,7 @@ from .tracking.store import first_line, store_lock
 
 log = logging.getLogger(__name__)
 OUTPUT_COLUMNS = ("class", "class_name", "probability", "probabilities")
-# Images per request. A JSON request of 256 Galaxy10 frames (256 x 256 px) is ~150 MB of text,
+# Images per request. A JSON request of 256 Galaxy10 frames (256 x 256 px) is ~230 MB of text,
 # which the server parses in memory before the model sees it; more belongs in several requests
 # (or `deepgal predict`, which streams a file).
 MAX_IMAGES = 256

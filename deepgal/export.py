@@ -1,0 +1,181 @@
+"""A checkpoint as one ONNX graph: uint8 cut-outs in, calibrated probabilities out.
+
+``deepgal export --checkpoint CKPT --onnx model.onnx [--image-size 256]`` writes a graph with
+
+- input ``images``: (N, H, W, 3) uint8, H = W = ``--image-size`` (the size is fixed when the
+  graph is written; N is free, any batch size);
+- output ``probabilities``: (N, C) float32, softmax(logits / T) with the temperature T the
+  checkpoint carries (T = 1 when it has none, or with ``--uncalibrated``), class order as the
+  checkpoint's ``class_names`` (stored in the graph's metadata, key ``deepgal.class_names``).
+
+The checkpoint's evaluation preprocessing is inside the graph, as deepgal does it on a CPU
+(:func:`deepgal.transforms.prepare_batch`), so the graph's probabilities are deepgal's:
+
+1. the whole frame resized to ``presize_shape`` with torch's uint8 antialiased bilinear kernel
+   (Pillow-SIMD's algorithm: fixed-point weights, horizontal pass, rounding to uint8, vertical
+   pass), rebuilt bit for bit as two float64 ``MatMul`` + ``Floor`` steps (:func:`aa_weights`);
+2. the centre ``crop`` sampled at ``input_size`` px (``GridSample``, reflection padding);
+3. ``(x / 255 - mean) / std`` with the checkpoint's mean and std.
+
+The file is written whole or not at all (a temporary name, then a rename).
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+
+from .errors import DeepgalError
+
+OPSET = 18  # GridSample needs 16; 18 is what onnxruntime and the exporter both know well
+INPUT, OUTPUT = "images", "probabilities"
+
+
+def aa_weights(n_in: int, n_out: int) -> tuple[np.ndarray, int]:
+    """torch's CPU uint8 antialiased bilinear resize of one axis, ``n_in`` -> ``n_out`` px,
+    as (n_out, n_in) float64 integer weights and their precision p: output pixel i is
+    ``clip(floor((sum_j W[i, j] * x[j] + 2**(p-1)) / 2**p), 0, 255)``.
+
+    The triangle filter is stretched by the scale when shrinking (that is the antialiasing),
+    normalised per output pixel, then rounded to int16 with the largest p whose biggest
+    weight still fits. ``tests/test_export.py`` checks it against torch, bit for bit."""
+    scale = n_in / n_out
+    support, stretch = (scale, 1.0 / scale) if scale >= 1 else (1.0, 1.0)
+    w = np.zeros((n_out, n_in))
+    for i in range(n_out):
+        centre = scale * (i + 0.5)
+        lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in)
+        taps = np.maximum(0.0, 1.0 - np.abs((np.arange(lo, hi) - centre + 0.5) * stretch))
+        w[i, lo:hi] = taps / taps.sum() if taps.sum() else taps
+    p = next((p for p in range(22) if int(0.5 + w.max() * 2 ** (p + 1)) >= 2 ** 15), 22)
+    return np.trunc(w * 2 ** p + np.where(w < 0, -0.5, 0.5)), p
+
+
+def _split(w: np.ndarray, p: int):
+    """Integer weights (n_out, n_in) < 2**15 -> (high, low) float32 tensors, w = 256 high + low,
+    and 2**p. A float32 matrix product of 0..255 pixels with either part sums integers below
+    2**24, so it is exact whatever order the sum runs in; the parts are combined in float64."""
+    import torch
+
+    if w.min() < 0 or w.max() >= 2 ** 15:
+        raise ValueError("resize weights outside [0, 2**15): not torch's bilinear kernel")
+    high, low = np.divmod(w, 256)
+    return (torch.from_numpy(high.astype(np.float32)), torch.from_numpy(low.astype(np.float32)),
+            float(2 ** p))
+
+
+def deployable(model, pre, temperature: float, image_size: int):
+    """``model`` (eval mode, CPU) wrapped as (N, image_size, image_size, 3) uint8 ->
+    (N, C) float32 calibrated probabilities, preprocessing included."""
+    import torch
+    import torch.nn.functional as F
+
+    from .transforms import AugParams, affine_grid, affine_theta, presize_shape
+
+    ph, pw = presize_shape(pre, image_size, image_size)
+    # Each resize pass (horizontal, then vertical, as torch does): None when the axis keeps its
+    # size, else its weights split for exact float32 products (:func:`_split`).
+    passes = [None if n_out == image_size else _split(*aa_weights(image_size, n_out))
+              for n_out in (pw, ph)]
+    # The evaluation path's sampling grid (no augmentation: only the centre crop) is the same
+    # for every image: a constant, (1, S, S, 2), expanded to the batch.
+    grid = affine_grid(affine_theta(AugParams.identity(1), pre.crop), pre.input_size)
+
+    class Deployed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.register_buffer("grid", grid)
+            self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
+            self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
+            self.passes = passes
+
+        def forward(self, images: torch.Tensor) -> torch.Tensor:
+            x = images.permute(0, 3, 1, 2).float()  # (N, 3, H, W), 0..255
+            for horizontal, step in ((True, self.passes[0]), (False, self.passes[1])):
+                if step is not None:
+                    high, low, scale = step
+                    # (N, 3, H, W) @ (W, w) horizontally; (h, H) @ (N, 3, H, w) vertically
+                    parts = [x @ m.T if horizontal else m @ x for m in (high, low)]
+                    acc = parts[0].double() * 256 + parts[1].double()
+                    x = torch.floor((acc + scale / 2) / scale).clamp(0, 255).float()
+            x = F.grid_sample(x, self.grid.expand(x.shape[0], -1, -1, -1),
+                              mode="bilinear", padding_mode="reflection", align_corners=False)
+            x = (x / 255.0 - self.mean) / self.std
+            return (self.model(x) / temperature).softmax(1)
+
+    return Deployed().eval()
+
+
+def export_onnx(checkpoint: str | Path, dest: str | Path, image_size: int = 256,
+                calibrated: bool = True) -> dict:
+    """Write ``checkpoint`` as an ONNX graph to ``dest`` (see the module docstring); returns
+    what was written: ``{"path", "model_name", "image_size", "input_size", "temperature",
+    "class_names"}``. A file that is not a deepgal checkpoint raises
+    :class:`deepgal.checkpoint.CheckpointError` naming it, before anything is written."""
+    import torch
+
+    from .calibration import Calibration
+    from .data.galaxy10 import CLASS_NAMES
+    from .inference import load_model
+    from .utils import atomic_write_bytes
+
+    missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise DeepgalError(f"deepgal export needs {' and '.join(missing)}: "
+                           "pip install -e '.[export]'")
+    if image_size < 1:
+        raise ValueError(f"--image-size must be a positive number of pixels, got {image_size}")
+    dest = Path(dest)
+    if dest.is_dir() or not dest.parent.is_dir():
+        raise ValueError(f"--onnx {dest}: give a file name in an existing folder")
+    model, pre, ckpt = load_model(checkpoint, torch.device("cpu"))
+    model.to(memory_format=torch.contiguous_format)
+    cal = Calibration.from_checkpoint(ckpt, checkpoint) if calibrated else None
+    temperature = cal.temperature if cal else 1.0
+    names = list(ckpt.get("class_names") or CLASS_NAMES)
+    net = deployable(model, pre, temperature, image_size)
+    example = torch.zeros((2, image_size, image_size, 3), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(net, (example,), input_names=[INPUT], output_names=[OUTPUT],
+                                    dynamic_shapes=({0: batch},), opset_version=OPSET,
+                                    dynamo=True, verbose=False)
+    proto = program.model_proto
+    info = {"model_name": ckpt["model_name"], "image_size": image_size,
+            "input_size": pre.input_size, "temperature": temperature, "class_names": names}
+    meta = {"deepgal.class_names": json.dumps(names), "deepgal.preprocess":
+            json.dumps(pre.to_dict()), "deepgal.temperature": repr(temperature),
+            "deepgal.model_name": ckpt["model_name"], "deepgal.epoch": str(ckpt.get("epoch"))}
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    atomic_write_bytes(dest, proto.SerializeToString())
+    return {"path": str(dest), **info}
+
+
+def cmd_export(args) -> int:
+    """``deepgal export``: write the graph, say what it takes and gives."""
+    out = export_onnx(args.checkpoint, args.onnx, args.image_size, not args.uncalibrated)
+    how = (f"calibrated, temperature {out['temperature']:.3f}" if out["temperature"] != 1.0
+           else "uncalibrated softmax")
+    print(f"wrote {out['path']}: {out['model_name']}, input '{INPUT}' (N, {out['image_size']}, "
+          f"{out['image_size']}, 3) uint8 -> output '{OUTPUT}' (N, {len(out['class_names'])}) "
+          f"float32, {how}; preprocessing to {out['input_size']} px inside the graph")
+    return 0
+
+
+def add_parser(sub, **fmt) -> None:
+    """The ``export`` subcommand on ``sub`` (argparse sub-parsers); torch loads when it runs."""
+    s = sub.add_parser("export", help="a checkpoint as an ONNX graph (uint8 images in, "
+                       "calibrated probabilities out)", **fmt)
+    s.add_argument("--checkpoint", type=Path, required=True,
+                   help="a deepgal checkpoint, e.g. models/<variant>/selected.pt")
+    s.add_argument("--onnx", type=Path, required=True, help="the .onnx file to write")
+    s.add_argument("--image-size", type=int, default=256,
+                   help="side in px of the square uint8 images the graph takes (Galaxy10 "
+                        "DECaLS: 256); the batch size stays free")
+    s.add_argument("--uncalibrated", action="store_true",
+                   help="the raw softmax, without the checkpoint's temperature")
+    s.set_defaults(func=cmd_export)

@@ -13,9 +13,13 @@ The checkpoint's evaluation preprocessing is inside the graph, as deepgal does i
 
 1. the whole frame resized to ``presize_shape`` with torch's uint8 antialiased bilinear kernel
    (Pillow-SIMD's algorithm: fixed-point weights, horizontal pass, rounding to uint8, vertical
-   pass), rebuilt bit for bit as two float64 ``MatMul`` + ``Floor`` steps (:func:`aa_weights`);
+   pass), rebuilt bit for bit as exact float32 ``MatMul`` + ``Floor`` steps (:func:`aa_weights`,
+   :func:`_split`), computed only for the pixels the crop reads (:func:`_axis_plan`);
 2. the centre ``crop`` sampled at ``input_size`` px (``GridSample``, reflection padding);
 3. ``(x / 255 - mean) / std`` with the checkpoint's mean and std.
+
+(On CUDA deepgal resizes in float, without the uint8 rounding: there its probabilities differ
+from the CPU's, and the graph's, by that rounding, ~1e-4.)
 
 The file is written whole or not at all (a temporary name, then a rename).
 """
@@ -29,7 +33,7 @@ import numpy as np
 
 from .errors import DeepgalError
 
-OPSET = 18  # GridSample needs 16; 18 is what onnxruntime and the exporter both know well
+OPSET = 18  # GridSample needs >= 16; torch's exporter builds for 18
 INPUT, OUTPUT = "images", "probabilities"
 
 
@@ -53,17 +57,41 @@ def aa_weights(n_in: int, n_out: int) -> tuple[np.ndarray, int]:
     return np.trunc(w * 2 ** p + np.where(w < 0, -0.5, 0.5)), p
 
 
-def _split(w: np.ndarray, p: int):
-    """Integer weights (n_out, n_in) < 2**15 -> (high, low) float32 tensors, w = 256 high + low,
-    and 2**p. A float32 matrix product of 0..255 pixels with either part sums integers below
-    2**24, so it is exact whatever order the sum runs in; the parts are combined in float64."""
+def _split(w: np.ndarray):
+    """Integer weights (n_out, n_in) in [0, 2**15) -> float32 tensors (high, low) with
+    w = 256 high + low. A float32 matrix product of 0..255 pixels with either part sums
+    integers below 2**24, so it is exact in any summation order; the two are combined in
+    float64 (the whole sum reaches ~2**25, past float32's 24 bits)."""
     import torch
 
     if w.min() < 0 or w.max() >= 2 ** 15:
         raise ValueError("resize weights outside [0, 2**15): not torch's bilinear kernel")
     high, low = np.divmod(w, 256)
-    return (torch.from_numpy(high.astype(np.float32)), torch.from_numpy(low.astype(np.float32)),
-            float(2 ** p))
+    return torch.from_numpy(high.astype(np.float32)), torch.from_numpy(low.astype(np.float32))
+
+
+def _axis_plan(n_in: int, n_out: int, coords: np.ndarray) -> dict:
+    """What one axis of the graph computes: the resize ``n_in`` -> ``n_out`` (None when the
+    size stays), restricted to the resized pixels that grid sampling at ``coords``
+    (normalised, ``align_corners=False``) reads, and the input pixels those need.
+
+    Returns ``{"inputs": (a, b), "weights": (high, low) or None, "scale": 2**p,
+    "coords": coords re-normalised to the kept pixels}``. A centre crop of 0.5 keeps about
+    half the pixels of each axis, so the resize costs about a quarter."""
+    pix = ((coords.astype(np.float64) + 1) * n_out - 1) / 2  # pixel coordinates read
+    if pix.min() < 0.5 or pix.max() > n_out - 1.5:  # reflection may read near the edges
+        lo, hi = 0, n_out
+    else:  # the bilinear taps floor(pix) and floor(pix) + 1, and a pixel of margin
+        lo, hi = int(np.floor(pix.min())) - 1, int(np.floor(pix.max())) + 3
+    kept = (2 * (pix - lo) + 1) / (hi - lo) - 1
+    if n_out == n_in:
+        return {"inputs": (lo, hi), "weights": None, "scale": 1.0, "coords": kept}
+    w, p = aa_weights(n_in, n_out)
+    w = w[lo:hi]
+    used = np.flatnonzero(w.any(0))
+    a, b = int(used[0]), int(used[-1]) + 1
+    return {"inputs": (a, b), "weights": _split(w[:, a:b]), "scale": float(2 ** p),
+            "coords": kept}
 
 
 def deployable(model, pre, temperature: float, image_size: int):
@@ -75,36 +103,40 @@ def deployable(model, pre, temperature: float, image_size: int):
     from .transforms import AugParams, affine_grid, affine_theta, presize_shape
 
     ph, pw = presize_shape(pre, image_size, image_size)
-    # Each resize pass (horizontal, then vertical, as torch does): None when the axis keeps its
-    # size, else its weights split for exact float32 products (:func:`_split`).
-    passes = [None if n_out == image_size else _split(*aa_weights(image_size, n_out))
-              for n_out in (pw, ph)]
-    # The evaluation path's sampling grid (no augmentation: only the centre crop) is the same
-    # for every image: a constant, (1, S, S, 2), expanded to the batch.
+    # The evaluation grid (no augmentation: only the centre crop) is one constant for every
+    # image, (1, S, S, 2); without rotation its x depends on the column only, y on the row.
     grid = affine_grid(affine_theta(AugParams.identity(1), pre.crop), pre.input_size)
+    cols = _axis_plan(image_size, pw, grid[0, 0, :, 0].numpy())
+    rows = _axis_plan(image_size, ph, grid[0, :, 0, 1].numpy())
+    kept = torch.stack(torch.meshgrid(torch.from_numpy(rows["coords"]),
+                                      torch.from_numpy(cols["coords"]), indexing="ij")[::-1], -1)
 
     class Deployed(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
-            self.register_buffer("grid", grid)
+            self.register_buffer("grid", kept.float()[None])  # (1, S, S, 2)
             self.register_buffer("mean", torch.tensor(pre.mean).view(1, 3, 1, 1))
             self.register_buffer("std", torch.tensor(pre.std).view(1, 3, 1, 1))
-            self.passes = passes
 
         def forward(self, images: torch.Tensor) -> torch.Tensor:
-            x = images.permute(0, 3, 1, 2).float()  # (N, 3, H, W), 0..255
-            for horizontal, step in ((True, self.passes[0]), (False, self.passes[1])):
-                if step is not None:
-                    high, low, scale = step
-                    # (N, 3, H, W) @ (W, w) horizontally; (h, H) @ (N, 3, H, w) vertically
-                    parts = [x @ m.T if horizontal else m @ x for m in (high, low)]
-                    acc = parts[0].double() * 256 + parts[1].double()
-                    x = torch.floor((acc + scale / 2) / scale).clamp(0, 255).float()
+            (r0, r1), (c0, c1) = rows["inputs"], cols["inputs"]
+            x = images[:, r0:r1, c0:c1].permute(0, 3, 1, 2).float()  # (N, 3, h, w), 0..255
+            # Horizontal pass, then vertical, each rounded to uint8 as torch's kernel does.
+            x = _resize_pass(x, cols, horizontal=True)
+            x = _resize_pass(x, rows, horizontal=False)
             x = F.grid_sample(x, self.grid.expand(x.shape[0], -1, -1, -1),
                               mode="bilinear", padding_mode="reflection", align_corners=False)
             x = (x / 255.0 - self.mean) / self.std
             return (self.model(x) / temperature).softmax(1)
+
+    def _resize_pass(x, plan: dict, horizontal: bool):
+        if plan["weights"] is None:
+            return x
+        # (N, 3, h, w) @ (w, w') horizontally; (h', h) @ (N, 3, h, w') vertically
+        high, low = ((x @ m.T if horizontal else m @ x).double() for m in plan["weights"])
+        acc = high * 256 + low
+        return torch.floor((acc + plan["scale"] / 2) / plan["scale"]).clamp(0, 255).float()
 
     return Deployed().eval()
 

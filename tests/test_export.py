@@ -40,8 +40,9 @@ def test_resize_weights_are_torch_uint8_antialias_bit_for_bit(n_in, n_out):
     np.testing.assert_array_equal(y.astype(np.uint8), want.permute(0, 2, 3, 1).numpy())
 
 
-ARCHS = [  # (variant, preprocessing, image side): a crop and a resize; a plain resize
-    pytest.param("smallnet", None, 40, id="smallnet-crop"),
+ARCHS = [  # (variant, preprocessing, image side): crop + resize; crop alone; resize alone
+    pytest.param("smallnet", None, 40, id="smallnet-crop-resize"),
+    pytest.param("smallnet", None, 32, id="smallnet-crop", marks=pytest.mark.slow),
     pytest.param("customnet", Preprocess(16, 1.0, (0.3, 0.3, 0.2), (0.2, 0.3, 0.25)), 24,
                  id="customnet-resize", marks=pytest.mark.slow),
 ]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -169,12 +170,16 @@ def export_onnx(checkpoint: str | Path, dest: str | Path, image_size: int = 256,
     temperature = cal.temperature if cal else 1.0
     names = list(ckpt.get("class_names") or CLASS_NAMES)
     net = deployable(model, pre, temperature, image_size)
-    example = torch.zeros((2, image_size, image_size, 3), dtype=torch.uint8)
-    batch = torch.export.Dim("batch", min=1, max=1 << 20)
-    with torch.inference_mode(False), torch.no_grad():
-        program = torch.onnx.export(net, (example,), input_names=[INPUT], output_names=[OUTPUT],
-                                    dynamic_shapes=({0: batch},), opset_version=OPSET,
-                                    dynamo=True, verbose=False)
+    # The exporter's optimiser logs each pass at INFO: nothing a user of the file needs.
+    quiet = [logging.getLogger(name) for name in ("onnx_ir", "onnxscript")]
+    levels = [q.level for q in quiet]
+    for q in quiet:
+        q.setLevel(logging.WARNING)
+    try:
+        program = _to_onnx(net, image_size)
+    finally:
+        for q, level in zip(quiet, levels, strict=True):
+            q.setLevel(level)
     proto = program.model_proto
     info = {"model_name": ckpt["model_name"], "image_size": image_size,
             "input_size": pre.input_size, "temperature": temperature, "class_names": names}
@@ -185,6 +190,18 @@ def export_onnx(checkpoint: str | Path, dest: str | Path, image_size: int = 256,
         proto.metadata_props.add(key=key, value=value)
     atomic_write_bytes(dest, proto.SerializeToString())
     return {"path": str(dest), **info}
+
+
+def _to_onnx(net, image_size: int):
+    """torch's (dynamo) exporter on ``net`` with a free batch axis; the ONNXProgram."""
+    import torch
+
+    example = torch.zeros((2, image_size, image_size, 3), dtype=torch.uint8)
+    batch = torch.export.Dim("batch", min=1, max=1 << 20)
+    with torch.inference_mode(False), torch.no_grad():  # export traces; inference mode cannot
+        return torch.onnx.export(net, (example,), input_names=[INPUT], output_names=[OUTPUT],
+                                 dynamic_shapes=({0: batch},), opset_version=OPSET,
+                                 dynamo=True, verbose=False)
 
 
 def cmd_export(args) -> int:

@@ -101,8 +101,8 @@ def _bad_request(message: str):
 def check_images(model_input: Any) -> np.ndarray:
     """``model_input`` as an (N, S, S, 3) uint8 array, or ``MlflowException`` (a 400 when
     served) naming what is wrong: not numbers, not (N, H, W, 3), not uint8, empty, more than
-    :data:`MAX_IMAGES`, not square, an image of only 0s and 1s. Checked here even though the signature says (-1, -1, -1, 3)
-    uint8, because a Python caller can pass anything."""
+    :data:`MAX_IMAGES`, not square, an image of only 0s and 1s. The signature's
+    (-1, -1, -1, 3) uint8 is checked by MLflow first, but the rest only here."""
     try:
         images = np.asarray(model_input)
     except ValueError as e:  # ragged nested lists

@@ -13,6 +13,8 @@
                                                              Grad-CAM maps of some rows
     deepgal ui [--port 5000]                                MLflow UI on 127.0.0.1, training view
     deepgal profile NAME                                    validate profiles/NAME.yaml, print -S args
+    deepgal export   --checkpoint CKPT --onnx model.onnx [--image-size 256]
+                                                            an ONNX graph, preprocessing inside
 
 ``args=$(deepgal profile real-gpu) && dvc exp run --temp -n real-gpu $args`` runs the pipeline
 with a profile (a params.yaml overlay); a bad profile fails naming the file and key before DVC
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import export
 from .data import galaxy10
 from .errors import DeepgalError
 from .metrics import binomial_se
@@ -355,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the params file the profile is applied to")
     s.add_argument("--lines", action="store_true", help="one -S argument per line (to read)")
     s.set_defaults(func=cmd_profile)
+    export.add_parser(sub, **fmt)
     return p
 
 

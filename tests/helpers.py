@@ -4,6 +4,7 @@
   100-image Galaxy10 file, its 60/30/10 split, source.json) and the ``TrainPaths`` into it;
 - :data:`DEVICE`, :func:`data`, :func:`run_cfg`, :func:`spec`, :func:`train`: the training
   loop on a tiny, seeded, learnable split;
+- :func:`selected_checkpoint`: a calibrated checkpoint of any variant with random weights;
 - :func:`malicious_files`: checkpoints whose unpickling would run code (create a marker file);
 - :func:`toy_smallnet`, :func:`two_patches`: a hand-built smallnet whose class 1 counts red
   pixels and class 2 green ones, and an image with one red and one green patch (Grad-CAM).
@@ -93,6 +94,31 @@ def train(tmp_path: Path, sinks=(), **kw):
     seed_everything(7, deterministic=True)
     model = build_model("smallnet", 10, 16)
     return fit(model, data(), data(20, seed=1), spec(tmp_path, **kw), DEVICE, list(sinks)), model
+
+
+# ---- a selected checkpoint ------------------------------------------------------------------
+
+def selected_checkpoint(path: Path, model_name: str = "smallnet", pre: Preprocess | None = None,
+                        temperature: float | None = 2.0, seed: int = 0) -> Path:
+    """A checkpoint as the select stage writes ``selected.pt``: seeded random weights of
+    ``model_name`` (tiny input: ``pre`` defaults to 16 px, crop 0.5, skewed mean/std), its
+    preprocessing, class names and, unless ``temperature`` is None, a calibration record with
+    that temperature (no val probabilities). Returns ``path``."""
+    from deepgal import checkpoint as ckpt_io
+    from deepgal.calibration import Calibration
+
+    pre = pre or Preprocess(input_size=16, crop=0.5, mean=(0.2, 0.3, 0.4), std=(0.2, 0.25, 0.3))
+    torch.manual_seed(seed)
+    model = build_model(model_name, galaxy10.NUM_CLASSES, pre.input_size, pretrained="none")
+    state = {"epoch": 1, "model": model.state_dict(), "model_name": model_name,
+             "preprocess": pre.to_dict(), "class_names": list(galaxy10.CLASS_NAMES)}
+    if temperature is not None:
+        cal = Calibration(temperature, "a test", torch.zeros(0, galaxy10.NUM_CLASSES).numpy(),
+                          torch.zeros(0, dtype=torch.int64).numpy())
+        state["calibration"] = cal.to_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_io.save(path, state)
+    return path
 
 
 # ---- malicious pickles -----------------------------------------------------------------------

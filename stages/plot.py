@@ -2,11 +2,12 @@
 grid and confused-pairs gallery, every variant's val map), and the offline HTML template of
 ``dvc plots show``.
 
-Per variant it reads exactly the seven files of results/<variant>/ (metrics.json,
+Per variant it reads exactly the eight files of results/<variant>/ (metrics.json, cv.json,
 predictions.csv, history.csv, embeddings.csv, train.json for what the variant really ran with,
 selection.json for the MLflow run to attach the pictures to, calibration.json for the
 reliability diagram and the calibration table), so dvc.yaml can name the folder.
-It also gathers the headline numbers of every variant into one ``metrics.json``.
+It also gathers the headline numbers of every variant into one ``metrics.json``, with the
+cross-validation figures of cv.json (cv_acc, cv_se, cv_f1, cv_spread) when cv ran.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from deepgal import config, stage
+from deepgal.crossval_file import with_cv
 from deepgal.data import galaxy10, split as split_io
 from deepgal.headline import pipeline_headline
 from deepgal.plots.calibration import calibration_table, plot_reliability
@@ -128,7 +130,7 @@ def main() -> int:
     write_report(args.out / "report.md", rows, confusions, runs=runs, lead=lead,
                  gallery=galleries, sections=sections,
                  calibration=calibration_table({v: calib[v] for v in order}))
-    headline = pipeline_headline(heads)
+    headline = with_cv(pipeline_headline(heads), args.results)  # cv figures when cv ran
     write_json(args.metrics, headline)
     write_html_template(args.html_template)
     attach_to_mlflow(variants, args.results, plots, headline)

@@ -186,3 +186,45 @@ def test_read_cv_names_the_file(tmp_path):
     (tmp_path / "cv.json").write_text('{"version": 99}')
     with pytest.raises(CVFileError, match="cv.json: version 99"):
         read_cv(tmp_path / "cv.json")
+
+
+def test_mlflow_fold_set_run_nests_under_the_variant_run(learnable, tmp_path, monkeypatch):
+    """A real SQLite store: the variant's training run gets one fold-set run under it holding
+    the summary and cv.json, and that one a child run per fold with its accuracy and n."""
+    from mlflow.tracking import MlflowClient
+
+    from deepgal.crossval_track import log_cv
+
+    _, done, raw = learnable
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("DEEPGAL_MLFLOW", raising=False)
+    client = MlflowClient(uri)
+    exp = client.create_experiment("deepgal", artifact_location=(tmp_path / "art").as_uri())
+    variant_run = client.create_run(exp, run_name="smallnet").info.run_id
+    (tmp_path / "mlflow_run.json").write_text(json.dumps({"run_id": variant_run}))
+    done.write(tmp_path / "cv.json")
+    times = [(1_000_000 + 10 * k, 1_000_000 + 10 * k + 9) for k in range(3)]
+    log_cv(tmp_path / "mlflow_run.json", done, tmp_path / "cv.json", times)
+
+    runs = client.search_runs([exp])
+    under = lambda rid: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == rid]
+    (fold_set,) = under(variant_run)
+    assert fold_set.info.run_name == "smallnet cv 3-fold"
+    assert fold_set.info.status == "FINISHED"
+    tta, plain = raw["views"]["tta"], raw["views"]["plain"]
+    m = fold_set.data.metrics
+    assert m["cv.acc"] == pytest.approx(tta["acc"]) and m["cv.se"] == pytest.approx(tta["se"])
+    assert m["cv.f1"] == pytest.approx(tta["macro_f1"])
+    assert m["cv.spread"] == pytest.approx(tta["spread"])
+    assert m["cv.plain.acc"] == pytest.approx(plain["acc"]) and m["cv.n"] == raw["n"]
+    assert fold_set.data.params["cv.folds"] == "3"
+    assert [a.path for a in client.list_artifacts(fold_set.info.run_id, "cv")] == ["cv/cv.json"]
+    children = sorted(under(fold_set.info.run_id), key=lambda r: r.info.start_time)
+    assert [c.info.run_name for c in children] == [f"smallnet fold {k}" for k in range(3)]
+    for k, c in enumerate(children):
+        held = raw["fold_records"][k]["held"]
+        assert c.data.metrics["cv.fold.n"] == len(held)
+        assert c.data.metrics["cv.fold.accuracy"] == pytest.approx(tta["fold_acc"][k])
+        assert (c.info.start_time, c.info.end_time) == times[k]
+        assert c.info.status == "FINISHED"

@@ -228,3 +228,17 @@ def test_mlflow_fold_set_run_nests_under_the_variant_run(learnable, tmp_path, mo
         assert c.data.metrics["cv.fold.accuracy"] == pytest.approx(tta["fold_acc"][k])
         assert (c.info.start_time, c.info.end_time) == times[k]
         assert c.info.status == "FINISHED"
+
+
+def test_real700_cv_profile_cross_validates_the_real700_recipe():
+    """The budget profile runs cv on the recipe variant alone, trained exactly as the real700
+    profile trains it, and leaves the other variants' training as it is."""
+    from deepgal import config, profiles
+
+    cv = profiles.check("real700-cv", REPO / "params.yaml", REPO)
+    recipe = profiles.check("real700", REPO / "params.yaml", REPO)
+    assert cv["cv"]["folds"] >= 2 and cv["cv"]["variants"] == ["resnet18"]
+    assert cv["data"] == recipe["data"]
+    for v in recipe["variants"]:
+        assert config.resolve_variant(cv, v) == config.resolve_variant(recipe, v)
+    assert config.load_section("cv", recipe).folds == 0   # the recipe profile itself: cv off

@@ -32,7 +32,9 @@ def _exp_metrics(shown: list, name: str) -> dict:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
-    root = make_repo(tmp_path_factory.mktemp("cvpipe") / "repo")
+    # PCA maps only: the test is about cv, and UMAP / t-SNE cost minutes on a busy machine
+    root = make_repo(tmp_path_factory.mktemp("cvpipe") / "repo",
+                     overrides={"reduce": {"pca_dims": None, "methods": {"pca": {}}}})
     first = dvc(["repro"], root)
     assert {f"cv@{v}" for v in VARIANTS} <= _ran(first)
     default = json.loads((root / "metrics.json").read_text())

@@ -19,6 +19,7 @@ from .conftest import REPO
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
 HEX64 = "0123456789abcdef" * 4
+MIXED64 = ("0123456789abcdefABCDEF" * 3)[:64]  # every hex digit in both cases
 
 # key: (values that must load, values that must fail, the reason the error gives)
 BOUNDS = {
@@ -26,13 +27,13 @@ BOUNDS = {
     "data.synthetic.per_class": ([1], [0], "must be >= 1"),
     "data.url": (["http://h/f.h5", "https://h/f.h5"], ["ftp://h/f.h5", "h/f.h5"],
                  "must be an http(s) URL"),
-    "data.sha256": ([HEX64, HEX64.upper()], [HEX64[:63], HEX64 + "0", "g" + HEX64[1:]],
+    "data.sha256": ([HEX64, HEX64.upper(), MIXED64], [HEX64[:63], HEX64 + "0", "g" + HEX64[1:]],
                     "must be 64 hex characters"),
     "data.timeout_s": ([1e-9], [0.0, -1.0], "must be > 0 seconds"),
     "data.retries": ([0], [-1], "must be >= 0"),
     "data.local_path": ([None, "g.h5"], ["", " "], "must be a file path or null"),
     "data.path": (["labelled"], ["", "  "], "must be a file or folder path"),
-    "data.path_sha256": ([None, HEX64], [HEX64[:63], HEX64 + "a", "z" * 64],
+    "data.path_sha256": ([None, HEX64, MIXED64], [HEX64[:63], HEX64 + "a", "z" * 64],
                          "must be 64 hex characters or null"),
     "data.image_size": ([None, 8], [7], "must be >= 8 px or null"),
     "split.group_arcsec": ([0.0, 3600.0], [-1e-9, 3600.001],
@@ -130,6 +131,7 @@ def test_split_fractions_must_sum_to_one(fractions, ok):
     ((1.0001, 0.1, -0.1001), "train", "must be a fraction in [0, 1]"),
     ((0.9, 0.2, -0.1), "test", "must be a fraction in [0, 1]"),
     ((0.5, 1.5, -1.0), "val", "must be a fraction in [0, 1]"),
+    ((1.0, 0.0, 0.0), "val", "must be > 0: checkpoint selection needs a validation split"),
 ])
 def test_split_fraction_bounds(fractions, key, why):
     t, v, s = fractions
@@ -139,7 +141,8 @@ def test_split_fraction_bounds(fractions, key, why):
 
 
 @pytest.mark.parametrize("train_lr, scale, ok", [(0.099, 100.0, True), (0.1, 100.0, False),
-                                                 (0.5, 20.0, False), (0.5, 19.9, True)])
+                                                 (0.5, 20.0, False), (0.5, 19.9, True),
+                                                 (1e-200, 1e-200, False)])  # underflows to 0
 def test_scaled_lr_must_stay_below_ten(train_lr, scale, ok):
     params = patched(PARAMS, train__lr=train_lr, variants__smallnet__lr_scale=scale)
     if ok:

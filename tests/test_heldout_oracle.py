@@ -70,7 +70,9 @@ def test_near_duplicates_at_and_around_the_tolerance_by_hand():
     assert near_duplicates(cand, ex).tolist() == [True, False, True, False]
     assert near_duplicates(cand, np.concatenate([far, ex])).tolist() == [True, False, True, False]
     assert near_duplicates(cand, ex, tol=2.6).tolist() == [True, True, True, True]
-    assert near_duplicates(cand, np.zeros((0, 3, 2, 2), np.float32)).tolist() == [False] * 4
+    none = near_duplicates(cand, np.zeros((0, 3, 2, 2), np.float32))
+    assert none.dtype == bool and none.tolist() == [False] * 4  # a mask: cand[~none] works
+    assert near_duplicates(cand, ex).dtype == bool
     assert near_duplicates(cand[:0], ex).shape == (0,)
 
 

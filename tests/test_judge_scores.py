@@ -10,7 +10,9 @@ import torch
 from deepgal import checkpoint as ckpt_io
 from deepgal.cli import main
 from deepgal.data import galaxy10
+from deepgal.data.heldout import held_out_rows
 from deepgal.data.synthetic import render
+from deepgal.inference import load_model, run_model
 from deepgal.models import build_model
 from deepgal.transfer import judge_rows, score_checkpoint
 from deepgal.transforms import Preprocess
@@ -38,6 +40,9 @@ def constant(tmp_path_factory):
     cal = {"temperature": 2.5, "source": "by hand", "val_probs": torch.zeros(0, 10),
            "val_labels": torch.zeros(0, dtype=torch.int64)}
     ckpt_io.save(tmp / "cal.pt", {**record, "calibration": cal})
+    ckpt_io.save(tmp / "bad.pt", {**record, "calibration": {**cal, "temperature": -1.0}})
+    torch.manual_seed(1)  # a model whose answers depend on the image, for the TTA test
+    ckpt_io.save(tmp / "rand.pt", {**record, "model": build_model("smallnet", 10, 16).state_dict()})
     return tmp, images, labels
 
 
@@ -83,6 +88,35 @@ def test_scores_of_a_row_subset_are_the_hand_worked_ones(constant, which, temper
     assert raw["nll"] == pytest.approx(expected(labels[rows], 1.0)["nll"], rel=1e-5)
 
 
+def test_tta_is_off_by_default_and_averages_the_eight_views(constant):
+    """Against run_model without TTA on the 8 dihedral views made with NumPy (np.rot90 and a
+    flip of the uint8 images): the default scores one view, tta=True their mean."""
+    tmp, images, labels = constant
+    cpu = torch.device("cpu")
+    model, pre, _ = load_model(tmp / "rand.pt", cpu)
+    rows = np.arange(0, 80, 3)
+    x, y = images[rows], labels[rows]
+    views = [np.ascontiguousarray(np.rot90(v, k, axes=(1, 2)))
+             for v in (x, x[:, :, ::-1]) for k in range(4)]
+    plain = run_model(model, x, pre, cpu)
+    mean = np.mean([run_model(model, v, pre, cpu) for v in views], axis=0)
+
+    def nll(p):
+        return float(np.mean(-np.log(p[np.arange(len(y)), y].astype(np.float64))))
+
+    assert abs(nll(mean) - nll(plain)) > 1e-3  # the two are told apart
+    default = score_checkpoint(tmp / "rand.pt", tmp / "g.h5", rows, cpu)
+    assert default["nll"] == pytest.approx(nll(plain), rel=1e-5)
+    tta = score_checkpoint(tmp / "rand.pt", tmp / "g.h5", rows, cpu, tta=True)
+    assert tta["nll"] == pytest.approx(nll(mean), rel=1e-4)
+
+
+def test_a_malformed_calibration_is_named_by_its_file(constant):
+    tmp, _, _ = constant
+    with pytest.raises(ValueError, match=r"bad\.pt: calibration record has temperature -1\.0"):
+        score_checkpoint(tmp / "bad.pt", tmp / "g.h5", np.arange(5), torch.device("cpu"))
+
+
 def test_evaluate_prints_the_hand_worked_figures(constant, capsys):
     """The text form through the command: n, accuracy ± s.e., macro-F1, the temperature,
     ECE and NLL and each class's recall and support, as worked out above."""
@@ -114,17 +148,20 @@ def test_judge_rows_records_the_sample_it_drew(constant):
     assert held["exclude"] == [str(tmp / "seen.h5")] and held["per_class"] == [3] * 10
     rows, held = judge_rows(tmp / "g.h5", half="tune", seed=1)  # a half alone is a sample
     assert len(rows) == 40 and held["per_class"] == [4] * 10 and held["exclude"] == []
+    # The library's default seed is the command's (--seed 0).
+    assert np.array_equal(judge_rows(tmp / "g.h5", 3)[0], held_out_rows(tmp / "g.h5", 3, 0)[0])
 
 
 def test_nothing_left_after_exclusion_is_an_error_naming_the_files(tmp_path, constant, capsys):
     _, images, labels = constant
     galaxy10.write_galaxy10(tmp_path / "g.h5", images[:10], labels[:10])
-    galaxy10.write_galaxy10(tmp_path / "all.h5", images[:10], labels[:10])
+    galaxy10.write_galaxy10(tmp_path / "all.h5", images[:6], labels[:6])
+    galaxy10.write_galaxy10(tmp_path / "rest.h5", images[6:10], labels[6:10])
     with pytest.raises(ValueError, match=r"g\.h5: no image left to score after skipping the "
-                                         r"10 that duplicate .*all\.h5"):
-        judge_rows(tmp_path / "g.h5", exclude=[tmp_path / "all.h5"])
+                                         r"10 that duplicate .*all\.h5, .*rest\.h5$"):
+        judge_rows(tmp_path / "g.h5", exclude=[tmp_path / "all.h5", tmp_path / "rest.h5"])
     assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--data",
                  str(tmp_path / "g.h5"), "--device", "cpu", "--exclude",
-                 str(tmp_path / "all.h5")]) == 1
+                 str(tmp_path / "all.h5"), str(tmp_path / "rest.h5")]) == 1
     err = capsys.readouterr().err  # the rows fail first, before the checkpoint is looked for
     assert "no image left to score" in err and "nope.pt" not in err

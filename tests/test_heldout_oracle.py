@@ -20,16 +20,16 @@ def pil_thumbnail(image: np.ndarray, side: int) -> np.ndarray:
 
 
 def test_thumbnails_match_pillow_across_read_chunks(tmp_path):
-    """CHUNK + 90 rows of 12 px images, asked in a shuffled order: row i of the result is the
-    Pillow thumbnail of the i-th row asked for, in the first chunk and after it."""
-    n = CHUNK + 90
+    """2 CHUNK + 90 rows of 12 px images, asked in a shuffled order: row i of the result is the
+    Pillow thumbnail of the i-th row asked for, in the first, second and third chunk."""
+    n = 2 * CHUNK + 90
     images = np.random.default_rng(1).integers(0, 256, (n, 12, 12, 3), dtype=np.uint8)
     path = tmp_path / "g.h5"
     galaxy10.write_galaxy10(path, images, np.arange(n) % 10)
-    rows = np.random.default_rng(2).permutation(n)[:CHUNK + 40]
+    rows = np.random.default_rng(2).permutation(n)[:2 * CHUNK + 40]
     got = thumbnails(path, rows, side=5)
-    assert got.shape == (CHUNK + 40, 3, 5, 5) and got.dtype == np.float32
-    for i in (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, CHUNK + 39):
+    assert got.shape == (2 * CHUNK + 40, 3, 5, 5) and got.dtype == np.float32
+    for i in (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 39):
         np.testing.assert_allclose(got[i], pil_thumbnail(images[rows[i]], 5), atol=1e-3)
 
 
@@ -162,7 +162,8 @@ def test_copies_are_replaced_by_the_next_clean_rows_of_their_class(odd_file, tmp
 
 @pytest.mark.parametrize("bad", [True, 0, -2, 2.0, "3"])
 def test_per_class_must_be_a_positive_integer(odd_file, bad):
-    with pytest.raises(ValueError, match=rf"per_class = {bad!r}: expected an integer >= 1"):
+    with pytest.raises(ValueError, match=rf"per_class = {bad!r}: expected an integer >= 1 "
+                                         r"\(or none: every row\)"):
         held_out_rows(odd_file[0], bad, 0)
 
 
@@ -172,3 +173,23 @@ def test_a_bad_half_or_exclude_file_is_named(odd_file, tmp_path):
     (tmp_path / "broken.h5").write_bytes(b"not hdf5")
     with pytest.raises(galaxy10.Galaxy10FormatError, match=r"broken\.h5"):
         held_out_rows(odd_file[0], 2, 0, exclude=[tmp_path / "broken.h5"])
+
+
+def test_dark_images_stay_without_exclusions_and_tol_is_used(tmp_path):
+    """Classes 0-7 only (counts still 10 long); all-black and near-black images are kept when
+    nothing is excluded. Copies 1 grey level brighter (mean |difference| 1) are duplicates at
+    the default tol 2 and not at tol 0.5."""
+    labels = np.repeat(np.arange(8), 3)
+    images = np.random.default_rng(8).integers(0, 256, (24, 8, 8, 3), dtype=np.uint8)
+    images[[0, 5]] = 0
+    images[7] = 1
+    images[images == 255] = 254
+    galaxy10.write_galaxy10(tmp_path / "g.h5", images, labels)
+    rows, info = held_out_rows(tmp_path / "g.h5", None, 0)
+    assert rows.tolist() == list(range(24))
+    assert info["per_class"] == [3] * 8 + [0, 0]
+    galaxy10.write_galaxy10(tmp_path / "seen.h5", images[[2, 9]] + 1, labels[[2, 9]])
+    rows, info = held_out_rows(tmp_path / "g.h5", None, 0, [tmp_path / "seen.h5"])
+    assert info["excluded"] == 2 and not np.isin([2, 9], rows).any()
+    rows, info = held_out_rows(tmp_path / "g.h5", None, 0, [tmp_path / "seen.h5"], tol=0.5)
+    assert info["excluded"] == 0 and len(rows) == 24

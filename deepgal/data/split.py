@@ -67,7 +67,7 @@ def identical_groups(h5_path: str | Path, chunk: int = 256) -> np.ndarray:
     with h5py.File(h5_path, "r") as f:
         n = f[IMAGES_KEY].shape[0]
     keys: dict[bytes, int] = {}
-    groups = np.empty(n, np.int64)
+    groups = np.full(n, -1, np.int64)  # -1 = not read: a skipped row can never pass for a group
     for start in range(0, n, chunk):
         block = read_images(h5_path, np.arange(start, min(start + chunk, n)))
         for i, image in enumerate(block):

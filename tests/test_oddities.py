@@ -21,6 +21,7 @@ from deepgal.evaluation import EvaluatePaths, evaluate_variant
 from deepgal.handoff import HandoffError, Predictions
 from deepgal.inference import run_model
 from deepgal.models import build_model
+from deepgal.pipeline_report import oddities
 from deepgal.transforms import Preprocess
 from tests.helpers import smooth_galaxies
 from tests.pipeline_repo import tiny_params
@@ -113,3 +114,53 @@ def test_an_empty_outlier_cell_names_its_line(tmp_path):
                    "test,7,2,3,0.4,\n")
     with pytest.raises(HandoffError, match=r"line 3 has no 'outlier' score"):
         Predictions.read(bad)
+
+
+def scored_predictions(path: Path, n_test: int, seed: int) -> pd.DataFrame:
+    """predictions.csv with random outlier scores (some tied) for ``n_test`` test rows 0.. and
+    five val rows after them; returns what it wrote as pandas reads it back."""
+    rng = np.random.default_rng(seed)
+    n = n_test + 5
+    labels = rng.integers(0, 10, n)
+    probs = np.eye(10)[np.where(rng.random(n) < 0.7, labels, (labels + 1) % 10)] * 0.6 + 0.04
+    score = np.round(rng.uniform(0.05, 0.6, n), 2)  # 2 decimals: ties happen
+    score[n_test:] = 0.99  # the most unusual of all are val rows: the gallery must skip them
+    idx = np.arange(n)
+    Predictions.from_parts({"test": (idx[:n_test], labels[:n_test], probs[:n_test],
+                                     score[:n_test]),
+                            "val": (idx[n_test:], labels[n_test:], probs[n_test:],
+                                    score[n_test:])}).write(path)
+    return pd.read_csv(path)
+
+
+def test_the_gallery_shows_the_16_highest_test_scores_in_order(tmp_path):
+    images = smooth_galaxies(45, size=24, seed=3)
+    write_galaxy10(tmp_path / "g.h5", images, np.zeros(45, np.uint8))
+    csv = scored_predictions(tmp_path / "predictions.csv", 40, seed=1)
+    fig = oddities("v", Predictions.read(tmp_path / "predictions.csv"), tmp_path / "g.h5",
+                   tmp_path / "odd.png")
+    # The oracle: the test rows by descending score, ties by file order (a stable sort here).
+    test = csv[csv["split"] == "test"]
+    order = np.argsort(-test["outlier"].to_numpy(), kind="stable")[:16]
+    want = test["index"].to_numpy()[order]
+    shown = [ax for ax in fig.axes if ax.images]
+    assert [int(ax.get_xlabel().split()[0][1:]) for ax in shown] == want.tolist()
+    assert [float(ax.get_xlabel().split()[1][2:]) for ax in shown] == \
+        pytest.approx(test["outlier"].to_numpy()[order], abs=5e-4)
+    for ax, row in zip(shown, want, strict=True):
+        np.testing.assert_array_equal(ax.images[0].get_array(), images[row])
+    missed = test["label"].to_numpy()[order] != test["pred"].to_numpy()[order]
+    assert [ax.spines["top"].get_visible() for ax in shown] == missed.tolist()
+    assert (tmp_path / "odd.png").stat().st_size > 1000
+
+
+def test_no_gallery_without_scores_or_without_a_test_split(tmp_path):
+    write_galaxy10(tmp_path / "g.h5", smooth_galaxies(8, size=24), np.zeros(8, np.uint8))
+    (tmp_path / "old.csv").write_text("split,index,label,pred,confidence\ntest,1,0,0,0.9\n")
+    assert oddities("v", Predictions.read(tmp_path / "old.csv"), tmp_path / "g.h5",
+                    tmp_path / "a.png") is None
+    (tmp_path / "val.csv").write_text("split,index,label,pred,confidence,outlier\n"
+                                      "val,1,0,0,0.9,0.3\n")
+    assert oddities("v", Predictions.read(tmp_path / "val.csv"), tmp_path / "g.h5",
+                    tmp_path / "b.png") is None
+    assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()

@@ -1,15 +1,17 @@
 """A variant's evaluation, assembled: the evaluate stage's whole job as one library call.
 
 One pass of the selected model over the data file gives both: the penultimate embedding of
-each val/test image and of a seeded sample of ``evaluate.map_train`` train images (what
-``reduce`` maps) and, from the same forward pass, the class probabilities of val and test
+every train, val and test image (``reduce`` maps val, test and a seeded sample of
+``evaluate.map_train`` train images) and, from the same forward pass, the class probabilities of val and test
 (with ``evaluate.tta``, a second pass over val and test averages the 8 rotation/flip views
 instead). One process loads torch, the network and the weights once, and reads each image once.
 
 :func:`evaluate_variant` writes, all before talking to MLflow (an unreachable tracker is one
 warning, not a failure): ``metrics.json`` (the numbers the plot stage gathers for DVC),
 ``eval.json`` (details), ``predictions.csv`` (one row per image), ``<split>.png`` confusion
-matrices, ``features.npz`` (``features`` (N, D) float32, ``index``, ``label``, ``split`` per
+matrices (``predictions.csv`` holds each val/test image's outlier score: the mean cosine
+distance to its ``evaluate.outlier_k`` nearest train images in the embedding,
+:func:`deepgal.explore.outliers.knn_outlier_scores`), ``features.npz`` (``features`` (N, D) float32, ``index``, ``label``, ``split`` per
 row) and ``calibration.json`` (the checkpoint's temperature; per split ECE, NLL and reliability
 bins before and after it). Probabilities (scores, predictions.csv) are the calibrated ones.
 """
@@ -23,9 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from .calibration import Calibration, apply_temperature, measure
-from .config import BaseCfg, EvaluateCfg
+from .config import BaseCfg, ConfigError, EvaluateCfg
 from .data import galaxy10
 from .data import split as split_io
+from .explore.outliers import knn_outlier_scores
 from .handoff import CalibrationReport, Features, History, Predictions, Selection, VariantMetrics
 from .inference import load_model
 from .inference.source import run_on_file
@@ -98,14 +101,19 @@ def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg,
     labels = galaxy10.read_labels(paths.data)
     sel = Selection.read(paths.selection)
     rows = {name: split_io.read_split(paths.split, name) for name in split_io.SPLITS}
-    # The maps need only a sample of train; val and test are always embedded whole.
-    rows["train"] = split_io.sample_rows(rows["train"], cfg.map_train, base.seed)
+    check_outlier_k(cfg.outlier_k, len(rows["train"]))
     # split.test = 0 reproduces the report: no test split, no test scores.
     scored = {s: rows[s] for s in ("val", "test") if len(rows[s])}
     device = pick_device(base.device)
     model, pre, ckpt = load_model(paths.checkpoint, device)
     out = embed_and_score(model, paths, pre, device, rows, list(scored), cfg, variant)
-    Features.from_splits(out.features, rows, labels).write(paths.features)
+    # Every train image is the outlier score's reference; the maps need only a sample of it.
+    outlier = {s: knn_outlier_scores(out.features[s], out.features["train"], cfg.outlier_k)
+               for s in scored}
+    mapped = split_io.sample_rows(rows["train"], cfg.map_train, base.seed)
+    keep = np.isin(rows["train"], mapped)  # the sample keeps the rows' own order
+    Features.from_splits(out.features | {"train": out.features["train"][keep]},
+                         rows | {"train": mapped}, labels).write(paths.features)
     calib = measure(Calibration.from_checkpoint(ckpt, paths.checkpoint), out.probs,
                     {s: labels[idx] for s, idx in scored.items()})
     probs = {s: apply_temperature(p, calib["temperature"]) for s, p in out.probs.items()}
@@ -115,13 +123,20 @@ def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg,
     VariantMetrics(**accuracy_and_f1(result), epoch=sel.epoch,
                    train_min=History.read(paths.history).seconds() / 60).write(paths.metrics)
     write_json(paths.details, result)
-    Predictions.from_parts({s: (idx, labels[idx], probs[s])
+    Predictions.from_parts({s: (idx, labels[idx], probs[s], outlier[s])
                             for s, idx in scored.items()}).write(paths.predictions)
     pngs = plot_confusions(variant, result, list(scored), paths.plots,
                            f"epoch {sel.epoch}{', 8-view TTA' if cfg.tta else ''}")
     report_to_tracker(paths.run, result, calib,
                       [paths.metrics, paths.details, paths.calibration, *pngs])
     return result
+
+
+def check_outlier_k(k: int, n_train: int) -> None:
+    """ConfigError, before any model is loaded, when the train split is too small for k."""
+    if k > n_train:
+        raise ConfigError(f"params.yaml: evaluate.outlier_k = {k} needs at least {k} train "
+                          f"images; the split has {n_train}: lower evaluate.outlier_k")
 
 
 def plot_confusions(variant: str, result: dict, splits: list[str], folder: Path,

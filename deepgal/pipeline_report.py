@@ -2,7 +2,8 @@
 
 :func:`make_report` writes ``report.md`` and its pictures (curves of all variants, each
 variant's embedding grid and confused-pairs gallery, every variant's val map, the reliability
-diagram, a sample grid and an augmentation preview), the offline HTML template of ``dvc plots
+diagram, the best variant's most unusual test galaxies by outlier score, a sample grid and an
+augmentation preview), the offline HTML template of ``dvc plots
 show`` and ``metrics.json`` (every variant's headline numbers, the one file DVC declares as
 metrics), then attaches the pictures to MLflow.
 
@@ -18,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from . import config
 from .crossval_file import with_cv
 from .data import galaxy10
 from .data import split as split_io
 from .dvc_metrics import metrics_table
+from .explore.gallery import Cell, plot_gallery
 from .handoff import (
     CalibrationReport,
     Embeddings,
@@ -50,6 +53,8 @@ from .transforms import Augment, Preprocess, augmentation_preview
 
 log = logging.getLogger("plot")
 PAIRS, PER_PAIR = 4, 6  # the gallery: most confused pairs, images of each
+ODDITIES = 16  # the most unusual test galaxies shown
+MISSED = "tab:red"  # frame of an unusual galaxy the model also misclassified
 SAMPLES_PER_CLASS = 6
 
 
@@ -101,6 +106,28 @@ def gallery(variant: str, preds, data: Path, png: Path) -> Path | None:
     conf = dict(zip(val["index"].tolist(), val["confidence"].tolist()))
     plot_confused_pairs(picked, images, f"{variant}: the most confused pairs (val)", png, conf)
     return png
+
+
+def oddities(variant: str, preds: Predictions, data: Path, png: Path) -> Figure | None:
+    """Draw the :data:`ODDITIES` test images of ``variant`` with the highest outlier score,
+    highest first, each captioned with its row, score and class, into ``png``; the figure.
+    None (and nothing drawn) without a test split or without scores (a file from before)."""
+    if not preds.has_outliers():
+        log.warning("%s: predictions.csv has no outlier scores; re-run `dvc repro evaluate` "
+                    "for the gallery of unusual galaxies", variant)
+        return None
+    top = preds.most_unusual("test", ODDITIES)
+    if top.empty:
+        return None
+    rows = top["index"].to_numpy(np.int64)
+    names = galaxy10.CLASS_NAMES
+    cells = [Cell(img, f"#{r}  s={s:.3f}\n{names[y]}", frame=None if p == y else MISSED)
+             for img, r, s, y, p in zip(galaxy10.read_images(data, rows), rows, top["outlier"],
+                                        top["label"], top["pred"], strict=True)]
+    title = (f"{variant}: the {len(cells)} most unusual test galaxies, most unusual first (s = "
+             "mean cosine distance to the nearest train images in the embedding; red frame: "
+             "misclassified)")
+    return plot_gallery(cells, title, png, max_cols=8)
 
 
 def data_pictures(data: Path, split_dir: Path, params: dict, plots: Path) -> dict[str, str]:
@@ -172,6 +199,11 @@ def make_report(variants: list[str], results_root: Path, data: Path, split: Path
     order = [r["variant"] for r in ranked + unranked]
     lead = lead_pictures(results, rows, order, plots)
     sections = {v: sections[v] for v in order}
+    best = order[0]  # the best learned variant, else the best of the rest
+    if oddities(best, Predictions(results[best].predictions), data,
+                plots / f"{best}_oddities.png"):
+        sections[best][f"{best}: the most unusual test galaxies (outlier score)"] = \
+            f"plots/{best}_oddities.png"
     sections["Data"] = data_pictures(data, split, params, plots)
     write_report(out / "report.md", rows, {v: r.confusion for v, r in results.items()},
                  runs={v: r.ran for v, r in results.items()}, lead=lead, gallery=galleries,
@@ -204,7 +236,8 @@ def attach_to_mlflow(run_ids: Mapping[str, str | None], plots: Path,
         if sink is None:
             continue
         pngs = [plots / name for name in ("curves.png", "reliability.png",
-                                          f"{v}_embeddings.png", f"{v}_confused.png")]
+                                          f"{v}_embeddings.png", f"{v}_confused.png",
+                                          f"{v}_oddities.png")]
         for png in [p for p in pngs if p.exists()]:
             sink.log_artifact(png, "plots")
         parent = sink.parent_id()

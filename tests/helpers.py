@@ -7,7 +7,8 @@
 - :func:`selected_checkpoint`: a calibrated checkpoint of any variant with random weights;
 - :func:`malicious_files`: checkpoints whose unpickling would run code (create a marker file);
 - :func:`toy_smallnet`, :func:`two_patches`: a hand-built smallnet whose class 1 counts red
-  pixels and class 2 green ones, and an image with one red and one green patch (Grad-CAM).
+  pixels and class 2 green ones, and an image with one red and one green patch (Grad-CAM);
+- :func:`smooth_galaxies`: smooth elliptical blobs, among which pure noise is the oddity.
 
 Ports and a loopback HTTP server live in ``tests/ports.py`` and ``tests/httpserver.py``.
 """
@@ -181,3 +182,21 @@ def two_patches(red_level=220, green_level=120) -> np.ndarray:
     img[GREEN] = (0, green_level, 0)
     img[24:30, 24:30] = 200  # a grey square that neither class looks at
     return img
+
+
+def smooth_galaxies(n, size=64, seed=0):
+    """Elliptical Gaussian blobs of random centre, size, axis ratio, angle and colour on a dark
+    sky: (n, size, size, 3) uint8, smooth at every scale."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size].astype(np.float64)
+    out = np.empty((n, size, size, 3), np.uint8)
+    for i in range(n):
+        cy, cx = size / 2 + rng.uniform(-4, 4, 2)
+        a, b = rng.uniform(3, 12), rng.uniform(2, 6)
+        t = rng.uniform(0, np.pi)
+        u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
+        v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
+        blob = np.exp(-0.5 * ((u / a) ** 2 + (v / b) ** 2))
+        colour = rng.uniform(120, 230, 3)
+        out[i] = np.clip(15 + blob[..., None] * colour, 0, 255).astype(np.uint8)
+    return out

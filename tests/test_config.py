@@ -88,7 +88,7 @@ VALID = {
     "select.register": st.booleans(), "select.log_model": st.sampled_from(["learned", "always"]),
     "evaluate.batch_size": i(1, 8192),
     "evaluate.tta": st.booleans(),
-    "evaluate.map_train": st.none() | i(1, 10**6),
+    "evaluate.map_train": st.none() | i(1, 10**6), "evaluate.outlier_k": i(1, 10**6),
     "reduce.pca_dims": st.none() | i(2, 4096),
     "reduce.methods.tsne.perplexity": f(1, 100), "reduce.methods.umap.n_neighbors": i(2, 200),
     "reduce.methods.umap.min_dist": f(0, 1),
@@ -123,6 +123,7 @@ INVALID = {
     "cv.folds": i(max_value=-1) | st.just(1),
     "cv.variants": st.just([]) | st.lists(st.text("abz_", min_size=1), min_size=1).filter(
         lambda names: not set(names) <= set(PARAMS["variants"])),  # empty, or not a variant
+    "evaluate.outlier_k": i(max_value=0),
     "reduce.pca_dims": i(max_value=1),
     "reduce.methods.tsne.perplexity": f(max_value=0.999) | f(min_value=100.001),
     "reduce.methods.umap.n_neighbors": i(max_value=1) | i(min_value=201),

@@ -16,7 +16,7 @@ from deepgal.data.galaxy10 import CLASS_NAMES, write_galaxy10
 from deepgal.inference import run_model
 from deepgal.models import build_model
 from deepgal.transforms import Preprocess
-from tests.helpers import GREEN, RED, TOY_PRE, toy_smallnet, two_patches
+from tests.helpers import GREEN, RED, TOY_PRE, smooth_galaxies, toy_smallnet, two_patches
 
 pytest.importorskip("captum")
 PRE = Preprocess(32, crop=0.5)  # smallnet's: a query image is brought to 64 px first
@@ -33,24 +33,6 @@ def ckpt(tmp_path_factory):
     torch.manual_seed(0)
     return save_ckpt(tmp_path_factory.mktemp("ckpt") / "model.pt",
                      build_model("smallnet", 10, PRE.input_size), PRE)
-
-
-def smooth_galaxies(n, size=64, seed=0):
-    """Elliptical Gaussian blobs of random centre, size, axis ratio, angle and colour on a dark
-    sky: (n, size, size, 3) uint8, smooth at every scale."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size].astype(np.float64)
-    out = np.empty((n, size, size, 3), np.uint8)
-    for i in range(n):
-        cy, cx = size / 2 + rng.uniform(-4, 4, 2)
-        a, b = rng.uniform(3, 12), rng.uniform(2, 6)
-        t = rng.uniform(0, np.pi)
-        u = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t)
-        v = -(xx - cx) * np.sin(t) + (yy - cy) * np.cos(t)
-        blob = np.exp(-0.5 * ((u / a) ** 2 + (v / b) ** 2))
-        colour = rng.uniform(120, 230, 3)
-        out[i] = np.clip(15 + blob[..., None] * colour, 0, 255).astype(np.uint8)
-    return out
 
 
 def labelled_file(path, images):

@@ -36,12 +36,12 @@ def variant_results(d: Path, split: dict[str, np.ndarray], labels: np.ndarray, r
         idx = split[s]
         good = rng.random(len(idx)) < right
         pred = np.where(good, labels[idx], (labels[idx] + 1) % 10)
-        parts[s] = (idx, labels[idx], np.eye(10)[pred] * 0.5 + 0.05)
+        parts[s] = (idx, labels[idx], np.eye(10)[pred] * 0.5 + 0.05, rng.uniform(0, 1, len(idx)))
         scores[s] = {"accuracy": float((pred == labels[idx]).mean()), "macro_f1": 0.5}
     Predictions.from_parts(parts).write(d / "predictions.csv")
     # calibration.json as the evaluate stage writes it (no calibration: temperature 1)
     (d / "calibration.json").write_text(json.dumps(measure(
-        None, {s: p for s, (_, _, p) in parts.items()}, {s: y for s, (_, y, _) in parts.items()})))
+        None, {s: p[2] for s, p in parts.items()}, {s: p[1] for s, p in parts.items()})))
     (d / "metrics.json").write_text(json.dumps(scores | {"epoch": 2, "train_min": 0.1}))
     (d / "selection.json").write_text(json.dumps({"epoch": 2, "run_id": None}))
     (d / "train.json").write_text(json.dumps({"config": {"model": d.name, "pretrained": "none",
@@ -88,7 +88,8 @@ def test_plot_stage_reads_only_its_declared_files(tmp_path):
     assert {Path(link).name for link in local} == {
         "curves.png", "variants_umap_val.png", "smallnet_embeddings.png",
         "smallnet_confused.png", "customnet_embeddings.png", "customnet_confused.png",
-        "samples.png", "augmentations.png", "reliability.png"}
+        "samples.png", "augmentations.png", "reliability.png",
+        "smallnet_oddities.png"}  # the best variant's alone
     for link in local:
         assert (tmp_path / "reports" / link).stat().st_size > 0, link
     head = json.loads((tmp_path / "metrics.json").read_text())

@@ -178,9 +178,11 @@ class EvaluateCfg(Checked):
     batch_size: int
     tta: bool  # average the softmax over the 8 rotation/flip views
     map_train: int | None  # train images embedded for the maps (a seeded sample); None = all
+    outlier_k: int  # train neighbours the outlier score of a val/test image averages over
 
     def check(self):
         yield "batch_size", self.batch_size >= 1, "must be >= 1"
+        yield "outlier_k", self.outlier_k >= 1, "must be >= 1 (train neighbours)"
         yield "map_train", self.map_train is None or self.map_train >= 1, \
             "must be null (every train image) or >= 1 images"
 

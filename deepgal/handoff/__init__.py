@@ -42,6 +42,7 @@ from .tables import (
                     EMBEDDING_COLUMNS,
                     FEATURE_KEYS,
                     HISTORY_COLUMNS,
+                    OUTLIER_COLUMN,
                     PREDICTION_COLUMNS,
                     Embeddings,
                     Features,
@@ -52,6 +53,6 @@ from .tables import (
 
 __all__ = ["CalibrationReport", "EMBEDDING_COLUMNS", "Embeddings", "FEATURE_KEYS", "Features",
            "HISTORY_COLUMNS", "HandoffError", "History", "LAYOUT_VERSION", "MlflowRun",
-           "PREDICTION_COLUMNS", "PipelineMetrics", "Predictions", "Record", "ResumeRun",
+           "OUTLIER_COLUMN", "PREDICTION_COLUMNS", "PipelineMetrics", "Predictions", "Record", "ResumeRun",
            "Selection", "Source", "SplitRows", "SplitStats", "TrainSummary", "VariantMetrics",
            "VariantPaths"]

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 HISTORY_COLUMNS = ("epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",
                    "images_per_s", "seconds")
 PREDICTION_COLUMNS = ("split", "index", "label", "pred", "confidence")
+# Optional: a file written before the evaluate stage scored outliers reads without it.
+OUTLIER_COLUMN = "outlier"
 EMBEDDING_COLUMNS = ("index", "label", "split", "method", "x", "y")
 FEATURE_KEYS = ("features", "index", "label", "split")
 
@@ -130,28 +132,36 @@ class Predictions:
     """``results/<variant>/predictions.csv``: one row per val/test image. ``frame`` columns:
     ``split`` (str), ``index`` (int, the image's row in the data file), ``label`` (int, true
     class), ``pred`` (int, predicted class), ``confidence`` (float, the predicted class's
-    probability). The report's confusion, chance test and gallery all come from this file."""
+    probability) and, when the evaluate stage scored them, ``outlier`` (float, the image's
+    outlier score, :func:`deepgal.explore.outliers.knn_outlier_scores` against train; higher =
+    more unusual). The report's confusion, chance test and galleries all come from this file."""
 
     frame: pd.DataFrame
 
     @classmethod
-    def from_parts(cls, parts: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
-                   ) -> Predictions:
+    def from_parts(cls, parts: Mapping[str, tuple[np.ndarray, ...]]) -> Predictions:
         """Rows of every split in ``parts``: split -> (index (N,) int, label (N,) int, probs
-        (N, K) float) in the order given; ``pred`` is the argmax of ``probs``."""
+        (N, K) float[, outlier (N,) float]) in the order given; ``pred`` is the argmax of
+        ``probs``. The ``outlier`` column is written when every split brings one."""
         import pandas as pd
 
         frames = []
-        for split, (index, label, probs) in parts.items():
+        for split, (index, label, probs, *outlier) in parts.items():
             probs = np.asarray(probs)
             index, label = np.asarray(index, dtype=np.int64), np.asarray(label, dtype=np.int64)
-            if probs.ndim != 2 or not len(index) == len(label) == len(probs):
+            sizes = {len(index), len(label), len(probs), *(len(o) for o in outlier)}
+            if probs.ndim != 2 or len(sizes) != 1 or len(outlier) > 1:
                 raise ValueError(f"predictions of {split}: need index (N,), label (N,), probs "
-                                 f"(N, K); got {index.shape}, {label.shape}, {probs.shape}")
+                                 f"(N, K)[, outlier (N,)]; got {index.shape}, {label.shape}, "
+                                 f"{probs.shape}{''.join(f', {np.shape(o)}' for o in outlier)}")
             pred = probs.argmax(axis=1)
-            frames.append(pd.DataFrame({"split": split, "index": index, "label": label,
-                                        "pred": pred,
-                                        "confidence": probs[np.arange(len(pred)), pred]}))
+            frame = pd.DataFrame({"split": split, "index": index, "label": label, "pred": pred,
+                                  "confidence": probs[np.arange(len(pred)), pred]})
+            if outlier:
+                frame[OUTLIER_COLUMN] = np.asarray(outlier[0], dtype=np.float64)
+            frames.append(frame)
+        if len({OUTLIER_COLUMN in f for f in frames}) > 1:
+            raise ValueError("predictions: an outlier score for some splits but not all")
         if not frames:
             return cls(pd.DataFrame({c: [] for c in PREDICTION_COLUMNS}))
         return cls(pd.concat(frames, ignore_index=True))
@@ -175,7 +185,25 @@ class Predictions:
             if not bad.empty:
                 raise HandoffError(f"{path}: {col} {int(bad[col].iloc[0])} (line "
                                    f"{bad.index[0] + 2}) is not a class 0..{num_classes - 1}")
+        if OUTLIER_COLUMN in df and df[OUTLIER_COLUMN].isna().any():
+            line = int(np.flatnonzero(df[OUTLIER_COLUMN].isna())[0]) + 2
+            raise HandoffError(f"{path}: line {line} has no '{OUTLIER_COLUMN}' score; re-run "
+                               "`dvc repro evaluate`")
         return cls(df)
+
+    def has_outliers(self) -> bool:
+        """Whether the file holds the ``outlier`` column (one written before it did not)."""
+        return OUTLIER_COLUMN in self.frame
+
+    def most_unusual(self, split: str, n: int) -> pd.DataFrame:
+        """The ``n`` rows of ``split`` with the highest outlier score, highest first (ties in
+        file order); HandoffError when the file has no scores."""
+        if not self.has_outliers():
+            raise HandoffError(f"predictions.csv has no '{OUTLIER_COLUMN}' column (written "
+                               "before the evaluate stage scored outliers); re-run "
+                               "`dvc repro evaluate`")
+        part = self.frame[self.frame["split"] == split]
+        return part.sort_values(OUTLIER_COLUMN, ascending=False, kind="stable").head(n)
 
     def confusion_matrix(self, split: str, num_classes: int = 10) -> np.ndarray:
         """(K, K) int64 counts of ``split``'s rows: rows true class, columns predicted."""

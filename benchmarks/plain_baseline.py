@@ -3,10 +3,10 @@
 The reference the pipeline's recipe is judged against: no deepgal training code, only
 torchvision's resnet18, Adam(W), per-sample random flips + 90-degree rotations, the whole
 frame (or a centre crop) resized once with antialiasing, per-channel normalisation from the
-training fold, cross-entropy, the final epoch's weights scored on the held-out fold. Same
-stratified folds as ``benchmarks/real_recipe.py`` (``StratifiedKFold(shuffle, seed)``).
+training fold, cross-entropy, the final epoch's weights scored on the held-out fold. The
+same folds as ``benchmarks/real_recipe.py`` (:func:`deepgal.crossval.run_folds`, fold seed 0).
 
-    python benchmarks/plain_baseline.py --size 64 --epochs 30 --max-folds 2 --threads 1
+    python benchmarks/plain_baseline.py --size 64 --epochs 30 --only-folds 0 1 --threads 1
 """
 from __future__ import annotations
 
@@ -20,9 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision
-from sklearn.metrics import f1_score
-from sklearn.model_selection import StratifiedKFold
 
+from deepgal.crossval import identical_images, run_folds, summarise
 from deepgal.data.labelled import read_labelled
 
 REAL700 = Path(__file__).resolve().parents[2] / "shared" / "data" / "galaxy10_decals_real700"
@@ -48,8 +47,8 @@ def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return out
 
 
-def train_fold(x, y, tr, te, args) -> np.ndarray:
-    """Train on rows ``tr``; returns the (len(te),) predicted classes of rows ``te``."""
+def train_fold(x, y, tr, te, args) -> dict[str, np.ndarray]:
+    """Train on rows ``tr``; returns {"plain": (len(te), 10) softmax probabilities of rows ``te``}."""
     torch.manual_seed(args.seed)
     gen = torch.Generator().manual_seed(args.seed)
     mean = x[tr].mean((0, 2, 3), keepdim=True)
@@ -57,9 +56,6 @@ def train_fold(x, y, tr, te, args) -> np.ndarray:
     xn = (x - mean) / std
     model = torchvision.models.resnet18(num_classes=10)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.wd)
-    steps = args.epochs * (len(tr) // args.batch)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, args.lr, total_steps=steps) \
-        if args.onecycle else None
     for _ in range(args.epochs):
         model.train()
         perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)]
@@ -69,12 +65,10 @@ def train_fold(x, y, tr, te, args) -> np.ndarray:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if sched:
-                sched.step()
     model.eval()
     with torch.no_grad():
-        return torch.cat([model(xn[te[i:i + 128]]).argmax(1)
-                          for i in range(0, len(te), 128)]).numpy()
+        return {"plain": torch.cat([model(xn[te[i:i + 128]]).softmax(1)
+                                    for i in range(0, len(te), 128)]).numpy()}
 
 
 def main() -> None:
@@ -86,45 +80,34 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.0)
-    ap.add_argument("--onecycle", action="store_true", help="one-cycle lr schedule (else constant)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="training seed")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--only-folds", type=int, nargs="+")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--json", type=Path, help="write per-fold accuracies and the confusion here")
+    ap.add_argument("--json", type=Path, help="write the result (real_recipe.py --merge reads it)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     images, labels, _ = read_labelled(args.data)
     y = labels.astype("int64")
     x = prepare(images, args.size, args.crop)
-    splits = list(StratifiedKFold(args.folds, shuffle=True, random_state=0).split(y, y))
-    pred, truth, accs, walls = [], [], [], []
     cpu0 = time.process_time()
-    for k in args.only_folds or range(args.folds):
-        tr, te = splits[k]
-        t0 = time.perf_counter()
-        p = train_fold(x, y, tr, te, args)
-        walls.append(time.perf_counter() - t0)
-        accs.append(float((p == y[te]).mean()))
-        pred.append(p)
-        truth.append(y[te])
-        print(f"fold {k}: acc {accs[-1]:.3f}, {walls[-1] / 60:.1f} min", flush=True)
-    p, t = np.concatenate(pred), np.concatenate(truth)
-    acc = float((p == t).mean())
-    se = (acc * (1 - acc) / len(t)) ** 0.5
+    results = run_folds(y, args.folds, 0, lambda tr, te, k: train_fold(x, y, tr, te, args),
+                        groups=identical_images(images), only=args.only_folds,
+                        on_fold=lambda r: print(f"fold {r.fold}: {r.wall_s / 60:.1f} min",
+                                                flush=True))
+    out = {"folds": args.folds, "folds_run": len(results),
+           "n": int(sum(len(r.held) for r in results)),
+           "wall_min_per_fold": float(np.mean([r.wall_s for r in results])) / 60,
+           "cpu_min_per_fold": (time.process_time() - cpu0) / len(results) / 60,
+           "loadavg": os.getloadavg(), "args": vars(args) | {"data": str(args.data)},
+           "plain": summarise(y, results, "plain", args.folds).to_dict()}
     if args.json:
-        conf = np.zeros((10, 10), int)
-        np.add.at(conf, (t, p), 1)
-        args.json.write_text(json.dumps({
-            "n": len(t), "folds": args.folds, "folds_run": len(accs),
-            "wall_min_per_fold": np.mean(walls) / 60,
-            "cpu_min_per_fold": (time.process_time() - cpu0) / len(accs) / 60,
-            "loadavg": os.getloadavg(), "plain": {"fold_acc": accs, "confusion": conf.tolist()}}))
-    load = "/".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"| plain {vars(args)} | {len(accs)}/{args.folds} | {100 * np.mean(accs):.1f} ± "
-          f"{100 * se:.1f} | {100 * np.std(accs):.1f} | {f1_score(t, p, average='macro'):.3f} | "
-          f"{np.mean(walls) / 60:.1f} | {(time.process_time() - cpu0) / len(accs) / 60:.1f} | "
-          f"{load} |")
+        args.json.write_text(json.dumps(out, indent=1, default=str) + "\n")
+    s = out["plain"]
+    print(f"| plain resnet18 {args.size}px crop {args.crop} {args.epochs} ep | "
+          f"{len(results)}/{args.folds} | {100 * s['acc']:.1f} ± {100 * s['se']:.1f} | "
+          f"{100 * s['spread']:.1f} | {s['macro_f1']:.3f} | {out['wall_min_per_fold']:.1f} | "
+          f"{out['cpu_min_per_fold']:.1f} | {'/'.join(f'{v:.1f}' for v in out['loadavg'])} |")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def test_merge_pools_confusions_of_disjoint_folds(tmp_path):
                          capture_output=True, text=True, check=True).stdout
     row = [c.strip() for c in out.strip().splitlines()[-1].split("|")[1:-1]]
     t, p = np.concatenate(truth), np.concatenate(pred)
-    accs = [accuracy_score(a, b) for a, b in zip(truth, pred)]
+    accs = [accuracy_score(a, b) for a, b in zip(truth, pred, strict=True)]
     pooled = accuracy_score(t, p)
     assert row[0] == "x" and row[1] == "2/5"
     assert row[2] == f"{100 * np.mean(accs):.1f} ± {100 * np.sqrt(pooled * (1 - pooled) / 280):.1f}"

@@ -41,7 +41,7 @@ def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """(B, 3, S, S) -> each image under a random one of the 8 flips/90-degree rotations."""
     out = torch.empty_like(x)
     for i, (k, f) in enumerate(zip(torch.randint(0, 4, (len(x),), generator=gen).tolist(),
-                                   torch.randint(0, 2, (len(x),), generator=gen).tolist())):
+                                   torch.randint(0, 2, (len(x),), generator=gen).tolist(), strict=True)):
         v = torch.rot90(x[i], k, (1, 2))
         out[i] = v.flip(2) if f else v
     return out

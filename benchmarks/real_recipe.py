@@ -27,10 +27,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from sklearn.metrics import f1_score
 
 from deepgal.config import apply_overrides, load_params, resolve_variant
 from deepgal.crossval import FoldResult, identical_images, run_folds, summarise, train_fold
 from deepgal.data.labelled import check_folds, read_labelled
+from deepgal.metrics import binomial_se
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL700 = ROOT.parent / "shared" / "data" / "galaxy10_decals_real700"
@@ -66,20 +68,46 @@ def cross_validate(run, images, labels, folds: int, seed: int, max_folds: int | 
     return out
 
 
+def merge(parts: list[dict]) -> dict:
+    """Results of disjoint fold subsets (``--only-folds`` in parallel processes, ``--json``)
+    -> one result: fold accuracies concatenated, confusions summed, the pooled s.e. and
+    macro-F1 from the summed confusion, time per fold averaged over the folds."""
+    runs = [p["folds_run"] for p in parts]
+    out = {"folds": parts[0]["folds"], "folds_run": sum(runs), "n": sum(p["n"] for p in parts),
+           "wall_min_per_fold": float(np.average([p["wall_min_per_fold"] for p in parts],
+                                                 weights=runs)),
+           "cpu_min_per_fold": float(np.average([p["cpu_min_per_fold"] for p in parts],
+                                                weights=runs)),
+           "loadavg": parts[-1]["loadavg"]}
+    for name in ("plain", "tta"):
+        if not all(name in p for p in parts):
+            continue
+        cm = np.sum([np.asarray(p[name]["confusion"]) for p in parts], axis=0)
+        accs = [a for p in parts for a in p[name]["fold_acc"]]
+        truth = np.repeat(np.arange(len(cm)), cm.sum(1))
+        pred = np.concatenate([np.repeat(np.arange(len(cm)), row) for row in cm])
+        pooled = float(np.trace(cm) / cm.sum())
+        out[name] = {"fold_acc": accs, "acc": float(np.mean(accs)),
+                     "spread": float(np.std(accs)), "se": binomial_se(pooled, int(cm.sum())),
+                     "macro_f1": float(f1_score(truth, pred, average="macro")),
+                     "confusion": cm.tolist()}
+    return out
+
+
 def table_rows(label: str, r: dict) -> list[str]:
     folds = f"{r['folds_run']}/{r['folds']}"
     load = "/".join(f"{v:.1f}" for v in r["loadavg"])
     return [f"| {label}{' +TTA' if name == 'tta' else ''} | {folds} | "
             f"{100 * s['acc']:.1f} ± {100 * s['se']:.1f} | {100 * s['spread']:.1f} | "
             f"{s['macro_f1']:.3f} | {r['wall_min_per_fold']:.1f} | {r['cpu_min_per_fold']:.1f} | "
-            f"{load} |" for name, s in ((n, r[n]) for n in ("plain", "tta"))]
+            f"{load} |" for name, s in ((n, r[n]) for n in ("plain", "tta") if n in r)]
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, default=REAL700,
                     help="folder of class folders (or Galaxy10-layout HDF5)")
-    ap.add_argument("--variant", required=True, help="variant name under variants:")
+    ap.add_argument("--variant", help="variant name under variants: (required unless --merge)")
     ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
                     help="params override, as dvc exp run -S (repeatable)")
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
@@ -90,7 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--label", default=None, help="row label (default: the overrides)")
     ap.add_argument("--json", type=Path, default=None, help="write the full result here")
+    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
+                    help="print one row for these --json results of disjoint folds; no training")
     args = ap.parse_args(argv)
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        _print_table(args.label or " + ".join(p.stem for p in args.merge), merge(parts))
+        return
+    if not args.variant:
+        ap.error("--variant is required (unless --merge)")
     torch.set_num_threads(args.threads)
     params = apply_overrides(load_params(args.params), args.set)
     run = resolve_variant(params, args.variant)
@@ -105,10 +141,14 @@ def main(argv: list[str] | None = None) -> None:
     result["overrides"] = args.set
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")
+    _print_table(args.label or " ".join([args.variant, *args.set]), result)
+
+
+def _print_table(label: str, result: dict) -> None:
     print("| recipe | folds | CV acc % ± s.e. | spread | macro-F1 | wall min/fold | "
           "CPU min/fold | load avg |")
     print("|---|---|---:|---:|---:|---:|---:|---|")
-    for line in table_rows(args.label or " ".join([args.variant, *args.set]), result):
+    for line in table_rows(label, result):
         print(line)
 
 

@@ -22,3 +22,30 @@ def is_off(path: str | Path) -> bool:
     if not path.is_dir():
         return False
     return [p.name for p in path.iterdir() if not p.name.startswith(".")] == [OFF_MARKER]
+
+
+def write_off(selected: str | Path, dest: str | Path, data: str | Path) -> dict:
+    """Fine-tuning off: ``dest`` becomes ``selected`` unchanged (a hard link where the file
+    system allows, else a copy; atomically), so every reader of ``dest`` works either way.
+    Returns the report ``finetune.json`` holds."""
+    import os
+    import shutil
+    import tempfile
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
+    os.close(fd)
+    os.unlink(tmp)
+    try:
+        try:
+            os.link(selected, tmp)
+        except OSError:  # another file system, or links not allowed: a copy
+            shutil.copyfile(selected, tmp)
+        os.replace(tmp, dest)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return {"checkpoint": str(dest), "enabled": False, "selected": str(selected),
+            "data": str(data),
+            "note": f"fine-tuning is off: {data} holds only {OFF_MARKER}; the checkpoint is the "
+                    "selected one, unchanged. Set finetune.data to a labelled set to turn it on"}

@@ -131,6 +131,7 @@ def finetune_checkpoint(selected: str | Path, data: LabelledSet, ft: FinetuneCfg
     pre = Preprocess.from_dict(src["preprocess"])
     run = finetune_run(run, ft, pre)
     labels = data.labels.numpy()
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=Path(dest).parent) as work:
         trainer = _fold_trainer(src["model_name"], src["model"], pre, run, ft.freeze, data,
                                 Path(work), device)
@@ -143,14 +144,15 @@ def finetune_checkpoint(selected: str | Path, data: LabelledSet, ft: FinetuneCfg
         model = adapt(src["model_name"], src["model"], pre, run, ft.freeze, data.images,
                       data.labels, Path(work) / "all", device)
     cv = {view: summarise(labels, results, view, ft.folds).to_dict() for view in ("plain", "tta")}
-    settings = {k: v for k, v in dataclasses.asdict(ft).items()}
-    record = {"selected": str(selected), "data": data.summary(), "settings": settings,
+    record = {"selected": str(selected), "data": data.summary(),
+              "settings": dataclasses.asdict(ft),
               "cv_accuracy": cv["plain"]["acc"], "cv_se": cv["plain"]["se"]}
     ckpt_io.save_for_inference(selected, dest, {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "calibration": cal.to_dict(), "finetune": record})
     present = sorted({int(c) for c in labels})
-    return {"checkpoint": str(dest), **record, "cv": cv, "classes": [CLASS_NAMES[c] for c in present],
+    return {"checkpoint": str(dest), "enabled": True, **record, "cv": cv,
+            "classes": [CLASS_NAMES[c] for c in present],
             "temperature": cal.temperature, "calibration": cal.source,
             "oof_calibration": {k: v for k, v in before_after(
                 np.concatenate([r.views["plain"] for r in results]), labels[rows],

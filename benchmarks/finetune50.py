@@ -30,6 +30,7 @@ def main() -> None:
     p.add_argument("--models", type=Path, default=REPO.parent / "main/models",
                    help="folder of <variant>/selected.pt (read only)")
     p.add_argument("--data", type=Path, default=SAMPLE)
+    p.add_argument("--seed", type=int, help="base.seed (folds, initial draws); default params'")
     p.add_argument("-S", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override finetune.<KEY> (dotted for augment.*)")
     args = p.parse_args()
@@ -43,6 +44,8 @@ def main() -> None:
         for k in parents:
             node = node[k]
         node[leaf] = yaml.safe_load(value)
+    if args.seed is not None:
+        params["base"]["seed"] = args.seed
     ft = config.load_section("finetune", params)
     run = config.resolve_variant(params, args.variant)
     data = load_set(args.data, ft.folds)
@@ -50,7 +53,7 @@ def main() -> None:
         rep = finetune_checkpoint(args.models / args.variant / "selected.pt", data, ft, run,
                                   Path(tmp) / "finetuned.pt", torch.device("cpu"))
     cv, tta = rep["cv"]["plain"], rep["cv"]["tta"]
-    print(json.dumps({"variant": args.variant, "sets": args.sets, "acc": round(cv["acc"], 3),
+    print(json.dumps({"variant": args.variant, "sets": args.sets, "seed": run.seed, "acc": round(cv["acc"], 3),
                       "se": round(cv["se"], 3), "spread": round(cv["spread"], 3),
                       "macro_f1": round(cv["macro_f1"], 3), "tta": round(tta["acc"], 3),
                       "temperature": round(rep["temperature"], 3),

@@ -194,10 +194,10 @@ def test_cv_never_trains_on_its_held_rows(tmp_path, selected, monkeypatch):
                                   tmp_path / "ft.pt", torch.device("cpu"))
     groups = _groups_by_hand(images)
     assert groups[0] == groups[5]  # the duplicate pair
-    folds = StratifiedGroupKFold(FOLDS, shuffle=True, random_state=run.seed).split(
-        images, labels, groups)
+    folds = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=run.seed).split(
+        images, labels, groups))
     assert len(seen) == FOLDS + 1
-    for trained, (tr, te) in zip(seen, folds):
+    for trained, (tr, te) in zip(seen[:FOLDS], folds, strict=True):
         assert sorted(map(bytes, trained)) == sorted(map(bytes, images[tr]))
         assert not set(map(bytes, trained)) & set(map(bytes, images[te]))
     assert sorted(map(bytes, seen[-1])) == sorted(map(bytes, images))

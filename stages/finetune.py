@@ -5,6 +5,7 @@ only on its held-out images) estimates what the adapted model reads on galaxies 
 a temperature is fitted on those out-of-fold logits; then the model is fine-tuned on every
 image and written, calibrated, in selected.pt's format (``deepgal evaluate/predict
 --checkpoint`` and the MLflow pyfunc load it). The set is read and checked before any training.
+The nested MLflow run under the variant's run also holds the adapted model (pyfunc).
 With finetune.data a folder holding only README.md (the default ``finetune/``) it is off: the
 checkpoint is the selected one, linked, and nothing heavy is imported.
 """
@@ -48,7 +49,7 @@ def main() -> int:
     log.info("%s: %d-fold CV accuracy %.3f +- %.3f on %d images; temperature %.3f; %s",
              args.variant, ft.folds, cv["acc"], cv["se"], cv["n"], report["temperature"],
              args.out)
-    tracking.log_nested_run(
+    child = tracking.log_nested_run(
         args.run, f"{args.variant}-finetune", "finetune", config.to_flat_dict(ft),
         {"finetune/fold_accuracy": cv["fold_acc"]},
         {"finetune/cv_accuracy": cv["acc"], "finetune/cv_se": cv["se"],
@@ -56,6 +57,11 @@ def main() -> int:
         {"source": "finetune", "sha256": data.digest, "path": str(data.path),
          "image_size": list(data.images.shape[1:3]), "n_images": len(data.labels)},
         args.report)
+    if child is not None:  # the adapted model, loadable with mlflow.pyfunc (calibrated)
+        from deepgal.mlflow_model import log_checkpoint_model
+
+        log_checkpoint_model(tracking.attach(child), args.out, ft.epochs,
+                             data.images[:2].numpy())
     return 0
 
 

@@ -167,6 +167,30 @@ def test_adapted_checkpoint_loads_weights_only_and_predicts_calibrated(staged, s
     np.testing.assert_allclose(probs, torch.softmax(logits.double() / t, 1).numpy(), atol=2e-6)
 
 
+def test_nested_run_holds_the_adapted_model_for_pyfunc(staged, monkeypatch):
+    """mlflow.pyfunc loads the adapted model from the nested run and returns the calibrated
+    probability: softmax(logits / T) of the checkpoint's own forward pass."""
+    import h5py
+    import mlflow
+
+    root, report, sink = staged
+    (child,) = sink.client.search_runs([sink.experiment_id],
+                                       f"tags.`mlflow.parentRunId` = '{sink.run_id}'")
+    (output,) = child.outputs.model_outputs
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sink.uri)
+    loaded = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
+    with h5py.File(root / "set.h5") as f:
+        images = f["images"][:]
+    got = loaded.predict(images)
+    model, pre, _ = load_model(root / "models/finetuned.pt", torch.device("cpu"))
+    logits = torch.from_numpy(run_model(model, images, pre, torch.device("cpu"),
+                                        output="logits")).double()
+    probs = torch.softmax(logits / report["temperature"], 1)
+    np.testing.assert_array_equal(got["class"].to_numpy(), probs.argmax(1).numpy())
+    np.testing.assert_allclose(got["probability"].to_numpy(), probs.max(1).values.numpy(),
+                               atol=2e-6)
+
+
 def _groups_by_hand(images: np.ndarray) -> np.ndarray:
     """Group ids numbered by first row (scikit-learn's shuffled deal depends on the ids)."""
     ids: dict[bytes, int] = {}

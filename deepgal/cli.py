@@ -6,8 +6,15 @@
                                                              a held-out sample of FILE
     deepgal predict  --checkpoint CKPT --data FILE.h5|FOLDER --out preds.csv [--tta]
                      [--min-purity 0.9] [--uncalibrated]
+    deepgal similar  --checkpoint CKPT --data FILE --query ROW|IMAGE.png [-k 12] --out DIR
+    deepgal similar  --checkpoint CKPT --data FILE --outliers N --out DIR
+                                                             look-alikes / the most unusual
+    deepgal explain  --checkpoint CKPT --data FILE --rows 0 5 9 --out DIR
+                                                             Grad-CAM maps of some rows
     deepgal ui [--port 5000]                                MLflow UI on 127.0.0.1, training view
     deepgal profile NAME                                    validate profiles/NAME.yaml, print -S args
+    deepgal export   --checkpoint CKPT --onnx model.onnx [--image-size 256]
+                                                            an ONNX graph, preprocessing inside
 
 ``args=$(deepgal profile real-gpu) && dvc exp run --temp -n real-gpu $args`` runs the pipeline
 with a profile (a params.yaml overlay); a bad profile fails naming the file and key before DVC
@@ -34,6 +41,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import export
 from .data import galaxy10
 from .errors import DeepgalError
 from .metrics import binomial_se
@@ -152,6 +160,52 @@ def _calibration(args, ckpt: dict):
               "probabilities are uncalibrated. The select stage's models/<variant>/selected.pt "
               "carries one", file=sys.stderr)
     return None if args.uncalibrated else cal
+
+
+def _add_explore(sub, fmt: dict) -> None:
+    """The ``similar`` and ``explain`` subcommands (run by :mod:`deepgal.explore.commands`)."""
+    from .explore.commands import cmd_explain, cmd_similar
+
+    for name, func, help_ in (
+            ("similar", cmd_similar, "the k nearest galaxies to one (--query) or the N most "
+             "unusual (--outliers) in a checkpoint's embedding: PNG gallery + CSV"),
+            ("explain", cmd_explain, "Grad-CAM maps of some rows over the images: PNG gallery")):
+        s = sub.add_parser(name, help=help_, **fmt)
+        s.add_argument("--checkpoint", type=Path, required=True,
+                       help="a checkpoint of the train stage, e.g. models/<variant>/selected.pt")
+        s.add_argument("--data", type=Path, required=True,
+                       help="an HDF5 file with 'images' ('ans' optional) or a folder of "
+                            ".jpg/.jpeg/.png cut-outs (rows: the files in name order)")
+        s.add_argument("--out", type=Path, required=True,
+                       help="folder for the PNG gallery and the CSV (each written whole)")
+        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                       help="auto: CUDA when present")
+        s.set_defaults(func=func)
+        if name == "explain":
+            s.add_argument("--rows", type=int, nargs="+", required=True,
+                           help="row numbers of --data to explain, e.g. 0 5 9")
+            s.add_argument("--batch-size", type=int, default=32,
+                           help="images per forward/backward pass (memory, not results)")
+            continue
+        what = s.add_mutually_exclusive_group(required=True)
+        what.add_argument("--query", metavar="ROW|IMAGE",
+                          help="a row number of --data, or a JPEG/PNG of any size")
+        what.add_argument("--outliers", type=int, metavar="N",
+                          help="the N images farthest from their nearest neighbours")
+        s.add_argument("-k", "--k", type=int, default=12, help="look-alikes to show")
+        s.add_argument("--neighbours", type=int, default=10,
+                       help="--outliers: the score is the mean cosine distance to this many "
+                            "nearest other images")
+        s.add_argument("--tta", action="store_true",
+                       help="embeddings averaged over the 8 rotation/flip views: look-alikes "
+                            "whatever their orientation (8x the compute, cached apart)")
+        s.add_argument("--index", default="auto", choices=["auto", "sklearn", "faiss"],
+                       help="nearest-neighbour backend (exact either way); auto: faiss on "
+                            "large searches when installed")
+        s.add_argument("--cache", type=Path, help="folder of cached embeddings (default: "
+                       "$DEEPGAL_CACHE, else $XDG_CACHE_HOME/deepgal, else ~/.cache/deepgal)")
+        s.add_argument("--batch-size", type=int, default=256,
+                       help="images per forward pass (memory, not results)")
 
 
 def cmd_ui(args) -> int:
@@ -291,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 "threshold that gave >= P precision on the validation split "
                                 "(adds columns kept, purity_threshold), e.g. 0.9")
         s.set_defaults(func=func)
+    _add_explore(sub, fmt)
     s = sub.add_parser("ui", help="MLflow UI for this repository's runs (127.0.0.1)", **fmt)
     s.add_argument("--host", default="127.0.0.1",
                    help="address to bind; the server has no login, so keep it on loopback")
@@ -303,6 +358,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the params file the profile is applied to")
     s.add_argument("--lines", action="store_true", help="one -S argument per line (to read)")
     s.set_defaults(func=cmd_profile)
+    export.add_parser(sub, **fmt)
     return p
 
 

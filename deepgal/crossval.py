@@ -120,12 +120,14 @@ def summarise(labels: np.ndarray, results: list[FoldResult], view: str, folds: i
 
 def train_fold(run, images: torch.Tensor, labels: torch.Tensor, tr: np.ndarray,
                te: np.ndarray, work: Path, fold: int, init: dict | None = None,
-               views: tuple[str, ...] = ("plain", "tta")) -> dict[str, np.ndarray]:
+               views: tuple[str, ...] = ("plain", "tta"),
+               device: torch.device | None = None) -> dict[str, np.ndarray]:
     """Train a variant (``run``: a resolved :class:`~deepgal.config.RunCfg`) on rows ``tr``
     with :func:`deepgal.training.fit` and return the final weights' probabilities on rows
     ``te`` per view ("plain"; "tta": the 8 dihedral views averaged). The final weights (the
     EMA's when ``ema`` > 0) are scored: the held-out fold never picks an epoch. ``images``
-    (N, H, W, 3) uint8, ``labels`` (N,) int64; ``init`` a state dict to start from."""
+    (N, H, W, 3) uint8, ``labels`` (N,) int64; ``init`` a state dict to start from;
+    ``device`` where to train and score (default the CPU)."""
     from .inference import run_model
     from .models import build_model
     from .training import RunSpec, Split, fit
@@ -148,10 +150,10 @@ def train_fold(run, images: torch.Tensor, labels: torch.Tensor, tr: np.ndarray,
     ckpt = work / f"fold{fold}"
     spec = RunSpec(cfg=run, preprocess=pre, ckpt_dir=ckpt, fingerprint=f"fold{fold}",
                    meta={"variant": run.variant, "model_name": run.model})
-    cpu = torch.device("cpu")
-    fit(model, train, held, spec, cpu, sinks=[], resume=False)
+    device = device or torch.device("cpu")
+    fit(model, train, held, spec, device, sinks=[], resume=False)
     state = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=True)
     model.load_state_dict(state["model"])
-    return {name: run_model(model, held.images, pre, cpu, tta=name == "tta",
+    return {name: run_model(model, held.images, pre, device, tta=name == "tta",
                             precision=run.precision, channels_last=run.channels_last)
             for name in views}

@@ -33,7 +33,13 @@ from .tracking import RunLogger, TrackingError
 from .tracking.store import first_line, store_lock
 
 log = logging.getLogger(__name__)
-OUTPUT_COLUMNS = ("class", "class_name", "probability")
+OUTPUT_COLUMNS = ("class", "class_name", "probability", "probabilities")
+# Images per request. A JSON request of 256 Galaxy10 frames (256 x 256 px) is ~230 MB of text,
+# which the server parses in memory before the model sees it; more belongs in several requests
+# (or `deepgal predict`, which streams a file).
+MAX_IMAGES = 256
+EXPECTED = (f"Send {{\"inputs\": [...]}} with 1 to {MAX_IMAGES} square RGB cut-outs as an "
+            "(N, H, W, 3) array of integers 0-255")
 # What the wrapper imports when it predicts (deepgal's own code travels with the model).
 # The file MLflow stores and runs to load the model (models from code). Named here, not
 # imported: importing it would build a model at import time and make a circle of two modules;
@@ -43,9 +49,14 @@ REQUIREMENTS = ("mlflow", "torch", "torchvision", "numpy", "pandas", "h5py", "sc
 
 
 class GalaxyClassifier(mlflow.pyfunc.PythonModel):
-    """``predict(images)``: images (N, H, W, 3) uint8 -> DataFrame with ``class`` (int, 0-9),
-    ``class_name`` and ``probability`` (float, of that class, calibrated with the temperature
-    the checkpoint carries, as ``deepgal predict`` does). ``params={"batch_size": n}``."""
+    """``predict(images)``: images (N, H, W, 3) uint8, square, 1 <= N <= :data:`MAX_IMAGES`
+    -> DataFrame with ``class`` (int, 0-9), ``class_name``, ``probability`` (float, of that
+    class) and ``probabilities`` (C floats, every class in ``class`` order), calibrated with the
+    temperature the checkpoint carries, as ``deepgal predict`` does. ``params={"batch_size": n}``.
+
+    A request it cannot answer raises ``MlflowException(INVALID_PARAMETER_VALUE)`` saying what
+    was wrong: in Python that is the exception, under ``mlflow models serve`` a 400 whose JSON
+    ``message`` says it, and the server goes on serving."""
 
     def load_context(self, context) -> None:
         import torch
@@ -66,28 +77,73 @@ class GalaxyClassifier(mlflow.pyfunc.PythonModel):
 
         from .inference import run_model
 
-        images = np.asarray(model_input)
-        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
-            raise ValueError(f"expected Galaxy10 images (N, H, W, 3) uint8, got "
-                             f"{images.shape} {images.dtype}")
+        images = check_images(model_input)
         batch = int((params or {}).get("batch_size", 256))
+        if batch < 1:
+            raise _bad_request(f"params.batch_size must be >= 1, got {batch}")
         probs = run_model(self.model, images, self.pre, self.device, batch_size=batch)
         if self.calibration is not None:
             probs = self.calibration.apply(probs)
         pred = probs.argmax(1)
         return pd.DataFrame({"class": pred.astype(np.int64),
                              "class_name": [self.class_names[i] for i in pred],
-                             "probability": probs.max(1).astype(np.float32)})
+                             "probability": probs.max(1).astype(np.float32),
+                             "probabilities": list(probs.astype(np.float32))})
+
+
+def _bad_request(message: str):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message + f". {EXPECTED}", error_code=INVALID_PARAMETER_VALUE)
+
+
+def check_images(model_input: Any) -> np.ndarray:
+    """``model_input`` as an (N, S, S, 3) uint8 array, or ``MlflowException`` (a 400 when
+    served) naming what is wrong: not numbers, not (N, H, W, 3), not uint8, empty, more than
+    :data:`MAX_IMAGES`, not square, an image of only 0s and 1s. The signature's
+    (-1, -1, -1, 3) uint8 is checked by MLflow first, but the rest only here."""
+    try:
+        images = np.asarray(model_input)
+    except ValueError as e:  # ragged nested lists
+        raise _bad_request(f"the input is not an array of images ({e})") from None
+    if images.dtype.kind not in "biuf":
+        raise _bad_request(f"the input is not images: it holds {images.dtype} values, "
+                           "not pixel numbers")
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise _bad_request(f"got an array of shape {images.shape}, not a batch of RGB images "
+                           "(N, H, W, 3)")
+    if images.dtype != np.uint8:
+        raise _bad_request(f"pixels must be uint8 (integers 0-255), got {images.dtype}")
+    n, h, w = images.shape[:3]
+    if n == 0:
+        raise _bad_request("the batch is empty: send at least one image")
+    if n > MAX_IMAGES:
+        raise _bad_request(f"{n} images in one request, more than the limit of {MAX_IMAGES}: "
+                           "split it into several requests")
+    if h != w or h == 0:
+        raise _bad_request(f"images must be square and non-empty, got {h}x{w} px "
+                           "(cut the centre square out first)")
+    # Served, JSON numbers are cast to the signature's uint8 before this runs, fractions
+    # dropped: pixels scaled to 0-1 arrive as frames of 0s and 1s, which no sky image is.
+    flat = np.flatnonzero(images.reshape(n, -1).max(1) <= 1)
+    if len(flat):
+        raise _bad_request(f"image {flat[0]} ({len(flat)} of {n} in all) has only pixel values "
+                           "0 and 1: a blank frame, or pixels scaled to 0-1 (JSON numbers are "
+                           "cast to uint8, fractions dropped); send the raw values 0-255")
+    return images
 
 
 def signature():
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema, TensorSpec
+    from mlflow.types.schema import Array
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
         outputs=Schema([ColSpec("long", "class"), ColSpec("string", "class_name"),
-                        ColSpec("float", "probability")]),
+                        ColSpec("float", "probability"),
+                        ColSpec(Array("float"), "probabilities")]),
         params=ParamSchema([ParamSpec("batch_size", "long", 256)]))
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from . import config
+from .crossval_file import with_cv
 from .data import galaxy10
 from .data import split as split_io
 from .dvc_metrics import metrics_table
@@ -176,7 +177,8 @@ def make_report(variants: list[str], results_root: Path, data: Path, split: Path
                  runs={v: r.ran for v, r in results.items()}, lead=lead, gallery=galleries,
                  sections=sections,
                  calibration=calibration_table({v: results[v].calibration for v in order}))
-    table = metrics_table({v: r.metrics for v, r in results.items()})
+    # the cross-validation figures of each cv.json join the table when cv ran
+    table = with_cv(metrics_table({v: r.metrics for v, r in results.items()}), results_root)
     PipelineMetrics(table).write(metrics)
     write_html_template(html_template)
     attach_to_mlflow({v: r.run_id for v, r in results.items()}, plots, table)

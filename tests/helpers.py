@@ -4,7 +4,10 @@
   100-image Galaxy10 file, its 60/30/10 split, source.json) and the ``TrainPaths`` into it;
 - :data:`DEVICE`, :func:`data`, :func:`run_cfg`, :func:`spec`, :func:`train`: the training
   loop on a tiny, seeded, learnable split;
-- :func:`malicious_files`: checkpoints whose unpickling would run code (create a marker file).
+- :func:`selected_checkpoint`: a calibrated checkpoint of any variant with random weights;
+- :func:`malicious_files`: checkpoints whose unpickling would run code (create a marker file);
+- :func:`toy_smallnet`, :func:`two_patches`: a hand-built smallnet whose class 1 counts red
+  pixels and class 2 green ones, and an image with one red and one green patch (Grad-CAM).
 
 Ports and a loopback HTTP server live in ``tests/ports.py`` and ``tests/httpserver.py``.
 """
@@ -15,6 +18,7 @@ import json
 import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -92,6 +96,31 @@ def train(tmp_path: Path, sinks=(), **kw):
     return fit(model, data(), data(20, seed=1), spec(tmp_path, **kw), DEVICE, list(sinks)), model
 
 
+# ---- a selected checkpoint ------------------------------------------------------------------
+
+def selected_checkpoint(path: Path, model_name: str = "smallnet", pre: Preprocess | None = None,
+                        temperature: float | None = 2.0, seed: int = 0) -> Path:
+    """A checkpoint as the select stage writes ``selected.pt``: seeded random weights of
+    ``model_name`` (tiny input: ``pre`` defaults to 16 px, crop 0.5, skewed mean/std), its
+    preprocessing, class names and, unless ``temperature`` is None, a calibration record with
+    that temperature (no val probabilities). Returns ``path``."""
+    from deepgal import checkpoint as ckpt_io
+    from deepgal.calibration import Calibration
+
+    pre = pre or Preprocess(input_size=16, crop=0.5, mean=(0.2, 0.3, 0.4), std=(0.2, 0.25, 0.3))
+    torch.manual_seed(seed)
+    model = build_model(model_name, galaxy10.NUM_CLASSES, pre.input_size, pretrained="none")
+    state = {"epoch": 1, "model": model.state_dict(), "model_name": model_name,
+             "preprocess": pre.to_dict(), "class_names": list(galaxy10.CLASS_NAMES)}
+    if temperature is not None:
+        cal = Calibration(temperature, "a test", torch.zeros(0, galaxy10.NUM_CLASSES).numpy(),
+                          torch.zeros(0, dtype=torch.int64).numpy())
+        state["calibration"] = cal.to_dict()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt_io.save(path, state)
+    return path
+
+
 # ---- malicious pickles -----------------------------------------------------------------------
 
 class Exploit:
@@ -118,3 +147,37 @@ def malicious_files(folder: Path, marker: Path) -> dict[str, Path]:
     with open(files["legacy_pickle"], "wb") as f:
         pickle.dump(Exploit(marker), f)
     return files
+
+
+# ---- a network whose decision depends on known patches ---------------------------------------
+
+TOY_PRE = Preprocess(32, crop=1.0, mean=(0, 0, 0), std=(1, 1, 1))  # pixels / 255, uncropped
+RED = (slice(4, 11), slice(20, 28))  # rows, cols: off-centre and not symmetric, so a
+GREEN = (slice(20, 28), slice(4, 11))  # transposed or flipped map lands on the other patch
+
+
+def toy_smallnet() -> torch.nn.Module:
+    """smallnet whose channel 0 passes red (minus green and blue) and channel 1 green (minus
+    red and blue) through both convolutions unchanged; logit 1 sums channel 0 over the image,
+    logit 2 channel 1, and class 0 has a bias, so a dark image is class 0."""
+    net = build_model("smallnet", 10, 32)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        conv1, conv2 = net.body[0], net.body[3]
+        conv1.weight[0, :, 1, 1] = torch.tensor([1.0, -1.0, -1.0])
+        conv1.weight[1, :, 1, 1] = torch.tensor([-1.0, 1.0, -1.0])
+        conv2.weight[0, 0, 1, 1] = conv2.weight[1, 1, 1, 1] = 1.0
+        per_channel = 8 * 8  # smallnet's features: 64 channels of 8x8, flattened
+        net.head.weight[1, :per_channel] = 1.0
+        net.head.weight[2, per_channel:2 * per_channel] = 1.0
+        net.head.bias[0] = 0.5
+    return net.eval()
+
+
+def two_patches(red_level=220, green_level=120) -> np.ndarray:
+    img = np.full((32, 32, 3), 10, np.uint8)
+    img[RED] = (red_level, 0, 0)
+    img[GREEN] = (0, green_level, 0)
+    img[24:30, 24:30] = 200  # a grey square that neither class looks at
+    return img

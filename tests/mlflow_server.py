@@ -1,4 +1,5 @@
-"""A real `mlflow server` on 127.0.0.1 for tests, and a tiny REST client for asserting on it."""
+"""A real `mlflow server` and a real `mlflow models serve` on 127.0.0.1 for tests, and a tiny REST
+client for asserting on the first."""
 from __future__ import annotations
 
 import contextlib
@@ -80,16 +81,37 @@ def mlflow_server(store: Path | str, artifacts: Path | None = None, env: dict | 
     uri = f"sqlite:///{store}" if isinstance(store, Path) else store
     extra = ["--artifacts-destination", str(artifacts)] if artifacts else []
     env = {**(env or os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, *extra,
+            "--host", "127.0.0.1", "--workers", "1"]
+    with _serving(argv, env, log, f"mlflow server on {uri.split('@')[-1]}") as served:
+        yield served
+
+
+@contextlib.contextmanager
+def models_serve(model_uri: str, env: dict | None = None, log: Path | None = None
+                 ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start `mlflow models serve -m model_uri --env-manager local` (one worker, 127.0.0.1):
+    the model server MLflow documents; yields (base URL, process), stops it afterwards."""
+    argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
+            "--env-manager", "local", "--host", "127.0.0.1", "--workers", "1"]
+    with _serving(argv, env or dict(os.environ), log, f"mlflow models serve -m {model_uri}"
+                  ) as served:
+        yield served
+
+
+@contextlib.contextmanager
+def _serving(argv: list[str], env: dict, log: Path | None, what: str
+             ) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Run ``argv --port P`` on a free port until its ``/health`` answers 200; yields (base
+    URL, process). A server that dies of a port taken meanwhile is started again elsewhere."""
     log = log or Path(tempfile.mkstemp(prefix="mlflow-server-", suffix=".log")[1])
     out = open(log, "ab")
     proc = None
     try:
         for _ in range(3):
             port = free_port()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri, *extra,
-                 "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            proc = subprocess.Popen([*argv, "--port", str(port)], env=env, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True)
             base = f"http://127.0.0.1:{port}"
             # A loaded CI machine can take minutes to import MLflow: wait while it lives, and
             # start again on another port only when it died of a port someone else took.
@@ -104,9 +126,8 @@ def mlflow_server(store: Path | str, artifacts: Path | None = None, env: dict | 
         else:
             proc = None
         if proc is None or not _healthy(base):
-            raise RuntimeError(f"mlflow server on {uri.split('@')[-1]} did not start within "
-                               f"{STARTUP_S} s; its log ({log}) ends:\n"
-                               + log.read_text(errors="replace")[-3000:])
+            raise RuntimeError(f"{what} did not start within {STARTUP_S} s; its log ({log}) "
+                               "ends:\n" + log.read_text(errors="replace")[-3000:])
         yield base, proc
     finally:
         if proc is not None:

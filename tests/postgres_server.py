@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from tests.mlflow_server import free_port
+from tests.ports import free_port, lost_the_port
 
 USER, DATABASE = "deepgal", "mlflow"
 
@@ -103,11 +103,16 @@ def postgres_server() -> Iterator[Postgres]:
                   f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C")
         assert init.returncode == 0, init.stdout + init.stderr
         pwfile.unlink()
-        port = free_port()
-        start = pg("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                   f"-h 127.0.0.1 -p {port} -k {folder}", "start")
-        started = start.returncode == 0
-        assert started, start.stdout + start.stderr + (log.read_text() if log.exists() else "")
+        for _ in range(5):  # another process may take the free port before the server binds it
+            port = free_port()
+            log.unlink(missing_ok=True)
+            start = pg("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
+                       f"-h 127.0.0.1 -p {port} -k {folder}", "start")
+            started = start.returncode == 0
+            said = start.stdout + start.stderr + (log.read_text() if log.exists() else "")
+            if started or not lost_the_port(said):
+                break
+        assert started, said
         server = Postgres(port, password, pgpass, folder)
         made = subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
                                "-U", USER, DATABASE], env=server.client_env(),

@@ -93,6 +93,9 @@ VALID = {
     "reduce.methods.tsne.perplexity": f(1, 100), "reduce.methods.umap.n_neighbors": i(2, 200),
     "reduce.methods.umap.min_dist": f(0, 1),
     "reduce.methods.umap.metric": st.sampled_from(["euclidean", "cosine", "manhattan"]),
+    "cv.folds": st.just(0) | i(2, 100), "cv.seed": i(0, 2**32 - 1), "cv.tta": st.booleans(),
+    "cv.variants": st.none() | st.lists(st.sampled_from(sorted(PARAMS["variants"])),
+                                        min_size=1, max_size=3),
     "finetune.data": st.text("ab/._~", min_size=1).filter(str.strip),
     "finetune.folds": i(2, 50), "finetune.epochs": i(1, 10000), "finetune.lr": f(1e-7, 9.99),
     "finetune.optimizer": st.sampled_from(["sgd", "adamw"]), "finetune.weight_decay": f(0, 10),
@@ -127,6 +130,9 @@ INVALID = {
     "train.augment.translate": neg | f(min_value=0.5),
     "select.max_gap": neg | f(min_value=1.0001), "select.max_val_loss_rise": neg,
     "evaluate.batch_size": i(max_value=0), "evaluate.map_train": i(max_value=0),
+    "cv.folds": i(max_value=-1) | st.just(1),
+    "cv.variants": st.just([]) | st.lists(st.text("abz_", min_size=1), min_size=1).filter(
+        lambda names: not set(names) <= set(PARAMS["variants"])),  # empty, or not a variant
     "reduce.pca_dims": i(max_value=1),
     "reduce.methods.tsne.perplexity": f(max_value=0.999) | f(min_value=100.001),
     "reduce.methods.umap.n_neighbors": i(max_value=1) | i(min_value=201),
@@ -150,6 +156,8 @@ def type_ok(value, tp) -> bool:
         return any(type_ok(value, a) for a in typing.get_args(tp))
     if typing.get_origin(tp) is Literal:
         return any(type(value) is type(c) and value == c for c in typing.get_args(tp))
+    if typing.get_origin(tp) is list:
+        return isinstance(value, list) and all(type_ok(v, typing.get_args(tp)[0]) for v in value)
     if tp is type(None):
         return value is None
     if tp is bool:
@@ -212,6 +220,11 @@ def test_missing_key_is_named(key):
     ("reduce", {"methods.tsne.perplexity": "high"},
      r"^reduce\.methods\.tsne\.perplexity: expected float"),
     ("reduce", {"methods": {}}, r"^reduce\.methods: .* list at least one of pca, tsne, umap"),
+    ("cv", {"fold": 5}, r"^cv\.fold: unknown key; valid keys are folds, seed, tta, variants"),
+    ("cv", {"folds": 1}, r"^cv\.folds: 1 must be 0 \(off\) or >= 2 folds"),
+    ("cv", {"variants": ["resnet18"]}, r"^cv\.variants: 'resnet18' is not a variant; the "
+                                       r"variants are smallnet, customnet"),
+    ("cv", {"variants": "smallnet"}, r"^cv\.variants: expected a list, got str"),
 ])
 def test_errors_name_the_key(section, patch, match):
     ((key, value),) = patch.items()

@@ -3,7 +3,6 @@ predictions.csv, TTA from params, the embeddings of every split from the same pa
 output written although the tracker is away (a refused 127.0.0.1 port: one warning, exit 0)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,12 +21,7 @@ from deepgal.metrics import score
 from deepgal.models import build_model
 from deepgal.transforms import Preprocess
 from tests.pipeline_repo import REPO, tiny_params
-
-
-def refused_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]  # closed on exit: connections to it are refused
+from tests.ports import refused_port
 
 
 @pytest.mark.slow  # a stage process with torch, matplotlib and MLflow's client: ~30-50 s here
@@ -51,16 +45,19 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
     params = tiny_params({"evaluate": {"batch_size": 7, "tta": tta,
                                        "map_train": 20 if tta else None}})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPGAL_MLFLOW": "on",
-           "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{refused_port()}"}
     out = tmp_path / "results"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "stages/evaluate.py"), "--variant", "smallnet",
-         "--selection", "selection.json", "--history", "history.csv", "--run", "run.json",
-         "--checkpoint", "m.pt", "--calibration", f"{out}/calibration.json", "--data", "g.h5", "--split", "split", "--metrics", f"{out}/metrics.json",
-         "--out", f"{out}/eval.json", "--predictions", f"{out}/predictions.csv",
-         "--plots", f"{out}/confusion", "--features", f"{out}/features.npz"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    # The tracker's port stays bound, not listening, while the stage runs: refused at once.
+    with refused_port() as port:
+        env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPGAL_MLFLOW": "on",
+               "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "stages/evaluate.py"), "--variant", "smallnet",
+             "--selection", "selection.json", "--history", "history.csv", "--run", "run.json",
+             "--checkpoint", "m.pt", "--calibration", f"{out}/calibration.json", "--data",
+             "g.h5", "--split", "split", "--metrics", f"{out}/metrics.json",
+             "--out", f"{out}/eval.json", "--predictions", f"{out}/predictions.csv",
+             "--plots", f"{out}/confusion", "--features", f"{out}/features.npz"],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unreachable" in proc.stderr, proc.stderr[-3000:]
 

@@ -133,8 +133,10 @@ def test_mixup_cutmix_train_reproducibly_and_change_training(tmp_path):
     mixed, m1 = train(tmp_path / "mixed", epochs=1, mixup=0.4, cutmix=1.0)
     again, m2 = train(tmp_path / "again", epochs=1, mixup=0.4, cutmix=1.0)
     assert mixed[0]["train/loss"] == again[0]["train/loss"]
-    for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
-        assert torch.equal(a, b)
+    s1, s2 = m1.state_dict(), m2.state_dict()
+    assert s1.keys() == s2.keys()  # a missing or extra tensor is a difference too
+    for k in s1:
+        assert torch.equal(s1[k], s2[k]), k
     # Soft targets: the loss is not the plain run's (same seed, same batches otherwise).
     assert mixed[0]["train/loss"] != pytest.approx(plain[0]["train/loss"], rel=1e-3)
 
@@ -151,7 +153,7 @@ def _rng_round_trip(device: torch.device):
     rng.restore_rank_state(state, fresh, device)
     got = (torch.rand(4, generator=fresh, device=device), torch.rand(4, device=device),
            torch.rand(4))
-    for a, b in zip(want, got):
+    for a, b in zip(want, got, strict=True):
         assert torch.equal(a, b)
     return state
 

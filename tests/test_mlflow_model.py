@@ -16,7 +16,7 @@ from deepgal.data import galaxy10
 from deepgal.data.synthetic import write_synthetic
 from deepgal.inference import load_model, run_model
 from deepgal.models import build_model
-from deepgal.mlflow_model import OUTPUT_COLUMNS, log_checkpoint_model
+from deepgal.mlflow_model import MAX_IMAGES, OUTPUT_COLUMNS, log_checkpoint_model
 from deepgal.transforms import Preprocess
 from tests.ports import refused_port
 
@@ -102,16 +102,37 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
     assert pred["class"].tolist() == probs.argmax(1).tolist()  # the library's own answer
     assert pred["class_name"].tolist() == [galaxy10.CLASS_NAMES[c] for c in pred["class"]]
     np.testing.assert_allclose(pred["probability"], probs.max(1), rtol=1e-5)
+    np.testing.assert_allclose(np.stack(pred["probabilities"]), probs, rtol=1e-5, atol=1e-7)
     assert len(loaded.predict(images[:3], params={"batch_size": 2})) == 3
 
 
-def test_pyfunc_refuses_images_that_are_not_uint8_rgb(tmp_path, checkpoint):
+@pytest.mark.parametrize("images, words", [
+    (np.zeros((2, 8, 8), np.uint8), r"shape \(2, 8, 8\), not a batch of RGB images"),
+    (np.full((2, 8, 8, 4), 9, np.uint8), r"shape \(2, 8, 8, 4\)"),
+    (np.full((2, 8, 8, 3), 9.0), r"pixels must be uint8 \(integers 0-255\), got float64"),
+    (np.array([["a galaxy"]]), r"not images: it holds <U8 values"),
+    ([[[[1, 2, 3]]], [[[1, 2]]]], r"not an array of images"),
+    (np.zeros((0, 8, 8, 3), np.uint8), r"the batch is empty"),
+    (np.full((MAX_IMAGES + 1, 2, 2, 3), 9, np.uint8),
+     rf"{MAX_IMAGES + 1} images in one request, more than the limit of {MAX_IMAGES}"),
+    (np.full((1, 8, 6, 3), 9, np.uint8), r"must be square and non-empty, got 8x6 px"),
+    (np.stack([np.full((8, 8, 3), 9), np.eye(8)[..., None].repeat(3, 2)]).astype(np.uint8),
+     r"image 1 \(1 of 2 in all\) has only pixel values 0 and 1"),
+])
+def test_pyfunc_refuses_bad_requests_with_a_400_that_says_why(checkpoint, images, words):
+    from mlflow.exceptions import MlflowException
+
     from deepgal.mlflow_model import GalaxyClassifier
 
     clf = GalaxyClassifier()
     clf.load_context(type("Ctx", (), {"artifacts": {"checkpoint": str(checkpoint)}})())
-    with pytest.raises(ValueError, match=r"\(N, H, W, 3\) uint8, got \(2, 8, 8\)"):
-        clf.predict(None, np.zeros((2, 8, 8), np.uint8))
+    with pytest.raises(MlflowException, match=words) as err:
+        clf.predict(None, images)
+    assert err.value.get_http_status_code() == 400  # what `mlflow models serve` answers
+    assert "Send {\"inputs\": [...]}" in err.value.message  # and what to send instead
+    # The limit is a limit, not an off-by-one: MAX_IMAGES images are answered.
+    if len(images) == MAX_IMAGES + 1:
+        assert len(clf.predict(None, images[:-1])) == MAX_IMAGES
 
 
 def test_unreachable_tracker_is_a_warning_for_model_logging(checkpoint, caplog, monkeypatch):

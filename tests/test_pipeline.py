@@ -248,7 +248,7 @@ def test_the_readme_loads_the_logged_model(built):
     proc = subprocess.run([sys.executable, "-c", code], cwd=built.root, env=env,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "['class', 'class_name', 'probability'] 8" in proc.stdout, proc.stdout
+    assert "['class', 'class_name', 'probability', 'probabilities'] 8" in proc.stdout, proc.stdout
 
 
 def test_a_bad_value_stops_at_the_first_stage_and_loses_nothing(built):

@@ -134,9 +134,11 @@ def test_stage_reads_its_params(tmp_path, monkeypatch, caplog, seed, val, test):
     assert np.array_equal(read_split(tmp_path / "out", "val"), expected["splits"]["val"])
     assert read_stats(tmp_path / "out").source == {"source": "synthetic",
                                                        "sha256": "ab" * 32}
-    mean = numpy_stats(images, read_split(tmp_path / "out", "train"))[0]
+    assert read_stats(tmp_path / "out")["grouping"]["arcsec"] == 1.0  # split.group_arcsec
+    mean, std = numpy_stats(images, read_split(tmp_path / "out", "train"))
     assert f"'train': {sizes['train']}" in caplog.text
     assert str([round(float(m), 4) for m in mean]) in caplog.text
+    assert str([round(float(s), 4) for s in std]) in caplog.text
     assert "no ra/dec in g.h5" in caplog.text
 
 
@@ -154,3 +156,17 @@ def test_a_split_may_take_every_row():
     from deepgal.data.split import stratified_split
     s = stratified_split(np.repeat(np.arange(10), 3), {"train": 1.0, "val": 0.0, "test": 0.0}, 0)
     assert len(s["train"]) == 30 and len(s["val"]) == len(s["test"]) == 0
+
+
+@pytest.mark.parametrize("missing", ["--data", "--source", "--out"])
+def test_stage_names_a_missing_argument(tmp_path, monkeypatch, capsys, missing):
+    """Each of --data, --source, --out is required: argparse's usage error (exit 2) names the
+    one left out, before any file is read."""
+    argv = {"--data": "g.h5", "--source": "source.json", "--out": "out"}
+    del argv[missing]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["split.py", *[x for kv in argv.items() for x in kv]])
+    with pytest.raises(SystemExit) as stop:
+        load_stage().main()
+    assert stop.value.code == 2
+    assert f"the following arguments are required: {missing}" in capsys.readouterr().err

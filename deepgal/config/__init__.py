@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .cv import CvCfg, check_cv_variants
 from .loader import ConfigError, apply_overrides, from_dict, load_params, to_flat_dict
 from .sections import (OVERRIDABLE, REDUCE_METHODS, SECTIONS, AugmentCfg, BaseCfg, DataCfg,
                        EvaluateCfg, MethodsCfg, PcaCfg, ReduceCfg, SelectCfg,
@@ -30,7 +31,8 @@ __all__ = [
     "load_variant", "resolve_variant", "check_variant_name", "RunCfg", "VariantCfg",
     "SECTIONS", "OVERRIDABLE", "REDUCE_METHODS", "BaseCfg", "DataCfg", "SyntheticCfg",
     "SplitCfg", "AugmentCfg", "TrainCfg", "SelectCfg", "EvaluateCfg",
-    "ReduceCfg", "MethodsCfg", "UmapCfg", "TsneCfg", "PcaCfg", "FinetuneCfg", "FREEZE_MODES",
+    "ReduceCfg", "MethodsCfg", "UmapCfg", "TsneCfg", "PcaCfg", "CvCfg", "FinetuneCfg",
+    "FREEZE_MODES",
 ]
 
 
@@ -54,3 +56,4 @@ def validate_all(params: dict) -> None:
         load_section(name, params)
     for name in params.get("variants") or {}:
         resolve_variant(params, name)
+    check_cv_variants(load_section("cv", params), params)

@@ -75,6 +75,12 @@ def _convert(value: Any, tp, key: str) -> Any:
             raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}",
                               key)
         return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}",
+                              key)
+        (itp,) = typing.get_args(tp)
+        return [_convert(v, itp, key) for v in value]
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}",

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Literal
 
+from .cv import CvCfg
 from .loader import Checked
 
 _HEX = set("0123456789abcdefABCDEF")
@@ -249,4 +250,5 @@ REDUCE_METHODS: dict[str, type] = {"pca": PcaCfg, "tsne": TsneCfg, "umap": UmapC
 SECTIONS: dict[str, type] = {
     "base": BaseCfg, "data": DataCfg, "split": SplitCfg, "train": TrainCfg,
     "select": SelectCfg, "evaluate": EvaluateCfg, "reduce": ReduceCfg,
+    "cv": CvCfg,
 }

@@ -67,7 +67,7 @@ def identical_groups(h5_path: str | Path, chunk: int = 256) -> np.ndarray:
     with h5py.File(h5_path, "r") as f:
         n = f[IMAGES_KEY].shape[0]
     keys: dict[bytes, int] = {}
-    groups = np.empty(n, np.int64)
+    groups = np.full(n, -1, np.int64)  # -1 = not read: a skipped row can never pass for a group
     for start in range(0, n, chunk):
         block = read_images(h5_path, np.arange(start, min(start + chunk, n)))
         for i, image in enumerate(block):
@@ -238,6 +238,15 @@ def _log_grouping(data: str | Path, g: dict) -> None:
                  g["merged_groups"], g["mixed_label_groups"])
 
 
+def file_groups(data: str | Path, labels: np.ndarray, arcsec: float) -> tuple[np.ndarray, dict]:
+    """The duplicate-aware groups (N,) int64 of a validated Galaxy10 file and their summary
+    (:func:`group_rows`): rows within ``arcsec`` on the sky, or, without ra/dec (a user's
+    folder of cut-outs), rows with identical pixels. The split and the k-fold CV both use it."""
+    coords = galaxy10.read_coordinates(data)
+    identical = identical_groups(data) if coords is None else None
+    return group_rows(labels, coords, arcsec, identical)
+
+
 def split_file(data: str | Path, source: Source | dict, out_dir: str | Path, fractions: dict[str, float],
                seed: int, arcsec: float) -> dict:
     """The split stage's work: validate the Galaxy10 file ``data``, group its rows on the sky
@@ -250,10 +259,7 @@ def split_file(data: str | Path, source: Source | dict, out_dir: str | Path, fra
     source = Source.coerce(source)
     galaxy10.validate(data)
     labels = galaxy10.read_labels(data)
-    coords = galaxy10.read_coordinates(data)
-    # No sky positions (a user's folder of cut-outs): the same pixels are the same galaxy.
-    identical = identical_groups(data) if coords is None else None
-    groups, grouping = group_rows(labels, coords, arcsec, identical)
+    groups, grouping = file_groups(data, labels, arcsec)
     _log_grouping(data, grouping)  # before the split: a too-small class's error follows it
     splits = stratified_split(labels, fractions, seed, groups)
     mean, std = channel_stats(data, splits["train"])

@@ -100,18 +100,26 @@ def load_cutout(path: Path, side: int) -> np.ndarray:
                           "it") from e
 
 
+def folder_side(pre: Preprocess) -> int:
+    """Side in px a folder's cut-out is resized to: the checkpoint's centre crop of it is
+    then ``pre.input_size``."""
+    return round(pre.input_size / pre.crop)
+
+
 def predict(cut: Cutouts, model: torch.nn.Module, pre: Preprocess, device: torch.device,
-            batch_size: int = 256, tta: bool = False) -> np.ndarray:
-    """Class probabilities (N, C) float32 of every cut-out, rows in ``cut.names`` order."""
+            batch_size: int = 256, tta: bool = False, output: str = "probs",
+            desc: str = "predict") -> np.ndarray:
+    """Class probabilities (N, C) float32 of every cut-out, rows in ``cut.names`` order; or
+    another of :data:`deepgal.inference.OUTPUTS` (``"features"``: the embedding (N, D))."""
     if cut.kind == "hdf5":
         return run_on_file(model, cut.path, pre, device, np.arange(len(cut.names)), batch_size,
-                           "probs", tta, desc="predict")
-    side = round(pre.input_size / pre.crop)
+                           output, tta, desc=desc)
+    side = folder_side(pre)
     out = []
-    with Progress(len(cut.names), "predict", unit="img") as bar:
+    with Progress(len(cut.names), desc, unit="img") as bar:
         for start in range(0, len(cut.names), FOLDER_CHUNK):
             names = cut.names[start:start + FOLDER_CHUNK]
             images = np.stack([load_cutout(cut.path / n, side) for n in names])
-            out.append(run_model(model, images, pre, device, batch_size, "probs", tta))
+            out.append(run_model(model, images, pre, device, batch_size, output, tta))
             bar.update(len(names))
     return np.concatenate(out)

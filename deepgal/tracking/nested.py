@@ -1,54 +1,69 @@
-"""A finished piece of work logged as a run nested under a variant's training run.
+"""Runs nested under an existing run, made after the work they describe (best effort).
 
-The ``finetune@<v>`` stage adapts the variant's selected checkpoint: its record (settings as
-params, the per-fold CV accuracies as a curve with step = fold, the summary figures, the
-labelled set as a dataset input, the report file) is a child of the variant's run, found
-through ``models/<v>/mlflow_run.json`` as the other stages find it. Best effort like every
-stage after training: an unreachable tracker is one warning, never a failed stage.
+A k-fold cross-validation is logged as one run per fold set, nested under the variant's
+training run, with one child run per fold under it. The stage has written its local outputs
+first; the runs are then created with the times the work really took, so a tracker that is
+away costs one warning and no result.
 """
 from __future__ import annotations
 
-import sys
-import time
-from pathlib import Path
 from typing import Any
 
-from .parent import KIND_TAG, PARENT_TAG
-from .runlog import RunLogger, open_run
+from .parent import PARENT_TAG
+from .runlog import RunLogger
 
 
-def _child(parent: RunLogger, name: str, kind: str) -> RunLogger | None:
-    """A new run under ``parent`` (same experiment), or None when the tracker is away."""
+class NestedRun(RunLogger):
+    """A best-effort logger of a run created under ``parent`` (see :func:`start_nested`)."""
+
+    def end(self, end_ms: int | None = None, status: str = "FINISHED") -> None:
+        self._do("the run's end", lambda s: s.call(s.client.set_terminated, self.run_id,
+                                                   status, end_ms))
+
+
+def start_nested(parent: RunLogger, name: str, tags: dict[str, Any] | None = None,
+                 params: dict[str, Any] | None = None,
+                 start_ms: int | None = None) -> NestedRun | None:
+    """A new run called ``name`` in ``parent``'s experiment, nested under it (MLflow's
+    ``mlflow.parentRunId`` tag), started at ``start_ms`` (ms since the epoch; None: now).
+    None when the tracker cannot be reached (one warning, from ``parent``)."""
+    from mlflow.entities import Param
+
     def create(store) -> str:
-        experiment = store.call(store.client.get_run, parent.run_id).info.experiment_id
-        tags = {PARENT_TAG: parent.run_id, KIND_TAG: kind, "mlflow.source.type": "LOCAL",
-                "mlflow.source.name": Path(sys.argv[0]).name}
-        return store.call(store.client.create_run, experiment, run_name=name,
-                          tags=tags).info.run_id
-    run_id = parent._do(f"the {kind} run", create)
+        exp = store.call(store.client.get_run, parent.run_id).info.experiment_id
+        run = store.call(store.client.create_run, exp, start_time=start_ms, run_name=name,
+                         tags={**{k: str(v) for k, v in (tags or {}).items()},
+                               PARENT_TAG: parent.run_id})
+        if params:
+            store.call(store.client.log_batch, run.info.run_id,
+                       params=[Param(k, str(v)) for k, v in params.items()])
+        return run.info.run_id
+
+    run_id = parent._do(f"run {name}", create)
     if run_id is None:
         return None
-    return RunLogger(parent.uri, run_id, store=parent.store, best_effort=True)
+    return NestedRun(parent.uri, run_id, store=parent.store, best_effort=True)
 
 
-def log_nested_run(run_file: str | Path, name: str, kind: str, params: dict[str, Any],
+def log_nested_run(run_file, name: str, kind: str, params: dict[str, Any],
                    curve: dict[str, list[float]], metrics: dict[str, float],
-                   dataset: dict | None = None, artifact: str | Path | None = None
-                   ) -> str | None:
-    """Log one finished run named ``name`` under the run of ``run_file``; returns its id, or
-    None (MLflow off, no run, tracker away). ``curve``: {key: values}, value i at step i;
-    ``dataset``: a source dict for :func:`~deepgal.tracking.dataset.dataset_inputs`, logged
-    with context ``kind``."""
+                   dataset: dict | None = None, artifact=None) -> str | None:
+    """Log one finished piece of work (fine-tuning) as run ``name`` under the run of
+    ``run_file`` (``models/<v>/mlflow_run.json``), tagged ``deepgal.kind = kind``; returns its
+    id, or None (MLflow off, no run, tracker away). ``curve``: {key: values}, value i at
+    step i; ``dataset``: a source dict for :func:`~deepgal.tracking.dataset.dataset_inputs`,
+    logged with context ``kind``; ``artifact``: a file to attach."""
+    import time
+
+    from mlflow.entities import Metric
+
+    from .parent import KIND_TAG
+    from .runlog import open_run
+
     parent = open_run(run_file)
-    if parent is None:
-        return None
-    child = _child(parent, name, kind)
+    child = start_nested(parent, name, {KIND_TAG: kind}, params) if parent else None
     if child is None:
         return None
-    from mlflow.entities import Metric, Param
-
-    items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-    child._do("params", lambda s: s.call(s.client.log_batch, child.run_id, params=items))
     now = int(time.time() * 1000)
     points = [Metric(k, float(v), now, step) for k, values in curve.items()
               for step, v in enumerate(values)]
@@ -62,5 +77,5 @@ def log_nested_run(run_file: str | Path, name: str, kind: str, params: dict[str,
                                                   datasets=inputs))
     if artifact is not None:
         child.log_artifact(artifact)
-    child._do("the end", lambda s: s.call(s.client.set_terminated, child.run_id, "FINISHED"))
+    child.end()
     return child.run_id

@@ -10,14 +10,14 @@ import json
 import shlex
 import signal
 import sys
-import time
 
 import pytest
 
 from tests.pipeline_repo import dvc, env_for, make_repo
+from tests.ports import refused_port
 
-from .conftest import (TRAIN_CMD, exact_history, free_port, no_traceback, one_variant_params,
-                       sqlite_steps, wait_for)
+from .conftest import (TRAIN_CMD, exact_history, no_traceback, one_variant_params, sqlite_steps,
+                       wait_for)
 
 pytestmark = pytest.mark.slow
 
@@ -88,12 +88,13 @@ def test_server_killed_and_restarted_during_training(repo, tmp_path, procs, mlfl
 
 
 def test_unreachable_tracker_fails_before_training(repo, tmp_path, procs):
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    stage = procs(stage_cmd(out="unreachable"), repo, env_for(repo, MLFLOW_TRACKING_URI=uri),
-                  tmp_path / "stage.log")
-    t0 = time.monotonic()
-    code = stage.wait(timeout=300)
-    elapsed = time.monotonic() - t0
+    """Nothing listens at the tracker's port (held bound, not listening, by the test for the
+    whole run): one error naming it, before any epoch; the wait is bounded, not timed."""
+    with refused_port() as port:
+        uri = f"http://127.0.0.1:{port}"
+        stage = procs(stage_cmd(out="unreachable"), repo,
+                      env_for(repo, MLFLOW_TRACKING_URI=uri), tmp_path / "stage.log")
+        code = stage.wait(timeout=300)
     out = stage.output()
     assert code == 1, out[-3000:]
     assert no_traceback(out), out[-3000:]
@@ -103,5 +104,4 @@ def test_unreachable_tracker_fails_before_training(repo, tmp_path, procs):
     assert "epoch 1/" not in out
     assert not list((repo / "models/unreachable").glob("**/*.pt"))
     assert not (repo / "results/unreachable/history.csv").exists()
-    assert elapsed < 120, f"took {elapsed:.0f} s to report an unreachable tracker"
 

@@ -1,0 +1,84 @@
+"""deepgal.reduce's documented contract on small inputs: the frame's dtypes and index, the
+error a user reads for a malformed features file, empty inputs, and the seed and PCA pre-step
+reaching the map (reduce_features' train map is reduce_2d of the train rows, and a different
+seed or pre-step gives a different map)."""
+import numpy as np
+import pandas as pd
+import pytest
+from threadpoolctl import threadpool_limits
+
+from deepgal.reduce import reduce_2d, reduce_features
+
+TSNE = {"perplexity": 5, "n_iter": 100}
+
+
+@pytest.fixture(autouse=True)
+def one_openmp_thread():
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
+
+
+def feats(n=30, d=12, seed=0, int_dtype=np.int64):
+    rng = np.random.default_rng(seed)
+    split = np.array(["train", "val", "test"])[np.arange(n) % 3]
+    return {"features": rng.normal(size=(n, d)).astype(np.float32),
+            "index": (np.arange(n) * 7 + 3).astype(int_dtype),
+            "label": (np.arange(n) % 4).astype(int_dtype), "split": split}
+
+
+def test_empty_features_map_to_an_empty_float32_array():
+    xy = reduce_2d(np.empty((0, 8), np.float32), "pca", seed=0)
+    assert xy.shape == (0, 2) and xy.dtype == np.float32
+
+
+@pytest.mark.parametrize("key", ["features", "index", "label", "split"])
+def test_a_missing_array_is_named(key):
+    f = {k: v for k, v in feats().items() if k != key}
+    with pytest.raises(ValueError) as e:
+        reduce_features(f, {"pca": {}}, seed=0)
+    assert str(e.value) == (f"features file lacks '{key}'; expected features, index, label, "
+                            "split (the evaluate stage writes them)")
+
+
+def test_frame_dtypes_and_a_fresh_row_index():
+    # ids and labels read as int32 are written as int64, as the empty frame's columns are.
+    f = feats(int_dtype=np.int32)
+    frame, _ = reduce_features(f, {"pca": {}}, seed=0)
+    assert list(frame.columns) == ["split", "method", "index", "label", "x", "y"]
+    assert (frame["index"].dtype, frame["label"].dtype) == (np.int64, np.int64)
+    assert (frame["x"].dtype, frame["y"].dtype) == (np.float32, np.float32)
+    pd.testing.assert_index_equal(frame.index, pd.RangeIndex(30))
+    # grouped by split (train, val, test), rows in input order: ids 3, 24, 45, ... for train
+    assert frame["index"].tolist()[:3] == [3, 24, 45]
+
+
+def centred(xy):
+    """Bounding-box centre moved to 0: openTSNE centres the train map so when it places new
+    points (a translation, the same for any val/test), reduce_2d places none."""
+    return xy - (xy.max(0) + xy.min(0)) / 2
+
+
+def test_seed_and_pre_step_reach_the_train_map():
+    f = feats(n=36, d=24)
+    train = f["features"][f["split"] == "train"]
+    frame, _ = reduce_features(f, {"tsne": TSNE}, seed=3, pca_dims=6)
+    got = centred(frame[frame.split == "train"][["x", "y"]].to_numpy())
+    alone = centred(reduce_2d(train, "tsne", seed=3, pca_dims=6, **TSNE))
+    np.testing.assert_allclose(got, alone, atol=1e-4, rtol=0)
+    for seed, dims in [(4, 6), (3, None), (3, 12)]:  # controls: each setting changes the map
+        other = centred(reduce_2d(train, "tsne", seed=seed, pca_dims=dims, **TSNE))
+        assert np.abs(got - other).max() > 0.1
+
+
+def test_the_default_pre_step_is_50_dimensions():
+    # params.yaml's reduce.pca_dims: 50. On 51-D features the default must reduce to 50 first.
+    f = feats(n=24, d=51)
+    x = f["features"]
+    default = reduce_2d(x, "tsne", seed=1, **TSNE)
+    np.testing.assert_array_equal(default, reduce_2d(x, "tsne", seed=1, pca_dims=50, **TSNE))
+    assert not np.allclose(default, reduce_2d(x, "tsne", seed=1, pca_dims=None, **TSNE))
+    frame, _ = reduce_features(f, {"tsne": TSNE}, seed=1)
+    again, _ = reduce_features(f, {"tsne": TSNE}, seed=1, pca_dims=50)
+    pd.testing.assert_frame_equal(frame, again)
+    other, _ = reduce_features(f, {"tsne": TSNE}, seed=1, pca_dims=None)
+    assert not np.allclose(frame[["x", "y"]].to_numpy(), other[["x", "y"]].to_numpy())

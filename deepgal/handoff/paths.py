@@ -47,6 +47,7 @@ class VariantPaths:
     embeddings = property(lambda self: self.results / "embeddings.csv")
     calibration = property(lambda self: self.results / "calibration.json")
     finetune = property(lambda self: self.results / "finetune.json")  # not read by the report
+    cv = property(lambda self: self.results / "cv.json")  # cv@<v>
     # reports/<variant>/
     eval_details = property(lambda self: self.reports / "eval.json")
     confusion_plots = property(lambda self: self.reports / "confusion")

@@ -67,7 +67,7 @@ def make_repo(root: Path, overrides: dict | None = None, tiny: bool = True) -> P
     root.mkdir(parents=True, exist_ok=True)
     for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
-    for name in ("stages", "deepgal", "labelled"):
+    for name in ("stages", "deepgal", "labelled", "finetune"):
         shutil.copytree(REPO / name, root / name,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     (root / "data").mkdir(exist_ok=True)

@@ -96,6 +96,16 @@ VALID = {
     "cv.folds": st.just(0) | i(2, 100), "cv.seed": i(0, 2**32 - 1), "cv.tta": st.booleans(),
     "cv.variants": st.none() | st.lists(st.sampled_from(sorted(PARAMS["variants"])),
                                         min_size=1, max_size=3),
+    "finetune.data": st.text("ab/._~", min_size=1).filter(str.strip),
+    "finetune.folds": i(2, 50), "finetune.epochs": i(1, 10000), "finetune.lr": f(1e-7, 9.99),
+    "finetune.optimizer": st.sampled_from(["sgd", "adamw"]), "finetune.weight_decay": f(0, 10),
+    "finetune.batch_size": i(1, 8192), "finetune.warmup_epochs": i(0, 9),
+    "finetune.label_smoothing": f(0, 0.999),
+    "finetune.freeze": st.sampled_from(["none", "backbone", "all_but_last"]),
+    "finetune.ema": f(0, 0.9999), "finetune.mixup": f(0, 10),
+    "finetune.augment.rotate": st.booleans(), "finetune.augment.flip": st.booleans(),
+    "finetune.augment.jitter": f(0, 1), "finetune.augment.scale": f(0, 0.999),
+    "finetune.augment.translate": f(0, 0.499),
 }
 # Values of the right type that the bounds forbid.
 neg, inf = f(max_value=-1e-9), st.just(math.inf)
@@ -128,6 +138,16 @@ INVALID = {
     "reduce.methods.tsne.perplexity": f(max_value=0.999) | f(min_value=100.001),
     "reduce.methods.umap.n_neighbors": i(max_value=1) | i(min_value=201),
     "reduce.methods.umap.min_dist": neg | f(min_value=1.0001),
+    "finetune.data": st.sampled_from(["", "  "]),
+    "finetune.folds": i(max_value=1) | i(min_value=51), "finetune.epochs": i(max_value=0),
+    "finetune.lr": f(max_value=0) | f(min_value=10), "finetune.weight_decay": neg,
+    "finetune.batch_size": i(max_value=0),
+    "finetune.warmup_epochs": i(max_value=-1) | i(min_value=10001),  # >= any valid epochs
+    "finetune.label_smoothing": neg | f(min_value=1), "finetune.ema": neg | f(min_value=1),
+    "finetune.mixup": neg | f(min_value=10.001),
+    "finetune.augment.jitter": neg | f(min_value=1.0001),
+    "finetune.augment.scale": neg | f(min_value=1),
+    "finetune.augment.translate": neg | f(min_value=0.5),
 }
 
 

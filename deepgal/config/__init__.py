@@ -9,6 +9,7 @@ settings come from :func:`resolve_variant` (:class:`RunCfg`).
 - :mod:`.loader`: the generic machinery (types, missing/unknown keys, YAML).
 - :mod:`.sections`: one dataclass per section, with its bounds.
 - :mod:`.variants`: variant overrides, safe names, :class:`RunCfg`.
+- :mod:`.finetune`: the ``finetune`` section (adapting a checkpoint to a user's labels).
 """
 from __future__ import annotations
 
@@ -20,13 +21,18 @@ from .sections import (OVERRIDABLE, REDUCE_METHODS, SECTIONS, AugmentCfg, BaseCf
                        EvaluateCfg, MethodsCfg, PcaCfg, ReduceCfg, SelectCfg,
                        SplitCfg, SyntheticCfg, TrainCfg, TsneCfg, UmapCfg)
 from .variants import RunCfg, VariantCfg, check_variant_name, load_variant, resolve_variant
+from .finetune import FREEZE_MODES, FinetuneCfg
+
+# The finetune section lives in its own module (it reuses AugmentCfg from .sections).
+SECTIONS["finetune"] = FinetuneCfg
 
 __all__ = [
     "ConfigError", "apply_overrides", "from_dict", "load_params", "to_flat_dict", "load_section", "validate_all",
     "load_variant", "resolve_variant", "check_variant_name", "RunCfg", "VariantCfg",
     "SECTIONS", "OVERRIDABLE", "REDUCE_METHODS", "BaseCfg", "DataCfg", "SyntheticCfg",
     "SplitCfg", "AugmentCfg", "TrainCfg", "SelectCfg", "EvaluateCfg",
-    "ReduceCfg", "MethodsCfg", "UmapCfg", "TsneCfg", "PcaCfg", "CvCfg",
+    "ReduceCfg", "MethodsCfg", "UmapCfg", "TsneCfg", "PcaCfg", "CvCfg", "FinetuneCfg",
+    "FREEZE_MODES",
 ]
 
 

@@ -217,9 +217,10 @@ def read_labelled(path: str | Path, size: int | None = None
 
 
 def check_folds(labels: np.ndarray, folds: int, path: str | Path,
-                groups: np.ndarray | None = None) -> None:
+                groups: np.ndarray | None = None, key: str = "cv.folds") -> None:
     """Raise LabelledError unless every class present has at least ``folds`` galaxies
-    (``groups`` (N,): rows of one group count once). ``folds`` < 2 checks nothing."""
+    (``groups`` (N,): rows of one group count once). ``folds`` < 2 checks nothing. ``key``:
+    the parameter the message tells the user to lower."""
     if folds < 2:
         return
     labels = np.asarray(labels)
@@ -228,5 +229,5 @@ def check_folds(labels: np.ndarray, folds: int, path: str | Path,
         n = len(np.unique(groups[labels == c]))
         if n < folds:
             raise LabelledError(f"{path}: class {int(c)} ({CLASS_NAMES[c]}) has {n} distinct "
-                                f"image(s), fewer than cv.folds = {folds}; add images of "
-                                "this class, remove the class, or lower cv.folds")
+                                f"image(s), fewer than {key} = {folds}; add images of "
+                                f"this class, remove the class, or lower {key}")

@@ -37,6 +37,7 @@ class VariantPaths:
     mlflow_run = property(lambda self: self.models / "mlflow_run.json")
     selected = property(lambda self: self.models / "selected.pt")
     features = property(lambda self: self.models / "features.npz")
+    finetuned = property(lambda self: self.models / "finetuned.pt")  # finetune@<v>
     # results/<variant>/
     history = property(lambda self: self.results / "history.csv")
     train = property(lambda self: self.results / "train.json")
@@ -45,6 +46,8 @@ class VariantPaths:
     predictions = property(lambda self: self.results / "predictions.csv")
     embeddings = property(lambda self: self.results / "embeddings.csv")
     calibration = property(lambda self: self.results / "calibration.json")
+    finetune = property(lambda self: self.results / "finetune.json")  # not read by the report
+    cv = property(lambda self: self.results / "cv.json")  # cv@<v>
     # reports/<variant>/
     eval_details = property(lambda self: self.reports / "eval.json")
     confusion_plots = property(lambda self: self.reports / "confusion")

@@ -43,3 +43,39 @@ def start_nested(parent: RunLogger, name: str, tags: dict[str, Any] | None = Non
     if run_id is None:
         return None
     return NestedRun(parent.uri, run_id, store=parent.store, best_effort=True)
+
+
+def log_nested_run(run_file, name: str, kind: str, params: dict[str, Any],
+                   curve: dict[str, list[float]], metrics: dict[str, float],
+                   dataset: dict | None = None, artifact=None) -> str | None:
+    """Log one finished piece of work (fine-tuning) as run ``name`` under the run of
+    ``run_file`` (``models/<v>/mlflow_run.json``), tagged ``deepgal.kind = kind``; returns its
+    id, or None (MLflow off, no run, tracker away). ``curve``: {key: values}, value i at
+    step i; ``dataset``: a source dict for :func:`~deepgal.tracking.dataset.dataset_inputs`,
+    logged with context ``kind``; ``artifact``: a file to attach."""
+    import time
+
+    from mlflow.entities import Metric
+
+    from .parent import KIND_TAG
+    from .runlog import open_run
+
+    parent = open_run(run_file)
+    child = start_nested(parent, name, {KIND_TAG: kind}, params) if parent else None
+    if child is None:
+        return None
+    now = int(time.time() * 1000)
+    points = [Metric(k, float(v), now, step) for k, values in curve.items()
+              for step, v in enumerate(values)]
+    child._do("the curve", lambda s: s.call(s.client.log_batch, child.run_id, metrics=points))
+    child.log_metrics(metrics)
+    if dataset is not None:
+        from .dataset import dataset_inputs
+
+        inputs = dataset_inputs(dataset, {kind: int(dataset["n_images"])})
+        child._do("the dataset", lambda s: s.call(s.client.log_inputs, child.run_id,
+                                                  datasets=inputs))
+    if artifact is not None:
+        child.log_artifact(artifact)
+    child.end()
+    return child.run_id

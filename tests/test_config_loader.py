@@ -117,22 +117,22 @@ def test_load_params_errors(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the default is params.yaml in the working directory
     assert config.load_params() == PARAMS
     assert config.load_section("split").val == PARAMS["split"]["val"]
-    assert config.load_variant("customnet").epochs == 8
+    assert config.load_variant(config.load_params(), "customnet").epochs == 8
     assert config.load_section("split", path=p).train == PARAMS["split"]["train"]
-    assert config.load_variant("smallnet", path=p).input_size == 32
+    assert config.load_variant(config.load_params(p), "smallnet").input_size == 32
 
 
 def test_load_section_refuses_an_unknown_section():
     e = error_of(config.load_section, "trian", PARAMS)
     assert str(e) == ("trian: unknown section; valid sections are base, data, split, "
-                            "train, select, evaluate, reduce")
+                            "train, select, evaluate, reduce, cv, finetune")
     assert e.key == "trian"
 
 
 def test_validate_all_lists_the_known_sections_and_checks_every_variant():
     e = error_of(config.validate_all, {**PARAMS, "trian": {}})
-    assert str(e) == ("trian: unknown section; valid sections are base, data, evaluate, "
-                            "reduce, select, split, train, variants")
+    assert str(e) == ("trian: unknown section; valid sections are base, cv, data, evaluate, "
+                            "finetune, reduce, select, split, train, variants")
     assert e.key == "trian"
     bad = copy.deepcopy(PARAMS)
     bad["variants"]["convnext_tiny"]["epochs"] = 0  # the last variant, not only the first
@@ -142,14 +142,14 @@ def test_validate_all_lists_the_known_sections_and_checks_every_variant():
 
 
 def test_load_variant_fills_every_field():
-    v = config.load_variant("resnet50", PARAMS)
+    v = config.load_variant(PARAMS, "resnet50")
     t = PARAMS["train"]
     assert (v.model, v.lr_scale, v.epochs, v.input_size) == ("resnet50", 1.0, 1, 32)
     assert (v.batch_size, v.optimizer, v.crop, v.epoch_images) == (
         t["batch_size"], t["optimizer"], t["crop"], t["epoch_images"])
     params = copy.deepcopy(PARAMS)
     params["variants"]["resnet50"].update(model="resnet152", lr_scale=0.25)
-    v = config.load_variant("resnet50", params)
+    v = config.load_variant(params, "resnet50")
     assert (v.model, v.lr_scale) == ("resnet152", 0.25)
     run = config.resolve_variant(params, "resnet50")
     assert run.lr == pytest.approx(t["lr"] * 0.25) and run.model == "resnet152"
@@ -159,12 +159,12 @@ def test_load_variant_fills_every_field():
 
 
 def test_variants_section_shapes():
-    e = error_of(config.load_variant, "smallnet", {**PARAMS, "variants": ["smallnet"]})
+    e = error_of(config.load_variant, {**PARAMS, "variants": ["smallnet"]}, "smallnet")
     assert str(e) == "variants: expected a mapping of name -> settings, got list"
     assert e.key == "variants"
-    e = error_of(config.load_variant, "smallnet", {**PARAMS, "variants": None})
+    e = error_of(config.load_variant, {**PARAMS, "variants": None}, "smallnet")
     assert str(e) == "variants.smallnet: no such variant; defined: "
-    e = error_of(config.load_variant, "vgg", PARAMS)
+    e = error_of(config.load_variant, PARAMS, "vgg")
     assert str(e) == ("variants.vgg: no such variant; defined: smallnet, customnet, "
                             "resnet50, resnet152, convnext_tiny")
     assert e.key == "variants.vgg"

@@ -134,7 +134,7 @@ def test_stage_reads_its_params(tmp_path, monkeypatch, caplog, seed, val, test):
     assert np.array_equal(read_split(tmp_path / "out", "val"), expected["splits"]["val"])
     assert read_stats(tmp_path / "out").source == {"source": "synthetic",
                                                        "sha256": "ab" * 32}
-    assert read_stats(tmp_path / "out")["grouping"]["arcsec"] == 1.0  # split.group_arcsec
+    assert read_stats(tmp_path / "out").grouping["arcsec"] == 1.0  # split.group_arcsec
     mean, std = numpy_stats(images, read_split(tmp_path / "out", "train"))
     assert f"'train': {sizes['train']}" in caplog.text
     assert str([round(float(m), 4) for m in mean]) in caplog.text

@@ -31,6 +31,17 @@ class HandoffError(DeepgalError, ValueError):
     """A file between stages is missing, unreadable, of another layout, or has a bad key."""
 
 
+class MissingHandoff(HandoffError, FileNotFoundError):
+    """A file between stages does not exist (also a FileNotFoundError, for callers that wait
+    for or skip a file that is not there yet)."""
+
+
+def missing(path: Path, what: str, stage: str) -> MissingHandoff:
+    """The error for a file ``path`` that stage ``stage`` writes and nobody has written yet."""
+    return MissingHandoff(f"{path}: missing ({what}, written by the {stage} stage); run "
+                          f"`dvc repro {stage}`")
+
+
 def _type_name(t: Any) -> str:
     return getattr(t, "__name__", str(t).replace("typing.", ""))
 
@@ -77,8 +88,7 @@ def load_json(path: str | Path, what: str, stage: str) -> Any:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise HandoffError(f"{path}: missing; the {what} is written by the {stage} stage: run "
-                           f"`dvc repro {stage}`") from None
+        raise missing(path, what, stage) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise HandoffError(f"{path}: not readable JSON ({e}); re-run `dvc repro {stage}` to "
                            f"rewrite the {what}") from None

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..utils import atomic_write_bytes, atomic_write_text
-from .record import HandoffError
+from .record import HandoffError, missing
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -31,8 +31,7 @@ FEATURE_KEYS = ("features", "index", "label", "split")
 
 
 def _missing(path: Path, stage: str, what: str) -> HandoffError:
-    return HandoffError(f"{path}: missing; the {what} is written by the {stage} stage: run "
-                        f"`dvc repro {stage}`")
+    return missing(path, what, stage)
 
 
 def _require(path: Path, have: list[str], needed: tuple[str, ...], kind: str, stage: str) -> None:

@@ -89,7 +89,7 @@ def patched(params: dict, **dotted) -> dict:
 def loaded(params: dict, key: str):
     section, *path = key.split(".")
     if section == "variants":
-        obj = config.load_variant(path[0], params)
+        obj = config.load_variant(params, path[0])
         path = path[1:]
     else:
         obj = config.load_section(section, params)

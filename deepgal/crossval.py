@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .data.folds import cv_folds
+from .data.split import count_levels, level_moments
 from .data.galaxy10 import CLASS_NAMES
 from .metrics import binomial_se, score
 
@@ -135,12 +136,14 @@ def train_fold(run, images: torch.Tensor, labels: torch.Tensor, tr: np.ndarray,
     from .utils import seed_everything
     from .data.galaxy10 import NUM_CLASSES
 
-    x = images[tr].double()
-    # The train stage normalises with its own train split's statistics (pixel / 255).
-    mean = tuple((x.mean((0, 1, 2)) / 255).tolist())
-    std = tuple((x.std((0, 1, 2)) / 255).tolist())
-    del x
-    pre = Preprocess(input_size=run.input_size, crop=run.crop, mean=mean, std=std)
+    # Normalised with the train rows' statistics, counted as the split stage counts them
+    # (uint8 level histograms, no float copy of the images); the std is the sample std
+    # (n - 1), as CV figures have been computed since this module began.
+    hist = count_levels(images[tr].numpy(), np.zeros((3, 256), np.int64))
+    mean, pop_std = level_moments(hist)
+    n = int(hist[0].sum())
+    std = [s * (n / (n - 1)) ** 0.5 for s in pop_std]
+    pre = Preprocess(input_size=run.input_size, crop=run.crop, mean=tuple(mean), std=tuple(std))
     train = Split(presize(images[tr], pre, zoom_bound(run.augment)), labels[tr])
     held = Split(presize(images[te], pre), labels[te])
     seed_everything(run.seed, run.deterministic)

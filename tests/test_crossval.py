@@ -99,3 +99,15 @@ def test_train_fold_scores_only_held_rows(tmp_path):
         assert p.shape == (10, 10)
         np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
     assert not np.allclose(views["plain"], views["tta"])   # TTA really averages other views
+
+
+def test_fold_normalisation_counts_levels_as_numpy_does():
+    """The statistics train_fold normalises with (count_levels + level_moments, the split
+    stage's exact uint8 counting) against numpy's float64 mean and population std."""
+    from deepgal.data.split import count_levels, level_moments
+    rng = np.random.default_rng(3)
+    images = rng.integers(0, 256, (70, 9, 7, 3), dtype=np.uint8)   # > one 32-image slice
+    mean, std = level_moments(count_levels(images, np.zeros((3, 256), np.int64)))
+    x = images.astype(np.float64) / 255
+    np.testing.assert_allclose(mean, x.mean((0, 1, 2)), rtol=1e-12)
+    np.testing.assert_allclose(std, x.std((0, 1, 2)), rtol=1e-9)

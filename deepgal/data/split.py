@@ -191,14 +191,26 @@ def channel_stats(h5_path: str | Path, indices: np.ndarray,
     hist = np.zeros((3, 256), np.int64)
     indices = np.sort(np.asarray(indices, dtype=np.int64))
     for start in range(0, len(indices), chunk):
-        block = read_images(h5_path, indices[start:start + chunk])
-        for row in range(0, len(block), _COUNT_ROWS):  # bincount widens to int64: slices
-            part = block[row:row + _COUNT_ROWS]
-            for c in range(3):
-                hist[c] += np.bincount(part[..., c].ravel(), minlength=256)
-    count = int(hist[0].sum())
-    if count == 0:
+        count_levels(read_images(h5_path, indices[start:start + chunk]), hist)
+    if int(hist[0].sum()) == 0:
         raise SplitError(f"{h5_path}: the train split is empty; cannot compute statistics")
+    return level_moments(hist)
+
+
+def count_levels(images: np.ndarray, hist: np.ndarray) -> np.ndarray:
+    """Add the uint8 values of images (N, H, W, 3) to ``hist`` (3, 256) int64, per channel, a
+    few images at a time (no float copy); returns ``hist``."""
+    for row in range(0, len(images), _COUNT_ROWS):  # bincount widens to int64: slices
+        part = np.asarray(images[row:row + _COUNT_ROWS])
+        for c in range(3):
+            hist[c] += np.bincount(part[..., c].ravel(), minlength=256)
+    return hist
+
+
+def level_moments(hist: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) std in pixel/255 units of a (3, 256) level count,
+    exact in Python integers until the division."""
+    count = int(hist[0].sum())
     levels = np.arange(256, dtype=np.int64)
     mean, std = [], []
     for c in range(3):

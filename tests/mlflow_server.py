@@ -94,7 +94,12 @@ def models_serve(model_uri: str, env: dict | None = None, log: Path | None = Non
     the model server MLflow documents; yields (base URL, process), stops it afterwards."""
     argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri,
             "--env-manager", "local", "--host", "127.0.0.1", "--workers", "1"]
-    with _serving(argv, env or dict(os.environ), log, f"mlflow models serve -m {model_uri}"
+    env = dict(env or os.environ)
+    # MLflow starts the scoring server as `bash -c "exec uvicorn ..."`: the `uvicorn` of this
+    # interpreter's environment must come first on PATH, as it does for a user whose venv is
+    # active (CI calls .venv/bin/python without activating it).
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    with _serving(argv, env, log, f"mlflow models serve -m {model_uri}"
                   ) as served:
         yield served
 
@@ -107,6 +112,7 @@ def _serving(argv: list[str], env: dict, log: Path | None, what: str
     log = log or Path(tempfile.mkstemp(prefix="mlflow-server-", suffix=".log")[1])
     out = open(log, "ab")
     proc = None
+    died = None
     try:
         for _ in range(3):
             port = free_port()
@@ -120,13 +126,16 @@ def _serving(argv: list[str], env: dict, log: Path | None, what: str
                 time.sleep(0.5)
             if _healthy(base):
                 break
+            died = proc.poll()
             _stop(proc)
             if not lost_the_port(log.read_text(errors="replace")[-4000:]):
                 break
         else:
             proc = None
         if proc is None or not _healthy(base):
-            raise RuntimeError(f"{what} did not start within {STARTUP_S} s; its log ({log}) "
+            how = (f"exited with code {died}" if died is not None
+                   else f"did not start within {STARTUP_S} s")
+            raise RuntimeError(f"{what} {how}; its log ({log}) "
                                "ends:\n" + log.read_text(errors="replace")[-3000:])
         yield base, proc
     finally:

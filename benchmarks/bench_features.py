@@ -26,6 +26,7 @@ repeat: throughput and memory do not depend on the pixels).
 The synthetic file is cached under ``--workdir`` by (images, unique, size). Timings on a shared
 machine move with its load; compare the ratios printed in one run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,8 +66,11 @@ def synthetic_file(workdir: Path, n: int, unique: int, size: int) -> Path:
         images, labels = render([per_class] * galaxy10.NUM_CLASSES, size, seed=0)
         rows = np.random.default_rng(0).permutation(np.arange(n) % len(images))
         galaxy10.write_galaxy10(path, images[rows], labels[rows])
-        print(f"rendered {len(images)} images at {size} px into {n} rows: "
-              f"{time.perf_counter() - t:.0f} s", flush=True)
+        print(
+            f"rendered {len(images)} images at {size} px into {n} rows: "
+            f"{time.perf_counter() - t:.0f} s",
+            flush=True,
+        )
     return path
 
 
@@ -76,15 +80,16 @@ def rate(n: int, fn) -> float:
     return n / (time.perf_counter() - t)
 
 
-def train_rate(model, run: config.RunCfg, pre: Preprocess, train: Split, device,
-               steps: int) -> float:
+def train_rate(
+    model, run: config.RunCfg, pre: Preprocess, train: Split, device, steps: int
+) -> float:
     """Images/s of ``train_one_epoch`` over ``steps`` batches, after one warm-up batch."""
     opt = recipe.make_optimizer(model, run)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     spec = RunSpec(cfg=run, preprocess=pre, ckpt_dir=Path("unused"), fingerprint="bench")
     gen = torch.Generator(device=device).manual_seed(0)
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-    batches = list(perm[:(steps + 1) * run.batch_size].split(run.batch_size))
+    batches = list(perm[: (steps + 1) * run.batch_size].split(run.batch_size))
     state = TrainState(model, model, opt, sched, None)
     train_one_epoch(state, train, EpochPlan(0, batches[:1], gen), spec, device)
     sums, _ = train_one_epoch(state, train, EpochPlan(0, batches[1:], gen), spec, device)
@@ -95,8 +100,14 @@ def old_path(model, path, pre, device, splits, batch_size, output) -> None:
     """The inference path before this change: each split read with read_images per chunk."""
     for idx in splits.values():
         for s in range(0, len(idx), galaxy10.READ_CHUNK):
-            run_model(model, galaxy10.read_images(path, idx[s:s + galaxy10.READ_CHUNK]), pre,
-                      device, batch_size, output)
+            run_model(
+                model,
+                galaxy10.read_images(path, idx[s : s + galaxy10.READ_CHUNK]),
+                pre,
+                device,
+                batch_size,
+                output,
+            )
 
 
 def bench_variant(name: str, params: dict, path: Path, splits: dict, device, args) -> dict:
@@ -104,25 +115,33 @@ def bench_variant(name: str, params: dict, path: Path, splits: dict, device, arg
     pre = Preprocess(run.input_size, run.crop)
     torch.manual_seed(0)
     model = build_model(run.model, galaxy10.NUM_CLASSES, run.input_size).to(
-        device, memory_format=torch.channels_last if run.channels_last else torch.preserve_format)
+        device, memory_format=torch.channels_last if run.channels_last else torch.preserve_format
+    )
     labels = torch.from_numpy(galaxy10.read_labels(path))
-    train = Split(torch.from_numpy(galaxy10.read_images(path, splits["train"])),
-                  labels[splits["train"]])
+    train = Split(
+        torch.from_numpy(galaxy10.read_images(path, splits["train"])), labels[splits["train"]]
+    )
     batch = config.load_section("evaluate", params).batch_size
     n_all = sum(len(v) for v in splits.values())
     evals = {k: splits[k] for k in ("val", "test")}
     n_eval = sum(len(v) for v in evals.values())
     r = {"variant": name, "input": f"{run.input_size}px crop {run.crop:g}"}
     r["train"] = train_rate(model, run, pre, train, device, args.steps)
-    r["features"] = rate(n_all, lambda: run_on_file(model, path, pre, device, splits, batch,
-                                                     "features+probs", desc="features"))
-    r["evaluate"] = rate(n_eval, lambda: run_on_file(model, path, pre, device, evals, batch,
-                                                      "probs", desc="evaluate"))
+    r["features"] = rate(
+        n_all,
+        lambda: run_on_file(
+            model, path, pre, device, splits, batch, "features+probs", desc="features"
+        ),
+    )
+    r["evaluate"] = rate(
+        n_eval,
+        lambda: run_on_file(model, path, pre, device, evals, batch, "probs", desc="evaluate"),
+    )
     if not args.no_old:
-        r["old"] = rate(n_eval, lambda: old_path(model, path, pre, device, evals, batch,
-                                                 "probs"))
-    r["model"] = rate(len(train), lambda: run_model(model, train.images, pre, device, batch,
-                                                     "features"))
+        r["old"] = rate(n_eval, lambda: old_path(model, path, pre, device, evals, batch, "probs"))
+    r["model"] = rate(
+        len(train), lambda: run_model(model, train.images, pre, device, batch, "features")
+    )
     return r
 
 
@@ -133,13 +152,22 @@ def run_stage(argv: list[str], cwd: Path) -> tuple[float, int]:
     process's peak RSS across ``execve``, so ``wait4`` on a child forked from this (large)
     benchmark process would report this process's size instead of the stage's.
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DEEPGAL_MLFLOW": "off",
-           "DEEPGAL_PROGRESS": "lines"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DEEPGAL_MLFLOW": "off",
+        "DEEPGAL_PROGRESS": "lines",
+    }
     rss_file = cwd / "rss.txt"
     t = time.perf_counter()
-    proc = subprocess.run(["/usr/bin/time", "-o", str(rss_file), "-f", "%M", sys.executable,
-                           *argv], cwd=cwd, env=env, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        ["/usr/bin/time", "-o", str(rss_file), "-f", "%M", sys.executable, *argv],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seconds = time.perf_counter() - t
     if proc.returncode:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -156,21 +184,58 @@ def stage_rss(name: str, params: dict, path: Path, splits: dict, workdir: Path) 
     write_split(repo / "split", splits, labels, [0.5] * 3, [0.25] * 3, {"source": "synthetic"})
     model = build_model(run.model, galaxy10.NUM_CLASSES, run.input_size)
     pre = Preprocess(run.input_size, run.crop)
-    ckpt_io.save(repo / "model.pt", {"model": model.state_dict(), "model_name": run.model,
-                                     "preprocess": pre.to_dict(), "epoch": 1})
+    ckpt_io.save(
+        repo / "model.pt",
+        {
+            "model": model.state_dict(),
+            "model_name": run.model,
+            "preprocess": pre.to_dict(),
+            "epoch": 1,
+        },
+    )
     (repo / "selection.json").write_text(json.dumps({"checkpoint": "model.pt", "epoch": 1}))
     (repo / "history.csv").write_text("epoch,seconds\n1,60.0\n")
     st = str(ROOT / "stages")
     common = ["--data", str(path), "--split", "split"]
     rows = []
     for stage, argv in (
-        ("evaluate", [f"{st}/evaluate.py", "--variant", name, "--selection", "selection.json",
-                      "--history", "history.csv", "--run", "none.json", *common,
-                      "--metrics", "results/metrics.json", "--out", "results/eval.json",
-                      "--predictions", "results/predictions.csv", "--plots", "results/cm",
-                      "--features", "models/features.npz"]),
-        ("reduce", [f"{st}/reduce.py", "--features", "models/features.npz",
-                    "--out", "results/embeddings.csv", "--timings", "results/timings.json"]),
+        (
+            "evaluate",
+            [
+                f"{st}/evaluate.py",
+                "--variant",
+                name,
+                "--selection",
+                "selection.json",
+                "--history",
+                "history.csv",
+                "--run",
+                "none.json",
+                *common,
+                "--metrics",
+                "results/metrics.json",
+                "--out",
+                "results/eval.json",
+                "--predictions",
+                "results/predictions.csv",
+                "--plots",
+                "results/cm",
+                "--features",
+                "models/features.npz",
+            ],
+        ),
+        (
+            "reduce",
+            [
+                f"{st}/reduce.py",
+                "--features",
+                "models/features.npz",
+                "--out",
+                "results/embeddings.csv",
+                "--timings",
+                "results/timings.json",
+            ],
+        ),
     ):
         rows.append((stage, *run_stage(argv, repo)))
         print(f"  {stage}: {rows[-1][1]:.1f} s, peak RSS {rows[-1][2] / 1e9:.2f} GB", flush=True)
@@ -178,11 +243,16 @@ def stage_rss(name: str, params: dict, path: Path, splits: dict, workdir: Path) 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--images", type=int, default=2000, help="rows in the file")
-    p.add_argument("--unique", type=int, default=None, help="distinct rendered images "
-                   "(default: --images); rows repeat them")
+    p.add_argument(
+        "--unique",
+        type=int,
+        default=None,
+        help="distinct rendered images (default: --images); rows repeat them",
+    )
     p.add_argument("--size", type=int, default=256, help="image side in px (the real set: 256)")
     p.add_argument("--variants", nargs="+", default=None, help="default: every variant")
     p.add_argument("--steps", type=int, default=10, help="training batches timed per variant")
@@ -200,20 +270,28 @@ def main() -> None:
     path = synthetic_file(args.workdir, args.images, args.unique or args.images, args.size)
     splits = stratified_split(galaxy10.read_labels(path), FRACTIONS, seed=0)
     data_gb = args.images * args.size * args.size * 3 / 1e9
-    print(f"{path.name}: {args.images} images of {args.size} px ({data_gb:.2f} GB uint8); "
-          f"torch {torch.__version__} on {device}, {torch.get_num_threads()} threads, "
-          f"load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"{path.name}: {args.images} images of {args.size} px ({data_gb:.2f} GB uint8); "
+        f"torch {torch.__version__} on {device}, {torch.get_num_threads()} threads, "
+        f"load average {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     if not args.rss_only:
-        print("| variant | input | train img/s | features img/s | evaluate img/s | "
-              f"{'' if args.no_old else 'old path img/s | '}model only img/s | "
-              "features / train |")
+        print(
+            "| variant | input | train img/s | features img/s | evaluate img/s | "
+            f"{'' if args.no_old else 'old path img/s | '}model only img/s | "
+            "features / train |"
+        )
         print("|---|---|---:|---:|---:|---:|---:|" + ("" if args.no_old else "---:|"))
         for name in variants:
             r = bench_variant(name, params, path, splits, device, args)
             old = "" if args.no_old else f"{r['old']:.0f} | "
-            print(f"| {name} | {r['input']} | {r['train']:.0f} | {r['features']:.0f} | "
-                  f"{r['evaluate']:.0f} | {old}{r['model']:.0f} | "
-                  f"{r['features'] / r['train']:.2f} |", flush=True)
+            print(
+                f"| {name} | {r['input']} | {r['train']:.0f} | {r['features']:.0f} | "
+                f"{r['evaluate']:.0f} | {old}{r['model']:.0f} | "
+                f"{r['features'] / r['train']:.2f} |",
+                flush=True,
+            )
     if args.rss or args.rss_only:
         print(f"stages on {variants[0]} (peak RSS against {data_gb:.2f} GB of uint8 images):")
         rows = stage_rss(variants[0], params, path, splits, args.workdir)

@@ -19,6 +19,7 @@ Input paths, as :mod:`deepgal.training.loop` runs them:
 - ``model only``: a ready (B, 3, S, S) batch, the ceiling.
 - ``input only``: the host path without the model: what it can feed at most.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,9 @@ def timed(step, n: int, warmup: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / n
 
 
-def bench_model(name: str, compiled: bool, args, device: torch.device, pool: torch.Tensor,
-                labels: torch.Tensor) -> list[dict]:
+def bench_model(
+    name: str, compiled: bool, args, device: torch.device, pool: torch.Tensor, labels: torch.Tensor
+) -> list[dict]:
     cuda = device.type == "cuda"
     b, s = args.batch, args.size
     pre = Preprocess(input_size=s)
@@ -87,6 +89,7 @@ def bench_model(name: str, compiled: bool, args, device: torch.device, pool: tor
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+
         return step
 
     def infer_step(where: str):
@@ -95,6 +98,7 @@ def bench_model(name: str, compiled: bool, args, device: torch.device, pool: tor
             x = ready if where == "model only" else batch(where, False)[0]
             with amp:
                 fwd(x).float().softmax(1)
+
         return step
 
     def input_step():
@@ -107,12 +111,20 @@ def bench_model(name: str, compiled: bool, args, device: torch.device, pool: tor
         rows.append(("train", where, timed(train_step(where), args.steps, args.warmup, device)))
     model.eval()
     for where in wheres:
-        rows.append(("inference", where, timed(infer_step(where), args.steps, args.warmup,
-                                               device)))
+        rows.append(("inference", where, timed(infer_step(where), args.steps, args.warmup, device)))
     if not compiled:  # the input path alone does not depend on the model's compilation
         rows.append(("input only", "host", timed(input_step, args.steps, args.warmup, device)))
-    return [{"model": name, "compiled": compiled, "phase": ph, "input": wh,
-             "img_s": b / sec, "ms": sec * 1e3} for ph, wh, sec in rows]
+    return [
+        {
+            "model": name,
+            "compiled": compiled,
+            "phase": ph,
+            "input": wh,
+            "img_s": b / sec,
+            "ms": sec * 1e3,
+        }
+        for ph, wh, sec in rows
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,37 +138,51 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=None, help="default: 10 on CUDA, 1 on CPU")
     p.add_argument("--pool", type=int, default=2048, help="images in the host uint8 split")
     p.add_argument("--precision", default="bf16", choices=["bf16", "fp32"])
-    p.add_argument("--compile", default="auto", choices=["auto", "both", "no", "yes"],
-                   help="auto: both on CUDA, no on CPU (Inductor on CPU takes minutes)")
+    p.add_argument(
+        "--compile",
+        default="auto",
+        choices=["auto", "both", "no", "yes"],
+        help="auto: both on CUDA, no on CPU (Inductor on CPU takes minutes)",
+    )
     args = p.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("no CUDA device; use --device cpu for the smoke run")
     device = torch.device(args.device)
     args.warmup = args.warmup if args.warmup is not None else (10 if device.type == "cuda" else 1)
     args.source = max(args.source, args.size)
-    modes = {"auto": [False, True] if device.type == "cuda" else [False], "both": [False, True],
-             "no": [False], "yes": [True]}[args.compile]
+    modes = {
+        "auto": [False, True] if device.type == "cuda" else [False],
+        "both": [False, True],
+        "no": [False],
+        "yes": [True],
+    }[args.compile]
     if device.type == "cpu" and True in modes and not has_compiler():
         modes = [False]
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
     g = torch.Generator().manual_seed(0)
-    pool = torch.randint(0, 256, (args.pool, args.source, args.source, 3), dtype=torch.uint8,
-                         generator=g)
+    pool = torch.randint(
+        0, 256, (args.pool, args.source, args.source, 3), dtype=torch.uint8, generator=g
+    )
     labels = torch.randint(0, 10, (args.pool,), generator=g)
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    print(f"device {dev}, torch {torch.__version__}, {args.precision}, channels_last, batch "
-          f"{args.batch}, {args.size} px from {args.source} px uint8, {args.steps} timed steps "
-          f"after {args.warmup} warm-up")
+    print(
+        f"device {dev}, torch {torch.__version__}, {args.precision}, channels_last, batch "
+        f"{args.batch}, {args.size} px from {args.source} px uint8, {args.steps} timed steps "
+        f"after {args.warmup} warm-up"
+    )
     print()
     print("| model | compiled | phase | input path | img/s | ms/batch |")
     print("|---|---|---|---|---:|---:|")
     for name in args.models:
         for compiled in modes:
             for r in bench_model(name, compiled, args, device, pool, labels):
-                print(f"| {r['model']} | {'yes' if r['compiled'] else 'no'} | {r['phase']} | "
-                      f"{r['input']} | {r['img_s']:,.0f} | {r['ms']:.1f} |", flush=True)
+                print(
+                    f"| {r['model']} | {'yes' if r['compiled'] else 'no'} | {r['phase']} | "
+                    f"{r['input']} | {r['img_s']:,.0f} | {r['ms']:.1f} |",
+                    flush=True,
+                )
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     return 0

@@ -13,6 +13,7 @@ load on a shared, noisy machine:
 
     python benchmarks/bench_input_pipeline.py [--n 4000 --size 64 --n-large 1000 --large 256]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,10 +46,10 @@ def galaxy_like(n: int, side: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
         m = min(256, n - start)
         r = rng.uniform(0.03, 0.15, (m, 1, 1)).astype(np.float32)
         q = rng.uniform(0.3, 1.0, (m, 1, 1)).astype(np.float32)
-        blob = np.exp(-(xx ** 2 + (yy / q) ** 2) / (2 * r ** 2))  # (m, side, side)
+        blob = np.exp(-(xx**2 + (yy / q) ** 2) / (2 * r**2))  # (m, side, side)
         colour = rng.uniform(80, 200, (m, 1, 1, 3)).astype(np.float32)
         sky = rng.normal(30, 8, (m, side, side, 3)).astype(np.float32)
-        images[start:start + m] = np.clip(sky + blob[..., None] * colour, 0, 255)
+        images[start : start + m] = np.clip(sky + blob[..., None] * colour, 0, 255)
     return images, rng.integers(0, 10, n).astype(np.uint8)
 
 
@@ -70,13 +71,21 @@ class H5ItemDataset(Dataset):
 
 
 def usual_pipeline(path: Path, out_size: int, batch_size: int, workers: int) -> DataLoader:
-    transform = T.Compose([
-        T.ToPILImage(), T.Resize(out_size), T.RandomRotation(180),
-        T.RandomHorizontalFlip(), T.RandomVerticalFlip(),
-        T.ColorJitter(JITTER, JITTER, JITTER), T.ToTensor(), T.Normalize(MEAN, STD),
-    ])
-    return DataLoader(H5ItemDataset(path, transform), batch_size=batch_size, shuffle=True,
-                      num_workers=workers)
+    transform = T.Compose(
+        [
+            T.ToPILImage(),
+            T.Resize(out_size),
+            T.RandomRotation(180),
+            T.RandomHorizontalFlip(),
+            T.RandomVerticalFlip(),
+            T.ColorJitter(JITTER, JITTER, JITTER),
+            T.ToTensor(),
+            T.Normalize(MEAN, STD),
+        ]
+    )
+    return DataLoader(
+        H5ItemDataset(path, transform), batch_size=batch_size, shuffle=True, num_workers=workers
+    )
 
 
 def epoch_usual(loader: DataLoader) -> float:
@@ -87,13 +96,19 @@ def epoch_usual(loader: DataLoader) -> float:
     return seen / (time.perf_counter() - t0)
 
 
-def epoch_ours(images: torch.Tensor, labels: torch.Tensor, pre: Preprocess, aug: Augment,
-               batch_size: int, gen: torch.Generator) -> float:
+def epoch_ours(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    pre: Preprocess,
+    aug: Augment,
+    batch_size: int,
+    gen: torch.Generator,
+) -> float:
     """Images/s of one epoch of shuffled batches through :func:`prepare_batch`."""
     seen, t0 = 0, time.perf_counter()
     perm = torch.randperm(len(images), generator=gen)
     for start in range(0, len(images), batch_size):
-        idx = perm[start:start + batch_size]
+        idx = perm[start : start + batch_size]
         # index_select copies whole rows; images[idx] (advanced indexing) is ~10x slower for
         # uint8 (N, H, W, 3) on CPU.
         x = prepare_batch(images.index_select(0, idx), pre, aug, gen)
@@ -111,7 +126,10 @@ def run_case(path: Path, out_size: int, args) -> None:
     images = torch.from_numpy(read_images(path))  # (N, H, W, 3) uint8, no copy
     labels = torch.from_numpy(read_labels(path))
     load_s = time.perf_counter() - t0
-    pre, aug = Preprocess(out_size, mean=MEAN, std=STD), Augment(rotate=True, flip=True, jitter=JITTER, scale=0.0, translate=0.0)
+    pre, aug = (
+        Preprocess(out_size, mean=MEAN, std=STD),
+        Augment(rotate=True, flip=True, jitter=JITTER, scale=0.0, translate=0.0),
+    )
     gen = torch.Generator().manual_seed(0)
     default_threads = torch.get_num_threads()
     rates: dict[str, list[float]] = {"usual": []} | {f"ours{t}": [] for t in args.threads}
@@ -123,13 +141,19 @@ def run_case(path: Path, out_size: int, args) -> None:
         torch.set_num_threads(default_threads)
     med = {k: statistics.median(v) for k, v in rates.items()}
     case = f"{n:>5} x {side:>3} px -> {out_size:>3} px"
-    print(f"{case} | usual: DataLoader, {args.workers} workers  | median {med['usual']:7.0f} "
-          f"img/s (best {max(rates['usual']):7.0f}) |", flush=True)
+    print(
+        f"{case} | usual: DataLoader, {args.workers} workers  | median {med['usual']:7.0f} "
+        f"img/s (best {max(rates['usual']):7.0f}) |",
+        flush=True,
+    )
     for t in args.threads:
         k = f"ours{t}"
-        print(f"{case} | deepgal: prepare_batch, {t} thread{'s' * (t > 1)} | median "
-              f"{med[k]:7.0f} img/s (best {max(rates[k]):7.0f}) | {med[k] / med['usual']:5.1f}x "
-              f"median, {max(rates[k]) / max(rates['usual']):5.1f}x best", flush=True)
+        print(
+            f"{case} | deepgal: prepare_batch, {t} thread{'s' * (t > 1)} | median "
+            f"{med[k]:7.0f} img/s (best {max(rates[k]):7.0f}) | {med[k] / med['usual']:5.1f}x "
+            f"median, {max(rates[k]) / max(rates['usual']):5.1f}x best",
+            flush=True,
+        )
     print(f"{case} | deepgal's one-off read_images of the file: {load_s:.2f} s", flush=True)
 
 
@@ -143,15 +167,22 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--epochs", type=int, default=5, help="rounds of one epoch each")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, torch.get_num_threads()],
-                   help="torch intra-op thread counts to time deepgal's path with")
+    p.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, torch.get_num_threads()],
+        help="torch intra-op thread counts to time deepgal's path with",
+    )
     p.add_argument("--dir", type=Path, default=None, help="where to write the test files")
     args = p.parse_args()
     print("$ python " + " ".join(shlex.quote(a) for a in sys.argv))
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
-          f"{os.getloadavg()[0]:.1f}; batch {args.batch_size}, {args.epochs} alternating "
-          f"epochs each; augment: rotate any angle, h/v flip, jitter {JITTER}, resize, "
-          f"normalise")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.1f}; batch {args.batch_size}, {args.epochs} alternating "
+        f"epochs each; augment: rotate any angle, h/v flip, jitter {JITTER}, resize, "
+        f"normalise"
+    )
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         cases = [(args.n, args.size)] + ([(args.n_large, args.large)] if args.n_large else [])
         for n, side in cases:

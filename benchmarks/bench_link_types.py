@@ -15,6 +15,7 @@ reads only its labels; runs them with ``dvc queue start -j <exps>``; and prints,
 
     nice -n 10 .venv/bin/python benchmarks/bench_link_types.py --size-mb 1024 --exps 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -71,8 +72,9 @@ class Watch(threading.Thread):
                     st = f.lstat()
                 except FileNotFoundError:
                     continue
-                kind = ("symlink" if f.is_symlink() else
-                        "hardlink" if st.st_ino == self.ino else "copy")
+                kind = (
+                    "symlink" if f.is_symlink() else "hardlink" if st.st_ino == self.ino else "copy"
+                )
                 own += st.st_blocks * 512 if kind == "copy" else 0
                 self.kinds[str(f.parents[1])] = kind
             self.peak = max(self.peak, own)
@@ -81,9 +83,14 @@ class Watch(threading.Thread):
 def measure(cache_type: str, images: np.ndarray, exps: int, work: Path) -> tuple:
     repo = work / cache_type.replace(",", "_")
     repo.mkdir()
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "GIT_AUTHOR_NAME": "bench", "GIT_COMMITTER_NAME": "bench",
-           "GIT_AUTHOR_EMAIL": "bench@deepgal.invalid", "GIT_COMMITTER_EMAIL": "bench@deepgal.invalid"}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "GIT_AUTHOR_NAME": "bench",
+        "GIT_COMMITTER_NAME": "bench",
+        "GIT_AUTHOR_EMAIL": "bench@deepgal.invalid",
+        "GIT_COMMITTER_EMAIL": "bench@deepgal.invalid",
+    }
     dvc = [sys.executable, "-m", "dvc"]
     sh(["git", "init", "-q"], repo, env)
     sh(dvc + ["init", "-q"], repo, env)
@@ -124,20 +131,25 @@ def main() -> None:
     p.add_argument("--size-mb", type=int, default=1024)
     p.add_argument("--exps", type=int, default=2)
     p.add_argument("--types", nargs="+", default=["copy", "reflink,hardlink,symlink", "symlink"])
-    p.add_argument("--workdir", type=Path, default=None,
-                   help="where the repositories go (same file system as a real repo)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the repositories go (same file system as a real repo)",
+    )
     args = p.parse_args()
     n = args.size_mb * 2**20 // (256 * 256 * 3)
     images = np.zeros((n, 256, 256, 3), np.uint8)
-    print(f"data file: {n} images of 256x256x3 = {images.nbytes / 2**20:.0f} MB; "
-          f"{args.exps} queued experiments, dvc queue start -j {args.exps}")
+    print(
+        f"data file: {n} images of 256x256x3 = {images.nbytes / 2**20:.0f} MB; "
+        f"{args.exps} queued experiments, dvc queue start -j {args.exps}"
+    )
     print(f"{'cache.type':28s} {'queue s':>8s} {'extra MB':>9s}  link")
     work = Path(tempfile.mkdtemp(prefix="bench_links_", dir=args.workdir))
     try:
         for t in args.types:
             seconds, extra_mb, kinds = measure(t, images, args.exps, work)
-            print(f"{t:28s} {seconds:8.1f} {extra_mb:9.0f}  {'/'.join(kinds) or '-'}",
-                  flush=True)
+            print(f"{t:28s} {seconds:8.1f} {extra_mb:9.0f}  {'/'.join(kinds) or '-'}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -11,6 +11,7 @@ against the data size. Target: peak <= 1.3x the data. Readers:
 
     python benchmarks/bench_memory.py [--n 17736 --side 256 --dir /tmp --keep]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,11 +41,12 @@ def write_real_size(path: Path, n: int, side: int, block: int = 1024) -> None:
     """
     base = np.random.default_rng(0).integers(0, 256, (block, side, side, 3), dtype=np.uint8)
     with h5py.File(path, "w") as f:
-        ds = f.create_dataset(IMAGES_KEY, (n, side, side, 3), dtype=np.uint8,
-                              chunks=(min(n, 64), side, side, 3))
+        ds = f.create_dataset(
+            IMAGES_KEY, (n, side, side, 3), dtype=np.uint8, chunks=(min(n, 64), side, side, 3)
+        )
         for i, start in enumerate(range(0, n, block)):
             m = min(block, n - start)
-            ds[start:start + m] = base[:m] + np.uint8(i)  # wraps mod 256: cheap variety
+            ds[start : start + m] = base[:m] + np.uint8(i)  # wraps mod 256: cheap variety
         f.create_dataset(LABELS_KEY, data=(np.arange(n) % 10).astype(np.uint8))
 
 
@@ -61,7 +63,7 @@ def read_into(path: str | Path, chunk: int = READ_CHUNK):
         out = torch.empty(ds.shape, dtype=torch.uint8)
         view = out.numpy()  # shares memory with ``out``
         for start in range(0, ds.shape[0], chunk):
-            sel = np.s_[start:min(start + chunk, ds.shape[0])]
+            sel = np.s_[start : min(start + chunk, ds.shape[0])]
             ds.read_direct(view, source_sel=sel, dest_sel=sel)
     return out
 
@@ -78,17 +80,31 @@ def child(path: str, reader: str) -> None:
     images = torch.from_numpy(read_images(path)) if reader == "galaxy10" else read_into(path)
     seconds = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps({"reader": reader, "shape": list(images.shape), "dtype": str(images.dtype),
-                      "nbytes": images.numel(), "rss_before": before, "peak_rss": peak,
-                      "seconds": seconds}))
+    print(
+        json.dumps(
+            {
+                "reader": reader,
+                "shape": list(images.shape),
+                "dtype": str(images.dtype),
+                "nbytes": images.numel(),
+                "rss_before": before,
+                "peak_rss": peak,
+                "seconds": seconds,
+            }
+        )
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=17736)
     p.add_argument("--side", type=int, default=256)
-    p.add_argument("--dir", type=Path, default=None, help="where to write the file (default: "
-                                                          "the system temp dir)")
+    p.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="where to write the file (default: the system temp dir)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the file afterwards")
     p.add_argument("--readers", nargs="+", default=list(READERS), choices=READERS)
     p.add_argument("--child", nargs=2, metavar=("PATH", "READER"), help=argparse.SUPPRESS)
@@ -103,19 +119,28 @@ def main() -> None:
         t0 = time.perf_counter()
         write_real_size(path, args.n, args.side)
         gb = args.n * args.side * args.side * 3 / 1e9
-        print(f"wrote {path}: {args.n} x {args.side} x {args.side} x 3 uint8 = {gb:.2f} GB "
-              f"in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"wrote {path}: {args.n} x {args.side} x {args.side} x 3 uint8 = {gb:.2f} GB "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
         for reader in args.readers:
-            out = subprocess.run([sys.executable, __file__, "--child", str(path), reader],
-                                 check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", str(path), reader],
+                check=True,
+                capture_output=True,
+                text=True,
+            )
             r = json.loads(out.stdout.strip().splitlines()[-1])
             data = r["nbytes"]
-            print(f"{reader:<9} {tuple(r['shape'])} {r['dtype']}: peak RSS "
-                  f"{r['peak_rss'] / 1e9:.2f} GB = {r['peak_rss'] / data:.3f}x the data "
-                  f"({data / 1e9:.2f} GB); above the {r['rss_before'] / 1e9:.2f} GB of the "
-                  f"interpreter + torch: {(r['peak_rss'] - r['rss_before']) / data:.3f}x; "
-                  f"{r['seconds']:.1f} s ({data / 1e9 / r['seconds']:.2f} GB/s, file in page "
-                  f"cache)", flush=True)
+            print(
+                f"{reader:<9} {tuple(r['shape'])} {r['dtype']}: peak RSS "
+                f"{r['peak_rss'] / 1e9:.2f} GB = {r['peak_rss'] / data:.3f}x the data "
+                f"({data / 1e9:.2f} GB); above the {r['rss_before'] / 1e9:.2f} GB of the "
+                f"interpreter + torch: {(r['peak_rss'] - r['rss_before']) / data:.3f}x; "
+                f"{r['seconds']:.1f} s ({data / 1e9 / r['seconds']:.2f} GB/s, file in page "
+                f"cache)",
+                flush=True,
+            )
     finally:
         if args.keep:
             print(f"kept {path}")

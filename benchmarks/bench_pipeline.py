@@ -8,6 +8,7 @@ cache, so UMAP is compiled once, as on a fresh clone), and times each stage
 from the moment DVC prints "Running stage" to the next one (so DVC's own hashing and caching
 between stages is counted with the stage before). Then times the no-op re-run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,14 @@ RUNNING = re.compile(r"^Running stage '([^']+)'")
 def timed_repro(root: Path, env: dict[str, str]) -> tuple[list[tuple[str, float]], float]:
     """[(stage, seconds)] in the order DVC ran them, and the whole run's seconds."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     starts, tail = [], []
     for line in proc.stdout:
         tail = (tail + [line])[-40:]
@@ -38,17 +45,22 @@ def timed_repro(root: Path, env: dict[str, str]) -> tuple[list[tuple[str, float]
     if proc.wait():
         raise SystemExit("dvc repro failed:\n" + "".join(tail))
     end = time.perf_counter()
-    rows = [(name, (starts[i + 1][1] if i + 1 < len(starts) else end) - t)
-            for i, (name, t) in enumerate(starts)]
+    rows = [
+        (name, (starts[i + 1][1] if i + 1 < len(starts) else end) - t)
+        for i, (name, t) in enumerate(starts)
+    ]
     return rows, end - t0
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--keep", type=Path, help="build the repo here and keep it")
-    p.add_argument("--warm-numba", action="store_true",
-                   help="reuse this checkout's numba cache (.cache/numba) instead of starting "
-                        "from an empty one, as a fresh clone does")
+    p.add_argument(
+        "--warm-numba",
+        action="store_true",
+        help="reuse this checkout's numba cache (.cache/numba) instead of starting "
+        "from an empty one, as a fresh clone does",
+    )
     args = p.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="deepgal-bench-")) / "repo"
     make_repo(root, tiny=False)
@@ -57,8 +69,10 @@ def main() -> None:
         # A fresh clone has no compiled UMAP yet: the first reduce stage compiles it (~30 s
         # here). The tests share one cache between repositories; a fair figure must not.
         env["NUMBA_CACHE_DIR"] = str(root / ".cache" / "numba")
-    print(f"$ python benchmarks/bench_pipeline.py{' --warm-numba' if args.warm_numba else ''}"
-          f"   (repo {root}, numba cache {env['NUMBA_CACHE_DIR']})")
+    print(
+        f"$ python benchmarks/bench_pipeline.py{' --warm-numba' if args.warm_numba else ''}"
+        f"   (repo {root}, numba cache {env['NUMBA_CACHE_DIR']})"
+    )
     rows, total = timed_repro(root, env)
     print("\n| stage | seconds |\n|---|---:|")
     for stage, sec in rows:

@@ -19,6 +19,7 @@ so a warm-up on both paths is timed separately, before any measured run.
     OMP_WAIT_POLICY=passive .venv/bin/python benchmarks/bench_reduce.py --sizes 800 14189
     .venv/bin/python benchmarks/bench_reduce.py --startup . /tmp/old-tree --points 800
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,8 +81,9 @@ def bench_size(n: int, dim: int, pca_dims: int, trust_n: int, seed: int) -> list
     for method, dims in runs:
         xy, seconds = timed(reduce_2d, x, method, seed, dims, **METHODS[method])
         trust = trustworthiness(reference, xy[sub], n_neighbors=10)
-        results.append({"n": n, "method": method, "pca_dims": dims, "seconds": seconds,
-                        "trust": trust})
+        results.append(
+            {"n": n, "method": method, "pca_dims": dims, "seconds": seconds, "trust": trust}
+        )
         print(f"  n={n} {method} pca_dims={dims}: {seconds:.1f} s, T={trust:.4f}", flush=True)
     return results
 
@@ -91,36 +93,60 @@ def startup(trees: list[Path], points: int, dim: int, seed: int) -> None:
     file (so start-up dominates): twice, the first with an empty NUMBA_CACHE_DIR."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-reduce-"))
     x, y = synthetic_features(points, dim, seed)
-    split = np.where(np.arange(points) % 10 < 8, "train", np.where(np.arange(points) % 10 < 9,
-                                                                    "val", "test"))
+    split = np.where(
+        np.arange(points) % 10 < 8, "train", np.where(np.arange(points) % 10 < 9, "val", "test")
+    )
     np.savez(tmp / "features.npz", features=x, index=np.arange(points), label=y, split=split)
     print(f"reduce stage on {points} points of {dim}-D, methods {sorted(METHODS)}:")
     print("| tree | run | seconds |\n|---|---|---:|")
     for tree in trees:
         tree = tree.resolve()
         cache = tmp / f"numba-{tree.name}"
-        env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), "PYTHONPATH": str(tree),
-               "DEEPGAL_MLFLOW": "off"}
+        env = {
+            **os.environ,
+            "NUMBA_CACHE_DIR": str(cache),
+            "PYTHONPATH": str(tree),
+            "DEEPGAL_MLFLOW": "off",
+        }
         for run in ("cold numba cache", "warm numba cache"):
             t = time.perf_counter()
-            subprocess.run([sys.executable, str(tree / "stages/reduce.py"), "--features",
-                            str(tmp / "features.npz"), "--out", str(tmp / "emb.csv"),
-                            "--timings", str(tmp / "t.json")], cwd=tree, env=env, check=True,
-                           capture_output=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(tree / "stages/reduce.py"),
+                    "--features",
+                    str(tmp / "features.npz"),
+                    "--out",
+                    str(tmp / "emb.csv"),
+                    "--timings",
+                    str(tmp / "t.json"),
+                ],
+                cwd=tree,
+                env=env,
+                check=True,
+                capture_output=True,
+            )
             print(f"| {tree} | {run} | {time.perf_counter() - t:.1f} |", flush=True)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 17736])
     parser.add_argument("--dim", type=int, default=2048, help="feature width (ResNet-50: 2048)")
     parser.add_argument("--pca-dims", type=int, default=50)
-    parser.add_argument("--trust-sample", type=int, default=2000,
-                        help="points on which trustworthiness is computed")
+    parser.add_argument(
+        "--trust-sample", type=int, default=2000, help="points on which trustworthiness is computed"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--startup", type=Path, nargs="+", metavar="TREE",
-                        help="time the reduce stage of these source trees instead")
+    parser.add_argument(
+        "--startup",
+        type=Path,
+        nargs="+",
+        metavar="TREE",
+        help="time the reduce stage of these source trees instead",
+    )
     parser.add_argument("--points", type=int, default=800, help="--startup: features rows")
     args = parser.parse_args()
     warnings.simplefilter("ignore", category=FutureWarning)
@@ -129,18 +155,28 @@ def main() -> None:
         return
 
     # Other work on the machine slows OpenMP t-SNE badly; the load average says how quiet it was.
-    print(f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
-          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
-          "UMAP seeded -> single-threaded layout", flush=True)
+    print(
+        f"cores: {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}; "
+        "UMAP seeded -> single-threaded layout",
+        flush=True,
+    )
     warm = warm_up_umap(args.seed)
     print(f"UMAP numba JIT warm-up: {warm:.1f} s", flush=True)
-    rows = [r for n in args.sizes
-            for r in bench_size(n, args.dim, args.pca_dims, args.trust_sample, args.seed)]
+    rows = [
+        r
+        for n in args.sizes
+        for r in bench_size(n, args.dim, args.pca_dims, args.trust_sample, args.seed)
+    ]
 
-    print(f"\nUMAP first-call JIT warm-up (not in the table): {warm:.1f} s; "
-          f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n")
-    print(f"| points | method | PCA-{args.pca_dims} first | seconds | "
-          f"trustworthiness (k=10, {args.trust_sample} pts) |")
+    print(
+        f"\nUMAP first-call JIT warm-up (not in the table): {warm:.1f} s; "
+        f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n"
+    )
+    print(
+        f"| points | method | PCA-{args.pca_dims} first | seconds | "
+        f"trustworthiness (k=10, {args.trust_sample} pts) |"
+    )
     print("|---:|---|---|---:|---:|")
     for r in rows:
         first = "–" if r["method"] == "pca" else ("yes" if r["pca_dims"] else "no")

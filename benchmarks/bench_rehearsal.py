@@ -15,6 +15,7 @@ of the stage's own processes (the ``stages/*.py`` process and any children, e.g.
 workers, sampled every 0.2 s with psutil), also as a multiple of the uint8 image bytes
 (N x 196,608). The target is every stage <= 1.3 x the uint8 data at 17,736 images.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,8 +67,7 @@ class StageMemory:
             try:
                 cmd = " ".join(p.cmdline())
                 # the stage script and what it starts (torchrun ranks), not DVC or the shell
-                if "stages/" in cmd or any("stages/" in " ".join(a.cmdline())
-                                           for a in p.parents()):
+                if "stages/" in cmd or any("stages/" in " ".join(a.cmdline()) for a in p.parents()):
                     total += p.memory_info().rss
             except psutil.Error:
                 continue
@@ -90,8 +90,14 @@ def rehearsal_params(n_images: int) -> dict:
 def repro(root: Path, env: dict) -> tuple[list[tuple[str, float, int]], float]:
     """[(stage, seconds, peak RSS bytes)] in DVC's order, and the whole run's seconds."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=root, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     starts, tail = [], []
     with StageMemory(proc.pid) as mem:
         for line in proc.stdout:
@@ -103,8 +109,10 @@ def repro(root: Path, env: dict) -> tuple[list[tuple[str, float, int]], float]:
         if proc.wait():
             raise SystemExit("dvc repro failed:\n" + "".join(tail))
     end = time.perf_counter()
-    rows = [(name, (starts[i + 1][1] if i + 1 < len(starts) else end) - t,
-             mem.peak.get(name, 0)) for i, (name, t) in enumerate(starts)]
+    rows = [
+        (name, (starts[i + 1][1] if i + 1 < len(starts) else end) - t, mem.peak.get(name, 0))
+        for i, (name, t) in enumerate(starts)
+    ]
     return rows, end - t0
 
 
@@ -113,17 +121,25 @@ def growth_table(results: dict[int, tuple[list[tuple[str, float, int]], float]])
     peak RSS at the last size (a stage missing at a size shows nan)."""
     sizes = list(results)
     first, last = sizes[0], sizes[-1]
-    lines = ["| stage | " + " | ".join(f"s @ {n}" for n in sizes)
-             + f" | growth {first} -> {last} | peak RSS GB @ {last} |",
-             "|---|" + "---:|" * (len(sizes) + 2)]
+    lines = [
+        "| stage | "
+        + " | ".join(f"s @ {n}" for n in sizes)
+        + f" | growth {first} -> {last} | peak RSS GB @ {last} |",
+        "|---|" + "---:|" * (len(sizes) + 2),
+    ]
     for name, _, rss in results[last][0]:
-        secs = [next((s for st, s, _ in results[n][0] if st == name), float("nan"))
-                for n in sizes]
-        lines.append(f"| {name} | " + " | ".join(f"{s:.1f}" for s in secs)
-                     + f" | {secs[-1] / secs[0]:.1f}x | {rss / 1e9:.2f} |")
+        secs = [next((s for st, s, _ in results[n][0] if st == name), float("nan")) for n in sizes]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{s:.1f}" for s in secs)
+            + f" | {secs[-1] / secs[0]:.1f}x | {rss / 1e9:.2f} |"
+        )
     totals = [results[n][1] for n in sizes]
-    lines.append("| **whole** | " + " | ".join(f"{t:.0f}" for t in totals)
-                 + f" | {totals[-1] / totals[0]:.1f}x | |")
+    lines.append(
+        "| **whole** | "
+        + " | ".join(f"{t:.0f}" for t in totals)
+        + f" | {totals[-1] / totals[0]:.1f}x | |"
+    )
     return "\n".join(lines)
 
 
@@ -153,8 +169,11 @@ def measure(base: Path, sizes: list[int]) -> dict[int, tuple[list, float]]:
         env = env_for(root, NUMBA_CACHE_DIR=str(root / ".cache" / "numba"))
         run(["git", "commit", "-qam", f"rehearsal, {n} images"], root, env)
         n_real = 10 * params["data"]["synthetic"]["per_class"]
-        print(f"$ dvc repro  ({n_real} images of 256x256x3 = {n_real * IMAGE_BYTES / 1e9:.2f} "
-              f"GB uint8; repo {root})", flush=True)
+        print(
+            f"$ dvc repro  ({n_real} images of 256x256x3 = {n_real * IMAGE_BYTES / 1e9:.2f} "
+            f"GB uint8; repo {root})",
+            flush=True,
+        )
         results[n] = repro(root, env)
         rows, total = results[n]
         data_gb = n_real * IMAGE_BYTES / 1e9
@@ -162,8 +181,9 @@ def measure(base: Path, sizes: list[int]) -> dict[int, tuple[list, float]]:
         print("|---|---:|---:|---:|")
         for stage, sec, rss in rows:
             print(f"| {stage} | {sec:.1f} | {rss / 1e9:.2f} | {rss / 1e9 / data_gb:.2f} |")
-        print(f"| **whole `dvc repro`** | **{total:.1f}** ({total / 60:.1f} min) | | |\n",
-              flush=True)
+        print(
+            f"| **whole `dvc repro`** | **{total:.1f}** ({total / 60:.1f} min) | | |\n", flush=True
+        )
     return results
 
 

@@ -6,6 +6,7 @@ Times `python stages/<name>.py --help` (every module-level import, then argparse
 lists the heavy libraries each one loads. The default `dvc repro` starts ~28 stage processes,
 so one second here is ~30 s of a first run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,10 +18,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "mlflow", "umap", "sklearn", "matplotlib", "pandas", "h5py", "scipy")
-PROBE = ("import runpy, sys; sys.argv = [{script!r}, '--help']\n"
-         "try:\n    runpy.run_path({script!r}, run_name='__main__')\n"
-         "except SystemExit:\n    pass\n"
-         "print('LOADED', *sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))")
+PROBE = (
+    "import runpy, sys; sys.argv = [{script!r}, '--help']\n"
+    "try:\n    runpy.run_path({script!r}, run_name='__main__')\n"
+    "except SystemExit:\n    pass\n"
+    "print('LOADED', *sorted({{m.split('.')[0] for m in sys.modules}} & set({heavy!r})))"
+)
 
 
 def main() -> None:
@@ -35,8 +38,9 @@ def main() -> None:
         times, loaded = [], ""
         for _ in range(args.repeat):
             t = time.perf_counter()
-            proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                                  text=True)
+            proc = subprocess.run(
+                [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True
+            )
             times.append(time.perf_counter() - t)
             if proc.returncode:
                 sys.exit(f"{script.name} failed to start:\n{proc.stderr[-2000:]}")

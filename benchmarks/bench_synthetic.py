@@ -5,6 +5,7 @@
 Renders ``--per-class`` images of every class at each size, ``--repeats`` times, and prints
 the best rate (the machine is shared; the best run is the least disturbed one).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,10 @@ def main() -> None:
             t0 = time.perf_counter()
             images, _ = render(per_class, size, seed=r)
             best = min(best, time.perf_counter() - t0)
-        print(f"{size:4d} px: {len(images) / best:7.0f} images/s "
-              f"({len(images)} images, best of {args.repeats})")
+        print(
+            f"{size:4d} px: {len(images) / best:7.0f} images/s "
+            f"({len(images)} images, best of {args.repeats})"
+        )
 
 
 if __name__ == "__main__":

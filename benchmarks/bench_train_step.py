@@ -7,6 +7,7 @@ tensor on the device, augmented and normalised there by
 
     python benchmarks/bench_train_step.py [--variants smallnet resnet50] [--size 256] [--compile]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,10 @@ def bench_variant(name: str, size: int, crop: float, args, device: torch.device)
     # The training loop keeps a split on the GPU when it fits (3.5 GB for the real set), so
     # batches are gathered there; on CPU they are gathered in host memory.
     images, labels = images.to(device), labels.to(device)
-    pre, aug = Preprocess(size, crop=crop), Augment(rotate=True, flip=True, jitter=0.1, scale=0.1, translate=0.05)
+    pre, aug = (
+        Preprocess(size, crop=crop),
+        Augment(rotate=True, flip=True, jitter=0.1, scale=0.1, translate=0.05),
+    )
     dev_gen = torch.Generator(device=device).manual_seed(0)
     model = build_model(name, input_size=size).to(device)
     if cuda:
@@ -70,18 +74,31 @@ def bench_variant(name: str, size: int, crop: float, args, device: torch.device)
             sync()
     sync()
     dt = time.perf_counter() - t0
-    return {"variant": name, "input": f"{size}px crop {crop:g}",
-            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "steps": steps, "ms_step": 1e3 * dt / steps, "img_s": steps * args.batch_size / dt}
+    return {
+        "variant": name,
+        "input": f"{size}px crop {crop:g}",
+        "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "steps": steps,
+        "ms_step": 1e3 * dt / steps,
+        "img_s": steps * args.batch_size / dt,
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--variants", nargs="+", default=[n for n in MODEL_NAMES if n != "resnet18"],
-                   choices=MODEL_NAMES)
-    p.add_argument("--size", type=int, default=64,
-                   help="side of the source images (the real set: 256); the model input is "
-                        "this side, or half of it for smallnet's 0.5 centre crop")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=[n for n in MODEL_NAMES if n != "resnet18"],
+        choices=MODEL_NAMES,
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=64,
+        help="side of the source images (the real set: 256); the model input is "
+        "this side, or half of it for smallnet's 0.5 centre crop",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seconds", type=float, default=8.0, help="time per variant after warm-up")
     p.add_argument("--min-steps", type=int, default=3)
@@ -96,19 +113,23 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} CPU threads, load "
-          f"average {os.getloadavg()[0]:.1f}; batch {args.batch_size}; "
-          f"{'bf16 autocast + channels_last' if device.type == 'cuda' else 'fp32'}"
-          f"{' + compile' if args.compile else ''}")
+    print(
+        f"torch {torch.__version__}, {name}, {torch.get_num_threads()} CPU threads, load "
+        f"average {os.getloadavg()[0]:.1f}; batch {args.batch_size}; "
+        f"{'bf16 autocast + channels_last' if device.type == 'cuda' else 'fp32'}"
+        f"{' + compile' if args.compile else ''}"
+    )
     if args.compile:
         args.warmup = max(args.warmup, 3)  # the first calls compile
-    print(f"{'variant':<14} {'input':<14} {'params':>8} {'steps':>6} {'ms/step':>9} "
-          f"{'img/s':>9}")
+    print(f"{'variant':<14} {'input':<14} {'params':>8} {'steps':>6} {'ms/step':>9} {'img/s':>9}")
     for v in args.variants:
         crop = CROP.get(v, 1.0)
         r = bench_variant(v, round(args.size * crop), crop, args, device)
-        print(f"{r['variant']:<14} {r['input']:<14} {r['params_m']:7.1f}M {r['steps']:>6} "
-              f"{r['ms_step']:9.1f} {r['img_s']:9.1f}", flush=True)
+        print(
+            f"{r['variant']:<14} {r['input']:<14} {r['params_m']:7.1f}M {r['steps']:>6} "
+            f"{r['ms_step']:9.1f} {r['img_s']:9.1f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ One row per class: ``--synthetic`` rendered images, then ``--real`` images of th
 
     python benchmarks/contact_sheet.py --size 128
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,14 @@ def main() -> None:
             real_x, real_y = f["images"][:], f["ans"][:]
     n_real = args.real if real_x is not None else 0
     cols = args.synthetic + n_real
-    fig, axes = plt.subplots(NUM_CLASSES, cols, figsize=(1.5 * cols + 2.2, 1.5 * NUM_CLASSES),
-                             gridspec_kw={"wspace": 0.03, "hspace": 0.03})
+    fig, axes = plt.subplots(
+        NUM_CLASSES,
+        cols,
+        figsize=(1.5 * cols + 2.2, 1.5 * NUM_CLASSES),
+        gridspec_kw={"wspace": 0.03, "hspace": 0.03},
+    )
     for c in range(NUM_CLASSES):
-        row = [images[i] for i in np.flatnonzero(labels == c)[:args.synthetic]]
+        row = [images[i] for i in np.flatnonzero(labels == c)[: args.synthetic]]
         if n_real:
             row += [real_x[i] for i in np.flatnonzero(real_y == c)[:n_real]]
         for k, ax in enumerate(axes[c]):
@@ -52,8 +57,9 @@ def main() -> None:
             if k == args.synthetic:  # a red line between the synthetic and the real columns
                 ax.spines["left"].set_color("red")
                 ax.spines["left"].set_linewidth(2)
-        axes[c, 0].set_ylabel(f"{c} {CLASS_NAMES[c]}", rotation=0, ha="right", va="center",
-                              fontsize=9)
+        axes[c, 0].set_ylabel(
+            f"{c} {CLASS_NAMES[c]}", rotation=0, ha="right", va="center", fontsize=9
+        )
     axes[0, 0].set_title("synthetic", fontsize=10, loc="left")
     if n_real:
         axes[0, args.synthetic].set_title("real (Galaxy10 DECaLS)", fontsize=10, loc="left")

@@ -10,6 +10,7 @@ probabilities, preprocessing included (resize, crop, normalise); the graph is wr
 in batches of ``--batch``, after one warm-up batch; the best run counts (a shared machine only
 ever slows a run down). The two outputs are compared too (max |difference| in probability).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,11 +39,20 @@ def write_checkpoint(path: Path, name: str, params: dict) -> Path:
     run = config.resolve_variant(params, name)
     pre = Preprocess(run.input_size, run.crop, (0.1, 0.1, 0.1), (0.15, 0.15, 0.15))
     model = build_model(name, galaxy10.NUM_CLASSES, pre.input_size, pretrained="none")
-    cal = Calibration(TEMPERATURE, "benchmark", np.zeros((0, 10), np.float32),
-                      np.zeros(0, np.int64))
-    ckpt_io.save(path, {"model": model.state_dict(), "model_name": name, "epoch": 0,
-                        "preprocess": pre.to_dict(), "calibration": cal.to_dict(),
-                        "class_names": list(galaxy10.CLASS_NAMES)})
+    cal = Calibration(
+        TEMPERATURE, "benchmark", np.zeros((0, 10), np.float32), np.zeros(0, np.int64)
+    )
+    ckpt_io.save(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_name": name,
+            "epoch": 0,
+            "preprocess": pre.to_dict(),
+            "calibration": cal.to_dict(),
+            "class_names": list(galaxy10.CLASS_NAMES),
+        },
+    )
     return path
 
 
@@ -52,14 +62,15 @@ def best_rate(fn, images: np.ndarray, batch: int, repeat: int) -> tuple[float, n
     best, out = float("inf"), None
     for _ in range(repeat):
         start = time.perf_counter()
-        out = np.concatenate([fn(images[i:i + batch]) for i in range(0, len(images), batch)])
+        out = np.concatenate([fn(images[i : i + batch]) for i in range(0, len(images), batch)])
         best = min(best, time.perf_counter() - start)
     return len(images) / best, out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--variants", nargs="+", default=["smallnet", "customnet"])
     ap.add_argument("--size", type=int, default=256, help="image side (Galaxy10: 256)")
     ap.add_argument("--images", type=int, default=256)
@@ -72,13 +83,18 @@ def main() -> None:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = args.threads, 1
     params = config.load_params(ROOT / "params.yaml")
-    images = np.random.default_rng(0).integers(0, 256, (args.images, args.size, args.size, 3),
-                                               dtype=np.uint8)
-    print(f"{args.images} images of {args.size} px, batch {args.batch}, {args.threads} "
-          f"thread(s), best of {args.repeat}; torch {torch.__version__}, onnxruntime "
-          f"{ort.__version__}")
-    print(f"{'variant':<12} {'input':>6} {'PyTorch img/s':>14} {'ONNX img/s':>11} "
-          f"{'ONNX/PyTorch':>13} {'max |dp|':>9}")
+    images = np.random.default_rng(0).integers(
+        0, 256, (args.images, args.size, args.size, 3), dtype=np.uint8
+    )
+    print(
+        f"{args.images} images of {args.size} px, batch {args.batch}, {args.threads} "
+        f"thread(s), best of {args.repeat}; torch {torch.__version__}, onnxruntime "
+        f"{ort.__version__}"
+    )
+    print(
+        f"{'variant':<12} {'input':>6} {'PyTorch img/s':>14} {'ONNX img/s':>11} "
+        f"{'ONNX/PyTorch':>13} {'max |dp|':>9}"
+    )
     with tempfile.TemporaryDirectory(prefix="export-speed-") as tmp:
         for name in args.variants:
             ckpt = write_checkpoint(Path(tmp) / f"{name}.pt", name, params)
@@ -94,11 +110,18 @@ def compare(name: str, ckpt: Path, onnx_path: Path, images: np.ndarray, args, op
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
     torch_rate, want = best_rate(
         lambda x: cal.apply(run_model(model, x, pre, cpu, batch_size=args.batch)),
-        images, args.batch, args.repeat)
-    onnx_rate, got = best_rate(lambda x: sess.run(None, {"images": x})[0],
-                               images, args.batch, args.repeat)
-    print(f"{name:<12} {pre.input_size:>4}px {torch_rate:>14.1f} {onnx_rate:>11.1f} "
-          f"{onnx_rate / torch_rate:>12.2f}x {np.abs(got - want).max():>9.1e}")
+        images,
+        args.batch,
+        args.repeat,
+    )
+    onnx_rate, got = best_rate(
+        lambda x: sess.run(None, {"images": x})[0], images, args.batch, args.repeat
+    )
+    print(
+        f"{name:<12} {pre.input_size:>4}px {torch_rate:>14.1f} {onnx_rate:>11.1f} "
+        f"{onnx_rate / torch_rate:>12.2f}x {np.abs(got - want).max():>9.1e}"
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -17,6 +17,7 @@ Neither was tuned on the scores this is used to judge. It writes ``<out>/<commit
     python benchmarks/foreign_renderers.py --out /tmp/foreign
     python benchmarks/sim_to_real.py --synthetic-only --extra-val /tmp/foreign/*.npz
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,10 +30,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 COMMITS = ("b288cc5", "1e484f6")
 # Written under a temporary name and renamed, so an interrupted render leaves no half file.
-RENDER = ("import os, sys, numpy as np; from deepgal.data.synthetic import render; "
-          "x, y = render(int(sys.argv[1]), int(sys.argv[2]), seed=int(sys.argv[3])); "
-          "tmp = sys.argv[4] + '.part.npz'; np.savez(tmp, images=x, labels=y); "
-          "os.replace(tmp, sys.argv[4])")
+RENDER = (
+    "import os, sys, numpy as np; from deepgal.data.synthetic import render; "
+    "x, y = render(int(sys.argv[1]), int(sys.argv[2]), seed=int(sys.argv[3])); "
+    "tmp = sys.argv[4] + '.part.npz'; np.savez(tmp, images=x, labels=y); "
+    "os.replace(tmp, sys.argv[4])"
+)
 
 
 def main() -> None:
@@ -46,21 +49,37 @@ def main() -> None:
     for commit in COMMITS:
         with tempfile.TemporaryDirectory(prefix=f"deepgal-{commit}-") as tmp:
             # Only the old package is needed: export it, so the checkout stays untouched.
-            got = subprocess.run(["git", "-C", str(ROOT), "archive", commit, "deepgal"],
-                                 capture_output=True)
+            got = subprocess.run(
+                ["git", "-C", str(ROOT), "archive", commit, "deepgal"], capture_output=True
+            )
             if got.returncode:
-                raise SystemExit(f"git archive {commit} failed in {ROOT}: "
-                                 f"{got.stderr.decode().strip()}\nThe renderer of {commit} comes "
-                                 "from this clone's history; in a shallow clone run `git fetch "
-                                 "--unshallow` first.")
+                raise SystemExit(
+                    f"git archive {commit} failed in {ROOT}: "
+                    f"{got.stderr.decode().strip()}\nThe renderer of {commit} comes "
+                    "from this clone's history; in a shallow clone run `git fetch "
+                    "--unshallow` first."
+                )
             tree = got.stdout
             subprocess.run(["tar", "-x", "-C", tmp], input=tree, check=True)
             dest = args.out / f"{commit}.npz"
-            subprocess.run([sys.executable, "-c", RENDER, str(args.per_class),
-                            str(args.image_size), str(args.seed), str(dest)],
-                           cwd=tmp, env={**os.environ, "PYTHONPATH": tmp}, check=True)
-            print(f"{dest}: {args.per_class} per class at {args.image_size} px, "
-                  f"seed {args.seed}, renderer of {commit}")
+            subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    RENDER,
+                    str(args.per_class),
+                    str(args.image_size),
+                    str(args.seed),
+                    str(dest),
+                ],
+                cwd=tmp,
+                env={**os.environ, "PYTHONPATH": tmp},
+                check=True,
+            )
+            print(
+                f"{dest}: {args.per_class} per class at {args.image_size} px, "
+                f"seed {args.seed}, renderer of {commit}"
+            )
 
 
 if __name__ == "__main__":

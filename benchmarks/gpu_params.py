@@ -5,6 +5,7 @@ sim_to_real_gpu.sh and renderer_ab_gpu.sh, which pick their arms with --variants
 
     python benchmarks/gpu_params.py params.yaml out/params.yaml 30
 """
+
 import sys
 
 import yaml
@@ -15,10 +16,12 @@ def main() -> None:
     with open(src) as f:
         p = yaml.safe_load(f)
     big = {"input_size": 64, "epochs": epochs, "batch_size": 128, "lr_scale": 2.0}
-    p["variants"] = {"resnet18_64": {"model": "resnet18", **big},
-                     "customnet_64": {"model": "customnet", **big},
-                     "smallnet": p["variants"]["smallnet"],
-                     "customnet": p["variants"]["customnet"]}
+    p["variants"] = {
+        "resnet18_64": {"model": "resnet18", **big},
+        "customnet_64": {"model": "customnet", **big},
+        "smallnet": p["variants"]["smallnet"],
+        "customnet": p["variants"]["customnet"],
+    }
     with open(dst, "w") as f:
         yaml.safe_dump(p, f, sort_keys=False)
 

@@ -8,6 +8,7 @@ same folds as ``benchmarks/real_recipe.py`` (:func:`deepgal.crossval.run_folds`,
 
     python benchmarks/plain_baseline.py --size 64 --epochs 30 --only-folds 0 1 --threads 1
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,20 @@ def prepare(images: np.ndarray, size: int, crop: float) -> torch.Tensor:
     h = x.shape[-1]
     k = round(h * crop)
     o = (h - k) // 2
-    x = x[..., o:o + k, o:o + k]
+    x = x[..., o : o + k, o : o + k]
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def dihedral(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """(B, 3, S, S) -> each image under a random one of the 8 flips/90-degree rotations."""
     out = torch.empty_like(x)
-    for i, (k, f) in enumerate(zip(torch.randint(0, 4, (len(x),), generator=gen).tolist(),
-                                   torch.randint(0, 2, (len(x),), generator=gen).tolist(), strict=True)):
+    for i, (k, f) in enumerate(
+        zip(
+            torch.randint(0, 4, (len(x),), generator=gen).tolist(),
+            torch.randint(0, 2, (len(x),), generator=gen).tolist(),
+            strict=True,
+        )
+    ):
         v = torch.rot90(x[i], k, (1, 2))
         out[i] = v.flip(2) if f else v
     return out
@@ -60,15 +66,18 @@ def train_fold(x, y, tr, te, args) -> dict[str, np.ndarray]:
         model.train()
         perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=gen)]
         for b in range(len(tr) // args.batch):
-            idx = perm[b * args.batch:(b + 1) * args.batch]
+            idx = perm[b * args.batch : (b + 1) * args.batch]
             loss = F.cross_entropy(model(dihedral(xn[idx], gen)), torch.from_numpy(y[idx]))
             opt.zero_grad()
             loss.backward()
             opt.step()
     model.eval()
     with torch.no_grad():
-        return {"plain": torch.cat([model(xn[te[i:i + 128]]).softmax(1)
-                                    for i in range(0, len(te), 128)]).numpy()}
+        return {
+            "plain": torch.cat(
+                [model(xn[te[i : i + 128]]).softmax(1) for i in range(0, len(te), 128)]
+            ).numpy()
+        }
 
 
 def main() -> None:
@@ -91,23 +100,34 @@ def main() -> None:
     y = labels.astype("int64")
     x = prepare(images, args.size, args.crop)
     cpu0 = time.process_time()
-    results = run_folds(y, args.folds, 0, lambda tr, te, k: train_fold(x, y, tr, te, args),
-                        groups=identical_images(images), only=args.only_folds,
-                        on_fold=lambda r: print(f"fold {r.fold}: {r.wall_s / 60:.1f} min",
-                                                flush=True))
-    out = {"folds": args.folds, "folds_run": len(results),
-           "n": int(sum(len(r.held) for r in results)),
-           "wall_min_per_fold": float(np.mean([r.wall_s for r in results])) / 60,
-           "cpu_min_per_fold": (time.process_time() - cpu0) / len(results) / 60,
-           "loadavg": os.getloadavg(), "args": vars(args) | {"data": str(args.data)},
-           "plain": summarise(y, results, "plain", args.folds).to_dict()}
+    results = run_folds(
+        y,
+        args.folds,
+        0,
+        lambda tr, te, k: train_fold(x, y, tr, te, args),
+        groups=identical_images(images),
+        only=args.only_folds,
+        on_fold=lambda r: print(f"fold {r.fold}: {r.wall_s / 60:.1f} min", flush=True),
+    )
+    out = {
+        "folds": args.folds,
+        "folds_run": len(results),
+        "n": int(sum(len(r.held) for r in results)),
+        "wall_min_per_fold": float(np.mean([r.wall_s for r in results])) / 60,
+        "cpu_min_per_fold": (time.process_time() - cpu0) / len(results) / 60,
+        "loadavg": os.getloadavg(),
+        "args": vars(args) | {"data": str(args.data)},
+        "plain": summarise(y, results, "plain", args.folds).to_dict(),
+    }
     if args.json:
         args.json.write_text(json.dumps(out, indent=1, default=str) + "\n")
     s = out["plain"]
-    print(f"| plain resnet18 {args.size}px crop {args.crop} {args.epochs} ep | "
-          f"{len(results)}/{args.folds} | {100 * s['acc']:.1f} ± {100 * s['se']:.1f} | "
-          f"{100 * s['spread']:.1f} | {s['macro_f1']:.3f} | {out['wall_min_per_fold']:.1f} | "
-          f"{out['cpu_min_per_fold']:.1f} | {'/'.join(f'{v:.1f}' for v in out['loadavg'])} |")
+    print(
+        f"| plain resnet18 {args.size}px crop {args.crop} {args.epochs} ep | "
+        f"{len(results)}/{args.folds} | {100 * s['acc']:.1f} ± {100 * s['se']:.1f} | "
+        f"{100 * s['spread']:.1f} | {s['macro_f1']:.3f} | {out['wall_min_per_fold']:.1f} | "
+        f"{out['cpu_min_per_fold']:.1f} | {'/'.join(f'{v:.1f}' for v in out['loadavg'])} |"
+    )
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ CPU time per fold, and the load average (the machine is shared).
     python benchmarks/real_recipe.py --variant r18 -S variants.r18.model=resnet18 \
         -S variants.r18.input_size=64 -S variants.r18.epochs=20 --max-folds 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 REAL700 = ROOT.parent / "shared" / "data" / "galaxy10_decals_real700"
 
 
-def cross_validate(run, images, labels, folds: int, seed: int, max_folds: int | None,
-                   only: list[int] | None = None) -> dict:
+def cross_validate(
+    run, images, labels, folds: int, seed: int, max_folds: int | None, only: list[int] | None = None
+) -> dict:
     """Stratified, seeded ``folds``-fold CV (identical images kept in one fold) of the
     variant ``run`` with :mod:`deepgal.crossval`; only the first ``max_folds`` folds when
     set, or only the fold numbers in ``only`` (to run folds in parallel processes)."""
@@ -51,18 +53,31 @@ def cross_validate(run, images, labels, folds: int, seed: int, max_folds: int | 
 
     def report(r: FoldResult) -> None:
         acc = {n: float((p.argmax(1) == y[r.held]).mean()) for n, p in r.views.items()}
-        print(f"fold {r.fold}: acc {acc['plain']:.3f} (tta {acc['tta']:.3f}), "
-              f"{r.wall_s / 60:.1f} min", flush=True)
+        print(
+            f"fold {r.fold}: acc {acc['plain']:.3f} (tta {acc['tta']:.3f}), "
+            f"{r.wall_s / 60:.1f} min",
+            flush=True,
+        )
 
     with tempfile.TemporaryDirectory(prefix="real_recipe_") as work:
         results = run_folds(
-            y, folds, seed, lambda tr, te, k: train_fold(run, images, labels, tr, te,
-                                                          Path(work), k),
-            groups=identical_images(images.numpy()), only=keep, on_fold=report)
+            y,
+            folds,
+            seed,
+            lambda tr, te, k: train_fold(run, images, labels, tr, te, Path(work), k),
+            groups=identical_images(images.numpy()),
+            only=keep,
+            on_fold=report,
+        )
     cpu = time.process_time() - cpu0
-    out = {"folds": folds, "folds_run": len(results), "n": int(sum(len(r.held) for r in results)),
-           "wall_min_per_fold": float(np.mean([r.wall_s for r in results])) / 60,
-           "cpu_min_per_fold": cpu / len(results) / 60, "loadavg": os.getloadavg()}
+    out = {
+        "folds": folds,
+        "folds_run": len(results),
+        "n": int(sum(len(r.held) for r in results)),
+        "wall_min_per_fold": float(np.mean([r.wall_s for r in results])) / 60,
+        "cpu_min_per_fold": cpu / len(results) / 60,
+        "loadavg": os.getloadavg(),
+    }
     for name in ("plain", "tta"):
         out[name] = summarise(y, results, name, folds).to_dict()
     return out
@@ -73,12 +88,16 @@ def merge(parts: list[dict]) -> dict:
     -> one result: fold accuracies concatenated, confusions summed, the pooled s.e. and
     macro-F1 from the summed confusion, time per fold averaged over the folds."""
     runs = [p["folds_run"] for p in parts]
-    out = {"folds": parts[0]["folds"], "folds_run": sum(runs), "n": sum(p["n"] for p in parts),
-           "wall_min_per_fold": float(np.average([p["wall_min_per_fold"] for p in parts],
-                                                 weights=runs)),
-           "cpu_min_per_fold": float(np.average([p["cpu_min_per_fold"] for p in parts],
-                                                weights=runs)),
-           "loadavg": parts[-1]["loadavg"]}
+    out = {
+        "folds": parts[0]["folds"],
+        "folds_run": sum(runs),
+        "n": sum(p["n"] for p in parts),
+        "wall_min_per_fold": float(
+            np.average([p["wall_min_per_fold"] for p in parts], weights=runs)
+        ),
+        "cpu_min_per_fold": float(np.average([p["cpu_min_per_fold"] for p in parts], weights=runs)),
+        "loadavg": parts[-1]["loadavg"],
+    }
     for name in ("plain", "tta"):
         if not all(name in p for p in parts):
             continue
@@ -87,29 +106,46 @@ def merge(parts: list[dict]) -> dict:
         truth = np.repeat(np.arange(len(cm)), cm.sum(1))
         pred = np.concatenate([np.repeat(np.arange(len(cm)), row) for row in cm])
         pooled = float(np.trace(cm) / cm.sum())
-        out[name] = {"fold_acc": accs, "acc": float(np.mean(accs)),
-                     "spread": float(np.std(accs)), "se": binomial_se(pooled, int(cm.sum())),
-                     "macro_f1": float(f1_score(truth, pred, average="macro")),
-                     "confusion": cm.tolist()}
+        out[name] = {
+            "fold_acc": accs,
+            "acc": float(np.mean(accs)),
+            "spread": float(np.std(accs)),
+            "se": binomial_se(pooled, int(cm.sum())),
+            "macro_f1": float(f1_score(truth, pred, average="macro")),
+            "confusion": cm.tolist(),
+        }
     return out
 
 
 def table_rows(label: str, r: dict) -> list[str]:
     folds = f"{r['folds_run']}/{r['folds']}"
     load = "/".join(f"{v:.1f}" for v in r["loadavg"])
-    return [f"| {label}{' +TTA' if name == 'tta' else ''} | {folds} | "
-            f"{100 * s['acc']:.1f} ± {100 * s['se']:.1f} | {100 * s['spread']:.1f} | "
-            f"{s['macro_f1']:.3f} | {r['wall_min_per_fold']:.1f} | {r['cpu_min_per_fold']:.1f} | "
-            f"{load} |" for name, s in ((n, r[n]) for n in ("plain", "tta") if n in r)]
+    return [
+        f"| {label}{' +TTA' if name == 'tta' else ''} | {folds} | "
+        f"{100 * s['acc']:.1f} ± {100 * s['se']:.1f} | {100 * s['spread']:.1f} | "
+        f"{s['macro_f1']:.3f} | {r['wall_min_per_fold']:.1f} | {r['cpu_min_per_fold']:.1f} | "
+        f"{load} |"
+        for name, s in ((n, r[n]) for n in ("plain", "tta") if n in r)
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", type=Path, default=REAL700,
-                    help="folder of class folders (or Galaxy10-layout HDF5)")
+    ap.add_argument(
+        "--data",
+        type=Path,
+        default=REAL700,
+        help="folder of class folders (or Galaxy10-layout HDF5)",
+    )
     ap.add_argument("--variant", help="variant name under variants: (required unless --merge)")
-    ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="params override, as dvc exp run -S (repeatable)")
+    ap.add_argument(
+        "-S",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="params override, as dvc exp run -S (repeatable)",
+    )
     ap.add_argument("--params", type=Path, default=ROOT / "params.yaml")
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0, help="fold assignment seed")
@@ -118,8 +154,13 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--label", default=None, help="row label (default: the overrides)")
     ap.add_argument("--json", type=Path, default=None, help="write the full result here")
-    ap.add_argument("--merge", type=Path, nargs="+", metavar="JSON",
-                    help="print one row for these --json results of disjoint folds; no training")
+    ap.add_argument(
+        "--merge",
+        type=Path,
+        nargs="+",
+        metavar="JSON",
+        help="print one row for these --json results of disjoint folds; no training",
+    )
     args = ap.parse_args(argv)
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
@@ -133,10 +174,14 @@ def main(argv: list[str] | None = None) -> None:
     images, labels, _ = read_labelled(args.data)
     check_folds(labels, args.folds, args.data)
     images, labels = torch.from_numpy(images), torch.from_numpy(labels.astype("int64"))
-    print(f"{args.data}: {len(labels)} images; {run.model} {run.input_size}px crop {run.crop} "
-          f"{run.epochs} ep lr {run.lr:g}", flush=True)
-    result = cross_validate(run, images, labels, args.folds, args.seed, args.max_folds,
-                            args.only_folds)
+    print(
+        f"{args.data}: {len(labels)} images; {run.model} {run.input_size}px crop {run.crop} "
+        f"{run.epochs} ep lr {run.lr:g}",
+        flush=True,
+    )
+    result = cross_validate(
+        run, images, labels, args.folds, args.seed, args.max_folds, args.only_folds
+    )
     result["config"] = run.flat()
     result["overrides"] = args.set
     if args.json:
@@ -145,8 +190,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _print_table(label: str, result: dict) -> None:
-    print("| recipe | folds | CV acc % ± s.e. | spread | macro-F1 | wall min/fold | "
-          "CPU min/fold | load avg |")
+    print(
+        "| recipe | folds | CV acc % ± s.e. | spread | macro-F1 | wall min/fold | "
+        "CPU min/fold | load avg |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---|")
     for line in table_rows(label, result):
         print(line)

@@ -14,6 +14,7 @@ queries x rows, is what ``deepgal.explore.index.FAISS_MIN_WORK`` holds.
 
     OMP_NUM_THREADS=1 python benchmarks/similar_index.py --sizes 1000 4000 17736 --dim 2048
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,9 @@ def timed(backend: str, x: np.ndarray, queries: np.ndarray, k: int, repeat: int)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 17736])
     p.add_argument("--dim", type=int, default=2048, help="embedding width (resnet50: 2048)")
     p.add_argument("--workloads", nargs="+", default=["one", "all"], choices=["one", "all"])
@@ -56,10 +58,14 @@ def main() -> None:
     from threadpoolctl import threadpool_limits
 
     faiss.omp_set_num_threads(args.threads)
-    print(f"dim {args.dim}, {args.threads} thread(s), best of {args.repeat}; seconds are build "
-          "+ search")
-    print(f"{'N':>7} {'workload':>8} {'queries x rows':>15} {'sklearn s':>10} {'faiss s':>9} "
-          f"{'sklearn/faiss':>13} {'same neighbours':>15}")
+    print(
+        f"dim {args.dim}, {args.threads} thread(s), best of {args.repeat}; seconds are build "
+        "+ search"
+    )
+    print(
+        f"{'N':>7} {'workload':>8} {'queries x rows':>15} {'sklearn s':>10} {'faiss s':>9} "
+        f"{'sklearn/faiss':>13} {'same neighbours':>15}"
+    )
     with threadpool_limits(args.threads):
         for n in args.sizes:
             x = embeddings(n, args.dim)
@@ -69,8 +75,11 @@ def main() -> None:
                 tf, (df, i_f) = timed("faiss", x, q, k, args.repeat)
                 # Ties (exact duplicates) may come in either order; compare distances as well.
                 same = np.mean(np.all(i_s == i_f, 1) | np.all(np.abs(ds - df) < 1e-5, 1))
-                print(f"{n:>7} {work:>8} {len(q) * n:>15,} {ts:>10.4f} {tf:>9.4f} "
-                      f"{ts / tf:>13.1f} {same:>14.1%}", flush=True)
+                print(
+                    f"{n:>7} {work:>8} {len(q) * n:>15,} {ts:>10.4f} {tf:>9.4f} "
+                    f"{ts / tf:>13.1f} {same:>14.1%}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

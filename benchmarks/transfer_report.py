@@ -10,6 +10,7 @@ nothing (``sim_to_real.py`` retrains with several seeds instead).
 Prints a markdown table (accuracy ± binomial s.e., macro-F1 with its bootstrap 95 % interval)
 and per-class recall; ``--json`` also writes every score.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,9 +44,14 @@ def selected(repo: Path, variants: list[str]) -> dict[str, dict]:
         sel = Selection.read(at.selection)
         if sel.checkpoint is None:
             raise SystemExit(f"{at.selection}: names no checkpoint; run `dvc repro select@{v}`")
-        out[v] = {"checkpoint": repo / sel.checkpoint,
-                  "row": report_row(v, VariantMetrics.read(at.metrics).to_dict(),
-                                    np.asarray(evaluated["val"]["confusion"]))}
+        out[v] = {
+            "checkpoint": repo / sel.checkpoint,
+            "row": report_row(
+                v,
+                VariantMetrics.read(at.metrics).to_dict(),
+                np.asarray(evaluated["val"]["confusion"]),
+            ),
+        }
     return out
 
 
@@ -61,8 +67,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     if not args.real.exists():
-        raise SystemExit(f"{args.real}: no such file; the 50-image sample lives in "
-                         "../shared/data, the full file is data.url in params.yaml")
+        raise SystemExit(
+            f"{args.real}: no such file; the 50-image sample lives in "
+            "../shared/data, the full file is data.url in params.yaml"
+        )
     params = yaml.safe_load((args.repo / "params.yaml").read_text())
     variants = args.variants or list(params["variants"])
     models = selected(args.repo, variants)  # every input checked before any scoring
@@ -70,32 +78,48 @@ def main() -> None:
     ranked, unranked = sort_rows([m["row"] for m in models.values()])
     best = (ranked or unranked)[0]["variant"]
     learned = {r["variant"] for r in ranked}
-    scores = {v: score_checkpoint(m["checkpoint"], args.real, rows, torch.device("cpu"))
-              for v, m in models.items()}
-    sample = "every image" if held is None else (
-        f"{args.per_class or 'all'} per class, seed {args.seed}"
-        f"{', ' + args.half + ' half' if args.half else ''}, {held['excluded']} near-duplicates "
-        f"of {', '.join(map(str, args.exclude)) or 'nothing'} skipped")
+    scores = {
+        v: score_checkpoint(m["checkpoint"], args.real, rows, torch.device("cpu"))
+        for v, m in models.items()
+    }
+    sample = (
+        "every image"
+        if held is None
+        else (
+            f"{args.per_class or 'all'} per class, seed {args.seed}"
+            f"{', ' + args.half + ' half' if args.half else ''}, {held['excluded']} near-duplicates "
+            f"of {', '.join(map(str, args.exclude)) or 'nothing'} skipped"
+        )
+    )
     print(f"{args.real}: {len(rows)} images ({sample})\n")
     print("| variant | selected epoch | synthetic val acc % | real acc % | real macro-F1 [95%] |")
     print("|---|---:|---:|---:|---:|")
     for v in [r["variant"] for r in ranked + unranked]:
         s, r = scores[v], models[v]["row"]
-        name = f"**{v}** (pipeline's best)" if v == best else (
-            v if v in learned else f"{v} (not learned)")
-        print(f"| {name} | {s['epoch']} | {100 * r['val_accuracy']:.1f} | "
-              f"{100 * s['accuracy']:.1f} ± {100 * s['accuracy_se']:.1f} | {s['macro_f1']:.3f} "
-              f"[{s['macro_f1_ci95'][0]:.3f}, {s['macro_f1_ci95'][1]:.3f}] |")
+        name = (
+            f"**{v}** (pipeline's best)"
+            if v == best
+            else (v if v in learned else f"{v} (not learned)")
+        )
+        print(
+            f"| {name} | {s['epoch']} | {100 * r['val_accuracy']:.1f} | "
+            f"{100 * s['accuracy']:.1f} ± {100 * s['accuracy_se']:.1f} | {s['macro_f1']:.3f} "
+            f"[{s['macro_f1_ci95'][0]:.3f}, {s['macro_f1_ci95'][1]:.3f}] |"
+        )
     order = [r["variant"] for r in ranked + unranked]
     print("\nrecall on the real images, % (support in brackets):\n")
     print("| class | " + " | ".join(order) + " |\n|---|" + "---:|" * len(order))
     for c in CLASS_NAMES:
         k = scores[order[0]]["support"][c]
-        print(f"| {c} ({k}) | " + " | ".join(f"{100 * scores[v]['recall'][c]:.0f}"
-                                             for v in order) + " |")
+        print(
+            f"| {c} ({k}) | "
+            + " | ".join(f"{100 * scores[v]['recall'][c]:.0f}" for v in order)
+            + " |"
+        )
     if args.json:
-        atomic_write_text(args.json, json.dumps({"best": best, "sample": held,
-                                                 "scores": scores}, indent=1))
+        atomic_write_text(
+            args.json, json.dumps({"best": best, "sample": held, "scores": scores}, indent=1)
+        )
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ Purity thresholds: a galaxy is selected for class c when c is its predicted clas
 probability of c is at least t_c; t_c is the lowest threshold at which that selection on the
 validation split has precision >= P (computed from the stored val probabilities, for any P).
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,8 +54,14 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         return 1.0
     z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([log_t], lr=1.0, max_iter=200, tolerance_grad=1e-10,
-                            tolerance_change=1e-12, line_search_fn="strong_wolfe")
+    opt = torch.optim.LBFGS(
+        [log_t],
+        lr=1.0,
+        max_iter=200,
+        tolerance_grad=1e-10,
+        tolerance_change=1e-12,
+        line_search_fn="strong_wolfe",
+    )
 
     def closure():
         opt.zero_grad()
@@ -98,10 +105,17 @@ def reliability(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> 
     acc_sum = np.bincount(k, correct, minlength=n_bins)
     mean_conf = np.divide(conf_sum, count, out=np.zeros(n_bins), where=count > 0)
     acc = np.divide(acc_sum, count, out=np.zeros(n_bins), where=count > 0)
-    ece = float((count * np.abs(acc - mean_conf)).sum() / count.sum()) if len(labels) else \
-        float("nan")
-    return {"count": count.astype(int).tolist(), "confidence": mean_conf.tolist(),
-            "accuracy": acc.tolist(), "ece": ece}
+    ece = (
+        float((count * np.abs(acc - mean_conf)).sum() / count.sum())
+        if len(labels)
+        else float("nan")
+    )
+    return {
+        "count": count.astype(int).tolist(),
+        "confidence": mean_conf.tolist(),
+        "accuracy": acc.tolist(),
+        "ece": ece,
+    }
 
 
 def ece(probs: np.ndarray, labels: np.ndarray, n_bins: int = N_BINS) -> float:
@@ -120,17 +134,24 @@ def before_after(probs: np.ndarray, labels: np.ndarray, temperature: float) -> d
     return out
 
 
-def measure(cal: "Calibration | None", probs: dict[str, np.ndarray],
-            labels: dict[str, np.ndarray]) -> dict:
+def measure(
+    cal: Calibration | None, probs: dict[str, np.ndarray], labels: dict[str, np.ndarray]
+) -> dict:
     """``{"temperature", "source", split: before_after(...)}`` of a checkpoint's calibration
     ``cal`` (None: a checkpoint without one, temperature 1) on uncalibrated probs per split."""
     t, source = (cal.temperature, cal.source) if cal else (1.0, "none: the checkpoint has none")
     out = {"temperature": t, "source": source}
     for s, p in probs.items():
         out[s] = before_after(p, labels[s], t)
-        log.info("%s: ECE %.3f -> %.3f, NLL %.3f -> %.3f at temperature %.3f", s,
-                 out[s]["ece_before"], out[s]["ece_after"], out[s]["nll_before"],
-                 out[s]["nll_after"], t)
+        log.info(
+            "%s: ECE %.3f -> %.3f, NLL %.3f -> %.3f at temperature %.3f",
+            s,
+            out[s]["ece_before"],
+            out[s]["ece_after"],
+            out[s]["nll_before"],
+            out[s]["nll_after"],
+            t,
+        )
     return out
 
 
@@ -148,8 +169,7 @@ class Threshold:
     best_precision: float
 
 
-def purity_thresholds(probs: np.ndarray, labels: np.ndarray, min_purity: float
-                      ) -> list[Threshold]:
+def purity_thresholds(probs: np.ndarray, labels: np.ndarray, min_purity: float) -> list[Threshold]:
     """Per class c, the lowest t such that val galaxies predicted c with probability >= t
     are at least ``min_purity`` c (precision); probs (N, C) calibrated, labels (N,) int."""
     if not 0.0 < min_purity <= 1.0:
@@ -169,8 +189,9 @@ def purity_thresholds(probs: np.ndarray, labels: np.ndarray, min_purity: float
         best = float(prec.max()) if len(prec) else float("nan")
         if len(ok):
             i = ok[-1]  # scores descend: the last qualifying position is the lowest threshold
-            out.append(Threshold(c, float(score[i]), float(prec[i]), int(last[i] + 1),
-                                 len(score), best))
+            out.append(
+                Threshold(c, float(score[i]), float(prec[i]), int(last[i] + 1), len(score), best)
+            )
         else:
             out.append(Threshold(c, None, float("nan"), 0, len(score), best))
     return out
@@ -189,15 +210,17 @@ class Calibration:
     val_labels: np.ndarray
 
     @classmethod
-    def fit(cls, logits: np.ndarray, labels: np.ndarray, what: str) -> "Calibration":
+    def fit(cls, logits: np.ndarray, labels: np.ndarray, what: str) -> Calibration:
         """Fit on val logits (N, C) and labels (N,); ``what`` names the images, e.g.
         ``"the validation split"``. No images: temperature 1, said in ``source``."""
         logits, labels = np.asarray(logits, np.float32), np.asarray(labels, np.int64)
         if len(labels) == 0:
-            log.warning("%s is empty: temperature 1 (probabilities stay uncalibrated) and no "
-                        "purity thresholds", what)
-            return cls(1.0, f"none: {what} is empty, temperature 1 (uncalibrated)",
-                       logits, labels)
+            log.warning(
+                "%s is empty: temperature 1 (probabilities stay uncalibrated) and no "
+                "purity thresholds",
+                what,
+            )
+            return cls(1.0, f"none: {what} is empty, temperature 1 (uncalibrated)", logits, labels)
         t = fit_temperature(logits, labels)
         probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float64) / t, 1)
         return cls(t, f"{what}, {len(labels)} images", probs.float().numpy(), labels)
@@ -209,19 +232,25 @@ class Calibration:
     def thresholds(self, min_purity: float) -> list[Threshold]:
         """Per-class purity thresholds on the stored validation probabilities."""
         if len(self.val_labels) == 0:
-            raise ValueError(f"no validation images to set purity thresholds on ({self.source}); "
-                             "give the split a val fraction (split.val) and re-run the pipeline")
-        return purity_thresholds(self.val_probs.reshape(len(self.val_labels), -1),
-                                 self.val_labels, min_purity)
+            raise ValueError(
+                f"no validation images to set purity thresholds on ({self.source}); "
+                "give the split a val fraction (split.val) and re-run the pipeline"
+            )
+        return purity_thresholds(
+            self.val_probs.reshape(len(self.val_labels), -1), self.val_labels, min_purity
+        )
 
     def to_dict(self) -> dict:
         """Plain data and tensors: loadable with ``torch.load(weights_only=True)``."""
-        return {"temperature": float(self.temperature), "source": self.source,
-                "val_probs": torch.as_tensor(self.val_probs, dtype=torch.float32),
-                "val_labels": torch.as_tensor(self.val_labels, dtype=torch.int64)}
+        return {
+            "temperature": float(self.temperature),
+            "source": self.source,
+            "val_probs": torch.as_tensor(self.val_probs, dtype=torch.float32),
+            "val_labels": torch.as_tensor(self.val_labels, dtype=torch.int64),
+        }
 
     @classmethod
-    def from_checkpoint(cls, ckpt: dict, path: object = "checkpoint") -> "Calibration | None":
+    def from_checkpoint(cls, ckpt: dict, path: object = "checkpoint") -> Calibration | None:
         """The record in checkpoint dict ``ckpt``, or None when it has none (a raw epoch
         checkpoint of the train stage); a malformed one raises ValueError naming ``path``."""
         d = ckpt.get("calibration")
@@ -232,10 +261,14 @@ class Calibration:
             probs, labels = d["val_probs"].numpy(), d["val_labels"].numpy()
             source = str(d["source"])
         except (KeyError, TypeError, AttributeError, ValueError) as e:
-            raise ValueError(f"{path}: malformed calibration record ({type(e).__name__}: {e}); "
-                             "re-run the select stage") from e
+            raise ValueError(
+                f"{path}: malformed calibration record ({type(e).__name__}: {e}); "
+                "re-run the select stage"
+            ) from e
         if not (np.isfinite(t) and t > 0) or len(probs) != len(labels):
-            raise ValueError(f"{path}: calibration record has temperature {t} and "
-                             f"{len(probs)} probabilities for {len(labels)} labels; re-run "
-                             "the select stage")
+            raise ValueError(
+                f"{path}: calibration record has temperature {t} and "
+                f"{len(probs)} probabilities for {len(labels)} labels; re-run "
+                "the select stage"
+            )
         return cls(t, source, probs, labels)

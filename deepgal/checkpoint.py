@@ -13,6 +13,7 @@ written is refused like a truncated one, named, and resume/selection fall back p
 CRCs live inside the file, so a checkpoint stays one atomically renamed file (a digest beside
 it could disagree with it after a crash between the two writes).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,10 @@ def save(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` (plain Python containers and tensors only) atomically."""
     # Without CRCs every record would read as damaged on load (they would all be 0).
     if not torch.serialization.get_crc32_options():
-        raise RuntimeError("torch.serialization.set_crc32_options(False) is in effect; deepgal "
-                           "checkpoints need CRC-32s to detect damage")
+        raise RuntimeError(
+            "torch.serialization.set_crc32_options(False) is in effect; deepgal "
+            "checkpoints need CRC-32s to detect damage"
+        )
     atomic_torch_save({"format_version": FORMAT_VERSION, **state}, path)
 
 
@@ -66,8 +69,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     _check_crcs(path)
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError,
-            ValueError, LookupError, TypeError, AttributeError) as e:
+    except (
+        pickle.UnpicklingError,
+        RuntimeError,
+        EOFError,
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        LookupError,
+        TypeError,
+        AttributeError,
+    ) as e:
         # weights_only refuses pickles that would run code: that lands here too, by design.
         # Garbage that is not a zip goes to the legacy unpickler, which fails on random bytes
         # with IndexError/KeyError too (seen by fuzzing).
@@ -79,10 +91,12 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
                 f"{path}: unreadable or unsafe checkpoint: it holds {what}, which loading "
                 "with weights_only=True refuses since unpickling it could run code; deepgal "
                 "checkpoints hold only tensors and plain data. Do not load it by other means "
-                "unless you made it yourself") from e
+                "unless you made it yourself"
+            ) from e
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint "
-                              f"({type(e).__name__}: {first})") from e
+        raise CheckpointError(
+            f"{path}: unreadable or unsafe checkpoint ({type(e).__name__}: {first})"
+        ) from e
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a deepgal checkpoint (no 'model' weights inside)")
     return ckpt
@@ -95,33 +109,60 @@ def _check_crcs(path: Path) -> None:
             bad = z.testzip()  # reads every record and compares its CRC-32
             names = z.namelist()
     # Truncated or random bytes fail in the zip directory parser in many ways (seen by fuzzing).
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-            NotImplementedError, RuntimeError, struct.error, LookupError,
-            UnicodeDecodeError) as e:
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        OSError,
+        EOFError,
+        ValueError,
+        NotImplementedError,
+        RuntimeError,
+        struct.error,
+        LookupError,
+        UnicodeDecodeError,
+    ) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint: not a complete torch "
-                              f"zip file ({type(e).__name__}: {first})") from e
+        raise CheckpointError(
+            f"{path}: unreadable or unsafe checkpoint: not a complete torch "
+            f"zip file ({type(e).__name__}: {first})"
+        ) from e
     if bad is not None:
         # torch names the zip's top folder after the file it wrote, here the temporary name
         # of the atomic save (".epoch_004.pt.x1y2"): the record's own name is what follows.
-        raise CheckpointError(f"{path}: unreadable or unsafe checkpoint: damaged, record "
-                              f"{bad.split('/', 1)[-1]!r} fails its CRC-32 (its bytes changed "
-                              f"after it was written); restore the file (`dvc checkout` for a "
-                              f"pipeline output) or use another checkpoint")
+        raise CheckpointError(
+            f"{path}: unreadable or unsafe checkpoint: damaged, record "
+            f"{bad.split('/', 1)[-1]!r} fails its CRC-32 (its bytes changed "
+            f"after it was written); restore the file (`dvc checkout` for a "
+            f"pipeline output) or use another checkpoint"
+        )
     if not any(n.endswith("/data.pkl") for n in names):  # torch.save's archive layout
-        raise CheckpointError(f"{path}: a zip file but not a PyTorch checkpoint (a NumPy .npz "
-                              f"or other archive?); give a .pt file that deepgal's train stage "
-                              f"wrote (models/<variant>/checkpoints/)")
+        raise CheckpointError(
+            f"{path}: a zip file but not a PyTorch checkpoint (a NumPy .npz "
+            f"or other archive?); give a .pt file that deepgal's train stage "
+            f"wrote (models/<variant>/checkpoints/)"
+        )
 
 
 # What a checkpoint needs to predict and to say what it is; the rest (optimizer, scheduler,
 # RNG states, the raw weights under an EMA) only serves resuming the training.
-_INFERENCE_KEYS = ("model", "model_name", "preprocess", "class_names", "variant", "epoch",
-                   "metrics", "fingerprint", "config", "mlflow_run_id", "calibration")
+_INFERENCE_KEYS = (
+    "model",
+    "model_name",
+    "preprocess",
+    "class_names",
+    "variant",
+    "epoch",
+    "metrics",
+    "fingerprint",
+    "config",
+    "mlflow_run_id",
+    "calibration",
+)
 
 
-def save_for_inference(src: str | Path, dest: str | Path,
-                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def save_for_inference(
+    src: str | Path, dest: str | Path, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write to ``dest`` the part of checkpoint ``src`` that inference uses (about half the
     bytes with SGD momentum or Adam's moments), with ``extra`` entries added (the select
     stage's ``calibration``); returns what was written. Loads with :func:`load` like any

@@ -26,6 +26,7 @@ cut-outs of any size (e.g. from the Legacy Surveys viewer); ``--tta`` averages t
 rotation/flip views. Probabilities are calibrated with the temperature the select stage's
 ``models/<variant>/selected.pt`` carries (``--uncalibrated``: the raw softmax).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,9 +53,11 @@ def cmd_info(args) -> int:
     if args.json:
         print(json.dumps(info.as_dict()))
         return 0
-    print(f"{info.path}: {info.n_images} images of {info.height}x{info.width} px, "
-          f"optional columns: {', '.join(info.optional_keys) or 'none'}")
-    for name, count in zip(galaxy10.CLASS_NAMES, info.class_counts):
+    print(
+        f"{info.path}: {info.n_images} images of {info.height}x{info.width} px, "
+        f"optional columns: {', '.join(info.optional_keys) or 'none'}"
+    )
+    for name, count in zip(galaxy10.CLASS_NAMES, info.class_counts, strict=True):
         print(f"  {count:6d}  {name}")
     return 0
 
@@ -76,8 +79,15 @@ def cmd_evaluate(args) -> int:
 
     # The rows first: a bad file or argument fails before a model is loaded.
     rows, held = judge_rows(args.data, args.per_class, args.seed, args.half, args.exclude or ())
-    out = score_checkpoint(args.checkpoint, args.data, rows, pick_device(args.device),
-                           args.batch_size, args.tta, calibrated=not args.uncalibrated)
+    out = score_checkpoint(
+        args.checkpoint,
+        args.data,
+        rows,
+        pick_device(args.device),
+        args.batch_size,
+        args.tta,
+        calibrated=not args.uncalibrated,
+    )
     if not out["calibrated"] and not args.uncalibrated:
         _calibration(args, {})  # says on stderr that the checkpoint carries none
     if held is not None:
@@ -89,17 +99,25 @@ def cmd_evaluate(args) -> int:
     if held is not None:
         got = held["per_class"]
         found = f"{min(got)}" if min(got) == max(got) else f"{min(got)}–{max(got)}"
-        asked = (f"{args.per_class} per class asked, {found} found"
-                 if held["short"] else f"{args.per_class or 'all'} per class")
-        what += (f" ({asked}, seed {args.seed}"
-                 f"{', ' + args.half + ' half' if args.half else ''}; "
-                 f"{held['excluded']} near-duplicates of the excluded files skipped)")
+        asked = (
+            f"{args.per_class} per class asked, {found} found"
+            if held["short"]
+            else f"{args.per_class or 'all'} per class"
+        )
+        what += (
+            f" ({asked}, seed {args.seed}"
+            f"{', ' + args.half + ' half' if args.half else ''}; "
+            f"{held['excluded']} near-duplicates of the excluded files skipped)"
+        )
     lo, hi = out["macro_f1_ci95"]
-    print(f"{args.data}: {what}\n  accuracy {out['accuracy']:.3f} ± {out['accuracy_se']:.3f} "
-          f"(binomial s.e.), macro-F1 {out['macro_f1']:.3f} [95% bootstrap {lo:.3f}, {hi:.3f}] "
-          f"({out['variant']}, epoch {out['epoch']})")
-    how = (f"calibrated, temperature {out['temperature']:.3f}" if out["calibrated"]
-           else "uncalibrated")
+    print(
+        f"{args.data}: {what}\n  accuracy {out['accuracy']:.3f} ± {out['accuracy_se']:.3f} "
+        f"(binomial s.e.), macro-F1 {out['macro_f1']:.3f} [95% bootstrap {lo:.3f}, {hi:.3f}] "
+        f"({out['variant']}, epoch {out['epoch']})"
+    )
+    how = (
+        f"calibrated, temperature {out['temperature']:.3f}" if out["calibrated"] else "uncalibrated"
+    )
     print(f"  probabilities {how}: ECE {out['ece']:.3f} (15 bins), NLL {out['nll']:.3f}")
     for c, r in out["recall"].items():
         k = out["support"][c]
@@ -118,8 +136,9 @@ def cmd_predict(args) -> int:
     from .utils import atomic_write_text
 
     if args.min_purity is not None and args.uncalibrated:
-        raise ValueError("--min-purity thresholds are on calibrated probabilities; drop "
-                         "--uncalibrated")
+        raise ValueError(
+            "--min-purity thresholds are on calibrated probabilities; drop --uncalibrated"
+        )
     cut = open_cutouts(args.data)  # before loading a model: bad input fails first
     model, pre, ckpt, device = _model(args)
     cal = _calibration(args, ckpt)
@@ -128,21 +147,29 @@ def cmd_predict(args) -> int:
     probs = cal.apply(probs) if cal else probs
     classes = tuple(ckpt.get("class_names", galaxy10.CLASS_NAMES))
     pred = probs.argmax(1)
-    df = pd.DataFrame({"file" if cut.kind == "folder" else "index": cut.names,
-                       "predicted": pred, "predicted_name": [classes[i] for i in pred]})
+    df = pd.DataFrame(
+        {
+            "file" if cut.kind == "folder" else "index": cut.names,
+            "predicted": pred,
+            "predicted_name": [classes[i] for i in pred],
+        }
+    )
     if cut.labels is not None:
         df["label"] = cut.labels
     df[[f"p_{c}" for c in classes]] = probs
     if thresholds is not None:
         df["kept"], df["purity_threshold"] = select_pure(probs, thresholds)
     atomic_write_text(args.out, df.to_csv(index=False, float_format="%.6f"))
-    print(f"wrote {len(df)} predictions to {args.out}{' (8-view TTA)' if args.tta else ''}, "
-          + (f"calibrated (temperature {cal.temperature:.3f})" if cal else "uncalibrated"))
+    print(
+        f"wrote {len(df)} predictions to {args.out}{' (8-view TTA)' if args.tta else ''}, "
+        + (f"calibrated (temperature {cal.temperature:.3f})" if cal else "uncalibrated")
+    )
     if thresholds is not None:
-        print(f"--min-purity {args.min_purity}: {int(df['kept'].sum())} of {len(df)} kept "
-              "(column 'kept'; 'purity_threshold' is the predicted class's threshold):")
-        print("\n".join(summary(thresholds, classes, pred, df["kept"].to_numpy(),
-                                args.min_purity)))
+        print(
+            f"--min-purity {args.min_purity}: {int(df['kept'].sum())} of {len(df)} kept "
+            "(column 'kept'; 'purity_threshold' is the predicted class's threshold):"
+        )
+        print("\n".join(summary(thresholds, classes, pred, df["kept"].to_numpy(), args.min_purity)))
     return 0
 
 
@@ -154,11 +181,16 @@ def _calibration(args, ckpt: dict):
     cal = Calibration.from_checkpoint(ckpt, args.checkpoint)
     if cal is None and not args.uncalibrated:
         if getattr(args, "min_purity", None) is not None:
-            raise ValueError(f"{args.checkpoint} carries no calibration, so no purity "
-                             "thresholds: use the select stage's models/<variant>/selected.pt")
-        print(f"note: {args.checkpoint} carries no calibration (a raw epoch checkpoint); "
-              "probabilities are uncalibrated. The select stage's models/<variant>/selected.pt "
-              "carries one", file=sys.stderr)
+            raise ValueError(
+                f"{args.checkpoint} carries no calibration, so no purity "
+                "thresholds: use the select stage's models/<variant>/selected.pt"
+            )
+        print(
+            f"note: {args.checkpoint} carries no calibration (a raw epoch checkpoint); "
+            "probabilities are uncalibrated. The select stage's models/<variant>/selected.pt "
+            "carries one",
+            file=sys.stderr,
+        )
     return None if args.uncalibrated else cal
 
 
@@ -167,45 +199,99 @@ def _add_explore(sub, fmt: dict) -> None:
     from .explore.commands import cmd_explain, cmd_similar
 
     for name, func, help_ in (
-            ("similar", cmd_similar, "the k nearest galaxies to one (--query) or the N most "
-             "unusual (--outliers) in a checkpoint's embedding: PNG gallery + CSV"),
-            ("explain", cmd_explain, "Grad-CAM maps of some rows over the images: PNG gallery")):
+        (
+            "similar",
+            cmd_similar,
+            "the k nearest galaxies to one (--query) or the N most "
+            "unusual (--outliers) in a checkpoint's embedding: PNG gallery + CSV",
+        ),
+        ("explain", cmd_explain, "Grad-CAM maps of some rows over the images: PNG gallery"),
+    ):
         s = sub.add_parser(name, help=help_, **fmt)
-        s.add_argument("--checkpoint", type=Path, required=True,
-                       help="a checkpoint of the train stage, e.g. models/<variant>/selected.pt")
-        s.add_argument("--data", type=Path, required=True,
-                       help="an HDF5 file with 'images' ('ans' optional) or a folder of "
-                            ".jpg/.jpeg/.png cut-outs (rows: the files in name order)")
-        s.add_argument("--out", type=Path, required=True,
-                       help="folder for the PNG gallery and the CSV (each written whole)")
-        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="auto: CUDA when present")
+        s.add_argument(
+            "--checkpoint",
+            type=Path,
+            required=True,
+            help="a checkpoint of the train stage, e.g. models/<variant>/selected.pt",
+        )
+        s.add_argument(
+            "--data",
+            type=Path,
+            required=True,
+            help="an HDF5 file with 'images' ('ans' optional) or a folder of "
+            ".jpg/.jpeg/.png cut-outs (rows: the files in name order)",
+        )
+        s.add_argument(
+            "--out",
+            type=Path,
+            required=True,
+            help="folder for the PNG gallery and the CSV (each written whole)",
+        )
+        s.add_argument(
+            "--device",
+            default="auto",
+            choices=["auto", "cpu", "cuda"],
+            help="auto: CUDA when present",
+        )
         s.set_defaults(func=func)
         if name == "explain":
-            s.add_argument("--rows", type=int, nargs="+", required=True,
-                           help="row numbers of --data to explain, e.g. 0 5 9")
-            s.add_argument("--batch-size", type=int, default=32,
-                           help="images per forward/backward pass (memory, not results)")
+            s.add_argument(
+                "--rows",
+                type=int,
+                nargs="+",
+                required=True,
+                help="row numbers of --data to explain, e.g. 0 5 9",
+            )
+            s.add_argument(
+                "--batch-size",
+                type=int,
+                default=32,
+                help="images per forward/backward pass (memory, not results)",
+            )
             continue
         what = s.add_mutually_exclusive_group(required=True)
-        what.add_argument("--query", metavar="ROW|IMAGE",
-                          help="a row number of --data, or a JPEG/PNG of any size")
-        what.add_argument("--outliers", type=int, metavar="N",
-                          help="the N images farthest from their nearest neighbours")
+        what.add_argument(
+            "--query", metavar="ROW|IMAGE", help="a row number of --data, or a JPEG/PNG of any size"
+        )
+        what.add_argument(
+            "--outliers",
+            type=int,
+            metavar="N",
+            help="the N images farthest from their nearest neighbours",
+        )
         s.add_argument("-k", "--k", type=int, default=12, help="look-alikes to show")
-        s.add_argument("--neighbours", type=int, default=10,
-                       help="--outliers: the score is the mean cosine distance to this many "
-                            "nearest other images")
-        s.add_argument("--tta", action="store_true",
-                       help="embeddings averaged over the 8 rotation/flip views: look-alikes "
-                            "whatever their orientation (8x the compute, cached apart)")
-        s.add_argument("--index", default="auto", choices=["auto", "sklearn", "faiss"],
-                       help="nearest-neighbour backend (exact either way); auto: faiss on "
-                            "large searches when installed")
-        s.add_argument("--cache", type=Path, help="folder of cached embeddings (default: "
-                       "$DEEPGAL_CACHE, else $XDG_CACHE_HOME/deepgal, else ~/.cache/deepgal)")
-        s.add_argument("--batch-size", type=int, default=256,
-                       help="images per forward pass (memory, not results)")
+        s.add_argument(
+            "--neighbours",
+            type=int,
+            default=10,
+            help="--outliers: the score is the mean cosine distance to this many "
+            "nearest other images",
+        )
+        s.add_argument(
+            "--tta",
+            action="store_true",
+            help="embeddings averaged over the 8 rotation/flip views: look-alikes "
+            "whatever their orientation (8x the compute, cached apart)",
+        )
+        s.add_argument(
+            "--index",
+            default="auto",
+            choices=["auto", "sklearn", "faiss"],
+            help="nearest-neighbour backend (exact either way); auto: faiss on "
+            "large searches when installed",
+        )
+        s.add_argument(
+            "--cache",
+            type=Path,
+            help="folder of cached embeddings (default: "
+            "$DEEPGAL_CACHE, else $XDG_CACHE_HOME/deepgal, else ~/.cache/deepgal)",
+        )
+        s.add_argument(
+            "--batch-size",
+            type=int,
+            default=256,
+            help="images per forward pass (memory, not results)",
+        )
 
 
 def cmd_ui(args) -> int:
@@ -216,12 +302,30 @@ def cmd_ui(args) -> int:
     # Quiet: the server's DeprecationWarnings (Starlette's, MLflow's to fix) and a log line per
     # request the UI makes say nothing to the user; the registry is named to skip the notice
     # that it defaults to the backend store.
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-           "PYTHONWARNINGS": "ignore::DeprecationWarning,"
-                             "ignore:starlette.middleware.wsgi is deprecated"}
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-           "--registry-store-uri", uri, "--host", args.host, "--port", str(args.port),
-           "--workers", "1", "--uvicorn-opts", "--no-access-log"]
+    env = {
+        **os.environ,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "PYTHONWARNINGS": "ignore::DeprecationWarning,"
+        "ignore:starlette.middleware.wsgi is deprecated",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--registry-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+        "--uvicorn-opts",
+        "--no-access-log",
+    ]
     # Its own process group, stopped however `deepgal ui` ends (Ctrl-C, kill, a closed
     # terminal), so no server or uvicorn worker is left holding the port.
     proc = subprocess.Popen(cmd, env=env, start_new_session=True)
@@ -241,8 +345,10 @@ def _serve(proc: subprocess.Popen, uri: str, base: str) -> int:
     exp_id = None
     for _ in range(60):  # the server takes a few seconds to start
         try:
-            url = (f"{base}/api/2.0/mlflow/experiments/get-by-name?"
-                   f"experiment_name={EXPERIMENT_DEFAULT}")
+            url = (
+                f"{base}/api/2.0/mlflow/experiments/get-by-name?"
+                f"experiment_name={EXPERIMENT_DEFAULT}"
+            )
             with urllib.request.urlopen(url, timeout=2) as r:
                 exp_id = json.load(r)["experiment"]["experiment_id"]
             break
@@ -254,10 +360,15 @@ def _serve(proc: subprocess.Popen, uri: str, base: str) -> int:
                 return 1
             time.sleep(1)
     print(f"MLflow UI on {redact(uri)}:")
-    print(f"  {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning" if exp_id
-          else f"  {base}  (no '{EXPERIMENT_DEFAULT}' runs yet: run `dvc repro` first)")
-    print("Each pipeline run shows every variant's headline numbers; expand one (+) and open "
-          "Chart view to compare its variants' accuracy curves. Ctrl-C stops.")
+    print(
+        f"  {base}/#/experiments/{exp_id}/runs?workflowType=machine_learning"
+        if exp_id
+        else f"  {base}  (no '{EXPERIMENT_DEFAULT}' runs yet: run `dvc repro` first)"
+    )
+    print(
+        "Each pipeline run shows every variant's headline numbers; expand one (+) and open "
+        "Chart view to compare its variants' accuracy curves. Ctrl-C stops."
+    )
     return proc.wait()
 
 
@@ -280,8 +391,11 @@ def cmd_profile(args) -> int:
     from . import profiles
 
     words = profiles.dvc_args(args.name, args.params)
-    print("\n".join(words[i] + " " + words[i + 1] for i in range(0, len(words), 2))
-          if args.lines else " ".join(words))
+    print(
+        "\n".join(words[i] + " " + words[i + 1] for i in range(0, len(words), 2))
+        if args.lines
+        else " ".join(words)
+    )
     return 0
 
 
@@ -296,66 +410,125 @@ class _Defaults(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="deepgal", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="deepgal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     fmt = {"formatter_class": _Defaults}
     s = sub.add_parser("info", help="validate and summarise a Galaxy10-layout file", **fmt)
-    s.add_argument("file", type=Path, help="HDF5 file with 'images' and 'ans' (e.g. "
-                   "data/galaxy10.h5 or Galaxy10_DECals.h5)")
+    s.add_argument(
+        "file",
+        type=Path,
+        help="HDF5 file with 'images' and 'ans' (e.g. data/galaxy10.h5 or Galaxy10_DECals.h5)",
+    )
     s.add_argument("--json", action="store_true", help="print exactly one JSON object")
     s.set_defaults(func=cmd_info)
-    for name, func, help_ in (("evaluate", cmd_evaluate, "score a checkpoint on a labelled file"),
-                              ("predict", cmd_predict, "per-image class probabilities to CSV, "
-                               "from an HDF5 file (labels optional) or a folder of JPEG/PNG")):
+    for name, func, help_ in (
+        ("evaluate", cmd_evaluate, "score a checkpoint on a labelled file"),
+        (
+            "predict",
+            cmd_predict,
+            "per-image class probabilities to CSV, "
+            "from an HDF5 file (labels optional) or a folder of JPEG/PNG",
+        ),
+    ):
         s = sub.add_parser(name, help=help_, **fmt)
-        s.add_argument("--checkpoint", type=Path, required=True,
-                       help="a checkpoint of the train stage, e.g. the one "
-                            "results/<variant>/selection.json names")
-        s.add_argument("--data", type=Path, required=True,
-                       help="a labelled HDF5 file ('images', 'ans')" if name == "evaluate" else
-                       "an HDF5 file with 'images' ('ans' optional) or a folder of "
-                       ".jpg/.jpeg/.png cut-outs")
-        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
-                       help="auto: CUDA when present")
-        s.add_argument("--batch-size", type=int, default=256,
-                       help="images per forward pass (memory, not results)")
-        s.add_argument("--tta", action="store_true",
-                       help="average the 8 rotation/flip views (8x the compute)")
-        s.add_argument("--uncalibrated", action="store_true",
-                       help="the model's raw softmax, without the temperature the checkpoint "
-                            "carries (same predicted classes)")
+        s.add_argument(
+            "--checkpoint",
+            type=Path,
+            required=True,
+            help="a checkpoint of the train stage, e.g. the one "
+            "results/<variant>/selection.json names",
+        )
+        s.add_argument(
+            "--data",
+            type=Path,
+            required=True,
+            help="a labelled HDF5 file ('images', 'ans')"
+            if name == "evaluate"
+            else "an HDF5 file with 'images' ('ans' optional) or a folder of "
+            ".jpg/.jpeg/.png cut-outs",
+        )
+        s.add_argument(
+            "--device",
+            default="auto",
+            choices=["auto", "cpu", "cuda"],
+            help="auto: CUDA when present",
+        )
+        s.add_argument(
+            "--batch-size",
+            type=int,
+            default=256,
+            help="images per forward pass (memory, not results)",
+        )
+        s.add_argument(
+            "--tta", action="store_true", help="average the 8 rotation/flip views (8x the compute)"
+        )
+        s.add_argument(
+            "--uncalibrated",
+            action="store_true",
+            help="the model's raw softmax, without the temperature the checkpoint "
+            "carries (same predicted classes)",
+        )
         if name == "evaluate":
             s.add_argument("--json", action="store_true", help="print exactly one JSON object")
-            s.add_argument("--per-class", type=int,
-                           help="score a seeded sample of this many images per class")
+            s.add_argument(
+                "--per-class", type=int, help="score a seeded sample of this many images per class"
+            )
             s.add_argument("--seed", type=int, default=0, help="seed of --per-class's sample")
-            s.add_argument("--half", choices=["tune", "judge"],
-                           help="only the first (tune) or second (judge) half of each class's "
-                                "seeded order: tune on one, judge on the other")
-            s.add_argument("--exclude", type=Path, nargs="+", metavar="FILE",
-                           help="skip images that duplicate one of these files' (e.g. the "
-                                "real images a renderer was tuned against)")
+            s.add_argument(
+                "--half",
+                choices=["tune", "judge"],
+                help="only the first (tune) or second (judge) half of each class's "
+                "seeded order: tune on one, judge on the other",
+            )
+            s.add_argument(
+                "--exclude",
+                type=Path,
+                nargs="+",
+                metavar="FILE",
+                help="skip images that duplicate one of these files' (e.g. the "
+                "real images a renderer was tuned against)",
+            )
         else:
-            s.add_argument("--out", type=Path, required=True,
-                           help="CSV to write (complete or not at all): index, predicted "
-                                "class, label if known, one probability per class")
-            s.add_argument("--min-purity", type=float, metavar="P",
-                           help="per class, keep only galaxies above the probability "
-                                "threshold that gave >= P precision on the validation split "
-                                "(adds columns kept, purity_threshold), e.g. 0.9")
+            s.add_argument(
+                "--out",
+                type=Path,
+                required=True,
+                help="CSV to write (complete or not at all): index, predicted "
+                "class, label if known, one probability per class",
+            )
+            s.add_argument(
+                "--min-purity",
+                type=float,
+                metavar="P",
+                help="per class, keep only galaxies above the probability "
+                "threshold that gave >= P precision on the validation split "
+                "(adds columns kept, purity_threshold), e.g. 0.9",
+            )
         s.set_defaults(func=func)
     _add_explore(sub, fmt)
     s = sub.add_parser("ui", help="MLflow UI for this repository's runs (127.0.0.1)", **fmt)
-    s.add_argument("--host", default="127.0.0.1",
-                   help="address to bind; the server has no login, so keep it on loopback")
+    s.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind; the server has no login, so keep it on loopback",
+    )
     s.add_argument("--port", type=int, default=5000, help="port to listen on")
     s.set_defaults(func=cmd_ui)
-    s = sub.add_parser("profile", help="validate profiles/NAME.yaml on params.yaml and print it "
-                       "as `dvc exp run -S` arguments", **fmt)
+    s = sub.add_parser(
+        "profile",
+        help="validate profiles/NAME.yaml on params.yaml and print it "
+        "as `dvc exp run -S` arguments",
+        **fmt,
+    )
     s.add_argument("name", help="a profile name (profiles/NAME.yaml) or a .yaml file")
-    s.add_argument("--params", type=Path, default=Path("params.yaml"),
-                   help="the params file the profile is applied to")
+    s.add_argument(
+        "--params",
+        type=Path,
+        default=Path("params.yaml"),
+        help="the params file the profile is applied to",
+    )
     s.add_argument("--lines", action="store_true", help="one -S argument per line (to read)")
     s.set_defaults(func=cmd_profile)
     export.add_parser(sub, **fmt)

@@ -10,6 +10,7 @@ pooled macro-F1, per-class recall, fold accuracies, confusion), and per fold its
 and their predicted classes, so every figure can be recomputed from the file alone.
 Importing this module loads neither torch nor MLflow.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,12 @@ class CVFile:
         if not self.on:
             return {}
         s = self.views[self.headline_view]
-        return {"cv_acc": round(s["acc"], DIGITS), "cv_se": round(s["se"], DIGITS),
-                "cv_f1": round(s["macro_f1"], DIGITS), "cv_spread": round(s["spread"], DIGITS)}
+        return {
+            "cv_acc": round(s["acc"], DIGITS),
+            "cv_se": round(s["se"], DIGITS),
+            "cv_f1": round(s["macro_f1"], DIGITS),
+            "cv_spread": round(s["spread"], DIGITS),
+        }
 
 
 def read_cv(path: str | Path) -> CVFile:
@@ -86,14 +91,17 @@ def read_cv(path: str | Path) -> CVFile:
     try:
         d = json.loads(path.read_text())
         if d.get("version") != VERSION:
-            raise CVFileError(f"{path}: version {d.get('version')!r}, this deepgal reads "
-                              f"version {VERSION}; run `dvc repro` to rewrite it")
+            raise CVFileError(
+                f"{path}: version {d.get('version')!r}, this deepgal reads "
+                f"version {VERSION}; run `dvc repro` to rewrite it"
+            )
         d.pop("version")
         folds = [FoldRecord(**r) for r in d.pop("fold_records", [])]
         return CVFile(**d, fold_records=folds)
     except (json.JSONDecodeError, TypeError, AttributeError) as e:
-        raise CVFileError(f"{path}: not a cv.json of deepgal ({e}); run `dvc repro` to "
-                          "rewrite it") from None
+        raise CVFileError(
+            f"{path}: not a cv.json of deepgal ({e}); run `dvc repro` to rewrite it"
+        ) from None
 
 
 def with_cv(headline: dict[str, dict], results: str | Path) -> dict[str, dict]:

@@ -9,6 +9,7 @@ one galaxy, kept in one fold), and runs :func:`deepgal.crossval.run_folds` with
 each training part, its final weights scored on the fold it never saw. Every image is scored
 once. A class with fewer galaxies than folds stops the stage before any training.
 """
+
 from __future__ import annotations
 
 import logging
@@ -25,8 +26,9 @@ from .crossval_file import CVFile, FoldRecord
 log = logging.getLogger(__name__)
 
 
-def cross_validate(variant: str, data: Path, out: Path, run_file: Path | None,
-                   params: dict) -> CVFile:
+def cross_validate(
+    variant: str, data: Path, out: Path, run_file: Path | None, params: dict
+) -> CVFile:
     """Write ``out`` (cv.json) for ``variant`` and, when on, log it under the variant's MLflow
     run named in ``run_file`` (``models/<variant>/mlflow_run.json``; None or absent: no
     tracking). ``params``: the whole params.yaml mapping. Returns what was written."""
@@ -44,9 +46,18 @@ def cross_validate(variant: str, data: Path, out: Path, run_file: Path | None,
     done = replace(done, minutes=(time.time() - started) / 60)
     done.write(out)
     s = done.views[done.headline_view]
-    log.info("%s: %d-fold CV (%s) accuracy %.3f +- %.3f (s.e.; fold spread %.3f), macro-F1 "
-             "%.3f over %d images", variant, cfg.folds, done.headline_view, s["acc"], s["se"],
-             s["spread"], s["macro_f1"], done.n)
+    log.info(
+        "%s: %d-fold CV (%s) accuracy %.3f +- %.3f (s.e.; fold spread %.3f), macro-F1 "
+        "%.3f over %d images",
+        variant,
+        cfg.folds,
+        done.headline_view,
+        s["acc"],
+        s["se"],
+        s["spread"],
+        s["macro_f1"],
+        done.n,
+    )
     if run_file is not None:
         from .crossval_track import log_cv
 
@@ -68,8 +79,13 @@ def run_cv(run, data: Path, cfg, arcsec: float, device: str) -> tuple[CVFile, li
     galaxy10.validate(data)
     labels = galaxy10.read_labels(data)
     groups, grouping = file_groups(data, labels, arcsec)
-    log.info("%s: %d images in %d galaxies (%d rows merged)", data, len(labels),
-             grouping["groups"], grouping["rows_in_merged_groups"])
+    log.info(
+        "%s: %d images in %d galaxies (%d rows merged)",
+        data,
+        len(labels),
+        grouping["groups"],
+        grouping["rows_in_merged_groups"],
+    )
     cv_folds(labels, cfg.folds, cfg.seed, groups, str(data))  # too few: stop before reading
     images = torch.from_numpy(galaxy10.read_images(data))
     y = torch.from_numpy(labels.astype(np.int64))
@@ -83,18 +99,39 @@ def run_cv(run, data: Path, cfg, arcsec: float, device: str) -> tuple[CVFile, li
         times.append((clock[0], now))
         clock[0] = now
         acc = float((r.views[views[-1]].argmax(1) == labels[r.held]).mean())
-        log.info("%s fold %d/%d: %d held out, accuracy %.3f (%s), %.1f min", run.variant,
-                 r.fold + 1, cfg.folds, len(r.held), acc, views[-1], r.wall_s / 60)
+        log.info(
+            "%s fold %d/%d: %d held out, accuracy %.3f (%s), %.1f min",
+            run.variant,
+            r.fold + 1,
+            cfg.folds,
+            len(r.held),
+            acc,
+            views[-1],
+            r.wall_s / 60,
+        )
 
     with tempfile.TemporaryDirectory(prefix="deepgal-cv-") as work:
         results = run_folds(
-            labels, cfg.folds, cfg.seed,
-            lambda tr, te, k: train_fold(run, images, y, tr, te, Path(work), k, views=views,
-                                         device=dev),
-            groups=groups, path=str(data), on_fold=on_fold)
+            labels,
+            cfg.folds,
+            cfg.seed,
+            lambda tr, te, k: train_fold(
+                run, images, y, tr, te, Path(work), k, views=views, device=dev
+            ),
+            groups=groups,
+            path=str(data),
+            on_fold=on_fold,
+        )
     summaries = {v: summarise(labels, results, v, cfg.folds).to_dict() for v in views}
-    records = [FoldRecord(r.fold, r.held.tolist(),
-                          {v: r.views[v].argmax(1).tolist() for v in views}, r.wall_s / 60)
-               for r in results]
-    return CVFile(run.variant, cfg.folds, cfg.seed, int(len(labels)), views[-1], summaries,
-                  records), times
+    records = [
+        FoldRecord(
+            r.fold,
+            r.held.tolist(),
+            {v: r.views[v].argmax(1).tolist() for v in views},
+            r.wall_s / 60,
+        )
+        for r in results
+    ]
+    return CVFile(
+        run.variant, cfg.folds, cfg.seed, int(len(labels)), views[-1], summaries, records
+    ), times

@@ -21,6 +21,7 @@ gloo each rank normalises with its own batch statistics and DDP broadcasts rank 
 statistics); metrics are summed over ranks (:meth:`Dist.sum`); only rank 0 writes files and
 talks to MLflow.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -28,8 +29,9 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.distributed as tdist
@@ -76,8 +78,11 @@ def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
     # torchrun's own choice for several processes, made here so it skips its 4-line banner
     # saying so in every stage log; a value the user set is kept.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    log.info("nproc %d: running under torchrun: python -m torch.distributed.run %s", nproc,
-             shlex.join(args))
+    log.info(
+        "nproc %d: running under torchrun: python -m torch.distributed.run %s",
+        nproc,
+        shlex.join(args),
+    )
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as e:
@@ -85,16 +90,22 @@ def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
         if failure.exitcode == 130:  # the train stage's status after a checkpointed Ctrl-C
             raise DistributedRunFailed(
                 "training was interrupted; rank 0 wrote a resumable checkpoint: run the stage "
-                "again to resume") from None
-        how = (f"killed by {failure.signal_name()}" if failure.exitcode < 0
-               else f"exit status {failure.exitcode}")
+                "again to resume"
+            ) from None
+        how = (
+            f"killed by {failure.signal_name()}"
+            if failure.exitcode < 0
+            else f"exit status {failure.exitcode}"
+        )
         raise DistributedRunFailed(
             f"training process rank {rank} failed first ({how}); the others were stopped. "
-            f"The last checkpoint is kept: run the stage again to resume") from None
+            f"The last checkpoint is kept: run the stage again to resume"
+        ) from None
     except SignalException as e:  # Ctrl-C / SIGTERM reached the agent; workers checkpointed
         raise DistributedRunFailed(
             f"stopped by {e.sigval.name}; run the stage again to resume from the checkpoint "
-            f"the training processes wrote") from None
+            f"the training processes wrote"
+        ) from None
 
 
 def is_peer_failure(e: BaseException) -> bool:
@@ -103,13 +114,22 @@ def is_peer_failure(e: BaseException) -> bool:
         return True
     text = str(e)
     return isinstance(e, RuntimeError) and any(
-        s in text for s in ("closed by peer", "reset by peer", "Timed out", "timed out",
-                            "NCCL", "Broken pipe"))
+        s in text
+        for s in (
+            "closed by peer",
+            "reset by peer",
+            "Timed out",
+            "timed out",
+            "NCCL",
+            "Broken pipe",
+        )
+    )
 
 
 @dataclass(frozen=True)
 class Dist:
     """This process's place in the job. ``Dist()`` is the plain single-process case."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
@@ -163,8 +183,11 @@ def init(device: torch.device) -> tuple[Dist, torch.device]:
         torch.cuda.set_device(device)
     timeout = float(os.environ.get("DEEPGAL_DIST_TIMEOUT_S", DEFAULT_TIMEOUT_S))
     backend = "nccl" if device.type == "cuda" else "gloo"
-    tdist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout),
-                             device_id=device if device.type == "cuda" else None)
+    tdist.init_process_group(
+        backend,
+        timeout=datetime.timedelta(seconds=timeout),
+        device_id=device if device.type == "cuda" else None,
+    )
     if rank != 0:  # one voice in the log: rank 0's
         logging.getLogger("deepgal").setLevel(logging.WARNING)
     log.info("rank %d/%d on %s (%s, timeout %.0f s)", rank, world, device, backend, timeout)
@@ -184,7 +207,7 @@ def shard(perm: torch.Tensor, dist: Dist, steps: int) -> list[torch.Tensor]:
     ``steps`` nearly equal batches, so every rank runs the same number of steps (a rank with
     one step fewer would leave the others waiting in an all-reduce).
     """
-    mine = perm[dist.rank::dist.world]
+    mine = perm[dist.rank :: dist.world]
     return list(torch.tensor_split(mine, steps))
 
 

@@ -5,9 +5,10 @@ DVC prefixes each metric column with its file name when there are several metric
 variants; with one file the columns are just ``convnext_tiny.test_acc``. So each evaluate
 stage keeps its own ``metrics.json`` and the plot stage gathers them here.
 """
+
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 DIGITS = 4  # enough to rank variants; short enough to keep `dvc exp show` narrow
 

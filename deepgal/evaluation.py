@@ -15,6 +15,7 @@ distance to its ``evaluate.outlier_k`` nearest train images in the embedding,
 row) and ``calibration.json`` (the checkpoint's temperature; per split ECE, NLL and reliability
 bins before and after it). Probabilities (scores, predictions.csv) are the calibrated ones.
 """
+
 from __future__ import annotations
 
 import logging
@@ -66,34 +67,66 @@ class Embedded:
     probs: dict[str, np.ndarray]
 
     @classmethod
-    def from_columns(cls, both: dict[str, np.ndarray], feature_dim: int,
-                     scored: list[str]) -> Embedded:
+    def from_columns(
+        cls, both: dict[str, np.ndarray], feature_dim: int, scored: list[str]
+    ) -> Embedded:
         """Split the ``"features+probs"`` output of :func:`deepgal.inference.run_model`
         ({split: (n, D + C)}) at column ``feature_dim``; probs only of the ``scored`` splits."""
-        return cls({s: v[:, :feature_dim] for s, v in both.items()},
-                   {s: both[s][:, feature_dim:] for s in scored})
+        return cls(
+            {s: v[:, :feature_dim] for s, v in both.items()},
+            {s: both[s][:, feature_dim:] for s in scored},
+        )
 
 
-def embed_and_score(model, paths: EvaluatePaths, pre, device, rows: dict[str, np.ndarray],
-                    scored: list[str], cfg: EvaluateCfg, variant: str) -> Embedded:
+def embed_and_score(
+    model,
+    paths: EvaluatePaths,
+    pre,
+    device,
+    rows: dict[str, np.ndarray],
+    scored: list[str],
+    cfg: EvaluateCfg,
+    variant: str,
+) -> Embedded:
     """Features of every split in ``rows`` and probabilities of the ``scored`` ones; with
     ``cfg.tta`` the probabilities come from a second, 8-view pass."""
     t0 = time.perf_counter()
-    both = run_on_file(model, paths.data, pre, device, rows, cfg.batch_size, "features+probs",
-                       desc=f"evaluate {variant}")
+    both = run_on_file(
+        model,
+        paths.data,
+        pre,
+        device,
+        rows,
+        cfg.batch_size,
+        "features+probs",
+        desc=f"evaluate {variant}",
+    )
     seconds, n = time.perf_counter() - t0, sum(map(len, rows.values()))
     out = Embedded.from_columns(both, model.feature_dim, scored)
-    log.info("%d embeddings of dim %d in %.1f s (%.0f images/s)", n, model.feature_dim,
-             seconds, n / max(seconds, 1e-9))
+    log.info(
+        "%d embeddings of dim %d in %.1f s (%.0f images/s)",
+        n,
+        model.feature_dim,
+        seconds,
+        n / max(seconds, 1e-9),
+    )
     if cfg.tta:
-        tta = run_on_file(model, paths.data, pre, device, {s: rows[s] for s in scored},
-                          cfg.batch_size, "probs", True, desc=f"evaluate {variant} (8-view TTA)")
+        tta = run_on_file(
+            model,
+            paths.data,
+            pre,
+            device,
+            {s: rows[s] for s in scored},
+            cfg.batch_size,
+            "probs",
+            True,
+            desc=f"evaluate {variant} (8-view TTA)",
+        )
         out = Embedded(out.features, tta)
     return out
 
 
-def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg,
-                     base: BaseCfg) -> dict:
+def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg, base: BaseCfg) -> dict:
     """Score the selected checkpoint of ``variant`` on val and test and embed every split;
     write every output in :class:`EvaluatePaths`, then report to the variant's MLflow run.
     Returns eval.json's dict ({split: :func:`deepgal.metrics.score`}, ``epoch``, ``tta``)."""
@@ -108,47 +141,71 @@ def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg,
     model, pre, ckpt = load_model(paths.checkpoint, device)
     out = embed_and_score(model, paths, pre, device, rows, list(scored), cfg, variant)
     # Every train image is the outlier score's reference; the maps need only a sample of it.
-    outlier = {s: knn_outlier_scores(out.features[s], out.features["train"], cfg.outlier_k)
-               for s in scored}
+    outlier = {
+        s: knn_outlier_scores(out.features[s], out.features["train"], cfg.outlier_k) for s in scored
+    }
     mapped = split_io.sample_rows(rows["train"], cfg.map_train, base.seed)
     keep = np.isin(rows["train"], mapped)  # the sample keeps the rows' own order
-    Features.from_splits(out.features | {"train": out.features["train"][keep]},
-                         rows | {"train": mapped}, labels).write(paths.features)
-    calib = measure(Calibration.from_checkpoint(ckpt, paths.checkpoint), out.probs,
-                    {s: labels[idx] for s, idx in scored.items()})
+    Features.from_splits(
+        out.features | {"train": out.features["train"][keep]}, rows | {"train": mapped}, labels
+    ).write(paths.features)
+    calib = measure(
+        Calibration.from_checkpoint(ckpt, paths.checkpoint),
+        out.probs,
+        {s: labels[idx] for s, idx in scored.items()},
+    )
     probs = {s: apply_temperature(p, calib["temperature"]) for s, p in out.probs.items()}
     CalibrationReport(**calib).write(paths.calibration)
     result = {s: score(labels[idx], probs[s]) for s, idx in scored.items()}
     result |= {"epoch": sel.epoch, "tta": cfg.tta}
-    VariantMetrics(**accuracy_and_f1(result), epoch=sel.epoch,
-                   train_min=History.read(paths.history).seconds() / 60).write(paths.metrics)
+    VariantMetrics(
+        **accuracy_and_f1(result),
+        epoch=sel.epoch,
+        train_min=History.read(paths.history).seconds() / 60,
+    ).write(paths.metrics)
     write_json(paths.details, result)
-    Predictions.from_parts({s: (idx, labels[idx], probs[s], outlier[s])
-                            for s, idx in scored.items()}).write(paths.predictions)
-    pngs = plot_confusions(variant, result, list(scored), paths.plots,
-                           f"epoch {sel.epoch}{', 8-view TTA' if cfg.tta else ''}")
-    report_to_tracker(paths.run, result, calib,
-                      [paths.metrics, paths.details, paths.calibration, *pngs])
+    Predictions.from_parts(
+        {s: (idx, labels[idx], probs[s], outlier[s]) for s, idx in scored.items()}
+    ).write(paths.predictions)
+    pngs = plot_confusions(
+        variant,
+        result,
+        list(scored),
+        paths.plots,
+        f"epoch {sel.epoch}{', 8-view TTA' if cfg.tta else ''}",
+    )
+    report_to_tracker(
+        paths.run, result, calib, [paths.metrics, paths.details, paths.calibration, *pngs]
+    )
     return result
 
 
 def check_outlier_k(k: int, n_train: int) -> None:
     """ConfigError, before any model is loaded, when the train split is too small for k."""
     if k > n_train:
-        raise ConfigError(f"params.yaml: evaluate.outlier_k = {k} needs at least {k} train "
-                          f"images; the split has {n_train}: lower evaluate.outlier_k")
+        raise ConfigError(
+            f"params.yaml: evaluate.outlier_k = {k} needs at least {k} train "
+            f"images; the split has {n_train}: lower evaluate.outlier_k"
+        )
 
 
-def plot_confusions(variant: str, result: dict, splits: list[str], folder: Path,
-                    note: str) -> list[Path]:
+def plot_confusions(
+    variant: str, result: dict, splits: list[str], folder: Path, note: str
+) -> list[Path]:
     """``<folder>/<split>.png`` per scored split, titled with ``note``; the paths written."""
     pngs = []
     for name in splits:
         pngs.append(folder / f"{name}.png")
-        plot_confusion(result[name]["confusion"], galaxy10.CLASS_NAMES,
-                       f"{variant} {name} ({note})", pngs[-1])
-        log.info("%s %s: accuracy %.3f macro-F1 %.3f", variant, name,
-                 result[name]["accuracy"], result[name]["macro_f1"])
+        plot_confusion(
+            result[name]["confusion"], galaxy10.CLASS_NAMES, f"{variant} {name} ({note})", pngs[-1]
+        )
+        log.info(
+            "%s %s: accuracy %.3f macro-F1 %.3f",
+            variant,
+            name,
+            result[name]["accuracy"],
+            result[name]["macro_f1"],
+        )
     return pngs
 
 
@@ -157,10 +214,18 @@ def tracker_metrics(result: dict, calib: dict) -> dict[str, float]:
     ECE and NLL before/after calibration per split, and the temperature."""
     present = [s for s in ("val", "test") if s in result]
     flat = {f"eval/{s}/{k}": result[s][k] for s in present for k in ("accuracy", "macro_f1")}
-    flat |= {f"eval/{s}/recall/{c}": m["recall"] for s in present
-             for c, m in result[s]["per_class"].items()}
-    flat |= {f"eval/{s}/{k}_{w}": calib[s][f"{k}_{w}"] for s in ("val", "test") if s in calib
-             for k in ("ece", "nll") for w in ("before", "after")}
+    flat |= {
+        f"eval/{s}/recall/{c}": m["recall"]
+        for s in present
+        for c, m in result[s]["per_class"].items()
+    }
+    flat |= {
+        f"eval/{s}/{k}_{w}": calib[s][f"{k}_{w}"]
+        for s in ("val", "test")
+        if s in calib
+        for k in ("ece", "nll")
+        for w in ("before", "after")
+    }
     return flat | {"eval/temperature": calib["temperature"]}
 
 

@@ -23,6 +23,7 @@ from the CPU's, and the graph's, by that rounding, ~1e-4.)
 
 The file is written whole or not at all (a temporary name, then a rename).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -54,8 +55,8 @@ def aa_weights(n_in: int, n_out: int) -> tuple[np.ndarray, int]:
         lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), n_in)
         taps = np.maximum(0.0, 1.0 - np.abs((np.arange(lo, hi) - centre + 0.5) * stretch))
         w[i, lo:hi] = taps / taps.sum() if taps.sum() else taps
-    p = next((p for p in range(22) if int(0.5 + w.max() * 2 ** (p + 1)) >= 2 ** 15), 22)
-    return np.trunc(w * 2 ** p + np.where(w < 0, -0.5, 0.5)), p
+    p = next((p for p in range(22) if int(0.5 + w.max() * 2 ** (p + 1)) >= 2**15), 22)
+    return np.trunc(w * 2**p + np.where(w < 0, -0.5, 0.5)), p
 
 
 def _split(w: np.ndarray):
@@ -65,7 +66,7 @@ def _split(w: np.ndarray):
     float64 (the whole sum reaches ~2**25, past float32's 24 bits)."""
     import torch
 
-    if w.min() < 0 or w.max() >= 2 ** 15:
+    if w.min() < 0 or w.max() >= 2**15:
         raise ValueError("resize weights outside [0, 2**15): not torch's bilinear kernel")
     high, low = np.divmod(w, 256)
     return torch.from_numpy(high.astype(np.float32)), torch.from_numpy(low.astype(np.float32))
@@ -91,8 +92,7 @@ def _axis_plan(n_in: int, n_out: int, coords: np.ndarray) -> dict:
     w = w[lo:hi]
     used = np.flatnonzero(w.any(0))
     a, b = int(used[0]), int(used[-1]) + 1
-    return {"inputs": (a, b), "weights": _split(w[:, a:b]), "scale": float(2 ** p),
-            "coords": kept}
+    return {"inputs": (a, b), "weights": _split(w[:, a:b]), "scale": float(2**p), "coords": kept}
 
 
 def deployable(model, pre, temperature: float, image_size: int):
@@ -109,8 +109,12 @@ def deployable(model, pre, temperature: float, image_size: int):
     grid = affine_grid(affine_theta(AugParams.identity(1), pre.crop), pre.input_size)
     cols = _axis_plan(image_size, pw, grid[0, 0, :, 0].numpy())
     rows = _axis_plan(image_size, ph, grid[0, :, 0, 1].numpy())
-    kept = torch.stack(torch.meshgrid(torch.from_numpy(rows["coords"]),
-                                      torch.from_numpy(cols["coords"]), indexing="ij")[::-1], -1)
+    kept = torch.stack(
+        torch.meshgrid(
+            torch.from_numpy(rows["coords"]), torch.from_numpy(cols["coords"]), indexing="ij"
+        )[::-1],
+        -1,
+    )
 
     class Deployed(torch.nn.Module):
         def __init__(self):
@@ -126,8 +130,13 @@ def deployable(model, pre, temperature: float, image_size: int):
             # Horizontal pass, then vertical, each rounded to uint8 as torch's kernel does.
             x = _resize_pass(x, cols, horizontal=True)
             x = _resize_pass(x, rows, horizontal=False)
-            x = F.grid_sample(x, self.grid.expand(x.shape[0], -1, -1, -1),
-                              mode="bilinear", padding_mode="reflection", align_corners=False)
+            x = F.grid_sample(
+                x,
+                self.grid.expand(x.shape[0], -1, -1, -1),
+                mode="bilinear",
+                padding_mode="reflection",
+                align_corners=False,
+            )
             x = (x / 255.0 - self.mean) / self.std
             return (self.model(x) / temperature).softmax(1)
 
@@ -142,8 +151,9 @@ def deployable(model, pre, temperature: float, image_size: int):
     return Deployed().eval()
 
 
-def export_onnx(checkpoint: str | Path, dest: str | Path, image_size: int = 256,
-                calibrated: bool = True) -> dict:
+def export_onnx(
+    checkpoint: str | Path, dest: str | Path, image_size: int = 256, calibrated: bool = True
+) -> dict:
     """Write ``checkpoint`` as an ONNX graph to ``dest`` (see the module docstring); returns
     what was written: ``{"path", "model_name", "image_size", "input_size", "temperature",
     "class_names"}``. A file that is not a deepgal checkpoint raises
@@ -157,8 +167,9 @@ def export_onnx(checkpoint: str | Path, dest: str | Path, image_size: int = 256,
 
     missing = [m for m in ("onnx", "onnxscript") if importlib.util.find_spec(m) is None]
     if missing:
-        raise DeepgalError(f"deepgal export needs {' and '.join(missing)}: "
-                           "pip install -e '.[export]'")
+        raise DeepgalError(
+            f"deepgal export needs {' and '.join(missing)}: pip install -e '.[export]'"
+        )
     if image_size < 1:
         raise ValueError(f"--image-size must be a positive number of pixels, got {image_size}")
     dest = Path(dest)
@@ -181,11 +192,20 @@ def export_onnx(checkpoint: str | Path, dest: str | Path, image_size: int = 256,
         for q, level in zip(quiet, levels, strict=True):
             q.setLevel(level)
     proto = program.model_proto
-    info = {"model_name": ckpt["model_name"], "image_size": image_size,
-            "input_size": pre.input_size, "temperature": temperature, "class_names": names}
-    meta = {"deepgal.class_names": json.dumps(names), "deepgal.preprocess":
-            json.dumps(pre.to_dict()), "deepgal.temperature": repr(temperature),
-            "deepgal.model_name": ckpt["model_name"], "deepgal.epoch": str(ckpt.get("epoch"))}
+    info = {
+        "model_name": ckpt["model_name"],
+        "image_size": image_size,
+        "input_size": pre.input_size,
+        "temperature": temperature,
+        "class_names": names,
+    }
+    meta = {
+        "deepgal.class_names": json.dumps(names),
+        "deepgal.preprocess": json.dumps(pre.to_dict()),
+        "deepgal.temperature": repr(temperature),
+        "deepgal.model_name": ckpt["model_name"],
+        "deepgal.epoch": str(ckpt.get("epoch")),
+    }
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     atomic_write_bytes(dest, proto.SerializeToString())
@@ -199,32 +219,58 @@ def _to_onnx(net, image_size: int):
     example = torch.zeros((2, image_size, image_size, 3), dtype=torch.uint8)
     batch = torch.export.Dim("batch", min=1, max=1 << 20)
     with torch.inference_mode(False), torch.no_grad():  # export traces; inference mode cannot
-        return torch.onnx.export(net, (example,), input_names=[INPUT], output_names=[OUTPUT],
-                                 dynamic_shapes=({0: batch},), opset_version=OPSET,
-                                 dynamo=True, verbose=False)
+        return torch.onnx.export(
+            net,
+            (example,),
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_shapes=({0: batch},),
+            opset_version=OPSET,
+            dynamo=True,
+            verbose=False,
+        )
 
 
 def cmd_export(args) -> int:
     """``deepgal export``: write the graph, say what it takes and gives."""
     out = export_onnx(args.checkpoint, args.onnx, args.image_size, not args.uncalibrated)
-    how = (f"calibrated, temperature {out['temperature']:.3f}" if out["temperature"] != 1.0
-           else "uncalibrated softmax")
-    print(f"wrote {out['path']}: {out['model_name']}, input '{INPUT}' (N, {out['image_size']}, "
-          f"{out['image_size']}, 3) uint8 -> output '{OUTPUT}' (N, {len(out['class_names'])}) "
-          f"float32, {how}; preprocessing to {out['input_size']} px inside the graph")
+    how = (
+        f"calibrated, temperature {out['temperature']:.3f}"
+        if out["temperature"] != 1.0
+        else "uncalibrated softmax"
+    )
+    print(
+        f"wrote {out['path']}: {out['model_name']}, input '{INPUT}' (N, {out['image_size']}, "
+        f"{out['image_size']}, 3) uint8 -> output '{OUTPUT}' (N, {len(out['class_names'])}) "
+        f"float32, {how}; preprocessing to {out['input_size']} px inside the graph"
+    )
     return 0
 
 
 def add_parser(sub, **fmt) -> None:
     """The ``export`` subcommand on ``sub`` (argparse sub-parsers); torch loads when it runs."""
-    s = sub.add_parser("export", help="a checkpoint as an ONNX graph (uint8 images in, "
-                       "calibrated probabilities out)", **fmt)
-    s.add_argument("--checkpoint", type=Path, required=True,
-                   help="a deepgal checkpoint, e.g. models/<variant>/selected.pt")
+    s = sub.add_parser(
+        "export",
+        help="a checkpoint as an ONNX graph (uint8 images in, calibrated probabilities out)",
+        **fmt,
+    )
+    s.add_argument(
+        "--checkpoint",
+        type=Path,
+        required=True,
+        help="a deepgal checkpoint, e.g. models/<variant>/selected.pt",
+    )
     s.add_argument("--onnx", type=Path, required=True, help="the .onnx file to write")
-    s.add_argument("--image-size", type=int, default=256,
-                   help="side in px of the square uint8 images the graph takes (Galaxy10 "
-                        "DECaLS: 256); the batch size stays free")
-    s.add_argument("--uncalibrated", action="store_true",
-                   help="the raw softmax, without the checkpoint's temperature")
+    s.add_argument(
+        "--image-size",
+        type=int,
+        default=256,
+        help="side in px of the square uint8 images the graph takes (Galaxy10 "
+        "DECaLS: 256); the batch size stays free",
+    )
+    s.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="the raw softmax, without the checkpoint's temperature",
+    )
     s.set_defaults(func=cmd_export)

@@ -6,6 +6,7 @@ tests/test_metrics.py checks every number against ``sklearn.metrics``. Not sklea
 because its import (scipy.stats) costs ~1.8 s in each of the five evaluate processes of the
 default run, for a few lines of arithmetic.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,16 +20,18 @@ def confusion_from_labels(labels: np.ndarray, pred: np.ndarray, n_classes: int) 
     for name, a in (("labels", labels), ("predictions", pred)):
         if a.size and (a.min() < 0 or a.max() >= n_classes):
             raise ValueError(f"{name} must lie in 0..{n_classes - 1}; got {a.min()}..{a.max()}")
-    return np.bincount(labels * n_classes + pred, minlength=n_classes ** 2).reshape(
-        n_classes, n_classes)
+    return np.bincount(labels * n_classes + pred, minlength=n_classes**2).reshape(
+        n_classes, n_classes
+    )
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=np.zeros(len(num)), where=den > 0)
 
 
-def score(labels: np.ndarray, probs: np.ndarray,
-          class_names: tuple[str, ...] = CLASS_NAMES) -> dict:
+def score(
+    labels: np.ndarray, probs: np.ndarray, class_names: tuple[str, ...] = CLASS_NAMES
+) -> dict:
     """Accuracy, macro-F1, per-class precision/recall/F1/support and the confusion matrix.
 
     labels (N,) int, probs (N, C) float. Classes absent from ``labels`` still get a row
@@ -47,9 +50,15 @@ def score(labels: np.ndarray, probs: np.ndarray,
         "n": int(len(labels)),
         "accuracy": float((pred == labels).mean()) if len(labels) else float("nan"),
         "macro_f1": float(f[present].mean()) if len(labels) else float("nan"),
-        "per_class": {name: {"precision": float(p[i]), "recall": float(r[i]),
-                             "f1": float(f[i]), "support": int(support[i])}
-                      for i, name in enumerate(class_names)},
+        "per_class": {
+            name: {
+                "precision": float(p[i]),
+                "recall": float(r[i]),
+                "f1": float(f[i]),
+                "support": int(support[i]),
+            }
+            for i, name in enumerate(class_names)
+        },
         "confusion": cm.tolist(),
     }
 
@@ -67,8 +76,9 @@ def _macro_f1(cm: np.ndarray) -> float:
     return float(_ratio(2 * tp, support + predicted)[present].mean())
 
 
-def bootstrap_macro_f1(labels: np.ndarray, pred: np.ndarray, n_classes: int,
-                       reps: int = 1000, seed: int = 0) -> tuple[float, float]:
+def bootstrap_macro_f1(
+    labels: np.ndarray, pred: np.ndarray, n_classes: int, reps: int = 1000, seed: int = 0
+) -> tuple[float, float]:
     """95 % interval (2.5th, 97.5th percentile) of macro-F1 over ``reps`` resamplings of the
     images with replacement, seeded: the same inputs always give the same interval."""
     labels, pred = np.asarray(labels, np.int64), np.asarray(pred, np.int64)
@@ -76,14 +86,22 @@ def bootstrap_macro_f1(labels: np.ndarray, pred: np.ndarray, n_classes: int,
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     flat = labels * n_classes + pred
-    vals = [_macro_f1(np.bincount(flat[rng.integers(0, len(flat), len(flat))],
-                                  minlength=n_classes ** 2).reshape(n_classes, n_classes))
-            for _ in range(reps)]
+    vals = [
+        _macro_f1(
+            np.bincount(
+                flat[rng.integers(0, len(flat), len(flat))], minlength=n_classes**2
+            ).reshape(n_classes, n_classes)
+        )
+        for _ in range(reps)
+    ]
     return float(np.percentile(vals, 2.5)), float(np.percentile(vals, 97.5))
 
 
 def accuracy_and_f1(result: dict) -> dict:
     """``{split: {"accuracy", "macro_f1"}}`` of an evaluate result (:func:`score` per split)
     for each of val and test present in it: the scores a variant's metrics.json keeps."""
-    return {s: {k: result[s][k] for k in ("accuracy", "macro_f1")}
-            for s in ("val", "test") if s in result}
+    return {
+        s: {k: result[s][k] for k in ("accuracy", "macro_f1")}
+        for s in ("val", "test")
+        if s in result
+    }

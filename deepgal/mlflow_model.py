@@ -14,6 +14,7 @@ loading it unpickles nothing.
 Imported by the select stage only (outside ``deepgal.tracking``, so the stages that log
 through that package do not depend on it): it loads ``mlflow.pyfunc``, and torch to predict.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,8 +39,10 @@ OUTPUT_COLUMNS = ("class", "class_name", "probability", "probabilities")
 # which the server parses in memory before the model sees it; more belongs in several requests
 # (or `deepgal predict`, which streams a file).
 MAX_IMAGES = 256
-EXPECTED = (f"Send {{\"inputs\": [...]}} with 1 to {MAX_IMAGES} square RGB cut-outs as an "
-            "(N, H, W, 3) array of integers 0-255")
+EXPECTED = (
+    f'Send {{"inputs": [...]}} with 1 to {MAX_IMAGES} square RGB cut-outs as an '
+    "(N, H, W, 3) array of integers 0-255"
+)
 # What the wrapper imports when it predicts (deepgal's own code travels with the model).
 # The file MLflow stores and runs to load the model (models from code). Named here, not
 # imported: importing it would build a model at import time and make a circle of two modules;
@@ -67,6 +70,7 @@ class GalaxyClassifier(mlflow.pyfunc.PythonModel):
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model, self.pre, ckpt = load_model(context.artifacts["checkpoint"], self.device)
         from .data.galaxy10 import CLASS_NAMES
+
         self.class_names = list(ckpt.get("class_names") or CLASS_NAMES)
         self.calibration = Calibration.from_checkpoint(ckpt, context.artifacts["checkpoint"])
 
@@ -85,10 +89,14 @@ class GalaxyClassifier(mlflow.pyfunc.PythonModel):
         if self.calibration is not None:
             probs = self.calibration.apply(probs)
         pred = probs.argmax(1)
-        return pd.DataFrame({"class": pred.astype(np.int64),
-                             "class_name": [self.class_names[i] for i in pred],
-                             "probability": probs.max(1).astype(np.float32),
-                             "probabilities": list(probs.astype(np.float32))})
+        return pd.DataFrame(
+            {
+                "class": pred.astype(np.int64),
+                "class_name": [self.class_names[i] for i in pred],
+                "probability": probs.max(1).astype(np.float32),
+                "probabilities": list(probs.astype(np.float32)),
+            }
+        )
 
 
 def _bad_request(message: str):
@@ -108,29 +116,36 @@ def check_images(model_input: Any) -> np.ndarray:
     except ValueError as e:  # ragged nested lists
         raise _bad_request(f"the input is not an array of images ({e})") from None
     if images.dtype.kind not in "biuf":
-        raise _bad_request(f"the input is not images: it holds {images.dtype} values, "
-                           "not pixel numbers")
+        raise _bad_request(
+            f"the input is not images: it holds {images.dtype} values, not pixel numbers"
+        )
     if images.ndim != 4 or images.shape[-1] != 3:
-        raise _bad_request(f"got an array of shape {images.shape}, not a batch of RGB images "
-                           "(N, H, W, 3)")
+        raise _bad_request(
+            f"got an array of shape {images.shape}, not a batch of RGB images (N, H, W, 3)"
+        )
     if images.dtype != np.uint8:
         raise _bad_request(f"pixels must be uint8 (integers 0-255), got {images.dtype}")
     n, h, w = images.shape[:3]
     if n == 0:
         raise _bad_request("the batch is empty: send at least one image")
     if n > MAX_IMAGES:
-        raise _bad_request(f"{n} images in one request, more than the limit of {MAX_IMAGES}: "
-                           "split it into several requests")
+        raise _bad_request(
+            f"{n} images in one request, more than the limit of {MAX_IMAGES}: "
+            "split it into several requests"
+        )
     if h != w or h == 0:
-        raise _bad_request(f"images must be square and non-empty, got {h}x{w} px "
-                           "(cut the centre square out first)")
+        raise _bad_request(
+            f"images must be square and non-empty, got {h}x{w} px (cut the centre square out first)"
+        )
     # Served, JSON numbers are cast to the signature's uint8 before this runs, fractions
     # dropped: pixels scaled to 0-1 arrive as frames of 0s and 1s, which no sky image is.
     flat = np.flatnonzero(images.reshape(n, -1).max(1) <= 1)
     if len(flat):
-        raise _bad_request(f"image {flat[0]} ({len(flat)} of {n} in all) has only pixel values "
-                           "0 and 1: a blank frame, or pixels scaled to 0-1 (JSON numbers are "
-                           "cast to uint8, fractions dropped); send the raw values 0-255")
+        raise _bad_request(
+            f"image {flat[0]} ({len(flat)} of {n} in all) has only pixel values "
+            "0 and 1: a blank frame, or pixels scaled to 0-1 (JSON numbers are "
+            "cast to uint8, fractions dropped); send the raw values 0-255"
+        )
     return images
 
 
@@ -141,10 +156,16 @@ def signature():
 
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
-        outputs=Schema([ColSpec("long", "class"), ColSpec("string", "class_name"),
-                        ColSpec("float", "probability"),
-                        ColSpec(Array("float"), "probabilities")]),
-        params=ParamSchema([ParamSpec("batch_size", "long", 256)]))
+        outputs=Schema(
+            [
+                ColSpec("long", "class"),
+                ColSpec("string", "class_name"),
+                ColSpec("float", "probability"),
+                ColSpec(Array("float"), "probabilities"),
+            ]
+        ),
+        params=ParamSchema([ParamSpec("batch_size", "long", 256)]),
+    )
 
 
 def requirements() -> list[str]:
@@ -172,7 +193,7 @@ def _pins_from_this_environment():
     try:
         yield
     finally:
-        for m, fn in zip(targets, saved):
+        for m, fn in zip(targets, saved, strict=True):
             setattr(m, name, fn)
 
 
@@ -192,9 +213,14 @@ def _tracking_uri(uri: str):
             os.environ["MLFLOW_TRACKING_URI"] = env
 
 
-def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
-                         input_example: np.ndarray, registered_name: str | None = None,
-                         alias: str = "best") -> dict | None:
+def log_checkpoint_model(
+    run: RunLogger,
+    checkpoint: str | Path,
+    step: int,
+    input_example: np.ndarray,
+    registered_name: str | None = None,
+    alias: str = "best",
+) -> dict | None:
     """Log ``checkpoint`` as model ``model`` of ``run`` (at ``step``, the selected epoch), and
     with ``registered_name`` register it with ``alias``. ``input_example``: a few real images,
     (n, H, W, 3) uint8; MLflow stores them and checks the model predicts on them.
@@ -214,25 +240,40 @@ def log_checkpoint_model(run: RunLogger, checkpoint: str | Path, step: int,
         # example: one per variant in the stage's log, for a local copy of a few megabytes.
         no_bar = mock.patch.dict(os.environ, {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
         try:
-            with _tracking_uri(store.uri), store_lock(store.uri), \
-                    _pins_from_this_environment(), no_bar, \
-                    tempfile.TemporaryDirectory(prefix="deepgal-model-") as tmp:
+            with (
+                _tracking_uri(store.uri),
+                store_lock(store.uri),
+                _pins_from_this_environment(),
+                no_bar,
+                tempfile.TemporaryDirectory(prefix="deepgal-model-") as tmp,
+            ):
                 # The model carries the weights, not the optimizer state: half the bytes to
                 # copy into the store and to load when MLflow checks the input example.
                 weights = Path(tmp) / Path(checkpoint).name
                 ckpt_io.save_for_inference(checkpoint, weights)
                 src = client.get_run(run.run_id)
                 model = client.create_logged_model(
-                    src.info.experiment_id, name="model", source_run_id=run.run_id,
-                    params=dict(src.data.params), model_type="galaxy10-classifier",
-                    tags={"deepgal.checkpoint": Path(checkpoint).name})
-                Model.log(artifact_path=None, name="model", flavor=mlflow.pyfunc,
-                          run_id=run.run_id, model_id=model.model_id, step=step,
-                          python_model=str(model_code),
-                          artifacts={"checkpoint": str(weights)},
-                          code_paths=[str(Path(__file__).resolve().parent)],
-                          signature=signature(), input_example=input_example,
-                          pip_requirements=requirements())
+                    src.info.experiment_id,
+                    name="model",
+                    source_run_id=run.run_id,
+                    params=dict(src.data.params),
+                    model_type="galaxy10-classifier",
+                    tags={"deepgal.checkpoint": Path(checkpoint).name},
+                )
+                Model.log(
+                    artifact_path=None,
+                    name="model",
+                    flavor=mlflow.pyfunc,
+                    run_id=run.run_id,
+                    model_id=model.model_id,
+                    step=step,
+                    python_model=str(model_code),
+                    artifacts={"checkpoint": str(weights)},
+                    code_paths=[str(Path(__file__).resolve().parent)],
+                    signature=signature(),
+                    input_example=input_example,
+                    pip_requirements=requirements(),
+                )
                 out = {"model_uri": f"models:/{model.model_id}", "model_id": model.model_id}
                 if registered_name:
                     out |= _register(client, registered_name, model.model_id, run.run_id, alias)
@@ -250,7 +291,6 @@ def _register(client, name: str, model_id: str, run_id: str, alias: str) -> dict
         client.create_registered_model(name)
     except MlflowException:
         pass  # registered by an earlier run
-    mv = client.create_model_version(name, f"models:/{model_id}", run_id=run_id,
-                                     model_id=model_id)
+    mv = client.create_model_version(name, f"models:/{model_id}", run_id=run_id, model_id=model_id)
     client.set_registered_model_alias(name, alias, mv.version)
     return {"name": name, "version": int(mv.version), "alias": alias}

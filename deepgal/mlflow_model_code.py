@@ -5,6 +5,7 @@ class to instantiate, instead of a cloudpickled object that ``pickle`` would hav
 load (MLflow's own warning: unpickling may run arbitrary code). deepgal's source travels in the
 model's ``code/`` folder, which MLflow puts on ``sys.path`` before running this file.
 """
+
 from mlflow.models import set_model
 
 from deepgal.mlflow_model import GalaxyClassifier

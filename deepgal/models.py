@@ -15,13 +15,14 @@ Pretrained weights (``pretrained=``):
 
 Every file is read with ``torch.load(..., weights_only=True)``: a checkpoint is data, never code.
 """
+
 from __future__ import annotations
 
 import logging
 import pickle
 import socket
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
@@ -64,8 +65,12 @@ def _smallnet(input_size: int) -> tuple[nn.Module, int]:
     if side < 1:
         raise ValueError(f"smallnet needs input_size >= 4 (two 2x poolings), got {input_size}")
     body = nn.Sequential(
-        nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+        nn.Conv2d(3, 32, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
         nn.Flatten(),
     )
     return body, 64 * side * side
@@ -78,14 +83,22 @@ def _customnet(input_size: int) -> tuple[nn.Module, int]:
     layers: list[nn.Module] = []
     channels = 3
     for out in (64, 128, 256, 512):
-        layers += [nn.Conv2d(channels, out, 3, padding=1, bias=False),  # BN makes a bias redundant
-                   nn.BatchNorm2d(out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+        layers += [
+            nn.Conv2d(channels, out, 3, padding=1, bias=False),  # BN makes a bias redundant
+            nn.BatchNorm2d(out),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        ]
         channels = out
     # The FC input follows from input_size (512*8*8 at 128 px, 512*4*4 at 64 px). Dropout sits
     # inside the embedding so that forward = head(features(x)) keeps VGG's dropout before the
     # classifier; in eval mode it is the identity and features are the plain 4096-d activation.
-    layers += [nn.Flatten(), nn.Linear(channels * side * side, 4096), nn.ReLU(inplace=True),
-               nn.Dropout(0.5)]
+    layers += [
+        nn.Flatten(),
+        nn.Linear(channels * side * side, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(0.5),
+    ]
     return nn.Sequential(*layers), 4096
 
 
@@ -99,6 +112,7 @@ def _torchvision_resnet(arch: str) -> Callable[[int], tuple[nn.Module, int]]:
         dim = model.fc.in_features
         model.fc = nn.Identity()  # body ends at the global pool: (B, 2048) for resnet50/152
         return model, dim
+
     return make
 
 
@@ -118,22 +132,19 @@ def _convnext_tiny(input_size: int) -> tuple[nn.Module, int]:
 _REGISTRY: dict[str, tuple[Callable[[int], tuple[nn.Module, int]], str | None, str | None]] = {
     "smallnet": (_smallnet, None, None),
     "customnet": (_customnet, None, None),
-    "resnet18": (_torchvision_resnet("resnet18"),
-                 "ResNet18_Weights.IMAGENET1K_V1", "fc."),
-    "resnet50": (_torchvision_resnet("resnet50"),
-                 "ResNet50_Weights.IMAGENET1K_V2", "fc."),
-    "resnet152": (_torchvision_resnet("resnet152"),
-                  "ResNet152_Weights.IMAGENET1K_V2", "fc."),
-    "convnext_tiny": (_convnext_tiny,
-                      "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", "classifier.2."),
+    "resnet18": (_torchvision_resnet("resnet18"), "ResNet18_Weights.IMAGENET1K_V1", "fc."),
+    "resnet50": (_torchvision_resnet("resnet50"), "ResNet50_Weights.IMAGENET1K_V2", "fc."),
+    "resnet152": (_torchvision_resnet("resnet152"), "ResNet152_Weights.IMAGENET1K_V2", "fc."),
+    "convnext_tiny": (_convnext_tiny, "ConvNeXt_Tiny_Weights.IMAGENET1K_V1", "classifier.2."),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(_REGISTRY)
 # Seconds a connect/read may stall while fetching ImageNet weights: offline, fail at once.
 FETCH_TIMEOUT_S = 10.0
 
 
-def build_model(name: str, num_classes: int = 10, input_size: int = 64,
-                pretrained: str | Path = "none") -> Net:
+def build_model(
+    name: str, num_classes: int = 10, input_size: int = 64, pretrained: str | Path = "none"
+) -> Net:
     """The variant ``name`` for (B, 3, input_size, input_size) float input, ``num_classes`` logits.
 
     ``input_size`` sizes the fully connected layers of smallnet/customnet; the torchvision
@@ -145,8 +156,9 @@ def build_model(name: str, num_classes: int = 10, input_size: int = 64,
     if name not in _REGISTRY:
         raise ValueError(f"unknown model {name!r}; valid names: {', '.join(MODEL_NAMES)}")
     if not isinstance(pretrained, (str, Path)):
-        raise ValueError(f"pretrained must be 'none', 'imagenet' or a weights file path, "
-                         f"got {pretrained!r}")
+        raise ValueError(
+            f"pretrained must be 'none', 'imagenet' or a weights file path, got {pretrained!r}"
+        )
     make, weights, head_prefix = _REGISTRY[name]
     body, dim = make(input_size)
     net = Net(name, body, dim, num_classes)
@@ -154,16 +166,19 @@ def build_model(name: str, num_classes: int = 10, input_size: int = 64,
         return net
     if pretrained == "imagenet":
         if weights is None:
-            raise ValueError(f"{name} has no ImageNet weights (it is trained from scratch); "
-                             f"use pretrained: none, or one of "
-                             f"{', '.join(n for n, r in _REGISTRY.items() if r[1] is not None)}")
+            raise ValueError(
+                f"{name} has no ImageNet weights (it is trained from scratch); "
+                f"use pretrained: none, or one of "
+                f"{', '.join(n for n, r in _REGISTRY.items() if r[1] is not None)}"
+            )
         path = _fetch_imagenet(name, _weights_enum(weights))
     else:
         path = Path(pretrained)
         if not path.is_file():
             raise PretrainedWeightsError(
                 f"pretrained: {pretrained!r} is neither 'none', 'imagenet' nor an existing "
-                f"weights file (looked for {path.resolve()})")
+                f"weights file (looked for {path.resolve()})"
+            )
     _load_weights(net, path, head_prefix)
     return net
 
@@ -195,11 +210,12 @@ def _fetch_imagenet(name: str, weights) -> Path:
             f"ImageNet weights for {name} are not cached and could not be downloaded ({e}).\n"
             f"Expected file: {target}\n"
             f"On a connected machine run\n"
-            f"  python -c \"import torchvision; torchvision.models.{name}(weights="
+            f'  python -c "import torchvision; torchvision.models.{name}(weights='
             f"'{weights.name}')\"\n"
             f"then copy $TORCH_HOME/hub/checkpoints/{file_name} (default ~/.cache/torch) to "
             f"{target.parent}/ here; or set pretrained: to a local weights file path, "
-            f"or to none.") from e
+            f"or to none."
+        ) from e
     finally:
         socket.setdefaulttimeout(previous)
     return target
@@ -213,17 +229,28 @@ def _load_weights(net: Net, path: Path, head_prefix: str | None) -> None:
         raise PretrainedWeightsError(
             f"{path}: refused to load: it holds Python objects other than tensors and plain "
             f"containers, and weights_only=True forbids running them ({e}). Save weights with "
-            f"torch.save(model.state_dict(), path).") from e
+            f"torch.save(model.state_dict(), path)."
+        ) from e
     # Garbage bytes reach torch's legacy loader, which fails in many ways; all mean "unreadable".
-    except (RuntimeError, EOFError, OSError, ValueError, LookupError, TypeError,
-            AttributeError) as e:
-        raise PretrainedWeightsError(f"{path}: not a readable torch weights file ({e}); "
-                                     f"delete it and fetch or save it again") from e
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        LookupError,
+        TypeError,
+        AttributeError,
+    ) as e:
+        raise PretrainedWeightsError(
+            f"{path}: not a readable torch weights file ({e}); delete it and fetch or save it again"
+        ) from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]  # a deepgal checkpoint: weights plus optimizer, epoch, config, ...
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise PretrainedWeightsError(f"{path}: expected a state dict (name -> tensor) or a dict "
-                                     f"with a 'model' state dict, got {type(obj).__name__}")
+        raise PretrainedWeightsError(
+            f"{path}: expected a state dict (name -> tensor) or a dict "
+            f"with a 'model' state dict, got {type(obj).__name__}"
+        )
     if any(k.startswith("body.") for k in obj):
         head = {k[5:]: v for k, v in obj.items() if k.startswith("head.")}
         body = {k[5:]: v for k, v in obj.items() if k.startswith("body.")}
@@ -236,29 +263,41 @@ def _load_weights(net: Net, path: Path, head_prefix: str | None) -> None:
         if head and all(k in head and head[k].shape == v.shape for k, v in own.items()):
             net.head.load_state_dict(head)
         elif head:
-            log.warning("%s: head %s does not fit %s's head %s; keeping a new head", path,
-                        tuple(head["weight"].shape), net.name, tuple(net.head.weight.shape))
+            log.warning(
+                "%s: head %s does not fit %s's head %s; keeping a new head",
+                path,
+                tuple(head["weight"].shape),
+                net.name,
+                tuple(net.head.weight.shape),
+            )
         return
     if head_prefix is None:
         raise PretrainedWeightsError(
             f"{path}: keys {sorted(obj)[:3]} are not a deepgal {net.name} state dict "
-            f"(keys starting 'body.'/'head.'), the only kind {net.name} can load")
+            f"(keys starting 'body.'/'head.'), the only kind {net.name} can load"
+        )
     # A torchvision state dict: its 1000-class ImageNet head is replaced by ours.
-    _load_strict(net.body, {k: v for k, v in obj.items() if not k.startswith(head_prefix)},
-                 path, net.name)
+    _load_strict(
+        net.body, {k: v for k, v in obj.items() if not k.startswith(head_prefix)}, path, net.name
+    )
 
 
-def _load_strict(module: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str,
-                 prefix: str = "") -> None:
+def _load_strict(
+    module: nn.Module, state: dict[str, torch.Tensor], path: Path, name: str, prefix: str = ""
+) -> None:
     """``module.load_state_dict(state)``, or an error listing keys as the file spells them."""
     own = module.state_dict()
     missing = [prefix + k for k in own if k not in state]
     unexpected = [prefix + k for k in state if k not in own]
-    wrong = [f"{prefix}{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items()
-             if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{prefix}{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or unexpected or wrong:
         raise PretrainedWeightsError(
             f"{path}: does not match {name}: {len(missing)} missing keys {missing[:5]}, "
             f"{len(unexpected)} unexpected keys {unexpected[:5]}, {len(wrong)} shape "
-            f"mismatches {wrong[:3]}; was it saved from another variant or input_size?")
+            f"mismatches {wrong[:3]}; was it saved from another variant or input_size?"
+        )
     module.load_state_dict(state)

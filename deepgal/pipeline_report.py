@@ -10,6 +10,7 @@ metrics), then attaches the pictures to MLflow.
 Per variant it reads exactly the seven files of results/<variant>/ (:class:`VariantResults`),
 so dvc.yaml can name the folder.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -82,11 +83,17 @@ class VariantResults:
         history = History.read(at.history).frame()
         config_run = TrainSummary.read(at.train).config  # what train resolved
         ran = {k: config_run[k] for k in ("model", "pretrained", "input_size")}
-        return cls(variant, predictions.frame, predictions.confusion_matrix("val"),
-                   VariantMetrics.read(at.metrics).to_dict(),
-                   CalibrationReport.read(at.calibration).splits(), history,
-                   ran | {"epochs": len(history)}, Embeddings.read(at.embeddings).frame,
-                   Selection.read(at.selection).run_id)
+        return cls(
+            variant,
+            predictions.frame,
+            predictions.confusion_matrix("val"),
+            VariantMetrics.read(at.metrics).to_dict(),
+            CalibrationReport.read(at.calibration).splits(),
+            history,
+            ran | {"epochs": len(history)},
+            Embeddings.read(at.embeddings).frame,
+            Selection.read(at.selection).run_id,
+        )
 
     def row(self) -> dict:
         """The report table's row (:func:`deepgal.report.report_row`)."""
@@ -102,8 +109,8 @@ def gallery(variant: str, preds, data: Path, png: Path) -> Path | None:
         return None
     picked = pick_confused(val, pairs, per_pair=PER_PAIR)
     idx = np.unique(np.concatenate([np.r_[p.mistakes, p.references] for p in picked]))
-    images = dict(zip(idx.tolist(), galaxy10.read_images(data, idx)))
-    conf = dict(zip(val["index"].tolist(), val["confidence"].tolist()))
+    images = dict(zip(idx.tolist(), galaxy10.read_images(data, idx), strict=True))
+    conf = dict(zip(val["index"].tolist(), val["confidence"].tolist(), strict=True))
     plot_confused_pairs(picked, images, f"{variant}: the most confused pairs (val)", png, conf)
     return png
 
@@ -113,20 +120,33 @@ def oddities(variant: str, preds: Predictions, data: Path, png: Path) -> Figure 
     highest first, each captioned with its row, score and class, into ``png``; the figure.
     None (and nothing drawn) without a test split or without scores (a file from before)."""
     if not preds.has_outliers():
-        log.warning("%s: predictions.csv has no outlier scores; re-run `dvc repro evaluate` "
-                    "for the gallery of unusual galaxies", variant)
+        log.warning(
+            "%s: predictions.csv has no outlier scores; re-run `dvc repro evaluate` "
+            "for the gallery of unusual galaxies",
+            variant,
+        )
         return None
     top = preds.most_unusual("test", ODDITIES)
     if top.empty:
         return None
     rows = top["index"].to_numpy(np.int64)
     names = galaxy10.CLASS_NAMES
-    cells = [Cell(img, f"#{r}  s={s:.3f}\n{names[y]}", frame=None if p == y else MISSED)
-             for img, r, s, y, p in zip(galaxy10.read_images(data, rows), rows, top["outlier"],
-                                        top["label"], top["pred"], strict=True)]
-    title = (f"{variant}: the {len(cells)} most unusual test galaxies, most unusual first (s = "
-             "mean cosine distance to the nearest train images in the embedding; red frame: "
-             "misclassified)")
+    cells = [
+        Cell(img, f"#{r}  s={s:.3f}\n{names[y]}", frame=None if p == y else MISSED)
+        for img, r, s, y, p in zip(
+            galaxy10.read_images(data, rows),
+            rows,
+            top["outlier"],
+            top["label"],
+            top["pred"],
+            strict=True,
+        )
+    ]
+    title = (
+        f"{variant}: the {len(cells)} most unusual test galaxies, most unusual first (s = "
+        "mean cosine distance to the nearest train images in the embedding; red frame: "
+        "misclassified)"
+    )
     return plot_gallery(cells, title, png, max_cols=8)
 
 
@@ -134,26 +154,34 @@ def data_pictures(data: Path, split_dir: Path, params: dict, plots: Path) -> dic
     """The sample grid and augmentation preview of the train split."""
     labels = galaxy10.read_labels(data)
     train_idx = split_io.read_split(split_dir, "train")
-    pick = np.concatenate([train_idx[labels[train_idx] == c][:SAMPLES_PER_CLASS]
-                           for c in range(galaxy10.NUM_CLASSES)])
+    pick = np.concatenate(
+        [train_idx[labels[train_idx] == c][:SAMPLES_PER_CLASS] for c in range(galaxy10.NUM_CLASSES)]
+    )
     images = galaxy10.read_images(data, pick)
     plot_sample_grid(images, labels[pick], plots / "samples.png", per_class=SAMPLES_PER_CLASS)
     stats = split_io.read_stats(split_dir)
     pre = Preprocess(input_size=images.shape[1], mean=tuple(stats.mean), std=tuple(stats.std))
     aug = Augment(**dataclasses.asdict(config.load_section("train", params).augment))
     seed = config.load_section("base", params).seed
-    plot_augmentation_preview(augmentation_preview(images[0], pre, aug, seed=seed),
-                              plots / "augmentations.png")
-    return {"sample images per class": "plots/samples.png",
-            "augmentation preview": "plots/augmentations.png"}
+    plot_augmentation_preview(
+        augmentation_preview(images[0], pre, aug, seed=seed), plots / "augmentations.png"
+    )
+    return {
+        "sample images per class": "plots/samples.png",
+        "augmentation preview": "plots/augmentations.png",
+    }
 
 
 def variant_pictures(res: VariantResults, data: Path, plots: Path) -> tuple[dict, str | None]:
     """Draw ``res``'s embedding grid and gallery; its report section {caption: picture} and
     the gallery's path relative to the report (None without one)."""
     v = res.variant
-    plot_embedding_grid(res.maps, f"{v}: feature maps by method and split",
-                        plots / f"{v}_embeddings.png", predictions=res.predictions)
+    plot_embedding_grid(
+        res.maps,
+        f"{v}: feature maps by method and split",
+        plots / f"{v}_embeddings.png",
+        predictions=res.predictions,
+    )
     section = {f"{v}: UMAP / t-SNE / PCA of each split": f"plots/{v}_embeddings.png"}
     shown = None
     if gallery(v, res.predictions, data, plots / f"{v}_confused.png"):
@@ -163,28 +191,43 @@ def variant_pictures(res: VariantResults, data: Path, plots: Path) -> tuple[dict
     return section, shown
 
 
-def lead_pictures(results: Mapping[str, VariantResults], rows: list[dict], order: list[str],
-                  plots: Path) -> dict[str, str]:
+def lead_pictures(
+    results: Mapping[str, VariantResults], rows: list[dict], order: list[str], plots: Path
+) -> dict[str, str]:
     """The pictures right after the table: curves, one val map of every variant, reliability."""
     plot_curves({v: r.history for v, r in results.items()}, plots / "curves.png")
     ranked, _ = sort_rows(rows)
     present = set(next(iter(results.values())).maps["method"])
     method = "umap" if "umap" in present else sorted(present)[0]  # reduce.methods may omit umap
-    plot_variant_maps({v: results[v].maps for v in order}, plots / f"variants_{method}_val.png",
-                      method, captions={r["variant"]: f"val accuracy {r['val_accuracy']:.1%}"
-                                        + ("" if r in ranked else " (not learned)")
-                                        for r in rows},
-                      predictions={v: r.predictions for v, r in results.items()})
+    plot_variant_maps(
+        {v: results[v].maps for v in order},
+        plots / f"variants_{method}_val.png",
+        method,
+        captions={
+            r["variant"]: f"val accuracy {r['val_accuracy']:.1%}"
+            + ("" if r in ranked else " (not learned)")
+            for r in rows
+        },
+        predictions={v: r.predictions for v, r in results.items()},
+    )
     plot_reliability({v: results[v].calibration for v in order}, plots / "reliability.png")
-    return {"accuracy and loss of all variants": "plots/curves.png",
-            f"{METHOD_LABELS.get(method, method)} of the val split, every variant":
-                f"plots/variants_{method}_val.png",
-            "reliability of every variant's probabilities, before and after calibration":
-                "plots/reliability.png"}
+    return {
+        "accuracy and loss of all variants": "plots/curves.png",
+        f"{METHOD_LABELS.get(method, method)} of the val split, every variant": f"plots/variants_{method}_val.png",
+        "reliability of every variant's probabilities, before and after calibration": "plots/reliability.png",
+    }
 
 
-def make_report(variants: list[str], results_root: Path, data: Path, split: Path, out: Path,
-                metrics: Path, html_template: Path, params: dict) -> dict[str, dict]:
+def make_report(
+    variants: list[str],
+    results_root: Path,
+    data: Path,
+    split: Path,
+    out: Path,
+    metrics: Path,
+    html_template: Path,
+    params: dict,
+) -> dict[str, dict]:
     """Everything the plot stage writes (module docstring), under ``out`` (report.md and
     plots/) and at ``metrics`` and ``html_template``; returns metrics.json's content."""
     plots = out / "plots"
@@ -200,15 +243,21 @@ def make_report(variants: list[str], results_root: Path, data: Path, split: Path
     lead = lead_pictures(results, rows, order, plots)
     sections = {v: sections[v] for v in order}
     best = order[0]  # the best learned variant, else the best of the rest
-    if oddities(best, Predictions(results[best].predictions), data,
-                plots / f"{best}_oddities.png"):
-        sections[best][f"{best}: the most unusual test galaxies (outlier score)"] = \
+    if oddities(best, Predictions(results[best].predictions), data, plots / f"{best}_oddities.png"):
+        sections[best][f"{best}: the most unusual test galaxies (outlier score)"] = (
             f"plots/{best}_oddities.png"
+        )
     sections["Data"] = data_pictures(data, split, params, plots)
-    write_report(out / "report.md", rows, {v: r.confusion for v, r in results.items()},
-                 runs={v: r.ran for v, r in results.items()}, lead=lead, gallery=galleries,
-                 sections=sections,
-                 calibration=calibration_table({v: results[v].calibration for v in order}))
+    write_report(
+        out / "report.md",
+        rows,
+        {v: r.confusion for v, r in results.items()},
+        runs={v: r.ran for v, r in results.items()},
+        lead=lead,
+        gallery=galleries,
+        sections=sections,
+        calibration=calibration_table({v: results[v].calibration for v in order}),
+    )
     # the cross-validation figures of each cv.json join the table when cv ran
     table = with_cv(metrics_table({v: r.metrics for v, r in results.items()}), results_root)
     PipelineMetrics(table).write(metrics)
@@ -218,8 +267,9 @@ def make_report(variants: list[str], results_root: Path, data: Path, split: Path
     return table
 
 
-def attach_to_mlflow(run_ids: Mapping[str, str | None], plots: Path,
-                     table: Mapping[str, dict]) -> None:
+def attach_to_mlflow(
+    run_ids: Mapping[str, str | None], plots: Path, table: Mapping[str, dict]
+) -> None:
     """Log each variant's pictures to its MLflow run (``run_ids``: variant -> run), and its
     headline numbers (metrics.json) to the pipeline run it is nested under as
     ``<variant>.<metric>``, after every local output exists (attached loggers are best effort:
@@ -235,14 +285,22 @@ def attach_to_mlflow(run_ids: Mapping[str, str | None], plots: Path,
         sink = tracking.attach(run_id)
         if sink is None:
             continue
-        pngs = [plots / name for name in ("curves.png", "reliability.png",
-                                          f"{v}_embeddings.png", f"{v}_confused.png",
-                                          f"{v}_oddities.png")]
+        pngs = [
+            plots / name
+            for name in (
+                "curves.png",
+                "reliability.png",
+                f"{v}_embeddings.png",
+                f"{v}_confused.png",
+                f"{v}_oddities.png",
+            )
+        ]
         for png in [p for p in pngs if p.exists()]:
             sink.log_artifact(png, "plots")
         parent = sink.parent_id()
         if parent:  # variants trained by different runs keep their numbers apart
             per_parent.setdefault(parent, {}).update(
-                {f"{v}.{k}": x for k, x in table[v].items() if isinstance(x, (int, float))})
+                {f"{v}.{k}": x for k, x in table[v].items() if isinstance(x, (int, float))}
+            )
     for parent, numbers in per_parent.items():
         tracking.attach(parent).log_metrics(numbers)

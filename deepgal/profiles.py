@@ -13,6 +13,7 @@ float, ``null`` None, ``true`` a bool); lists print as YAML flow without spaces,
 Output goes through the shell's word splitting (``$(...)``), so a value holding whitespace,
 quotes or shell metacharacters is refused rather than printed broken.
 """
+
 from __future__ import annotations
 
 import re
@@ -38,8 +39,9 @@ def profile_path(name: str, root: str | Path = ".") -> Path:
     if p.suffix in (".yaml", ".yml"):
         return p
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-        raise ProfileError(f"{name!r}: a profile name is letters, digits, _ . - "
-                           f"(a file profiles/<name>.yaml)")
+        raise ProfileError(
+            f"{name!r}: a profile name is letters, digits, _ . - (a file profiles/<name>.yaml)"
+        )
     return Path(root) / PROFILE_DIR / f"{name}.yaml"
 
 
@@ -67,15 +69,19 @@ def _render(value: Any, key: str, path: Path) -> str:
         text = "[" + ",".join(_render(v, key, path) for v in value) + "]"
     elif isinstance(value, dict):
         if value:  # non-empty mappings are flattened by leaves(); here only inside lists
-            raise ProfileError(f"{path}: {key}: a mapping inside a list cannot be printed as "
-                               f"one -S argument; use a mapping of keys instead")
+            raise ProfileError(
+                f"{path}: {key}: a mapping inside a list cannot be printed as "
+                f"one -S argument; use a mapping of keys instead"
+            )
         text = "{}"
     else:
         text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30)
         text = text.removesuffix("\n").removesuffix("\n...").strip()
     if not _SAFE_VALUE.fullmatch(text) or yaml.safe_load(text) != value:
-        raise ProfileError(f"{path}: {key}: value {value!r} cannot be passed through the shell "
-                           f"as one -S word (whitespace, quotes or special characters)")
+        raise ProfileError(
+            f"{path}: {key}: value {value!r} cannot be passed through the shell "
+            f"as one -S word (whitespace, quotes or special characters)"
+        )
     return text
 
 
@@ -108,26 +114,33 @@ def check(name: str, params_path: str | Path = "params.yaml", root: str | Path =
     # A variant params.yaml does not define must name its model: a typo in a variant's name
     # would otherwise add a variant that builds an unknown model after DVC started.
     for v, body in (overlay.get("variants") or {}).items():
-        if v not in (base.get("variants") or {}) and not (isinstance(body, dict)
-                                                          and body.get("model")):
-            raise ProfileError(f"{path}: variants.{v}: not a variant of {params_path} "
-                               f"({', '.join(base.get('variants') or {})}); a new variant "
-                               f"must set variants.{v}.model")
+        if v not in (base.get("variants") or {}) and not (
+            isinstance(body, dict) and body.get("model")
+        ):
+            raise ProfileError(
+                f"{path}: variants.{v}: not a variant of {params_path} "
+                f"({', '.join(base.get('variants') or {})}); a new variant "
+                f"must set variants.{v}.model"
+            )
     try:
         validate_all(params)
         from .models import MODEL_NAMES  # torchvision: only once the config is sound
+
         for v, body in params.get("variants", {}).items():
             model = (body or {}).get("model") or v
             if model not in MODEL_NAMES:
-                raise ConfigError(f"variants.{v}.model: unknown model {model!r}; known: "
-                                  f"{', '.join(MODEL_NAMES)}", f"variants.{v}.model")
+                raise ConfigError(
+                    f"variants.{v}.model: unknown model {model!r}; known: {', '.join(MODEL_NAMES)}",
+                    f"variants.{v}.model",
+                )
     except ConfigError as e:
         raise ProfileError(f"{path}: {e}") from None
     return params
 
 
-def dvc_args(name: str, params_path: str | Path = "params.yaml",
-             root: str | Path = ".") -> list[str]:
+def dvc_args(
+    name: str, params_path: str | Path = "params.yaml", root: str | Path = "."
+) -> list[str]:
     """Validate, then ``["-S", "++train.lr=0.0003", ...]`` for ``dvc exp run``."""
     check(name, params_path, root)
     return [w for o in overrides(name, root) for w in ("-S", f"++{o}")]

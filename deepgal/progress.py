@@ -9,6 +9,7 @@ into thousands of lines there. So when stderr is not a terminal (or ``DEEPGAL_PR
             ...
             bar.update(len(chunk))
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,15 @@ class Progress:
         self._marks = [self.total * k // milestones for k in range(1, milestones + 1)]
         if _use_bar():
             from tqdm import tqdm  # only on a terminal: tqdm is cheap, but keep stages lean
-            self._bar = tqdm(total=self.total, desc=desc, unit=unit, unit_scale=True,
-                             dynamic_ncols=True, leave=False)
+
+            self._bar = tqdm(
+                total=self.total,
+                desc=desc,
+                unit=unit,
+                unit_scale=True,
+                dynamic_ncols=True,
+                leave=False,
+            )
 
     def update(self, n: int = 1) -> None:
         self.done += n
@@ -59,15 +67,25 @@ class Progress:
         rate = self.done / dt if dt > 0 else float("inf")
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         pct = 100 * self.done / self.total if self.total else 100.0
-        log.info("%s: %d/%d %s (%.0f%%), %.1f %s/s, %.0f s elapsed, ETA %.0f s", self.desc,
-                 self.done, self.total, self.unit, pct, rate, self.unit, dt, max(eta, 0.0))
+        log.info(
+            "%s: %d/%d %s (%.0f%%), %.1f %s/s, %.0f s elapsed, ETA %.0f s",
+            self.desc,
+            self.done,
+            self.total,
+            self.unit,
+            pct,
+            rate,
+            self.unit,
+            dt,
+            max(eta, 0.0),
+        )
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -31,13 +31,14 @@ Tiny splits: a split with no rows is skipped. When the reference split has fewer
 coordinates with a warning; t-SNE perplexity and UMAP ``n_neighbors`` are clipped to what the
 reference size allows.
 """
+
 from __future__ import annotations
 
 import sys
 import time
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -80,12 +81,15 @@ def _settings(method: str, settings: Mapping) -> UmapSettings | TsneSettings | P
     cls = SETTINGS[method]
     unknown = sorted(set(settings) - {f.name for f in fields(cls)})
     if unknown:
-        raise ValueError(f"unknown {method} setting(s) {unknown}; "
-                         f"valid: {[f.name for f in fields(cls)]}")
+        raise ValueError(
+            f"unknown {method} setting(s) {unknown}; valid: {[f.name for f in fields(cls)]}"
+        )
     missing = [f.name for f in fields(cls) if f.default is MISSING and f.name not in settings]
     if missing:
-        raise ValueError(f"{method}: missing setting(s) {missing}; set them under "
-                         f"reduce.methods.{method} in params.yaml")
+        raise ValueError(
+            f"{method}: missing setting(s) {missing}; set them under "
+            f"reduce.methods.{method} in params.yaml"
+        )
     return cls(**settings)
 
 
@@ -133,6 +137,7 @@ def _pca_map(z_ref: np.ndarray, seed: int) -> tuple[np.ndarray, Callable]:
         out = np.zeros((len(z), 2))
         out[:, :usable] = pca.transform(z)
         return out
+
     return transform(z_ref), transform
 
 
@@ -143,10 +148,13 @@ def _tsne_map(z_ref: np.ndarray, cfg: TsneSettings, seed: int) -> tuple[np.ndarr
     # openTSNE looks at 3 * perplexity neighbours; keep them inside the reference split.
     perplexity = min(cfg.perplexity, max(1.0, (n - 1) / 3))
     if perplexity < cfg.perplexity:
-        warnings.warn(f"tsne: perplexity {cfg.perplexity} too high for {n} points; "
-                      f"using {perplexity:.3g}", stacklevel=4)
-    emb = TSNE(perplexity=perplexity, n_iter=cfg.n_iter, metric=cfg.metric, random_state=seed,
-               n_jobs=1).fit(z_ref)
+        warnings.warn(
+            f"tsne: perplexity {cfg.perplexity} too high for {n} points; using {perplexity:.3g}",
+            stacklevel=4,
+        )
+    emb = TSNE(
+        perplexity=perplexity, n_iter=cfg.n_iter, metric=cfg.metric, random_state=seed, n_jobs=1
+    ).fit(z_ref)
     # New points: their own affinities to the train points use a perplexity that fits k=25.
     return np.asarray(emb), lambda z: np.asarray(emb.transform(z, perplexity=min(5, perplexity)))
 
@@ -156,16 +164,25 @@ def _umap_map(z_ref: np.ndarray, cfg: UmapSettings, seed: int) -> tuple[np.ndarr
     n = z_ref.shape[0]
     n_neighbors = min(cfg.n_neighbors, n - 1)
     if n_neighbors < cfg.n_neighbors:
-        warnings.warn(f"umap: n_neighbors {cfg.n_neighbors} too high for {n} points; "
-                      f"using {n_neighbors}", stacklevel=4)
+        warnings.warn(
+            f"umap: n_neighbors {cfg.n_neighbors} too high for {n} points; using {n_neighbors}",
+            stacklevel=4,
+        )
     knn = (None, None, None)
     if n >= UMAP_SMALL_DATA and cfg.metric in _brute_metrics():
         knn = _exact_knn(z_ref, n_neighbors, cfg.metric)
     # n_jobs=1 is what umap-learn forces anyway once random_state is set; saying it avoids
     # its warning and documents that seeded UMAP is single-threaded.
-    model = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=cfg.min_dist,
-                      metric=cfg.metric, n_epochs=cfg.n_epochs, random_state=seed,
-                      n_jobs=1, precomputed_knn=knn)
+    model = umap.UMAP(
+        n_components=2,
+        n_neighbors=n_neighbors,
+        min_dist=cfg.min_dist,
+        metric=cfg.metric,
+        n_epochs=cfg.n_epochs,
+        random_state=seed,
+        n_jobs=1,
+        precomputed_knn=knn,
+    )
     with warnings.catch_warnings():
         # umap-learn warns that a search index other than its own disables transform; ours
         # has what transform calls (_ExactIndex), and the tests place points through it.
@@ -183,6 +200,7 @@ UMAP_SMALL_DATA = 4096
 
 def _brute_metrics() -> set[str]:
     from sklearn.neighbors import VALID_METRICS
+
     return set(VALID_METRICS["brute"])
 
 
@@ -215,8 +233,14 @@ def _exact_knn(z: np.ndarray, k: int, metric: str):
     return idx, dist, _ExactIndex(nn)
 
 
-def fit_maps(x_ref: np.ndarray, others: Mapping[str, np.ndarray], method: str, seed: int,
-             pca_dims: int | None = 50, **settings) -> tuple[np.ndarray, dict, dict]:
+def fit_maps(
+    x_ref: np.ndarray,
+    others: Mapping[str, np.ndarray],
+    method: str,
+    seed: int,
+    pca_dims: int | None = 50,
+    **settings,
+) -> tuple[np.ndarray, dict, dict]:
     """Fit ``method`` on x_ref (N, D) and place each of ``others`` (M, D) on the same map.
 
     Returns (reference coordinates (N, 2) float32, ``{name: (M, 2) float32}``, ``{"fit":
@@ -229,18 +253,21 @@ def fit_maps(x_ref: np.ndarray, others: Mapping[str, np.ndarray], method: str, s
     arrays = {"reference": x_ref, **others}
     for name, x in arrays.items():
         if np.ndim(x) != 2 or np.shape(x)[1] != np.shape(x_ref)[1]:
-            raise ValueError(f"features ({name}) must be (N, {np.shape(x_ref)[-1]}); "
-                             f"got shape {np.shape(x)}")
+            raise ValueError(
+                f"features ({name}) must be (N, {np.shape(x_ref)[-1]}); got shape {np.shape(x)}"
+            )
         if not np.isfinite(x).all():
-            raise ValueError(f"features ({name}) contain NaN or inf; check the evaluate stage "
-                             "that wrote them")
+            raise ValueError(
+                f"features ({name}) contain NaN or inf; check the evaluate stage that wrote them"
+            )
     t0 = time.perf_counter()
     n = len(x_ref)
     if n == 0:
         raise ValueError("the reference split (train) has no rows: nothing to fit a map on")
     if method != "pca" and n < MIN_POINTS:
-        warnings.warn(f"{method}: only {n} points (< {MIN_POINTS}); using PCA coordinates",
-                      stacklevel=2)
+        warnings.warn(
+            f"{method}: only {n} points (< {MIN_POINTS}); using PCA coordinates", stacklevel=2
+        )
         method = "pca"
     prep = _reference_prep(np.asarray(x_ref, np.float32), method, seed, pca_dims)
     z_ref = prep.transform(np.asarray(x_ref, np.float32)).astype(np.float32)
@@ -260,8 +287,9 @@ def fit_maps(x_ref: np.ndarray, others: Mapping[str, np.ndarray], method: str, s
     return np.asarray(xy_ref, np.float32), placed, seconds
 
 
-def reduce_2d(x: np.ndarray, method: str, seed: int, pca_dims: int | None = 50,
-              **settings) -> np.ndarray:
+def reduce_2d(
+    x: np.ndarray, method: str, seed: int, pca_dims: int | None = 50, **settings
+) -> np.ndarray:
     """Map features ``x`` (N, D) on their own to 2-D coordinates (N, 2) float32, rows in order."""
     if np.ndim(x) == 2 and len(x) == 0:
         _settings(method, settings)
@@ -275,8 +303,12 @@ def _split_order(split: np.ndarray) -> list[str]:
     return [s for s in SPLITS if s in present] + [s for s in present if s not in SPLITS]
 
 
-def reduce_features(feats: Mapping[str, np.ndarray], methods: Mapping[str, Mapping],
-                    seed: int, pca_dims: int | None = 50) -> tuple[pd.DataFrame, dict]:
+def reduce_features(
+    feats: Mapping[str, np.ndarray],
+    methods: Mapping[str, Mapping],
+    seed: int,
+    pca_dims: int | None = 50,
+) -> tuple[pd.DataFrame, dict]:
     """Map every split of a features file with every method in ``methods``, on one map per
     method fitted on the train split (the first split present when there is no train).
 
@@ -292,15 +324,19 @@ def reduce_features(feats: Mapping[str, np.ndarray], methods: Mapping[str, Mappi
     """
     for key in ("features", "index", "label", "split"):
         if key not in feats:
-            raise ValueError(f"features file lacks '{key}'; expected features, index, label, "
-                             "split (the evaluate stage writes them)")
+            raise ValueError(
+                f"features file lacks '{key}'; expected features, index, label, "
+                "split (the evaluate stage writes them)"
+            )
     x = np.asarray(feats["features"])
     index = np.asarray(feats["index"], dtype=np.int64)
     label = np.asarray(feats["label"], dtype=np.int64)
     split = np.asarray(feats["split"]).astype(str)
     if x.ndim != 2 or not (len(x) == len(index) == len(label) == len(split)):
-        raise ValueError(f"inconsistent features file: features {x.shape}, index {index.shape}, "
-                         f"label {label.shape}, split {split.shape}; expected (N, D) and (N,)")
+        raise ValueError(
+            f"inconsistent features file: features {x.shape}, index {index.shape}, "
+            f"label {label.shape}, split {split.shape}; expected (N, D) and (N,)"
+        )
     checked = {m: asdict(_settings(m, s or {})) for m, s in methods.items()}
     order = _split_order(split)
     if not order:
@@ -310,16 +346,27 @@ def reduce_features(feats: Mapping[str, np.ndarray], methods: Mapping[str, Mappi
 
     frames, timings = [], {}
     for method, settings in checked.items():
-        xy_ref, placed, seconds = fit_maps(x[rows[ref]], {s: x[rows[s]] for s in others},
-                                           method, seed, pca_dims, **settings)
+        xy_ref, placed, seconds = fit_maps(
+            x[rows[ref]], {s: x[rows[s]] for s in others}, method, seed, pca_dims, **settings
+        )
         timings[method] = {ref: seconds["fit"], **{s: seconds[s] for s in others}}
         for name, xy in ((ref, xy_ref), *placed.items()):
             r = rows[name]
-            frames.append(pd.DataFrame({"split": name, "method": method, "index": index[r],
-                                        "label": label[r], "x": xy[:, 0], "y": xy[:, 1]}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "split": name,
+                        "method": method,
+                        "index": index[r],
+                        "label": label[r],
+                        "x": xy[:, 0],
+                        "y": xy[:, 1],
+                    }
+                )
+            )
     return pd.concat(frames, ignore_index=True), timings
 
 
 def _empty_frame() -> pd.DataFrame:
     dtypes = (str, str, np.int64, np.int64, np.float32, np.float32)
-    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, dtypes)})
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(COLUMNS, dtypes, strict=True)})

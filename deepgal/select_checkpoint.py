@@ -14,6 +14,7 @@ CPU epoch, which the report lists as "not learned at this budget"; a model store
 chance-level classifiers (and a registry alias "best" on one) would mislead, and logging each
 cost 4-6 s. ``select.log_model: always`` logs every selected checkpoint.
 """
+
 from __future__ import annotations
 
 import logging
@@ -74,8 +75,7 @@ def chance_test(val_accuracy: float, data: Path | None, split: Path | None) -> f
     return chance_p_value(round(val_accuracy * len(labels)), len(labels), chance)
 
 
-def calibrate(checkpoint: str, dest: Path, data: Path | None, split: Path | None,
-              device: str):
+def calibrate(checkpoint: str, dest: Path, data: Path | None, split: Path | None, device: str):
     """Write ``dest`` (``checkpoint`` with a temperature fitted on val); the Calibration."""
     from .data import split as split_io
     from .inference.calibrate import write_calibrated
@@ -87,19 +87,28 @@ def calibrate(checkpoint: str, dest: Path, data: Path | None, split: Path | None
 
 def select_variant(variant: str, paths: SelectPaths, cfg: SelectCfg, base: BaseCfg) -> Selection:
     """Choose, calibrate and record ``variant``'s checkpoint, then log it to MLflow."""
-    sel = choose(paths.checkpoints, read_history(paths.history), cfg.max_gap,
-                 cfg.max_val_loss_rise)
+    sel = choose(paths.checkpoints, read_history(paths.history), cfg.max_gap, cfg.max_val_loss_rise)
     sel["variant"] = variant
     sel["run_id"] = MlflowRun.read(paths.run).run_id
     sel["chance_p_value"] = chance_test(sel["val_accuracy"], paths.data, paths.split)
     cal = calibrate(sel["checkpoint"], paths.selected, paths.data, paths.split, base.device)
-    sel |= {"selected": str(paths.selected), "temperature": cal.temperature,
-            "calibration": cal.source}
+    sel |= {
+        "selected": str(paths.selected),
+        "temperature": cal.temperature,
+        "calibration": cal.source,
+    }
     record = Selection(**sel)
     record.write(paths.out)
-    log.info("%s: epoch %d (val accuracy %.3f, gap %.3f): %s; temperature %.3f (%s)",
-             variant, record.epoch, record.val_accuracy, record.gap, record.reason,
-             cal.temperature, cal.source)
+    log.info(
+        "%s: epoch %d (val accuracy %.3f, gap %.3f): %s; temperature %.3f (%s)",
+        variant,
+        record.epoch,
+        record.val_accuracy,
+        record.gap,
+        record.reason,
+        cal.temperature,
+        cal.source,
+    )
     log_selection(variant, record, paths, cfg)
     return record
 
@@ -110,26 +119,47 @@ def log_selection(variant: str, sel: Selection, paths: SelectPaths, cfg: SelectC
     run = tracking.open_run(paths.run)
     if run is None:
         return
-    run.log_metrics({"select/epoch": sel.epoch, "select/val_accuracy": sel.val_accuracy,
-                     "select/gap": sel.gap, "select/temperature": sel.temperature})
-    run.set_tags({"deepgal.selected_checkpoint": Path(sel.checkpoint).name,
-                  "deepgal.selection_reason": sel.reason[:500]})
+    run.log_metrics(
+        {
+            "select/epoch": sel.epoch,
+            "select/val_accuracy": sel.val_accuracy,
+            "select/gap": sel.gap,
+            "select/temperature": sel.temperature,
+        }
+    )
+    run.set_tags(
+        {
+            "deepgal.selected_checkpoint": Path(sel.checkpoint).name,
+            "deepgal.selection_reason": sel.reason[:500],
+        }
+    )
     run.log_artifact(paths.out, "selected")
     p = sel.chance_p_value
     if cfg.log_model == "learned" and p is not None and p >= ALPHA:
-        log.warning("%s: val accuracy %.3f is within noise of chance (p = %.2f): not logged as "
-                    "an MLflow model", variant, sel.val_accuracy, p)
-        run.set_tags({"deepgal.model": f"not logged: val accuracy within noise of chance "
-                                       f"(p = {p:.2f})"})
+        log.warning(
+            "%s: val accuracy %.3f is within noise of chance (p = %.2f): not logged as "
+            "an MLflow model",
+            variant,
+            sel.val_accuracy,
+            p,
+        )
+        run.set_tags(
+            {"deepgal.model": f"not logged: val accuracy within noise of chance (p = {p:.2f})"}
+        )
         return
     from .mlflow_model import log_checkpoint_model  # torch + mlflow.pyfunc: only here
 
     example = input_example(paths.data, paths.split)
     if example is None:
         log.warning("no --data/--split: the MLflow model is logged without an input example")
-    model = log_checkpoint_model(run, paths.selected, sel.epoch, example,
-                                 f"deepgal-{variant}" if cfg.register else None)
+    model = log_checkpoint_model(
+        run, paths.selected, sel.epoch, example, f"deepgal-{variant}" if cfg.register else None
+    )
     if model:
-        log.info("MLflow model %s%s", model["model_uri"],
-                 f", registered as {model['name']}@{model['alias']} (version {model['version']})"
-                 if "version" in model else "")
+        log.info(
+            "MLflow model %s%s",
+            model["model_uri"],
+            f", registered as {model['name']}@{model['alias']} (version {model['version']})"
+            if "version" in model
+            else "",
+        )

@@ -3,11 +3,12 @@
 Deliberately light: it imports nothing heavy, so a stage that reads a CSV does not pay for
 torch or MLflow at start-up.
 """
+
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import DeepgalError
 
@@ -16,13 +17,24 @@ KNOWN_ERRORS: tuple[type[BaseException], ...] = (DeepgalError, FileNotFoundError
 
 
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
     # openTSNE says at INFO which gradient method it chose. MLflow sets its own "mlflow"
     # logger back to INFO when imported, but leaves a child's level alone: hence its system
     # metrics monitor (start/stop lines) by name.
-    for noisy in ("alembic", "mlflow", "mlflow.system_metrics", "urllib3", "numba",
-                  "matplotlib", "h5py", "openTSNE"):
+    for noisy in (
+        "alembic",
+        "mlflow",
+        "mlflow.system_metrics",
+        "urllib3",
+        "numba",
+        "matplotlib",
+        "h5py",
+        "openTSNE",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -12,6 +12,7 @@ per-sample factors broadcast over the batch. All randomness is drawn from the ``
 passed in, so a fixed seed reproduces the batches exactly. Mixup/CutMix of prepared batches is
 training's business: :mod:`deepgal.training.mix`.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,13 +49,15 @@ class Preprocess:
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
         object.__setattr__(self, "std", tuple(float(s) for s in self.std))
         if int(self.input_size) != self.input_size or self.input_size < 1:
-            raise ValueError(f"Preprocess.input_size must be a positive integer, "
-                             f"got {self.input_size!r}")
+            raise ValueError(
+                f"Preprocess.input_size must be a positive integer, got {self.input_size!r}"
+            )
         if not 0.0 < self.crop <= 1.0:
             raise ValueError(f"Preprocess.crop must be in (0, 1], got {self.crop!r}")
         if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(f"Preprocess.mean/std need 3 values (R, G, B), got "
-                             f"{self.mean!r} / {self.std!r}")
+            raise ValueError(
+                f"Preprocess.mean/std need 3 values (R, G, B), got {self.mean!r} / {self.std!r}"
+            )
         if min(self.std) <= 0:
             raise ValueError(f"Preprocess.std must be > 0 per channel, got {self.std!r}")
 
@@ -65,7 +68,7 @@ class Preprocess:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocess":
+    def from_dict(cls, d: dict) -> Preprocess:
         """Inverse of :meth:`to_dict`; an unknown key raises ``ValueError`` naming it."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
@@ -101,20 +104,24 @@ class AugParams:
     zoom_bound: float = 1.0
 
     @classmethod
-    def identity(cls, batch_size: int, device: torch.device | str = "cpu") -> "AugParams":
+    def identity(cls, batch_size: int, device: torch.device | str = "cpu") -> AugParams:
         """No augmentation: the eval path (centre crop + resize only)."""
         zeros = torch.zeros(batch_size, device=device)
         ones = torch.ones(batch_size, device=device)
         no = torch.zeros(batch_size, dtype=torch.bool, device=device)
         return cls(zeros, no, no.clone(), ones, torch.zeros(batch_size, 2, device=device))
 
-    def replace(self, **changes) -> "AugParams":
+    def replace(self, **changes) -> AugParams:
         """A copy with some fields replaced (e.g. the preview's one-augmentation panels)."""
         return dataclasses.replace(self, **changes)
 
 
-def sample_params(aug: Augment, batch_size: int, generator: torch.Generator | None = None,
-                  device: torch.device | str = "cpu") -> AugParams:
+def sample_params(
+    aug: Augment,
+    batch_size: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> AugParams:
     """Draw :class:`AugParams` for ``batch_size`` samples from ``generator`` (on ``device``).
 
     Only enabled augmentations consume random numbers; the draw order is fixed, so the same
@@ -157,10 +164,13 @@ def affine_theta(params: AugParams, crop: float = 1.0) -> torch.Tensor:
     fy = torch.where(params.flip_v, -1.0, 1.0) * half
     # Content rotated counter-clockwise on screen (y down) samples the input at R(-angle)^-1:
     # input = [[cos, -sin], [sin, cos]] @ diag(fx, fy) @ output + shift.
-    theta = torch.stack([
-        torch.stack([cos * fx, -sin * fy, 2 * params.shift[:, 0].float()], dim=1),
-        torch.stack([sin * fx, cos * fy, 2 * params.shift[:, 1].float()], dim=1),
-    ], dim=1)
+    theta = torch.stack(
+        [
+            torch.stack([cos * fx, -sin * fy, 2 * params.shift[:, 0].float()], dim=1),
+            torch.stack([sin * fx, cos * fy, 2 * params.shift[:, 1].float()], dim=1),
+        ],
+        dim=1,
+    )
     return theta
 
 
@@ -174,8 +184,9 @@ def affine_grid(theta: torch.Tensor, size: int) -> torch.Tensor:
     b = theta.shape[0]
     axis = (torch.arange(size, device=theta.device, dtype=theta.dtype) * 2 + 1) / size - 1
     # grid[b, i, j] = theta[b, :, 0] * x_j + theta[b, :, 1] * y_i + theta[b, :, 2]
-    row = torch.addcmul(theta[:, :, 2].view(b, 1, 1, 2), theta[:, :, 1].view(b, 1, 1, 2),
-                        axis.view(1, size, 1, 1))  # (B, S, 1, 2): the y term, small
+    row = torch.addcmul(
+        theta[:, :, 2].view(b, 1, 1, 2), theta[:, :, 1].view(b, 1, 1, 2), axis.view(1, size, 1, 1)
+    )  # (B, S, 1, 2): the y term, small
     return torch.addcmul(row, theta[:, :, 0].view(b, 1, 1, 2), axis.view(1, 1, size, 1))
 
 
@@ -217,8 +228,10 @@ def presize(images: torch.Tensor, pre: Preprocess, zoom_bound: float = 1.0) -> t
     nothing shrinks.
     """
     if images.dtype != torch.uint8 or images.ndim != 4 or images.device.type != "cpu":
-        raise ValueError(f"presize takes (N, H, W, 3) uint8 on the CPU, got {images.dtype} "
-                         f"{tuple(images.shape)} on {images.device}")
+        raise ValueError(
+            f"presize takes (N, H, W, 3) uint8 on the CPU, got {images.dtype} "
+            f"{tuple(images.shape)} on {images.device}"
+        )
     h, w = images.shape[1:3]
     size = presize_shape(pre, h, w, zoom_bound)
     if size == (h, w):
@@ -227,12 +240,18 @@ def presize(images: torch.Tensor, pre: Preprocess, zoom_bound: float = 1.0) -> t
     return x.permute(0, 2, 3, 1).contiguous()
 
 
-def apply_params(images: torch.Tensor, pre: Preprocess, params: AugParams,
-                 channels_last: bool = True, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def apply_params(
+    images: torch.Tensor,
+    pre: Preprocess,
+    params: AugParams,
+    channels_last: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """(B, H, W, 3) uint8 -> (B, 3, S, S) ``dtype``, normalised, with the given parameters."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-        raise ValueError(f"images must be uint8 (B, H, W, 3), got {images.dtype} "
-                         f"{tuple(images.shape)}")
+        raise ValueError(
+            f"images must be uint8 (B, H, W, 3), got {images.dtype} {tuple(images.shape)}"
+        )
     b, h, w, _ = images.shape
     s = pre.input_size
     x = images.permute(0, 3, 1, 2)  # (B, 3, H, W) view; the storage stays NHWC (channels_last)
@@ -274,8 +293,9 @@ def _colour_normalise_(x: torch.Tensor, p: AugParams, pre: Preprocess) -> None:
     if p.brightness is None:  # eval path: only scale and shift
         torch.addcmul(-mean * inv_std, x, inv_std / 255.0, out=x)
         return
-    bright, con, sat = (v.view(-1, 1, 1, 1).float() for v in (p.brightness, p.contrast,
-                                                                p.saturation))
+    bright, con, sat = (
+        v.view(-1, 1, 1, 1).float() for v in (p.brightness, p.contrast, p.saturation)
+    )
     # (B, 1, S, S) = 0.299 R + 0.587 G + 0.114 B; plain multiply-adds (a 1x1 conv is slower)
     grey = x[:, 0:1] * _LUMA[0]
     grey.add_(x[:, 1:2], alpha=_LUMA[1]).add_(x[:, 2:3], alpha=_LUMA[2])
@@ -288,9 +308,14 @@ def _colour_normalise_(x: torch.Tensor, p: AugParams, pre: Preprocess) -> None:
     x.clamp_(-mean * inv_std, (1 - mean) * inv_std)
 
 
-def prepare_batch(images: torch.Tensor, pre: Preprocess, aug: Augment | None = None,
-                  generator: torch.Generator | None = None, channels_last: bool = True,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def prepare_batch(
+    images: torch.Tensor,
+    pre: Preprocess,
+    aug: Augment | None = None,
+    generator: torch.Generator | None = None,
+    channels_last: bool = True,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """images (B, H, W, 3) uint8 on the target device -> (B, 3, S, S) normalised ``dtype``.
 
     ``aug=None`` (evaluation): deterministic centre crop + resize + normalise. With ``aug``,
@@ -303,14 +328,17 @@ def prepare_batch(images: torch.Tensor, pre: Preprocess, aug: Augment | None = N
         params = AugParams.identity(b, images.device)
     else:
         if generator is not None and generator.device.type != images.device.type:
-            raise ValueError(f"generator is on {generator.device} but images are on "
-                             f"{images.device}; create it with torch.Generator(device=...)")
+            raise ValueError(
+                f"generator is on {generator.device} but images are on "
+                f"{images.device}; create it with torch.Generator(device=...)"
+            )
         params = sample_params(aug, b, generator, images.device)
     return apply_params(images, pre, params, channels_last, dtype)
 
 
-def augmentation_preview(image: np.ndarray, pre: Preprocess, aug: Augment,
-                         seed: int = 0) -> list[tuple[str, np.ndarray]]:
+def augmentation_preview(
+    image: np.ndarray, pre: Preprocess, aug: Augment, seed: int = 0
+) -> list[tuple[str, np.ndarray]]:
     """Panels (title, (S, S, 3) uint8) showing each enabled augmentation of one image.
 
     ``image`` (H, W, 3) uint8. Panels: original (eval preprocessing), then rotation, flip,
@@ -322,17 +350,32 @@ def augmentation_preview(image: np.ndarray, pre: Preprocess, aug: Augment,
     ident = AugParams.identity(1)
     panels = [("original", ident)]
     if aug.rotate:
-        panels.append((f"rotation {math.degrees(drawn.angle.item()):.0f} deg",
-                       ident.replace(angle=drawn.angle)))
+        panels.append(
+            (
+                f"rotation {math.degrees(drawn.angle.item()):.0f} deg",
+                ident.replace(angle=drawn.angle),
+            )
+        )
     if aug.flip:
         panels.append(("flip", ident.replace(flip_h=torch.tensor([True]))))
     if aug.jitter:
-        panels.append((f"colour jitter {aug.jitter:g}",
-                       ident.replace(brightness=drawn.brightness, contrast=drawn.contrast,
-                                     saturation=drawn.saturation)))
+        panels.append(
+            (
+                f"colour jitter {aug.jitter:g}",
+                ident.replace(
+                    brightness=drawn.brightness,
+                    contrast=drawn.contrast,
+                    saturation=drawn.saturation,
+                ),
+            )
+        )
     if aug.scale or aug.translate:
-        panels.append(("zoom/shift", ident.replace(zoom=drawn.zoom, shift=drawn.shift,
-                                                     zoom_bound=drawn.zoom_bound)))
+        panels.append(
+            (
+                "zoom/shift",
+                ident.replace(zoom=drawn.zoom, shift=drawn.shift, zoom_bound=drawn.zoom_bound),
+            )
+        )
     panels.append(("all combined", drawn))
     mean = torch.tensor(pre.mean).view(3, 1, 1)
     std = torch.tensor(pre.std).view(3, 1, 1)

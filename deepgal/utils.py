@@ -1,4 +1,5 @@
 """Small shared helpers: seeding, devices, atomic writes, secret redaction."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,12 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 # torch is imported inside the functions that need it: stages that only read CSVs or write
 # JSON (reduce, plot) import this module too, and should not pay torch's start-up.
@@ -38,7 +42,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def machine(device: "torch.device | str | None" = None) -> dict[str, str]:
+def machine(device: torch.device | str | None = None) -> dict[str, str]:
     """The machine a run's numbers belong to: the CPU's model and the vector unit PyTorch's CPU
     kernels use (a deterministic CPU run repeats bit for bit only where both are the same:
     oneDNN and ATen pick AVX2 or AVX-512 code at run time, and those round differently); and,
@@ -51,15 +55,22 @@ def machine(device: "torch.device | str | None" = None) -> dict[str, str]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f
-                        if line.startswith("model name")), cpu)
+            cpu = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu
+            )
     except OSError:  # not Linux
         pass
-    out = {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-           "torch": torch.__version__}
+    out = {
+        "cpu": cpu,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+    }
     if device is not None and torch.device(device).type == "cuda":
-        out.update(gpu=torch.cuda.get_device_name(torch.device(device)),
-                   cuda=str(torch.version.cuda), cudnn=str(torch.backends.cudnn.version()))
+        out.update(
+            gpu=torch.cuda.get_device_name(torch.device(device)),
+            cuda=str(torch.version.cuda),
+            cudnn=str(torch.backends.cudnn.version()),
+        )
     return out
 
 
@@ -70,15 +81,16 @@ def machine_label(m: dict[str, str]) -> str:
     return f"{gpu}{m['cpu']}, {m['cpu_capability']}, torch {m['torch']}"
 
 
-def pick_device(name: str = "auto") -> "torch.device":
+def pick_device(name: str = "auto") -> torch.device:
     """``auto`` -> CUDA when present, else CPU; ``cuda`` without a GPU is an error."""
     import torch
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("base.device is 'cuda' but no CUDA device is available; "
-                           "set base.device to auto or cpu")
+        raise RuntimeError(
+            "base.device is 'cuda' but no CUDA device is available; set base.device to auto or cpu"
+        )
     return torch.device(name)
 
 
@@ -124,7 +136,9 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, tmp)
 
 
-_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:\s]*):(?P<pw>[^/@\s]*)@")
+_USERINFO = re.compile(
+    r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:\s]*):(?P<pw>[^/@\s]*)@"
+)
 
 
 def redact(uri: str) -> str:

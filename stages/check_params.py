@@ -5,6 +5,7 @@ the stage that reads it (`dvc exp run -S train.lr=-1`) used to cost that stage's
 (train.json, history.csv: not in DVC's cache). This stage is upstream of every other one and
 runs whenever params.yaml changes: a bad value stops `dvc repro` here, before anything is
 removed. Its output is a constant marker, so a passing check re-runs nothing downstream."""
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,11 @@ def main() -> int:
     except config.ConfigError as e:
         # After a failed `dvc exp run -S`, git's index can show params.yaml unchanged though
         # the file holds the bad value, so `git checkout` alone restores nothing (README).
-        raise config.ConfigError(f"{e}. Fix it in {args.params}, or put the committed one back "
-                                 f"with `touch {args.params} && git checkout -- {args.params}`",
-                                 e.key) from None
+        raise config.ConfigError(
+            f"{e}. Fix it in {args.params}, or put the committed one back "
+            f"with `touch {args.params} && git checkout -- {args.params}`",
+            e.key,
+        ) from None
     if not args.out.exists() or args.out.read_text() != MARKER:
         atomic_write_text(args.out, MARKER)
     log.info("%s: every section and variant valid", args.params)

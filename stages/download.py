@@ -9,6 +9,7 @@ copy the user already has (verified by SHA-256) instead of downloaded.
 the disk has room, the local copy exists), with ``-S key=value`` as ``dvc exp run -S`` would
 set them. Run it before switching source: DVC deletes a stage's outputs before running it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,17 +21,26 @@ from deepgal.data.download import DownloadError
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, required=True, help="Galaxy10-layout HDF5 file to write")
     p.add_argument("--info", type=Path, help="source.json to write (not with --check)")
     p.add_argument("--check", action="store_true", help="only check the source; change nothing")
-    p.add_argument("-S", "--set-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="with --check: a params override, as `dvc exp run -S`")
+    p.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --check: a params override, as `dvc exp run -S`",
+    )
     args = p.parse_args()
     if not args.check and (args.set_param or args.info is None):
-        p.error("without --check, --info is required and -S is not allowed (DVC passes "
-                "params through params.yaml)")
+        p.error(
+            "without --check, --info is required and -S is not allowed (DVC passes "
+            "params through params.yaml)"
+        )
     params = config.apply_overrides(config.load_params(), args.set_param)
     base, data = config.load_section("base", params), config.load_section("data", params)
     if args.check:

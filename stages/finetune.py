@@ -2,6 +2,7 @@
 (k-fold CV on the set, a temperature on its out-of-fold logits, then a fit on every image;
 deepgal.adapt.stage says what and why). Off while finetune.data holds only a README.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,15 +18,17 @@ def main() -> int:
     p.add_argument("--selected", type=Path, required=True, help="models/<variant>/selected.pt")
     p.add_argument("--run", type=Path, required=True, help="models/<variant>/mlflow_run.json")
     p.add_argument("--out", type=Path, required=True, help="models/<variant>/finetuned.pt")
-    p.add_argument("--report", type=Path, required=True,
-                   help="results/<variant>/finetune.json")
+    p.add_argument("--report", type=Path, required=True, help="results/<variant>/finetune.json")
     args = p.parse_args()
     params = config.load_params()
-    paths = FinetunePaths(selected=args.selected, run=args.run, out=args.out,
-                          report=args.report)
-    finetune_variant(args.variant, paths, config.load_section("finetune", params),
-                     config.resolve_variant(params, args.variant),
-                     config.load_section("base", params))
+    paths = FinetunePaths(selected=args.selected, run=args.run, out=args.out, report=args.report)
+    finetune_variant(
+        args.variant,
+        paths,
+        config.load_section("finetune", params),
+        config.resolve_variant(params, args.variant),
+        config.load_section("base", params),
+    )
     return 0
 
 

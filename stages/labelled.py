@@ -3,6 +3,7 @@
 DVC tracks ``data.path`` as this stage's dependency, so adding one image re-runs this stage,
 whose changed ``data/labelled.json`` re-runs ``download`` (the conversion) and what depends on
 it. With another ``data.source`` the output is constant: nothing downstream re-runs."""
+
 from __future__ import annotations
 
 import argparse

@@ -6,6 +6,7 @@ predictions.csv, history.csv, embeddings.csv, train.json, selection.json, calibr
 so dvc.yaml can name the folder; metrics.json carries the cross-validation figures of cv.json
 (cv_acc, cv_se, cv_f1, cv_spread) when cv ran.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,14 +22,30 @@ def main() -> int:
     p.add_argument("--data", type=Path, required=True)
     p.add_argument("--split", type=Path, required=True)
     p.add_argument("--out", type=Path, required=True, help="reports/ (report.md + plots/)")
-    p.add_argument("--metrics", type=Path, required=True,
-                   help="metrics.json: every variant's headline numbers (DVC metrics)")
-    p.add_argument("--html-template", type=Path, required=True,
-                   help="where to write the offline template of `dvc plots show`")
+    p.add_argument(
+        "--metrics",
+        type=Path,
+        required=True,
+        help="metrics.json: every variant's headline numbers (DVC metrics)",
+    )
+    p.add_argument(
+        "--html-template",
+        type=Path,
+        required=True,
+        help="where to write the offline template of `dvc plots show`",
+    )
     args = p.parse_args()
     params = config.load_params()
-    make_report(list(params.get("variants") or {}), args.results, args.data, args.split,
-                args.out, args.metrics, args.html_template, params)
+    make_report(
+        list(params.get("variants") or {}),
+        args.results,
+        args.data,
+        args.split,
+        args.out,
+        args.metrics,
+        args.html_template,
+        params,
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Stage reduce@<variant>: UMAP, t-SNE and PCA maps fitted on train, with val and test placed on them."""
+
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,9 @@ from pathlib import Path
 # t-SNE 6x slower on a busy 2-core machine (BENCHMARKS.md). Numba's compiled UMAP kernels are
 # cached on disk in the project (the first reduce compiles them, later ones load them).
 os.environ.setdefault("OMP_WAIT_POLICY", "passive")
-os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
+os.environ.setdefault(
+    "NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba")
+)
 
 from deepgal import config, stage  # noqa: E402
 from deepgal.handoff import Embeddings, Features  # noqa: E402

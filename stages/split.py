@@ -1,5 +1,6 @@
 """Stage split: stratified, seeded train/val/test indices, galaxies close on the sky kept
 together, and the train split's channel stats."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,11 +22,20 @@ def main() -> int:
     args = p.parse_args()
     params = config.load_params()
     base, cfg = config.load_section("base", params), config.load_section("split", params)
-    done = split_file(args.data, Source.read(args.source), args.out,
-                      {"train": cfg.train, "val": cfg.val, "test": cfg.test}, base.seed,
-                      cfg.group_arcsec)
-    log.info("split %s; train mean %s std %s", {k: len(v) for k, v in done["splits"].items()},
-             [round(m, 4) for m in done["mean"]], [round(s, 4) for s in done["std"]])
+    done = split_file(
+        args.data,
+        Source.read(args.source),
+        args.out,
+        {"train": cfg.train, "val": cfg.val, "test": cfg.test},
+        base.seed,
+        cfg.group_arcsec,
+    )
+    log.info(
+        "split %s; train mean %s std %s",
+        {k: len(v) for k, v in done["splits"].items()},
+        [round(m, 4) for m in done["mean"]],
+        [round(s, 4) for s in done["std"]],
+    )
     return 0
 
 

@@ -3,6 +3,7 @@
 With ``nproc`` > 1 (train.nproc or variants.<name>.nproc) the stage runs this same command
 under torchrun, ``nproc`` processes (DDP; see deepgal.distributed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,9 @@ def main() -> int:
     p.add_argument("--source", type=Path, required=True, help="source.json from download")
     p.add_argument("--split", type=Path, required=True, help="folder written by the split stage")
     p.add_argument("--out", type=Path, required=True, help="models/<variant>: checkpoints, run id")
-    p.add_argument("--results", type=Path, required=True,
-                   help="results/<variant>: history.csv and train.json")
+    p.add_argument(
+        "--results", type=Path, required=True, help="results/<variant>: history.csv and train.json"
+    )
     args = p.parse_args()
     run = config.resolve_variant(config.load_params(), args.variant)
     if run.nproc > 1 and not distributed.under_torchrun():
@@ -40,9 +42,12 @@ def main() -> int:
     except RuntimeError as e:
         if not distributed.is_peer_failure(e):
             raise
-        print(f"error: {args.variant}: lost another training process "
-              f"({str(e).strip().splitlines()[0][:200]}); the last checkpoint is kept: run "
-              f"the stage again to resume", file=sys.stderr)
+        print(
+            f"error: {args.variant}: lost another training process "
+            f"({str(e).strip().splitlines()[0][:200]}); the last checkpoint is kept: run "
+            f"the stage again to resume",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

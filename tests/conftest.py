@@ -1,5 +1,6 @@
 """Shared fixtures: small real Galaxy10-layout files and the real 50-image sample; the
 Hypothesis profile of the run."""
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True, deadline=None)
 settings.register_profile("dev", print_blob=True, deadline=None)
 HYPOTHESIS_PROFILE = os.environ.get(
-    "HYPOTHESIS_PROFILE", "ci" if os.environ.get("DEEPGAL_CI") or os.environ.get("CI") else "dev")
+    "HYPOTHESIS_PROFILE", "ci" if os.environ.get("DEEPGAL_CI") or os.environ.get("CI") else "dev"
+)
 settings.load_profile(HYPOTHESIS_PROFILE)
 
 

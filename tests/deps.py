@@ -16,6 +16,7 @@ Nobody edits the library deps by hand: ``python -m tests.deps --write`` rewrites
 ``dvc.yaml`` (comments and every other dep kept) and ``tests/test_dvc_deps.py`` fails while
 they differ.
 """
+
 from __future__ import annotations
 
 import ast
@@ -55,7 +56,7 @@ def _imported(root: Path, path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = pkg.split(".")
-                base = base[:len(base) - node.level + 1]
+                base = base[: len(base) - node.level + 1]
                 mod = ".".join(base + ([node.module] if node.module else []))
             else:
                 mod = node.module or ""
@@ -68,8 +69,12 @@ def _imported(root: Path, path: Path) -> set[str]:
 def _runs_files(tree: ast.Module) -> list[str]:
     """The file names a module's top-level ``RUNS_FILES`` tuple or list declares."""
     for node in tree.body:
-        if (isinstance(node, ast.Assign) and len(node.targets) == 1
-                and isinstance(node.targets[0], ast.Name) and node.targets[0].id == "RUNS_FILES"):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and node.targets[0].id == "RUNS_FILES"
+        ):
             return list(ast.literal_eval(node.value))
     return []
 
@@ -95,8 +100,7 @@ def import_closure(script: Path, root: Path = REPO) -> set[str]:
                 if f is not None and f not in seen:
                     seen.add(f)
                     todo.append(f)
-    return {str(p.relative_to(root)) for p in seen
-            if p.name != "__init__.py" or _has_code(p)}
+    return {str(p.relative_to(root)) for p in seen if p.name != "__init__.py" or _has_code(p)}
 
 
 def stage_library_deps(dvc_yaml: Path, root: Path = REPO) -> dict[str, tuple[str, set[str]]]:
@@ -111,9 +115,15 @@ def stage_library_deps(dvc_yaml: Path, root: Path = REPO) -> dict[str, tuple[str
         for d in deps:
             if d == LIB or d.startswith(LIB + "/"):
                 p = root / d
-                files |= ({str(f.relative_to(root)) for f in p.rglob("*.py")
-                           if f.name != "__init__.py" or _has_code(f)}
-                          if p.is_dir() else {d})
+                files |= (
+                    {
+                        str(f.relative_to(root))
+                        for f in p.rglob("*.py")
+                        if f.name != "__init__.py" or _has_code(f)
+                    }
+                    if p.is_dir()
+                    else {d}
+                )
         out[name] = (script, files)
     return out
 
@@ -134,17 +144,26 @@ def check(dvc_yaml: Path, root: Path = REPO) -> list[str]:
 
 
 def _code_files(folder: Path, root: Path) -> set[str]:
-    return {str(f.relative_to(root)) for f in folder.rglob("*.py")
-            if f.name != "__init__.py" or _has_code(f)}
+    return {
+        str(f.relative_to(root))
+        for f in folder.rglob("*.py")
+        if f.name != "__init__.py" or _has_code(f)
+    }
 
 
 def dvc_entries(used: set[str], root: Path = REPO) -> list[str]:
     """``used`` as dvc.yaml names it: a sub-folder of the library when the stage uses every
     code file under it (the shortest such folder), the single files otherwise; sorted."""
     entries, covered = set(), set()
-    folders = sorted({p for f in used for p in Path(f).parents
-                      if p.parts and p.parts[0] == LIB and p != Path(LIB)},
-                     key=lambda p: len(p.parts))
+    folders = sorted(
+        {
+            p
+            for f in used
+            for p in Path(f).parents
+            if p.parts and p.parts[0] == LIB and p != Path(LIB)
+        },
+        key=lambda p: len(p.parts),
+    )
     for folder in folders:
         files = _code_files(root / folder, root)
         if files and files <= used and not files <= covered:
@@ -195,8 +214,11 @@ if __name__ == "__main__":  # python -m tests.deps [--write]: what each stage sh
 
     if "--write" in sys.argv[1:]:
         done = write(REPO / "dvc.yaml")
-        print(f"dvc.yaml: library deps rewritten for {', '.join(done)}" if done
-              else "dvc.yaml: library deps already match the import closures")
+        print(
+            f"dvc.yaml: library deps rewritten for {', '.join(done)}"
+            if done
+            else "dvc.yaml: library deps already match the import closures"
+        )
         sys.exit(0)
     for name, (script, listed) in stage_library_deps(REPO / "dvc.yaml").items():
         print(f"{name}:")

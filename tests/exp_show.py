@@ -3,6 +3,7 @@
 DVC draws its table with rich, which squeezes columns into the terminal and replaces what does
 not fit with "…"; piped output is never squeezed, so only a terminal shows what a user reads.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -39,14 +40,21 @@ EXP_SHOW_ARGS = readme_exp_show_args()
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def exp_show_in_terminal(repo: Path, env: dict, columns: int = 200,
-                         args: list[str] = EXP_SHOW_ARGS) -> list[str]:
+def exp_show_in_terminal(
+    repo: Path, env: dict, columns: int = 200, args: list[str] = EXP_SHOW_ARGS
+) -> list[str]:
     """The lines `dvc exp show ARGS` draws in a ``columns``-wide terminal (ANSI codes removed)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 60, columns, 0, 0))
     env = {**env, "COLUMNS": str(columns), "LINES": "60", "TERM": "xterm"}
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "exp", "show", "--no-pager", *args],
-                            cwd=repo, env=env, stdin=slave, stdout=slave, stderr=slave)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "exp", "show", "--no-pager", *args],
+        cwd=repo,
+        env=env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+    )
     os.close(slave)
     chunks = []
     while True:

@@ -12,6 +12,7 @@
 
 Ports and a loopback HTTP server live in ``tests/ports.py`` and ``tests/httpserver.py``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,7 +25,8 @@ import torch
 import yaml
 
 from deepgal import config
-from deepgal.data import galaxy10, split as split_io
+from deepgal.data import galaxy10
+from deepgal.data import split as split_io
 from deepgal.models import build_model
 from deepgal.training import RunSpec, Split, TrainPaths, fit
 from deepgal.transforms import Augment, Preprocess
@@ -37,13 +39,22 @@ DEVICE = torch.device("cpu")
 
 # ---- a train-stage working folder ------------------------------------------------------------
 
+
 def make_workdir(root: Path, train: dict | None = None, variant: dict | None = None) -> Path:
     """params.yaml, a 100-image Galaxy10 file, its 60/30/10 split and source.json: what the
     train stage reads. ``train``/``variant``: overrides of the train section / smallnet."""
-    params = tiny_params({
-        "variants": {"smallnet": {"input_size": 16, "crop": 0.5, **(variant or {})}},
-        "train": {"epochs": 3, "batch_size": 8, "warmup_epochs": 0, "checkpoint_every": 1,
-                  **(train or {})}})
+    params = tiny_params(
+        {
+            "variants": {"smallnet": {"input_size": 16, "crop": 0.5, **(variant or {})}},
+            "train": {
+                "epochs": 3,
+                "batch_size": 8,
+                "warmup_epochs": 0,
+                "checkpoint_every": 1,
+                **(train or {}),
+            },
+        }
+    )
     root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     data = make_h5(root / "data/galaxy10.h5", n_per_class=10, size=32)
@@ -58,11 +69,17 @@ def make_workdir(root: Path, train: dict | None = None, variant: dict | None = N
 
 def paths(root: Path) -> TrainPaths:
     """Where the train stage's smallnet reads and writes inside :func:`make_workdir`'s folder."""
-    return TrainPaths(root / "data/galaxy10.h5", root / "data/source.json", root / "data/split",
-                      root / "models/smallnet", root / "results/smallnet")
+    return TrainPaths(
+        root / "data/galaxy10.h5",
+        root / "data/source.json",
+        root / "data/split",
+        root / "models/smallnet",
+        root / "results/smallnet",
+    )
 
 
 # ---- the training loop on tiny data ----------------------------------------------------------
+
 
 def data(n: int = 48, seed: int = 0) -> Split:
     """``n`` uint8 images (n, 16, 16, 3), labels ``arange(n) % 10``; classes 0-4 carry a bright
@@ -78,16 +95,29 @@ def run_cfg(**overrides) -> config.RunCfg:
     """The tiny test configuration's smallnet, resolved as the stage resolves it, shrunk."""
     run = config.resolve_variant(tiny_params(), "smallnet")
     aug = Augment(rotate=True, flip=True, jitter=0.1, scale=0.1, translate=0.0)
-    base = {"epochs": 3, "batch_size": 8, "checkpoint_every": 1, "warmup_epochs": 0,
-            "seed": 7, "input_size": 16, "crop": 1.0, "precision": "fp32", "augment": aug}
+    base = {
+        "epochs": 3,
+        "batch_size": 8,
+        "checkpoint_every": 1,
+        "warmup_epochs": 0,
+        "seed": 7,
+        "input_size": 16,
+        "crop": 1.0,
+        "precision": "fp32",
+        "augment": aug,
+    }
     return dataclasses.replace(run, **{**base, **overrides})
 
 
 def spec(tmp_path: Path, fingerprint: str = "a", **cfg) -> RunSpec:
     """A RunSpec checkpointing into ``tmp_path``; ``cfg`` overrides :func:`run_cfg`."""
-    return RunSpec(cfg=run_cfg(**cfg), preprocess=Preprocess(input_size=16),
-                   ckpt_dir=tmp_path, fingerprint=fingerprint,
-                   meta={"variant": "smallnet", "model_name": "smallnet"})
+    return RunSpec(
+        cfg=run_cfg(**cfg),
+        preprocess=Preprocess(input_size=16),
+        ckpt_dir=tmp_path,
+        fingerprint=fingerprint,
+        meta={"variant": "smallnet", "model_name": "smallnet"},
+    )
 
 
 def train(tmp_path: Path, sinks=(), **kw):
@@ -99,8 +129,14 @@ def train(tmp_path: Path, sinks=(), **kw):
 
 # ---- a selected checkpoint ------------------------------------------------------------------
 
-def selected_checkpoint(path: Path, model_name: str = "smallnet", pre: Preprocess | None = None,
-                        temperature: float | None = 2.0, seed: int = 0) -> Path:
+
+def selected_checkpoint(
+    path: Path,
+    model_name: str = "smallnet",
+    pre: Preprocess | None = None,
+    temperature: float | None = 2.0,
+    seed: int = 0,
+) -> Path:
     """A checkpoint as the select stage writes ``selected.pt``: seeded random weights of
     ``model_name`` (tiny input: ``pre`` defaults to 16 px, crop 0.5, skewed mean/std), its
     preprocessing, class names and, unless ``temperature`` is None, a calibration record with
@@ -111,11 +147,20 @@ def selected_checkpoint(path: Path, model_name: str = "smallnet", pre: Preproces
     pre = pre or Preprocess(input_size=16, crop=0.5, mean=(0.2, 0.3, 0.4), std=(0.2, 0.25, 0.3))
     torch.manual_seed(seed)
     model = build_model(model_name, galaxy10.NUM_CLASSES, pre.input_size, pretrained="none")
-    state = {"epoch": 1, "model": model.state_dict(), "model_name": model_name,
-             "preprocess": pre.to_dict(), "class_names": list(galaxy10.CLASS_NAMES)}
+    state = {
+        "epoch": 1,
+        "model": model.state_dict(),
+        "model_name": model_name,
+        "preprocess": pre.to_dict(),
+        "class_names": list(galaxy10.CLASS_NAMES),
+    }
     if temperature is not None:
-        cal = Calibration(temperature, "a test", torch.zeros(0, galaxy10.NUM_CLASSES).numpy(),
-                          torch.zeros(0, dtype=torch.int64).numpy())
+        cal = Calibration(
+            temperature,
+            "a test",
+            torch.zeros(0, galaxy10.NUM_CLASSES).numpy(),
+            torch.zeros(0, dtype=torch.int64).numpy(),
+        )
         state["calibration"] = cal.to_dict()
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt_io.save(path, state)
@@ -123,6 +168,7 @@ def selected_checkpoint(path: Path, model_name: str = "smallnet", pre: Preproces
 
 
 # ---- malicious pickles -----------------------------------------------------------------------
+
 
 class Exploit:
     """Unpickling this runs ``open(marker, "w")``, creating ``marker``: what a malicious
@@ -140,11 +186,16 @@ def malicious_files(folder: Path, marker: Path) -> dict[str, Path]:
     object in torch's zip format, one value inside an otherwise valid checkpoint dict, and a
     bare (legacy, non-zip) pickle."""
     folder.mkdir(parents=True, exist_ok=True)
-    files = {"torch_zip": folder / "evil.pt", "inside_checkpoint": folder / "evil_ckpt.pt",
-             "legacy_pickle": folder / "evil_legacy.pt"}
+    files = {
+        "torch_zip": folder / "evil.pt",
+        "inside_checkpoint": folder / "evil_ckpt.pt",
+        "legacy_pickle": folder / "evil_legacy.pt",
+    }
     torch.save(Exploit(marker), files["torch_zip"])
-    torch.save({"model": {"body.0.weight": torch.zeros(1)}, "epoch": 1,
-                "extra": Exploit(marker)}, files["inside_checkpoint"])
+    torch.save(
+        {"model": {"body.0.weight": torch.zeros(1)}, "epoch": 1, "extra": Exploit(marker)},
+        files["inside_checkpoint"],
+    )
     with open(files["legacy_pickle"], "wb") as f:
         pickle.dump(Exploit(marker), f)
     return files
@@ -171,7 +222,7 @@ def toy_smallnet() -> torch.nn.Module:
         conv2.weight[0, 0, 1, 1] = conv2.weight[1, 1, 1, 1] = 1.0
         per_channel = 8 * 8  # smallnet's features: 64 channels of 8x8, flattened
         net.head.weight[1, :per_channel] = 1.0
-        net.head.weight[2, per_channel:2 * per_channel] = 1.0
+        net.head.weight[2, per_channel : 2 * per_channel] = 1.0
         net.head.bias[0] = 0.5
     return net.eval()
 

@@ -26,6 +26,7 @@ applied to every request, or an iterable, consumed one value per request to the 
 ``server.requests`` is the log: one :class:`Request` (method, path, Range header, status, body
 bytes sent, whether it was held) per request received, in arrival order.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -67,12 +68,19 @@ def _per_request(knob: Any) -> Iterator[Any]:
 class FaultyServer:
     """Serves ``data`` at ``path`` on 127.0.0.1; see the module docstring for the fault knobs."""
 
-    def __init__(self, data: bytes, path: str = "/Galaxy10_DECals.h5", *,
-                 drop_after_bytes: int | Iterable[int | None] | None = None,
-                 status_override: int | Iterable[int | None] | None = None,
-                 hold: str | Iterable[str | None] | None = None, hold_limit_s: float = 60,
-                 ignore_range: bool = False, misalign_range: bool = False,
-                 corrupt: bool = False):
+    def __init__(
+        self,
+        data: bytes,
+        path: str = "/Galaxy10_DECals.h5",
+        *,
+        drop_after_bytes: int | Iterable[int | None] | None = None,
+        status_override: int | Iterable[int | None] | None = None,
+        hold: str | Iterable[str | None] | None = None,
+        hold_limit_s: float = 60,
+        ignore_range: bool = False,
+        misalign_range: bool = False,
+        corrupt: bool = False,
+    ):
         self.data = bytes(data)
         self.path = path
         self.ignore_range = ignore_range
@@ -88,8 +96,7 @@ class FaultyServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._httpd.owner = self  # type: ignore[attr-defined]
         # A short poll keeps close() quick: shutdown() waits for the next poll.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def url(self) -> str:
@@ -154,7 +161,7 @@ class FaultyServer:
         if hold == "body":
             h.wfile.flush()
             self._hold(req)
-        piece = self._body[start:end + 1]
+        piece = self._body[start : end + 1]
         if drop is not None and drop < len(piece):
             req.bytes_sent = drop
             h.wfile.write(piece[:drop])
@@ -169,8 +176,9 @@ class FaultyServer:
         self._released.wait(self.hold_limit_s)
 
 
-def _reply_short(h: _Handler, req: Request, status: int, body: bytes,
-                 headers: dict[str, str] | None = None) -> None:
+def _reply_short(
+    h: _Handler, req: Request, status: int, body: bytes, headers: dict[str, str] | None = None
+) -> None:
     req.status = status
     h.send_response(status)
     for key, value in (headers or {}).items():
@@ -201,8 +209,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 @contextlib.contextmanager
-def serve_bytes(data: bytes, path: str = "/Galaxy10_DECals.h5", **faults: Any
-                ) -> Iterator[FaultyServer]:
+def serve_bytes(
+    data: bytes, path: str = "/Galaxy10_DECals.h5", **faults: Any
+) -> Iterator[FaultyServer]:
     """Serve ``data`` at ``path`` on 127.0.0.1 for the duration of the ``with`` block."""
     with FaultyServer(data, path, **faults) as server:
         yield server

@@ -1,5 +1,6 @@
 """A pickle payload for tests of loaders that must refuse code: unpickling it would call
 ``open(marker, 'w')``, so a marker file that appears proves the code ran."""
+
 from __future__ import annotations
 
 from pathlib import Path

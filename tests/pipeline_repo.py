@@ -3,6 +3,7 @@
 Used by the pipeline test and the fault suite: real `dvc` processes, real files, a real MLflow
 SQLite store inside the temporary repository.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,13 +18,16 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"synthetic": {"image_size": 32, "per_class": 8}},
-    "train": {"epochs": 3, "batch_size": 16, "checkpoint_every": 1, "warmup_epochs": 0,
-              "lr": 0.02},
-    "variants": {"smallnet": {"input_size": 16, "crop": 0.5},
-                 "customnet": {"input_size": 16}},
-    "reduce": {"pca_dims": 10, "methods": {"pca": {}, "tsne": {"perplexity": 5},
-                                           "umap": {"n_neighbors": 5, "min_dist": 0.1,
-                                                    "metric": "euclidean"}}},
+    "train": {"epochs": 3, "batch_size": 16, "checkpoint_every": 1, "warmup_epochs": 0, "lr": 0.02},
+    "variants": {"smallnet": {"input_size": 16, "crop": 0.5}, "customnet": {"input_size": 16}},
+    "reduce": {
+        "pca_dims": 10,
+        "methods": {
+            "pca": {},
+            "tsne": {"perplexity": 5},
+            "umap": {"n_neighbors": 5, "min_dist": 0.1, "metric": "euclidean"},
+        },
+    },
 }
 
 
@@ -68,8 +72,9 @@ def make_repo(root: Path, overrides: dict | None = None, tiny: bool = True) -> P
     for name in ("dvc.yaml", ".gitignore", "pyproject.toml"):
         shutil.copy(REPO / name, root / name)
     for name in ("stages", "deepgal", "labelled", "finetune"):
-        shutil.copytree(REPO / name, root / name,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(
+            REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
     (root / "data").mkdir(exist_ok=True)
     shutil.copy(REPO / "data" / ".gitignore", root / "data" / ".gitignore")
     if tiny:
@@ -86,13 +91,17 @@ def make_repo(root: Path, overrides: dict | None = None, tiny: bool = True) -> P
     return root
 
 
-def run(cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True,
-        timeout: float = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=env or env_for(cwd), capture_output=True, text=True,
-                          timeout=timeout)
+def run(
+    cmd: list[str], cwd: Path, env: dict | None = None, check: bool = True, timeout: float = 900
+) -> subprocess.CompletedProcess:
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env or env_for(cwd), capture_output=True, text=True, timeout=timeout
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+            f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 

@@ -10,6 +10,7 @@ process binds port 0 itself instead (``tests/httpserver.py``).
 test for the whole ``with`` block, so connections to it are refused at once and no other
 process can start listening on it meanwhile. Never assume a fixed port (9, 1, ...) is closed.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,6 +5,7 @@ a ``~/.pgpass``-format file named by ``PGPASSFILE``, never from a URI, so it can
 log, a param or a tag. PostgreSQL refuses to run as root: as root the cluster belongs to the
 ``postgres`` user that Debian's package creates.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,9 +16,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from tests.ports import free_port, lost_the_port
 
@@ -33,17 +34,29 @@ def ensure_installed() -> Path:
     """Debian's PostgreSQL server (``apt-get install postgresql``) and psycopg2 (PyPI)."""
     if _bin_dir() is None:
         if os.geteuid() != 0:
-            raise RuntimeError("PostgreSQL is not installed and this is not root: run "
-                               "`apt-get install -y postgresql` first")
-        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq",
-                                                   "postgresql"]):
-            subprocess.run(cmd, check=True, capture_output=True, timeout=900,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+            raise RuntimeError(
+                "PostgreSQL is not installed and this is not root: run "
+                "`apt-get install -y postgresql` first"
+            )
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "postgresql"],
+        ):
+            subprocess.run(
+                cmd,
+                check=True,
+                capture_output=True,
+                timeout=900,
+                env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+            )
     try:
         import psycopg2  # noqa: F401  (MLflow's PostgreSQL driver)
     except ImportError:
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "psycopg2-binary"],
-                       check=True, timeout=600)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "psycopg2-binary"],
+            check=True,
+            timeout=600,
+        )
     return _bin_dir()
 
 
@@ -66,8 +79,15 @@ class Postgres:
     def query(self, sql: str) -> list[tuple]:
         import psycopg2
 
-        with contextlib.closing(psycopg2.connect(host="127.0.0.1", port=self.port, user=USER,
-                                                 dbname=DATABASE, passfile=str(self.pgpass))) as c:
+        with contextlib.closing(
+            psycopg2.connect(
+                host="127.0.0.1",
+                port=self.port,
+                user=USER,
+                dbname=DATABASE,
+                passfile=str(self.pgpass),
+            )
+        ) as c:
             with c.cursor() as cur:
                 cur.execute(sql)
                 return cur.fetchall()
@@ -99,24 +119,49 @@ def postgres_server() -> Iterator[Postgres]:
 
     started = False
     try:
-        init = pg("initdb", "-D", str(data), "-U", USER, "--auth=scram-sha-256",
-                  f"--pwfile={pwfile}", "-E", "UTF8", "--locale=C")
+        init = pg(
+            "initdb",
+            "-D",
+            str(data),
+            "-U",
+            USER,
+            "--auth=scram-sha-256",
+            f"--pwfile={pwfile}",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        )
         assert init.returncode == 0, init.stdout + init.stderr
         pwfile.unlink()
         for _ in range(5):  # another process may take the free port before the server binds it
             port = free_port()
             log.unlink(missing_ok=True)
-            start = pg("pg_ctl", "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o",
-                       f"-h 127.0.0.1 -p {port} -k {folder}", "start")
+            start = pg(
+                "pg_ctl",
+                "-D",
+                str(data),
+                "-l",
+                str(log),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                f"-h 127.0.0.1 -p {port} -k {folder}",
+                "start",
+            )
             started = start.returncode == 0
             said = start.stdout + start.stderr + (log.read_text() if log.exists() else "")
             if started or not lost_the_port(said):
                 break
         assert started, said
         server = Postgres(port, password, pgpass, folder)
-        made = subprocess.run([str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port),
-                               "-U", USER, DATABASE], env=server.client_env(),
-                              capture_output=True, text=True, timeout=60)
+        made = subprocess.run(
+            [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", USER, DATABASE],
+            env=server.client_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert made.returncode == 0, made.stderr
         yield server
     finally:

@@ -4,6 +4,7 @@
 the repository carries the default run's numbers (as DVC's example projects do). These tests
 check that they are readable and that a fresh run reproduces them exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -73,8 +74,9 @@ def test_compact_exp_show_fits_a_200_column_terminal(tmp_path):
     moved = 0
     for stage in lock["stages"].values():  # ... and so does every output's hash, and that of
         # params.yaml itself, a dependency of the `params` stage
-        for out in stage.get("outs", []) + [d for d in stage.get("deps", [])
-                                             if d["path"] == "params.yaml"]:
+        for out in stage.get("outs", []) + [
+            d for d in stage.get("deps", []) if d["path"] == "params.yaml"
+        ]:
             new = "f" + format(moved, "031x")  # a letter first: YAML must read it as a string
             out["md5"] = new + (".dir" if out["md5"].endswith(".dir") else "")
             moved += 1
@@ -107,10 +109,14 @@ def test_fresh_repro_reproduces_the_committed_headline(tmp_path):
     got = json.loads((repo / "metrics.json").read_text())
     made_on = json.loads((REPO / "results/smallnet/train.json").read_text()).get("machine")
     here = json.loads((repo / "results/smallnet/train.json").read_text())["machine"]
+
     # Everything but the wall-clock training time, which no machine repeats.
-    strip = lambda h: {v: {k: x for k, x in m.items() if k != "train_min"} for v, m in h.items()}
-    report = json.dumps({"got": got, "committed": _baseline(), "made on": made_on,
-                         "here": here}, indent=1)
+    def strip(h):
+        return {v: {k: x for k, x in m.items() if k != "train_min"} for v, m in h.items()}
+
+    report = json.dumps(
+        {"got": got, "committed": _baseline(), "made on": made_on, "here": here}, indent=1
+    )
     if made_on == here:
         assert strip(got) == strip(_baseline()), report
         return

@@ -2,6 +2,7 @@
 stage's code on a real Galaxy10-layout file, then ``deepgal predict``/``evaluate`` with and
 without ``--uncalibrated``, ``--min-purity``, and the MLflow pyfunc model saved and loaded by
 MLflow itself."""
+
 import json
 from pathlib import Path
 
@@ -35,15 +36,37 @@ def calibrated(tmp_path_factory):
     torch.manual_seed(0)
     pre = Preprocess(16, crop=0.5)
     model = build_model("smallnet", 10, 16).eval()
-    ckpt_io.save(d / "raw.pt", {"model": model.state_dict(), "model_name": "smallnet",
-                                "preprocess": pre.to_dict(), "epoch": 2})
+    ckpt_io.save(
+        d / "raw.pt",
+        {
+            "model": model.state_dict(),
+            "model_name": "smallnet",
+            "preprocess": pre.to_dict(),
+            "epoch": 2,
+        },
+    )
     cal = write_calibrated(d / "raw.pt", d / "selected.pt", d / "g.h5", np.arange(0, 80, 2), CPU)
     return d, cal, images, labels
 
 
 def predict(ckpt, data, out, *extra):
-    assert main(["predict", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out),
-                 "--device", "cpu", *extra]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return pd.read_csv(out)
 
 
@@ -64,15 +87,28 @@ def test_evaluate_reports_calibrated_and_uncalibrated_nll(calibrated, capsys):
     d, cal, images, labels = calibrated
     outs = {}
     for flag in ([], ["--uncalibrated"]):
-        assert main(["evaluate", "--checkpoint", str(d / "selected.pt"), "--data",
-                     str(d / "g.h5"), "--device", "cpu", "--json", *flag]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--checkpoint",
+                    str(d / "selected.pt"),
+                    "--data",
+                    str(d / "g.h5"),
+                    "--device",
+                    "cpu",
+                    "--json",
+                    *flag,
+                ]
+            )
+            == 0
+        )
         outs[bool(flag)] = json.loads(capsys.readouterr().out)
     model, pre, _ = load_model(d / "raw.pt", CPU)
     z = run_model(model, images, pre, CPU, output="logits").astype(np.float64)
     for raw, t in ((True, 1.0), (False, cal.temperature)):
         p = softmax(z / t, axis=1)
-        assert outs[raw]["nll"] == pytest.approx(-np.log(p[np.arange(80), labels]).mean(),
-                                                 rel=1e-4)
+        assert outs[raw]["nll"] == pytest.approx(-np.log(p[np.arange(80), labels]).mean(), rel=1e-4)
         assert outs[raw]["calibrated"] is not raw
     assert outs[True]["accuracy"] == outs[False]["accuracy"]
     assert outs[True]["confusion"] == outs[False]["confusion"]
@@ -99,9 +135,24 @@ def test_min_purity_keeps_rows_above_their_class_threshold(calibrated, tmp_path,
 
 def test_min_purity_needs_a_calibrated_checkpoint(calibrated, tmp_path, capsys):
     d, _, _, _ = calibrated
-    assert main(["predict", "--checkpoint", str(d / "raw.pt"), "--data", str(d / "g.h5"),
-                 "--out", str(tmp_path / "p.csv"), "--device", "cpu",
-                 "--min-purity", "0.9"]) == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(d / "raw.pt"),
+                "--data",
+                str(d / "g.h5"),
+                "--out",
+                str(tmp_path / "p.csv"),
+                "--device",
+                "cpu",
+                "--min-purity",
+                "0.9",
+            ]
+        )
+        == 1
+    )
     assert "carries no calibration" in capsys.readouterr().err
     assert not (tmp_path / "p.csv").exists()
 
@@ -115,9 +166,12 @@ def test_pyfunc_model_returns_what_the_cli_writes(calibrated, tmp_path):
     d, _, images, _ = calibrated
     path = tmp_path / "model"
     mlflow.pyfunc.save_model(
-        str(path), python_model=str(Path(mlflow_model.__file__).with_name(
-            "mlflow_model_code.py")), artifacts={"checkpoint": str(d / "selected.pt")},
-        code_paths=[str(Path(deepgal.__file__).parent)], signature=mlflow_model.signature())
+        str(path),
+        python_model=str(Path(mlflow_model.__file__).with_name("mlflow_model_code.py")),
+        artifacts={"checkpoint": str(d / "selected.pt")},
+        code_paths=[str(Path(deepgal.__file__).parent)],
+        signature=mlflow_model.signature(),
+    )
     got = mlflow.pyfunc.load_model(str(path)).predict(images)
     cli = predict(d / "selected.pt", d / "g.h5", tmp_path / "p.csv")
     assert got["class"].tolist() == cli["predicted"].tolist()

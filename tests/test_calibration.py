@@ -1,6 +1,7 @@
 """deepgal.calibration against independent oracles: a temperature known by construction,
 torchmetrics' calibration error, scikit-learn's log loss, SciPy's softmax, and purity
 thresholds whose precision is counted by hand."""
+
 import numpy as np
 import pytest
 import torch
@@ -9,8 +10,15 @@ from sklearn.metrics import log_loss
 from torchmetrics.classification import MulticlassCalibrationError
 
 from deepgal import checkpoint as ckpt_io
-from deepgal.calibration import (Calibration, apply_temperature, ece, fit_temperature, nll,
-                                 purity_thresholds, reliability)
+from deepgal.calibration import (
+    Calibration,
+    apply_temperature,
+    ece,
+    fit_temperature,
+    nll,
+    purity_thresholds,
+    reliability,
+)
 from deepgal.inference.purity import select_pure
 
 
@@ -40,8 +48,9 @@ def test_fitted_temperature_minimises_the_nll():
 
 def test_nll_is_sklearn_log_loss():
     z, labels = sampled(500, 4, seed=3)
-    assert nll(z, labels, 1.7) == pytest.approx(log_loss(labels, softmax(z / 1.7, axis=1),
-                                                         labels=range(4)), rel=1e-9)
+    assert nll(z, labels, 1.7) == pytest.approx(
+        log_loss(labels, softmax(z / 1.7, axis=1), labels=range(4)), rel=1e-9
+    )
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -83,9 +92,17 @@ def hand_case():
     return np.array(rows), np.array([0, 0, 2, 0, 1, 0, 2])
 
 
-@pytest.mark.parametrize("purity, threshold, precision, kept", [
-    (0.9, 0.9, 1.0, 2), (1.0, 0.9, 1.0, 2), (0.75, 0.7, 0.75, 4), (0.7, 0.7, 0.75, 4),
-    (0.6, 0.6, 0.6, 5), (0.1, 0.6, 0.6, 5)])
+@pytest.mark.parametrize(
+    "purity, threshold, precision, kept",
+    [
+        (0.9, 0.9, 1.0, 2),
+        (1.0, 0.9, 1.0, 2),
+        (0.75, 0.7, 0.75, 4),
+        (0.7, 0.7, 0.75, 4),
+        (0.6, 0.6, 0.6, 5),
+        (0.1, 0.6, 0.6, 5),
+    ],
+)
 def test_purity_threshold_by_hand(purity, threshold, precision, kept):
     t0, t1, t2 = purity_thresholds(*hand_case(), purity)
     assert (t0.threshold, t0.kept, t0.predicted) == (pytest.approx(threshold), kept, 5)
@@ -120,8 +137,7 @@ def test_record_survives_a_weights_only_checkpoint(tmp_path):
     back = Calibration.from_checkpoint(ckpt_io.load(tmp_path / "c.pt"))
     assert back.temperature == cal.temperature and back.source == cal.source
     np.testing.assert_array_equal(back.val_labels, labels)
-    np.testing.assert_allclose(back.val_probs, softmax(z * 2 / cal.temperature, axis=1),
-                               atol=1e-6)
+    np.testing.assert_allclose(back.val_probs, softmax(z * 2 / cal.temperature, axis=1), atol=1e-6)
     assert Calibration.from_checkpoint({"model": {}}) is None
 
 

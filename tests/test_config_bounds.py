@@ -5,6 +5,7 @@ Every bound below is written by hand from params.yaml's comments and the documen
 the nearest value past it must fail with ``<dotted key>: <value> <why>`` and nothing else.
 Deterministic (no Hypothesis draws), so an off-by-one at an edge is always seen.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,24 +26,38 @@ MIXED64 = ("0123456789abcdefABCDEF" * 3)[:64]  # every hex digit in both cases
 BOUNDS = {
     "data.synthetic.image_size": ([16], [15], "must be >= 16 px"),
     "data.synthetic.per_class": ([1], [0], "must be >= 1"),
-    "data.url": (["http://h/f.h5", "https://h/f.h5"], ["ftp://h/f.h5", "h/f.h5"],
-                 "must be an http(s) URL"),
-    "data.sha256": ([HEX64, HEX64.upper(), MIXED64], [HEX64[:63], HEX64 + "0", "g" + HEX64[1:]],
-                    "must be 64 hex characters"),
+    "data.url": (
+        ["http://h/f.h5", "https://h/f.h5"],
+        ["ftp://h/f.h5", "h/f.h5"],
+        "must be an http(s) URL",
+    ),
+    "data.sha256": (
+        [HEX64, HEX64.upper(), MIXED64],
+        [HEX64[:63], HEX64 + "0", "g" + HEX64[1:]],
+        "must be 64 hex characters",
+    ),
     "data.timeout_s": ([1e-9], [0.0, -1.0], "must be > 0 seconds"),
     "data.retries": ([0], [-1], "must be >= 0"),
     "data.local_path": ([None, "g.h5"], ["", " "], "must be a file path or null"),
     "data.path": (["labelled"], ["", "  "], "must be a file or folder path"),
-    "data.path_sha256": ([None, HEX64, MIXED64], [HEX64[:63], HEX64 + "a", "z" * 64],
-                         "must be 64 hex characters or null"),
+    "data.path_sha256": (
+        [None, HEX64, MIXED64],
+        [HEX64[:63], HEX64 + "a", "z" * 64],
+        "must be 64 hex characters or null",
+    ),
     "data.image_size": ([None, 8], [7], "must be >= 8 px or null"),
-    "split.group_arcsec": ([0.0, 3600.0], [-1e-9, 3600.001],
-                           "must be in [0, 3600] arcseconds (0 groups only identical "
-                           "coordinates)"),
+    "split.group_arcsec": (
+        [0.0, 3600.0],
+        [-1e-9, 3600.001],
+        "must be in [0, 3600] arcseconds (0 groups only identical coordinates)",
+    ),
     "train.input_size": ([8, 1024], [7, 1025], "must be in [8, 1024] px"),
     "train.crop": ([1e-9, 1.0], [0.0, 1.0001], "must be a fraction in (0, 1]"),
-    "train.pretrained": (["none", "w.pth"], ["", " "],
-                         "must be none, imagenet or a weights file path"),
+    "train.pretrained": (
+        ["none", "w.pth"],
+        ["", " "],
+        "must be none, imagenet or a weights file path",
+    ),
     "train.lr": ([1e-9, 9.999], [0.0, 10.0], "must be in (0, 10)"),
     "train.momentum": ([0.0, 0.999], [-1e-9, 1.0], "must be in [0, 1)"),
     "train.weight_decay": ([0.0], [-1e-9], "must be >= 0"),
@@ -71,7 +86,8 @@ BOUNDS = {
     "variants.smallnet.model": (["resnet50"], ["", " "], "must be a model name"),
 }
 CASES = [(k, v, True) for k, (ok, _, _) in BOUNDS.items() for v in ok] + [
-    (k, v, False) for k, (_, bad, _) in BOUNDS.items() for v in bad]
+    (k, v, False) for k, (_, bad, _) in BOUNDS.items() for v in bad
+]
 
 
 def patched(params: dict, **dotted) -> dict:
@@ -111,9 +127,16 @@ def test_bound_edges(key, value, ok):
     assert e.value.key == key
 
 
-@pytest.mark.parametrize("fractions, ok", [
-    ((0.9, 0.1, 0.0), True), ((1e-9, 1 - 2e-9, 1e-9), True), ((0.8, 0.1, 0.1 + 5e-7), True),
-    ((0.8, 0.1, 0.1 + 1e-3), False), ((0.8, 0.1, 0.099), False)])
+@pytest.mark.parametrize(
+    "fractions, ok",
+    [
+        ((0.9, 0.1, 0.0), True),
+        ((1e-9, 1 - 2e-9, 1e-9), True),
+        ((0.8, 0.1, 0.1 + 5e-7), True),
+        ((0.8, 0.1, 0.1 + 1e-3), False),
+        ((0.8, 0.1, 0.099), False),
+    ],
+)
 def test_split_fractions_must_sum_to_one(fractions, ok):
     t, v, s = fractions
     params = patched(PARAMS, split__train=t, split__val=v, split__test=s)
@@ -122,17 +145,22 @@ def test_split_fractions_must_sum_to_one(fractions, ok):
         return
     with pytest.raises(ConfigError) as e:
         config.load_section("split", params)
-    assert str(e.value) == f"split.train: {t!r} train + val + test must sum to 1 (got {t + v + s:g})"
+    assert (
+        str(e.value) == f"split.train: {t!r} train + val + test must sum to 1 (got {t + v + s:g})"
+    )
 
 
-@pytest.mark.parametrize("fractions, key, why", [
-    ((0.0, 0.5, 0.5), "train", "must be > 0: nothing to train on"),
-    ((0.9, 0.0, 0.1), "val", "must be > 0: checkpoint selection needs a validation split"),
-    ((1.0001, 0.1, -0.1001), "train", "must be a fraction in [0, 1]"),
-    ((0.9, 0.2, -0.1), "test", "must be a fraction in [0, 1]"),
-    ((0.5, 1.5, -1.0), "val", "must be a fraction in [0, 1]"),
-    ((1.0, 0.0, 0.0), "val", "must be > 0: checkpoint selection needs a validation split"),
-])
+@pytest.mark.parametrize(
+    "fractions, key, why",
+    [
+        ((0.0, 0.5, 0.5), "train", "must be > 0: nothing to train on"),
+        ((0.9, 0.0, 0.1), "val", "must be > 0: checkpoint selection needs a validation split"),
+        ((1.0001, 0.1, -0.1001), "train", "must be a fraction in [0, 1]"),
+        ((0.9, 0.2, -0.1), "test", "must be a fraction in [0, 1]"),
+        ((0.5, 1.5, -1.0), "val", "must be a fraction in [0, 1]"),
+        ((1.0, 0.0, 0.0), "val", "must be > 0: checkpoint selection needs a validation split"),
+    ],
+)
 def test_split_fraction_bounds(fractions, key, why):
     t, v, s = fractions
     with pytest.raises(ConfigError) as e:
@@ -140,9 +168,16 @@ def test_split_fraction_bounds(fractions, key, why):
     assert str(e.value) == f"split.{key}: {dict(train=t, val=v, test=s)[key]!r} {why}"
 
 
-@pytest.mark.parametrize("train_lr, scale, ok", [(0.099, 100.0, True), (0.1, 100.0, False),
-                                                 (0.5, 20.0, False), (0.5, 19.9, True),
-                                                 (1e-200, 1e-200, False)])  # underflows to 0
+@pytest.mark.parametrize(
+    "train_lr, scale, ok",
+    [
+        (0.099, 100.0, True),
+        (0.1, 100.0, False),
+        (0.5, 20.0, False),
+        (0.5, 19.9, True),
+        (1e-200, 1e-200, False),
+    ],
+)  # underflows to 0
 def test_scaled_lr_must_stay_below_ten(train_lr, scale, ok):
     params = patched(PARAMS, train__lr=train_lr, variants__smallnet__lr_scale=scale)
     if ok:
@@ -151,6 +186,7 @@ def test_scaled_lr_must_stay_below_ten(train_lr, scale, ok):
     with pytest.raises(ConfigError) as e:
         config.validate_all(params)
     lr = train_lr * scale
-    assert str(e.value) == (f"variants.smallnet.lr_scale: train.lr {train_lr:g} x {scale:g} = "
-                            f"{lr:g} is outside (0, 10)")
+    assert str(e.value) == (
+        f"variants.smallnet.lr_scale: train.lr {train_lr:g} x {scale:g} = {lr:g} is outside (0, 10)"
+    )
     assert e.value.key == "variants.smallnet.lr_scale"

@@ -1,5 +1,6 @@
 """The generic config loader on small dataclasses written here, plus the params-file, override
 and flattening helpers: expected values written by hand in each test."""
+
 from __future__ import annotations
 
 import copy
@@ -46,8 +47,15 @@ class Demo(Checked):
     maybe: float | None = None
 
 
-GOOD = {"either": 3, "level": 1, "counts": {"a": 1, 2: 5}, "anything": [1, "x"],
-        "inner": {"n": 4}, "ratio": 2, "mode": 7}
+GOOD = {
+    "either": 3,
+    "level": 1,
+    "counts": {"a": 1, 2: 5},
+    "anything": [1, "x"],
+    "inner": {"n": 4},
+    "ratio": 2,
+    "mode": 7,
+}
 
 
 def test_demo_loads_with_conversions():
@@ -59,20 +67,23 @@ def test_demo_loads_with_conversions():
     assert required(Demo) == ["either", "level", "counts", "anything", "inner", "ratio", "mode"]
 
 
-@pytest.mark.parametrize("patch, message", [
-    ({"either": 2.5}, "demo.either: 2.5 is not a valid int | str"),
-    ({"level": True}, "demo.level: True is not one of 1, one"),
-    ({"level": 1.0}, "demo.level: 1.0 is not one of 1, one"),
-    ({"counts": [1]}, "demo.counts: expected a mapping, got list [1]"),
-    ({"counts": {"a": "x"}}, "demo.counts.a: expected int, got str 'x'"),
-    ({"inner": {"n": 13}}, "demo.inner.n: 13 must not be 13"),
-    ({"inner": {"m": 1}}, "demo.inner.m: unknown key; valid keys are n"),
-    ({"inner": 5}, "demo.inner: expected a mapping of keys, got int 5"),
-    ({"ratio": float("nan")}, "demo.ratio: NaN is not a valid number"),
-    ({"ratio": True}, "demo.ratio: expected float, got bool True"),
-    ({"maybe": "x"}, "demo.maybe: expected float, got str 'x'"),
-    ({"mode": "c"}, "demo.mode: 'c' is not a valid dict[str, Any] | int"),
-])
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"either": 2.5}, "demo.either: 2.5 is not a valid int | str"),
+        ({"level": True}, "demo.level: True is not one of 1, one"),
+        ({"level": 1.0}, "demo.level: 1.0 is not one of 1, one"),
+        ({"counts": [1]}, "demo.counts: expected a mapping, got list [1]"),
+        ({"counts": {"a": "x"}}, "demo.counts.a: expected int, got str 'x'"),
+        ({"inner": {"n": 13}}, "demo.inner.n: 13 must not be 13"),
+        ({"inner": {"m": 1}}, "demo.inner.m: unknown key; valid keys are n"),
+        ({"inner": 5}, "demo.inner: expected a mapping of keys, got int 5"),
+        ({"ratio": float("nan")}, "demo.ratio: NaN is not a valid number"),
+        ({"ratio": True}, "demo.ratio: expected float, got bool True"),
+        ({"maybe": "x"}, "demo.maybe: expected float, got str 'x'"),
+        ({"mode": "c"}, "demo.mode: 'c' is not a valid dict[str, Any] | int"),
+    ],
+)
 def test_demo_errors_name_the_dotted_key(patch, message):
     e = error_of(from_dict, Demo, {**GOOD, **patch}, "demo")
     assert str(e) == message
@@ -124,15 +135,19 @@ def test_load_params_errors(tmp_path, monkeypatch):
 
 def test_load_section_refuses_an_unknown_section():
     e = error_of(config.load_section, "trian", PARAMS)
-    assert str(e) == ("trian: unknown section; valid sections are base, data, split, "
-                            "train, select, evaluate, reduce, cv, finetune")
+    assert str(e) == (
+        "trian: unknown section; valid sections are base, data, split, "
+        "train, select, evaluate, reduce, cv, finetune"
+    )
     assert e.key == "trian"
 
 
 def test_validate_all_lists_the_known_sections_and_checks_every_variant():
     e = error_of(config.validate_all, {**PARAMS, "trian": {}})
-    assert str(e) == ("trian: unknown section; valid sections are base, cv, data, evaluate, "
-                            "finetune, reduce, select, split, train, variants")
+    assert str(e) == (
+        "trian: unknown section; valid sections are base, cv, data, evaluate, "
+        "finetune, reduce, select, split, train, variants"
+    )
     assert e.key == "trian"
     bad = copy.deepcopy(PARAMS)
     bad["variants"]["convnext_tiny"]["epochs"] = 0  # the last variant, not only the first
@@ -146,7 +161,11 @@ def test_load_variant_fills_every_field():
     t = PARAMS["train"]
     assert (v.model, v.lr_scale, v.epochs, v.input_size) == ("resnet50", 1.0, 1, 32)
     assert (v.batch_size, v.optimizer, v.crop, v.epoch_images) == (
-        t["batch_size"], t["optimizer"], t["crop"], t["epoch_images"])
+        t["batch_size"],
+        t["optimizer"],
+        t["crop"],
+        t["epoch_images"],
+    )
     params = copy.deepcopy(PARAMS)
     params["variants"]["resnet50"].update(model="resnet152", lr_scale=0.25)
     v = config.load_variant(params, "resnet50")
@@ -155,7 +174,10 @@ def test_load_variant_fills_every_field():
     assert run.lr == pytest.approx(t["lr"] * 0.25) and run.model == "resnet152"
     assert (run.seed, run.deterministic, run.device) == (42, True, "auto")
     assert (run.schedule, run.warmup_epochs, run.checkpoint_every) == (
-        t["schedule"], t["warmup_epochs"], t["checkpoint_every"])
+        t["schedule"],
+        t["warmup_epochs"],
+        t["checkpoint_every"],
+    )
 
 
 def test_variants_section_shapes():
@@ -165,8 +187,10 @@ def test_variants_section_shapes():
     e = error_of(config.load_variant, {**PARAMS, "variants": None}, "smallnet")
     assert str(e) == "variants.smallnet: no such variant; defined: "
     e = error_of(config.load_variant, PARAMS, "vgg")
-    assert str(e) == ("variants.vgg: no such variant; defined: smallnet, customnet, "
-                            "resnet50, resnet152, convnext_tiny")
+    assert str(e) == (
+        "variants.vgg: no such variant; defined: smallnet, customnet, "
+        "resnet50, resnet152, convnext_tiny"
+    )
     assert e.key == "variants.vgg"
 
 
@@ -174,10 +198,12 @@ def test_resolving_a_variant_names_bad_train_and_base_keys():
     # Stages resolve one variant without validate_all first: the error still names the key.
     bad_train = {**PARAMS, "train": {**PARAMS["train"], "lr": 0.0}}
     assert str(error_of(config.resolve_variant, bad_train, "smallnet")) == (
-        "train.lr: 0.0 must be in (0, 10)")
+        "train.lr: 0.0 must be in (0, 10)"
+    )
     bad_base = {**PARAMS, "base": {**PARAMS["base"], "seed": "x"}}
     assert str(error_of(config.resolve_variant, bad_base, "smallnet")) == (
-        "base.seed: expected int, got str 'x'")
+        "base.seed: expected int, got str 'x'"
+    )
 
 
 def test_variant_override_error_names_the_variant_key():
@@ -199,16 +225,25 @@ def test_apply_overrides_builds_missing_levels_and_refuses_bad_values():
     assert e.key == "train.lr"
     for bad in ["x.=1", ".x=1"]:
         assert str(error_of(config.apply_overrides, {}, [bad])) == (
-            f"{bad!r}: expected KEY=VALUE with a dotted key, e.g. data.source=galaxy10_decals")
+            f"{bad!r}: expected KEY=VALUE with a dotted key, e.g. data.source=galaxy10_decals"
+        )
 
 
 def test_to_flat_dict_by_hand():
     reduce = config.load_section("reduce", PARAMS)
     assert config.to_flat_dict(reduce) == {
-        "methods.pca": {}, "methods.tsne.perplexity": 30.0, "methods.umap.n_neighbors": 15,
-        "methods.umap.min_dist": 0.1, "methods.umap.metric": "euclidean", "pca_dims": 50}
+        "methods.pca": {},
+        "methods.tsne.perplexity": 30.0,
+        "methods.umap.n_neighbors": 15,
+        "methods.umap.min_dist": 0.1,
+        "methods.umap.metric": "euclidean",
+        "pca_dims": 50,
+    }
     assert config.to_flat_dict({"a": {"b": {"c": 1}, "d": []}, "e": {}}, "p.") == {
-        "p.a.b.c": 1, "p.a.d": [], "p.e": {}}
+        "p.a.b.c": 1,
+        "p.a.d": [],
+        "p.e": {},
+    }
 
 
 def test_methods_mapping_by_hand():
@@ -218,5 +253,7 @@ def test_methods_mapping_by_hand():
         m["pca"]
     assert e.value.args == ("pca",)
     e = error_of(config.ReduceCfg, methods=config.MethodsCfg(), pca_dims=None)
-    assert str(e) == ("ReduceCfg.methods: MethodsCfg(pca=None, tsne=None, umap=None) "
-                            "list at least one of pca, tsne, umap")
+    assert str(e) == (
+        "ReduceCfg.methods: MethodsCfg(pca=None, tsne=None, umap=None) "
+        "list at least one of pca, tsne, umap"
+    )

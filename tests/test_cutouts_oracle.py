@@ -1,5 +1,6 @@
 """Reading what astronomers have (deepgal.inference.cutouts/source): the exact errors a user
 reads, Pillow's own crop/resize as the oracle for a cut-out, and rows read by index."""
+
 from __future__ import annotations
 
 import h5py
@@ -36,19 +37,30 @@ def h5(path, **datasets):
     return path
 
 
-@pytest.mark.parametrize("data, says", [
-    (dict(pixels=np.zeros((2, 4, 4, 3), np.uint8)),
-     r"no 'images' dataset \(found: \['pixels'\]\); predict needs uint8 images \(N, H, W, 3\)"),
-    (dict(images=np.zeros((2, 4, 4, 3), np.float32)),
-     r"'images' is float32 \(2, 4, 4, 3\); expected uint8 \(N, H, W, 3\) with N > 0"),
-    (dict(images=np.zeros((0, 4, 4, 3), np.uint8)), r"'images' is uint8 \(0, 4, 4, 3\)"),
-    (dict(images=np.zeros((2, 4, 4, 4), np.uint8)), r"'images' is uint8 \(2, 4, 4, 4\)"),
-    (dict(images=np.zeros((2, 4, 4), np.uint8)), r"'images' is uint8 \(2, 4, 4\)"),
-    (dict(images=np.zeros((2, 4, 6, 3), np.uint8)),
-     r"images are 4x6 px; square cut-outs are expected"),
-    (dict(images=np.zeros((2, 4, 4, 3), np.uint8), ans=np.zeros(3, np.uint8)),
-     r"'ans' has shape \(3,\), expected \(2,\)"),
-])
+@pytest.mark.parametrize(
+    "data, says",
+    [
+        (
+            dict(pixels=np.zeros((2, 4, 4, 3), np.uint8)),
+            r"no 'images' dataset \(found: \['pixels'\]\); predict needs uint8 images \(N, H, W, 3\)",
+        ),
+        (
+            dict(images=np.zeros((2, 4, 4, 3), np.float32)),
+            r"'images' is float32 \(2, 4, 4, 3\); expected uint8 \(N, H, W, 3\) with N > 0",
+        ),
+        (dict(images=np.zeros((0, 4, 4, 3), np.uint8)), r"'images' is uint8 \(0, 4, 4, 3\)"),
+        (dict(images=np.zeros((2, 4, 4, 4), np.uint8)), r"'images' is uint8 \(2, 4, 4, 4\)"),
+        (dict(images=np.zeros((2, 4, 4), np.uint8)), r"'images' is uint8 \(2, 4, 4\)"),
+        (
+            dict(images=np.zeros((2, 4, 6, 3), np.uint8)),
+            r"images are 4x6 px; square cut-outs are expected",
+        ),
+        (
+            dict(images=np.zeros((2, 4, 4, 3), np.uint8), ans=np.zeros(3, np.uint8)),
+            r"'ans' has shape \(3,\), expected \(2,\)",
+        ),
+    ],
+)
 def test_bad_hdf5_says_what_is_wrong(tmp_path, data, says):
     path = h5(tmp_path / "in.h5", **data)
     with pytest.raises(CutoutError, match=f"^{path}: {says}"):
@@ -56,8 +68,11 @@ def test_bad_hdf5_says_what_is_wrong(tmp_path, data, says):
 
 
 def test_hdf5_rows_and_labels(tmp_path):
-    path = h5(tmp_path / "in.h5", images=np.zeros((3, 4, 4, 3), np.uint8),
-              ans=np.array([2, 0, 9], np.uint8))
+    path = h5(
+        tmp_path / "in.h5",
+        images=np.zeros((3, 4, 4, 3), np.uint8),
+        ans=np.array([2, 0, 9], np.uint8),
+    )
     cut = open_cutouts(path)
     assert (cut.kind, cut.names) == ("hdf5", ("0", "1", "2"))
     assert cut.labels.dtype == np.int64 and cut.labels.tolist() == [2, 0, 9]
@@ -71,30 +86,40 @@ def test_a_cutout_is_the_centre_square_resized_bilinear(tmp_path):
     tall = rng.integers(0, 256, (11, 6, 3), dtype=np.uint8)  # top = 2
     Image.fromarray(tall).save(tmp_path / "tall.png")
     np.testing.assert_array_equal(load_cutout(tmp_path / "tall.png", 6), tall[2:8])
-    want = np.asarray(Image.fromarray(np.ascontiguousarray(wide[:, 2:8])).resize(
-        (4, 4), Image.Resampling.BILINEAR))
+    want = np.asarray(
+        Image.fromarray(np.ascontiguousarray(wide[:, 2:8])).resize(
+            (4, 4), Image.Resampling.BILINEAR
+        )
+    )
     np.testing.assert_array_equal(load_cutout(tmp_path / "wide.png", 4), want)
     odd = rng.integers(0, 256, (6, 13, 3), dtype=np.uint8)  # left = 7 // 2 = 3, not 3.5
     Image.fromarray(odd).save(tmp_path / "odd.png")
     np.testing.assert_array_equal(load_cutout(tmp_path / "odd.png", 6), odd[:, 3:9])
     Image.fromarray(np.ascontiguousarray(odd.transpose(1, 0, 2))).save(tmp_path / "odd_t.png")
-    np.testing.assert_array_equal(load_cutout(tmp_path / "odd_t.png", 6),
-                                  odd.transpose(1, 0, 2)[3:9])
+    np.testing.assert_array_equal(
+        load_cutout(tmp_path / "odd_t.png", 6), odd.transpose(1, 0, 2)[3:9]
+    )
     grey = rng.integers(0, 256, (5, 5), dtype=np.uint8)
     Image.fromarray(grey, mode="L").save(tmp_path / "grey.png")
     got = load_cutout(tmp_path / "grey.png", 5)
     assert got.shape == (5, 5, 3) and all(np.array_equal(got[..., c], grey) for c in range(3))
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
-    with pytest.raises(CutoutError, match=rf"^{tmp_path / 'bad.jpg'}: not a readable JPEG/PNG"
-                                          r" image \(.*\); remove or replace it$"):
+    with pytest.raises(
+        CutoutError,
+        match=rf"^{tmp_path / 'bad.jpg'}: not a readable JPEG/PNG"
+        r" image \(.*\); remove or replace it$",
+    ):
         load_cutout(tmp_path / "bad.jpg", 4)
 
 
 def test_a_truncated_hdf5_says_copy_it_again(tmp_path):
     path = h5(tmp_path / "t.h5", images=np.zeros((200, 8, 8, 3), np.uint8))
     path.write_bytes(path.read_bytes()[:4000])
-    with pytest.raises(CutoutError, match=rf"^{path}: unreadable HDF5 data \(.*\); the file is "
-                                          r"probably truncated: copy or download it again$"):
+    with pytest.raises(
+        CutoutError,
+        match=rf"^{path}: unreadable HDF5 data \(.*\); the file is "
+        r"probably truncated: copy or download it again$",
+    ):
         open_cutouts(path)
 
 
@@ -103,6 +128,7 @@ def net():
     import torch
 
     from deepgal.models import build_model
+
     torch.manual_seed(0)
     return build_model("smallnet", 10, 8).eval()
 
@@ -129,8 +155,10 @@ def test_predict_a_folder_as_run_model_would(tmp_path, net):
             got = predict(cut, net, pre, cpu, batch_size=2, tta=tta)
             assert got.dtype == np.float32
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(predict(open_cutouts(tmp_path), net, pre, cpu),
-                                  predict(open_cutouts(tmp_path), net, pre, cpu, tta=False))
+    np.testing.assert_array_equal(
+        predict(open_cutouts(tmp_path), net, pre, cpu),
+        predict(open_cutouts(tmp_path), net, pre, cpu, tta=False),
+    )
     # run_on_file: probabilities by default, features sized by the model, float32, no splits.
     plain = run_on_file(net, tmp_path / "g.h5", pre, cpu, [4, 0])
     np.testing.assert_allclose(plain, run_model(net, x[[4, 0]], pre, cpu), atol=1e-6)
@@ -154,6 +182,9 @@ def test_iter_rows_reads_any_order_and_names_a_row_outside(tmp_path):
     first = next(iter_rows(path, want, chunk=2))[0].tolist()
     assert first == [1, 6]
     for bad, row in (([0, 9], 9), ([-1, 3], -1), ([3, -2, 4], -2), ([0, 3, 12], 12)):
-        with pytest.raises(ValueError, match=rf"^{path}: row {row} is outside 'images' "
-                                             r"\(9 rows\); was the split made from another"):
+        with pytest.raises(
+            ValueError,
+            match=rf"^{path}: row {row} is outside 'images' "
+            r"\(9 rows\); was the split made from another",
+        ):
             list(iter_rows(path, bad))

@@ -2,6 +2,7 @@
 MLflow SQLite store): the default run leaves cv off and metrics.json without cv figures;
 `dvc exp run -S cv.folds=2` re-runs only the cv stages and what reads them, and the figures
 reach `dvc exp show --json` and MLflow (a fold-set run under each variant's run)."""
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,10 @@ def _exp_metrics(shown: list, name: str) -> dict:
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     # PCA maps only: the test is about cv, and UMAP / t-SNE cost minutes on a busy machine
-    root = make_repo(tmp_path_factory.mktemp("cvpipe") / "repo",
-                     overrides={"reduce": {"pca_dims": None, "methods": {"pca": {}}}})
+    root = make_repo(
+        tmp_path_factory.mktemp("cvpipe") / "repo",
+        overrides={"reduce": {"pca_dims": None, "methods": {"pca": {}}}},
+    )
     first = dvc(["repro"], root)
     assert {f"cv@{v}" for v in VARIANTS} <= _ran(first)
     default = json.loads((root / "metrics.json").read_text())
@@ -50,7 +53,10 @@ def test_default_run_has_no_cv_figures(repo):
     for v in VARIANTS:
         assert not CV_KEYS & set(default[v]), default[v]
         assert json.loads(run(["git", "show", f"HEAD:results/{v}/cv.json"], root).stdout) == {
-            "version": 1, "variant": v, "folds": 0}
+            "version": 1,
+            "variant": v,
+            "folds": 0,
+        }
 
 
 def test_cv_folds_reruns_only_cv_and_what_reads_it(repo):
@@ -85,9 +91,12 @@ def test_mlflow_fold_sets_nest_under_the_variant_runs(repo):
     runs = client.search_runs([exp], max_results=1000)
     for v in VARIANTS:
         variant_run = json.loads((root / "models" / v / "mlflow_run.json").read_text())["run_id"]
-        (fold_set,) = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == variant_run
-                       and r.data.tags.get("deepgal.kind") == "cv"]
-        folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") ==
-                 fold_set.info.run_id]
+        (fold_set,) = [
+            r
+            for r in runs
+            if r.data.tags.get("mlflow.parentRunId") == variant_run
+            and r.data.tags.get("deepgal.kind") == "cv"
+        ]
+        folds = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == fold_set.info.run_id]
         assert len(folds) == 2 and fold_set.info.status == "FINISHED"
         assert sum(f.data.metrics["cv.fold.n"] for f in folds) == 80

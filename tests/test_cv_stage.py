@@ -2,6 +2,7 @@
 recomputed from the per-fold predictions it records, a planted learnable set against a
 label-shuffled one, identical images kept in one fold, cv off changing nothing, and the MLflow
 fold-set run nested under the variant's run in a real SQLite store."""
+
 from __future__ import annotations
 
 import json
@@ -45,17 +46,20 @@ def planted(path, learnable: bool, seed: int = 0):
 
 
 def params(folds: int, tta: bool = True, **cv) -> dict:
-    return tiny_params({
-        "variants": {"smallnet": {"input_size": 16, "crop": 1.0, "epochs": 12}},
-        "train": {"batch_size": 8, "warmup_epochs": 0, "checkpoint_every": 4, "lr": 0.05},
-        "cv": {"folds": folds, "seed": 3, "tta": tta, "variants": None, **cv}})
+    return tiny_params(
+        {
+            "variants": {"smallnet": {"input_size": 16, "crop": 1.0, "epochs": 12}},
+            "train": {"batch_size": 8, "warmup_epochs": 0, "checkpoint_every": 4, "lr": 0.05},
+            "cv": {"folds": folds, "seed": 3, "tta": tta, "variants": None, **cv},
+        }
+    )
 
 
 def _run(tmp_path_factory, learnable: bool):
     d = tmp_path_factory.mktemp("cv_learnable" if learnable else "cv_shuffled")
     labels = planted(d / "g.h5", learnable=learnable)
     done = cross_validate("smallnet", d / "g.h5", d / "cv.json", None, params(3))
-    assert read_cv(d / "cv.json") == done   # the file reads back as what was written
+    assert read_cv(d / "cv.json") == done  # the file reads back as what was written
     return labels, done, json.loads((d / "cv.json").read_text())
 
 
@@ -89,14 +93,23 @@ def test_figures_equal_sklearn_from_the_recorded_predictions(which, request):
         assert s["spread"] == pytest.approx(np.std(accs))
         pooled = accuracy_score(truth, pred)
         assert s["se"] == pytest.approx(math.sqrt(pooled * (1 - pooled) / len(truth)))
-        assert s["macro_f1"] == pytest.approx(f1_score(truth, pred, labels=present,
-                                                       average="macro"))
+        assert s["macro_f1"] == pytest.approx(
+            f1_score(truth, pred, labels=present, average="macro")
+        )
         rec = recall_score(truth, pred, labels=present, average=None)
-        assert s["recall"] == pytest.approx({CLASS_NAMES[c]: r for c, r in zip(present, rec)})
+        assert s["recall"] == pytest.approx(
+            {CLASS_NAMES[c]: r for c, r in zip(present, rec, strict=True)}
+        )
         # and the library's own summary, recomputed from the file alone, says the same
-        again = summarise(labels, [FoldResult(f["fold"], np.array(f["held"]),
-                                              {view: _onehot(f["pred"][view])}, 0.0)
-                                   for f in folds], view, 3)
+        again = summarise(
+            labels,
+            [
+                FoldResult(f["fold"], np.array(f["held"]), {view: _onehot(f["pred"][view])}, 0.0)
+                for f in folds
+            ],
+            view,
+            3,
+        )
         assert again.to_dict() == s
 
 
@@ -119,22 +132,25 @@ def test_planted_set_is_learned(learnable):
 def test_shuffled_labels_stay_near_chance(shuffled):
     _, done, _ = shuffled
     for view in ("plain", "tta"):
-        assert done.views[view]["acc"] <= 0.6, done.views[view]   # chance is 1/3
+        assert done.views[view]["acc"] <= 0.6, done.views[view]  # chance is 1/3
 
 
 def test_headline_figures_come_from_the_headline_view(shuffled, tmp_path):
-    _, done, raw = shuffled   # here TTA and plain differ
+    _, done, raw = shuffled  # here TTA and plain differ
     assert raw["views"]["tta"]["acc"] != raw["views"]["plain"]["acc"]
     s = raw["views"]["tta"]
-    assert done.headline() == {"cv_acc": round(s["acc"], 4), "cv_se": round(s["se"], 4),
-                               "cv_f1": round(s["macro_f1"], 4),
-                               "cv_spread": round(s["spread"], 4)}
+    assert done.headline() == {
+        "cv_acc": round(s["acc"], 4),
+        "cv_se": round(s["se"], 4),
+        "cv_f1": round(s["macro_f1"], 4),
+        "cv_spread": round(s["spread"], 4),
+    }
     (tmp_path / "smallnet").mkdir()
     done.write(tmp_path / "smallnet" / "cv.json")
     head = {"smallnet": {"val_acc": 0.5, "epoch": 3}, "customnet": {"val_acc": 0.1, "epoch": 1}}
     got = with_cv(head, tmp_path)
     assert got["smallnet"] == {"val_acc": 0.5, "epoch": 3, **done.headline()}
-    assert got["customnet"] == head["customnet"]   # no cv.json: its figures as they were
+    assert got["customnet"] == head["customnet"]  # no cv.json: its figures as they were
 
 
 def test_cv_off_writes_a_constant_file_and_leaves_metrics_byte_identical(tmp_path):
@@ -147,7 +163,10 @@ def test_cv_off_writes_a_constant_file_and_leaves_metrics_byte_identical(tmp_pat
     for v in head:
         cross_validate(v, tmp_path / "absent.h5", tmp_path / v / "cv.json", None, p)
         assert json.loads((tmp_path / v / "cv.json").read_text()) == {
-            "version": 1, "variant": v, "folds": 0}
+            "version": 1,
+            "variant": v,
+            "folds": 0,
+        }
     again = with_cv(head, tmp_path)
     assert json.dumps(again, indent=2) + "\n" == baseline
 
@@ -161,14 +180,17 @@ def test_cv_off_for_a_variant_not_listed(tmp_path):
 
 def test_cv_off_loads_no_torch(tmp_path):
     """The default pipeline pays a Python start-up per variant, not a torch import."""
-    code = ("import sys, yaml; from pathlib import Path; "
-            "from deepgal.crossval_stage import cross_validate; "
-            f"p = yaml.safe_load(open({str(REPO / 'params.yaml')!r})); "
-            f"cross_validate('smallnet', Path('nothing.h5'), Path({str(tmp_path)!r}) / 'cv.json',"
-            " Path('nothing.json'), p); print(sorted(m for m in ('torch', 'mlflow', 'sklearn') "
-            "if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=REPO, check=True)
+    code = (
+        "import sys, yaml; from pathlib import Path; "
+        "from deepgal.crossval_stage import cross_validate; "
+        f"p = yaml.safe_load(open({str(REPO / 'params.yaml')!r})); "
+        f"cross_validate('smallnet', Path('nothing.h5'), Path({str(tmp_path)!r}) / 'cv.json',"
+        " Path('nothing.json'), p); print(sorted(m for m in ('torch', 'mlflow', 'sklearn') "
+        "if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
+    )
     assert out.stdout.strip() == "[]", out.stderr
 
 
@@ -208,7 +230,10 @@ def test_mlflow_fold_set_run_nests_under_the_variant_run(learnable, tmp_path, mo
     log_cv(tmp_path / "mlflow_run.json", done, tmp_path / "cv.json", times)
 
     runs = client.search_runs([exp])
-    under = lambda rid: [r for r in runs if r.data.tags.get("mlflow.parentRunId") == rid]
+
+    def under(rid):
+        return [r for r in runs if r.data.tags.get("mlflow.parentRunId") == rid]
+
     (fold_set,) = under(variant_run)
     assert fold_set.info.run_name == "smallnet cv 3-fold"
     assert fold_set.info.status == "FINISHED"
@@ -241,4 +266,4 @@ def test_real700_cv_profile_cross_validates_the_real700_recipe():
     assert cv["data"] == recipe["data"]
     for v in recipe["variants"]:
         assert config.resolve_variant(cv, v) == config.resolve_variant(recipe, v)
-    assert config.load_section("cv", recipe).folds == 0   # the recipe profile itself: cv off
+    assert config.load_section("cv", recipe).folds == 0  # the recipe profile itself: cv off

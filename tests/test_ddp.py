@@ -7,6 +7,7 @@
   history of the uninterrupted 2-process run;
 - Ctrl-C mid-epoch stops both ranks at the same step and the re-run resumes there, exactly.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,11 +20,12 @@ import pytest
 import torch
 
 from deepgal import checkpoint as ckpt_io
-from deepgal.data import galaxy10, split as split_io
+from deepgal.data import galaxy10
+from deepgal.data import split as split_io
 from deepgal.inference import load_model, run_model
 from tests.faults.conftest import exact_history, no_traceback
-from tests.pipeline_repo import REPO
 from tests.helpers import make_workdir as train_workdir
+from tests.pipeline_repo import REPO
 
 pytestmark = pytest.mark.slow
 EPOCHS = 3
@@ -38,11 +40,25 @@ def make_workdir(root: Path, nproc: int) -> Path:
 
 def run_stage(cwd: Path, timeout: float = 300, **env) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    full.update({"DEEPGAL_MLFLOW": "off", "PYTHONPATH": str(REPO),
-                 "DEEPGAL_DIST_TIMEOUT_S": "30", **env})
-    cmd = [sys.executable, str(REPO / "stages/train.py"), "--variant", "smallnet", "--data",
-           "data/galaxy10.h5", "--source", "data/source.json", "--split", "data/split",
-           "--out", "models/smallnet", "--results", "results/smallnet"]
+    full.update(
+        {"DEEPGAL_MLFLOW": "off", "PYTHONPATH": str(REPO), "DEEPGAL_DIST_TIMEOUT_S": "30", **env}
+    )
+    cmd = [
+        sys.executable,
+        str(REPO / "stages/train.py"),
+        "--variant",
+        "smallnet",
+        "--data",
+        "data/galaxy10.h5",
+        "--source",
+        "data/source.json",
+        "--split",
+        "data/split",
+        "--out",
+        "models/smallnet",
+        "--results",
+        "results/smallnet",
+    ]
     return subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
 
 
@@ -75,8 +91,9 @@ def test_two_processes_finish_like_one_and_score_the_whole_val_split(two_ranks, 
     val = split_io.read_split(two_ranks / "data/split", "val")
     images = galaxy10.read_images(two_ranks / "data/galaxy10.h5", val)
     labels = torch.from_numpy(galaxy10.read_labels(two_ranks / "data/galaxy10.h5")[val])
-    logits = torch.from_numpy(run_model(model, images, pre, torch.device("cpu"),
-                                        output="logits", precision="fp32"))
+    logits = torch.from_numpy(
+        run_model(model, images, pre, torch.device("cpu"), output="logits", precision="fp32")
+    )
     whole = (logits.argmax(1) == labels).float().mean().item()
     assert two["val/accuracy"] == pytest.approx(whole)
     loss = torch.nn.functional.cross_entropy(logits, labels.long()).item()
@@ -92,8 +109,9 @@ def test_killed_rank_fails_cleanly_and_a_rerun_resumes(two_ranks, tmp_path):
     assert "sending SIGKILL to itself at epoch 2 step 1/3 (rank 1)" in p.stderr
     assert no_traceback(p.stderr), p.stderr[-4000:]
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
-    assert errors[-1].startswith("error: training process rank 1 failed first (killed by "
-                                 "SIGKILL)"), errors
+    assert errors[-1].startswith(
+        "error: training process rank 1 failed first (killed by SIGKILL)"
+    ), errors
     assert "run the stage again to resume" in errors[-1]
     ckpts = root / "models/smallnet/checkpoints"
     assert ckpt_io.load(ckpts / "last.pt")["epoch"] == 1  # epoch 2 was under way
@@ -104,10 +122,11 @@ def test_killed_rank_fails_cleanly_and_a_rerun_resumes(two_ranks, tmp_path):
     assert p.returncode == 0, p.stderr[-4000:]
     assert "at epoch 2 step 0" in p.stderr  # where the log says it resumed
     # Epoch 1 was not trained again: its checkpoint was not rewritten.
-    assert epoch1 == ((ckpts / "epoch_001.pt").stat().st_mtime_ns,
-                      (ckpts / "epoch_001.pt").read_bytes())
-    assert exact_history(root / "results/smallnet") == \
-        exact_history(two_ranks / "results/smallnet")
+    assert epoch1 == (
+        (ckpts / "epoch_001.pt").stat().st_mtime_ns,
+        (ckpts / "epoch_001.pt").read_bytes(),
+    )
+    assert exact_history(root / "results/smallnet") == exact_history(two_ranks / "results/smallnet")
 
 
 def test_ctrl_c_mid_epoch_under_ddp_resumes_exactly(two_ranks, tmp_path):

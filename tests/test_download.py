@@ -1,8 +1,10 @@
 """deepgal.data.download against a real loopback HTTP server with injected faults."""
+
 from __future__ import annotations
 
 import hashlib
 import http.server
+import itertools
 import threading
 from pathlib import Path
 
@@ -11,8 +13,8 @@ import pytest
 
 from deepgal.data import download as download_mod
 from deepgal.data.download import DownloadError, download, preflight, sha256_file
-from deepgal.data.local_copy import copy_verified
 from deepgal.data.galaxy10 import validate, write_galaxy10
+from deepgal.data.local_copy import copy_verified
 
 from .httpserver import serve_bytes
 from .ports import refused_url
@@ -26,8 +28,9 @@ def galaxy(tmp_path_factory) -> tuple[bytes, str]:
     """A real Galaxy10-layout file of 100 random 32x32 images (~310 kB) and its SHA-256."""
     rng = np.random.default_rng(0)
     path = tmp_path_factory.mktemp("src") / "Galaxy10_DECals.h5"
-    write_galaxy10(path, rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8),
-                   rng.integers(0, 10, 100))
+    write_galaxy10(
+        path, rng.integers(0, 256, (100, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, 100)
+    )
     data = path.read_bytes()
     return data, hashlib.sha256(data).hexdigest()
 
@@ -89,7 +92,7 @@ def test_repeated_random_drops_still_complete(galaxy, dest, sleeps):
     reqs = server.requests
     assert len(reqs) == len(drops) + 1
     start = 0
-    for prev, cur in zip(reqs, reqs[1:]):
+    for prev, cur in itertools.pairwise(reqs):
         got = int(cur.range.removeprefix("bytes=").rstrip("-")) if cur.range else 0
         # Resumes from what reached the disk: all sent bytes but a partial last chunk.
         assert start + prev.bytes_sent - CHUNK < got <= start + prev.bytes_sent
@@ -175,7 +178,10 @@ def test_misaligned_content_range_starts_over(galaxy, dest, sleeps):
     with serve_bytes(data, drop_after_bytes=[5 * CHUNK], misalign_range=True) as server:
         download(server.url, dest, sha, **FAST)
     assert [(r.range, r.status) for r in server.requests] == [
-        (None, 200), (f"bytes={5 * CHUNK}-", 206), (None, 200)]
+        (None, 200),
+        (f"bytes={5 * CHUNK}-", 206),
+        (None, 200),
+    ]
     assert dest.read_bytes() == data
 
 
@@ -282,14 +288,17 @@ def test_part_of_another_file_restarts_once(galaxy, dest):
     assert dest.read_bytes() == data
 
 
-@pytest.mark.parametrize("kwargs, named", [
-    (dict(url="ftp://example.org/g.h5"), "ftp://example.org/g.h5"),
-    (dict(url="zenodo.org/g.h5"), "zenodo.org/g.h5"),
-    (dict(sha256="abc123"), "abc123"),
-    (dict(sha256="g" * 64), "g" * 64),
-    (dict(retries=-1), "retries"),
-    (dict(timeout_s=0), "timeout_s"),
-])
+@pytest.mark.parametrize(
+    "kwargs, named",
+    [
+        (dict(url="ftp://example.org/g.h5"), "ftp://example.org/g.h5"),
+        (dict(url="zenodo.org/g.h5"), "zenodo.org/g.h5"),
+        (dict(sha256="abc123"), "abc123"),
+        (dict(sha256="g" * 64), "g" * 64),
+        (dict(retries=-1), "retries"),
+        (dict(timeout_s=0), "timeout_s"),
+    ],
+)
 def test_bad_arguments_are_named(tmp_path, kwargs, named):
     args = dict(url="https://example.org/g.h5", dest=tmp_path / "g.h5", sha256="0" * 64) | kwargs
     with pytest.raises(ValueError) as err:
@@ -299,6 +308,7 @@ def test_bad_arguments_are_named(tmp_path, kwargs, named):
 
 
 # -- pre-flight: seconds, before DVC deletes anything -------------------------------------------
+
 
 class _HugeFile(http.server.BaseHTTPRequestHandler):
     """Answers HEAD for a 1 PB file: no disk here can hold it."""
@@ -323,8 +333,11 @@ def test_preflight_passes_and_reports_size(galaxy, dest):
 
 def test_preflight_offline_says_what_to_do(dest, sleeps):
     with refused_url() as url:
-        with pytest.raises(DownloadError, match=r"127\.0\.0\.1:\d+ does not answer.*offline.*"
-                                                r"Nothing was changed.*data\.local_path"):
+        with pytest.raises(
+            DownloadError,
+            match=r"127\.0\.0\.1:\d+ does not answer.*offline.*"
+            r"Nothing was changed.*data\.local_path",
+        ):
             preflight(url, dest, timeout_s=2)
     assert sleeps == [] and not dest.parent.exists()
 
@@ -349,8 +362,11 @@ def test_preflight_not_found_and_no_room(galaxy, dest):
     thread.start()
     try:
         url = f"http://127.0.0.1:{httpd.server_address[1]}/Galaxy10_DECals.h5"
-        with pytest.raises(DownloadError, match=r"GB free, but .* is 1000000\.00 GB.*free some "
-                                                r"space.*Nothing was changed"):
+        with pytest.raises(
+            DownloadError,
+            match=r"GB free, but .* is 1000000\.00 GB.*free some "
+            r"space.*Nothing was changed",
+        ):
             preflight(url, dest)
     finally:
         httpd.shutdown()
@@ -358,6 +374,7 @@ def test_preflight_not_found_and_no_room(galaxy, dest):
 
 
 # -- a copy the user already has (data.local_path) ----------------------------------------------
+
 
 def test_copy_verified_copies_and_checks(galaxy, tmp_path, dest):
     data, sha = galaxy
@@ -390,8 +407,11 @@ def test_copy_verified_wrong_file_leaves_dest_as_it_was(galaxy, tmp_path, dest):
     src.write_bytes(data[:-1] + b"x")
     dest.parent.mkdir(parents=True)
     dest.write_bytes(b"old bytes")
-    with pytest.raises(DownloadError, match=rf"data\.local_path: .*other\.h5 has SHA-256 "
-                                            rf"[0-9a-f]{{64}}, expected {sha}"):
+    with pytest.raises(
+        DownloadError,
+        match=rf"data\.local_path: .*other\.h5 has SHA-256 "
+        rf"[0-9a-f]{{64}}, expected {sha}",
+    ):
         copy_verified(src, dest, sha)
     assert dest.read_bytes() == b"old bytes"
     assert sorted(p.name for p in dest.parent.iterdir()) == [dest.name]

@@ -3,6 +3,7 @@
 The static check runs on every test run; a real `dvc status` check (edit one library file,
 see which stages go stale) runs in the pipeline test, on a repository that has been built.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -14,8 +15,10 @@ from .deps import REPO, check, import_closure, write
 
 def test_dvc_yaml_lists_exactly_what_each_stage_imports():
     problems = check(REPO / "dvc.yaml")
-    assert not problems, "dvc.yaml deps differ from the import closures " \
+    assert not problems, (
+        "dvc.yaml deps differ from the import closures "
         "(python -m tests.deps prints what to list):\n" + "\n".join(problems)
+    )
 
 
 def test_closure_follows_imports_through_the_library(tmp_path):
@@ -30,14 +33,17 @@ def test_closure_follows_imports_through_the_library(tmp_path):
     (tmp_path / "stages").mkdir()
     (tmp_path / "stages" / "s.py").write_text("from deepgal import a\n")
     assert import_closure(tmp_path / "stages" / "s.py", tmp_path) == {
-        "deepgal/a.py", "deepgal/sub/__init__.py", "deepgal/sub/b.py", "deepgal/sub/c.py"}
+        "deepgal/a.py",
+        "deepgal/sub/__init__.py",
+        "deepgal/sub/b.py",
+        "deepgal/sub/c.py",
+    }
 
 
 def test_a_broken_dvc_yaml_is_caught(tmp_path):
     """The check fails when a stage misses a file it imports or lists one it never reads."""
     for name in ("deepgal", "stages"):
-        shutil.copytree(REPO / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     spec = yaml.safe_load((REPO / "dvc.yaml").read_text())
     split_deps = spec["stages"]["split"]["deps"]
     dropped = "deepgal/data/galaxy10.py"
@@ -61,19 +67,23 @@ def test_a_declared_runs_file_is_in_the_closure(tmp_path):
     (tmp_path / "stages").mkdir()
     (tmp_path / "stages" / "s.py").write_text("import deepgal.m\n")
     assert import_closure(tmp_path / "stages" / "s.py", tmp_path) == {
-        "deepgal/m.py", "deepgal/loaded_by_mlflow.py", "deepgal/helper.py"}
+        "deepgal/m.py",
+        "deepgal/loaded_by_mlflow.py",
+        "deepgal/helper.py",
+    }
 
 
 def test_write_repairs_a_broken_dvc_yaml_and_keeps_the_rest(tmp_path):
     """`python -m tests.deps --write` makes the check pass again; comments and the data,
     params and outs entries come through unchanged."""
     for name in ("deepgal", "stages"):
-        shutil.copytree(REPO / name, tmp_path / name,
-                        ignore=shutil.ignore_patterns("__pycache__"))
+        shutil.copytree(REPO / name, tmp_path / name, ignore=shutil.ignore_patterns("__pycache__"))
     text = (REPO / "dvc.yaml").read_text()
     broken = text.replace("      - deepgal/data/galaxy10.py\n", "", 1).replace(
-        "        - deepgal/selection.py\n", "        - deepgal/selection.py\n"
-        "        - deepgal/report.py\n        - deepgal/plots\n", 1)
+        "        - deepgal/selection.py\n",
+        "        - deepgal/selection.py\n        - deepgal/report.py\n        - deepgal/plots\n",
+        1,
+    )
     assert broken != text
     (tmp_path / "dvc.yaml").write_text(broken)
     assert check(tmp_path / "dvc.yaml", tmp_path)  # the control: it is broken
@@ -86,9 +96,12 @@ def test_write_repairs_a_broken_dvc_yaml_and_keeps_the_rest(tmp_path):
     assert before.keys() == after.keys()
     for name in before:
         b, a = before[name].get("do", before[name]), after[name].get("do", after[name])
-        assert {k: v for k, v in b.items() if k != "deps"} == \
-            {k: v for k, v in a.items() if k != "deps"}, name
-        lib = lambda deps: [d for d in deps if not (isinstance(d, str)  # noqa: E731
-                                                    and d.startswith("deepgal"))]
+        assert {k: v for k, v in b.items() if k != "deps"} == {
+            k: v for k, v in a.items() if k != "deps"
+        }, name
+
+        def lib(deps):
+            return [d for d in deps if not (isinstance(d, str) and d.startswith("deepgal"))]
+
         assert lib(b.get("deps", [])) == lib(a.get("deps", [])), name
     assert write(tmp_path / "dvc.yaml", tmp_path) == []  # idempotent

@@ -2,6 +2,7 @@
 Vega-Embed inline, DVC picks it up from `plots.html_template`, and the page it writes loads no
 script from anywhere. The slow test renders the page in headless Chromium with every network
 request refused, and checks the same check fails for DVC's own CDN page."""
+
 from __future__ import annotations
 
 import re
@@ -44,17 +45,29 @@ def dvc_repo(root: Path, template_text: str | None) -> tuple[Path, dict]:
     (root / "history.csv").write_text("epoch,val/accuracy\n1,0.2\n2,0.4\n3,0.55\n4,0.6\n")
     (root / "dvc.yaml").write_text(DVC_YAML)
     dvc = [sys.executable, "-m", "dvc"]
-    for cmd in (["git", "init", "-q"], dvc + ["init", "-q"],
-                dvc + ["config", "core.analytics", "false"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        dvc + ["init", "-q"],
+        dvc + ["config", "core.analytics", "false"],
+    ):
         subprocess.run(cmd, cwd=root, env=env, check=True)
     if template_text is not None:
         (root / "reports").mkdir()
         (root / "reports" / "dvc_plots_template.html").write_text(template_text)
         # Relative to .dvc/, as DVC resolves it: the line the project's .dvc/config holds.
-        subprocess.run(dvc + ["config", "plots.html_template", "../reports/dvc_plots_template.html"],
-                       cwd=root, env=env, check=True)
-    out = subprocess.run(dvc + ["plots", "show", "-o", "dvc_plots"], cwd=root, env=env,
-                         capture_output=True, text=True)
+        subprocess.run(
+            dvc + ["config", "plots.html_template", "../reports/dvc_plots_template.html"],
+            cwd=root,
+            env=env,
+            check=True,
+        )
+    out = subprocess.run(
+        dvc + ["plots", "show", "-o", "dvc_plots"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr
     return root / "dvc_plots" / "index.html", env
 
@@ -77,10 +90,22 @@ def rendered_dom(page: Path) -> str:
     """The page's DOM after its scripts ran, with every network request refused."""
     with refused_port() as port:
         out = subprocess.run(
-            [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-             f"--proxy-server=127.0.0.1:{port}", "--host-resolver-rules=MAP * ~NOTFOUND",
-             "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
-            capture_output=True, text=True, timeout=120)
+            [
+                chromium(),
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                f"--proxy-server=127.0.0.1:{port}",
+                "--host-resolver-rules=MAP * ~NOTFOUND",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                page.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
     assert out.returncode == 0, out.stderr[-2000:]
     return out.stdout
 

@@ -1,11 +1,11 @@
 """The evaluate stage as a real process (contract 4): headline metrics.json beside eval.json and
 predictions.csv, TTA from params, the embeddings of every split from the same pass, every local
 output written although the tracker is away (a refused 127.0.0.1 port: one warning, exit 0)."""
+
 import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,28 +36,69 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
     pre = Preprocess(16, crop=0.5)
     torch.manual_seed(0)
     model = build_model("smallnet", 10, 16).eval()
-    ckpt_io.save(tmp_path / "m.pt", {"model": model.state_dict(), "model_name": "smallnet",
-                                     "preprocess": pre.to_dict(), "epoch": 2})
+    ckpt_io.save(
+        tmp_path / "m.pt",
+        {
+            "model": model.state_dict(),
+            "model_name": "smallnet",
+            "preprocess": pre.to_dict(),
+            "epoch": 2,
+        },
+    )
     (tmp_path / "selection.json").write_text(json.dumps({"checkpoint": "m.pt", "epoch": 2}))
     (tmp_path / "history.csv").write_text("epoch,seconds\n1,30.0\n2,60.0\n")
     (tmp_path / "run.json").write_text(json.dumps({"run_id": "0123456789abcdef"}))
     # map_train: 20 of the train images are embedded for the maps (one case), all (other).
-    params = tiny_params({"evaluate": {"batch_size": 7, "tta": tta,
-                                       "map_train": 20 if tta else None}})
+    params = tiny_params(
+        {"evaluate": {"batch_size": 7, "tta": tta, "map_train": 20 if tta else None}}
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "results"
     # The tracker's port stays bound, not listening, while the stage runs: refused at once.
     with refused_port() as port:
-        env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPGAL_MLFLOW": "on",
-               "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "DEEPGAL_MLFLOW": "on",
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+        }
         proc = subprocess.run(
-            [sys.executable, str(REPO / "stages/evaluate.py"), "--variant", "smallnet",
-             "--selection", "selection.json", "--history", "history.csv", "--run", "run.json",
-             "--checkpoint", "m.pt", "--calibration", f"{out}/calibration.json", "--data",
-             "g.h5", "--split", "split", "--metrics", f"{out}/metrics.json",
-             "--out", f"{out}/eval.json", "--predictions", f"{out}/predictions.csv",
-             "--plots", f"{out}/confusion", "--features", f"{out}/features.npz"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                str(REPO / "stages/evaluate.py"),
+                "--variant",
+                "smallnet",
+                "--selection",
+                "selection.json",
+                "--history",
+                "history.csv",
+                "--run",
+                "run.json",
+                "--checkpoint",
+                "m.pt",
+                "--calibration",
+                f"{out}/calibration.json",
+                "--data",
+                "g.h5",
+                "--split",
+                "split",
+                "--metrics",
+                f"{out}/metrics.json",
+                "--out",
+                f"{out}/eval.json",
+                "--predictions",
+                f"{out}/predictions.csv",
+                "--plots",
+                f"{out}/confusion",
+                "--features",
+                f"{out}/features.npz",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "unreachable" in proc.stderr, proc.stderr[-3000:]
 
@@ -69,8 +110,7 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
     for split in ("val", "test"):
         assert set(headline[split]) == {"accuracy", "macro_f1"}
         idx = splits[split]
-        want = score(labels[idx], run_model(model, images[idx], pre, torch.device("cpu"),
-                                            tta=tta))
+        want = score(labels[idx], run_model(model, images[idx], pre, torch.device("cpu"), tta=tta))
         assert headline[split]["accuracy"] == want["accuracy"] == details[split]["accuracy"]
         assert details[split]["confusion"] == want["confusion"]
         assert (out / "confusion" / f"{split}.png").stat().st_size > 1000

@@ -1,6 +1,7 @@
 """Grad-CAM of deepgal.explore.cam on a hand-built smallnet whose decision depends on one known
 patch: class 1 counts red pixels, class 2 green ones, so in an image with one red and one green
 patch the map of class 1 must peak on the red patch and that of class 2 on the green one."""
+
 import numpy as np
 import pytest
 import torch
@@ -20,8 +21,13 @@ def mask(patch) -> np.ndarray:
 
 @pytest.mark.parametrize("target,patch", [(1, RED), (2, GREEN)])
 def test_the_map_peaks_on_the_patch_the_class_depends_on(target, patch):
-    maps, logits, views, layer = grad_cam(toy_smallnet(), two_patches()[None], TOY_PRE,
-                                          torch.device("cpu"), targets=np.array([target]))
+    maps, logits, views, layer = grad_cam(
+        toy_smallnet(),
+        two_patches()[None],
+        TOY_PRE,
+        torch.device("cpu"),
+        targets=np.array([target]),
+    )
     assert layer == "body.4"  # the last rectified convolution, 16x16 at 32 px
     m = maps[0]
     assert mask(patch)[np.unravel_index(m.argmax(), m.shape)]
@@ -60,4 +66,4 @@ def test_every_variant_has_a_target_layer_with_a_grid_to_localise(name):
     sides = output_sides(model, names, 32)
     assert sides[layer] >= MIN_SIDE
     # the deepest such layer: every deeper candidate is coarser than MIN_SIDE
-    assert all(sides[n] < MIN_SIDE for n in names[:names.index(layer)])
+    assert all(sides[n] < MIN_SIDE for n in names[: names.index(layer)])

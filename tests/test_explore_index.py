@@ -1,5 +1,6 @@
 """Cosine nearest neighbours and the k-NN outlier score of deepgal.explore, against a brute-force
 oracle written with SciPy's cosine distance; scikit-learn's and faiss's indexes agree."""
+
 import numpy as np
 import pytest
 from scipy.spatial.distance import cdist

@@ -1,6 +1,7 @@
 """`deepgal export`: the ONNX graph run by onnxruntime gives deepgal's own calibrated
 probabilities (run_model + the checkpoint's temperature) on the same uint8 images, for any
 batch size; its resize is torch's uint8 kernel bit for bit; bad input fails before writing."""
+
 from __future__ import annotations
 
 import json
@@ -31,30 +32,41 @@ def session(path) -> ort.InferenceSession:
 def test_resize_weights_are_torch_uint8_antialias_bit_for_bit(n_in, n_out):
     """Oracle: torch's own uint8 kernel, which deepgal's CPU preprocessing uses."""
     x = np.random.default_rng(n_in + n_out).integers(0, 256, (3, n_in, n_in, 3), np.uint8)
-    want = F.interpolate(torch.from_numpy(x).permute(0, 3, 1, 2), (n_out, n_out),
-                         mode="bilinear", antialias=True, align_corners=False)
+    want = F.interpolate(
+        torch.from_numpy(x).permute(0, 3, 1, 2),
+        (n_out, n_out),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
+    )
     w, p = aa_weights(n_in, n_out)
     y = x.astype(np.float64)
-    y = np.clip(np.floor((np.einsum("nhwc,ow->nhoc", y, w) + 2 ** (p - 1)) / 2 ** p), 0, 255)
-    y = np.clip(np.floor((np.einsum("nhwc,oh->nowc", y, w) + 2 ** (p - 1)) / 2 ** p), 0, 255)
+    y = np.clip(np.floor((np.einsum("nhwc,ow->nhoc", y, w) + 2 ** (p - 1)) / 2**p), 0, 255)
+    y = np.clip(np.floor((np.einsum("nhwc,oh->nowc", y, w) + 2 ** (p - 1)) / 2**p), 0, 255)
     np.testing.assert_array_equal(y.astype(np.uint8), want.permute(0, 2, 3, 1).numpy())
 
 
 ARCHS = [  # (variant, preprocessing, image side): crop + resize; crop alone; resize alone
     pytest.param("smallnet", None, 40, id="smallnet-crop-resize"),
     pytest.param("smallnet", None, 32, id="smallnet-crop", marks=pytest.mark.slow),
-    pytest.param("customnet", Preprocess(16, 1.0, (0.3, 0.3, 0.2), (0.2, 0.3, 0.25)), 24,
-                 id="customnet-resize", marks=pytest.mark.slow),
+    pytest.param(
+        "customnet",
+        Preprocess(16, 1.0, (0.3, 0.3, 0.2), (0.2, 0.3, 0.25)),
+        24,
+        id="customnet-resize",
+        marks=pytest.mark.slow,
+    ),
 ]
 
 
 @pytest.mark.parametrize("variant, pre, side", ARCHS)
-def test_onnx_graph_gives_deepgals_calibrated_probabilities(tmp_path, capsys, variant, pre,
-                                                            side):
+def test_onnx_graph_gives_deepgals_calibrated_probabilities(tmp_path, capsys, variant, pre, side):
     ckpt = selected_checkpoint(tmp_path / "selected.pt", variant, pre, temperature=0.5)
     dest = tmp_path / "model.onnx"
-    assert main(["export", "--checkpoint", str(ckpt), "--onnx", str(dest),
-                 "--image-size", str(side)]) == 0
+    assert (
+        main(["export", "--checkpoint", str(ckpt), "--onnx", str(dest), "--image-size", str(side)])
+        == 0
+    )
     assert f"(N, {side}, {side}, 3) uint8" in capsys.readouterr().out
     images = np.random.default_rng(1).integers(0, 256, (64, side, side, 3), np.uint8)
     model, prep, raw = load_model(ckpt, CPU)
@@ -91,4 +103,5 @@ def test_export_refuses_what_is_not_a_checkpoint_and_writes_nothing(tmp_path, ca
     assert err.startswith(f"error: {path}") and err.count("\n") == 1, err
     assert dest.read_bytes() == b"an earlier export"  # untouched, no temporary file left
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["model.onnx"] + ([] if bad == "missing" else ["model.pt"]))
+        ["model.onnx"] + ([] if bad == "missing" else ["model.pt"])
+    )

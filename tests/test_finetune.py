@@ -6,6 +6,7 @@ binomial s.e. and the mean of folds by hand, calibrated probabilities as torch's
 model's own logits over the stored temperature, the trainable parameter names written out per
 architecture, the dataset digest from hashlib.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,10 +69,26 @@ def finetune_cfg(**over) -> config.FinetuneCfg:
 
 def run_stage(root: Path, env: dict) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(REPO / "stages/finetune.py"), "--variant", "smallnet",
-         "--selected", "selected.pt", "--run", "run.json", "--out", "models/finetuned.pt",
-         "--report", "results/finetune.json"],
-        cwd=root, env=env, capture_output=True, text=True, timeout=600)
+        [
+            sys.executable,
+            str(REPO / "stages/finetune.py"),
+            "--variant",
+            "smallnet",
+            "--selected",
+            "selected.pt",
+            "--run",
+            "run.json",
+            "--out",
+            "models/finetuned.pt",
+            "--report",
+            "results/finetune.json",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def stage_dir(root: Path, selected: Path, data: str) -> tuple[Path, dict]:
@@ -80,8 +97,12 @@ def stage_dir(root: Path, selected: Path, data: str) -> tuple[Path, dict]:
     params["finetune"].update({**FINETUNE, "data": data})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (root / "selected.pt").write_bytes(selected.read_bytes())
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPGAL_MLFLOW": "on",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DEEPGAL_MLFLOW": "on",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+    }
     return root, env
 
 
@@ -92,8 +113,9 @@ def staged(tmp_path_factory, selected):
     labelled_h5(root / "set.h5")
     os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
     try:
-        sink = tracking.MlflowSink(env["MLFLOW_TRACKING_URI"], "smallnet", {}, {},
-                                   system_metrics=False)
+        sink = tracking.MlflowSink(
+            env["MLFLOW_TRACKING_URI"], "smallnet", {}, {}, system_metrics=False
+        )
         sink.finish()
     finally:
         del os.environ["MLFLOW_TRACKING_URI"]
@@ -124,14 +146,14 @@ def test_stage_reports_the_cv_of_the_set(staged):
 def test_stage_logs_a_nested_run_with_the_fold_curve_and_the_set(staged):
     root, report, sink = staged
     client = sink.client
-    runs = client.search_runs([sink.experiment_id],
-                              f"tags.`mlflow.parentRunId` = '{sink.run_id}'")
+    runs = client.search_runs([sink.experiment_id], f"tags.`mlflow.parentRunId` = '{sink.run_id}'")
     assert len(runs) == 1
     child = runs[0]
     assert child.data.tags["deepgal.kind"] == "finetune" and child.info.status == "FINISHED"
     curve = client.get_metric_history(child.info.run_id, "finetune/fold_accuracy")
     assert [m.value for m in sorted(curve, key=lambda m: m.step)] == pytest.approx(
-        report["cv"]["plain"]["fold_acc"])
+        report["cv"]["plain"]["fold_acc"]
+    )
     assert child.data.metrics["finetune.cv_accuracy"] == pytest.approx(report["cv_accuracy"])
     (ds,) = child.inputs.dataset_inputs
     digest = hashlib.sha256((root / "set.h5").read_bytes()).hexdigest()
@@ -154,16 +176,29 @@ def test_adapted_checkpoint_loads_weights_only_and_predicts_calibrated(staged, s
     assert oof["n"] == 18 and oof["nll_after"] <= oof["nll_before"] + 1e-9
     from deepgal.cli import main as cli
 
-    assert cli(["predict", "--checkpoint", str(path), "--data", str(root / "set.h5"),
-                "--out", str(root / "pred.csv"), "--device", "cpu"]) == 0
+    assert (
+        cli(
+            [
+                "predict",
+                "--checkpoint",
+                str(path),
+                "--data",
+                str(root / "set.h5"),
+                "--out",
+                str(root / "pred.csv"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     probs = pd.read_csv(root / "pred.csv")[[f"p_{c}" for c in CLASS_NAMES]].to_numpy()
     model, pre, _ = load_model(path, torch.device("cpu"))
     import h5py
 
     with h5py.File(root / "set.h5") as f:
         images = f["images"][:]
-    logits = torch.from_numpy(run_model(model, images, pre, torch.device("cpu"),
-                                        output="logits"))
+    logits = torch.from_numpy(run_model(model, images, pre, torch.device("cpu"), output="logits"))
     np.testing.assert_allclose(probs, torch.softmax(logits.double() / t, 1).numpy(), atol=2e-6)
 
 
@@ -174,8 +209,9 @@ def test_nested_run_holds_the_adapted_model_for_pyfunc(staged, monkeypatch):
     import mlflow
 
     root, report, sink = staged
-    (child,) = sink.client.search_runs([sink.experiment_id],
-                                       f"tags.`mlflow.parentRunId` = '{sink.run_id}'")
+    (child,) = sink.client.search_runs(
+        [sink.experiment_id], f"tags.`mlflow.parentRunId` = '{sink.run_id}'"
+    )
     (output,) = child.outputs.model_outputs
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sink.uri)
     loaded = mlflow.pyfunc.load_model(f"models:/{output.model_id}")
@@ -183,12 +219,14 @@ def test_nested_run_holds_the_adapted_model_for_pyfunc(staged, monkeypatch):
         images = f["images"][:]
     got = loaded.predict(images)
     model, pre, _ = load_model(root / "models/finetuned.pt", torch.device("cpu"))
-    logits = torch.from_numpy(run_model(model, images, pre, torch.device("cpu"),
-                                        output="logits")).double()
+    logits = torch.from_numpy(
+        run_model(model, images, pre, torch.device("cpu"), output="logits")
+    ).double()
     probs = torch.softmax(logits / report["temperature"], 1)
     np.testing.assert_array_equal(got["class"].to_numpy(), probs.argmax(1).numpy())
-    np.testing.assert_allclose(got["probability"].to_numpy(), probs.max(1).values.numpy(),
-                               atol=2e-6)
+    np.testing.assert_allclose(
+        got["probability"].to_numpy(), probs.max(1).values.numpy(), atol=2e-6
+    )
 
 
 def _groups_by_hand(images: np.ndarray) -> np.ndarray:
@@ -214,12 +252,16 @@ def test_cv_never_trains_on_its_held_rows(tmp_path, selected, monkeypatch):
 
     monkeypatch.setattr(adapt_run, "adapt", recording)
     run = config.resolve_variant(tiny_params(), "smallnet")
-    adapt_run.finetune_checkpoint(selected, data, finetune_cfg(epochs=1), run,
-                                  tmp_path / "ft.pt", torch.device("cpu"))
+    adapt_run.finetune_checkpoint(
+        selected, data, finetune_cfg(epochs=1), run, tmp_path / "ft.pt", torch.device("cpu")
+    )
     groups = _groups_by_hand(images)
     assert groups[0] == groups[5]  # the duplicate pair
-    folds = list(StratifiedGroupKFold(FOLDS, shuffle=True, random_state=run.seed).split(
-        images, labels, groups))
+    folds = list(
+        StratifiedGroupKFold(FOLDS, shuffle=True, random_state=run.seed).split(
+            images, labels, groups
+        )
+    )
     assert len(seen) == FOLDS + 1
     for trained, (tr, te) in zip(seen[:FOLDS], folds, strict=True):
         assert sorted(map(bytes, trained)) == sorted(map(bytes, images[tr]))
@@ -232,8 +274,7 @@ TRAINABLE = {
     ("smallnet", "backbone"): {"head.weight", "head.bias"},
     ("smallnet", "all_but_last"): {"body.3.weight", "body.3.bias", "head.weight", "head.bias"},
     ("customnet", "backbone"): {"head.weight", "head.bias"},
-    ("customnet", "all_but_last"): {"body.17.weight", "body.17.bias", "head.weight",
-                                    "head.bias"},
+    ("customnet", "all_but_last"): {"body.17.weight", "body.17.bias", "head.weight", "head.bias"},
 }
 
 
@@ -252,8 +293,9 @@ def test_freeze_modes_train_only_what_they_say(tmp_path, name, mode):
     assert {n for n, p in probe.named_parameters() if p.requires_grad} == want
     d = helpers.data(24)
     run = dataclasses.replace(helpers.run_cfg(), epochs=2, lr=0.05, ema=0.0, mixup=0.0)
-    model = adapt_run.adapt(name, init, Preprocess(16), run, mode, d.images, d.labels,
-                            tmp_path, torch.device("cpu"))
+    model = adapt_run.adapt(
+        name, init, Preprocess(16), run, mode, d.images, d.labels, tmp_path, torch.device("cpu")
+    )
     after = model.state_dict()
     for key, before in init.items():
         param = key in names
@@ -281,9 +323,14 @@ def test_bad_sets_fail_naming_the_path_before_training(tmp_path):
     with h5py.File(tmp_path / "noans.h5", "w") as f:
         f["images"] = np.zeros((4, 16, 16, 3), np.uint8)
     few = labelled_h5(tmp_path / "few.h5", per_class=2)
-    cases = {tmp_path / "missing.h5": "no such file or folder", empty: "empty folder",
-             odd.parent: "maps to no Galaxy10 class", broken.parent: "not a readable",
-             tmp_path / "noans.h5": "no 'ans' dataset", few: "fewer than finetune.folds = 3"}
+    cases = {
+        tmp_path / "missing.h5": "no such file or folder",
+        empty: "empty folder",
+        odd.parent: "maps to no Galaxy10 class",
+        broken.parent: "not a readable",
+        tmp_path / "noans.h5": "no 'ans' dataset",
+        few: "fewer than finetune.folds = 3",
+    }
     for path, words in cases.items():
         with pytest.raises(LabelledError) as e:
             adapt_run.load_set(path, FOLDS)
@@ -305,13 +352,34 @@ def test_stage_off_links_selected_and_imports_no_torch(tmp_path, selected):
     (off / "README.md").write_text("placeholder")
     root, env = stage_dir(tmp_path / "w", selected, "finetune")
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", str(REPO / "stages/finetune.py"), "--variant",
-         "smallnet", "--selected", "selected.pt", "--run", "run.json", "--out", "m/ft.pt",
-         "--report", "r/finetune.json"], cwd=root, env=env, capture_output=True, text=True,
-        timeout=120)
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            str(REPO / "stages/finetune.py"),
+            "--variant",
+            "smallnet",
+            "--selected",
+            "selected.pt",
+            "--run",
+            "run.json",
+            "--out",
+            "m/ft.pt",
+            "--report",
+            "r/finetune.json",
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
-                if line.startswith("import time:")}
+    imported = {
+        line.split("|")[-1].strip()
+        for line in proc.stderr.splitlines()
+        if line.startswith("import time:")
+    }
     assert "yaml" in imported and "torch" not in imported  # the control, and the claim
     assert (root / "m/ft.pt").read_bytes() == (root / "selected.pt").read_bytes()
     report = json.loads((root / "r/finetune.json").read_text())
@@ -329,17 +397,23 @@ def test_off_is_a_folder_holding_only_its_readme(tmp_path):
     assert is_off(REPO / "finetune")  # the repository's default
 
 
-@pytest.mark.parametrize("key,value,words", [
-    ("freeze", "head", "finetune.freeze: 'head' is not one of none, backbone, all_but_last"),
-    ("folds", 1, "finetune.folds"),
-    ("warmup_epochs", 5, "finetune.warmup_epochs"),
-    ("lr", 0, "finetune.lr"),
-    ("ema", 1.0, "finetune.ema"),
-    ("data", None, "finetune.data"),
-    ("epoch", 3, "finetune.epoch"),
-    ("augment", {"rotate": True, "flip": True, "jitter": 2.0, "scale": 0.1,
-                 "translate": 0.0}, "finetune.augment.jitter"),
-])
+@pytest.mark.parametrize(
+    "key,value,words",
+    [
+        ("freeze", "head", "finetune.freeze: 'head' is not one of none, backbone, all_but_last"),
+        ("folds", 1, "finetune.folds"),
+        ("warmup_epochs", 5, "finetune.warmup_epochs"),
+        ("lr", 0, "finetune.lr"),
+        ("ema", 1.0, "finetune.ema"),
+        ("data", None, "finetune.data"),
+        ("epoch", 3, "finetune.epoch"),
+        (
+            "augment",
+            {"rotate": True, "flip": True, "jitter": 2.0, "scale": 0.1, "translate": 0.0},
+            "finetune.augment.jitter",
+        ),
+    ],
+)
 def test_finetune_params_are_checked_naming_the_key(key, value, words):
     params = tiny_params()
     params["finetune"] = {**params["finetune"], "epochs": 5, key: value}

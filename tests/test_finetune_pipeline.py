@@ -2,6 +2,7 @@
 (nothing but finetune's own off record), `dvc exp run -S finetune.data=...` re-runs only
 finetune@* and what reads results/ (plot) after the params check, and one more image in the
 labelled folder re-runs them again."""
+
 from __future__ import annotations
 
 import json
@@ -32,17 +33,22 @@ def _plant(root, per_class=3, start=0):
 def test_exp_run_with_a_labelled_set_reruns_only_finetune(tmp_path):
     folder = tmp_path / "mine"
     _plant(folder)
-    repo = make_repo(tmp_path / "repo", {
-        "data": {"synthetic": {"image_size": 16, "per_class": 6}},
-        "variants": {"smallnet": {"input_size": 16, "crop": 0.5}},
-        "reduce": {"pca_dims": 10, "methods": {"pca": {}}},
-        "finetune": {"folds": 2, "epochs": 2, "batch_size": 4}})
+    repo = make_repo(
+        tmp_path / "repo",
+        {
+            "data": {"synthetic": {"image_size": 16, "per_class": 6}},
+            "variants": {"smallnet": {"input_size": 16, "crop": 0.5}},
+            "reduce": {"pca_dims": 10, "methods": {"pca": {}}},
+            "finetune": {"folds": 2, "epochs": 2, "batch_size": 4},
+        },
+    )
     first = dvc(["repro"], repo)
     assert "finetune@smallnet" in _ran(first)
     off = json.loads((repo / "results/smallnet/finetune.json").read_text())
     assert off["enabled"] is False
-    assert ((repo / "models/smallnet/finetuned.pt").read_bytes()
-            == (repo / "models/smallnet/selected.pt").read_bytes())
+    assert (repo / "models/smallnet/finetuned.pt").read_bytes() == (
+        repo / "models/smallnet/selected.pt"
+    ).read_bytes()
     assert _ran(dvc(["repro"], repo)) == set()  # off costs nothing on the next run
     assert json.loads(dvc(["status", "--json"], repo).stdout or "{}") == {}
 

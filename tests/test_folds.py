@@ -1,5 +1,6 @@
 """CV folds: disjoint, covering, stratified, groups whole, seeded. Oracles: set arithmetic and
 hand counts (5 folds of 10 per class -> exactly 2 per class per fold)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """The Galaxy10 layout: every malformed file gets one clear error naming the file and problem."""
+
 from __future__ import annotations
 
 import h5py
@@ -42,22 +43,32 @@ def test_class_names_in_astronn_order():
     assert sum(galaxy10.REAL_CLASS_COUNTS) == 17736
 
 
-@pytest.mark.parametrize("mutate, message", [
-    (lambda d: d.pop("images"), "missing dataset 'images'"),
-    (lambda d: d.pop("ans"), "missing dataset 'ans'"),
-    (lambda d: d.update(images=d["images"].astype(np.float32)), "dtype float32, expected uint8"),
-    (lambda d: d.update(images=np.zeros((4, 16, 16), np.uint8)), "expected (N, H, W, 3)"),
-    (lambda d: d.update(images=np.zeros((0, 16, 16, 3), np.uint8), ans=np.zeros(0, np.uint8)),
-     "zero images"),
-    (lambda d: d.update(ans=np.array([0, 1, 2, 10], np.uint8)), "ans[3] = 10"),
-    (lambda d: d.update(ans=np.array([0, 1, -1, 2], np.int16)), "ans[2] = -1"),
-    (lambda d: d.update(ans=np.arange(3, dtype=np.uint8)), "4 images but 3 labels"),
-    (lambda d: d.update(ans=np.zeros(4, np.float32)), "expected integer labels"),
-    (lambda d: d.update(ra=np.zeros(3)), "'ra' has shape (3,)"),
-    (lambda d: d.update(dec=np.array([0.0, np.nan, 1.0, 2.0])), "'dec' is not finite at row 1"),
-    (lambda d: d.update(ra=np.array([0.0, 1.0, np.inf, 2.0])), "'ra' is not finite at row 2"),
-    (lambda d: d.update(dec=np.array([0.0, 1.0, 2.0, -90.5])), "'dec' is -90.5 at row 3"),
-])
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda d: d.pop("images"), "missing dataset 'images'"),
+        (lambda d: d.pop("ans"), "missing dataset 'ans'"),
+        (
+            lambda d: d.update(images=d["images"].astype(np.float32)),
+            "dtype float32, expected uint8",
+        ),
+        (lambda d: d.update(images=np.zeros((4, 16, 16), np.uint8)), "expected (N, H, W, 3)"),
+        (
+            lambda d: d.update(
+                images=np.zeros((0, 16, 16, 3), np.uint8), ans=np.zeros(0, np.uint8)
+            ),
+            "zero images",
+        ),
+        (lambda d: d.update(ans=np.array([0, 1, 2, 10], np.uint8)), "ans[3] = 10"),
+        (lambda d: d.update(ans=np.array([0, 1, -1, 2], np.int16)), "ans[2] = -1"),
+        (lambda d: d.update(ans=np.arange(3, dtype=np.uint8)), "4 images but 3 labels"),
+        (lambda d: d.update(ans=np.zeros(4, np.float32)), "expected integer labels"),
+        (lambda d: d.update(ra=np.zeros(3)), "'ra' has shape (3,)"),
+        (lambda d: d.update(dec=np.array([0.0, np.nan, 1.0, 2.0])), "'dec' is not finite at row 1"),
+        (lambda d: d.update(ra=np.array([0.0, 1.0, np.inf, 2.0])), "'ra' is not finite at row 2"),
+        (lambda d: d.update(dec=np.array([0.0, 1.0, 2.0, -90.5])), "'dec' is -90.5 at row 3"),
+    ],
+)
 def test_bad_layouts_are_named(tmp_path, mutate, message):
     d = good()
     mutate(d)
@@ -113,11 +124,13 @@ def test_read_images_any_order(small_h5):
     idx = np.array([17, 3, 59, 3, 0])
     np.testing.assert_array_equal(galaxy10.read_images(small_h5, idx, chunk=2), all_images[idx])
     np.testing.assert_array_equal(galaxy10.read_images(small_h5, chunk=7), all_images)
-    np.testing.assert_array_equal(galaxy10.read_images(small_h5, np.arange(10, 30), chunk=8),
-                                  all_images[10:30])  # the read_direct branch
+    np.testing.assert_array_equal(
+        galaxy10.read_images(small_h5, np.arange(10, 30), chunk=8), all_images[10:30]
+    )  # the read_direct branch
     sparse = np.array([0, 40, 59])  # far apart: the fancy-index branch
-    np.testing.assert_array_equal(galaxy10.read_images(small_h5, sparse, chunk=8),
-                                  all_images[sparse])
+    np.testing.assert_array_equal(
+        galaxy10.read_images(small_h5, sparse, chunk=8), all_images[sparse]
+    )
 
 
 def test_write_is_atomic_and_leaves_no_tmp(tmp_path):

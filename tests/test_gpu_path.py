@@ -4,6 +4,7 @@ an EMA of the weights, mixup/CutMix, RNG state round trips, and the GPU-resident
 The tests marked ``needs_cuda`` are skipped without a GPU; the code paths they cover exist on
 every box.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,7 @@ import torch
 from deepgal import checkpoint as ckpt_io
 from deepgal.inference import run_model
 from deepgal.models import build_model
-from deepgal.training import Split, fit, place_split
-from deepgal.training import recipe, rng
+from deepgal.training import Split, fit, place_split, recipe, rng
 from deepgal.training.loop import fits_on_device
 from deepgal.transforms import Preprocess
 from deepgal.utils import machine, machine_label, seed_everything
@@ -29,8 +29,13 @@ def first_conv_record(model):
     def hook(module, inputs, output):
         if module.training:
             x = inputs[0]
-            seen.append((x.is_contiguous(memory_format=torch.channels_last)
-                         and not x.is_contiguous(), output.dtype))
+            seen.append(
+                (
+                    x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous(),
+                    output.dtype,
+                )
+            )
+
     model.body[0].register_forward_hook(hook)
     return seen
 
@@ -40,8 +45,13 @@ def test_precision_and_memory_format_reach_the_model(tmp_path, precision, channe
     seed_everything(7, deterministic=True)
     model = build_model("smallnet", 10, 16)
     seen = first_conv_record(model)
-    history = fit(model, data(), data(20, 1), spec(tmp_path, epochs=1, precision=precision,
-                                                   channels_last=channels_last), DEVICE)
+    history = fit(
+        model,
+        data(),
+        data(20, 1),
+        spec(tmp_path, epochs=1, precision=precision, channels_last=channels_last),
+        DEVICE,
+    )
     want_dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     assert seen and all(d == want_dtype for _, d in seen), seen[:2]
     assert all(layout == channels_last for layout, _ in seen), seen[:2]
@@ -77,6 +87,7 @@ def test_compile_without_a_compiler_trains_uncompiled(tmp_path, monkeypatch, cap
 
 # ---- EMA -------------------------------------------------------------------------------------
 
+
 def test_ema_update_rule():
     """decay_t = min(decay, (1 + n) / (10 + n)); the first update copies; ints are copied."""
     net = torch.nn.BatchNorm1d(2)
@@ -110,8 +121,9 @@ def test_ema_is_evaluated_checkpointed_and_resumed_exactly(tmp_path, monkeypatch
     ema_net = build_model("smallnet", 10, 16)
     ema_net.load_state_dict(ckpt["model"])
     val = data(20, seed=1)
-    logits = run_model(ema_net, val.images, Preprocess(input_size=16), DEVICE, output="logits",
-                       precision="fp32")
+    logits = run_model(
+        ema_net, val.images, Preprocess(input_size=16), DEVICE, output="logits", precision="fp32"
+    )
     acc = (torch.from_numpy(logits).argmax(1) == val.labels).float().mean().item()
     assert ref[-1]["val/accuracy"] == pytest.approx(acc)
 
@@ -128,6 +140,7 @@ def test_ema_is_evaluated_checkpointed_and_resumed_exactly(tmp_path, monkeypatch
 
 # ---- mixup / CutMix --------------------------------------------------------------------------
 
+
 def test_mixup_cutmix_train_reproducibly_and_change_training(tmp_path):
     plain, _ = train(tmp_path / "plain", epochs=1)
     mixed, m1 = train(tmp_path / "mixed", epochs=1, mixup=0.4, cutmix=1.0)
@@ -143,16 +156,23 @@ def test_mixup_cutmix_train_reproducibly_and_change_training(tmp_path):
 
 # ---- random state and device placement --------------------------------------------------------
 
+
 def _rng_round_trip(device: torch.device):
     _, gen = rng.epoch_generators(3, 1, device)
     torch.rand(5, generator=gen, device=device)
     state = rng.rank_state(gen, device)
-    want = (torch.rand(4, generator=gen, device=device), torch.rand(4, device=device),
-            torch.rand(4))
+    want = (
+        torch.rand(4, generator=gen, device=device),
+        torch.rand(4, device=device),
+        torch.rand(4),
+    )
     _, fresh = rng.epoch_generators(99, 9, device)  # everything reseeded elsewhere
     rng.restore_rank_state(state, fresh, device)
-    got = (torch.rand(4, generator=fresh, device=device), torch.rand(4, device=device),
-           torch.rand(4))
+    got = (
+        torch.rand(4, generator=fresh, device=device),
+        torch.rand(4, device=device),
+        torch.rand(4),
+    )
     for a, b in zip(want, got, strict=True):
         assert torch.equal(a, b)
     return state
@@ -182,12 +202,15 @@ def test_train_split_lives_in_gpu_memory_when_it_fits():
     assert placed.images.device.type == "cuda" and placed.images.dtype == torch.uint8
     free, _ = torch.cuda.mem_get_info(cuda)
     n = int(free) // 3 + 1  # more bytes than the free memory, held in one byte (stride 0)
-    huge = Split(torch.zeros(1, 1, 1, 1, dtype=torch.uint8).expand(n, 1, 1, 3),
-                 torch.zeros(1, dtype=torch.long).expand(n))
+    huge = Split(
+        torch.zeros(1, 1, 1, 1, dtype=torch.uint8).expand(n, 1, 1, 3),
+        torch.zeros(1, dtype=torch.long).expand(n),
+    )
     assert place_split(huge, cuda).images.device.type == "cpu"
 
 
 # ---- the whole GPU recipe, one tiny epoch on the CPU ------------------------------------------
+
 
 @pytest.mark.slow  # ConvNeXt-Tiny in bf16 on a CPU without bf16 units: ~1.5 min on 2 cores
 def test_the_gpu_recipe_trains_on_cpu_from_a_local_weights_file(tmp_path):
@@ -201,15 +224,30 @@ def test_the_gpu_recipe_trains_on_cpu_from_a_local_weights_file(tmp_path):
     torch.save(reference.state_dict(), weights)
     model = build_model("convnext_tiny", 10, 32, pretrained=str(weights))
     assert torch.equal(model.body.features[0][0].weight, reference.features[0][0].weight)
-    cfg = dict(epochs=1, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.05,
-               label_smoothing=0.1, ema=0.999, mixup=0.2, cutmix=1.0, precision="bf16",
-               channels_last=True, input_size=32)
+    cfg = dict(
+        epochs=1,
+        batch_size=8,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.05,
+        label_smoothing=0.1,
+        ema=0.999,
+        mixup=0.2,
+        cutmix=1.0,
+        precision="bf16",
+        channels_last=True,
+        input_size=32,
+    )
     run = spec(tmp_path / "ckpt", **cfg)
     run.preprocess = Preprocess(input_size=32)
     seen = []
     model.body.features[0][0].register_forward_hook(
-        lambda m, i, o: seen.append((o.dtype, i[0].is_contiguous(
-            memory_format=torch.channels_last))) if m.training else None)
+        lambda m, i, o: (
+            seen.append((o.dtype, i[0].is_contiguous(memory_format=torch.channels_last)))
+            if m.training
+            else None
+        )
+    )
     history = fit(model, data(16), data(10, 1), run, DEVICE)
     assert len(history) == 1 and torch.isfinite(torch.tensor(history[0]["train/loss"]))
     assert seen == [(torch.bfloat16, True)] * 2  # 16 images / batch 8
@@ -223,9 +261,20 @@ def test_the_gpu_recipe_trains_resumes_and_scores_on_cuda(tmp_path, monkeypatch)
     mixup + CutMix; interrupted mid-epoch and resumed to within bf16 noise of an uninterrupted
     run, scored by the inference path on the device."""
     cuda = torch.device("cuda")
-    cfg = dict(epochs=2, batch_size=8, optimizer="adamw", lr=1e-3, weight_decay=0.05,
-               label_smoothing=0.1, ema=0.9, mixup=0.2, cutmix=1.0, precision="bf16",
-               channels_last=True, compile=recipe.has_compiler())
+    cfg = dict(
+        epochs=2,
+        batch_size=8,
+        optimizer="adamw",
+        lr=1e-3,
+        weight_decay=0.05,
+        label_smoothing=0.1,
+        ema=0.9,
+        mixup=0.2,
+        cutmix=1.0,
+        precision="bf16",
+        channels_last=True,
+        compile=recipe.has_compiler(),
+    )
 
     def run(where):
         seed_everything(7, deterministic=False)
@@ -242,18 +291,28 @@ def test_the_gpu_recipe_trains_resumes_and_scores_on_cuda(tmp_path, monkeypatch)
     # bf16 on the GPU is not bit-deterministic across kernels chosen by cudnn.benchmark.
     assert resumed[-1]["val/loss"] == pytest.approx(ref[-1]["val/loss"], rel=0.05)
     images = data(20, 1).images
-    probs = run_model(model, images, Preprocess(input_size=16), cuda, output="probs",
-                      precision="bf16")
+    probs = run_model(
+        model, images, Preprocess(input_size=16), cuda, output="probs", precision="bf16"
+    )
     assert probs.shape == (20, 10) and abs(float(probs.sum(1).mean()) - 1) < 1e-2
-    on_gpu = run_model(model, images.to(cuda), Preprocess(input_size=16), cuda,
-                       output="probs", precision="bf16")  # images already on the GPU
+    on_gpu = run_model(
+        model, images.to(cuda), Preprocess(input_size=16), cuda, output="probs", precision="bf16"
+    )  # images already on the GPU
     assert on_gpu == pytest.approx(probs, abs=1e-3)
 
 
 def test_a_cpu_run_names_its_cpu_and_no_gpu():
     assert machine("cpu") == machine() and "gpu" not in machine()
-    label = machine_label({"cpu": "AMD EPYC", "cpu_capability": "AVX512", "torch": "2.11.0",
-                           "gpu": "NVIDIA H200", "cuda": "13.0", "cudnn": "91900"})
+    label = machine_label(
+        {
+            "cpu": "AMD EPYC",
+            "cpu_capability": "AVX512",
+            "torch": "2.11.0",
+            "gpu": "NVIDIA H200",
+            "cuda": "13.0",
+            "cudnn": "91900",
+        }
+    )
     assert label == "NVIDIA H200, CUDA 13.0, AMD EPYC, AVX512, torch 2.11.0"
 
 

@@ -4,6 +4,7 @@ read with the file, the key and what to do.
 Oracles: the committed baseline files in results/ (written by the stages before the records
 existed: the records must read them and write the same bytes back, plus ``version``), JSON
 written here by hand, and dvc.yaml itself for a variant's paths."""
+
 from __future__ import annotations
 
 import json
@@ -35,9 +36,14 @@ from tests.pipeline_repo import REPO
 BASELINE = REPO / "results" / "smallnet"
 
 
-@pytest.mark.parametrize("cls, name", [(Selection, "selection.json"),
-                                       (TrainSummary, "train.json"),
-                                       (CalibrationReport, "calibration.json")])
+@pytest.mark.parametrize(
+    "cls, name",
+    [
+        (Selection, "selection.json"),
+        (TrainSummary, "train.json"),
+        (CalibrationReport, "calibration.json"),
+    ],
+)
 def test_committed_files_round_trip_byte_for_byte_plus_version(tmp_path, cls, name):
     """The pipeline's own file reads and writes back byte for byte; the same file without its
     version key (as written before layouts were numbered) reads as version 1."""
@@ -47,8 +53,9 @@ def test_committed_files_round_trip_byte_for_byte_plus_version(tmp_path, cls, na
     unnumbered = {k: v for k, v in original.items() if k != "version"}
     (tmp_path / "old.json").write_text(json.dumps(unnumbered, indent=2) + "\n")
     cls.read(tmp_path / "old.json").write(tmp_path / "again.json")
-    assert (tmp_path / "again.json").read_text() == json.dumps({**unnumbered, "version": 1},
-                                                               indent=2) + "\n"
+    assert (tmp_path / "again.json").read_text() == json.dumps(
+        {**unnumbered, "version": 1}, indent=2
+    ) + "\n"
 
 
 def test_metrics_files_keep_their_exact_bytes(tmp_path):
@@ -60,29 +67,44 @@ def test_metrics_files_keep_their_exact_bytes(tmp_path):
 
 
 def test_typed_fields_read_back(tmp_path):
-    path = Source(source="synthetic", sha256="ab" * 32, n_images=3,
-                  image_size=[8, 8]).write(tmp_path / "source.json")
-    assert json.loads(path.read_text()) == {"source": "synthetic", "sha256": "ab" * 32,
-                                            "n_images": 3, "image_size": [8, 8], "version": 1}
+    path = Source(source="synthetic", sha256="ab" * 32, n_images=3, image_size=[8, 8]).write(
+        tmp_path / "source.json"
+    )
+    assert json.loads(path.read_text()) == {
+        "source": "synthetic",
+        "sha256": "ab" * 32,
+        "n_images": 3,
+        "image_size": [8, 8],
+        "version": 1,
+    }
     got = Source.read(path)
     assert (got.source, got.n_images, got.labelled_path) == ("synthetic", 3, None)
-    stats = SplitStats(mean=[0.1, 0.2, 0.3], std=[1, 1, 1], source={"source": "s"},
-                       sizes={"train": 2}).write(tmp_path / "stats.json")
+    stats = SplitStats(
+        mean=[0.1, 0.2, 0.3], std=[1, 1, 1], source={"source": "s"}, sizes={"train": 2}
+    ).write(tmp_path / "stats.json")
     assert SplitStats.read(stats).sizes == {"train": 2}
     run = MlflowRun(run_id=None, run_name="v").write(tmp_path / "run.json")
-    assert json.loads(run.read_text()) == {"run_id": None, "run_name": "v",
-                                           "tracking_uri": None, "version": 1}
+    assert json.loads(run.read_text()) == {
+        "run_id": None,
+        "run_name": "v",
+        "tracking_uri": None,
+        "version": 1,
+    }
 
 
 def test_missing_key_names_file_key_and_stage(tmp_path):
     sel = json.loads((BASELINE / "selection.json").read_text())
     del sel["epoch"]
     (tmp_path / "selection.json").write_text(json.dumps(sel))
-    with pytest.raises(HandoffError, match=r"selection.json: no key 'epoch' \(int\).*older "
-                                           r"layout.*re-run `dvc repro select`"):
+    with pytest.raises(
+        HandoffError,
+        match=r"selection.json: no key 'epoch' \(int\).*older "
+        r"layout.*re-run `dvc repro select`",
+    ):
         Selection.read(tmp_path / "selection.json")
-    (tmp_path / "m.json").write_text(json.dumps({"val": {"accuracy": 0.5, "macro_f1": 0.4},
-                                                 "epoch": 2}))
+    (tmp_path / "m.json").write_text(
+        json.dumps({"val": {"accuracy": 0.5, "macro_f1": 0.4}, "epoch": 2})
+    )
     with pytest.raises(HandoffError, match=r"m.json: no key 'train_min'.*dvc repro evaluate"):
         VariantMetrics.read(tmp_path / "m.json")
 
@@ -94,12 +116,14 @@ def test_wrong_type_names_the_key_and_what_it_got(tmp_path):
     (tmp_path / "selection.json").write_text(json.dumps({"epoch": True}))
     with pytest.raises(HandoffError, match=r"key 'epoch' must be int, got bool"):
         Selection.read(tmp_path / "selection.json")
-    (tmp_path / "stats.json").write_text(json.dumps({"mean": [0.1, 0.2], "std": [1, 1, 1],
-                                                     "source": {}, "sizes": {}}))
+    (tmp_path / "stats.json").write_text(
+        json.dumps({"mean": [0.1, 0.2], "std": [1, 1, 1], "source": {}, "sizes": {}})
+    )
     with pytest.raises(HandoffError, match=r"stats.json: 'mean' must hold 3 channel values"):
         SplitStats.read(tmp_path / "stats.json")
-    (tmp_path / "m.json").write_text(json.dumps({"val": {"accuracy": "high"}, "epoch": 1,
-                                                 "train_min": 1.0}))
+    (tmp_path / "m.json").write_text(
+        json.dumps({"val": {"accuracy": "high"}, "epoch": 1, "train_min": 1.0})
+    )
     with pytest.raises(HandoffError, match=r"'val' must hold numbers 'accuracy' and"):
         VariantMetrics.read(tmp_path / "m.json")
 
@@ -107,8 +131,11 @@ def test_wrong_type_names_the_key_and_what_it_got(tmp_path):
 def test_other_layout_versions_say_what_to_rerun(tmp_path):
     sel = json.loads((BASELINE / "selection.json").read_text())
     (tmp_path / "old.json").write_text(json.dumps(sel | {"version": 0}))
-    with pytest.raises(HandoffError, match=r"old.json: a selection.json .* layout version 0, "
-                                           r"from an older deepgal.*re-run `dvc repro select`"):
+    with pytest.raises(
+        HandoffError,
+        match=r"old.json: a selection.json .* layout version 0, "
+        r"from an older deepgal.*re-run `dvc repro select`",
+    ):
         Selection.read(tmp_path / "old.json")
     (tmp_path / "new.json").write_text(json.dumps(sel | {"version": 2}))
     with pytest.raises(HandoffError, match=r"version 2, written by a newer deepgal"):

@@ -3,6 +3,7 @@
 Real HDF5 files written by deepgal, real JPEG re-encodes (Pillow), the 50 shared real images
 where they exist, a real checkpoint.
 """
+
 import io
 import json
 import re
@@ -135,11 +136,33 @@ def test_evaluate_on_a_held_out_sample(synthetic_file, tmp_path, capsys):
     torch.manual_seed(0)
     model = build_model("smallnet", 10, 32).eval()
     ckpt = tmp_path / "m.pt"
-    ckpt_io.save(ckpt, {"model": model.state_dict(), "model_name": "smallnet",
-                        "preprocess": pre.to_dict(), "epoch": 1, "variant": "smallnet"})
+    ckpt_io.save(
+        ckpt,
+        {
+            "model": model.state_dict(),
+            "model_name": "smallnet",
+            "preprocess": pre.to_dict(),
+            "epoch": 1,
+            "variant": "smallnet",
+        },
+    )
     galaxy10.write_galaxy10(tmp_path / "seen.h5", images[:4], labels[:4])
-    args = ["evaluate", "--checkpoint", str(ckpt), "--data", str(path), "--device", "cpu",
-            "--per-class", "6", "--seed", "2", "--exclude", str(tmp_path / "seen.h5"), "--json"]
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(ckpt),
+        "--data",
+        str(path),
+        "--device",
+        "cpu",
+        "--per-class",
+        "6",
+        "--seed",
+        "2",
+        "--exclude",
+        str(tmp_path / "seen.h5"),
+        "--json",
+    ]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out)
     rows, _ = held_out_rows(path, 6, 2, [tmp_path / "seen.h5"])
@@ -155,8 +178,9 @@ def test_evaluate_on_a_held_out_sample(synthetic_file, tmp_path, capsys):
     assert main(args[:-1]) == 0  # the text form names the sample
     assert "60 images (6 per class, seed 2" in capsys.readouterr().out
     assert main([*args[:8], "1000", *args[9:-1]]) == 0  # more than the file holds: said
-    assert re.search(r"images \(1000 per class asked, [\d–]+ found, seed 2",
-                     capsys.readouterr().out)
+    assert re.search(
+        r"images \(1000 per class asked, [\d–]+ found, seed 2", capsys.readouterr().out
+    )
     assert main([*args[:8], "0"]) == 1
     assert "per_class = 0" in capsys.readouterr().err
 
@@ -166,12 +190,28 @@ def test_evaluate_piped_into_head_ends_quietly(synthetic_file, tmp_path):
     path, _, _ = synthetic_file
     torch.manual_seed(0)
     ckpt = tmp_path / "m.pt"
-    ckpt_io.save(ckpt, {"model": build_model("smallnet", 10, 32).state_dict(),
-                        "model_name": "smallnet", "preprocess": Preprocess(32).to_dict(),
-                        "epoch": 1, "variant": "smallnet"})
+    ckpt_io.save(
+        ckpt,
+        {
+            "model": build_model("smallnet", 10, 32).state_dict(),
+            "model_name": "smallnet",
+            "preprocess": Preprocess(32).to_dict(),
+            "epoch": 1,
+            "variant": "smallnet",
+        },
+    )
     # `true` leaves before the command (seconds of imports) writes a byte: the pipe is closed.
-    proc = subprocess.run(["bash", "-o", "pipefail", "-c",
-                           f"{sys.executable} -m deepgal.cli evaluate --checkpoint {ckpt} "
-                           f"--data {path} --device cpu | true"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"{sys.executable} -m deepgal.cli evaluate --checkpoint {ckpt} "
+            f"--data {path} --device cpu | true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 141 and "Traceback" not in proc.stderr, proc.stderr

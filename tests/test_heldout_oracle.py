@@ -4,6 +4,7 @@ NumPy's mean absolute difference and hand-built distances at the tolerance, and 
 documented rules (a seeded order per class, halves split at the floor of half a class, copies
 replaced by the next clean rows of their class) on real HDF5 files with hand-counted classes.
 """
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -15,8 +16,16 @@ from deepgal.data.heldout import CHUNK, held_out_rows, near_duplicates, thumbnai
 def pil_thumbnail(image: np.ndarray, side: int) -> np.ndarray:
     """(3, side, side) float32: each channel resized by Pillow (mode F, BILINEAR, which
     antialiases when it shrinks)."""
-    return np.stack([np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F")
-                                .resize((side, side), Image.BILINEAR)) for c in range(3)])
+    return np.stack(
+        [
+            np.asarray(
+                Image.fromarray(image[..., c].astype(np.float32), mode="F").resize(
+                    (side, side), Image.BILINEAR
+                )
+            )
+            for c in range(3)
+        ]
+    )
 
 
 def test_thumbnails_match_pillow_across_read_chunks(tmp_path):
@@ -26,7 +35,7 @@ def test_thumbnails_match_pillow_across_read_chunks(tmp_path):
     images = np.random.default_rng(1).integers(0, 256, (n, 12, 12, 3), dtype=np.uint8)
     path = tmp_path / "g.h5"
     galaxy10.write_galaxy10(path, images, np.arange(n) % 10)
-    rows = np.random.default_rng(2).permutation(n)[:2 * CHUNK + 40]
+    rows = np.random.default_rng(2).permutation(n)[: 2 * CHUNK + 40]
     got = thumbnails(path, rows, side=5)
     assert got.shape == (2 * CHUNK + 40, 3, 5, 5) and got.dtype == np.float32
     for i in (0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 39):
@@ -46,9 +55,12 @@ def test_near_duplicates_is_the_mean_absolute_difference_below_tol():
     excluded thumbnail is below tol (strictly)."""
     rng = np.random.default_rng(4)
     excluded = rng.uniform(0, 255, (6, 3, 4, 4)).astype(np.float32)
-    candidates = np.concatenate([
-        excluded[[1, 4]] + rng.uniform(-3, 3, (2, 3, 4, 4)).astype(np.float32),
-        rng.uniform(0, 255, (5, 3, 4, 4)).astype(np.float32)])
+    candidates = np.concatenate(
+        [
+            excluded[[1, 4]] + rng.uniform(-3, 3, (2, 3, 4, 4)).astype(np.float32),
+            rng.uniform(0, 255, (5, 3, 4, 4)).astype(np.float32),
+        ]
+    )
     mad = np.abs(candidates[:, None].astype(np.float64) - excluded[None]).mean((2, 3, 4))
     for tol in (0.5, 1.5, 2.0, 200.0):
         want = mad.min(1) < tol
@@ -133,7 +145,7 @@ def test_samples_grow_along_one_seeded_order_per_class(odd_file):
         assert np.array_equal(rows, np.sort(np.concatenate([order[c][:6] for c in range(10)])))
         judge = seeded_order(path, labels, seed, half="judge")
         for c in range(10):  # the judge half is the tail of the class's seeded order
-            assert judge[c] == order[c][sizes[c] // 2:]
+            assert judge[c] == order[c][sizes[c] // 2 :]
     assert seeded_order(path, labels, 1) != seeded_order(path, labels, 2)
 
 
@@ -153,8 +165,7 @@ def test_copies_are_replaced_by_the_next_clean_rows_of_their_class(odd_file, tmp
         clean = {c: [r for r in order[c] if r not in copied] for c in range(10)}
         assert np.array_equal(rows, np.sort(np.concatenate([clean[c][:k] for c in range(10)])))
         assert info["excluded"] == looked, k
-        assert info["short"] == [galaxy10.CLASS_NAMES[c] for c in range(10)
-                                 if len(clean[c]) < k]
+        assert info["short"] == [galaxy10.CLASS_NAMES[c] for c in range(10) if len(clean[c]) < k]
     every, info = held_out_rows(path, None, seed, exclude=[tmp_path / "seen.h5"])
     assert np.array_equal(every, np.setdiff1d(np.arange(len(labels)), copied))
     assert info["excluded"] == 5 and info["short"] == []
@@ -162,8 +173,11 @@ def test_copies_are_replaced_by_the_next_clean_rows_of_their_class(odd_file, tmp
 
 @pytest.mark.parametrize("bad", [True, 0, -2, 2.0, "3"])
 def test_per_class_must_be_a_positive_integer(odd_file, bad):
-    with pytest.raises(ValueError, match=rf"per_class = {bad!r}: expected an integer >= 1 "
-                                         r"\(or none: every row\)"):
+    with pytest.raises(
+        ValueError,
+        match=rf"per_class = {bad!r}: expected an integer >= 1 "
+        r"\(or none: every row\)",
+    ):
         held_out_rows(odd_file[0], bad, 0)
 
 

@@ -1,5 +1,6 @@
 """deepgal.inference.run_model: the one batched inference path (contract 2), with and without
 test-time augmentation over the 8 dihedral views."""
+
 import numpy as np
 import pytest
 import torch
@@ -47,8 +48,8 @@ def test_without_tta_it_is_the_model_on_the_preprocessed_batch(model):
     assert feats.shape == (7, model.feature_dim)
     both = run_model(model, x, pre, CPU, batch_size=4, output="features+probs")
     assert both.shape == (7, model.feature_dim + 10)  # one forward pass, side by side
-    np.testing.assert_allclose(both[:, :model.feature_dim], feats, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(both[:, model.feature_dim:], probs, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both[:, : model.feature_dim], feats, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(both[:, model.feature_dim :], probs, rtol=1e-5, atol=1e-6)
 
 
 def test_tta_output_is_invariant_to_rotations_and_flips(model):
@@ -57,8 +58,9 @@ def test_tta_output_is_invariant_to_rotations_and_flips(model):
     base = run_model(model, x, pre, CPU, output="probs", tta=True)
     plain = run_model(model, x, pre, CPU, output="probs")
     for v in views_of(x)[1:]:
-        np.testing.assert_allclose(run_model(model, v, pre, CPU, output="probs", tta=True),
-                                   base, atol=1e-5)
+        np.testing.assert_allclose(
+            run_model(model, v, pre, CPU, output="probs", tta=True), base, atol=1e-5
+        )
     # Without TTA the random network does see the orientation: the check above can fail.
     moved = run_model(model, views_of(x)[1], pre, CPU, output="probs")
     assert np.abs(moved - plain).max() > 1e-3
@@ -101,14 +103,17 @@ def test_mode_is_restored_and_empty_input_works(model):
     assert run_model(model, empty, pre, CPU, output="features").shape == (0, model.feature_dim)
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(images=np.zeros((2, 32, 32, 3), np.float32)), "uint8"),
-    (dict(images=np.zeros((2, 32, 32), np.uint8)), r"\(N, H, W, 3\)"),
-    (dict(images=np.zeros((2, 32, 40, 3), np.uint8)), "square"),
-    (dict(output="logit"), "output must be one of"),
-    (dict(precision="fp16"), "precision must be one of"),
-    (dict(batch_size=0), "batch_size"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(images=np.zeros((2, 32, 32, 3), np.float32)), "uint8"),
+        (dict(images=np.zeros((2, 32, 32), np.uint8)), r"\(N, H, W, 3\)"),
+        (dict(images=np.zeros((2, 32, 40, 3), np.uint8)), "square"),
+        (dict(output="logit"), "output must be one of"),
+        (dict(precision="fp16"), "precision must be one of"),
+        (dict(batch_size=0), "batch_size"),
+    ],
+)
 def test_bad_arguments_fail_with_the_value(model, bad, match):
     kwargs = dict(images=images(2), output="probs") | bad
     with pytest.raises(ValueError, match=match):
@@ -133,14 +138,19 @@ def test_run_on_file_reads_each_split_in_its_own_order(model, tmp_path):
     x = images(50, 40, seed=3)
     write_galaxy10(tmp_path / "g.h5", x, np.zeros(50, np.int64))
     pre = Preprocess(32)
-    splits = {"train": np.arange(5, 30), "val": np.array([44, 2, 31, 2, 49]),
-              "test": np.array([], np.int64)}
-    got = run_on_file(model, tmp_path / "g.h5", pre, CPU, splits, batch_size=4, chunk=7,
-                      output="logits")
+    splits = {
+        "train": np.arange(5, 30),
+        "val": np.array([44, 2, 31, 2, 49]),
+        "test": np.array([], np.int64),
+    }
+    got = run_on_file(
+        model, tmp_path / "g.h5", pre, CPU, splits, batch_size=4, chunk=7, output="logits"
+    )
     assert list(got) == ["train", "val", "test"] and got["test"].shape == (0, 10)
     for name, idx in splits.items():
-        np.testing.assert_allclose(got[name], run_model(model, x[idx], pre, CPU, output="logits"),
-                                   rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            got[name], run_model(model, x[idx], pre, CPU, output="logits"), rtol=1e-5, atol=1e-5
+        )
     plain = run_on_file(model, tmp_path / "g.h5", pre, CPU, np.array([3, 1]), output="probs")
     np.testing.assert_allclose(plain, run_model(model, x[[3, 1]], pre, CPU), atol=1e-6)
     with pytest.raises(ValueError, match=r"g.h5: row 50 is outside 'images' \(50 rows\)"):

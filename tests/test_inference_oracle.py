@@ -1,6 +1,7 @@
 """run_model and load_model against hand computations: eval mode (a model with dropout and
 batch norm), test-time augmentation as the mean of the 8 dihedral views' outputs (views made
 here with torch.rot90/flip), batching, input checks, precision and checkpoint loading."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -62,8 +63,11 @@ def images(n: int, size: int = 8, seed: int = 0) -> np.ndarray:
 
 def hand_views(x: torch.Tensor) -> list[torch.Tensor]:
     """The dihedral group D4 on (B, C, S, S): 4 rotations, each with and without a mirror."""
-    return [torch.rot90(base, k, dims=(2, 3)) for base in (x, torch.flip(x, dims=(3,)))
-            for k in range(4)]
+    return [
+        torch.rot90(base, k, dims=(2, 3))
+        for base in (x, torch.flip(x, dims=(3,)))
+        for k in range(4)
+    ]
 
 
 def test_inference_is_in_eval_mode_and_gives_the_mode_back():
@@ -77,8 +81,9 @@ def test_inference_is_in_eval_mode_and_gives_the_mode_back():
         again = run_model(net, x, PRE, CPU, batch_size=4, output="logits")
         np.testing.assert_array_equal(got, again)  # dropout off: the same twice
         np.testing.assert_allclose(got, logits.numpy(), rtol=1e-5, atol=1e-5)
-        np.testing.assert_allclose(run_model(net, x, PRE, CPU, output="features"),
-                                   feats.numpy(), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            run_model(net, x, PRE, CPU, output="features"), feats.numpy(), rtol=1e-5, atol=1e-5
+        )
         assert net.training  # given back
         torch.testing.assert_close(net.bn.running_mean, running, rtol=0, atol=0)  # untouched
         # The control: the same network in training mode gives other numbers.
@@ -94,11 +99,18 @@ def test_tta_is_the_mean_of_the_eight_views_outputs(output):
     net = DropNet().eval()
     x = images(5, seed=1)
     xf = prepare_batch(torch.from_numpy(x), PRE)
-    feats, logits = zip(*(eval_by_hand(net, v) for v in hand_views(xf)))
+    feats, logits = zip(*(eval_by_hand(net, v) for v in hand_views(xf)), strict=True)
     probs = [z.softmax(1) for z in logits]
-    mean = lambda ts: torch.stack(ts).mean(0)
-    want = {"probs": mean(probs), "logits": mean(logits), "features": mean(feats),
-            "features+probs": torch.cat([mean(feats), mean(probs)], 1)}[output]
+
+    def mean(ts):
+        return torch.stack(ts).mean(0)
+
+    want = {
+        "probs": mean(probs),
+        "logits": mean(logits),
+        "features": mean(feats),
+        "features+probs": torch.cat([mean(feats), mean(probs)], 1),
+    }[output]
     got = run_model(net, x, PRE, CPU, batch_size=2, output=output, tta=True)
     np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-5, atol=1e-5)
     if output == "probs":
@@ -121,9 +133,16 @@ def test_rows_keep_their_order_whatever_the_batching_and_layout():
     np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("bad", [np.zeros((2, 8, 8, 4), np.uint8), np.zeros((2, 8, 8, 3)),
-                                 np.zeros((8, 8, 3), np.uint8), np.zeros((1, 2, 8, 8, 3), np.uint8),
-                                 torch.zeros((2, 8, 8, 3), dtype=torch.int16)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((2, 8, 8, 4), np.uint8),
+        np.zeros((2, 8, 8, 3)),
+        np.zeros((8, 8, 3), np.uint8),
+        np.zeros((1, 2, 8, 8, 3), np.uint8),
+        torch.zeros((2, 8, 8, 3), dtype=torch.int16),
+    ],
+)
 def test_only_uint8_nhw3_images_are_taken(bad):
     with pytest.raises(ValueError, match=r"images must be uint8 \(N, H, W, 3\); got "):
         run_model(DropNet(), bad, PRE, CPU)
@@ -146,26 +165,43 @@ def test_auto_precision_is_fp32_on_cpu():
 def test_output_dim():
     net = DropNet()
     assert [output_dim(net, o) for o in ("probs", "logits", "features", "features+probs")] == [
-        C, C, 12, 12 + C]
+        C,
+        C,
+        12,
+        12 + C,
+    ]
 
 
 def test_load_model_rebuilds_the_trained_network(tmp_path):
     src = build_model("smallnet", 3, 8)
     pre = Preprocess(8, crop=0.75, mean=(0.1, 0.2, 0.3), std=(0.3, 0.2, 0.1))
     path = tmp_path / "epoch_002.pt"
-    ckpt_io.save(path, {"model": src.state_dict(), "model_name": "smallnet", "epoch": 2,
-                        "preprocess": pre.to_dict(), "class_names": ["a", "b", "c"]})
+    ckpt_io.save(
+        path,
+        {
+            "model": src.state_dict(),
+            "model_name": "smallnet",
+            "epoch": 2,
+            "preprocess": pre.to_dict(),
+            "class_names": ["a", "b", "c"],
+        },
+    )
     model, got_pre, ckpt = load_model(path, CPU)
     assert got_pre == pre and ckpt["epoch"] == 2
     assert not model.training and model.head.out_features == 3
     torch.testing.assert_close(model.state_dict(), src.state_dict(), rtol=0, atol=0)
     # Without class names: the Galaxy10 head of 10 classes.
-    ckpt_io.save(path, {"model": build_model("smallnet", 10, 8).state_dict(),
-                        "model_name": "smallnet", "preprocess": Preprocess(8).to_dict()})
+    ckpt_io.save(
+        path,
+        {
+            "model": build_model("smallnet", 10, 8).state_dict(),
+            "model_name": "smallnet",
+            "preprocess": Preprocess(8).to_dict(),
+        },
+    )
     assert load_model(path, CPU)[0].head.out_features == 10
     for key in ("model_name", "preprocess"):
-        state = {"model": src.state_dict(), "model_name": "smallnet",
-                 "preprocess": pre.to_dict()}
+        state = {"model": src.state_dict(), "model_name": "smallnet", "preprocess": pre.to_dict()}
         del state[key]
         ckpt_io.save(path, state)
         with pytest.raises(ckpt_io.CheckpointError, match=f"^{path}: checkpoint lacks '{key}'"):

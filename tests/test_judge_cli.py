@@ -5,6 +5,7 @@ so the counts written below (by hand, from how the files were built) tell which 
 scored: rows of an ``--exclude`` file never are, ``--per-class`` is what is scored, the
 ``tune`` and ``judge`` halves never share an image.
 """
+
 import json
 
 import numpy as np
@@ -38,15 +39,36 @@ def judged(tmp_path_factory):
         last.weight.zero_()
         last.bias.copy_(torch.arange(10, 0, -1, dtype=torch.float32))  # class 0 always wins
     ckpt = tmp / "m.pt"
-    ckpt_io.save(ckpt, {"model": model.state_dict(), "model_name": "smallnet",
-                        "preprocess": Preprocess(32, crop=0.5).to_dict(), "epoch": 1,
-                        "variant": "smallnet"})
+    ckpt_io.save(
+        ckpt,
+        {
+            "model": model.state_dict(),
+            "model_name": "smallnet",
+            "preprocess": Preprocess(32, crop=0.5).to_dict(),
+            "epoch": 1,
+            "variant": "smallnet",
+        },
+    )
     return path, images, labels, ckpt, tmp
 
 
 def evaluate(capsys, ckpt, data, *extra) -> dict:
-    assert main(["evaluate", "--checkpoint", str(ckpt), "--data", str(data), "--device", "cpu",
-                 "--json", *map(str, extra)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(data),
+                "--device",
+                "cpu",
+                "--json",
+                *map(str, extra),
+            ]
+        )
+        == 0
+    )
     return json.loads(capsys.readouterr().out)
 
 
@@ -108,8 +130,11 @@ def test_tune_and_judge_halves_are_disjoint_for_every_seed(judged, capsys):
         for half in HALVES:
             halves[half] = evaluate(capsys, ckpt, path, "--half", half, "--seed", seed)
             assert halves[half]["sample"]["half"] == half
-        assert halves["tune"]["support"] == halves["judge"]["support"] == {
-            c: PER_CLASS // 2 for c in galaxy10.CLASS_NAMES}
+        assert (
+            halves["tune"]["support"]
+            == halves["judge"]["support"]
+            == {c: PER_CLASS // 2 for c in galaxy10.CLASS_NAMES}
+        )
 
 
 def test_halves_split_the_rows_left_after_exclusion(judged, capsys):
@@ -118,8 +143,10 @@ def test_halves_split_the_rows_left_after_exclusion(judged, capsys):
     seen = np.flatnonzero(labels == 2)[:4]
     galaxy10.write_galaxy10(tmp / "seen2.h5", images[seen], labels[seen])
     for seed in (0, 1, 2):
-        got = [evaluate(capsys, ckpt, path, "--half", h, "--seed", seed, "--exclude",
-                        tmp / "seen2.h5") for h in HALVES]
+        got = [
+            evaluate(capsys, ckpt, path, "--half", h, "--seed", seed, "--exclude", tmp / "seen2.h5")
+            for h in HALVES
+        ]
         assert sum(o["sample"]["excluded"] for o in got) == 4
         assert sum(o["n"] for o in got) == 116
         assert sum(o["support"][galaxy10.CLASS_NAMES[2]] for o in got) == 8

@@ -3,6 +3,7 @@ whose last layer is zero with bias (10, 9, ..., 1) gives every image the same lo
 probabilities are softmax(bias / T) for any image, it predicts class 0, and every score of a
 set of rows follows from the labels of those rows alone (NumPy below, not the code).
 """
+
 import numpy as np
 import pytest
 import torch
@@ -34,11 +35,20 @@ def constant(tmp_path_factory):
     with torch.no_grad():
         last.weight.zero_()
         last.bias.copy_(torch.as_tensor(BIAS, dtype=torch.float32))
-    record = {"model": model.state_dict(), "model_name": "smallnet", "epoch": 7,
-              "preprocess": Preprocess(16, crop=0.5).to_dict(), "variant": "v1"}
+    record = {
+        "model": model.state_dict(),
+        "model_name": "smallnet",
+        "epoch": 7,
+        "preprocess": Preprocess(16, crop=0.5).to_dict(),
+        "variant": "v1",
+    }
     ckpt_io.save(tmp / "raw.pt", record)
-    cal = {"temperature": 2.5, "source": "by hand", "val_probs": torch.zeros(0, 10),
-           "val_labels": torch.zeros(0, dtype=torch.int64)}
+    cal = {
+        "temperature": 2.5,
+        "source": "by hand",
+        "val_probs": torch.zeros(0, 10),
+        "val_labels": torch.zeros(0, dtype=torch.int64),
+    }
     ckpt_io.save(tmp / "cal.pt", {**record, "calibration": cal})
     ckpt_io.save(tmp / "bad.pt", {**record, "calibration": {**cal, "temperature": -1.0}})
     torch.manual_seed(1)  # a model whose answers depend on the image, for the TTA test
@@ -55,22 +65,30 @@ def expected(labels, temperature):
     support = np.bincount(labels, minlength=10)
     f1_0 = 2 * support[0] / (support[0] + n)  # class 0: precision support0/n, recall 1
     present = support > 0
-    return {"n": n, "accuracy": acc, "accuracy_se": np.sqrt(acc * (1 - acc) / n),
-            "macro_f1": f1_0 / present.sum(),
-            "recall": {c: float(support[i] > 0 and i == 0) for i, c in enumerate(NAMES)},
-            "support": {c: int(support[i]) for i, c in enumerate(NAMES)},
-            "confusion": [[int(support[i]), *[0] * 9] for i in range(10)],
-            "nll": float(np.mean(-np.log(p[labels]))),
-            "ece": abs(p[0] - acc)}  # one confidence for every image: one bin
+    return {
+        "n": n,
+        "accuracy": acc,
+        "accuracy_se": np.sqrt(acc * (1 - acc) / n),
+        "macro_f1": f1_0 / present.sum(),
+        "recall": {c: float(support[i] > 0 and i == 0) for i, c in enumerate(NAMES)},
+        "support": {c: int(support[i]) for i, c in enumerate(NAMES)},
+        "confusion": [[int(support[i]), *[0] * 9] for i in range(10)],
+        "nll": float(np.mean(-np.log(p[labels]))),
+        "ece": abs(p[0] - acc),
+    }  # one confidence for every image: one bin
 
 
 @pytest.mark.parametrize("which, temperature", [("raw.pt", 1.0), ("cal.pt", 2.5)])
 def test_scores_of_a_row_subset_are_the_hand_worked_ones(constant, which, temperature):
     tmp, _, labels = constant
-    rows = np.r_[np.flatnonzero(labels == 0)[:3], np.flatnonzero(labels == 4),
-                 np.flatnonzero(labels == 9)[:1]]
-    out = score_checkpoint(tmp / which, tmp / "g.h5", np.sort(rows), torch.device("cpu"),
-                           batch_size=5)
+    rows = np.r_[
+        np.flatnonzero(labels == 0)[:3],
+        np.flatnonzero(labels == 4),
+        np.flatnonzero(labels == 9)[:1],
+    ]
+    out = score_checkpoint(
+        tmp / which, tmp / "g.h5", np.sort(rows), torch.device("cpu"), batch_size=5
+    )
     want = expected(labels[rows], temperature)
     assert out["n"] == want["n"] == 12
     for key in ("accuracy", "accuracy_se", "macro_f1", "nll", "ece"):
@@ -82,8 +100,9 @@ def test_scores_of_a_row_subset_are_the_hand_worked_ones(constant, which, temper
     assert out["calibrated"] is (which == "cal.pt") and out["temperature"] == temperature
     assert (out["variant"], out["epoch"]) == ("v1", 7)
     assert out["checkpoint"] == str(tmp / which) and out["data"] == str(tmp / "g.h5")
-    raw = score_checkpoint(tmp / which, tmp / "g.h5", np.sort(rows), torch.device("cpu"),
-                           calibrated=False)
+    raw = score_checkpoint(
+        tmp / which, tmp / "g.h5", np.sort(rows), torch.device("cpu"), calibrated=False
+    )
     assert raw["calibrated"] is False and raw["temperature"] == 1.0
     assert raw["nll"] == pytest.approx(expected(labels[rows], 1.0)["nll"], rel=1e-5)
 
@@ -96,8 +115,11 @@ def test_tta_is_off_by_default_and_averages_the_eight_views(constant):
     model, pre, _ = load_model(tmp / "rand.pt", cpu)
     rows = np.arange(0, 80, 3)
     x, y = images[rows], labels[rows]
-    views = [np.ascontiguousarray(np.rot90(v, k, axes=(1, 2)))
-             for v in (x, x[:, :, ::-1]) for k in range(4)]
+    views = [
+        np.ascontiguousarray(np.rot90(v, k, axes=(1, 2)))
+        for v in (x, x[:, :, ::-1])
+        for k in range(4)
+    ]
     plain = run_model(model, x, pre, cpu)
     mean = np.mean([run_model(model, v, pre, cpu) for v in views], axis=0)
 
@@ -121,8 +143,20 @@ def test_evaluate_prints_the_hand_worked_figures(constant, capsys):
     """The text form through the command: n, accuracy ± s.e., macro-F1, the temperature,
     ECE and NLL and each class's recall and support, as worked out above."""
     tmp, _, labels = constant
-    assert main(["evaluate", "--checkpoint", str(tmp / "cal.pt"), "--data", str(tmp / "g.h5"),
-                 "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp / "cal.pt"),
+                "--data",
+                str(tmp / "g.h5"),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     want = expected(labels, 2.5)
     assert f"80 images\n  accuracy {0.1:.3f} ± {want['accuracy_se']:.3f}" in text
@@ -157,11 +191,28 @@ def test_nothing_left_after_exclusion_is_an_error_naming_the_files(tmp_path, con
     galaxy10.write_galaxy10(tmp_path / "g.h5", images[:10], labels[:10])
     galaxy10.write_galaxy10(tmp_path / "all.h5", images[:6], labels[:6])
     galaxy10.write_galaxy10(tmp_path / "rest.h5", images[6:10], labels[6:10])
-    with pytest.raises(ValueError, match=r"g\.h5: no image left to score after skipping the "
-                                         r"10 that duplicate .*all\.h5, .*rest\.h5$"):
+    with pytest.raises(
+        ValueError,
+        match=r"g\.h5: no image left to score after skipping the "
+        r"10 that duplicate .*all\.h5, .*rest\.h5$",
+    ):
         judge_rows(tmp_path / "g.h5", exclude=[tmp_path / "all.h5", tmp_path / "rest.h5"])
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--data",
-                 str(tmp_path / "g.h5"), "--device", "cpu", "--exclude",
-                 str(tmp_path / "all.h5"), str(tmp_path / "rest.h5")]) == 1
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(tmp_path / "nope.pt"),
+                "--data",
+                str(tmp_path / "g.h5"),
+                "--device",
+                "cpu",
+                "--exclude",
+                str(tmp_path / "all.h5"),
+                str(tmp_path / "rest.h5"),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err  # the rows fail first, before the checkpoint is looked for
     assert "no image left to score" in err and "nope.pt" not in err

@@ -3,6 +3,7 @@ Pillow, real HDF5 files, and the shared 700 real galaxies where ../shared is pre
 
 Oracles: each planted image's pixel value encodes the class it was planted for (hand-written
 table below), the shared files' names end in their class (``image_<N>_<c>.jpg``)."""
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,14 @@ from tests.conftest import make_h5
 REAL700 = Path(__file__).resolve().parents[2] / "shared" / "data" / "galaxy10_decals_real700"
 
 # folder name -> the class an astronomer means by it (written by hand, not by the code)
-PLANTED = {"3": 3, "0_disturbed": 0, "Round Smooth": 2, "edge-on_with_bulge": 9,
-           "7_my_loose_ones": 7, "CIGAR_SHAPED_SMOOTH": 4}
+PLANTED = {
+    "3": 3,
+    "0_disturbed": 0,
+    "Round Smooth": 2,
+    "edge-on_with_bulge": 9,
+    "7_my_loose_ones": 7,
+    "CIGAR_SHAPED_SMOOTH": 4,
+}
 
 
 def _png(path: Path, value: int, size=(12, 12)) -> None:
@@ -45,9 +52,19 @@ def test_planted_folders_get_the_right_labels(tmp_path):
     assert len(set(names)) == 18 and all("/g" in n for n in names)
 
 
-@pytest.mark.parametrize("name,expected", [("3", 3), ("03_x", 3), ("9", 9), ("10", None),
-                                           ("barred spiral", 5), ("Unbarred-Tight-Spiral", 6),
-                                           ("spirals", None), ("in_between_round_smooth", 3)])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("3", 3),
+        ("03_x", 3),
+        ("9", 9),
+        ("10", None),
+        ("barred spiral", 5),
+        ("Unbarred-Tight-Spiral", 6),
+        ("spirals", None),
+        ("in_between_round_smooth", 3),
+    ],
+)
 def test_folder_name_rule(name, expected):
     assert class_of_folder(name) == expected
 
@@ -88,20 +105,31 @@ def _truncated_jpeg(path: Path) -> None:
     path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("make,match", [
-    (lambda r: None, "no such file or folder"),
-    (lambda r: r.mkdir(), "empty folder"),
-    (lambda r: (r / "4").mkdir(parents=True), "empty class folder"),
-    (lambda r: (r / "spirals").mkdir(parents=True), "maps to no Galaxy10 class.*0_disturbed"),
-    (lambda r: ((r / "1").mkdir(parents=True), (r / "1" / "x.jpg").write_text("hello")),
-     "not a readable JPEG/PNG image"),
-    (lambda r: ((r / "1").mkdir(parents=True), _truncated_jpeg(r / "1" / "t.jpg")),
-     "truncated"),
-    (lambda r: ((r / "1").mkdir(parents=True), (r / "1" / "notes.txt").write_text("x")),
-     "not a .jpg/.jpeg/.png file"),
-    (lambda r: ((r / "2").mkdir(parents=True), (r / "round_smooth").mkdir()),
-     "are both class 2"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (lambda r: None, "no such file or folder"),
+        (lambda r: r.mkdir(), "empty folder"),
+        (lambda r: (r / "4").mkdir(parents=True), "empty class folder"),
+        (lambda r: (r / "spirals").mkdir(parents=True), "maps to no Galaxy10 class.*0_disturbed"),
+        (
+            lambda r: ((r / "1").mkdir(parents=True), (r / "1" / "x.jpg").write_text("hello")),
+            "not a readable JPEG/PNG image",
+        ),
+        (
+            lambda r: ((r / "1").mkdir(parents=True), _truncated_jpeg(r / "1" / "t.jpg")),
+            "truncated",
+        ),
+        (
+            lambda r: ((r / "1").mkdir(parents=True), (r / "1" / "notes.txt").write_text("x")),
+            "not a .jpg/.jpeg/.png file",
+        ),
+        (
+            lambda r: ((r / "2").mkdir(parents=True), (r / "round_smooth").mkdir()),
+            "are both class 2",
+        ),
+    ],
+)
 def test_bad_folders_name_the_path(tmp_path, make, match):
     root = tmp_path / "set"
     make(root)

@@ -6,6 +6,7 @@ changes what it outputs). It records the ids it sees in training mode. Every per
 ``fit`` reports (train loss with label smoothing, train accuracy, val loss/accuracy, lr) is
 then a NumPy computation over exactly the images the model saw, written here independently.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,16 @@ C, SIDE = 4, 8
 N_TRAIN, N_VAL, VAL_ID0 = 50, 20, 100  # train ids 0..49, val ids 100..119
 PRE = Preprocess(input_size=SIDE)  # mean 0.5, std 0.25 per channel
 EPOCHS, BATCH, LR, SMOOTH = 3, 8, 0.05, 0.1
-KEYS = {"epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",
-        "images_per_s", "seconds"}
+KEYS = {
+    "epoch",
+    "train/loss",
+    "train/accuracy",
+    "val/loss",
+    "val/accuracy",
+    "lr",
+    "images_per_s",
+    "seconds",
+}
 
 
 class Lookup(nn.Module):
@@ -79,11 +88,28 @@ def hand_accuracy(table, labels, ids) -> float:
 def spec_for(tmp_path, **overrides) -> RunSpec:
     run = config.resolve_variant(tiny_params(), "smallnet")
     off = Augment(rotate=False, flip=False, jitter=0.0, scale=0.0, translate=0.0)
-    run = dataclasses.replace(run, **{
-        "epochs": EPOCHS, "batch_size": BATCH, "lr": LR, "label_smoothing": SMOOTH,
-        "warmup_epochs": 0, "schedule": "cosine", "checkpoint_every": 2, "seed": 3,
-        "input_size": SIDE, "crop": 1.0, "precision": "fp32", "augment": off, "ema": 0.0,
-        "mixup": 0.0, "cutmix": 0.0, "compile": False, **overrides})
+    run = dataclasses.replace(
+        run,
+        **{
+            "epochs": EPOCHS,
+            "batch_size": BATCH,
+            "lr": LR,
+            "label_smoothing": SMOOTH,
+            "warmup_epochs": 0,
+            "schedule": "cosine",
+            "checkpoint_every": 2,
+            "seed": 3,
+            "input_size": SIDE,
+            "crop": 1.0,
+            "precision": "fp32",
+            "augment": off,
+            "ema": 0.0,
+            "mixup": 0.0,
+            "cutmix": 0.0,
+            "compile": False,
+            **overrides,
+        },
+    )
     return RunSpec(run, PRE, tmp_path, "fp-a", {"variant": "lookup", "model_name": "lookup"})
 
 
@@ -103,8 +129,15 @@ def run(tmp_path, epoch_images=None, resume=True, **over):
     model = Lookup(torch.from_numpy(table))
     marks = Marks(model)
     spec = spec_for(tmp_path, epoch_images=epoch_images, **over)
-    hist = fit(model, split(np.arange(N_TRAIN), labels),
-               split(np.arange(VAL_ID0, VAL_ID0 + N_VAL), labels), spec, CPU, [marks], resume)
+    hist = fit(
+        model,
+        split(np.arange(N_TRAIN), labels),
+        split(np.arange(VAL_ID0, VAL_ID0 + N_VAL), labels),
+        spec,
+        CPU,
+        [marks],
+        resume,
+    )
     per_epoch = np.split(np.array(model.seen), marks.ends[:-1])
     return hist, per_epoch, table, labels
 
@@ -122,8 +155,9 @@ def test_each_epochs_numbers_are_those_of_the_images_it_trained_on(tmp_path):
         assert m["val/loss"] == pytest.approx(hand_loss(table, labels, val_ids), rel=1e-6)
         assert m["val/accuracy"] == hand_accuracy(table, labels, val_ids)
         # cosine from LR to 0 over all steps, no warm-up: end of epoch e is LR/2 (1 + cos(pi e/3))
-        assert m["lr"] == pytest.approx(LR * 0.5 * (1 + math.cos(math.pi * m["epoch"] / 3)),
-                                        abs=1e-12)
+        assert m["lr"] == pytest.approx(
+            LR * 0.5 * (1 + math.cos(math.pi * m["epoch"] / 3)), abs=1e-12
+        )
         assert m["seconds"] > 0 and m["images_per_s"] == pytest.approx(50 / m["seconds"])
     assert len({tuple(ids.tolist()) for ids in per_epoch}) == 3  # a new shuffle every epoch
     # Checkpoints: every 2nd epoch and the last; each says its epoch and carries the history.
@@ -168,13 +202,17 @@ def test_a_mid_epoch_stop_keeps_the_sums_of_the_steps_done(tmp_path, monkeypatch
     assert (state["epoch"], state["step_in_epoch"]) == (1, 3)
     assert state["accum"]["seen"] == 26
     assert state["accum"]["correct"] == round(26 * hand_accuracy(table, labels, done))
-    assert state["accum"]["loss"] == pytest.approx(26 * hand_loss(table, labels, done, SMOOTH),
-                                                   rel=1e-6)
+    assert state["accum"]["loss"] == pytest.approx(
+        26 * hand_loss(table, labels, done, SMOOTH), rel=1e-6
+    )
     assert state["scheduler"]["last_epoch"] == 6 + 3
     resumed, rest, *_ = run(tmp_path / "run")
     # Only the 3 steps left of epoch 2, then epoch 3 (epoch 1 is re-delivered, not retrained).
     assert np.concatenate(rest).tolist() == ref_epochs[1][26:].tolist() + ref_epochs[2].tolist()
-    strip = lambda h: [{k: m[k] for k in KEYS - {"seconds", "images_per_s"}} for m in h]
+
+    def strip(h):
+        return [{k: m[k] for k in KEYS - {"seconds", "images_per_s"}} for m in h]
+
     assert strip(resumed) == strip(ref)
 
 
@@ -213,7 +251,10 @@ def test_augmentation_is_drawn_from_the_epochs_seeded_generator(tmp_path):
     moved = [np.isin(ids, np.arange(N_TRAIN), invert=True).sum() for ids in seen1]
     assert all(m > 0 for m in moved)  # their corner pixel is background
     assert [ids.tolist() for ids in seen1] == [ids.tolist() for ids in seen2]
-    strip = lambda h: [{k: m[k] for k in KEYS - {"seconds", "images_per_s"}} for m in h]
+
+    def strip(h):
+        return [{k: m[k] for k in KEYS - {"seconds", "images_per_s"}} for m in h]
+
     assert strip(h1) == strip(h2)
 
 
@@ -229,6 +270,7 @@ def test_mixup_alone_mixes_reproducibly(tmp_path):
 
 def test_epoch_seconds_are_within_the_call_and_add_up_across_a_stop(tmp_path, monkeypatch):
     import time
+
     t0 = time.perf_counter()
     hist, *_ = run(tmp_path / "ref")
     assert 0 < sum(m["seconds"] for m in hist) <= time.perf_counter() - t0

@@ -1,4 +1,5 @@
 """deepgal.metrics counts with numpy; scikit-learn is the reference for every number."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,9 @@ def test_score_matches_sklearn(pairs):
     classes = list(range(10))
     p, r, f, s = precision_recall_fscore_support(labels, pred, labels=classes, zero_division=0)
     present = sorted(set(labels.tolist()))
-    assert got["macro_f1"] == pytest.approx(f1_score(labels, pred, labels=present,
-                                                     average="macro", zero_division=0))
+    assert got["macro_f1"] == pytest.approx(
+        f1_score(labels, pred, labels=present, average="macro", zero_division=0)
+    )
     assert got["accuracy"] == pytest.approx((labels == pred).mean())
     assert got["confusion"] == confusion_matrix(labels, pred, labels=classes).tolist()
     for i, name in enumerate(CLASSES):

@@ -1,5 +1,6 @@
 """deepgal.metrics' standard error, bootstrap interval, input checks and headline against
 textbook values, SciPy and scikit-learn (tests/test_metrics.py covers ``score``)."""
+
 from __future__ import annotations
 
 import math
@@ -10,17 +11,26 @@ import pytest
 from scipy.stats import binom
 from sklearn.metrics import confusion_matrix, f1_score
 
-from deepgal.metrics import accuracy_and_f1, binomial_se, bootstrap_macro_f1, confusion_from_labels, score
+from deepgal.metrics import (
+    accuracy_and_f1,
+    binomial_se,
+    bootstrap_macro_f1,
+    confusion_from_labels,
+    score,
+)
 
 
-@pytest.mark.parametrize("p, n, se", [
-    (0.5, 100, 0.05),      # sqrt(.25 / 100)
-    (0.9, 100, 0.03),      # sqrt(.09 / 100)
-    (0.2, 25, 0.08),       # sqrt(.16 / 25)
-    (0.5, 50, 0.0707107),  # the docstring's "±7 points at 50 images"
-    (1.0, 40, 0.0),
-    (0.0, 40, 0.0),
-])
+@pytest.mark.parametrize(
+    "p, n, se",
+    [
+        (0.5, 100, 0.05),  # sqrt(.25 / 100)
+        (0.9, 100, 0.03),  # sqrt(.09 / 100)
+        (0.2, 25, 0.08),  # sqrt(.16 / 25)
+        (0.5, 50, 0.0707107),  # the docstring's "±7 points at 50 images"
+        (1.0, 40, 0.0),
+        (0.0, 40, 0.0),
+    ],
+)
 def test_binomial_se_textbook(p, n, se):
     assert binomial_se(p, n) == pytest.approx(se, abs=1e-7)
 
@@ -51,8 +61,11 @@ def _sklearn_bootstrap(labels, pred, reps=1000, seed=0):
     vals = []
     for _ in range(reps):
         i = rng.integers(0, len(labels), len(labels))
-        vals.append(f1_score(labels[i], pred[i], labels=np.unique(labels[i]), average="macro",
-                             zero_division=0))
+        vals.append(
+            f1_score(
+                labels[i], pred[i], labels=np.unique(labels[i]), average="macro", zero_division=0
+            )
+        )
     return np.percentile(vals, 2.5), np.percentile(vals, 97.5)
 
 
@@ -63,7 +76,8 @@ def test_bootstrap_matches_the_procedure_with_sklearn_f1():
     got = bootstrap_macro_f1(labels, pred, 4)  # the defaults: 1000 resamples, seed 0
     assert got == pytest.approx(_sklearn_bootstrap(labels, pred))
     assert bootstrap_macro_f1(labels, pred, 4, reps=200, seed=5) == pytest.approx(
-        _sklearn_bootstrap(labels, pred, 200, 5))
+        _sklearn_bootstrap(labels, pred, 200, 5)
+    )
     assert got[0] < f1_score(labels, pred, average="macro") < got[1]
 
 
@@ -101,11 +115,16 @@ def test_no_labels_score_nan_without_numpy_warnings():
 
 
 def test_headline_keeps_accuracy_and_macro_f1_of_val_and_test_only():
-    result = {"val": {"accuracy": 0.5, "macro_f1": 0.4, "n": 10, "per_class": {}},
-              "test": {"accuracy": 0.6, "macro_f1": 0.3, "n": 12},
-              "train": {"accuracy": 0.9, "macro_f1": 0.9}, "epoch": 3}
-    assert accuracy_and_f1(result) == {"val": {"accuracy": 0.5, "macro_f1": 0.4},
-                                "test": {"accuracy": 0.6, "macro_f1": 0.3}}
+    result = {
+        "val": {"accuracy": 0.5, "macro_f1": 0.4, "n": 10, "per_class": {}},
+        "test": {"accuracy": 0.6, "macro_f1": 0.3, "n": 12},
+        "train": {"accuracy": 0.9, "macro_f1": 0.9},
+        "epoch": 3,
+    }
+    assert accuracy_and_f1(result) == {
+        "val": {"accuracy": 0.5, "macro_f1": 0.4},
+        "test": {"accuracy": 0.6, "macro_f1": 0.3},
+    }
     assert accuracy_and_f1({"val": result["val"]}) == {"val": {"accuracy": 0.5, "macro_f1": 0.4}}
 
 
@@ -117,6 +136,7 @@ def test_bootstrap_with_rare_classes_and_small_integer_inputs():
     # uint8 labels with 20 classes (label * 20 must not wrap) and whole-float predictions.
     big = np.array([19, 18, 19, 5, 18], dtype=np.uint8)
     got = bootstrap_macro_f1(big, np.array([19, 18, 5, 5, 18], dtype=float), 20, reps=300)
-    assert got == pytest.approx(_sklearn_bootstrap(big.astype(int), np.array([19, 18, 5, 5, 18]),
-                                                   300))
+    assert got == pytest.approx(
+        _sklearn_bootstrap(big.astype(int), np.array([19, 18, 5, 5, 18]), 300)
+    )
     assert bootstrap_macro_f1(np.array([2]), np.array([2]), 4) == (1.0, 1.0)  # one image

@@ -1,5 +1,6 @@
 """The selected checkpoint as an MLflow model: logged into a real SQLite store, registered, and
 loaded back with ``mlflow.pyfunc`` to classify images of a real Galaxy10-layout HDF5 file."""
+
 from __future__ import annotations
 
 import logging
@@ -15,8 +16,8 @@ from deepgal import tracking
 from deepgal.data import galaxy10
 from deepgal.data.synthetic import write_synthetic
 from deepgal.inference import load_model, run_model
-from deepgal.models import build_model
 from deepgal.mlflow_model import MAX_IMAGES, OUTPUT_COLUMNS, log_checkpoint_model
+from deepgal.models import build_model
 from deepgal.transforms import Preprocess
 from tests.ports import refused_port
 
@@ -38,14 +39,24 @@ def checkpoint(tmp_path_factory):
     opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     model(torch.zeros(2, 3, 16, 16)).sum().backward()
     opt.step()  # momentum buffers: the optimizer state is as large as the weights
-    ckpt_io.save(path, {"epoch": 2, "model": model.state_dict(), "model_name": "smallnet",
-                        "preprocess": pre.to_dict(), "class_names": list(galaxy10.CLASS_NAMES),
-                        "optimizer": opt.state_dict(), "rng": {"cpu": torch.get_rng_state()}})
+    ckpt_io.save(
+        path,
+        {
+            "epoch": 2,
+            "model": model.state_dict(),
+            "model_name": "smallnet",
+            "preprocess": pre.to_dict(),
+            "class_names": list(galaxy10.CLASS_NAMES),
+            "optimizer": opt.state_dict(),
+            "rng": {"cpu": torch.get_rng_state()},
+        },
+    )
     return path
 
 
-def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, checkpoint,
-                                                       monkeypatch, recwarn, caplog, capfd):
+def test_pyfunc_round_trip_classifies_galaxy10_images(
+    tmp_path, galaxy_file, checkpoint, monkeypatch, recwarn, caplog, capfd
+):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # what attach() reads, as in a stage
     sink = tracking.MlflowSink(uri, "smallnet", {}, {"model": "smallnet"}, system_metrics=False)
@@ -54,9 +65,11 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
     images = galaxy10.read_images(galaxy_file)  # (20, 40, 40, 3) uint8, a real HDF5 file
     run = tracking.attach(sink.run_id)
     import mlflow.utils.environment as mlflow_env
+
     check = mlflow_env.warn_dependency_requirement_mismatches
-    info = log_checkpoint_model(run, checkpoint, step=2, input_example=images[:2],
-                                registered_name="deepgal-smallnet")
+    info = log_checkpoint_model(
+        run, checkpoint, step=2, input_example=images[:2], registered_name="deepgal-smallnet"
+    )
     # The requirements check skipped while logging (our pins are this environment) is back.
     assert mlflow_env.warn_dependency_requirement_mismatches is check
     assert mlflow.pyfunc.warn_dependency_requirement_mismatches is check
@@ -75,8 +88,9 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
     assert client.get_run(sink.run_id).info.status == "FINISHED"  # logging kept the status
 
     loaded = mlflow.pyfunc.load_model("models:/deepgal-smallnet@best")  # store from the env
-    local = mlflow.artifacts.download_artifacts(artifact_uri=logged.model_uri,
-                                                dst_path=str(tmp_path / "model"))
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=logged.model_uri, dst_path=str(tmp_path / "model")
+    )
     sig = loaded.metadata.signature
     assert sig.inputs.to_dict()[0]["tensor-spec"] == {"dtype": "uint8", "shape": (-1, -1, -1, 3)}
     assert [c["name"] for c in sig.outputs.to_dict()] == list(OUTPUT_COLUMNS)
@@ -106,19 +120,26 @@ def test_pyfunc_round_trip_classifies_galaxy10_images(tmp_path, galaxy_file, che
     assert len(loaded.predict(images[:3], params={"batch_size": 2})) == 3
 
 
-@pytest.mark.parametrize("images, words", [
-    (np.zeros((2, 8, 8), np.uint8), r"shape \(2, 8, 8\), not a batch of RGB images"),
-    (np.full((2, 8, 8, 4), 9, np.uint8), r"shape \(2, 8, 8, 4\)"),
-    (np.full((2, 8, 8, 3), 9.0), r"pixels must be uint8 \(integers 0-255\), got float64"),
-    (np.array([["a galaxy"]]), r"not images: it holds <U8 values"),
-    ([[[[1, 2, 3]]], [[[1, 2]]]], r"not an array of images"),
-    (np.zeros((0, 8, 8, 3), np.uint8), r"the batch is empty"),
-    (np.full((MAX_IMAGES + 1, 2, 2, 3), 9, np.uint8),
-     rf"{MAX_IMAGES + 1} images in one request, more than the limit of {MAX_IMAGES}"),
-    (np.full((1, 8, 6, 3), 9, np.uint8), r"must be square and non-empty, got 8x6 px"),
-    (np.stack([np.full((8, 8, 3), 9), np.eye(8)[..., None].repeat(3, 2)]).astype(np.uint8),
-     r"image 1 \(1 of 2 in all\) has only pixel values 0 and 1"),
-])
+@pytest.mark.parametrize(
+    "images, words",
+    [
+        (np.zeros((2, 8, 8), np.uint8), r"shape \(2, 8, 8\), not a batch of RGB images"),
+        (np.full((2, 8, 8, 4), 9, np.uint8), r"shape \(2, 8, 8, 4\)"),
+        (np.full((2, 8, 8, 3), 9.0), r"pixels must be uint8 \(integers 0-255\), got float64"),
+        (np.array([["a galaxy"]]), r"not images: it holds <U8 values"),
+        ([[[[1, 2, 3]]], [[[1, 2]]]], r"not an array of images"),
+        (np.zeros((0, 8, 8, 3), np.uint8), r"the batch is empty"),
+        (
+            np.full((MAX_IMAGES + 1, 2, 2, 3), 9, np.uint8),
+            rf"{MAX_IMAGES + 1} images in one request, more than the limit of {MAX_IMAGES}",
+        ),
+        (np.full((1, 8, 6, 3), 9, np.uint8), r"must be square and non-empty, got 8x6 px"),
+        (
+            np.stack([np.full((8, 8, 3), 9), np.eye(8)[..., None].repeat(3, 2)]).astype(np.uint8),
+            r"image 1 \(1 of 2 in all\) has only pixel values 0 and 1",
+        ),
+    ],
+)
 def test_pyfunc_refuses_bad_requests_with_a_400_that_says_why(checkpoint, images, words):
     from mlflow.exceptions import MlflowException
 
@@ -129,7 +150,7 @@ def test_pyfunc_refuses_bad_requests_with_a_400_that_says_why(checkpoint, images
     with pytest.raises(MlflowException, match=words) as err:
         clf.predict(None, images)
     assert err.value.get_http_status_code() == 400  # what `mlflow models serve` answers
-    assert "Send {\"inputs\": [...]}" in err.value.message  # and what to send instead
+    assert 'Send {"inputs": [...]}' in err.value.message  # and what to send instead
     # The limit is a limit, not an off-by-one: MAX_IMAGES images are answered.
     if len(images) == MAX_IMAGES + 1:
         assert len(clf.predict(None, images[:-1])) == MAX_IMAGES
@@ -141,6 +162,7 @@ def test_unreachable_tracker_is_a_warning_for_model_logging(checkpoint, caplog, 
         run = tracking.attach("0" * 32)
         with caplog.at_level(logging.WARNING, logger="deepgal"):
             assert log_checkpoint_model(run, checkpoint, 1, None) is None
-    warned = [r for r in caplog.records
-              if r.name.startswith("deepgal") and r.levelno >= logging.WARNING]
+    warned = [
+        r for r in caplog.records if r.name.startswith("deepgal") and r.levelno >= logging.WARNING
+    ]
     assert len(warned) == 1 and f"127.0.0.1:{port}" in warned[0].getMessage(), caplog.text

@@ -1,10 +1,11 @@
 """Model registry: shapes for every variant, errors, and each way of loading weights."""
+
 import contextlib
 import socket
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import torch
@@ -15,10 +16,15 @@ from tests.malicious import OpensMarker
 
 # (variant, input size, feature_dim): each model's typical size; customnet also at 128 to show
 # its FC is sized from input_size. The big torchvision nets are the slow part of this file.
-SIZES = [("smallnet", 32, 64 * 8 * 8), ("customnet", 64, 4096), ("customnet", 128, 4096),
-         ("resnet18", 64, 512), ("resnet50", 64, 2048),
-         pytest.param("resnet152", 64, 2048, marks=pytest.mark.slow),
-         ("convnext_tiny", 64, 768)]
+SIZES = [
+    ("smallnet", 32, 64 * 8 * 8),
+    ("customnet", 64, 4096),
+    ("customnet", 128, 4096),
+    ("resnet18", 64, 512),
+    ("resnet50", 64, 2048),
+    pytest.param("resnet152", 64, 2048, marks=pytest.mark.slow),
+    ("convnext_tiny", 64, 768),
+]
 
 
 def test_sizes_cover_the_registry():
@@ -92,8 +98,11 @@ def test_mismatched_weights_name_file_and_keys(tmp_path):
     # customnet's FC belongs to the body, so weights for another input size cannot fit.
     path = tmp_path / "custom32.pth"
     torch.save(build_model("customnet", input_size=32).state_dict(), path)
-    with pytest.raises(PretrainedWeightsError, match=r"custom32\.pth.*shape mismatches.*"
-                                                     r"body\.17\.weight \(4096, 2048\)"):
+    with pytest.raises(
+        PretrainedWeightsError,
+        match=r"custom32\.pth.*shape mismatches.*"
+        r"body\.17\.weight \(4096, 2048\)",
+    ):
         build_model("customnet", input_size=64, pretrained=str(path))
 
 

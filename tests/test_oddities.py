@@ -2,6 +2,7 @@
 the most unusual test galaxies. Oracles: a pure-noise image planted among smooth galaxies, the
 score recomputed by brute force in NumPy from run_model's embedding (cosine distance to every
 train image, the k smallest averaged), and a sort of the CSV's scores done here."""
+
 from __future__ import annotations
 
 import json
@@ -37,25 +38,41 @@ def brute_force_scores(queries: np.ndarray, train: np.ndarray, k: int) -> np.nda
     return np.sort(1.0 - q.astype(np.float64) @ t.T.astype(np.float64), axis=1)[:, :k].mean(1)
 
 
-def evaluate_tiny(tmp: Path, images: np.ndarray, labels: np.ndarray, splits: dict,
-                  cfg: EvaluateCfg):
+def evaluate_tiny(
+    tmp: Path, images: np.ndarray, labels: np.ndarray, splits: dict, cfg: EvaluateCfg
+):
     """Write a data file, split, random smallnet checkpoint and select's files under ``tmp``,
     run the evaluate library call; returns (model, paths)."""
     write_galaxy10(tmp / "g.h5", images, labels)
     write_split(tmp / "split", splits, labels, [0.5] * 3, [0.25] * 3, {"source": "t"})
     torch.manual_seed(0)
     model = build_model("smallnet", 10, PRE.input_size).eval()
-    ckpt_io.save(tmp / "m.pt", {"model": model.state_dict(), "model_name": "smallnet",
-                                "preprocess": PRE.to_dict(), "epoch": 2})
+    ckpt_io.save(
+        tmp / "m.pt",
+        {
+            "model": model.state_dict(),
+            "model_name": "smallnet",
+            "preprocess": PRE.to_dict(),
+            "epoch": 2,
+        },
+    )
     (tmp / "selection.json").write_text(json.dumps({"checkpoint": "m.pt", "epoch": 2}))
     (tmp / "history.csv").write_text("epoch,seconds\n1,30.0\n2,60.0\n")
     out = tmp / "out"
     paths = EvaluatePaths(
-        selection=tmp / "selection.json", checkpoint=tmp / "m.pt", history=tmp / "history.csv",
-        run=tmp / "no_run.json", data=tmp / "g.h5", split=tmp / "split",
-        metrics=out / "metrics.json", calibration=out / "calibration.json",
-        details=out / "eval.json", predictions=out / "predictions.csv", plots=out / "confusion",
-        features=out / "features.npz")
+        selection=tmp / "selection.json",
+        checkpoint=tmp / "m.pt",
+        history=tmp / "history.csv",
+        run=tmp / "no_run.json",
+        data=tmp / "g.h5",
+        split=tmp / "split",
+        metrics=out / "metrics.json",
+        calibration=out / "calibration.json",
+        details=out / "eval.json",
+        predictions=out / "predictions.csv",
+        plots=out / "confusion",
+        features=out / "features.npz",
+    )
     evaluate_variant("smallnet", paths, cfg, config.load_section("base", tiny_params()))
     return model, paths
 
@@ -74,8 +91,10 @@ def test_planted_noise_is_the_top_outlier_against_every_train_image(tmp_path):
     assert list(preds.columns) == ["split", "index", "label", "pred", "confidence", "outlier"]
     top = preds.loc[preds["outlier"].idxmax()]
     assert (top["split"], top["index"]) == ("test", noise_row)
-    feats = {s: run_model(model, images[idx], PRE, torch.device("cpu"), output="features")
-             for s, idx in splits.items()}
+    feats = {
+        s: run_model(model, images[idx], PRE, torch.device("cpu"), output="features")
+        for s, idx in splits.items()
+    }
     for s in ("val", "test"):
         part = preds[preds["split"] == s]
         assert part["index"].tolist() == splits[s].tolist()
@@ -92,8 +111,11 @@ def test_outlier_k_beyond_the_train_split_is_one_error_before_any_output(tmp_pat
     splits = stratified_split(labels, {"train": 0.34, "val": 0.33, "test": 0.33}, seed=0)
     n_train = len(splits["train"])
     cfg = EvaluateCfg(batch_size=16, tta=False, map_train=None, outlier_k=n_train + 1)
-    with pytest.raises(ConfigError, match=rf"evaluate.outlier_k = {n_train + 1} needs at least "
-                                          rf"{n_train + 1} train images; the split has {n_train}"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"evaluate.outlier_k = {n_train + 1} needs at least "
+        rf"{n_train + 1} train images; the split has {n_train}",
+    ):
         evaluate_tiny(tmp_path, smooth_galaxies(30), labels, splits, cfg)
     assert not (tmp_path / "out").exists()
 
@@ -110,8 +132,9 @@ def test_predictions_without_the_outlier_column_still_read(tmp_path):
 
 def test_an_empty_outlier_cell_names_its_line(tmp_path):
     bad = tmp_path / "predictions.csv"
-    bad.write_text("split,index,label,pred,confidence,outlier\nval,4,1,1,0.9,0.1\n"
-                   "test,7,2,3,0.4,\n")
+    bad.write_text(
+        "split,index,label,pred,confidence,outlier\nval,4,1,1,0.9,0.1\ntest,7,2,3,0.4,\n"
+    )
     with pytest.raises(HandoffError, match=r"line 3 has no 'outlier' score"):
         Predictions.read(bad)
 
@@ -126,10 +149,12 @@ def scored_predictions(path: Path, n_test: int, seed: int) -> pd.DataFrame:
     score = np.round(rng.uniform(0.05, 0.6, n), 2)  # 2 decimals: ties happen
     score[n_test:] = 0.99  # the most unusual of all are val rows: the gallery must skip them
     idx = np.arange(n)
-    Predictions.from_parts({"test": (idx[:n_test], labels[:n_test], probs[:n_test],
-                                     score[:n_test]),
-                            "val": (idx[n_test:], labels[n_test:], probs[n_test:],
-                                    score[n_test:])}).write(path)
+    Predictions.from_parts(
+        {
+            "test": (idx[:n_test], labels[:n_test], probs[:n_test], score[:n_test]),
+            "val": (idx[n_test:], labels[n_test:], probs[n_test:], score[n_test:]),
+        }
+    ).write(path)
     return pd.read_csv(path)
 
 
@@ -137,16 +162,18 @@ def test_the_gallery_shows_the_16_highest_test_scores_in_order(tmp_path):
     images = smooth_galaxies(45, size=24, seed=3)
     write_galaxy10(tmp_path / "g.h5", images, np.zeros(45, np.uint8))
     csv = scored_predictions(tmp_path / "predictions.csv", 40, seed=1)
-    fig = oddities("v", Predictions.read(tmp_path / "predictions.csv"), tmp_path / "g.h5",
-                   tmp_path / "odd.png")
+    fig = oddities(
+        "v", Predictions.read(tmp_path / "predictions.csv"), tmp_path / "g.h5", tmp_path / "odd.png"
+    )
     # The oracle: the test rows by descending score, ties by file order (a stable sort here).
     test = csv[csv["split"] == "test"]
     order = np.argsort(-test["outlier"].to_numpy(), kind="stable")[:16]
     want = test["index"].to_numpy()[order]
     shown = [ax for ax in fig.axes if ax.images]
     assert [int(ax.get_xlabel().split()[0][1:]) for ax in shown] == want.tolist()
-    assert [float(ax.get_xlabel().split()[1][2:]) for ax in shown] == \
-        pytest.approx(test["outlier"].to_numpy()[order], abs=5e-4)
+    assert [float(ax.get_xlabel().split()[1][2:]) for ax in shown] == pytest.approx(
+        test["outlier"].to_numpy()[order], abs=5e-4
+    )
     for ax, row in zip(shown, want, strict=True):
         np.testing.assert_array_equal(ax.images[0].get_array(), images[row])
     missed = test["label"].to_numpy()[order] != test["pred"].to_numpy()[order]
@@ -157,10 +184,15 @@ def test_the_gallery_shows_the_16_highest_test_scores_in_order(tmp_path):
 def test_no_gallery_without_scores_or_without_a_test_split(tmp_path):
     write_galaxy10(tmp_path / "g.h5", smooth_galaxies(8, size=24), np.zeros(8, np.uint8))
     (tmp_path / "old.csv").write_text("split,index,label,pred,confidence\ntest,1,0,0,0.9\n")
-    assert oddities("v", Predictions.read(tmp_path / "old.csv"), tmp_path / "g.h5",
-                    tmp_path / "a.png") is None
-    (tmp_path / "val.csv").write_text("split,index,label,pred,confidence,outlier\n"
-                                      "val,1,0,0,0.9,0.3\n")
-    assert oddities("v", Predictions.read(tmp_path / "val.csv"), tmp_path / "g.h5",
-                    tmp_path / "b.png") is None
+    assert (
+        oddities("v", Predictions.read(tmp_path / "old.csv"), tmp_path / "g.h5", tmp_path / "a.png")
+        is None
+    )
+    (tmp_path / "val.csv").write_text(
+        "split,index,label,pred,confidence,outlier\nval,1,0,0,0.9,0.3\n"
+    )
+    assert (
+        oddities("v", Predictions.read(tmp_path / "val.csv"), tmp_path / "g.h5", tmp_path / "b.png")
+        is None
+    )
     assert not (tmp_path / "a.png").exists() and not (tmp_path / "b.png").exists()

@@ -4,6 +4,7 @@ temporary git + DVC repository, a no-op re-run, then `dvc exp run -S train.lr=..
 Each fixture runs one user step once per module and keeps what it printed; tests only read
 those records, so they pass or fail the same in any order or alone.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,9 @@ class Built:
 def built(tmp_path_factory) -> Built:
     # Every selected checkpoint logged as an MLflow model, learned or not (3 tiny epochs), so
     # the README's way of loading one has a model to load.
-    root = make_repo(tmp_path_factory.mktemp("pipeline") / "repo",
-                     overrides={"select": {"log_model": "always"}})
+    root = make_repo(
+        tmp_path_factory.mktemp("pipeline") / "repo", overrides={"select": {"log_model": "always"}}
+    )
     out = dvc(["repro"], root)
     again = dvc(["repro"], root)
     status = dvc(["status", "--json"], root)
@@ -51,9 +53,9 @@ def built(tmp_path_factory) -> Built:
 
 @dataclass
 class Exp:
-    log: str      # what `dvc exp run` printed
-    lr: float     # train.lr in the workspace's params.yaml after it
-    back: dict    # after the README's way back to the committed baseline: its records
+    log: str  # what `dvc exp run` printed
+    lr: float  # train.lr in the workspace's params.yaml after it
+    back: dict  # after the README's way back to the committed baseline: its records
 
 
 @pytest.fixture(scope="module")
@@ -71,16 +73,17 @@ def exp(built) -> Exp:
     changed = {p for p, b in baseline.items() if not p.exists() or p.read_bytes() != b}
     run(["git", "checkout", "--", "."], root)
     checkout = dvc(["checkout"], root)
-    back = {"changed_by_exp": changed,
-            "differ_after": {p for p, b in baseline.items() if p.read_bytes() != b},
-            "checkout": checkout.stdout + checkout.stderr,
-            "dvc_status": dvc(["status", "--json"], root).stdout,
-            "git_status": run(["git", "status", "--porcelain"], root).stdout}
+    back = {
+        "changed_by_exp": changed,
+        "differ_after": {p for p, b in baseline.items() if p.read_bytes() != b},
+        "checkout": checkout.stdout + checkout.stderr,
+        "dvc_status": dvc(["status", "--json"], root).stdout,
+        "git_status": run(["git", "status", "--porcelain"], root).stdout,
+    }
     return Exp(log, lr, back)
 
 
-def documented_choice(hist: pd.DataFrame, kept: list[int], max_gap: float,
-                      max_rise: float) -> int:
+def documented_choice(hist: pd.DataFrame, kept: list[int], max_gap: float, max_rise: float) -> int:
     """The selection rule as deepgal/selection.py's docstring states it, restated here: a kept
     epoch passes when train - val accuracy <= max_gap and its val loss <= (1 + max_rise) x the
     lowest val loss up to it; the passing one with the highest val accuracy (ties: earlier),
@@ -89,8 +92,10 @@ def documented_choice(hist: pd.DataFrame, kept: list[int], max_gap: float,
     for e in kept:
         r = hist[hist.epoch == e].iloc[0]
         best = hist.loc[hist.epoch <= e, "val/loss"].min()
-        ok = (r["train/accuracy"] - r["val/accuracy"] <= max_gap
-              and r["val/loss"] <= (1 + max_rise) * best)
+        ok = (
+            r["train/accuracy"] - r["val/accuracy"] <= max_gap
+            and r["val/loss"] <= (1 + max_rise) * best
+        )
         rows.append((ok, r["val/accuracy"], r["val/loss"], e))
     passing = [r for r in rows if r[0]]
     if passing:
@@ -106,15 +111,18 @@ def test_repro_produces_every_output(built):
         hist = pd.read_csv(root / f"results/{v}/history.csv")
         assert list(hist["epoch"]) == [1, 2, 3]
         sel = json.loads((root / f"results/{v}/selection.json").read_text())
-        kept = sorted(int(p.stem.split("_")[1])
-                      for p in (root / f"models/{v}/checkpoints").glob("epoch_*.pt"))
+        kept = sorted(
+            int(p.stem.split("_")[1]) for p in (root / f"models/{v}/checkpoints").glob("epoch_*.pt")
+        )
         assert kept == [1, 2, 3]  # checkpoint_every: 1
         select = yaml.safe_load((root / "params.yaml").read_text())["select"]
-        assert sel["epoch"] == documented_choice(hist, kept, select["max_gap"],
-                                                 select["max_val_loss_rise"])
+        assert sel["epoch"] == documented_choice(
+            hist, kept, select["max_gap"], select["max_val_loss_rise"]
+        )
         assert (root / sel["checkpoint"]).exists()
         assert sel["val_accuracy"] == pytest.approx(
-            hist.loc[hist.epoch == sel["epoch"], "val/accuracy"].item())
+            hist.loc[hist.epoch == sel["epoch"], "val/accuracy"].item()
+        )
         ev = json.loads((root / f"reports/{v}/eval.json").read_text())
         assert set(ev["val"]["per_class"]) == set(CLASS_NAMES)
         assert np.array(ev["val"]["confusion"]).sum() == ev["val"]["n"] == 10  # 1 per class
@@ -165,8 +173,12 @@ def test_bytecode_caches_do_not_stale_folder_deps(built):
 
 
 # One file per kind of library module; the slow tier touches every file.
-SAMPLE = ("deepgal/utils.py", "deepgal/config/loader.py", "deepgal/errors.py",
-          "deepgal/data/galaxy10.py")
+SAMPLE = (
+    "deepgal/utils.py",
+    "deepgal/config/loader.py",
+    "deepgal/errors.py",
+    "deepgal/data/galaxy10.py",
+)
 
 
 def _stale_after_touching(root: Path, lib: str) -> set[str]:
@@ -182,8 +194,9 @@ def _stale_after_touching(root: Path, lib: str) -> set[str]:
 
 def _importers(root: Path, lib: str) -> set[str]:
     names = dvc(["stage", "list", "--name-only"], root).stdout.split()
-    scripts = {name: script for name, (script, _) in
-               stage_library_deps(root / "dvc.yaml", root).items()}
+    scripts = {
+        name: script for name, (script, _) in stage_library_deps(root / "dvc.yaml", root).items()
+    }
     return {n for n in names if lib in import_closure(root / scripts[n.split("@")[0]], root)}
 
 
@@ -192,8 +205,10 @@ def _check_touch(built: Built, libs) -> None:
     for lib in libs:
         stale, expect = _stale_after_touching(built.root, lib), _importers(built.root, lib)
         if stale != expect:
-            wrong[lib] = {"stale but does not import it": sorted(stale - expect),
-                          "imports it but stays up to date": sorted(expect - stale)}
+            wrong[lib] = {
+                "stale but does not import it": sorted(stale - expect),
+                "imports it but stays up to date": sorted(expect - stale),
+            }
     assert not wrong, json.dumps(wrong, indent=1)
 
 
@@ -203,8 +218,10 @@ def test_editing_a_library_file_stales_exactly_its_importers(built):
 
 @pytest.mark.slow
 def test_editing_any_library_file_stales_exactly_its_importers(built):
-    _check_touch(built, sorted(str(p.relative_to(built.root))
-                               for p in (built.root / "deepgal").rglob("*.py")))
+    _check_touch(
+        built,
+        sorted(str(p.relative_to(built.root)) for p in (built.root / "deepgal").rglob("*.py")),
+    )
 
 
 def test_mlflow_nests_variant_runs_under_the_pipeline_run(built):
@@ -215,9 +232,12 @@ def test_mlflow_nests_variant_runs_under_the_pipeline_run(built):
         parents = [r for r in runs if r["info"]["run_name"].startswith("workspace@")]
         assert len(parents) == 1, [r["info"]["run_name"] for r in runs]
         parent_id = parents[0]["info"]["run_id"]
-        children = {r["info"]["run_name"]: r for r in runs
-                    if {t["key"]: t["value"] for t in r["data"]["tags"]}
-                    .get("mlflow.parentRunId") == parent_id}
+        children = {
+            r["info"]["run_name"]: r
+            for r in runs
+            if {t["key"]: t["value"] for t in r["data"]["tags"]}.get("mlflow.parentRunId")
+            == parent_id
+        }
         assert set(children) == set(VARIANTS)
         for v, run in children.items():
             assert run["info"]["status"] == "FINISHED"
@@ -226,8 +246,14 @@ def test_mlflow_nests_variant_runs_under_the_pipeline_run(built):
             assert tags["deepgal.machine"] == machine_label(machine())
             params = {p["key"]: p["value"] for p in run["data"]["params"]}
             assert params["epochs"] == "3" and params["model"] == v  # the resolved config
-            for key in ("train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",
-                        "images_per_s"):
+            for key in (
+                "train/loss",
+                "train/accuracy",
+                "val/loss",
+                "val/accuracy",
+                "lr",
+                "images_per_s",
+            ):
                 assert [m["step"] for m in rest.history(run["info"]["run_id"], key)] == [1, 2, 3]
             metrics = {m["key"] for m in run["data"]["metrics"]}
             assert {"eval.val.accuracy", "eval.test.macro_f1", "select.epoch"} <= metrics
@@ -245,8 +271,14 @@ def test_the_readme_loads_the_logged_model(built):
     snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "runs:/" in b)
     code = snippet + "\nout = model.predict(images)\nprint(list(out.columns), len(out))\n"
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}  # as a user
-    proc = subprocess.run([sys.executable, "-c", code], cwd=built.root, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=built.root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "['class', 'class_name', 'probability', 'probabilities'] 8" in proc.stdout, proc.stdout
 
@@ -258,8 +290,11 @@ def test_a_bad_value_stops_at_the_first_stage_and_loses_nothing(built):
     root = built.root
     params = root / "params.yaml"
     before = params.read_bytes()
-    kept = [root / f"results/{v}/{name}" for v in VARIANTS for name in
-            ("train.json", "history.csv", "selection.json")] + [root / "data/split/train.npy"]
+    kept = [
+        root / f"results/{v}/{name}"
+        for v in VARIANTS
+        for name in ("train.json", "history.csv", "selection.json")
+    ] + [root / "data/split/train.npy"]
     files = {p: p.read_bytes() for p in kept}
     try:
         out = dvc(["exp", "run", "-S", "train.lr=-1"], root, check=False)
@@ -279,8 +314,11 @@ def test_exp_run_changes_lr_only_downstream(built, exp):
     for v in VARIANTS:
         assert f"Running stage 'train@{v}'" in exp.log
     shown = json.loads(dvc(["exp", "show", "--json"], built.root).stdout)
-    names = {e.get("name") for b in shown for e in [b] + [x for x in (b.get("experiments") or [])
-                                                          for x in x.get("revs", [])]}
+    names = {
+        e.get("name")
+        for b in shown
+        for e in [b] + [x for x in (b.get("experiments") or []) for x in x.get("revs", [])]
+    }
     assert "lr-small" in names
     metrics = json.loads(dvc(["metrics", "show", "--json"], built.root).stdout)
     files = {f for rev in metrics.values() for f in rev.get("data", {})}

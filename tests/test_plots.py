@@ -1,5 +1,6 @@
 """deepgal.plots: every figure lands as a PNG of the stated pixel size, with the class names,
 variant names and titles a reader needs; files are written atomically."""
+
 import os
 
 import numpy as np
@@ -12,11 +13,24 @@ from deepgal.data.galaxy10 import CLASS_NAMES
 from deepgal.plots.common import CLASS_COLORS, new_figure, save_png
 from deepgal.plots.confusion import CONFUSION_SIZE, plot_confusion
 from deepgal.plots.curves import CURVES_SIZE, plot_curves
-from deepgal.plots.embeddings import (CONTEXT_COLOR, LEGEND_IN, TITLE_IN, plot_embedding_grid,
-                                      plot_variant_maps)
+from deepgal.plots.embeddings import (
+    CONTEXT_COLOR,
+    LEGEND_IN,
+    TITLE_IN,
+    plot_embedding_grid,
+    plot_variant_maps,
+)
 from deepgal.plots.embeddings import PANEL_IN as MAP_IN
-from deepgal.plots.images import (CELL_IN, LABEL_IN, PANEL_IN, ConfusedPair, pick_confused,
-                                  plot_augmentation_preview, plot_confused_pairs, plot_sample_grid)
+from deepgal.plots.images import (
+    CELL_IN,
+    LABEL_IN,
+    PANEL_IN,
+    ConfusedPair,
+    pick_confused,
+    plot_augmentation_preview,
+    plot_confused_pairs,
+    plot_sample_grid,
+)
 
 DPI = 40  # small PNGs keep the tests fast; sizes scale exactly with dpi
 
@@ -36,12 +50,21 @@ def embeddings(n_per_split=(60, 20, 20), methods=("pca", "umap", "tsne"), seed=0
     """A reduce-stage frame: every method maps every split; classes 0, 2, 5, 9 only."""
     rng = np.random.default_rng(seed)
     frames, start = [], 0
-    for split, n in zip(("train", "val", "test"), n_per_split):
+    for split, n in zip(("train", "val", "test"), n_per_split, strict=True):
         labels = rng.choice([0, 2, 5, 9], size=n)
         for method in methods:
-            frames.append(pd.DataFrame({"split": split, "method": method,
-                                        "index": np.arange(start, start + n), "label": labels,
-                                        "x": rng.normal(size=n), "y": rng.normal(size=n)}))
+            frames.append(
+                pd.DataFrame(
+                    {
+                        "split": split,
+                        "method": method,
+                        "index": np.arange(start, start + n),
+                        "label": labels,
+                        "x": rng.normal(size=n),
+                        "y": rng.normal(size=n),
+                    }
+                )
+            )
         start += n
     return pd.concat(frames, ignore_index=True)
 
@@ -51,8 +74,15 @@ def wrong_every_third(emb):
     rows = emb[(emb["method"] == emb["method"].iloc[0]) & (emb["split"] != "train")]
     pred = rows["label"].to_numpy().copy()
     pred[::3] = (pred[::3] + 1) % 10
-    return pd.DataFrame({"split": rows["split"], "index": rows["index"], "label": rows["label"],
-                         "pred": pred, "confidence": 0.5})
+    return pd.DataFrame(
+        {
+            "split": rows["split"],
+            "index": rows["index"],
+            "label": rows["label"],
+            "pred": pred,
+            "confidence": 0.5,
+        }
+    )
 
 
 def test_embedding_grid_rows_methods_columns_splits_one_legend(tmp_path):
@@ -64,29 +94,40 @@ def test_embedding_grid_rows_methods_columns_splits_one_legend(tmp_path):
     axes = np.array(fig.axes).reshape(3, 3)
     # Methods in the report's order whatever the file's, splits train, val, test.
     assert [ax.get_ylabel() for ax in axes[:, 0]] == ["UMAP", "t-SNE", "PCA"]
-    assert [ax.get_title() for ax in axes[0]] == ["train (60 images)", "val (20 images)",
-                                                  "test (20 images)"]
+    assert [ax.get_title() for ax in axes[0]] == [
+        "train (60 images)",
+        "val (20 images)",
+        "test (20 images)",
+    ]
     assert len(fig.legends) == 1
     legend = fig.legends[0]
-    assert [t.get_text() for t in legend.get_texts()] == \
-        [CLASS_NAMES[k] for k in (0, 2, 5, 9)] + ["misclassified", "train (behind val/test)"]
-    assert [to_hex(h.get_color()) for h in legend.legend_handles[:4]] == \
-        [CLASS_COLORS[k] for k in (0, 2, 5, 9)]
+    assert [t.get_text() for t in legend.get_texts()] == [CLASS_NAMES[k] for k in (0, 2, 5, 9)] + [
+        "misclassified",
+        "train (behind val/test)",
+    ]
+    assert [to_hex(h.get_color()) for h in legend.legend_handles[:4]] == [
+        CLASS_COLORS[k] for k in (0, 2, 5, 9)
+    ]
     # One map per method: the val panel draws the 60 train points in grey first, then its
     # own 20 in their class colours, then rings; on the train panel's axes.
     val = emb[(emb["method"] == "umap") & (emb["split"] == "val")]
     context, points, rings = axes[0, 1].collections
     assert len(context.get_offsets()) == 60
     assert {to_hex(c) for c in context.get_facecolors()} == {CONTEXT_COLOR}
-    assert sorted(to_hex(c) for c in points.get_facecolors()) == \
-        sorted(CLASS_COLORS[k] for k in val["label"])
+    assert sorted(to_hex(c) for c in points.get_facecolors()) == sorted(
+        CLASS_COLORS[k] for k in val["label"]
+    )
     assert axes[0, 1].get_xlim() == axes[0, 0].get_xlim()
     assert axes[2, 2].get_ylim() == axes[2, 0].get_ylim()
     # Rings sit exactly on the val points predicted wrong; the train panel has none.
-    wrong = val.set_index("index").loc[preds[(preds["split"] == "val") &
-                                             (preds["pred"] != preds["label"])]["index"]]
-    np.testing.assert_allclose(sorted(map(tuple, rings.get_offsets())),
-                               sorted(zip(wrong["x"], wrong["y"])), rtol=1e-6)
+    wrong = val.set_index("index").loc[
+        preds[(preds["split"] == "val") & (preds["pred"] != preds["label"])]["index"]
+    ]
+    np.testing.assert_allclose(
+        sorted(map(tuple, rings.get_offsets())),
+        sorted(zip(wrong["x"], wrong["y"], strict=True)),
+        rtol=1e-6,
+    )
     assert len(axes[0, 0].collections) == 1
 
 
@@ -94,8 +135,9 @@ def test_embedding_grid_without_predictions_or_other_splits(tmp_path):
     emb = embeddings(n_per_split=(30, 0, 0), methods=("pca",))
     fig = plot_embedding_grid(emb, "t", tmp_path / "g.png", dpi=DPI)
     assert png_size(tmp_path / "g.png") == expected((MAP_IN + LEGEND_IN, MAP_IN + TITLE_IN))
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == \
-        [CLASS_NAMES[k] for k in sorted(set(emb["label"]))]  # no ring, no grey entry
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
+        CLASS_NAMES[k] for k in sorted(set(emb["label"]))
+    ]  # no ring, no grey entry
 
 
 def test_embedding_grid_rejects_frames_without_coordinates(tmp_path):
@@ -106,12 +148,20 @@ def test_embedding_grid_rejects_frames_without_coordinates(tmp_path):
 
 
 def test_variant_maps_one_panel_per_variant_with_caption(tmp_path):
-    maps = {"smallnet": embeddings(seed=1), "customnet": embeddings(seed=2),
-            "resnet50": embeddings(seed=3), "convnext_tiny": embeddings(seed=4)}
+    maps = {
+        "smallnet": embeddings(seed=1),
+        "customnet": embeddings(seed=2),
+        "resnet50": embeddings(seed=3),
+        "convnext_tiny": embeddings(seed=4),
+    }
     path = tmp_path / "variants.png"
-    fig = plot_variant_maps(maps, path, captions={"smallnet": "val accuracy 61.0%"},
-                            predictions={"smallnet": wrong_every_third(maps["smallnet"])},
-                            dpi=DPI)
+    fig = plot_variant_maps(
+        maps,
+        path,
+        captions={"smallnet": "val accuracy 61.0%"},
+        predictions={"smallnet": wrong_every_third(maps["smallnet"])},
+        dpi=DPI,
+    )
     assert png_size(path) == expected((3 * MAP_IN + LEGEND_IN, 2 * MAP_IN + TITLE_IN))
     titles = [ax.get_title() for ax in fig.axes if ax.collections]
     assert titles == ["smallnet\nval accuracy 61.0%", "customnet", "resnet50", "convnext_tiny"]
@@ -126,9 +176,18 @@ def test_variant_maps_one_panel_per_variant_with_caption(tmp_path):
 
 def history(epochs: int, shift: float) -> pd.DataFrame:
     e = np.arange(1, epochs + 1)
-    return pd.DataFrame({"epoch": e, "train/loss": 2 / e + shift, "train/accuracy": 1 - 1 / (e + 1),
-                         "val/loss": 2.2 / e + shift, "val/accuracy": 0.9 - 1 / (e + 1),
-                         "lr": 1e-3, "images_per_s": 100.0, "seconds": 1.0})
+    return pd.DataFrame(
+        {
+            "epoch": e,
+            "train/loss": 2 / e + shift,
+            "train/accuracy": 1 - 1 / (e + 1),
+            "val/loss": 2.2 / e + shift,
+            "val/accuracy": 0.9 - 1 / (e + 1),
+            "lr": 1e-3,
+            "images_per_s": 100.0,
+            "seconds": 1.0,
+        }
+    )
 
 
 def test_curves_show_every_variant_train_dashed_val_solid(tmp_path):
@@ -214,10 +273,15 @@ def test_failed_save_leaves_old_file_and_no_temporary(tmp_path):
 def confusions_frame():
     """val predictions: A (0) -> B (1) twice (confidences .9, .6), A -> C (2) once,
     B right twice (.8, .7), C right once."""
-    return pd.DataFrame({
-        "split": "val", "index": [10, 11, 12, 13, 14, 15, 16],
-        "label": [0, 0, 0, 1, 1, 2, 0], "pred": [1, 1, 2, 1, 1, 2, 0],
-        "confidence": [0.6, 0.9, 0.5, 0.7, 0.8, 0.99, 0.95]})
+    return pd.DataFrame(
+        {
+            "split": "val",
+            "index": [10, 11, 12, 13, 14, 15, 16],
+            "label": [0, 0, 0, 1, 1, 2, 0],
+            "pred": [1, 1, 2, 1, 1, 2, 0],
+            "confidence": [0.6, 0.9, 0.5, 0.7, 0.8, 0.99, 0.95],
+        }
+    )
 
 
 def test_pick_confused_most_confident_first():
@@ -225,7 +289,7 @@ def test_pick_confused_most_confident_first():
     a_b, a_c = pairs
     assert (a_b.true, a_b.pred, a_b.count, a_b.support) == (0, 1, 2, 4)
     assert a_b.mistakes.tolist() == [11, 10]  # .9 before .6
-    assert a_b.references.tolist() == [14]     # the surest right B
+    assert a_b.references.tolist() == [14]  # the surest right B
     assert (a_c.count, a_c.mistakes.tolist(), a_c.references.tolist()) == (1, [12], [15])
     assert pick_confused(confusions_frame(), [(0, 1)], per_pair=1)[0].mistakes.tolist() == [11]
 
@@ -234,10 +298,12 @@ def test_confused_pairs_gallery_rows_and_thumbnails(tmp_path):
     pairs = pick_confused(confusions_frame(), [(0, 1), (0, 2)], per_pair=6, references=2)
     images = {i: np.full((16, 16, 3), i, dtype=np.uint8) for i in range(10, 17)}
     path = tmp_path / "gallery.png"
-    fig = plot_confused_pairs(pairs, images, "smallnet: most confused (val)", path,
-                              confidence={11: 0.9, 10: 0.6}, dpi=DPI)
+    fig = plot_confused_pairs(
+        pairs, images, "smallnet: most confused (val)", path, confidence={11: 0.9, 10: 0.6}, dpi=DPI
+    )
     # Widest row: 2 mistakes, a gap, 2 references (A -> C has one of each: blanks).
     from deepgal.plots.images import GAP_IN
+
     assert png_size(path) == expected((LABEL_IN + 4 * CELL_IN + GAP_IN, 2 * (CELL_IN + 0.25) + 1))
     # One image strip per row: 16 px cells, a 6 px gap (GAP_IN / CELL_IN of a cell), blanks white.
     strips = [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]

@@ -5,6 +5,7 @@ server --backend-store-uri postgresql://... --artifacts-destination ...`, and a 
 repro` whose stages reach the server through MLFLOW_TRACKING_URI=http://127.0.0.1:PORT. The
 database password reaches the server through PGPASSFILE only and must appear nowhere else.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,10 @@ def team(tmp_path_factory):
     """(Rest client, Postgres, artifact folder, logs, repo) after a `dvc repro` against it."""
     tmp = tmp_path_factory.mktemp("team")
     artifacts, server_log = tmp / "artifacts", tmp / "mlflow-server.log"
-    with postgres_server() as pg, \
-            mlflow_server(pg.uri, artifacts, env=pg.client_env(), log=server_log) as (base, _):
+    with (
+        postgres_server() as pg,
+        mlflow_server(pg.uri, artifacts, env=pg.client_env(), log=server_log) as (base, _),
+    ):
         # Tiny runs are near chance: log and register every selected checkpoint regardless.
         repo = make_repo(tmp / "repo", {"select": {"register": True, "log_model": "always"}})
         out = dvc(["repro"], repo, MLFLOW_TRACKING_URI=base)
@@ -43,8 +46,11 @@ def test_pipeline_runs_nest_and_curves_are_complete_in_postgres(team):
     runs = rest.runs()
     parents = [r for r in runs if tags_of(r).get("deepgal.kind") == "pipeline"]
     assert [p["info"]["run_name"][:10] for p in parents] == ["workspace@"], runs
-    children = {r["info"]["run_name"]: r for r in runs
-                if tags_of(r).get("mlflow.parentRunId") == parents[0]["info"]["run_id"]}
+    children = {
+        r["info"]["run_name"]: r
+        for r in runs
+        if tags_of(r).get("mlflow.parentRunId") == parents[0]["info"]["run_id"]
+    }
     assert set(children) == set(VARIANTS)
     for run in children.values():
         run_id = run["info"]["run_id"]
@@ -55,9 +61,9 @@ def test_pipeline_runs_nest_and_curves_are_complete_in_postgres(team):
         assert contexts == {"train", "val", "test"}
     assert parents[0]["info"]["status"] == "FINISHED"
     # The numbers are in PostgreSQL itself, not in some other store the server fell back to.
-    (n_runs,), = pg.query("select count(*) from runs where lifecycle_stage = 'active'")
+    ((n_runs,),) = pg.query("select count(*) from runs where lifecycle_stage = 'active'")
     assert n_runs == len(runs) == 1 + len(VARIANTS)
-    (n_points,), = pg.query("select count(*) from metrics where key = 'val/accuracy'")
+    ((n_points,),) = pg.query("select count(*) from metrics where key = 'val/accuracy'")
     assert n_points == EPOCHS * len(VARIANTS)
 
 
@@ -68,8 +74,12 @@ def test_artifacts_and_models_reach_the_artifact_store(team):
             continue
         run_id, v = run["info"]["run_id"], run["info"]["run_name"]
         files = rest.artifacts(run_id)
-        assert {"history.csv", "config.json", "selected/selection.json",
-                "evaluate/eval.json"} <= set(files), files
+        assert {
+            "history.csv",
+            "config.json",
+            "selected/selection.json",
+            "evaluate/eval.json",
+        } <= set(files), files
         model = rest.get("registered-models/alias", name=f"deepgal-{v}", alias="best")
         assert model["model_version"]["run_id"] == run_id
     on_disk = {p.name for p in artifacts.rglob("*") if p.is_file()}

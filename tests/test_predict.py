@@ -1,6 +1,7 @@
 """``deepgal predict`` on what astronomers have: an HDF5 file with images only, a folder of
 JPEG/PNG cut-outs of any size; ``--tta``; errors that name the file. Real files throughout
 (h5py, Pillow), a real checkpoint written by deepgal.checkpoint."""
+
 import argparse
 import logging
 import subprocess
@@ -30,8 +31,16 @@ def model_and_ckpt(tmp_path_factory):
     torch.manual_seed(0)
     model = build_model("smallnet", 10, PRE.input_size).eval()
     path = tmp_path_factory.mktemp("ckpt") / "model.pt"
-    ckpt_io.save(path, {"model": model.state_dict(), "model_name": "smallnet",
-                        "preprocess": PRE.to_dict(), "epoch": 3, "variant": "smallnet"})
+    ckpt_io.save(
+        path,
+        {
+            "model": model.state_dict(),
+            "model_name": "smallnet",
+            "preprocess": PRE.to_dict(),
+            "epoch": 3,
+            "variant": "smallnet",
+        },
+    )
     return model, path
 
 
@@ -48,8 +57,23 @@ def images_only_h5(path, images):
 
 
 def predict(ckpt, data, out, *extra) -> pd.DataFrame:
-    assert main(["predict", "--checkpoint", str(ckpt), "--data", str(data), "--out", str(out),
-                 "--device", "cpu", *extra]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(data),
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                *extra,
+            ]
+        )
+        == 0
+    )
     return pd.read_csv(out)
 
 
@@ -85,16 +109,23 @@ def test_folder_of_pngs_and_jpegs_of_any_size(model_and_ckpt, tmp_path):
     Image.fromarray(x[0]).convert("L").save(folder / "d_grey.jpeg")  # one band: made RGB
     (folder / "notes.txt").write_text("not an image: ignored")
     df = predict(ckpt, folder, tmp_path / "p.csv")
-    assert df["file"].tolist() == ["a_big.png", "b0.png", "b1.png", "b2.png", "c_wide.JPG",
-                                   "d_grey.jpeg"]
-    np.testing.assert_allclose(df[PROBS].to_numpy()[1:4], run_model(model, x, PRE, CPU),
-                               atol=1e-5)
+    assert df["file"].tolist() == [
+        "a_big.png",
+        "b0.png",
+        "b1.png",
+        "b2.png",
+        "c_wide.JPG",
+        "d_grey.jpeg",
+    ]
+    np.testing.assert_allclose(df[PROBS].to_numpy()[1:4], run_model(model, x, PRE, CPU), atol=1e-5)
     np.testing.assert_allclose(df[PROBS].sum(axis=1), 1.0, atol=1e-4)
     # The big cut-out is the 128 px galaxy upsampled: resized to 64 px it is close to it.
-    small = np.asarray(Image.fromarray(galaxies(1, 128, seed=5)[0]).resize((64, 64),
-                                                                          Image.BILINEAR))
-    np.testing.assert_allclose(df[PROBS].to_numpy()[0],
-                               run_model(model, small[None], PRE, CPU)[0], atol=0.05)
+    small = np.asarray(
+        Image.fromarray(galaxies(1, 128, seed=5)[0]).resize((64, 64), Image.BILINEAR)
+    )
+    np.testing.assert_allclose(
+        df[PROBS].to_numpy()[0], run_model(model, small[None], PRE, CPU)[0], atol=0.05
+    )
 
 
 def test_tta_option_averages_the_views(model_and_ckpt, tmp_path):
@@ -102,8 +133,9 @@ def test_tta_option_averages_the_views(model_and_ckpt, tmp_path):
     x = galaxies(4)
     data = images_only_h5(tmp_path / "new.h5", x)
     df = predict(ckpt, data, tmp_path / "p.csv", "--tta")
-    np.testing.assert_allclose(df[PROBS].to_numpy(), run_model(model, x, PRE, CPU, tta=True),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        df[PROBS].to_numpy(), run_model(model, x, PRE, CPU, tta=True), atol=1e-5
+    )
     assert np.abs(df[PROBS].to_numpy() - run_model(model, x, PRE, CPU)).max() > 1e-4
 
 
@@ -121,24 +153,57 @@ def test_the_command_prints_progress_lines_when_piped(model_and_ckpt, tmp_path):
     progress comes as log lines; they need the CLI's own logging set-up to be seen at all."""
     _, ckpt = model_and_ckpt
     data = images_only_h5(tmp_path / "new.h5", galaxies(40))
-    proc = subprocess.run([sys.executable, "-m", "deepgal.cli", "predict", "--checkpoint",
-                           str(ckpt), "--data", str(data), "--out", str(tmp_path / "p.csv"),
-                           "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepgal.cli",
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "p.csv"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "deepgal.progress: predict: 40/40 img (100%)" in proc.stderr, proc.stderr
 
 
-@pytest.mark.parametrize("make, says", [
-    (lambda d: (d / "bad.png").write_bytes(b"\x89PNG but not really"), "bad.png: not a readable"),
-    (lambda d: (d / "notes.txt").write_text("x"), "no .jpg/.jpeg/.png files"),
-])
+@pytest.mark.parametrize(
+    "make, says",
+    [
+        (
+            lambda d: (d / "bad.png").write_bytes(b"\x89PNG but not really"),
+            "bad.png: not a readable",
+        ),
+        (lambda d: (d / "notes.txt").write_text("x"), "no .jpg/.jpeg/.png files"),
+    ],
+)
 def test_bad_folders_name_the_file(model_and_ckpt, tmp_path, capsys, make, says):
     _, ckpt = model_and_ckpt
     folder = tmp_path / "cutouts"
     folder.mkdir()
     make(folder)
-    code = main(["predict", "--checkpoint", str(ckpt), "--data", str(folder), "--out",
-                 str(tmp_path / "p.csv"), "--device", "cpu"])
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(ckpt),
+            "--data",
+            str(folder),
+            "--out",
+            str(tmp_path / "p.csv"),
+            "--device",
+            "cpu",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and says in err and not (tmp_path / "p.csv").exists(), err
 
@@ -148,11 +213,22 @@ def test_bad_hdf5_names_the_file_and_key(model_and_ckpt, tmp_path, capsys):
     with h5py.File(tmp_path / "x.h5", "w") as f:
         f.create_dataset("pixels", data=galaxies(2))
     (tmp_path / "y.h5").write_bytes(b"not hdf5 at all")
-    for name, says in (("x.h5", "no 'images' dataset (found: ['pixels'])"),
-                       ("y.h5", "neither a folder of JPEG/PNG cut-outs nor an HDF5 file"),
-                       ("missing.h5", "no such file or folder")):
-        code = main(["predict", "--checkpoint", str(ckpt), "--data", str(tmp_path / name),
-                     "--out", str(tmp_path / "p.csv")])
+    for name, says in (
+        ("x.h5", "no 'images' dataset (found: ['pixels'])"),
+        ("y.h5", "neither a folder of JPEG/PNG cut-outs nor an HDF5 file"),
+        ("missing.h5", "no such file or folder"),
+    ):
+        code = main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--data",
+                str(tmp_path / name),
+                "--out",
+                str(tmp_path / "p.csv"),
+            ]
+        )
         err = capsys.readouterr().err
         assert code == 1 and f"{tmp_path / name}: {says}" in err, err
 
@@ -163,8 +239,9 @@ def test_a_truncated_hdf5_is_one_line_naming_it(model_and_ckpt, tmp_path, capsys
     whole = images_only_h5(tmp_path / "whole.h5", galaxies(40))
     cut = tmp_path / "cut.h5"
     cut.write_bytes(whole.read_bytes()[:100_000])
-    code = main(["predict", "--checkpoint", str(ckpt), "--data", str(cut),
-                 "--out", str(tmp_path / "p.csv")])
+    code = main(
+        ["predict", "--checkpoint", str(ckpt), "--data", str(cut), "--out", str(tmp_path / "p.csv")]
+    )
     err = capsys.readouterr().err
     assert code == 1 and f"{cut}: unreadable HDF5 data" in err and "truncated" in err, err
     assert "Traceback" not in err and not (tmp_path / "p.csv").exists()
@@ -193,6 +270,10 @@ def test_every_option_of_every_command_explains_itself():
     from deepgal.cli import build_parser
 
     sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    silent = [f"{name} {a.option_strings or a.dest}" for name, parser in sub.choices.items()
-              for a in parser._actions if not a.help]
+    silent = [
+        f"{name} {a.option_strings or a.dest}"
+        for name, parser in sub.choices.items()
+        for a in parser._actions
+        if not a.help
+    ]
     assert not silent, silent

@@ -1,5 +1,6 @@
 """deepgal.handoff.Predictions: the evaluate stage's per-image file round-trips, its confusion
 matches one counted by hand, and a damaged file is named with what is wrong."""
+
 import numpy as np
 import pytest
 
@@ -21,8 +22,10 @@ def split_confusion(df, split, num_classes):
 def parts():
     probs_val = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.2, 0.5, 0.3]], dtype=np.float32)
     probs_test = np.array([[0.1, 0.8, 0.1]], dtype=np.float32)
-    return {"val": (np.array([7, 3, 9]), np.array([0, 1, 1]), probs_val),
-            "test": (np.array([4]), np.array([2]), probs_test)}
+    return {
+        "val": (np.array([7, 3, 9]), np.array([0, 1, 1]), probs_val),
+        "test": (np.array([4]), np.array([2]), probs_test),
+    }
 
 
 def test_round_trip_and_confusion_by_hand(tmp_path):

@@ -1,5 +1,6 @@
 """deepgal.reduce: one map per method fitted on train with val/test placed on it; row order and
 ids survive, seeds reproduce, clusters stay apart, tiny splits do not crash, typos fail."""
+
 import warnings
 
 import numpy as np
@@ -46,7 +47,7 @@ def feats_file(x, labels, seed=1):
     """A features.npz-like dict with splits interleaved and ids unrelated to row numbers."""
     rng = np.random.default_rng(seed)
     split = rng.choice(np.array(["train", "val", "test"]), size=len(x), p=[0.6, 0.2, 0.2])
-    index = rng.permutation(10 * len(x))[:len(x)].astype(np.int64)
+    index = rng.permutation(10 * len(x))[: len(x)].astype(np.int64)
     return {"features": x, "index": index, "label": labels, "split": split.astype("<U5")}
 
 
@@ -99,8 +100,9 @@ def sklearn_pca(train):
     zero-padded to 2 columns, as a transform."""
     scaler = StandardScaler().fit(train.astype(np.float64))
     pca = PCA(min(2, len(train))).fit(scaler.transform(train.astype(np.float64)))
-    return lambda x: np.pad(pca.transform(scaler.transform(x.astype(np.float64))),
-                            ((0, 0), (0, 2 - pca.n_components_)))
+    return lambda x: np.pad(
+        pca.transform(scaler.transform(x.astype(np.float64))), ((0, 0), (0, 2 - pca.n_components_))
+    )
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
@@ -162,12 +164,13 @@ def test_umap_separates_clusters_deterministically_with_a_disk_cache():
     assert a.shape == (len(x), 2) and a.dtype == np.float32
     assert knn_accuracy(a, y) > 0.9
     with pytest.warns(UserWarning, match="n_neighbors 10 too high for 6 points; using 5"):
-        tiny = reduce_2d(x[:MIN_POINTS + 1], "umap", seed=7, **UMAP)
+        tiny = reduce_2d(x[: MIN_POINTS + 1], "umap", seed=7, **UMAP)
     assert tiny.shape == (MIN_POINTS + 1, 2) and np.isfinite(tiny).all()
     # umap-learn declares few of its numba functions cache=True; reduce turns caching on for
     # all of them, so a second process loads them from NUMBA_CACHE_DIR instead of compiling.
     import umap.layouts
     import umap.umap_
+
     for fn in (umap.umap_.smooth_knn_dist, umap.layouts.optimize_layout_euclidean):
         if hasattr(fn, "_cache"):
             assert type(fn._cache).__name__ != "NullCache", fn
@@ -195,7 +198,7 @@ def test_tiny_splits_map_without_crashing(n, method):
 def test_fallback_and_clipping_warn():
     x, _ = clusters(1)
     with pytest.warns(UserWarning, match="using PCA"):
-        reduce_2d(x[:MIN_POINTS - 1], "tsne", seed=0, perplexity=30)
+        reduce_2d(x[: MIN_POINTS - 1], "tsne", seed=0, perplexity=30)
     # 8 points: openTSNE looks at 3 * perplexity neighbours, so at most (8 - 1) / 3.
     with pytest.warns(UserWarning, match=r"perplexity 30 too high for 8 points; using 2\.33$"):
         reduce_2d(x[:8], "tsne", seed=0, perplexity=30, n_iter=50)
@@ -217,8 +220,12 @@ def test_degenerate_pca_maps():
 
 def test_empty_and_missing_splits_are_skipped():
     x, y = clusters(2)
-    feats = {"features": x[:12], "index": np.arange(12), "label": y[:12],
-             "split": np.array(["train"] * 10 + ["val"] * 2)}
+    feats = {
+        "features": x[:12],
+        "index": np.arange(12),
+        "label": y[:12],
+        "split": np.array(["train"] * 10 + ["val"] * 2),
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         df, timings = reduce_features(feats, FAST, seed=0, pca_dims=None)
@@ -240,8 +247,11 @@ def test_unknown_method_or_setting_fails_before_work():
         reduce_features(feats_file(x, y), {"pca": {}, "Umap": {}}, seed=0, pca_dims=50)
     with pytest.raises(ValueError, match=r"unknown tsne setting\(s\) \['perplexty'\]"):
         reduce_2d(x, "tsne", seed=0, perplexity=5, perplexty=5)
-    with pytest.raises(ValueError, match=r"umap: missing setting\(s\) \['min_dist'\]; .*"
-                                         r"reduce.methods.umap"):
+    with pytest.raises(
+        ValueError,
+        match=r"umap: missing setting\(s\) \['min_dist'\]; .*"
+        r"reduce.methods.umap",
+    ):
         reduce_2d(x, "umap", seed=0, n_neighbors=5)
     with pytest.raises(ValueError, match="pca_dims must be >= 2"):
         reduce_2d(x, "umap", seed=0, pca_dims=1, **UMAP)
@@ -271,10 +281,12 @@ def test_exact_neighbours_put_each_point_first_even_among_duplicates():
     assert idx[5, 1] == 6 and idx[6, 1] == 5 and dist[5, 1] == 0
     np.testing.assert_allclose(dist[:, 1:], np.sort(d, axis=1)[:, 1:6], rtol=1e-4, atol=1e-4)
     qi, qd = index.query(x[:3] + 0.01, 4, epsilon=0.1)  # what UMAP.transform calls
-    np.testing.assert_array_equal(qi, np.argsort(np.linalg.norm(
-        x[None] - (x[:3] + 0.01)[:, None], axis=2), axis=1)[:, :4])
+    np.testing.assert_array_equal(
+        qi, np.argsort(np.linalg.norm(x[None] - (x[:3] + 0.01)[:, None], axis=2), axis=1)[:, :4]
+    )
     # Another metric is honoured: cosine neighbours by SciPy's distances.
     from scipy.spatial.distance import cdist
+
     idx, dist, _ = _exact_knn(x, 4, "cosine")
     cos = cdist(x, x, "cosine")
     np.fill_diagonal(cos, -1)  # itself first
@@ -293,8 +305,10 @@ def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeyp
     class Refuse(pynndescent.NNDescent):  # still a type: umap-learn isinstance-checks it
         def __init__(self, *a, **k):
             raise AssertionError("pynndescent's NNDescent was used")
+
     monkeypatch.setattr(pynndescent, "NNDescent", Refuse)
     import umap.umap_
+
     monkeypatch.setattr(umap.umap_, "NNDescent", Refuse)
     x, y = clusters(560, dim=16)
     held = np.arange(len(x)) % 4 == 0

@@ -2,6 +2,7 @@
 error a user reads for a malformed features file, empty inputs, and the seed and PCA pre-step
 reaching the map (reduce_features' train map is reduce_2d of the train rows, and a different
 seed or pre-step gives a different map)."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -21,9 +22,12 @@ def one_openmp_thread():
 def feats(n=30, d=12, seed=0, int_dtype=np.int64):
     rng = np.random.default_rng(seed)
     split = np.array(["train", "val", "test"])[np.arange(n) % 3]
-    return {"features": rng.normal(size=(n, d)).astype(np.float32),
-            "index": (np.arange(n) * 7 + 3).astype(int_dtype),
-            "label": (np.arange(n) % 4).astype(int_dtype), "split": split}
+    return {
+        "features": rng.normal(size=(n, d)).astype(np.float32),
+        "index": (np.arange(n) * 7 + 3).astype(int_dtype),
+        "label": (np.arange(n) % 4).astype(int_dtype),
+        "split": split,
+    }
 
 
 def test_empty_features_map_to_an_empty_float32_array():
@@ -36,8 +40,10 @@ def test_a_missing_array_is_named(key):
     f = {k: v for k, v in feats().items() if k != key}
     with pytest.raises(ValueError) as e:
         reduce_features(f, {"pca": {}}, seed=0)
-    assert str(e.value) == (f"features file lacks '{key}'; expected features, index, label, "
-                            "split (the evaluate stage writes them)")
+    assert str(e.value) == (
+        f"features file lacks '{key}'; expected features, index, label, "
+        "split (the evaluate stage writes them)"
+    )
 
 
 def test_frame_dtypes_and_a_fresh_row_index():

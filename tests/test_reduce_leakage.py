@@ -1,6 +1,7 @@
 """deepgal.reduce fits on train alone: against scikit-learn's StandardScaler + PCA fitted on the
 train rows only, and, for UMAP and t-SNE, train coordinates that stay bit-identical whatever
 the val and test rows (features and labels) hold."""
+
 import numpy as np
 import pytest
 from sklearn.decomposition import PCA
@@ -12,8 +13,11 @@ from deepgal.reduce import _reference_prep, fit_maps, reduce_features
 from .test_reduce import sklearn_pca
 
 DIM, PCA_DIMS = 16, 5  # D > pca_dims: UMAP and t-SNE get the PCA pre-step too
-METHODS = {"pca": {}, "tsne": {"perplexity": 10, "n_iter": 150},
-           "umap": {"n_neighbors": 10, "min_dist": 0.1, "n_epochs": 100}}
+METHODS = {
+    "pca": {},
+    "tsne": {"perplexity": 10, "n_iter": 150},
+    "umap": {"n_neighbors": 10, "min_dist": 0.1, "n_epochs": 100},
+}
 
 
 @pytest.fixture(autouse=True)
@@ -71,8 +75,12 @@ def feats_file(train, val, test, seed=0):
     split = np.array(["train"] * len(train) + ["val"] * len(val) + ["test"] * len(test))
     order = rng.permutation(len(split))
     x = np.concatenate([train, val, test])[order]
-    return {"features": x, "index": rng.permutation(len(x)).astype(np.int64),
-            "label": rng.integers(0, 10, len(x)), "split": split[order]}
+    return {
+        "features": x,
+        "index": rng.permutation(len(x)).astype(np.int64),
+        "label": rng.integers(0, 10, len(x)),
+        "split": split[order],
+    }
 
 
 def coords(df, method, split):
@@ -104,5 +112,6 @@ def test_train_maps_ignore_val_and_test_and_placement_is_seeded():
     oracle = sklearn_pca(rows["train"])
     s = signs(coords(a, "pca", "train"), oracle(rows["train"]))
     for split in ("train", "val", "test"):
-        np.testing.assert_allclose(coords(a, "pca", split), oracle(rows[split]) * s, rtol=0,
-                                   atol=1e-3)
+        np.testing.assert_allclose(
+            coords(a, "pca", split), oracle(rows[split]) * s, rtol=0, atol=1e-3
+        )

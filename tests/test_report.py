@@ -1,27 +1,34 @@
 """deepgal.report: the results table ranks the variants that learned by val accuracy and lists
 those within noise of chance apart, with what they would need; the most confused pairs match a
 hand-computed confusion matrix; pictures are linked relatively, the table and curves first."""
+
 import os
 
 import numpy as np
 import pytest
 
-from deepgal.report import (budget_needs, chance_p_value, learned, most_confused, report_row,
-                            write_report)
+from deepgal.report import (
+    budget_needs,
+    chance_p_value,
+    learned,
+    most_confused,
+    report_row,
+    write_report,
+)
 
 NAMES = ("A", "B", "C", "D")
 # Rows true, columns predicted. Off-diagonal by count: A->B 6, C->D 6 (ties broken by share:
 # C->D is 6/10, A->B 6/20), D->A 4, B->C 3, A->C 2, B->A 1; every other off-diagonal cell is 0.
-CM = np.array([[12, 6, 2, 0],
-               [1, 16, 3, 0],
-               [0, 0, 4, 6],
-               [4, 0, 0, 20]])
+CM = np.array([[12, 6, 2, 0], [1, 16, 3, 0], [0, 0, 4, 6], [4, 0, 0, 20]])
 
 
 def test_most_confused_by_hand():
     pairs = most_confused(CM, NAMES, k=3)
-    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == \
-        [("C", "D", 6), ("A", "B", 6), ("D", "A", 4)]
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
+        ("C", "D", 6),
+        ("A", "B", 6),
+        ("D", "A", 4),
+    ]
     assert [(p["true_id"], p["pred_id"]) for p in pairs] == [(2, 3), (0, 1), (3, 0)]
     assert pairs[0]["share"] == pytest.approx(0.6)
     assert pairs[1]["share"] == pytest.approx(0.3)
@@ -55,56 +62,94 @@ def test_chance_p_value_by_hand():
 
 
 def row(variant, correct, count=100, f1=0.5, test=None, epoch=3, minutes=1.5, chance=0.1):
-    return {"variant": variant, "val_accuracy": correct / count, "val_macro_f1": f1,
-            "test_accuracy": test, "test_macro_f1": None if test is None else f1 - 0.01,
-            "epoch": epoch, "train_min": minutes, "val_correct": correct, "val_count": count,
-            "chance": chance}
+    return {
+        "variant": variant,
+        "val_accuracy": correct / count,
+        "val_macro_f1": f1,
+        "test_accuracy": test,
+        "test_macro_f1": None if test is None else f1 - 0.01,
+        "epoch": epoch,
+        "train_min": minutes,
+        "val_correct": correct,
+        "val_count": count,
+        "chance": chance,
+    }
 
 
 def rows():
-    return [row("smallnet", 61, f1=0.55, test=0.6, epoch=12, minutes=1.58),
-            row("resnet50", 13, f1=0.05, test=0.12, minutes=88.69),      # chance: not learned
-            row("customnet", 74, f1=0.72, epoch=20, minutes=13.33),
-            row("convnext_tiny", 10, f1=0.02, test=0.1, minutes=20.0),  # chance too
-            row("resnet152", 87, f1=0.861, test=0.8612, epoch=9, minutes=5321.4 / 60)]
+    return [
+        row("smallnet", 61, f1=0.55, test=0.6, epoch=12, minutes=1.58),
+        row("resnet50", 13, f1=0.05, test=0.12, minutes=88.69),  # chance: not learned
+        row("customnet", 74, f1=0.72, epoch=20, minutes=13.33),
+        row("convnext_tiny", 10, f1=0.02, test=0.1, minutes=20.0),  # chance too
+        row("resnet152", 87, f1=0.861, test=0.8612, epoch=9, minutes=5321.4 / 60),
+    ]
 
 
-RUNS = {"resnet50": {"model": "resnet50", "pretrained": "none", "epochs": 3, "input_size": 48},
-        "convnext_tiny": {"model": "convnext_tiny", "pretrained": "imagenet", "epochs": 3,
-                          "input_size": 224}}
+RUNS = {
+    "resnet50": {"model": "resnet50", "pretrained": "none", "epochs": 3, "input_size": 48},
+    "convnext_tiny": {
+        "model": "convnext_tiny",
+        "pretrained": "imagenet",
+        "epochs": 3,
+        "input_size": 224,
+    },
+}
 
 
 def test_report_ranks_the_learned_lists_the_rest_and_leads_with_table_and_curves(tmp_path):
     path = tmp_path / "out" / "report.md"
-    text = write_report(path, rows(), {"resnet152": CM, "smallnet": np.eye(4, dtype=int)},
-                        runs=RUNS, lead={"Training curves": "plots/curves.png",
-                                         "val UMAP of every variant": "plots/variants umap.png"},
-                        gallery={"resnet152": "plots/resnet152_confused.png",
-                                 "smallnet": "plots/smallnet_confused.png"},
-                        sections={"smallnet": {"smallnet maps": "plots/smallnet_embeddings.png"}},
-                        class_names=NAMES)
+    text = write_report(
+        path,
+        rows(),
+        {"resnet152": CM, "smallnet": np.eye(4, dtype=int)},
+        runs=RUNS,
+        lead={
+            "Training curves": "plots/curves.png",
+            "val UMAP of every variant": "plots/variants umap.png",
+        },
+        gallery={
+            "resnet152": "plots/resnet152_confused.png",
+            "smallnet": "plots/smallnet_confused.png",
+        },
+        sections={"smallnet": {"smallnet maps": "plots/smallnet_embeddings.png"}},
+        class_names=NAMES,
+    )
     assert path.read_text(encoding="utf-8") == text
     assert os.listdir(path.parent) == ["report.md"]  # no temporary left behind
     table = [line for line in text.splitlines() if line.count("|") == 9 and "%" in line]
     assert [line.split("|")[1:3] for line in table] == [
-        [" 1 ", " **resnet152** (best) "], [" 2 ", " customnet "], [" 3 ", " smallnet "],
-        [" – ", " resnet50 (not learned) "], [" – ", " convnext_tiny (not learned) "]]
+        [" 1 ", " **resnet152** (best) "],
+        [" 2 ", " customnet "],
+        [" 3 ", " smallnet "],
+        [" – ", " resnet50 (not learned) "],
+        [" – ", " convnext_tiny (not learned) "],
+    ]
     assert table[0] == "| 1 | **resnet152** (best) | 87.00% | 86.12% | 0.861 | 0.851 | 9 | 88.7 |"
     assert table[1] == "| 2 | customnet | 74.00% | – | 0.720 | – | 20 | 13.3 |"
     # What the variants at chance would need, from their own settings.
-    assert ("- **resnet50**: 13.00% (13 of 100) against chance 10.00% (p = 0.2). It would need: "
-            "ImageNet-pretrained weights (`pretrained: imagenet`); more epochs than the 3 it "
-            "ran; a GPU, to train at 224-256 px instead of 48 px.") in text
-    assert ("- **convnext_tiny**: 10.00% (10 of 100) against chance 10.00% (p = 0.55). It would "
-            "need: more epochs than the 3 it ran.") in text
+    assert (
+        "- **resnet50**: 13.00% (13 of 100) against chance 10.00% (p = 0.2). It would need: "
+        "ImageNet-pretrained weights (`pretrained: imagenet`); more epochs than the 3 it "
+        "ran; a GPU, to train at 224-256 px instead of 48 px."
+    ) in text
+    assert (
+        "- **convnext_tiny**: 10.00% (10 of 100) against chance 10.00% (p = 0.55). It would "
+        "need: more epochs than the 3 it ran."
+    ) in text
     # Order: table, not learned, curves, all variants' maps, confused pairs of the best with
     # its gallery (not smallnet's), then the sections.
-    marks = ["| 1 | **resnet152**", "## Not learned at this budget", "![Training curves]",
-             "![val UMAP of every variant](<plots/variants umap.png>)",
-             "## Most confused class pairs (resnet152, val)",
-             "| C | D | 6 | 60.0% |\n| A | B | 6 | 30.0% |\n| D | A | 4 | 16.7% |",
-             "(plots/resnet152_confused.png)", "## smallnet",
-             "![smallnet maps](plots/smallnet_embeddings.png)"]
+    marks = [
+        "| 1 | **resnet152**",
+        "## Not learned at this budget",
+        "![Training curves]",
+        "![val UMAP of every variant](<plots/variants umap.png>)",
+        "## Most confused class pairs (resnet152, val)",
+        "| C | D | 6 | 60.0% |\n| A | B | 6 | 30.0% |\n| D | A | 4 | 16.7% |",
+        "(plots/resnet152_confused.png)",
+        "## smallnet",
+        "![smallnet maps](plots/smallnet_embeddings.png)",
+    ]
     positions = [text.index(m) for m in marks]
     assert positions == sorted(positions)
     assert "smallnet_confused.png" not in text
@@ -133,8 +178,10 @@ def test_report_rejects_bad_rows_and_absolute_pictures(tmp_path):
 
 def test_budget_needs_follow_the_settings():
     scratch = {"model": "smallnet", "pretrained": "none", "epochs": 12, "input_size": 32}
-    assert budget_needs(scratch) == ["more epochs than the 12 it ran",
-                                     "a GPU, to train at 224-256 px instead of 32 px"]
+    assert budget_needs(scratch) == [
+        "more epochs than the 12 it ran",
+        "a GPU, to train at 224-256 px instead of 32 px",
+    ]
     big = {"model": "resnet50", "pretrained": "imagenet", "epochs": 30, "input_size": 256}
     assert budget_needs(big) == ["more epochs than the 30 it ran"]
 
@@ -143,9 +190,17 @@ def test_report_row_from_headline_metrics_and_confusion():
     metrics = {"val": {"accuracy": 0.6, "macro_f1": 0.5}, "epoch": 4, "train_min": 0.2}
     cm = np.array([[3, 1], [1, 0]])  # 3 of 5 right; the commonest class holds 4 of 5
     assert report_row("smallnet", metrics, cm) == {
-        "variant": "smallnet", "val_accuracy": 0.6, "val_macro_f1": 0.5, "test_accuracy": None,
-        "test_macro_f1": None, "epoch": 4, "train_min": 0.2, "val_correct": 3, "val_count": 5,
-        "chance": 0.8}
+        "variant": "smallnet",
+        "val_accuracy": 0.6,
+        "val_macro_f1": 0.5,
+        "test_accuracy": None,
+        "test_macro_f1": None,
+        "epoch": 4,
+        "train_min": 0.2,
+        "val_correct": 3,
+        "val_count": 5,
+        "chance": 0.8,
+    }
     metrics["test"] = {"accuracy": 0.75, "macro_f1": 0.6}
     assert report_row("smallnet", metrics, cm)["test_accuracy"] == 0.75
     with pytest.raises(ValueError, match="smallnet: val confusion must be a non-empty"):

@@ -3,6 +3,7 @@ an order unlike the ranking; the headline file's numbers; edge cases of the chan
 
 The expected report text is written out by hand: report.md is what a user reads. The p-values
 in it are SciPy's (binom.sf(k - 1, 40, 0.4): 0.3115 at 18, 0.4319 at 17)."""
+
 from __future__ import annotations
 
 import json
@@ -11,27 +12,43 @@ import numpy as np
 import pytest
 
 from deepgal.dvc_metrics import metrics_table, variant_row
-from deepgal.report import chance_p_value, learned, most_confused, report_row, render_report, \
-    sort_rows
+from deepgal.report import (
+    chance_p_value,
+    learned,
+    most_confused,
+    render_report,
+    report_row,
+    sort_rows,
+)
 
 NAMES = ("A", "B", "C")
 
 
 def row(variant, correct, f1, test=None, epoch=1, minutes=1.0, count=40, chance=0.4):
-    return {"variant": variant, "val_accuracy": correct / count, "val_macro_f1": f1,
-            "test_accuracy": None if test is None else test[0],
-            "test_macro_f1": None if test is None else test[1], "epoch": epoch,
-            "train_min": minutes, "val_correct": correct, "val_count": count, "chance": chance}
+    return {
+        "variant": variant,
+        "val_accuracy": correct / count,
+        "val_macro_f1": f1,
+        "test_accuracy": None if test is None else test[0],
+        "test_macro_f1": None if test is None else test[1],
+        "epoch": epoch,
+        "train_min": minutes,
+        "val_correct": correct,
+        "val_count": count,
+        "chance": chance,
+    }
 
 
 # Input order: not the ranking. alpha and beta tie on val accuracy; beta's higher macro-F1
 # ranks it first although "alpha" sorts first by name. delta and eps are within noise of
 # chance (40 val images, chance 40%): listed after, by val accuracy.
-ROWS = [row("eps", 17, 0.30, test=(0.40, 0.20), epoch=2, minutes=0.1),
-        row("alpha", 30, 0.70, test=(0.70, 0.65), epoch=4, minutes=0.5),
-        row("delta", 18, 0.40, epoch=1, minutes=3.0),
-        row("beta", 30, 0.72, epoch=3, minutes=2.26),
-        row("gamma", 36, 0.88, test=(0.88, 0.861), epoch=7, minutes=1234.5)]
+ROWS = [
+    row("eps", 17, 0.30, test=(0.40, 0.20), epoch=2, minutes=0.1),
+    row("alpha", 30, 0.70, test=(0.70, 0.65), epoch=4, minutes=0.5),
+    row("delta", 18, 0.40, epoch=1, minutes=3.0),
+    row("beta", 30, 0.72, epoch=3, minutes=2.26),
+    row("gamma", 36, 0.88, test=(0.88, 0.861), epoch=7, minutes=1234.5),
+]
 # Off-diagonal cells: A->B 3 (3/15), B->A 3 (3/24), C->A 2 (2/8), A->C 2 (2/15),
 # C->B 1 (1/8), B->C 1 (1/24): count first, then share; the default k = 5 drops B->C.
 CM = np.array([[10, 3, 2], [3, 20, 1], [2, 1, 5]])
@@ -106,27 +123,36 @@ def test_a_row_without_its_variant_name_is_named_by_position():
 
 def test_render_report_by_hand():
     runs = {"delta": {"model": "resnet18", "pretrained": "none", "epochs": 2, "input_size": 64}}
-    text = render_report(ROWS, {"gamma": CM, "beta": np.eye(3, dtype=int)}, runs=runs,
-                         lead={"Training curves": "plots/curves.png"},
-                         gallery={"gamma": "plots/gamma confused.png",
-                                  "beta": "plots/beta.png"},
-                         sections={"Maps": {"UMAP": "plots/umap.png"}}, class_names=NAMES)
+    text = render_report(
+        ROWS,
+        {"gamma": CM, "beta": np.eye(3, dtype=int)},
+        runs=runs,
+        lead={"Training curves": "plots/curves.png"},
+        gallery={"gamma": "plots/gamma confused.png", "beta": "plots/beta.png"},
+        sections={"Maps": {"UMAP": "plots/umap.png"}},
+        class_names=NAMES,
+    )
     assert text == EXPECTED
 
 
 def test_render_report_of_a_perfect_best_variant():
-    text = render_report([row("solo", 40, 1.0)], {"solo": np.eye(3, dtype=int) * 4},
-                         class_names=NAMES)
-    assert text.endswith("| 1 | **solo** (best) | 100.00% | – | 1.000 | – | 1 | 1.0 |\n\n"
-                         "## Most confused class pairs (solo, val)\n\nNo misclassifications.\n")
+    text = render_report(
+        [row("solo", 40, 1.0)], {"solo": np.eye(3, dtype=int) * 4}, class_names=NAMES
+    )
+    assert text.endswith(
+        "| 1 | **solo** (best) | 100.00% | – | 1.000 | – | 1 | 1.0 |\n\n"
+        "## Most confused class pairs (solo, val)\n\nNo misclassifications.\n"
+    )
     assert "Not learned" not in text
 
 
 def test_most_confused_breaks_ties_by_share_then_row_then_column():
     # Equal counts, the earlier row with the larger share: share decides, not the row.
     cm = np.array([[2, 2, 0], [0, 9, 0], [0, 2, 20]])
-    assert [(p["true"], p["predicted"]) for p in most_confused(cm, NAMES)] == \
-        [("A", "B"), ("C", "B")]
+    assert [(p["true"], p["predicted"]) for p in most_confused(cm, NAMES)] == [
+        ("A", "B"),
+        ("C", "B"),
+    ]
     # Equal counts and shares: the true class's order decides, then the predicted one's.
     cm = np.array([[5, 0, 2], [2, 5, 0], [0, 0, 7]])
     assert [(p["true_id"], p["pred_id"]) for p in most_confused(cm, NAMES)] == [(0, 2), (1, 0)]
@@ -137,8 +163,12 @@ def test_most_confused_breaks_ties_by_share_then_row_then_column():
 
 
 def test_report_row_checks_its_confusion_and_reads_the_test_split():
-    metrics = {"val": {"accuracy": 0.5, "macro_f1": 0.4}, "epoch": 2, "train_min": 1.0,
-               "test": {"accuracy": 0.75, "macro_f1": 0.6}}
+    metrics = {
+        "val": {"accuracy": 0.5, "macro_f1": 0.4},
+        "epoch": 2,
+        "train_min": 1.0,
+        "test": {"accuracy": 0.75, "macro_f1": 0.6},
+    }
     got = report_row("v", metrics, [[2, 1], [1, 0]])
     assert (got["test_accuracy"], got["test_macro_f1"]) == (0.75, 0.6)
     assert (got["val_correct"], got["val_count"], got["chance"]) == (2, 4, 0.75)
@@ -159,16 +189,22 @@ def test_chance_p_value_edges():
 
 
 def test_variant_headline_rounds_and_types_what_dvc_shows():
-    metrics = {"val": {"accuracy": 0.123456, "macro_f1": 0.654321},
-               "test": {"accuracy": 0.98765432, "macro_f1": 0.5}, "epoch": 3.0,
-               "train_min": 12.3456, "extra": 1}
+    metrics = {
+        "val": {"accuracy": 0.123456, "macro_f1": 0.654321},
+        "test": {"accuracy": 0.98765432, "macro_f1": 0.5},
+        "epoch": 3.0,
+        "train_min": 12.3456,
+        "extra": 1,
+    }
     assert json.dumps(variant_row(metrics)) == (
         '{"test_acc": 0.9877, "test_f1": 0.5, "val_acc": 0.1235, "val_f1": 0.6543, '
-        '"epoch": 3, "train_min": 12.35}')
+        '"epoch": 3, "train_min": 12.35}'
+    )
     del metrics["test"]
     metrics["val"] = {"accuracy": "0.5", "macro_f1": "0.25"}  # as text: read as numbers
     assert json.dumps(variant_row(metrics)) == (
-        '{"val_acc": 0.5, "val_f1": 0.25, "epoch": 3, "train_min": 12.35}')
+        '{"val_acc": 0.5, "val_f1": 0.25, "epoch": 3, "train_min": 12.35}'
+    )
 
 
 def test_pipeline_headline_keeps_the_given_variant_order():
@@ -182,13 +218,16 @@ def test_pipeline_headline_keeps_the_given_variant_order():
 def test_render_report_passes_k_and_words_its_errors():
     text = render_report([row("solo", 36, 0.9)], {"solo": CM}, class_names=NAMES, k=2)
     assert text.endswith("| A | B | 3 | 20.0% |\n| B | A | 3 | 12.5% |\n")
-    text = render_report([row("solo", 36, 0.9)], {}, class_names=NAMES,
-                         sections={"Maps": {"UMAP": "u.png"}})
+    text = render_report(
+        [row("solo", 36, 0.9)], {}, class_names=NAMES, sections={"Maps": {"UMAP": "u.png"}}
+    )
     assert "No confusion matrix was given for solo.\n\n## Maps\n" in text
     with pytest.raises(ValueError) as err:
         render_report([], {})
     assert str(err.value) == "no result rows to report; expected one row per variant"
     with pytest.raises(ValueError) as err:
         render_report([row("solo", 36, 0.9)], {}, lead={"c": "/abs/c.png"})
-    assert str(err.value) == ("picture 'c' has absolute path /abs/c.png; give it relative to "
-                              "report.md so the report works wherever it is copied")
+    assert str(err.value) == (
+        "picture 'c' has absolute path /abs/c.png; give it relative to "
+        "report.md so the report works wherever it is copied"
+    )

@@ -7,6 +7,7 @@
 - A tracking URI with a password is redacted in everything the train stage prints.
 - ``deepgal ui`` listens on 127.0.0.1 only.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,16 @@ def test_payload_is_live(tmp_path):
     marker = tmp_path / "control_marker"
     for name, path in malicious_files(tmp_path / "control", marker).items():
         marker.unlink(missing_ok=True)
-        subprocess.run([sys.executable, "-c", "import sys, torch; "
-                        "torch.load(sys.argv[1], weights_only=False)", str(path)],
-                       capture_output=True, timeout=120)
+        subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, torch; torch.load(sys.argv[1], weights_only=False)",
+                str(path),
+            ],
+            capture_output=True,
+            timeout=120,
+        )
         assert marker.exists(), f"{name}: the payload did not run even unsafely"
 
 
@@ -64,8 +72,9 @@ def test_resume_skips_code_carrying_checkpoints_to_a_safe_one(evil, tmp_path):
     files, marker = evil
     ckpts = tmp_path / "ckpts"
     ckpts.mkdir()
-    ckpt_io.save(ckpts / "epoch_001.pt", {"model": {"w": torch.zeros(2)}, "epoch": 1,
-                                          "fingerprint": "x"})
+    ckpt_io.save(
+        ckpts / "epoch_001.pt", {"model": {"w": torch.zeros(2)}, "epoch": 1, "fingerprint": "x"}
+    )
     (ckpts / "last.pt").write_bytes(files["torch_zip"].read_bytes())
     (ckpts / "epoch_003.pt").write_bytes(files["inside_checkpoint"].read_bytes())
     (ckpts / "epoch_002.pt").write_bytes(files["legacy_pickle"].read_bytes())
@@ -87,9 +96,21 @@ def test_cli_evaluate_refuses_code(evil, tmp_path):
     files, marker = evil
     data = make_h5(tmp_path / "data.h5")
     for name, path in files.items():
-        p = subprocess.run([sys.executable, "-m", "deepgal.cli", "evaluate", "--checkpoint",
-                            str(path), "--data", str(data)], capture_output=True, text=True,
-                           timeout=300)
+        p = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "deepgal.cli",
+                "evaluate",
+                "--checkpoint",
+                str(path),
+                "--data",
+                str(data),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert p.returncode == 1, (name, p.stderr[-2000:])
         assert "Traceback" not in p.stderr, p.stderr[-2000:]
         errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
@@ -100,6 +121,7 @@ def test_cli_evaluate_refuses_code(evil, tmp_path):
 
 # ---- secrets in tracking URIs -----------------------------------------------------------------
 
+
 @pytest.fixture
 def train_dir(tmp_path) -> Path:
     """A working directory where `stages/train.py` can run: params, data, split, source."""
@@ -109,11 +131,23 @@ def train_dir(tmp_path) -> Path:
 def run_train(cwd: Path, uri: str, timeout: float = 300) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["MLFLOW_TRACKING_URI"] = uri
-    cmd = [sys.executable, str(REPO / "stages/train.py"), "--variant", "smallnet", "--data",
-           "data/galaxy10.h5", "--source", "data/source.json", "--split", "data/split",
-           "--out", "models/smallnet", "--results", "results/smallnet"]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    cmd = [
+        sys.executable,
+        str(REPO / "stages/train.py"),
+        "--variant",
+        "smallnet",
+        "--data",
+        "data/galaxy10.h5",
+        "--source",
+        "data/source.json",
+        "--split",
+        "data/split",
+        "--out",
+        "models/smallnet",
+        "--results",
+        "results/smallnet",
+    ]
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_password_in_unreachable_tracking_uri_is_redacted(train_dir):
@@ -137,13 +171,15 @@ def test_password_in_working_tracking_uri_is_redacted(train_dir, tmp_path):
     finally:
         server.stop()
     assert p.returncode == 0, p.stderr[-3000:]
-    assert SECRET not in p.stdout + p.stderr, [ln for ln in (p.stdout + p.stderr).splitlines()
-                                               if SECRET in ln]
+    assert SECRET not in p.stdout + p.stderr, [
+        ln for ln in (p.stdout + p.stderr).splitlines() if SECRET in ln
+    ]
     saved = (train_dir / "models/smallnet/mlflow_run.json").read_text()
     assert SECRET not in saved and "***" in saved
 
 
 # ---- the UI -----------------------------------------------------------------------------------
+
 
 def connects(host: str, port: int) -> bool:
     try:
@@ -160,12 +196,23 @@ def start_ui(tmp_path: Path, env: dict) -> tuple[subprocess.Popen, int]:
     for _ in range(5):
         port = free_port()
         with open(log, "wb") as out:
-            ui = subprocess.Popen([sys.executable, "-m", "deepgal.cli", "ui", "--port", str(port)],
-                                  cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-        wait_for(lambda: ui.poll() is not None
-                 or (connects("127.0.0.1", port) and b"Ctrl-C stops" in log.read_bytes()),
-                 120, "deepgal ui to serve and print its link", every=0.5)
+            ui = subprocess.Popen(
+                [sys.executable, "-m", "deepgal.cli", "ui", "--port", str(port)],
+                cwd=tmp_path,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        wait_for(
+            lambda ui=ui, port=port: (
+                ui.poll() is not None
+                or (connects("127.0.0.1", port) and b"Ctrl-C stops" in log.read_bytes())
+            ),
+            120,
+            "deepgal ui to serve and print its link",
+            every=0.5,
+        )
         if ui.poll() is None:
             return ui, port
         if not lost_the_port(log.read_text(errors="replace")):
@@ -184,8 +231,9 @@ def test_ui_listens_on_loopback_only_and_stops_with_its_server(tmp_path, stop):
         # Bound to 127.0.0.1 itself: another loopback address, or this host's own address on
         # the network, finds nothing there (a 0.0.0.0 bind would answer both).
         assert not connects("127.0.0.2", port)
-        others = {a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None,
-                                                      socket.AF_INET)} - {"127.0.0.1"}
+        others = {
+            a[4][0] for a in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET)
+        } - {"127.0.0.1"}
         for addr in others:
             assert not connects(addr, port), addr
         listening = _listeners(port)
@@ -224,6 +272,6 @@ def _listeners(port: int) -> set[str]:
             if width == 8:
                 found.add(socket.inet_ntop(socket.AF_INET, bytes.fromhex(addr)[::-1]))
             else:
-                raw = b"".join(bytes.fromhex(addr[i:i + 8])[::-1] for i in range(0, 32, 8))
+                raw = b"".join(bytes.fromhex(addr[i : i + 8])[::-1] for i in range(0, 32, 8))
                 found.add(socket.inet_ntop(socket.AF_INET6, raw))
     return found

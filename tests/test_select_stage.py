@@ -1,6 +1,7 @@
 """The select stage as a real process against a real SQLite MLflow store: the chosen checkpoint
 becomes the run's MLflow model only when its val accuracy is above chance (the report's test);
 a chance-level one is recorded in selection.json and tagged, but not logged as a model."""
+
 import json
 import os
 import subprocess
@@ -25,8 +26,9 @@ from tests.pipeline_repo import REPO
 def test_only_a_checkpoint_above_chance_becomes_an_mlflow_model(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), 10)
-    write_galaxy10(tmp_path / "g.h5", rng.integers(0, 256, (100, 16, 16, 3), dtype=np.uint8),
-                   labels)
+    write_galaxy10(
+        tmp_path / "g.h5", rng.integers(0, 256, (100, 16, 16, 3), dtype=np.uint8), labels
+    )
     splits = stratified_split(labels, {"train": 0.5, "val": 0.5, "test": 0.0}, seed=0)
     write_split(tmp_path / "split", splits, labels, [0.5] * 3, [0.25] * 3, {"source": "t"})
     pre = Preprocess(16, crop=1.0)
@@ -34,17 +36,27 @@ def test_only_a_checkpoint_above_chance_becomes_an_mlflow_model(tmp_path):
     model = build_model("smallnet", 10, 16)
     ckpts = tmp_path / "checkpoints"
     for e in (1, 2, 3):
-        ckpt_io.save(ckpt_io.epoch_path(ckpts, e), {
-            "epoch": e, "model": model.state_dict(), "model_name": "smallnet",
-            "preprocess": pre.to_dict(), "class_names": list(CLASS_NAMES)})
+        ckpt_io.save(
+            ckpt_io.epoch_path(ckpts, e),
+            {
+                "epoch": e,
+                "model": model.state_dict(),
+                "model_name": "smallnet",
+                "preprocess": pre.to_dict(),
+                "class_names": list(CLASS_NAMES),
+            },
+        )
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPGAL_MLFLOW": "on",
-           "MLFLOW_TRACKING_URI": uri}
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "DEEPGAL_MLFLOW": "on",
+        "MLFLOW_TRACKING_URI": uri,
+    }
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
 
     def select(val_accuracy: float) -> tuple[dict, object, str]:
-        sink = tracking.MlflowSink(uri, "smallnet", {}, {"model": "smallnet"},
-                                   system_metrics=False)
+        sink = tracking.MlflowSink(uri, "smallnet", {}, {"model": "smallnet"}, system_metrics=False)
         sink.finish()
         (tmp_path / "run.json").write_text(json.dumps({"run_id": sink.run_id}))
         # Epoch 2 is the answer: 3 scores higher but overfits (gap >= 0.2 > max_gap 0.15),
@@ -52,13 +64,35 @@ def test_only_a_checkpoint_above_chance_becomes_an_mlflow_model(tmp_path):
         v = val_accuracy
         (tmp_path / "history.csv").write_text(
             "epoch,train/loss,train/accuracy,val/loss,val/accuracy\n"
-            f"1,2.2,{v - 0.04},2.2,{v - 0.04}\n2,2.1,{v},2.1,{v}\n3,2.0,1.0,2.0,{v + 0.2}\n")
+            f"1,2.2,{v - 0.04},2.2,{v - 0.04}\n2,2.1,{v},2.1,{v}\n3,2.0,1.0,2.0,{v + 0.2}\n"
+        )
         proc = subprocess.run(
-            [sys.executable, str(REPO / "stages/select_checkpoint.py"), "--variant", "smallnet",
-             "--checkpoints", "checkpoints", "--history", "history.csv", "--run", "run.json",
-             "--data", "g.h5", "--split", "split", "--out", "selection.json",
-             "--selected", "selected.pt"],
-            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+            [
+                sys.executable,
+                str(REPO / "stages/select_checkpoint.py"),
+                "--variant",
+                "smallnet",
+                "--checkpoints",
+                "checkpoints",
+                "--history",
+                "history.csv",
+                "--run",
+                "run.json",
+                "--data",
+                "g.h5",
+                "--split",
+                "split",
+                "--out",
+                "selection.json",
+                "--selected",
+                "selected.pt",
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         run = sink.client.get_run(sink.run_id)
         return json.loads((tmp_path / "selection.json").read_text()), run, proc.stderr
@@ -91,22 +125,46 @@ def test_select_stage_in_process_picks_the_documented_epoch(tmp_path, monkeypatc
     (tmp_path / "history.csv").write_text(
         "epoch,train/loss,train/accuracy,val/loss,val/accuracy,lr\n"
         "1,2.0,0.30,1.20,0.30,\n2,1.5,0.50,0.80,0.45,0.1\n3,1.0,0.60,1.00,0.55,\n"
-        "4,0.5,0.90,0.79,0.60,\n")
+        "4,0.5,0.90,0.79,0.60,\n"
+    )
     (tmp_path / "run.json").write_text('{"run_id": null}')
     (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
     assert read_history(tmp_path / "history.csv")[0] == {
-        "epoch": 1.0, "train/loss": 2.0, "train/accuracy": 0.3, "val/loss": 1.2,
-        "val/accuracy": 0.3}
+        "epoch": 1.0,
+        "train/loss": 2.0,
+        "train/accuracy": 0.3,
+        "val/loss": 1.2,
+        "val/accuracy": 0.3,
+    }
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DEEPGAL_MLFLOW", "off")
-    monkeypatch.setattr(sys, "argv", [
-        "select_checkpoint.py", "--variant", "v", "--checkpoints", "checkpoints", "--history",
-        "history.csv", "--run", "run.json", "--out", "out/selection.json",
-        "--selected", "out/selected.pt"])
+    monkeypatch.setattr(
+        sys,
+        "argv",
+        [
+            "select_checkpoint.py",
+            "--variant",
+            "v",
+            "--checkpoints",
+            "checkpoints",
+            "--history",
+            "history.csv",
+            "--run",
+            "run.json",
+            "--out",
+            "out/selection.json",
+            "--selected",
+            "out/selected.pt",
+        ],
+    )
     assert stage_script.main() == 0
     sel = json.loads((tmp_path / "out/selection.json").read_text())
-    assert (sel["epoch"], sel["variant"], sel["run_id"], sel["chance_p_value"]) == \
-        (2, "v", None, None)
+    assert (sel["epoch"], sel["variant"], sel["run_id"], sel["chance_p_value"]) == (
+        2,
+        "v",
+        None,
+        None,
+    )
     assert sel["checkpoint"] == str(ckpt_io.epoch_path("checkpoints", 2))
     assert [c["epoch"] for c in sel["candidates"]] == [1, 2, 3, 4]
     assert [c["passed"] for c in sel["candidates"]] == [True, True, False, False]

@@ -1,4 +1,5 @@
 """Stratified seeded grouped split (planted repeats on the sky) and chunked channel statistics."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,17 @@ import pytest
 import yaml
 
 from deepgal.data.galaxy10 import read_coordinates, read_labels, write_galaxy10
-from deepgal.data.split import (SplitError, channel_stats, group_rows, group_summary, read_split,
-                                sample_rows, sky_groups, stratified_split, write_split)
+from deepgal.data.split import (
+    SplitError,
+    channel_stats,
+    group_rows,
+    group_summary,
+    read_split,
+    sample_rows,
+    sky_groups,
+    stratified_split,
+    write_split,
+)
 
 from .conftest import REPO
 from .pipeline_repo import tiny_params
@@ -43,10 +53,13 @@ def test_report_split_without_test():
     assert len(s["test"]) == 0 and len(s["val"]) == 40
 
 
-@pytest.mark.parametrize("fractions, match", [
-    ({"train": 0.9, "val": 0.2, "test": 0.1}, "sum to 1"),
-    ({"train": 1.2, "val": -0.1, "test": -0.1}, r"split.train: 1.2"),
-])
+@pytest.mark.parametrize(
+    "fractions, match",
+    [
+        ({"train": 0.9, "val": 0.2, "test": 0.1}, "sum to 1"),
+        ({"train": 1.2, "val": -0.1, "test": -0.1}, r"split.train: 1.2"),
+    ],
+)
 def test_bad_fractions(fractions, match):
     with pytest.raises(SplitError, match=match):
         stratified_split(LABELS, fractions, 0)
@@ -74,7 +87,11 @@ def test_write_and_read(tmp_path):
     write_split(tmp_path, s, LABELS, [0.1] * 3, [0.2] * 3, source={"source": "synthetic"})
     np.testing.assert_array_equal(read_split(tmp_path, "val"), s["val"])
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "stats.json", "test.npy", "train.npy", "val.npy"]
+        "stats.json",
+        "test.npy",
+        "train.npy",
+        "val.npy",
+    ]
 
 
 # -- groups: the same galaxy twice never lands in two splits -----------------------------------
@@ -101,8 +118,9 @@ def brute_force_groups(ra, dec, arcsec):
 
 
 def same_partition(a, b):
-    return all(len(np.unique(b[a == g])) == 1 for g in np.unique(a)) and \
-        len(np.unique(a)) == len(np.unique(b))
+    return all(len(np.unique(b[a == g])) == 1 for g in np.unique(a)) and len(np.unique(a)) == len(
+        np.unique(b)
+    )
 
 
 def planted(n_per_class=12, seed=0):
@@ -148,8 +166,12 @@ def test_sky_groups_planted_repeats():
     assert same_partition(g, brute_force_groups(ra, dec, 1.0))
     assert np.array_equal(np.unique(g), np.arange(g.max() + 1))  # ids 0..G-1
     s = group_summary(g, labels)
-    assert s == {"groups": len(labels) - 7, "merged_groups": 6, "rows_in_merged_groups": 13,
-                 "mixed_label_groups": 1}
+    assert s == {
+        "groups": len(labels) - 7,
+        "merged_groups": 6,
+        "rows_in_merged_groups": 13,
+        "mixed_label_groups": 1,
+    }
     # 0 arcsec: identical coordinates only; 3": the 2" pair merges too.
     assert sky_groups(ra, dec, 0.0)[0] == sky_groups(ra, dec, 0.0)[1]
     assert len(set(sky_groups(ra, dec, 0.0)[[2, 3]])) == 2
@@ -198,8 +220,11 @@ def test_a_class_with_too_few_groups_is_named():
     labels = np.repeat(np.arange(10), 5)
     groups = np.arange(50)
     groups[labels == 4] = 999  # all five class-4 rows are one galaxy
-    with pytest.raises(SplitError, match=r"class 4 \(Cigar Shaped Smooth\) has 5 image\(s\) in "
-                                         r"1 group\(s\).*split.group_arcsec"):
+    with pytest.raises(
+        SplitError,
+        match=r"class 4 \(Cigar Shaped Smooth\) has 5 image\(s\) in "
+        r"1 group\(s\).*split.group_arcsec",
+    ):
         stratified_split(labels, {"train": 0.8, "val": 0.1, "test": 0.1}, 0, groups)
     groups[labels == 4] = [999, 999, 999, 1000, 1001]  # three groups: just enough
     s = stratified_split(labels, {"train": 0.8, "val": 0.1, "test": 0.1}, 0, groups)
@@ -210,8 +235,7 @@ def test_a_class_with_too_few_groups_is_named():
 def write_planted_h5(path, seed=0, with_coords=True):
     ra, dec, labels, together, apart = planted(seed=seed)
     images = np.random.default_rng(seed).integers(0, 256, (len(labels), 8, 8, 3), np.uint8)
-    write_galaxy10(path, images, labels,
-                   {"ra": ra, "dec": dec} if with_coords else None)
+    write_galaxy10(path, images, labels, {"ra": ra, "dec": dec} if with_coords else None)
     return labels, together
 
 
@@ -227,9 +251,23 @@ def test_split_stage_reports_merged_groups(tmp_path, with_coords):
     # A script run as __main__ cannot carry a mutant: mutation testing (mutmut) reaches the
     # stage in-process (tests/test_split_stats.py); here its trampolines are told to stand down.
     env = {k: v for k, v in os.environ.items() if k != "MUTANT_UNDER_TEST"}
-    proc = subprocess.run([sys.executable, str(REPO / "stages" / "split.py"), "--data",
-                           str(data), "--source", "source.json", "--out", "split"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "stages" / "split.py"),
+            "--data",
+            str(data),
+            "--source",
+            "source.json",
+            "--out",
+            "split",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     stats = json.loads((tmp_path / "split" / "stats.json").read_text())
     where = np.full(len(labels), -1)
@@ -237,9 +275,14 @@ def test_split_stage_reports_merged_groups(tmp_path, with_coords):
         where[read_split(tmp_path / "split", name)] = k
     if with_coords:
         assert "merged 13 rows into 6 groups" in proc.stderr + proc.stdout
-        assert stats["grouping"] == {"arcsec": 1.0, "coordinates": True, "groups": 113,
-                                     "merged_groups": 6, "rows_in_merged_groups": 13,
-                                     "mixed_label_groups": 1}
+        assert stats["grouping"] == {
+            "arcsec": 1.0,
+            "coordinates": True,
+            "groups": 113,
+            "merged_groups": 6,
+            "rows_in_merged_groups": 13,
+            "mixed_label_groups": 1,
+        }
         for rows in together:
             assert len(set(where[rows])) == 1, rows
     else:

@@ -1,6 +1,7 @@
 """Grouping rows into galaxies, against hand-built geometry and hand-written ids: pairs exactly
 at the radius (inclusive), single-precision coordinates grouped at full precision, the empty
 and one-row cases, and byte-identical images in a real HDF5 file read in chunks."""
+
 from __future__ import annotations
 
 import logging
@@ -16,7 +17,7 @@ SOURCE = {"source": "synthetic", "sha256": "cd" * 32}
 
 @pytest.mark.parametrize("arcsec", [0.001, 0.5, 1.0, 2.5])
 def test_pairs_exactly_at_the_radius_are_one_galaxy(arcsec):
-    """"Within" is inclusive: a pair exactly ``arcsec`` apart along a meridian, and one along
+    """ "Within" is inclusive: a pair exactly ``arcsec`` apart along a meridian, and one along
     the equator (where a step in ra is the same angle), merge; a third row 2x away does not."""
     a = arcsec / 3600
     ra = np.array([40.0, 40.0, 100.0, 100.0 + a, 250.0])
@@ -60,9 +61,17 @@ def test_no_rows_and_one_row():
     one = sky_groups(np.array([12.0]), np.array([-3.0]), 1.0)
     assert one.tolist() == [0] and one.dtype == np.int64
     assert group_summary(np.array([], np.int64), np.array([], np.uint8)) == {
-        "groups": 0, "merged_groups": 0, "rows_in_merged_groups": 0, "mixed_label_groups": 0}
+        "groups": 0,
+        "merged_groups": 0,
+        "rows_in_merged_groups": 0,
+        "mixed_label_groups": 0,
+    }
     assert group_summary(np.array([0]), np.array([7])) == {
-        "groups": 1, "merged_groups": 0, "rows_in_merged_groups": 0, "mixed_label_groups": 0}
+        "groups": 1,
+        "merged_groups": 0,
+        "rows_in_merged_groups": 0,
+        "mixed_label_groups": 0,
+    }
 
 
 def test_group_summary_counts_by_hand():
@@ -70,8 +79,12 @@ def test_group_summary_counts_by_hand():
     groups 1 and 3 are single rows."""
     groups = np.array([0, 1, 2, 0, 2, 2, 3])
     labels = np.array([1, 6, 4, 2, 4, 4, 6])
-    assert group_summary(groups, labels) == {"groups": 4, "merged_groups": 2,
-                                             "rows_in_merged_groups": 5, "mixed_label_groups": 1}
+    assert group_summary(groups, labels) == {
+        "groups": 4,
+        "merged_groups": 2,
+        "rows_in_merged_groups": 5,
+        "mixed_label_groups": 1,
+    }
 
 
 def test_group_rows_chooses_its_grouping():
@@ -79,18 +92,36 @@ def test_group_rows_chooses_its_grouping():
     identical = np.array([0, 1, 1, 2])
     groups, summary = group_rows(labels, None, 1.5, identical)
     assert groups.tolist() == [0, 1, 1, 2] and groups.dtype == np.int64
-    assert summary == {"arcsec": 1.5, "coordinates": False, "identical_images": True,
-                       "groups": 3, "merged_groups": 1, "rows_in_merged_groups": 2,
-                       "mixed_label_groups": 0}
+    assert summary == {
+        "arcsec": 1.5,
+        "coordinates": False,
+        "identical_images": True,
+        "groups": 3,
+        "merged_groups": 1,
+        "rows_in_merged_groups": 2,
+        "mixed_label_groups": 0,
+    }
     groups, summary = group_rows(labels, None, 1.5)  # nothing known: one row per group
     assert groups.tolist() == [0, 1, 2, 3]
-    assert summary == {"arcsec": 1.5, "coordinates": False, "groups": 4, "merged_groups": 0,
-                       "rows_in_merged_groups": 0, "mixed_label_groups": 0}
+    assert summary == {
+        "arcsec": 1.5,
+        "coordinates": False,
+        "groups": 4,
+        "merged_groups": 0,
+        "rows_in_merged_groups": 0,
+        "mixed_label_groups": 0,
+    }
     coords = (np.array([5.0, 5.0, 90.0, 200.0]), np.array([1.0, 1.0, 1.0, 1.0]))
     groups, summary = group_rows(labels, coords, 1.5, identical=np.array([0, 0, 0, 0]))
     assert groups.tolist() == [0, 0, 1, 2]  # positions win over pixels when both are known
-    assert summary == {"arcsec": 1.5, "coordinates": True, "groups": 3, "merged_groups": 1,
-                       "rows_in_merged_groups": 2, "mixed_label_groups": 1}
+    assert summary == {
+        "arcsec": 1.5,
+        "coordinates": True,
+        "groups": 3,
+        "merged_groups": 1,
+        "rows_in_merged_groups": 2,
+        "mixed_label_groups": 1,
+    }
 
 
 def images_with_copies(n, copies, seed=0):
@@ -124,17 +155,29 @@ def test_split_file_without_positions_keeps_copies_together(tmp_path, caplog):
     planted = [[0, 10, 20], [3, 13], [4, 25]]
     for seed in range(4):
         with caplog.at_level(logging.INFO, logger="deepgal.data.split"):
-            done = split_file(path, SOURCE, tmp_path / f"s{seed}",
-                              {"train": 0.6, "val": 0.3, "test": 0.1}, seed, 1.0)
+            done = split_file(
+                path,
+                SOURCE,
+                tmp_path / f"s{seed}",
+                {"train": 0.6, "val": 0.3, "test": 0.1},
+                seed,
+                1.0,
+            )
         where = np.full(100, -1)
         for k, rows in enumerate(done["splits"].values()):
             where[rows] = k
         assert (where >= 0).all()
         for rows in planted:
             assert len(set(where[rows])) == 1, (seed, rows)
-    assert done["grouping"] == {"arcsec": 1.0, "coordinates": False, "identical_images": True,
-                                "groups": 96, "merged_groups": 3, "rows_in_merged_groups": 7,
-                                "mixed_label_groups": 1}
+    assert done["grouping"] == {
+        "arcsec": 1.0,
+        "coordinates": False,
+        "identical_images": True,
+        "groups": 96,
+        "merged_groups": 3,
+        "rows_in_merged_groups": 7,
+        "mixed_label_groups": 1,
+    }
     record = [r for r in caplog.records if "ra/dec" in r.getMessage()][-1]
     assert record.args == (path, 7, 3, 1)
     assert "7 rows merged into 3 groups; 1 with mixed labels" in record.getMessage()
@@ -151,11 +194,22 @@ def test_split_file_with_positions_logs_what_it_merged(tmp_path, caplog):
     ra[6], dec[6] = ra[5], dec[5]
     write_galaxy10(tmp_path / "g.h5", images_with_copies(100, []), labels, {"ra": ra, "dec": dec})
     with caplog.at_level(logging.INFO, logger="deepgal.data.split"):
-        done = split_file(tmp_path / "g.h5", SOURCE, tmp_path / "s",
-                          {"train": 0.6, "val": 0.3, "test": 0.1}, 0, 1.0)
-    assert done["grouping"] == {"arcsec": 1.0, "coordinates": True, "groups": 97,
-                                "merged_groups": 2, "rows_in_merged_groups": 5,
-                                "mixed_label_groups": 1}
+        done = split_file(
+            tmp_path / "g.h5",
+            SOURCE,
+            tmp_path / "s",
+            {"train": 0.6, "val": 0.3, "test": 0.1},
+            0,
+            1.0,
+        )
+    assert done["grouping"] == {
+        "arcsec": 1.0,
+        "coordinates": True,
+        "groups": 97,
+        "merged_groups": 2,
+        "rows_in_merged_groups": 5,
+        "mixed_label_groups": 1,
+    }
     record = [r for r in caplog.records if "merged" in r.getMessage()][-1]
     assert record.args == (5, 2, 1.0, 1, 97)
     assert "merged 5 rows into 2 groups" in record.getMessage()

@@ -1,5 +1,6 @@
 """The split's dealing rule on small hand-counted cases (the expected counts are written here,
 worked out from the documented rule), its errors, and the files it writes and reads."""
+
 from __future__ import annotations
 
 import json
@@ -9,8 +10,14 @@ import numpy as np
 import pytest
 
 from deepgal.data.galaxy10 import CLASS_NAMES, write_galaxy10
-from deepgal.data.split import (SplitError, channel_stats, read_split, read_stats,
-                                stratified_split, write_split)
+from deepgal.data.split import (
+    SplitError,
+    channel_stats,
+    read_split,
+    read_stats,
+    stratified_split,
+    write_split,
+)
 
 from .malicious import OpensMarker
 
@@ -52,8 +59,7 @@ def test_small_grouped_classes_reach_every_split(seed):
             groups += [len(set(groups))] * size
     labels, groups = np.array(labels), np.array(groups)
     val, test = rng.uniform(0.05, 0.45, 2)
-    s = stratified_split(labels, {"train": 1 - val - test, "val": val, "test": test}, seed,
-                         groups)
+    s = stratified_split(labels, {"train": 1 - val - test, "val": val, "test": test}, seed, groups)
     where = np.full(len(labels), -1)
     for k, rows in enumerate(s.values()):
         assert (where[rows] == -1).all()
@@ -86,17 +92,26 @@ def test_fractions_without_a_test_key_and_empty_splits_index():
 def test_errors_name_what_is_wrong():
     labels = np.tile(np.arange(10), 5)
     f = {"train": 0.8, "val": 0.1, "test": 0.1}
-    with pytest.raises(SplitError, match=r"groups has shape \(49,\), labels \(50,\): one group "
-                                         r"id per row is needed"):
+    with pytest.raises(
+        SplitError,
+        match=r"groups has shape \(49,\), labels \(50,\): one group "
+        r"id per row is needed",
+    ):
         stratified_split(labels, f, 0, np.arange(49))
     few = np.r_[labels[labels != 7], 7, 7]
-    with pytest.raises(SplitError, match=r"class 7 \(.*\) has 2 image\(s\) in 2 group\(s\), too "
-                                         r"few to split into train, val, test: it needs at "
-                                         r"least 3 "):
+    with pytest.raises(
+        SplitError,
+        match=r"class 7 \(.*\) has 2 image\(s\) in 2 group\(s\), too "
+        r"few to split into train, val, test: it needs at "
+        r"least 3 ",
+    ):
         stratified_split(few, f, 0)
     one = np.r_[labels[labels != 7], 7]
-    with pytest.raises(SplitError, match=r"too few to split into train, val: it needs at least "
-                                         r"2 .*set split.test to 0"):
+    with pytest.raises(
+        SplitError,
+        match=r"too few to split into train, val: it needs at least "
+        r"2 .*set split.test to 0",
+    ):
         stratified_split(one, {"train": 0.8, "val": 0.2, "test": 0.0}, 0)
 
 
@@ -123,8 +138,15 @@ def test_write_split_makes_missing_folders_and_counts_per_class(tmp_path):
     labels = np.array([0, 0, 1, 2, 2, 2])
     splits = {"train": np.array([0, 3, 4]), "val": np.array([1, 2]), "test": np.array([5])}
     out = tmp_path / "a" / "b" / "split"
-    write_split(out, splits, labels, [0.1, 0.2, 0.3], [0.4, 0.5, 0.6], {"source": "x"},
-                grouping={"groups": 6})
+    write_split(
+        out,
+        splits,
+        labels,
+        [0.1, 0.2, 0.3],
+        [0.4, 0.5, 0.6],
+        {"source": "x"},
+        grouping={"groups": 6},
+    )
     stats = json.loads((out / "stats.json").read_text())
     zero = {name: 0 for name in CLASS_NAMES}
     assert stats["counts"]["train"] == {**zero, CLASS_NAMES[0]: 1, CLASS_NAMES[2]: 2}
@@ -138,14 +160,17 @@ def test_write_split_makes_missing_folders_and_counts_per_class(tmp_path):
 def test_missing_files_say_how_to_make_them(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"val\.npy: missing \(.*\); run `dvc repro split`"):
         read_split(tmp_path, "val")
-    with pytest.raises(FileNotFoundError, match=r"stats\.json: missing \(.*\); run `dvc repro split`"):
+    with pytest.raises(
+        FileNotFoundError, match=r"stats\.json: missing \(.*\); run `dvc repro split`"
+    ):
         read_stats(tmp_path)
 
 
 def test_a_pickled_index_file_is_refused_without_running_it(tmp_path):
     marker = tmp_path / "ran"
-    np.save(tmp_path / "train.npy", np.array([OpensMarker(marker)], dtype=object),
-            allow_pickle=True)
+    np.save(
+        tmp_path / "train.npy", np.array([OpensMarker(marker)], dtype=object), allow_pickle=True
+    )
     with pytest.raises(ValueError, match="allow_pickle"):
         read_split(tmp_path, "train")
     assert not marker.exists()

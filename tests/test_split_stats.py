@@ -1,6 +1,7 @@
 """The split stage's numbers: ``stats.json``'s channel mean/std come from the train rows only
 (numpy over exactly those rows is the oracle), and nothing in val or test can move them; the
 stage script itself, run in-process on a real HDF5 file with a params.yaml of its own."""
+
 import importlib.util
 import json
 import logging
@@ -41,7 +42,10 @@ def test_stats_are_the_train_rows_only(tmp_path):
     stats = read_stats(tmp_path / "split")
     train = read_split(tmp_path / "split", "train")
     assert {k: len(read_split(tmp_path / "split", k)) for k in FRACTIONS} == {
-        "train": 60, "val": 30, "test": 10}
+        "train": 60,
+        "val": 30,
+        "test": 10,
+    }
     mean, std = numpy_stats(images, train)
     np.testing.assert_allclose(stats.mean, mean, rtol=1e-12)
     np.testing.assert_allclose(stats.std, std, rtol=1e-12)
@@ -64,8 +68,7 @@ def test_val_and_test_pixels_cannot_move_the_stats(tmp_path):
     write_galaxy10(tmp_path / "a.h5", images, labels)
     base = split_file(tmp_path / "a.h5", SOURCE, tmp_path / "a", FRACTIONS, 0, 1.0)
     held = np.concatenate([base["splits"]["val"], base["splits"]["test"]])
-    flat = np.broadcast_to((255 - np.arange(len(images)))[:, None, None, None] % 256,
-                           images.shape)
+    flat = np.broadcast_to((255 - np.arange(len(images)))[:, None, None, None] % 256, images.shape)
     for k, fill in enumerate((flat, np.random.default_rng(9).integers(0, 256, images.shape))):
         changed = images.copy()
         changed[held] = fill[held]
@@ -117,23 +120,39 @@ def test_stage_reads_its_params(tmp_path, monkeypatch, caplog, seed, val, test):
     (tmp_path / "source.json").write_text(json.dumps(SOURCE))
     params = tiny_params()
     params["base"]["seed"] = seed
-    params["split"] = {**params["split"], "train": round(1 - val - test, 6), "val": val,
-                       "test": test, "group_arcsec": 1.0}
+    params["split"] = {
+        **params["split"],
+        "train": round(1 - val - test, 6),
+        "val": val,
+        "test": test,
+        "group_arcsec": 1.0,
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.argv", ["split.py", "--data", "g.h5", "--source", "source.json",
-                                     "--out", "out"])
-    with caplog.at_level(logging.INFO, logger="split"), \
-            caplog.at_level(logging.INFO, logger="deepgal.data.split"):
+    monkeypatch.setattr(
+        "sys.argv", ["split.py", "--data", "g.h5", "--source", "source.json", "--out", "out"]
+    )
+    with (
+        caplog.at_level(logging.INFO, logger="split"),
+        caplog.at_level(logging.INFO, logger="deepgal.data.split"),
+    ):
         assert load_stage().main() == 0
     sizes = {k: len(read_split(tmp_path / "out", k)) for k in FRACTIONS}
-    assert sizes == {"train": round(100 * (1 - val - test)), "val": round(100 * val),
-                     "test": round(100 * test)}
-    expected = split_file("g.h5", SOURCE, tmp_path / "again", {
-        "train": 1 - val - test, "val": val, "test": test}, seed, 1.0)
+    assert sizes == {
+        "train": round(100 * (1 - val - test)),
+        "val": round(100 * val),
+        "test": round(100 * test),
+    }
+    expected = split_file(
+        "g.h5",
+        SOURCE,
+        tmp_path / "again",
+        {"train": 1 - val - test, "val": val, "test": test},
+        seed,
+        1.0,
+    )
     assert np.array_equal(read_split(tmp_path / "out", "val"), expected["splits"]["val"])
-    assert read_stats(tmp_path / "out").source == {"source": "synthetic",
-                                                       "sha256": "ab" * 32}
+    assert read_stats(tmp_path / "out").source == {"source": "synthetic", "sha256": "ab" * 32}
     assert read_stats(tmp_path / "out").grouping["arcsec"] == 1.0  # split.group_arcsec
     mean, std = numpy_stats(images, read_split(tmp_path / "out", "train"))
     assert f"'train': {sizes['train']}" in caplog.text
@@ -146,6 +165,7 @@ def test_the_grouping_radius_is_arcseconds_to_the_hair():
     """Pairs 0.9999" apart merge at 1", pairs 1.0002" apart do not (the radius is arcsec /
     3600 degrees: a radius off by one part in 3600 gets one of the two wrong)."""
     from deepgal.data.split import sky_groups
+
     dec = np.array([10.0, 10.0 + 0.9999 / 3600, -20.0, -20.0 + 1.0002 / 3600])
     g = sky_groups(np.array([40.0, 40.0, 300.0, 300.0]), dec, 1.0)
     assert g.tolist() == [0, 0, 1, 2]
@@ -154,6 +174,7 @@ def test_the_grouping_radius_is_arcseconds_to_the_hair():
 def test_a_split_may_take_every_row():
     """train 1, val 0, test 0 is a valid split: everything in train, empty val and test."""
     from deepgal.data.split import stratified_split
+
     s = stratified_split(np.repeat(np.arange(10), 3), {"train": 1.0, "val": 0.0, "test": 0.0}, 0)
     assert len(s["train"]) == 30 and len(s["val"]) == len(s["test"]) == 0
 

@@ -1,6 +1,7 @@
 """The library calls the evaluate and plot stages make, reached without a stage process:
 the "features+probs" split, the tracker's flat metrics, and one variant's results as the report
 reads them. Expected values are counted by hand from the inputs written here."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -24,8 +25,10 @@ from deepgal.pipeline_report import VariantResults
 
 
 def test_features_and_probs_split_at_the_feature_dim():
-    both = {"train": np.arange(10, dtype=np.float32).reshape(2, 5),
-            "val": np.arange(10, 15, dtype=np.float32).reshape(1, 5)}
+    both = {
+        "train": np.arange(10, dtype=np.float32).reshape(2, 5),
+        "val": np.arange(10, 15, dtype=np.float32).reshape(1, 5),
+    }
     out = Embedded.from_columns(both, feature_dim=3, scored=["val"])
     np.testing.assert_array_equal(out.features["train"], [[0, 1, 2], [5, 6, 7]])
     np.testing.assert_array_equal(out.features["val"], [[10, 11, 12]])
@@ -42,8 +45,11 @@ def test_tracker_metrics_flatten_scores_recall_and_calibration():
     calib = measure(None, {"val": probs}, {"val": labels})
     flat = tracker_metrics(result, calib)
     assert flat["eval/val/accuracy"] == 0.75
-    assert (flat["eval/val/recall/a"], flat["eval/val/recall/b"],
-            flat["eval/val/recall/c"]) == (0.5, 1.0, 1.0)
+    assert (flat["eval/val/recall/a"], flat["eval/val/recall/b"], flat["eval/val/recall/c"]) == (
+        0.5,
+        1.0,
+        1.0,
+    )
     # NLL at temperature 1 = mean -log p(true class)
     nll = -np.mean(np.log([0.8, 0.3, 0.8, 0.8]))
     assert flat["eval/val/nll_before"] == pytest.approx(nll)
@@ -56,14 +62,26 @@ def test_variant_results_read_the_seven_files(tmp_path):
     at = VariantPaths("v", results_root=tmp_path)
     parts = {"val": (np.array([5, 6, 7]), np.array([1, 1, 2]), np.eye(10)[[1, 2, 2]])}
     Predictions.from_parts(parts).write(at.predictions)
-    VariantMetrics(val={"accuracy": 2 / 3, "macro_f1": 0.5}, epoch=2,
-                   train_min=0.5).write(at.metrics)
+    VariantMetrics(val={"accuracy": 2 / 3, "macro_f1": 0.5}, epoch=2, train_min=0.5).write(
+        at.metrics
+    )
     CalibrationReport(temperature=1.5, source="val").write(at.calibration)
     History(({"epoch": 1, "seconds": 2.0}, {"epoch": 2, "seconds": 3.0})).write(at.history)
-    TrainSummary(config={"model": "smallnet", "pretrained": "none", "input_size": 16,
-                         "lr": 0.1}).write(at.train)
-    Embeddings(pd.DataFrame({"index": [5], "label": [1], "split": ["val"], "method": ["pca"],
-                             "x": [0.0], "y": [1.0]})).write(at.embeddings)
+    TrainSummary(
+        config={"model": "smallnet", "pretrained": "none", "input_size": 16, "lr": 0.1}
+    ).write(at.train)
+    Embeddings(
+        pd.DataFrame(
+            {
+                "index": [5],
+                "label": [1],
+                "split": ["val"],
+                "method": ["pca"],
+                "x": [0.0],
+                "y": [1.0],
+            }
+        )
+    ).write(at.embeddings)
     Selection(epoch=2, run_id="abc").write(at.selection)
     res = VariantResults.read("v", tmp_path)
     assert res.ran == {"model": "smallnet", "pretrained": "none", "input_size": 16, "epochs": 2}

@@ -1,5 +1,6 @@
 """The embedded galaxies: shapes, determinism, class balance, file layout, argument errors, and
 that the classes differ the way the morphologies say they should."""
+
 from __future__ import annotations
 
 import h5py
@@ -94,7 +95,7 @@ def _pairs(ra: np.ndarray, dec: np.ndarray, arcsec: float) -> list[tuple[int, in
     dra = (ra[:, None] - ra[None, :]) * np.cos(np.deg2rad(dec))[:, None]
     sep = np.hypot(dra, dec[:, None] - dec[None, :]) * 3600
     i, j = np.nonzero(np.triu(sep <= arcsec, 1))
-    return list(zip(i.tolist(), j.tolist()))
+    return list(zip(i.tolist(), j.tolist(), strict=True))
 
 
 def test_catalogue_plants_exact_and_near_duplicates_within_a_class():
@@ -123,15 +124,18 @@ def test_catalogue_pxscale_and_redshift():
     assert images.tobytes() == plain.tobytes() and np.array_equal(labels, plain_labels)
 
 
-@pytest.mark.parametrize("call, word", [
-    (lambda: render(2, 8, seed=0), "image_size"),
-    (lambda: render(0, 32, seed=0), "n_per_class"),
-    (lambda: render([1] * 9, 32, seed=0), "n_per_class"),
-    (lambda: render(2, 32, seed=-1), "seed"),
-    (lambda: class_counts(0, "equal"), "per_class"),
-    (lambda: class_counts(3, "uniform"), "balance"),
-    (lambda: class_counts(1, "real"), "per_class"),
-])
+@pytest.mark.parametrize(
+    "call, word",
+    [
+        (lambda: render(2, 8, seed=0), "image_size"),
+        (lambda: render(0, 32, seed=0), "n_per_class"),
+        (lambda: render([1] * 9, 32, seed=0), "n_per_class"),
+        (lambda: render(2, 32, seed=-1), "seed"),
+        (lambda: class_counts(0, "equal"), "per_class"),
+        (lambda: class_counts(3, "uniform"), "balance"),
+        (lambda: class_counts(1, "real"), "per_class"),
+    ],
+)
 def test_argument_errors_name_the_argument(call, word):
     with pytest.raises(ValueError, match=word):
         call()
@@ -147,14 +151,14 @@ def _shape_stats(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     lum = core.mean(-1)
     sky = np.median(x.mean(-1).reshape(len(x), -1), axis=1)[:, None, None]
     w = np.clip(lum - sky - 20, 0, None)  # clearly above the sky noise
-    yy, xx = np.mgrid[0:core.shape[1], 0:core.shape[2]].astype(np.float64)
+    yy, xx = np.mgrid[0 : core.shape[1], 0 : core.shape[2]].astype(np.float64)
     tot = w.sum((1, 2)) + 1e-9
     my, mx = (w * yy).sum((1, 2)) / tot, (w * xx).sum((1, 2)) / tot
     dy, dx = yy - my[:, None, None], xx - mx[:, None, None]
     cyy, cxx = (w * dy * dy).sum((1, 2)) / tot, (w * dx * dx).sum((1, 2)) / tot
     cxy = (w * dx * dy).sum((1, 2)) / tot
-    tr, det = cyy + cxx, cyy * cxx - cxy ** 2
-    disc = np.sqrt(np.maximum(tr ** 2 / 4 - det, 0))
+    tr, det = cyy + cxx, cyy * cxx - cxy**2
+    disc = np.sqrt(np.maximum(tr**2 / 4 - det, 0))
     axis = np.sqrt(np.maximum(tr / 2 - disc, 0) / (tr / 2 + disc + 1e-9))
     sub = np.clip(core - sky[..., None], 0, None) * (w > 0)[..., None]
     r, b = sub[..., 0].sum((1, 2)), sub[..., 2].sum((1, 2))

@@ -4,6 +4,7 @@ numpy picks its vector kernels at run time and lets ``NPY_DISABLE_CPU_FEATURES``
 AVX-512 ones off, so one machine can render both ways. Before deepgal.data.synthetic.portable,
 35 of 2.46 M pixel values (200 images of 64 px) and the catalogue's positions differed.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ def _avx512_kernels() -> list[str]:
         from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
     except ImportError:  # numpy 1.x
         from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
-    return [f for f in __cpu_dispatch__
-            if ("512" in f or f == "X86_V4") and __cpu_features__.get(f)]
+    return [
+        f for f in __cpu_dispatch__ if ("512" in f or f == "X86_V4") and __cpu_features__.get(f)
+    ]
 
 
 def _render(path, env_extra: dict) -> dict:
@@ -70,4 +72,4 @@ def test_portable_functions_match_numpy():
     close(portable.atan2f(y, s), np.arctan2(y.astype(np.float64), s))
     assert portable.powf(x, y).dtype == np.float32 and portable.atan2f(y, s).dtype == np.float32
     u = rng.random(100)
-    np.testing.assert_allclose(portable.log_uniform(0.005, 0.15, u), 0.005 * 30.0 ** u, rtol=1e-14)
+    np.testing.assert_allclose(portable.log_uniform(0.005, 0.15, u), 0.005 * 30.0**u, rtol=1e-14)

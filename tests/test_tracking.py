@@ -1,4 +1,5 @@
 """Tracking sinks against a real SQLite MLflow store: runs, steps, registry, redaction."""
+
 from __future__ import annotations
 
 import json
@@ -26,17 +27,27 @@ def uri(store_uri, monkeypatch, request):
 
 
 def epoch(e):
-    return {"epoch": e, "train/loss": 1.0 / e, "train/accuracy": 0.1 * e, "val/loss": 1.5 / e,
-            "val/accuracy": 0.1 * e, "lr": 0.01, "images_per_s": 100.0, "seconds": 1.0}
+    return {
+        "epoch": e,
+        "train/loss": 1.0 / e,
+        "train/accuracy": 0.1 * e,
+        "val/loss": 1.5 / e,
+        "val/accuracy": 0.1 * e,
+        "lr": 0.01,
+        "images_per_s": 100.0,
+        "seconds": 1.0,
+    }
 
 
 def test_resumed_run_gets_each_step_once_and_artifacts(uri, tmp_path):
-    sink = tracking.MlflowSink(uri, "smallnet", {"data.source": "synthetic"}, {"train.lr": 0.02},
-                               system_metrics=False)
+    sink = tracking.MlflowSink(
+        uri, "smallnet", {"data.source": "synthetic"}, {"train.lr": 0.02}, system_metrics=False
+    )
     for e in (1, 2):
         sink.log_epoch(epoch(e))
-    again = tracking.MlflowSink(uri, "smallnet", {}, {"train.lr": 0.02}, run_id=sink.run_id,
-                                system_metrics=False)
+    again = tracking.MlflowSink(
+        uri, "smallnet", {}, {"train.lr": 0.02}, run_id=sink.run_id, system_metrics=False
+    )
     assert again.run_id == sink.run_id
     for e in (1, 2, 3):  # a resume re-delivers the history it already sent
         again.log_epoch(epoch(e))
@@ -78,19 +89,28 @@ def test_a_parent_created_elsewhere_first_wins(uri, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "race")
     store = Store(uri)
     exp = store.experiment_id("deepgal")
-    first = store.client.create_run(exp, run_name="race", tags={
-        parent.PIPELINE_TAG: "race", parent.KIND_TAG: "pipeline"}).info.run_id
+    first = store.client.create_run(
+        exp, run_name="race", tags={parent.PIPELINE_TAG: "race", parent.KIND_TAG: "pipeline"}
+    ).info.run_id
     assert parent.find_or_create(store, exp, "race", {}) == first
-    assert [r.info.run_id for r in store.client.search_runs(
-        [exp], "tags.`deepgal.pipeline_run` = 'race'")] == [first]
+    assert [
+        r.info.run_id
+        for r in store.client.search_runs([exp], "tags.`deepgal.pipeline_run` = 'race'")
+    ] == [first]
 
 
 def test_dataset_inputs_fill_the_datasets_column(uri):
     sink = tracking.MlflowSink(uri, "smallnet", {}, {}, system_metrics=False)
     sha = "19aefc477c41bb7f77ff07599a6b82a038dc042f889a111b0d4d98bb755c1571"
-    sink.log_dataset({"source": "galaxy10_decals", "sha256": sha, "image_size": [256, 256],
-                      "url": "https://zenodo.org/records/10845026/files/Galaxy10_DECals.h5"},
-                     {"train": 800, "val": 100, "test": 0})
+    sink.log_dataset(
+        {
+            "source": "galaxy10_decals",
+            "sha256": sha,
+            "image_size": [256, 256],
+            "url": "https://zenodo.org/records/10845026/files/Galaxy10_DECals.h5",
+        },
+        {"train": 800, "val": 100, "test": 0},
+    )
     inputs = sink.client.get_run(sink.run_id).inputs.dataset_inputs
     got = {i.tags[0].value: i.dataset for i in inputs}
     assert set(got) == {"train", "val"}  # an empty split is not an input
@@ -108,8 +128,10 @@ def test_later_stages_log_after_the_curves_and_never_fail(uri, caplog, monkeypat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     run = tracking.attach(sink.run_id)
     run.log_metrics({"eval/val/accuracy": 0.5, "select/epoch": 3})
-    assert set(sink.client.get_run(sink.run_id).data.metrics) == {"eval.val.accuracy",
-                                                                   "select.epoch"}
+    assert set(sink.client.get_run(sink.run_id).data.metrics) == {
+        "eval.val.accuracy",
+        "select.epoch",
+    }
     assert sink.client.get_run(sink.run_id).info.status == "FINISHED"
     with refused_port() as port:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
@@ -118,8 +140,9 @@ def test_later_stages_log_after_the_curves_and_never_fail(uri, caplog, monkeypat
         with caplog.at_level(logging.WARNING, logger="deepgal"):
             gone.log_metrics({"eval/val/accuracy": 0.5})
             gone.log_artifact(__file__)  # skipped: one warning, no second attempt
-    warned = [r for r in caplog.records
-              if r.name.startswith("deepgal") and r.levelno >= logging.WARNING]
+    warned = [
+        r for r in caplog.records if r.name.startswith("deepgal") and r.levelno >= logging.WARNING
+    ]
     assert len(warned) == 1 and f"127.0.0.1:{port}" in warned[0].getMessage(), caplog.text
 
 

@@ -1,5 +1,6 @@
 """One variant's run as the train stage makes it (``train_variant``): the resolved config is
 what MLflow's params, the checkpoint and ``train.json`` record, not ``train``'s defaults."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,11 @@ from tests.helpers import make_workdir, paths
 
 @pytest.mark.slow  # a new MLflow SQLite store and one training: ~20-45 s on 2 cores
 def test_the_resolved_config_is_what_every_record_shows(tmp_path, monkeypatch):
-    root = make_workdir(tmp_path / "w", train={"epochs": 3, "lr": 0.02},
-                        variant={"epochs": 1, "lr_scale": 0.5, "batch_size": 16})
+    root = make_workdir(
+        tmp_path / "w",
+        train={"epochs": 3, "lr": 0.02},
+        variant={"epochs": 1, "lr_scale": 0.5, "batch_size": 16},
+    )
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
     monkeypatch.delenv("DEEPGAL_MLFLOW", raising=False)
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
@@ -40,6 +44,7 @@ def test_the_resolved_config_is_what_every_record_shows(tmp_path, monkeypatch):
     assert not ckpt_io.epoch_path(root / "models/smallnet/checkpoints", 2).exists()
 
     from mlflow.tracking import MlflowClient
+
     run_id = json.loads((root / "models/smallnet/mlflow_run.json").read_text())["run_id"]
     got = MlflowClient(f"sqlite:///{root / 'mlflow.db'}").get_run(run_id)
     assert got.data.params["epochs"] == "1"  # not train.epochs = 3
@@ -60,8 +65,9 @@ def test_a_split_shrunk_at_load_feeds_the_model_the_same_bytes(tmp_path, zoom):
     pre = Preprocess(input_size=8, crop=0.5, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
     aug = Augment(rotate=True, flip=True, scale=zoom - 1, translate=0.05, jitter=0.1)
     full = load_split(root / "data/galaxy10.h5", root / "data/split", "train")
-    small = load_split(root / "data/galaxy10.h5", root / "data/split", "train", pre, zoom,
-                       chunk=7)  # several chunks, the last one short
+    small = load_split(
+        root / "data/galaxy10.h5", root / "data/split", "train", pre, zoom, chunk=7
+    )  # several chunks, the last one short
     side = presize_shape(pre, 32, 32, zoom)[0]
     assert side == round(8 * zoom / 0.5) < 32
     assert tuple(small.images.shape) == (len(full), side, side, 3)

@@ -1,4 +1,5 @@
 """The training loop: determinism, resume (boundary and mid-epoch), config changes, NaN guard."""
+
 from __future__ import annotations
 
 import signal
@@ -13,6 +14,7 @@ from deepgal.training import TrainingDiverged, TrainingInterrupted, fit
 from deepgal.utils import seed_everything
 from tests.helpers import DEVICE, data, spec, train
 from tests.pipeline_repo import tiny_params
+
 
 def untimed(history: list[dict]) -> list[dict]:
     """The history without its timing columns (seconds, images_per_s), which legitimately vary."""
@@ -116,9 +118,11 @@ def test_deterministic_seeding_turns_kernels_on_without_importing_inductor():
     import subprocess
     import sys
 
-    code = ("import sys, torch; from deepgal.utils import seed_everything; "
-            "seed_everything(1, deterministic=True); "
-            "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)")
+    code = (
+        "import sys, torch; from deepgal.utils import seed_everything; "
+        "seed_everything(1, deterministic=True); "
+        "print(torch.are_deterministic_algorithms_enabled(), 'torch._inductor' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["True", "False"]
 
@@ -126,6 +130,7 @@ def test_deterministic_seeding_turns_kernels_on_without_importing_inductor():
 def test_epoch_images_trains_on_a_subset_per_epoch(tmp_path, monkeypatch):
     # 48 train images, batch 8: 6 steps an epoch on the whole split, 2 on a 16-image subset.
     from deepgal.training import loop
+
     subsets, real_shard = [], loop.shard
 
     def recording_shard(perm, dist, steps):  # the images each epoch draws from
@@ -157,11 +162,27 @@ def test_checkpoint_record_keeps_the_file_layout(tmp_path):
     """A checkpoint written through CheckpointRecord has the keys deepgal.checkpoint's readers
     expect, in this order (hand-written list), and reads back into an equal record."""
     from deepgal.training import CheckpointRecord
+
     train(tmp_path, ema=0.9)
     ckpt = ckpt_io.load(tmp_path / "last.pt")
-    assert list(ckpt) == ["format_version", "model", "optimizer", "scheduler", "epoch",
-                          "step_in_epoch", "accum", "rng", "history", "metrics", "fingerprint",
-                          "preprocess", "variant", "model_name", "train_model", "ema_n_averaged"]
+    assert list(ckpt) == [
+        "format_version",
+        "model",
+        "optimizer",
+        "scheduler",
+        "epoch",
+        "step_in_epoch",
+        "accum",
+        "rng",
+        "history",
+        "metrics",
+        "fingerprint",
+        "preprocess",
+        "variant",
+        "model_name",
+        "train_model",
+        "ema_n_averaged",
+    ]
     record = CheckpointRecord.from_dict(ckpt)
     assert record.meta == {"variant": "smallnet", "model_name": "smallnet"}
     assert record.epoch == 3 and record.step_in_epoch == 0 and record.ema_n_averaged > 0

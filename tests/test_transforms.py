@@ -1,4 +1,5 @@
 """Device-side preprocessing/augmentation: geometry, colour, randomness, normalisation."""
+
 import math
 from dataclasses import asdict
 
@@ -7,14 +8,23 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
-
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from deepgal import config
 from deepgal.config import ConfigError
-from deepgal.transforms import (AugParams, Augment, Preprocess, affine_grid, affine_theta,
-                                apply_params, augmentation_preview, prepare_batch, sample_params)
 from deepgal.training.mix import mix_batch
+from deepgal.transforms import (
+    Augment,
+    AugParams,
+    Preprocess,
+    affine_grid,
+    affine_theta,
+    apply_params,
+    augmentation_preview,
+    prepare_batch,
+    sample_params,
+)
 
 from .pipeline_repo import tiny_params
 
@@ -24,8 +34,9 @@ PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 
 def aug(**changes) -> Augment:
     """Augment has no defaults (params.yaml holds them); these tests start from these values."""
-    return Augment(**{"rotate": True, "flip": True, "jitter": 0.1, "scale": 0.0,
-                      "translate": 0.0, **changes})
+    return Augment(
+        **{"rotate": True, "flip": True, "jitter": 0.1, "scale": 0.0, "translate": 0.0, **changes}
+    )
 
 
 def random_images(n=4, side=64, seed=0):
@@ -35,8 +46,7 @@ def random_images(n=4, side=64, seed=0):
 
 def smooth_images(n=2, side=128):
     """Low-frequency patterns, where crop-then-resize and resize-then-crop agree closely."""
-    yy, xx = torch.meshgrid(torch.linspace(0, 1, side), torch.linspace(0, 1, side),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, side), torch.linspace(0, 1, side), indexing="ij")
     chans = [torch.sin(3 * xx + k) * torch.cos(2 * yy - k) for k in range(3 * n)]
     img = (torch.stack(chans).view(n, 3, side, side) * 100 + 128).round().byte()
     return img.permute(0, 2, 3, 1).contiguous()
@@ -74,15 +84,17 @@ def test_eval_matches_antialiased_resize_reference():
     ref = F.interpolate(chw01(x), size=(64, 64), mode="bilinear", antialias=True)
     # The CPU path resizes in uint8 (as torchvision's Resize): within one grey level.
     assert (y - ref).abs().max() <= 1.0 / 255 + 1e-6
-    assert not torch.equal(y, prepare_batch(x, Preprocess(64, **PLAIN), aug(),
-                                            torch.Generator().manual_seed(0)))
+    assert not torch.equal(
+        y, prepare_batch(x, Preprocess(64, **PLAIN), aug(), torch.Generator().manual_seed(0))
+    )
 
 
 def test_eval_crop_and_downscale_matches_crop_then_resize():
     x = smooth_images(2, 128)
     y = prepare_batch(x, Preprocess(32, crop=0.5, **PLAIN))
-    ref = F.interpolate(chw01(x)[:, :, 32:96, 32:96], size=(32, 32), mode="bilinear",
-                        antialias=True)
+    ref = F.interpolate(
+        chw01(x)[:, :, 32:96, 32:96], size=(32, 32), mode="bilinear", antialias=True
+    )
     assert (y - ref).abs().max() < 0.02
 
 
@@ -132,8 +144,9 @@ def test_flips_and_zoom():
     # Zooming in 2x shows what a 0.5 crop shows.
     zoom2 = ident.replace(zoom=torch.full((2,), 2.0), zoom_bound=2.0)
     zoomed = apply_params(x, Preprocess(16, **PLAIN), zoom2)
-    torch.testing.assert_close(zoomed, prepare_batch(x, Preprocess(16, crop=0.5, **PLAIN)),
-                               atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        zoomed, prepare_batch(x, Preprocess(16, crop=0.5, **PLAIN)), atol=1e-5, rtol=0
+    )
 
 
 def test_jitter_matches_torchvision_sequence():
@@ -141,8 +154,11 @@ def test_jitter_matches_torchvision_sequence():
     # folded one-clamp formula must agree with adjust_brightness/contrast/saturation.
     g = torch.Generator().manual_seed(3)
     x = torch.randint(90, 170, (3, 16, 16, 3), dtype=torch.uint8, generator=g)
-    b, c, s = torch.tensor([0.9, 1.1, 1.0]), torch.tensor([1.1, 0.9, 1.0]), torch.tensor(
-        [0.95, 1.05, 1.1])
+    b, c, s = (
+        torch.tensor([0.9, 1.1, 1.0]),
+        torch.tensor([1.1, 0.9, 1.0]),
+        torch.tensor([0.95, 1.05, 1.1]),
+    )
     p = AugParams.identity(3).replace(brightness=b, contrast=c, saturation=s)
     y = apply_params(x, Preprocess(16, **PLAIN), p, channels_last=False)
     for i in range(3):
@@ -177,6 +193,7 @@ def test_randomness_is_per_sample():
 def test_generator_must_match_device():
     class FakeCuda:
         device = torch.device("cuda")
+
     with pytest.raises(ValueError, match="generator is on cuda"):
         prepare_batch(random_images(1, 8), Preprocess(8), aug(), FakeCuda())
 
@@ -194,8 +211,7 @@ def test_normalisation_gives_zero_mean_unit_std():
 def test_preprocess_round_trip_and_validation():
     pre = Preprocess(32, crop=0.5, mean=(0.1, 0.2, 0.3), std=(0.2, 0.25, 0.3))
     d = pre.to_dict()
-    assert d == {"input_size": 32, "crop": 0.5, "mean": [0.1, 0.2, 0.3],
-                 "std": [0.2, 0.25, 0.3]}
+    assert d == {"input_size": 32, "crop": 0.5, "mean": [0.1, 0.2, 0.3], "std": [0.2, 0.25, 0.3]}
     assert Preprocess.from_dict(d) == pre
     with pytest.raises(ValueError, match="unknown Preprocess keys.*'size'"):
         Preprocess.from_dict({**d, "size": 3})
@@ -231,6 +247,7 @@ def test_augmentation_preview_panels():
 
 # -- the transform takes its settings from the config: what validates, runs --------------------
 
+
 def test_augment_is_the_config_class():
     assert Augment is config.AugmentCfg
     params = tiny_params()
@@ -259,36 +276,54 @@ def extreme(**values):
     return config.load_section("train", params).augment
 
 
-@pytest.mark.parametrize("values", [{"jitter": 1.0}, {"jitter": 0.0}, {"scale": 0.999},
-                                    {"translate": 0.499}, {"jitter": 1.0, "scale": 0.9}])
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"jitter": 1.0},
+        {"jitter": 0.0},
+        {"scale": 0.999},
+        {"translate": 0.499},
+        {"jitter": 1.0, "scale": 0.9},
+    ],
+)
 def test_bounds_that_validate_run_end_to_end(values):
     cfg = extreme(**values)
     for seed in range(3):
-        y = prepare_batch(random_images(8, 32), Preprocess(16), cfg,
-                          torch.Generator().manual_seed(seed))
+        y = prepare_batch(
+            random_images(8, 32), Preprocess(16), cfg, torch.Generator().manual_seed(seed)
+        )
         assert torch.isfinite(y).all()
         assert_in_unit_range(y, Preprocess(16))
 
 
-@pytest.mark.parametrize("key, value", [("jitter", 1.01), ("scale", 1.0), ("translate", 0.5),
-                                        ("scale", -0.1)])
+@pytest.mark.parametrize(
+    "key, value", [("jitter", 1.01), ("scale", 1.0), ("translate", 0.5), ("scale", -0.1)]
+)
 def test_bounds_that_do_not_run_fail_validation_naming_the_key(key, value):
     with pytest.raises(ConfigError, match=rf"^train\.augment\.{key}: "):
         extreme(**{key: value})
 
 
 @settings(max_examples=40, deadline=None)
-@given(jitter=st.floats(0, 1), scale=st.floats(0, 0.999), translate=st.floats(0, 0.499),
-       rotate=st.booleans(), flip=st.booleans(), seed=st.integers(0, 2**31))
+@given(
+    jitter=st.floats(0, 1),
+    scale=st.floats(0, 0.999),
+    translate=st.floats(0, 0.499),
+    rotate=st.booleans(),
+    flip=st.booleans(),
+    seed=st.integers(0, 2**31),
+)
 def test_any_valid_augment_gives_finite_batches(jitter, scale, translate, rotate, flip, seed):
     cfg = extreme(jitter=jitter, scale=scale, translate=translate, rotate=rotate, flip=flip)
-    y = prepare_batch(random_images(4, 24, seed % 1000), Preprocess(12), cfg,
-                      torch.Generator().manual_seed(seed))
+    y = prepare_batch(
+        random_images(4, 24, seed % 1000), Preprocess(12), cfg, torch.Generator().manual_seed(seed)
+    )
     assert torch.isfinite(y).all()
     assert_in_unit_range(y, Preprocess(12))
 
 
 # -- mixup / cutmix ----------------------------------------------------------------------------
+
 
 def batch(n=8, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -308,8 +343,9 @@ def test_mix_is_seeded_and_targets_are_distributions(mixup, cutmix):
     a = mix_batch(x, y, 10, mixup, cutmix, torch.Generator().manual_seed(3))
     b = mix_batch(x, y, 10, mixup, cutmix, torch.Generator().manual_seed(3))
     torch.testing.assert_close(a, b, rtol=0, atol=0)
-    outs = [mix_batch(x, y, 10, mixup, cutmix, torch.Generator().manual_seed(s))[0]
-            for s in range(4)]
+    outs = [
+        mix_batch(x, y, 10, mixup, cutmix, torch.Generator().manual_seed(s))[0] for s in range(4)
+    ]
     assert any(not torch.equal(outs[0], o) for o in outs[1:])
     out, t = a
     assert out.shape == x.shape and t.shape == (8, 10) and t.dtype == torch.float32
@@ -346,7 +382,8 @@ def test_cutmix_pastes_one_box_and_lam_is_its_area():
     box = changed.any(0)
     rows, cols = box.any(1).nonzero(), box.any(0).nonzero()
     area = (rows.numel() and (rows.max() - rows.min() + 1)) * (
-        cols.numel() and (cols.max() - cols.min() + 1))
+        cols.numel() and (cols.max() - cols.min() + 1)
+    )
     assert area > 0 and abs((1 - lam) - area / (16 * 16)) < 1e-6
     r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
     inside = torch.zeros(16, 16, dtype=torch.bool)

@@ -3,6 +3,7 @@ the distributions augmentation draws from (Kolmogorov-Smirnov against the docume
 laws), the presize step (torchvision's antialiased uint8 resize, and the very bytes the batch
 path would make), shift/zoom/crop geometry as exact pixel slices, colour jitter under a
 non-trivial normalisation (torchvision's adjust_* + normalize), and the preview panels."""
+
 import math
 
 import numpy as np
@@ -11,9 +12,19 @@ import torch
 import torchvision.transforms.v2.functional as TF2
 from scipy import stats
 
-from deepgal.transforms import (AugParams, Augment, Preprocess, affine_grid, affine_theta,
-                                apply_params, augmentation_preview, presize, presize_shape,
-                                sample_params, zoom_bound)
+from deepgal.transforms import (
+    Augment,
+    AugParams,
+    Preprocess,
+    affine_grid,
+    affine_theta,
+    apply_params,
+    augmentation_preview,
+    presize,
+    presize_shape,
+    sample_params,
+    zoom_bound,
+)
 
 PLAIN = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
 # Per-channel statistics that differ in every channel and are far from (0, 1).
@@ -32,6 +43,7 @@ def chw01(x):
 
 # -- what sample_params draws --------------------------------------------------------------
 
+
 def test_drawn_parameters_follow_the_documented_laws():
     # Augment's documentation: angle ~ U[0, 2 pi); zoom ~ U[1 - scale, 1 + scale]; shift per
     # axis ~ U[-translate, translate]; each colour factor ~ U[1 - jitter, 1 + jitter]; flips
@@ -41,10 +53,15 @@ def test_drawn_parameters_follow_the_documented_laws():
     assert p.shift.shape == (n, 2)
     for v in (p.angle, p.flip_h, p.flip_v, p.zoom, p.brightness, p.contrast, p.saturation):
         assert v.shape == (n,)
-    laws = {"angle": (p.angle, 0.0, 2 * math.pi), "zoom": (p.zoom, 0.8, 0.4),
-            "shift x": (p.shift[:, 0], -0.1, 0.2), "shift y": (p.shift[:, 1], -0.1, 0.2),
-            "brightness": (p.brightness, 0.7, 0.6), "contrast": (p.contrast, 0.7, 0.6),
-            "saturation": (p.saturation, 0.7, 0.6)}
+    laws = {
+        "angle": (p.angle, 0.0, 2 * math.pi),
+        "zoom": (p.zoom, 0.8, 0.4),
+        "shift x": (p.shift[:, 0], -0.1, 0.2),
+        "shift y": (p.shift[:, 1], -0.1, 0.2),
+        "brightness": (p.brightness, 0.7, 0.6),
+        "contrast": (p.contrast, 0.7, 0.6),
+        "saturation": (p.saturation, 0.7, 0.6),
+    }
     for name, (v, lo, width) in laws.items():
         res = stats.kstest(v.double().numpy(), "uniform", args=(lo, width))
         assert res.pvalue > 1e-3, (name, res)
@@ -52,8 +69,9 @@ def test_drawn_parameters_follow_the_documented_laws():
         prob = 0.25 if k == 2 else 0.5
         assert stats.binomtest(int(flip.sum()), n, prob).pvalue > 1e-3, k
     # Independent axes and factors, not one draw reused.
-    r = np.corrcoef(torch.stack([p.shift[:, 0], p.shift[:, 1], p.brightness, p.contrast,
-                                 p.saturation]).numpy())
+    r = np.corrcoef(
+        torch.stack([p.shift[:, 0], p.shift[:, 1], p.brightness, p.contrast, p.saturation]).numpy()
+    )
     assert np.abs(r - np.eye(5)).max() < 0.1
     assert p.zoom_bound == pytest.approx(1.2) and p.zoom_bound >= p.zoom.max().item()
 
@@ -85,6 +103,7 @@ def test_zoom_bound_is_the_largest_zoom(scale, expect):
 
 # -- geometry as exact pixel slices --------------------------------------------------------
 
+
 def test_identity_theta_by_hand():
     theta = affine_theta(AugParams.identity(2))
     assert torch.equal(theta, torch.tensor([[[1.0, 0, 0], [0, 1, 0]]] * 2))
@@ -105,15 +124,17 @@ def test_affine_grid_in_double_matches_torch():
 def test_quarter_turn_of_a_crop_or_zoom_is_rot90_of_the_centre(crop, zoom):
     # 64 px -> the central 32 px (by crop 0.5 or by zoom 2), turned 90 degrees: exact pixels.
     x = images(2, 64)
-    p = AugParams.identity(2).replace(angle=torch.full((2,), math.pi / 2),
-                                      zoom=torch.full((2,), zoom), zoom_bound=zoom)
+    p = AugParams.identity(2).replace(
+        angle=torch.full((2,), math.pi / 2), zoom=torch.full((2,), zoom), zoom_bound=zoom
+    )
     y = apply_params(x, Preprocess(32, crop=crop, **PLAIN), p)
     ref = torch.rot90(chw01(x)[:, :, 16:48, 16:48], 1, dims=(2, 3))
     torch.testing.assert_close(y, ref, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("shift, dx, dy", [((0.25, 0.0), 8, 0), ((0.0, 0.125), 0, 4),
-                                           ((-0.125, 0.25), -4, 8)])
+@pytest.mark.parametrize(
+    "shift, dx, dy", [((0.25, 0.0), 8, 0), ((0.0, 0.125), 0, 4), ((-0.125, 0.25), -4, 8)]
+)
 def test_shift_moves_content_by_that_fraction_of_the_side(shift, dx, dy):
     # affine_theta maps output p to input p + shift * side (pixels): output[y, x] shows
     # input[y + dy, x + dx]. Compared where both lie inside the 32 px frame.
@@ -140,12 +161,16 @@ def test_rotated_flat_sky_stays_flat_in_the_corners():
 
 # -- presize -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("size, crop, zb, h, w, expect", [
-    (32, 0.5, 1.0, 256, 256, (64, 64)),    # crop region 128 px -> 32: whole frame 64
-    (32, 1.0, 1.1, 256, 256, (35, 35)),    # room for zooming in: round(35.2)
-    (32, 1.0, 1.0, 100, 20, (32, 20)),     # never upsamples an axis
-    (16, 0.25, 1.0, 40, 80, (40, 64)),
-])
+
+@pytest.mark.parametrize(
+    "size, crop, zb, h, w, expect",
+    [
+        (32, 0.5, 1.0, 256, 256, (64, 64)),  # crop region 128 px -> 32: whole frame 64
+        (32, 1.0, 1.1, 256, 256, (35, 35)),  # room for zooming in: round(35.2)
+        (32, 1.0, 1.0, 100, 20, (32, 20)),  # never upsamples an axis
+        (16, 0.25, 1.0, 40, 80, (40, 64)),
+    ],
+)
 def test_presize_shape_by_hand(size, crop, zb, h, w, expect):
     assert presize_shape(Preprocess(size, crop=crop), h, w, zb) == expect
     if zb == 1.0:
@@ -162,8 +187,9 @@ def test_presize_is_torchvision_antialiased_uint8_resize():
     assert presize(small, Preprocess(32)) is small  # nothing shrinks: the same tensor
 
 
-@pytest.mark.parametrize("aug", [None, Augment(rotate=True, flip=True, jitter=0.2, scale=0.3,
-                                                translate=0.1)])
+@pytest.mark.parametrize(
+    "aug", [None, Augment(rotate=True, flip=True, jitter=0.2, scale=0.3, translate=0.1)]
+)
 def test_presized_images_give_the_same_batch_bytes(aug):
     # The split is presized once when loaded; each batch must then equal what the batch path
     # makes from the full frames (its own uint8 antialiased resize), bit for bit.
@@ -172,8 +198,11 @@ def test_presized_images_give_the_same_batch_bytes(aug):
     zb = zoom_bound(aug)
     small = presize(x, pre, zb)
     assert small.shape[1] < 96
-    params = (AugParams.identity(3) if aug is None
-              else sample_params(aug, 3, torch.Generator().manual_seed(1)))
+    params = (
+        AugParams.identity(3)
+        if aug is None
+        else sample_params(aug, 3, torch.Generator().manual_seed(1))
+    )
     assert torch.equal(apply_params(small, pre, params), apply_params(x, pre, params))
 
 
@@ -183,8 +212,14 @@ def test_presize_rejects_what_it_cannot_take(bad):
         presize(bad, Preprocess(4))
 
 
-@pytest.mark.parametrize("bad", [torch.zeros(2, 8, 8, 3), torch.zeros(8, 8, 3, dtype=torch.uint8),
-                                 torch.zeros(2, 8, 8, 4, dtype=torch.uint8)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.zeros(2, 8, 8, 3),
+        torch.zeros(8, 8, 3, dtype=torch.uint8),
+        torch.zeros(2, 8, 8, 4, dtype=torch.uint8),
+    ],
+)
 def test_apply_params_rejects_non_uint8_nhwc(bad):
     with pytest.raises(ValueError, match=r"images must be uint8 \(B, H, W, 3\)"):
         apply_params(bad, Preprocess(8), AugParams.identity(bad.shape[0]))
@@ -197,8 +232,10 @@ def test_apply_params_default_layout_is_channels_last():
 
 # -- colour jitter under a real normalisation -----------------------------------------------
 
-@pytest.mark.parametrize("b, c, s, lo", [(0.9, 1.1, 0.8, 80), (1.6, 1.0, 1.0, 0),
-                                         (1.0, 1.8, 1.0, 0)])
+
+@pytest.mark.parametrize(
+    "b, c, s, lo", [(0.9, 1.1, 0.8, 80), (1.6, 1.0, 1.0, 0), (1.0, 1.8, 1.0, 0)]
+)
 def test_jitter_then_normalise_is_torchvision(b, c, s, lo):
     # (0.9, 1.1, 0.8) on mid-range pixels: no clamp bites anywhere. (1.6, 1, 1): the brightness
     # clamp at white bites; (1, 1.8, 1): contrast pushes dark pixels below black. With one
@@ -206,8 +243,9 @@ def test_jitter_then_normalise_is_torchvision(b, c, s, lo):
     # normalize is an exact oracle, clamps included.
     g = torch.Generator().manual_seed(4)
     x = torch.randint(lo, 256 - lo, (1, 16, 16, 3), dtype=torch.uint8, generator=g)
-    p = AugParams.identity(1).replace(brightness=torch.tensor([b]), contrast=torch.tensor([c]),
-                                      saturation=torch.tensor([s]))
+    p = AugParams.identity(1).replace(
+        brightness=torch.tensor([b]), contrast=torch.tensor([c]), saturation=torch.tensor([s])
+    )
     y = apply_params(x, Preprocess(16, mean=MEAN, std=STD), p, channels_last=False)[0]
     img = TF2.to_dtype(x[0].permute(2, 0, 1), torch.float32, scale=True)
     ref = TF2.adjust_saturation(TF2.adjust_contrast(TF2.adjust_brightness(img, b), c), s)
@@ -219,15 +257,22 @@ def test_jitter_then_normalise_is_torchvision(b, c, s, lo):
 
 # -- preview panels ------------------------------------------------------------------------
 
-@pytest.mark.parametrize("enabled, panel", [
-    ({"rotate": True}, "rotation"), ({"jitter": 0.4}, "colour jitter"),
-    ({"scale": 0.4, "translate": 0.2}, "zoom/shift")])
+
+@pytest.mark.parametrize(
+    "enabled, panel",
+    [
+        ({"rotate": True}, "rotation"),
+        ({"jitter": 0.4}, "colour jitter"),
+        ({"scale": 0.4, "translate": 0.2}, "zoom/shift"),
+    ],
+)
 def test_preview_panel_of_the_only_enabled_augmentation_is_the_combined_one(enabled, panel):
     # With one augmentation enabled, its panel shows every parameter drawn: it must equal the
     # "all combined" panel, and differ from the original.
     img = images(1, 128, seed=2)[0].numpy()
-    panels = augmentation_preview(img, Preprocess(32, mean=MEAN, std=STD),
-                                  Augment(**{**OFF, **enabled}), seed=3)
+    panels = augmentation_preview(
+        img, Preprocess(32, mean=MEAN, std=STD), Augment(**{**OFF, **enabled}), seed=3
+    )
     names = [n for n, _ in panels]
     assert len(names) == 3 and names[1].startswith(panel), names
     d = dict(panels)
@@ -251,16 +296,20 @@ def test_preview_original_is_the_exact_crop_and_seeding_is_its_own():
 
 # -- Preprocess bounds, at the boundary ----------------------------------------------------
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(input_size=0), "input_size must be a positive integer"),
-    (dict(input_size=-4), "input_size must be a positive integer"),
-    (dict(input_size=2.5), "input_size must be a positive integer"),
-    (dict(input_size=8, crop=0.0), "crop must be in"),
-    (dict(input_size=8, crop=1.0001), "crop must be in"),
-    (dict(input_size=8, mean=(0.5, 0.5)), "mean/std need 3 values"),
-    (dict(input_size=8, std=(0.2, 0.2, 0.2, 0.2)), "mean/std need 3 values"),
-    (dict(input_size=8, std=(0.2, 0.0, 0.2)), "std must be > 0"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(input_size=0), "input_size must be a positive integer"),
+        (dict(input_size=-4), "input_size must be a positive integer"),
+        (dict(input_size=2.5), "input_size must be a positive integer"),
+        (dict(input_size=8, crop=0.0), "crop must be in"),
+        (dict(input_size=8, crop=1.0001), "crop must be in"),
+        (dict(input_size=8, mean=(0.5, 0.5)), "mean/std need 3 values"),
+        (dict(input_size=8, std=(0.2, 0.2, 0.2, 0.2)), "mean/std need 3 values"),
+        (dict(input_size=8, std=(0.2, 0.0, 0.2)), "std must be > 0"),
+    ],
+)
 def test_preprocess_refuses_out_of_bounds(kwargs, match):
     with pytest.raises(ValueError, match=match):
         Preprocess(**kwargs)

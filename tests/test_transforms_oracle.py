@@ -1,6 +1,7 @@
 """deepgal.transforms against independent oracles: torchvision.transforms.v2.functional for
 the eval path's centre crop and per-channel normalisation, numpy's rot90/flip for the flips a
 flip-only augmentation may draw."""
+
 import numpy as np
 import pytest
 import torch
@@ -23,8 +24,9 @@ def torchvision_eval(x: torch.Tensor, crop_px: int) -> torch.Tensor:
     return TF2.normalize(TF2.to_dtype(chw, torch.float32, scale=True), list(MEAN), list(STD))
 
 
-@pytest.mark.parametrize("side, size, crop", [(32, 32, 1.0), (64, 32, 0.5), (64, 48, 0.75),
-                                              (40, 10, 0.25)])
+@pytest.mark.parametrize(
+    "side, size, crop", [(32, 32, 1.0), (64, 32, 0.5), (64, 48, 0.75), (40, 10, 0.25)]
+)
 def test_eval_is_torchvision_centre_crop_and_normalise(side, size, crop):
     # The crop keeps ``crop`` of the side around the centre; with size == crop * side there is
     # no resampling, so the result is torchvision's crop + normalise to float rounding.
@@ -40,8 +42,9 @@ def test_normalisation_per_channel_by_hand():
     x = torch.from_numpy(np.broadcast_to(colours[:, None, None], (2, 8, 8, 3)).copy())
     y = prepare_batch(x, Preprocess(8, mean=MEAN, std=STD), channels_last=False)
     expect = (colours / 255 - np.array(MEAN)) / np.array(STD)  # (2, 3)
-    np.testing.assert_allclose(y.numpy(), np.broadcast_to(expect[:, :, None, None], y.shape),
-                               atol=1e-5, rtol=0)
+    np.testing.assert_allclose(
+        y.numpy(), np.broadcast_to(expect[:, :, None, None], y.shape), atol=1e-5, rtol=0
+    )
 
 
 def test_eval_path_draws_no_random_numbers():
@@ -63,8 +66,13 @@ def test_flip_only_augmentation_gives_exact_flips_of_the_eval_image():
     # all four appear.
     x = images(1, 32).expand(32, -1, -1, -1).contiguous()
     flip_only = Augment(rotate=False, flip=True, jitter=0.0, scale=0.0, translate=0.0)
-    y = prepare_batch(x, Preprocess(32, mean=MEAN, std=STD), flip_only,
-                      torch.Generator().manual_seed(0), channels_last=False).numpy()
+    y = prepare_batch(
+        x,
+        Preprocess(32, mean=MEAN, std=STD),
+        flip_only,
+        torch.Generator().manual_seed(0),
+        channels_last=False,
+    ).numpy()
     ref = torchvision_eval(x[:1], 32)[0].numpy()  # (3, S, S)
     views = [ref, ref[:, :, ::-1], ref[:, ::-1, :], np.rot90(ref, 2, axes=(1, 2))]
     seen = set()

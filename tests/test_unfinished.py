@@ -1,6 +1,7 @@
 """The mirror of an unfinished run's checkpoints (deepgal.training.unfinished), on real
 checkpoint files. The whole story, Ctrl-C under a real `dvc exp run` and the re-run resuming,
 is tests/faults/test_sigint.py."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,7 @@ from deepgal.training import unfinished
 
 def _save(folder, name, fp, value):
     folder.mkdir(parents=True, exist_ok=True)
-    ckpt_io.save(folder / name, {"model": {"w": torch.full((2,), float(value))},
-                                 "fingerprint": fp})
+    ckpt_io.save(folder / name, {"model": {"w": torch.full((2,), float(value))}, "fingerprint": fp})
 
 
 def _w(path):

@@ -7,6 +7,7 @@
   model that never trained on it), the temperature fitted on those out-of-fold logits, then the
   fine-tuning on every image, written as a calibrated checkpoint.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,7 +46,11 @@ def write_off(selected: str | Path, dest: str | Path, data: str | Path) -> dict:
         os.replace(tmp, dest)
     finally:
         Path(tmp).unlink(missing_ok=True)
-    return {"checkpoint": str(dest), "enabled": False, "selected": str(selected),
-            "data": str(data),
-            "note": f"fine-tuning is off: {data} holds only {OFF_MARKER}; the checkpoint is the "
-                    "selected one, unchanged. Set finetune.data to a labelled set to turn it on"}
+    return {
+        "checkpoint": str(dest),
+        "enabled": False,
+        "selected": str(selected),
+        "data": str(data),
+        "note": f"fine-tuning is off: {data} holds only {OFF_MARKER}; the checkpoint is the "
+        "selected one, unchanged. Set finetune.data to a labelled set to turn it on",
+    }

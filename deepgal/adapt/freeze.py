@@ -11,6 +11,7 @@ parameters without one) leave it, and its weight decay, alone. A frozen normalis
 also keeps its running statistics: a forward pre-hook puts it in eval mode on every call,
 whatever ``model.train()`` said, so the frozen part computes exactly what it did before.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -50,5 +51,8 @@ def freeze(model: nn.Module, mode: str) -> list[RemovableHandle]:
     for p in model.parameters():
         p.requires_grad_(id(p) in trained)
     trained_modules = {id(sub) for m in keep for sub in m.modules()}
-    return [m.register_forward_pre_hook(_stay_in_eval) for m in model.modules()
-            if isinstance(m, _NORMS) and id(m) not in trained_modules]
+    return [
+        m.register_forward_pre_hook(_stay_in_eval)
+        for m in model.modules()
+        if isinstance(m, _NORMS) and id(m) not in trained_modules
+    ]

@@ -8,6 +8,7 @@ image and write the result in the selected checkpoint's format, calibrated. The 
 own :class:`~deepgal.transforms.Preprocess` (input size, crop, mean/std) is used throughout:
 the model reads the new galaxies as it read the ones it learned from.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -52,9 +53,14 @@ class LabelledSet:
 
     def summary(self) -> dict:
         counts = np.bincount(self.labels.numpy(), minlength=NUM_CLASSES)
-        return {"path": str(self.path), "kind": self.kind, "sha256": self.digest,
-                "n_images": len(self.labels), "image_size": list(self.images.shape[1:3]),
-                "class_counts": {CLASS_NAMES[c]: int(n) for c, n in enumerate(counts) if n}}
+        return {
+            "path": str(self.path),
+            "kind": self.kind,
+            "sha256": self.digest,
+            "n_images": len(self.labels),
+            "image_size": list(self.images.shape[1:3]),
+            "class_counts": {CLASS_NAMES[c]: int(n) for c, n in enumerate(counts) if n},
+        }
 
 
 def load_set(path: str | Path, folds: int) -> LabelledSet:
@@ -65,8 +71,14 @@ def load_set(path: str | Path, folds: int) -> LabelledSet:
         images, labels, _ = read_labelled(path, min(images.shape[1:3]))
     groups = identical_images(images)
     check_folds(labels, folds, path, groups, key="finetune.folds")
-    return LabelledSet(Path(path), scan(path).kind, digest(path), torch.from_numpy(images),
-                       torch.from_numpy(labels.astype(np.int64)), groups)
+    return LabelledSet(
+        Path(path),
+        scan(path).kind,
+        digest(path),
+        torch.from_numpy(images),
+        torch.from_numpy(labels.astype(np.int64)),
+        groups,
+    )
 
 
 def finetune_run(run: RunCfg, ft: FinetuneCfg, pre: Preprocess) -> RunCfg:
@@ -74,17 +86,40 @@ def finetune_run(run: RunCfg, ft: FinetuneCfg, pre: Preprocess) -> RunCfg:
     checkpoint's input size and crop, ``finetune``'s epochs, lr, optimiser, batch, warm-up,
     smoothing, EMA, mixup and augmentation; one checkpoint at the end, no CutMix, one process."""
     return dataclasses.replace(
-        run, input_size=pre.input_size, crop=pre.crop, pretrained="none", epochs=ft.epochs,
-        lr=ft.lr, optimizer=ft.optimizer, weight_decay=ft.weight_decay,
-        batch_size=ft.batch_size, warmup_epochs=ft.warmup_epochs, schedule="cosine",
-        label_smoothing=ft.label_smoothing, ema=ft.ema, mixup=ft.mixup, cutmix=0.0,
-        epoch_images=None, checkpoint_every=ft.epochs, nproc=1, compile=False,
-        augment=ft.augment)
+        run,
+        input_size=pre.input_size,
+        crop=pre.crop,
+        pretrained="none",
+        epochs=ft.epochs,
+        lr=ft.lr,
+        optimizer=ft.optimizer,
+        weight_decay=ft.weight_decay,
+        batch_size=ft.batch_size,
+        warmup_epochs=ft.warmup_epochs,
+        schedule="cosine",
+        label_smoothing=ft.label_smoothing,
+        ema=ft.ema,
+        mixup=ft.mixup,
+        cutmix=0.0,
+        epoch_images=None,
+        checkpoint_every=ft.epochs,
+        nproc=1,
+        compile=False,
+        augment=ft.augment,
+    )
 
 
-def adapt(model_name: str, init: dict, pre: Preprocess, run: RunCfg, mode: str,
-          images: torch.Tensor, labels: torch.Tensor, work: Path,
-          device: torch.device) -> Net:
+def adapt(
+    model_name: str,
+    init: dict,
+    pre: Preprocess,
+    run: RunCfg,
+    mode: str,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    work: Path,
+    device: torch.device,
+) -> Net:
     """A ``model_name`` Net started from state dict ``init``, frozen by ``mode`` and trained
     with :func:`deepgal.training.fit` on images (n, H, W, 3) uint8 / labels (n,) int64; the
     final weights (the EMA's when ``run.ema`` > 0), in eval mode, hooks removed."""
@@ -94,8 +129,13 @@ def adapt(model_name: str, init: dict, pre: Preprocess, run: RunCfg, mode: str,
     hooks = freeze(model, mode)
     train = Split(presize(images, pre, zoom_bound(run.augment)), labels)
     nothing = Split(train.images[:0], labels[:0])  # no validation: nothing here picks an epoch
-    spec = RunSpec(cfg=run, preprocess=pre, ckpt_dir=work, fingerprint="finetune",
-                   meta={"variant": run.variant, "model_name": model_name})
+    spec = RunSpec(
+        cfg=run,
+        preprocess=pre,
+        ckpt_dir=work,
+        fingerprint="finetune",
+        meta={"variant": run.variant, "model_name": model_name},
+    )
     fit(model, train, nothing, spec, device, sinks=[], resume=False)
     model.load_state_dict(ckpt_io.load(work / "last.pt")["model"])
     for h in hooks:
@@ -103,25 +143,57 @@ def adapt(model_name: str, init: dict, pre: Preprocess, run: RunCfg, mode: str,
     return model.eval()
 
 
-def _fold_trainer(model_name: str, init: dict, pre: Preprocess, run: RunCfg, mode: str,
-                  data: LabelledSet, work: Path, device: torch.device):
+def _fold_trainer(
+    model_name: str,
+    init: dict,
+    pre: Preprocess,
+    run: RunCfg,
+    mode: str,
+    data: LabelledSet,
+    work: Path,
+    device: torch.device,
+):
     """``train_and_predict`` of :func:`deepgal.crossval.run_folds`: adapt on rows ``tr`` only,
     then score rows ``te``: logits, probabilities, and the 8-view (TTA) probabilities."""
+
     def train_and_predict(tr: np.ndarray, te: np.ndarray, k: int) -> dict[str, np.ndarray]:
-        model = adapt(model_name, init, pre, run, mode, data.images[tr], data.labels[tr],
-                      work / f"fold{k}", device)
+        model = adapt(
+            model_name,
+            init,
+            pre,
+            run,
+            mode,
+            data.images[tr],
+            data.labels[tr],
+            work / f"fold{k}",
+            device,
+        )
         held = data.images[te]
         logits = run_model(model, held, pre, device, output="logits", precision=run.precision)
         tta = run_model(model, held, pre, device, tta=True, precision=run.precision)
-        log.info("fold %d: %d/%d held-out images right", k,
-                 int((logits.argmax(1) == data.labels[te].numpy()).sum()), len(te))
-        return {"logits": logits, "plain": torch.softmax(torch.from_numpy(logits), 1).numpy(),
-                "tta": tta}
+        log.info(
+            "fold %d: %d/%d held-out images right",
+            k,
+            int((logits.argmax(1) == data.labels[te].numpy()).sum()),
+            len(te),
+        )
+        return {
+            "logits": logits,
+            "plain": torch.softmax(torch.from_numpy(logits), 1).numpy(),
+            "tta": tta,
+        }
+
     return train_and_predict
 
 
-def finetune_checkpoint(selected: str | Path, data: LabelledSet, ft: FinetuneCfg, run: RunCfg,
-                        dest: str | Path, device: torch.device) -> dict:
+def finetune_checkpoint(
+    selected: str | Path,
+    data: LabelledSet,
+    ft: FinetuneCfg,
+    run: RunCfg,
+    dest: str | Path,
+    device: torch.device,
+) -> dict:
     """Cross-validate, calibrate and fine-tune checkpoint ``selected`` on ``data``; write the
     adapted checkpoint to ``dest`` (atomically, the selected checkpoint's format with the
     new weights, a calibration fitted on the out-of-fold logits and a ``finetune`` record)
@@ -133,28 +205,57 @@ def finetune_checkpoint(selected: str | Path, data: LabelledSet, ft: FinetuneCfg
     labels = data.labels.numpy()
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=Path(dest).parent) as work:
-        trainer = _fold_trainer(src["model_name"], src["model"], pre, run, ft.freeze, data,
-                                Path(work), device)
-        results = run_folds(labels, ft.folds, run.seed, trainer, data.groups,
-                            path=str(data.path))
+        trainer = _fold_trainer(
+            src["model_name"], src["model"], pre, run, ft.freeze, data, Path(work), device
+        )
+        results = run_folds(labels, ft.folds, run.seed, trainer, data.groups, path=str(data.path))
         rows = np.concatenate([r.held for r in results])
         oof = np.concatenate([r.views["logits"] for r in results])
         what = f"the out-of-fold logits of the {ft.folds}-fold CV on {data.path}"
         cal = Calibration.fit(oof, labels[rows], what)
-        model = adapt(src["model_name"], src["model"], pre, run, ft.freeze, data.images,
-                      data.labels, Path(work) / "all", device)
+        model = adapt(
+            src["model_name"],
+            src["model"],
+            pre,
+            run,
+            ft.freeze,
+            data.images,
+            data.labels,
+            Path(work) / "all",
+            device,
+        )
     cv = {view: summarise(labels, results, view, ft.folds).to_dict() for view in ("plain", "tta")}
-    record = {"selected": str(selected), "data": data.summary(),
-              "settings": dataclasses.asdict(ft),
-              "cv_accuracy": cv["plain"]["acc"], "cv_se": cv["plain"]["se"]}
-    ckpt_io.save_for_inference(selected, dest, {
-        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-        "calibration": cal.to_dict(), "finetune": record})
+    record = {
+        "selected": str(selected),
+        "data": data.summary(),
+        "settings": dataclasses.asdict(ft),
+        "cv_accuracy": cv["plain"]["acc"],
+        "cv_se": cv["plain"]["se"],
+    }
+    ckpt_io.save_for_inference(
+        selected,
+        dest,
+        {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "calibration": cal.to_dict(),
+            "finetune": record,
+        },
+    )
     present = sorted({int(c) for c in labels})
-    return {"checkpoint": str(dest), "enabled": True, **record, "cv": cv,
-            "classes": [CLASS_NAMES[c] for c in present],
-            "temperature": cal.temperature, "calibration": cal.source,
-            "oof_calibration": {k: v for k, v in before_after(
-                np.concatenate([r.views["plain"] for r in results]), labels[rows],
-                cal.temperature).items() if not k.startswith("reliability")},
-            "minutes": (time.perf_counter() - t0) / 60}
+    return {
+        "checkpoint": str(dest),
+        "enabled": True,
+        **record,
+        "cv": cv,
+        "classes": [CLASS_NAMES[c] for c in present],
+        "temperature": cal.temperature,
+        "calibration": cal.source,
+        "oof_calibration": {
+            k: v
+            for k, v in before_after(
+                np.concatenate([r.views["plain"] for r in results]), labels[rows], cal.temperature
+            ).items()
+            if not k.startswith("reliability")
+        },
+        "minutes": (time.perf_counter() - t0) / 60,
+    }

@@ -7,6 +7,7 @@ fine-tuned (:func:`deepgal.adapt.run.finetune_checkpoint`), ``finetune.json`` is
 MLflow gets a run nested under the variant's run (settings, the per-fold accuracies as a
 curve, the set as a dataset input, the adapted model for ``mlflow.pyfunc``), best effort.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,13 +25,14 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FinetunePaths:
     selected: Path  # models/<v>/selected.pt, read
-    run: Path       # models/<v>/mlflow_run.json, read
-    out: Path       # models/<v>/finetuned.pt, written
-    report: Path    # results/<v>/finetune.json, written
+    run: Path  # models/<v>/mlflow_run.json, read
+    out: Path  # models/<v>/finetuned.pt, written
+    report: Path  # results/<v>/finetune.json, written
 
 
-def finetune_variant(variant: str, paths: FinetunePaths, ft: FinetuneCfg, run: RunCfg,
-                     base: BaseCfg) -> dict:
+def finetune_variant(
+    variant: str, paths: FinetunePaths, ft: FinetuneCfg, run: RunCfg, base: BaseCfg
+) -> dict:
     """Fine-tune (or, off, link) ``variant``'s selected checkpoint; returns finetune.json's
     content. Raises LabelledError naming the set before any training when it is unusable."""
     if is_off(ft.data):
@@ -42,13 +44,19 @@ def finetune_variant(variant: str, paths: FinetunePaths, ft: FinetuneCfg, run: R
     from .run import finetune_checkpoint, load_set  # torch: only when on
 
     data = load_set(ft.data, ft.folds)
-    report = finetune_checkpoint(paths.selected, data, ft, run, paths.out,
-                                 pick_device(base.device))
+    report = finetune_checkpoint(paths.selected, data, ft, run, paths.out, pick_device(base.device))
     write_json(paths.report, report)
     cv = report["cv"]["plain"]
-    log.info("%s: %d-fold CV accuracy %.3f +- %.3f on %d images; temperature %.3f; %s",
-             variant, ft.folds, cv["acc"], cv["se"], cv["n"], report["temperature"],
-             paths.out)
+    log.info(
+        "%s: %d-fold CV accuracy %.3f +- %.3f on %d images; temperature %.3f; %s",
+        variant,
+        ft.folds,
+        cv["acc"],
+        cv["se"],
+        cv["n"],
+        report["temperature"],
+        paths.out,
+    )
     _track(variant, paths, ft, data, report)
     return report
 
@@ -57,15 +65,27 @@ def _track(variant: str, paths: FinetunePaths, ft: FinetuneCfg, data, report: di
     """The nested MLflow run and its model; silent when MLflow is off or away."""
     cv = report["cv"]["plain"]
     child = tracking.log_nested_run(
-        paths.run, f"{variant}-finetune", "finetune", to_flat_dict(ft),
+        paths.run,
+        f"{variant}-finetune",
+        "finetune",
+        to_flat_dict(ft),
         {"finetune/fold_accuracy": cv["fold_acc"]},
-        {"finetune/cv_accuracy": cv["acc"], "finetune/cv_se": cv["se"],
-         "finetune/macro_f1": cv["macro_f1"], "finetune/temperature": report["temperature"]},
-        {"source": "finetune", "sha256": data.digest, "path": str(data.path),
-         "image_size": list(data.images.shape[1:3]), "n_images": len(data.labels)},
-        paths.report)
+        {
+            "finetune/cv_accuracy": cv["acc"],
+            "finetune/cv_se": cv["se"],
+            "finetune/macro_f1": cv["macro_f1"],
+            "finetune/temperature": report["temperature"],
+        },
+        {
+            "source": "finetune",
+            "sha256": data.digest,
+            "path": str(data.path),
+            "image_size": list(data.images.shape[1:3]),
+            "n_images": len(data.labels),
+        },
+        paths.report,
+    )
     if child is not None:  # the adapted model, loadable with mlflow.pyfunc (calibrated)
         from ..mlflow_model import log_checkpoint_model
 
-        log_checkpoint_model(tracking.attach(child), paths.out, ft.epochs,
-                             data.images[:2].numpy())
+        log_checkpoint_model(tracking.attach(child), paths.out, ft.epochs, data.images[:2].numpy())

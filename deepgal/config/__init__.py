@@ -11,27 +11,68 @@ settings come from :func:`resolve_variant` (:class:`RunCfg`).
 - :mod:`.variants`: variant overrides, safe names, :class:`RunCfg`.
 - :mod:`.finetune`: the ``finetune`` section (adapting a checkpoint to a user's labels).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from .cv import CvCfg, check_cv_variants
-from .loader import ConfigError, apply_overrides, from_dict, load_params, to_flat_dict
-from .sections import (OVERRIDABLE, REDUCE_METHODS, SECTIONS, AugmentCfg, BaseCfg, DataCfg,
-                       EvaluateCfg, MethodsCfg, PcaCfg, ReduceCfg, SelectCfg,
-                       SplitCfg, SyntheticCfg, TrainCfg, TsneCfg, UmapCfg)
-from .variants import RunCfg, VariantCfg, check_variant_name, load_variant, resolve_variant
 from .finetune import FREEZE_MODES, FinetuneCfg
+from .loader import ConfigError, apply_overrides, from_dict, load_params, to_flat_dict
+from .sections import (
+    OVERRIDABLE,
+    REDUCE_METHODS,
+    SECTIONS,
+    AugmentCfg,
+    BaseCfg,
+    DataCfg,
+    EvaluateCfg,
+    MethodsCfg,
+    PcaCfg,
+    ReduceCfg,
+    SelectCfg,
+    SplitCfg,
+    SyntheticCfg,
+    TrainCfg,
+    TsneCfg,
+    UmapCfg,
+)
+from .variants import RunCfg, VariantCfg, check_variant_name, load_variant, resolve_variant
 
 # The finetune section lives in its own module (it reuses AugmentCfg from .sections).
 SECTIONS["finetune"] = FinetuneCfg
 
 __all__ = [
-    "ConfigError", "apply_overrides", "from_dict", "load_params", "to_flat_dict", "load_section", "validate_all",
-    "load_variant", "resolve_variant", "check_variant_name", "RunCfg", "VariantCfg",
-    "SECTIONS", "OVERRIDABLE", "REDUCE_METHODS", "BaseCfg", "DataCfg", "SyntheticCfg",
-    "SplitCfg", "AugmentCfg", "TrainCfg", "SelectCfg", "EvaluateCfg",
-    "ReduceCfg", "MethodsCfg", "UmapCfg", "TsneCfg", "PcaCfg", "CvCfg", "FinetuneCfg",
+    "ConfigError",
+    "apply_overrides",
+    "from_dict",
+    "load_params",
+    "to_flat_dict",
+    "load_section",
+    "validate_all",
+    "load_variant",
+    "resolve_variant",
+    "check_variant_name",
+    "RunCfg",
+    "VariantCfg",
+    "SECTIONS",
+    "OVERRIDABLE",
+    "REDUCE_METHODS",
+    "BaseCfg",
+    "DataCfg",
+    "SyntheticCfg",
+    "SplitCfg",
+    "AugmentCfg",
+    "TrainCfg",
+    "SelectCfg",
+    "EvaluateCfg",
+    "ReduceCfg",
+    "MethodsCfg",
+    "UmapCfg",
+    "TsneCfg",
+    "PcaCfg",
+    "CvCfg",
+    "FinetuneCfg",
     "FREEZE_MODES",
 ]
 
@@ -39,8 +80,9 @@ __all__ = [
 def load_section(name: str, params: dict | None = None, path: str | Path = "params.yaml"):
     """The validated dataclass of section ``name`` (e.g. ``load_section("train")``)."""
     if name not in SECTIONS:
-        raise ConfigError(f"{name}: unknown section; valid sections are {', '.join(SECTIONS)}",
-                          name)
+        raise ConfigError(
+            f"{name}: unknown section; valid sections are {', '.join(SECTIONS)}", name
+        )
     params = load_params(path) if params is None else params
     return from_dict(SECTIONS[name], params.get(name), name)
 
@@ -50,8 +92,9 @@ def validate_all(params: dict) -> None:
     known = set(SECTIONS) | {"variants"}
     for key in params:
         if key not in known:
-            raise ConfigError(f"{key}: unknown section; valid sections are "
-                              f"{', '.join(sorted(known))}", str(key))
+            raise ConfigError(
+                f"{key}: unknown section; valid sections are {', '.join(sorted(known))}", str(key)
+            )
     for name in SECTIONS:
         load_section(name, params)
     for name in params.get("variants") or {}:

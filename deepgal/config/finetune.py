@@ -5,6 +5,7 @@
 be null, so "off" is a path too: a folder whose only entry is a ``README.md`` (the repository's
 ``finetune/``, the default) means "no labels: fine-tuning is off".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,15 +36,21 @@ class FinetuneCfg(Checked):
     augment: AugmentCfg
 
     def check(self):
-        yield "data", self.data.strip() != "", \
-            "must be a labelled set's path, or a folder holding only README.md (off)"
+        yield (
+            "data",
+            self.data.strip() != "",
+            "must be a labelled set's path, or a folder holding only README.md (off)",
+        )
         yield "folds", 2 <= self.folds <= 50, "must be in [2, 50]"
         yield "epochs", 1 <= self.epochs <= 10000, "must be in [1, 10000]"
         yield "lr", 0 < self.lr < 10, "must be in (0, 10)"
         yield "weight_decay", self.weight_decay >= 0, "must be >= 0"
         yield "batch_size", self.batch_size >= 1, "must be >= 1"
-        yield "warmup_epochs", 0 <= self.warmup_epochs < self.epochs, \
-            "must be >= 0 and below finetune.epochs"
+        yield (
+            "warmup_epochs",
+            0 <= self.warmup_epochs < self.epochs,
+            "must be >= 0 and below finetune.epochs",
+        )
         yield "label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"
         yield "ema", 0 <= self.ema < 1, "must be in [0, 1) (0 = off; 0.99 suits short runs)"
         yield "mixup", 0 <= self.mixup <= 10, "must be in [0, 10] (0 = off; 0.2 is light)"

@@ -11,14 +11,16 @@ Rules every section follows:
 - Bounds live in each class's ``check()``, which runs on every construction (``__post_init__``),
   so an object built directly in code is held to the same bounds as one loaded from YAML.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Literal
+from typing import Any, Literal
 
 import yaml
 
@@ -44,8 +46,9 @@ class Checked:
     def __post_init__(self):
         for name, ok, why in self.check():
             if not ok:
-                raise ConfigError(f"{type(self).__name__}.{name}: {getattr(self, name)!r} {why}",
-                                  key=name)
+                raise ConfigError(
+                    f"{type(self).__name__}.{name}: {getattr(self, name)!r} {why}", key=name
+                )
 
 
 def _type_name(tp) -> str:
@@ -72,19 +75,18 @@ def _convert(value: Any, tp, key: str) -> Any:
         choices = typing.get_args(tp)
         # `value in choices` would accept True for 1 and 1.0 for 1; YAML types are exact.
         if not any(type(value) is type(c) and value == c for c in choices):
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}",
-                              key)
+            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(str, choices))}", key)
         return value
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}",
-                              key)
+            raise ConfigError(f"{key}: expected a list, got {type(value).__name__} {value!r}", key)
         (itp,) = typing.get_args(tp)
         return [_convert(v, itp, key) for v in value]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}",
-                              key)
+            raise ConfigError(
+                f"{key}: expected a mapping, got {type(value).__name__} {value!r}", key
+            )
         _, vtp = typing.get_args(tp)
         return {str(k): _convert(v, vtp, f"{key}.{k}") for k, v in value.items()}
     if tp is Any:
@@ -106,8 +108,9 @@ def _convert(value: Any, tp, key: str) -> Any:
     else:
         raise TypeError(f"{key}: unsupported annotation {tp}")
     if not ok:
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} "
-                          f"{value!r}", key)
+        raise ConfigError(
+            f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}", key
+        )
     return value
 
 
@@ -119,8 +122,11 @@ def _hints(cls) -> dict:
 
 def required(cls) -> list[str]:
     """Names of ``cls``'s fields that params must give (those without a dataclass default)."""
-    return [f.name for f in dataclasses.fields(cls)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    return [
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
 
 
 def from_dict(cls, data: Any, prefix: str):
@@ -128,18 +134,23 @@ def from_dict(cls, data: Any, prefix: str):
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{prefix}: expected a mapping of keys, got {type(data).__name__} "
-                          f"{data!r}", prefix)
+        raise ConfigError(
+            f"{prefix}: expected a mapping of keys, got {type(data).__name__} {data!r}", prefix
+        )
     hints = _hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     for k in data:
         if k not in names:
-            raise ConfigError(f"{prefix}.{k}: unknown key; valid keys are {', '.join(names)}",
-                              f"{prefix}.{k}")
+            raise ConfigError(
+                f"{prefix}.{k}: unknown key; valid keys are {', '.join(names)}", f"{prefix}.{k}"
+            )
     for k in required(cls):
         if k not in data:
-            raise ConfigError(f"{prefix}.{k}: missing; add it to params.yaml (the one place "
-                              f"every pipeline default lives)", f"{prefix}.{k}")
+            raise ConfigError(
+                f"{prefix}.{k}: missing; add it to params.yaml (the one place "
+                f"every pipeline default lives)",
+                f"{prefix}.{k}",
+            )
     values = {k: _convert(v, hints[k], f"{prefix}.{k}") for k, v in data.items()}
     try:
         return cls(**values)
@@ -172,8 +183,9 @@ def apply_overrides(params: dict, overrides: list[str]) -> dict:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key or any(not k for k in key.split(".")):
-            raise ConfigError(f"{item!r}: expected KEY=VALUE with a dotted key, e.g. "
-                              "data.source=galaxy10_decals")
+            raise ConfigError(
+                f"{item!r}: expected KEY=VALUE with a dotted key, e.g. data.source=galaxy10_decals"
+            )
         *path, last = key.split(".")
         node = params
         for k in path:

@@ -4,6 +4,7 @@ No field carries a pipeline default (``params.yaml`` holds them all; see :mod:`.
 Fields whose dataclass default is ``None`` mean "not used" (a reduction method not listed,
 ``data.local_path`` absent), not a value.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -49,18 +50,30 @@ class DataCfg(Checked):
 
     def check(self):
         yield "url", self.url.startswith(("http://", "https://")), "must be an http(s) URL"
-        yield "sha256", len(self.sha256) == 64 and set(self.sha256) <= _HEX, \
-            "must be 64 hex characters"
+        yield (
+            "sha256",
+            len(self.sha256) == 64 and set(self.sha256) <= _HEX,
+            "must be 64 hex characters",
+        )
         yield "timeout_s", self.timeout_s > 0, "must be > 0 seconds"
         yield "retries", self.retries >= 0, "must be >= 0"
-        yield "local_path", self.local_path is None or self.local_path.strip() != "", \
-            "must be a file path or null"
+        yield (
+            "local_path",
+            self.local_path is None or self.local_path.strip() != "",
+            "must be a file path or null",
+        )
         yield "path", self.path.strip() != "", "must be a file or folder path"
-        yield "path_sha256", self.path_sha256 is None or (
-            len(self.path_sha256) == 64 and set(self.path_sha256) <= _HEX), \
-            "must be 64 hex characters or null"
-        yield "image_size", self.image_size is None or self.image_size >= 8, \
-            "must be >= 8 px or null"
+        yield (
+            "path_sha256",
+            self.path_sha256 is None
+            or (len(self.path_sha256) == 64 and set(self.path_sha256) <= _HEX),
+            "must be 64 hex characters or null",
+        )
+        yield (
+            "image_size",
+            self.image_size is None or self.image_size >= 8,
+            "must be >= 8 px or null",
+        )
 
 
 @dataclass(frozen=True)
@@ -77,10 +90,12 @@ class SplitCfg(Checked):
         yield "train", self.train > 0, "must be > 0: nothing to train on"
         yield "val", self.val > 0, "must be > 0: checkpoint selection needs a validation split"
         total = self.train + self.val + self.test
-        yield "train", abs(total - 1.0) < 1e-6, \
-            f"train + val + test must sum to 1 (got {total:g})"
-        yield "group_arcsec", 0.0 <= self.group_arcsec <= 3600.0, \
-            "must be in [0, 3600] arcseconds (0 groups only identical coordinates)"
+        yield "train", abs(total - 1.0) < 1e-6, f"train + val + test must sum to 1 (got {total:g})"
+        yield (
+            "group_arcsec",
+            0.0 <= self.group_arcsec <= 3600.0,
+            "must be in [0, 3600] arcseconds (0 groups only identical coordinates)",
+        )
 
 
 @dataclass(frozen=True)
@@ -107,14 +122,27 @@ class AugmentCfg(Checked):
 
 
 # Keys a variant may override; each one's bounds are TrainCfg's (checked once, there).
-OVERRIDABLE = ("input_size", "crop", "pretrained", "epochs", "batch_size", "optimizer",
-               "weight_decay", "label_smoothing", "ema", "mixup", "cutmix", "nproc",
-               "epoch_images")
+OVERRIDABLE = (
+    "input_size",
+    "crop",
+    "pretrained",
+    "epochs",
+    "batch_size",
+    "optimizer",
+    "weight_decay",
+    "label_smoothing",
+    "ema",
+    "mixup",
+    "cutmix",
+    "nproc",
+    "epoch_images",
+)
 
 
 @dataclass(frozen=True)
 class TrainCfg(Checked):
     """Shared by every variant; a variant overrides the keys in :data:`OVERRIDABLE`."""
+
     input_size: int
     crop: float
     pretrained: str  # none | imagenet | path/to/weights.pth
@@ -143,16 +171,22 @@ class TrainCfg(Checked):
     def check(self):
         yield "input_size", 8 <= self.input_size <= 1024, "must be in [8, 1024] px"
         yield "crop", 0 < self.crop <= 1, "must be a fraction in (0, 1]"
-        yield "pretrained", self.pretrained.strip() != "", \
-            "must be none, imagenet or a weights file path"
+        yield (
+            "pretrained",
+            self.pretrained.strip() != "",
+            "must be none, imagenet or a weights file path",
+        )
         yield "lr", 0 < self.lr < 10, "must be in (0, 10)"
         yield "momentum", 0 <= self.momentum < 1, "must be in [0, 1)"
         yield "weight_decay", self.weight_decay >= 0, "must be >= 0"
         yield "warmup_epochs", self.warmup_epochs >= 0, "must be >= 0"
         yield "epochs", self.epochs >= 1, "must be >= 1"
         yield "batch_size", self.batch_size >= 1, "must be >= 1"
-        yield "epoch_images", self.epoch_images is None or self.epoch_images >= 1, \
-            "must be null (the whole train split) or >= 1 images"
+        yield (
+            "epoch_images",
+            self.epoch_images is None or self.epoch_images >= 1,
+            "must be null (the whole train split) or >= 1 images",
+        )
         yield "label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"
         yield "checkpoint_every", self.checkpoint_every >= 1, "must be >= 1"
         yield "ema", 0 <= self.ema < 1, "must be in [0, 1) (0 = off; 0.999 is typical)"
@@ -183,8 +217,11 @@ class EvaluateCfg(Checked):
     def check(self):
         yield "batch_size", self.batch_size >= 1, "must be >= 1"
         yield "outlier_k", self.outlier_k >= 1, "must be >= 1 (train neighbours)"
-        yield "map_train", self.map_train is None or self.map_train >= 1, \
-            "must be null (every train image) or >= 1 images"
+        yield (
+            "map_train",
+            self.map_train is None or self.map_train >= 1,
+            "must be null (every train image) or >= 1 images",
+        )
 
 
 @dataclass(frozen=True)
@@ -218,6 +255,7 @@ class MethodsCfg(Checked, Mapping):
     A read-only mapping ``{method: {setting: value}}`` of the listed methods (what
     ``reduce.reduce_features`` takes); ``.umap`` etc. give the typed settings or None.
     """
+
     pca: PcaCfg | None = None
     tsne: TsneCfg | None = None
     umap: UmapCfg | None = None
@@ -250,7 +288,12 @@ class ReduceCfg(Checked):
 REDUCE_METHODS: dict[str, type] = {"pca": PcaCfg, "tsne": TsneCfg, "umap": UmapCfg}
 
 SECTIONS: dict[str, type] = {
-    "base": BaseCfg, "data": DataCfg, "split": SplitCfg, "train": TrainCfg,
-    "select": SelectCfg, "evaluate": EvaluateCfg, "reduce": ReduceCfg,
+    "base": BaseCfg,
+    "data": DataCfg,
+    "split": SplitCfg,
+    "train": TrainCfg,
+    "select": SelectCfg,
+    "evaluate": EvaluateCfg,
+    "reduce": ReduceCfg,
     "cv": CvCfg,
 }

@@ -6,6 +6,7 @@
 ``TrainCfg``'s, checked on the merged values, and an error names the key where the bad value
 was written (``variants.resnet50.epochs`` or ``train.epochs``).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,13 +28,16 @@ def check_variant_name(name: Any) -> str:
         raise ConfigError(
             f"variants.{name!r}: invalid variant name; a name becomes a folder "
             f"(models/<name>/) and a DVC stage, so use letters, digits, '_', '.' and '-' only, "
-            f"starting with a letter or digit (e.g. resnet50_bf16)", f"variants.{name}")
+            f"starting with a letter or digit (e.g. resnet50_bf16)",
+            f"variants.{name}",
+        )
     return name
 
 
 @dataclass(frozen=True)
 class VariantCfg(Checked):
     """What ``variants.<name>`` sets; ``None`` = inherit from ``train`` (see module doc)."""
+
     model: str | None = None
     lr_scale: float | None = None
     input_size: int | None = None
@@ -62,6 +66,7 @@ assert {f.name for f in fields(VariantCfg)} == {"model", "lr_scale", *OVERRIDABL
 class RunCfg(Checked):
     """Everything one variant really runs with: recorded by MLflow, the checkpoint and
     ``train.json``. Build it with :func:`resolve_variant`, never by hand."""
+
     variant: str
     model: str
     input_size: int
@@ -100,8 +105,10 @@ def _variants(params: dict) -> dict:
     if variants is None:
         return {}
     if not isinstance(variants, dict):
-        raise ConfigError(f"variants: expected a mapping of name -> settings, got "
-                          f"{type(variants).__name__}", "variants")
+        raise ConfigError(
+            f"variants: expected a mapping of name -> settings, got {type(variants).__name__}",
+            "variants",
+        )
     return variants
 
 
@@ -124,13 +131,18 @@ def load_variant(params: dict, name: str) -> VariantCfg:
     variants = _variants(params)
     check_variant_name(name)
     if name not in variants:
-        raise ConfigError(f"variants.{name}: no such variant; defined: "
-                          f"{', '.join(map(str, variants))}", f"variants.{name}")
+        raise ConfigError(
+            f"variants.{name}: no such variant; defined: {', '.join(map(str, variants))}",
+            f"variants.{name}",
+        )
     cfg = from_dict(VariantCfg, variants[name], f"variants.{name}")
     train = _merged_train(name, cfg, params)
     return dataclasses.replace(
-        cfg, model=cfg.model or name, lr_scale=1.0 if cfg.lr_scale is None else cfg.lr_scale,
-        **{k: getattr(train, k) for k in OVERRIDABLE})
+        cfg,
+        model=cfg.model or name,
+        lr_scale=1.0 if cfg.lr_scale is None else cfg.lr_scale,
+        **{k: getattr(train, k) for k in OVERRIDABLE},
+    )
 
 
 def resolve_variant(params: dict, name: str) -> RunCfg:
@@ -141,9 +153,21 @@ def resolve_variant(params: dict, name: str) -> RunCfg:
     scale = v.lr_scale
     lr = train.lr * scale
     if not 0 < lr < 10:
-        raise ConfigError(f"variants.{name}.lr_scale: train.lr {train.lr:g} x {scale:g} = "
-                          f"{lr:g} is outside (0, 10)", f"variants.{name}.lr_scale")
-    shared = {f.name: getattr(train, f.name) for f in fields(TrainCfg)
-              if f.name in {g.name for g in fields(RunCfg)}}
-    return RunCfg(variant=name, model=v.model, seed=base.seed, deterministic=base.deterministic,
-                  device=base.device, **{**shared, "lr": lr})
+        raise ConfigError(
+            f"variants.{name}.lr_scale: train.lr {train.lr:g} x {scale:g} = "
+            f"{lr:g} is outside (0, 10)",
+            f"variants.{name}.lr_scale",
+        )
+    shared = {
+        f.name: getattr(train, f.name)
+        for f in fields(TrainCfg)
+        if f.name in {g.name for g in fields(RunCfg)}
+    }
+    return RunCfg(
+        variant=name,
+        model=v.model,
+        seed=base.seed,
+        deterministic=base.deterministic,
+        device=base.device,
+        **{**shared, "lr": lr},
+    )

@@ -6,6 +6,7 @@
 in the Galaxy10 layout plus ``source.json`` (:class:`deepgal.handoff.Source`: what it is and
 its SHA-256), so every later stage reads one format.
 """
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,10 @@ def check_source(data: DataCfg, out: Path) -> str:
         src = Path(data.local_path).expanduser()
         if not src.is_file():
             raise DownloadError(f"data.local_path: {src} is not a file")
-        return f"data.local_path {src} exists ({src.stat().st_size / 1e9:.2f} GB); " \
-               "its SHA-256 is checked when the stage copies it"
+        return (
+            f"data.local_path {src} exists ({src.stat().st_size / 1e9:.2f} GB); "
+            "its SHA-256 is checked when the stage copies it"
+        )
     return preflight(data.url, out, timeout_s=min(data.timeout_s, 5.0))
 
 
@@ -54,15 +57,23 @@ def acquire(data: DataCfg, base: BaseCfg, out: Path, info: Path) -> Source:
         digest = sha256_file(out)
     else:
         s = data.synthetic
-        log.info("rendering %d synthetic galaxies per class at %d px (seed %d)",
-                 s.per_class, s.image_size, base.seed)
-        write_synthetic(out, per_class=s.per_class, image_size=s.image_size, seed=base.seed,
-                        balance=s.balance)
+        log.info(
+            "rendering %d synthetic galaxies per class at %d px (seed %d)",
+            s.per_class,
+            s.image_size,
+            base.seed,
+        )
+        write_synthetic(
+            out, per_class=s.per_class, image_size=s.image_size, seed=base.seed, balance=s.balance
+        )
         digest = sha256_file(out)
     found = galaxy10.validate(out)
-    source = Source(source=data.source, sha256=digest,
-                    labelled_path=data.path if data.source == "labelled" else None,
-                    **found.as_dict())
+    source = Source(
+        source=data.source,
+        sha256=digest,
+        labelled_path=data.path if data.source == "labelled" else None,
+        **found.as_dict(),
+    )
     source.write(info)
     log.info("%s: %d images of %dx%d px", out, found.n_images, found.height, found.width)
     return source

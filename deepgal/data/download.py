@@ -15,6 +15,7 @@ knows nothing of that file: URL, destination and SHA-256 are arguments.
   any long work. A copy the user already has is taken instead by
   :func:`deepgal.data.local_copy.copy_verified`.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,9 +40,12 @@ _HEX64 = re.compile(r"[0-9a-fA-F]{64}")
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 # requests' names for "the network or the server may recover": refused/reset/DNS
 # (ConnectionError), connect/read timeouts, and a body cut off mid-way (ChunkedEncodingError).
-_NETWORK_ERRORS = (requests.ConnectionError, requests.Timeout,
-                   requests.exceptions.ChunkedEncodingError,
-                   requests.exceptions.ContentDecodingError)
+_NETWORK_ERRORS = (
+    requests.ConnectionError,
+    requests.Timeout,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 class DownloadError(DeepgalError, RuntimeError):
@@ -104,15 +108,25 @@ class _Part:
                 try:
                     f.write(chunk)
                 except OSError as e:
-                    raise DownloadError(f"cannot write {self.path}: {e}; free some disk space "
-                                        "or fix the permissions, then re-run (it resumes)") from e
+                    raise DownloadError(
+                        f"cannot write {self.path}: {e}; free some disk space "
+                        "or fix the permissions, then re-run (it resumes)"
+                    ) from e
                 self.append_hash(chunk)
                 bar.update(len(chunk))
 
 
-def download(url: str, dest: str | Path, sha256: str, *, timeout_s: float = 20,
-             retries: int = 5, backoff_s: float = 1.0, chunk_bytes: int = 1 << 20,
-             progress: bool = True) -> Path:
+def download(
+    url: str,
+    dest: str | Path,
+    sha256: str,
+    *,
+    timeout_s: float = 20,
+    retries: int = 5,
+    backoff_s: float = 1.0,
+    chunk_bytes: int = 1 << 20,
+    progress: bool = True,
+) -> Path:
     """Download ``url`` to ``dest`` unless it is already there with SHA-256 ``sha256``.
 
     ``timeout_s`` bounds each connect and each read; ``retries`` is how many failed attempts in
@@ -128,8 +142,13 @@ def download(url: str, dest: str | Path, sha256: str, *, timeout_s: float = 20,
         if actual == expected:
             log.info("%s is already here with the expected SHA-256; not downloading", dest)
             return dest
-        log.warning("%s exists but its SHA-256 is %s, not %s; downloading it again (the old "
-                    "file stays until the new one verifies)", dest, actual, expected)
+        log.warning(
+            "%s exists but its SHA-256 is %s, not %s; downloading it again (the old "
+            "file stays until the new one verifies)",
+            dest,
+            actual,
+            expected,
+        )
     dest.parent.mkdir(parents=True, exist_ok=True)
     job = _Job(url, dest, expected, timeout_s, retries, backoff_s, chunk_bytes, progress)
     part = _Part(dest.with_name(dest.name + ".part"), chunk_bytes)
@@ -142,8 +161,9 @@ def download(url: str, dest: str | Path, sha256: str, *, timeout_s: float = 20,
         _fetch(session, job, part)
         if part.digest() != expected and resumed:
             # The .part may be from another version of the file: start over once, from zero.
-            log.warning("%s has the wrong SHA-256 after resuming an old %s; starting over",
-                        url, part.path)
+            log.warning(
+                "%s has the wrong SHA-256 after resuming an old %s; starting over", url, part.path
+            )
             part.reset()
             _fetch(session, job, part)
     actual = part.digest()
@@ -152,7 +172,8 @@ def download(url: str, dest: str | Path, sha256: str, *, timeout_s: float = 20,
         raise DownloadError(
             f"{url} downloaded, but its SHA-256 is {actual}, expected {expected}; the download "
             f"was deleted and {dest} left as it was. Re-run to download again; if this persists, "
-            "the URL or `data.sha256` in params.yaml is wrong.")
+            "the URL or `data.sha256` in params.yaml is wrong."
+        )
     os.replace(part.path, dest)
     log.info("%s verified (SHA-256 %s) and saved to %s", url, actual, dest)
     return dest
@@ -171,7 +192,8 @@ def _fetch(session: requests.Session, job: _Job, part: _Part) -> None:
             raise DownloadError(
                 f"{url} answered HTTP {status} {e.response.reason}; not retried, since this "
                 f"is not a passing fault. Check `data.url` in params.yaml, or download the file "
-                f"by hand to {dest} and re-run (`dvc repro` verifies its SHA-256).") from e
+                f"by hand to {dest} and re-run (`dvc repro` verifies its SHA-256)."
+            ) from e
         except (*_NETWORK_ERRORS, _Transient) as e:
             # Progress means bytes beyond any earlier attempt's; only that resets the count.
             failures = 1 if part.size > high_water else failures + 1
@@ -183,10 +205,18 @@ def _fetch(session: requests.Session, job: _Job, part: _Part) -> None:
                     f"proxy settings), then re-run: the {part.size} bytes in {part.path} are "
                     f"kept and resumed. Or download the file by hand to {dest} and re-run "
                     "(`dvc repro` verifies its SHA-256); offline, point `data.local_path` at "
-                    "a copy of the file you already have.") from e
+                    "a copy of the file you already have."
+                ) from e
             delay = job.backoff_s * 2 ** (failures - 1)
-            log.warning("%s: attempt %d failed (%s); retry %d of %d in %.3g s",
-                        url, attempts, e, failures, retries, delay)
+            log.warning(
+                "%s: attempt %d failed (%s); retry %d of %d in %.3g s",
+                url,
+                attempts,
+                e,
+                failures,
+                retries,
+                delay,
+            )
             sleep(delay)
 
 
@@ -194,15 +224,19 @@ def _attempt(session: requests.Session, job: _Job, part: _Part) -> None:
     """One GET from byte ``part.size`` to the end, appended to ``part``."""
     while True:
         headers = {"Range": f"bytes={part.size}-"} if part.size else {}
-        with session.get(job.url, headers=headers, stream=True,
-                         timeout=(job.timeout_s, job.timeout_s)) as resp:
+        with session.get(
+            job.url, headers=headers, stream=True, timeout=(job.timeout_s, job.timeout_s)
+        ) as resp:
             status = resp.status_code
             if status == 416 and part.size:
                 if part.digest() == job.expected:
                     log.info("%s already holds the whole file", part.path)
                     return
-                log.warning("%s holds %d bytes the server cannot continue from (HTTP 416); "
-                            "starting over", part.path, part.size)
+                log.warning(
+                    "%s holds %d bytes the server cannot continue from (HTTP 416); starting over",
+                    part.path,
+                    part.size,
+                )
                 part.reset()
                 continue  # no Range this time, so no second 416
             if status == 429 or status >= 500:
@@ -210,9 +244,15 @@ def _attempt(session: requests.Session, job: _Job, part: _Part) -> None:
             if status not in (200, 206):
                 raise requests.HTTPError(f"HTTP {status}", response=resp)
             total = _total_size(resp, part)
-            with tqdm(total=total, initial=part.size, unit="B", unit_scale=True,
-                      unit_divisor=1024, desc=job.dest.name,
-                      disable=None if job.progress else True) as bar:
+            with tqdm(
+                total=total,
+                initial=part.size,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=job.dest.name,
+                disable=None if job.progress else True,
+            ) as bar:
                 part.write(resp.iter_content(chunk_size=job.chunk_bytes), bar)
             # urllib3 2 raises on a short body itself; urllib3 1.x (still allowed) ends quietly.
             if total is not None and part.size != total:
@@ -233,13 +273,16 @@ def _total_size(resp: requests.Response, part: _Part) -> int | None:
     if not m or int(m[1]) != part.size:
         asked = part.size
         part.reset()
-        raise _Transient(f"asked for bytes {asked}- but got Content-Range {content_range!r}; "
-                         "starting over from byte 0")
+        raise _Transient(
+            f"asked for bytes {asked}- but got Content-Range {content_range!r}; "
+            "starting over from byte 0"
+        )
     return None if m[3] == "*" else int(m[3])
 
 
-def _check_args(url: str, sha256: str, timeout_s: float, retries: int, backoff_s: float,
-                chunk_bytes: int) -> None:
+def _check_args(
+    url: str, sha256: str, timeout_s: float, retries: int, backoff_s: float, chunk_bytes: int
+) -> None:
     parsed = urlparse(url) if isinstance(url, str) else None
     if parsed is None or parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError(f"url must be an http:// or https:// URL, got {url!r}")
@@ -271,16 +314,23 @@ def preflight(url: str, dest: str | Path, timeout_s: float = 5.0) -> str:
     """
     dest = Path(dest)
     try:
-        resp = requests.head(url, allow_redirects=True, timeout=(timeout_s, timeout_s),
-                             headers={"Accept-Encoding": "identity"})
+        resp = requests.head(
+            url,
+            allow_redirects=True,
+            timeout=(timeout_s, timeout_s),
+            headers={"Accept-Encoding": "identity"},
+        )
     except _NETWORK_ERRORS as e:
         raise DownloadError(
             f"{urlparse(url).netloc} does not answer ({type(e).__name__}: {e}); you seem to be "
             f"offline, or `data.url` is wrong. Nothing was changed. Connect and re-run, or "
-            f"point `data.local_path` at a copy of the file you already have.") from e
+            f"point `data.local_path` at a copy of the file you already have."
+        ) from e
     if resp.status_code >= 400 and resp.status_code not in (405, 501):  # HEAD not allowed: ok
-        raise DownloadError(f"{url} answered HTTP {resp.status_code} {resp.reason}; check "
-                            "`data.url` in params.yaml. Nothing was changed.")
+        raise DownloadError(
+            f"{url} answered HTTP {resp.status_code} {resp.reason}; check "
+            "`data.url` in params.yaml. Nothing was changed."
+        )
     length = resp.headers.get("Content-Length", "")
     if not length.isdigit():
         return f"{urlparse(url).netloc} answers; file size not given, free space unchecked"
@@ -292,6 +342,6 @@ def preflight(url: str, dest: str | Path, timeout_s: float = 5.0) -> str:
         raise DownloadError(
             f"{dest.parent}: {free / 1e9:.2f} GB free, but {url} is {size / 1e9:.2f} GB "
             f"({need / 1e9:.2f} GB still to fetch); free some space (DVC's cache needs as much "
-            "again unless its cache.type is a link). Nothing was changed.")
-    return (f"{urlparse(url).netloc} answers; {size / 1e9:.2f} GB to fetch, "
-            f"{free / 1e9:.2f} GB free")
+            "again unless its cache.type is a link). Nothing was changed."
+        )
+    return f"{urlparse(url).netloc} answers; {size / 1e9:.2f} GB to fetch, {free / 1e9:.2f} GB free"

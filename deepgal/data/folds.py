@@ -4,6 +4,7 @@ scikit-learn's ``StratifiedGroupKFold`` (shuffled with the seed) deals whole gro
 :func:`deepgal.data.split.identical_groups`) to folds so each fold's class mix follows the
 whole set's; a group never straddles two folds.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,13 @@ import numpy as np
 from .labelled import check_folds
 
 
-def cv_folds(labels: np.ndarray, folds: int, seed: int, groups: np.ndarray | None = None,
-             path: str = "the labelled set") -> list[tuple[np.ndarray, np.ndarray]]:
+def cv_folds(
+    labels: np.ndarray,
+    folds: int,
+    seed: int,
+    groups: np.ndarray | None = None,
+    path: str = "the labelled set",
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """``folds`` pairs (train indices, held-out indices), each sorted int64; the held-out
     parts are disjoint and cover every row once. labels: (N,) int; groups: (N,) int or None
     (one row per group). Raises :class:`~deepgal.data.labelled.LabelledError` when a class has
@@ -25,5 +31,7 @@ def cv_folds(labels: np.ndarray, folds: int, seed: int, groups: np.ndarray | Non
     groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
     check_folds(labels, folds, path, groups)
     splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    return [(np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64))
-            for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)]
+    return [
+        (np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64))
+        for tr, te in splitter.split(np.zeros(len(labels)), labels, groups)
+    ]

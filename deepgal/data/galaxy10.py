@@ -9,6 +9,7 @@
 Every stage reads this one format, whether the file came from Zenodo or from the synthetic
 renderer, and :func:`validate` checks a file before any long work starts.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,7 +64,9 @@ class Galaxy10Info:
             "path": self.path,
             "n_images": self.n_images,
             "image_size": [self.height, self.width],
-            "class_counts": {name: c for name, c in zip(CLASS_NAMES, self.class_counts)},
+            "class_counts": {
+                name: c for name, c in zip(CLASS_NAMES, self.class_counts, strict=True)
+            },
             "optional_keys": list(self.optional_keys),
         }
 
@@ -86,26 +89,36 @@ def validate(path: str | Path) -> Galaxy10Info:
         hint = "; run `dvc repro download` to create it" if own else ""
         raise FileNotFoundError(f"{path}: no such file{hint}")
     if path.is_dir():
-        raise _fail(path, "a folder, not a Galaxy10 HDF5 file ('images' and 'ans'); for a "
-                          "folder of JPEG/PNG cut-outs use `deepgal predict`")
-    redo = ("delete it and run `dvc repro download` to download or render it again" if own
-            else "check the path, or make the file again")
+        raise _fail(
+            path,
+            "a folder, not a Galaxy10 HDF5 file ('images' and 'ans'); for a "
+            "folder of JPEG/PNG cut-outs use `deepgal predict`",
+        )
+    redo = (
+        "delete it and run `dvc repro download` to download or render it again"
+        if own
+        else "check the path, or make the file again"
+    )
     if not h5py.is_hdf5(path):
         raise _fail(path, f"not an HDF5 file (wrong format or truncated header); {redo}")
     try:
         with h5py.File(path, "r") as f:
             return _validate_open(path, f)
     except OSError as e:  # h5py raises OSError for truncated/corrupt datasets
-        raise _fail(path, f"unreadable HDF5 data ({e}); the file is probably truncated: "
-                          f"{redo}") from e
+        raise _fail(
+            path, f"unreadable HDF5 data ({e}); the file is probably truncated: {redo}"
+        ) from e
 
 
 def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
     for key in (IMAGES_KEY, LABELS_KEY):
         if key not in f:  # images alone are input for `deepgal predict`: say so
-            why = ("images without labels, which `deepgal predict` classifies; training and "
-                   "`deepgal evaluate` need the labels" if key == LABELS_KEY
-                   else "a Galaxy10 file needs 'images' and 'ans'")
+            why = (
+                "images without labels, which `deepgal predict` classifies; training and "
+                "`deepgal evaluate` need the labels"
+                if key == LABELS_KEY
+                else "a Galaxy10 file needs 'images' and 'ans'"
+            )
             raise _fail(path, f"missing dataset '{key}' (found: {sorted(f.keys())}); {why}")
     images, labels = f[IMAGES_KEY], f[LABELS_KEY]
     if images.dtype != np.uint8:
@@ -118,16 +131,21 @@ def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
     if h < 8 or w < 8:
         raise _fail(path, f"'images' are {h}x{w} px; at least 8x8 is needed")
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise _fail(path, f"'ans' has shape {labels.shape} and dtype {labels.dtype}, "
-                          "expected integer labels of shape (N,)")
+        raise _fail(
+            path,
+            f"'ans' has shape {labels.shape} and dtype {labels.dtype}, "
+            "expected integer labels of shape (N,)",
+        )
     if labels.shape[0] != n:
         raise _fail(path, f"length mismatch: {n} images but {labels.shape[0]} labels in 'ans'")
     y = labels[:]
     bad = (y < 0) | (y >= NUM_CLASSES)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise _fail(path, f"label out of range at row {i}: ans[{i}] = {int(y[i])}, "
-                          f"expected 0..{NUM_CLASSES - 1}")
+        raise _fail(
+            path,
+            f"label out of range at row {i}: ans[{i}] = {int(y[i])}, expected 0..{NUM_CLASSES - 1}",
+        )
     optional = []
     for key in OPTIONAL_KEYS:
         if key not in f:
@@ -142,21 +160,26 @@ def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
             values = col[:]
             if not np.isfinite(values).all():
                 i = int(np.flatnonzero(~np.isfinite(values))[0])
-                raise _fail(path, f"'{key}' is not finite at row {i} ({values[i]}); "
-                                  "positions and pixel scales must be real numbers")
+                raise _fail(
+                    path,
+                    f"'{key}' is not finite at row {i} ({values[i]}); "
+                    "positions and pixel scales must be real numbers",
+                )
         if key == "dec":
             values = col[:]
             if (np.abs(values) > 90).any():
                 i = int(np.flatnonzero(np.abs(values) > 90)[0])
-                raise _fail(path, f"'dec' is {values[i]} at row {i}; a declination is in "
-                                  "[-90, 90] degrees")
+                raise _fail(
+                    path, f"'dec' is {values[i]} at row {i}; a declination is in [-90, 90] degrees"
+                )
         optional.append(key)
     # Touch the first and last image: a truncated file fails here, not an hour into training.
     images[0]
     images[n - 1]
     counts = np.bincount(y.astype(np.int64), minlength=NUM_CLASSES)
-    return Galaxy10Info(str(path), int(n), int(h), int(w), tuple(int(c) for c in counts),
-                        tuple(optional))
+    return Galaxy10Info(
+        str(path), int(n), int(h), int(w), tuple(int(c) for c in counts), tuple(optional)
+    )
 
 
 def read_labels(path: str | Path) -> np.ndarray:
@@ -174,8 +197,9 @@ def read_coordinates(path: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
         return f["ra"][:].astype(np.float64), f["dec"][:].astype(np.float64)
 
 
-def read_images(path: str | Path, indices: np.ndarray | None = None,
-                chunk: int = READ_CHUNK) -> np.ndarray:
+def read_images(
+    path: str | Path, indices: np.ndarray | None = None, chunk: int = READ_CHUNK
+) -> np.ndarray:
     """Images (len(indices), H, W, 3) uint8, read in chunks of ``chunk`` rows.
 
     ``indices`` need not be sorted; rows come back in the order given. Memory stays at the
@@ -191,17 +215,17 @@ def read_images(path: str | Path, indices: np.ndarray | None = None,
         sorted_idx = indices[order]
         in_order = bool((order == np.arange(len(order))).all())
         for start in range(0, len(sorted_idx), chunk):
-            part = sorted_idx[start:start + chunk]
+            part = sorted_idx[start : start + chunk]
             lo, hi = int(part[0]), int(part[-1]) + 1
             if in_order and hi - lo == len(part):
                 # A contiguous run landing in consecutive rows: HDF5 writes straight into the
                 # result, with no intermediate block (peak memory stays ~1x the result).
-                ds.read_direct(out, np.s_[lo:hi], np.s_[start:start + len(part)])
+                ds.read_direct(out, np.s_[lo:hi], np.s_[start : start + len(part)])
             elif hi - lo <= 4 * len(part):
                 # One contiguous read per chunk is far faster than h5py fancy indexing.
-                out[order[start:start + chunk]] = ds[lo:hi][part - lo]
+                out[order[start : start + chunk]] = ds[lo:hi][part - lo]
             else:
-                out[order[start:start + chunk]] = read_runs(ds, part)
+                out[order[start : start + chunk]] = read_runs(ds, part)
         return out
 
 
@@ -213,16 +237,20 @@ def read_runs(ds: h5py.Dataset, rows: np.ndarray) -> np.ndarray:
     """
     out = np.empty((len(rows), *ds.shape[1:]), dtype=ds.dtype)
     breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)]):
+    for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
         if b - a == 1:  # h5py's simple-index path is ~3x faster than read_direct here
             out[a] = ds[rows[a]]
         else:
-            ds.read_direct(out, np.s_[rows[a]:rows[b - 1] + 1], np.s_[a:b])
+            ds.read_direct(out, np.s_[rows[a] : rows[b - 1] + 1], np.s_[a:b])
     return out
 
 
-def write_galaxy10(path: str | Path, images: np.ndarray, labels: np.ndarray,
-                   extra: dict[str, np.ndarray] | None = None) -> None:
+def write_galaxy10(
+    path: str | Path,
+    images: np.ndarray,
+    labels: np.ndarray,
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
     """Write ``images`` (N, H, W, 3) uint8 and ``labels`` (N,) in the Galaxy10 layout, atomically.
 
     The file appears at ``path`` only once complete (written to ``path.tmp``, then renamed).
@@ -233,8 +261,9 @@ def write_galaxy10(path: str | Path, images: np.ndarray, labels: np.ndarray,
     try:
         with h5py.File(tmp, "w") as f:
             h, w = images.shape[1:3]
-            f.create_dataset(IMAGES_KEY, data=images, dtype=np.uint8,
-                             chunks=(min(len(images), 64), h, w, 3))
+            f.create_dataset(
+                IMAGES_KEY, data=images, dtype=np.uint8, chunks=(min(len(images), 64), h, w, 3)
+            )
             f.create_dataset(LABELS_KEY, data=np.asarray(labels, dtype=np.uint8))
             for key, col in (extra or {}).items():
                 f.create_dataset(key, data=col)

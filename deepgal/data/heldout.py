@@ -14,6 +14,7 @@ re-encode differs by at most 1.5 (quality 30) and a 2 px shift by at most 2.9, w
 1,225 pairs of distinct galaxies differ by at least 4.2 (median 10.3). Rotated or flipped
 copies are not looked for: the shared file's images are unrotated re-encodes.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,9 +25,9 @@ import torch.nn.functional as F
 
 from . import galaxy10
 
-DUP_TOL = 2.0      # grey levels, mean |difference| of 32 px thumbnails
+DUP_TOL = 2.0  # grey levels, mean |difference| of 32 px thumbnails
 THUMB_PX = 32
-CHUNK = 512        # rows read at a time: ~100 MB of 256 px uint8
+CHUNK = 512  # rows read at a time: ~100 MB of 256 px uint8
 
 
 def thumbnails(path: str | Path, rows: np.ndarray, side: int = THUMB_PX) -> np.ndarray:
@@ -34,14 +35,16 @@ def thumbnails(path: str | Path, rows: np.ndarray, side: int = THUMB_PX) -> np.n
     chunks so that memory stays at one chunk of full-size images."""
     out = np.empty((len(rows), 3, side, side), dtype=np.float32)
     for i in range(0, len(rows), CHUNK):
-        x = torch.from_numpy(galaxy10.read_images(path, rows[i:i + CHUNK])).permute(0, 3, 1, 2)
-        out[i:i + CHUNK] = F.interpolate(x.float(), size=(side, side), mode="bilinear",
-                                         antialias=True, align_corners=False).numpy()
+        x = torch.from_numpy(galaxy10.read_images(path, rows[i : i + CHUNK])).permute(0, 3, 1, 2)
+        out[i : i + CHUNK] = F.interpolate(
+            x.float(), size=(side, side), mode="bilinear", antialias=True, align_corners=False
+        ).numpy()
     return out
 
 
-def near_duplicates(candidates: np.ndarray, excluded: np.ndarray,
-                    tol: float = DUP_TOL) -> np.ndarray:
+def near_duplicates(
+    candidates: np.ndarray, excluded: np.ndarray, tol: float = DUP_TOL
+) -> np.ndarray:
     """Mask (len(candidates),): True where a thumbnail lies within ``tol`` (mean |difference|,
     grey levels) of any thumbnail of ``excluded``."""
     if len(candidates) == 0 or len(excluded) == 0:
@@ -55,9 +58,14 @@ def near_duplicates(candidates: np.ndarray, excluded: np.ndarray,
 HALVES = ("tune", "judge")
 
 
-def held_out_rows(path: str | Path, per_class: int | None, seed: int,
-                  exclude: list[str | Path] = (), tol: float = DUP_TOL,
-                  half: str | None = None) -> tuple[np.ndarray, dict]:
+def held_out_rows(
+    path: str | Path,
+    per_class: int | None,
+    seed: int,
+    exclude: list[str | Path] = (),
+    tol: float = DUP_TOL,
+    half: str | None = None,
+) -> tuple[np.ndarray, dict]:
     """Rows (sorted) of a labelled file: ``per_class`` per class drawn in a seeded order
     (every row when None), skipping near-duplicates of the images of the ``exclude`` files.
 
@@ -70,10 +78,12 @@ def held_out_rows(path: str | Path, per_class: int | None, seed: int,
     info = {"per_class": counts (10,), "excluded": rows dropped as duplicates, "short":
     class names that had fewer than ``per_class``}.
     """
-    if per_class is not None and (isinstance(per_class, bool) or not isinstance(per_class, int)
-                                  or per_class < 1):
-        raise ValueError(f"per_class = {per_class!r}: expected an integer >= 1 (or none: "
-                         "every row)")
+    if per_class is not None and (
+        isinstance(per_class, bool) or not isinstance(per_class, int) or per_class < 1
+    ):
+        raise ValueError(
+            f"per_class = {per_class!r}: expected an integer >= 1 (or none: every row)"
+        )
     if half not in (None, *HALVES):
         raise ValueError(f"half = {half!r}: expected one of {', '.join(HALVES)} (or none)")
     galaxy10.validate(path)  # a bad judge file fails here, named, before any model work
@@ -87,15 +97,18 @@ def held_out_rows(path: str | Path, per_class: int | None, seed: int,
     for c in range(galaxy10.NUM_CLASSES):
         order = rng.permutation(np.flatnonzero(labels == c))
         if half is not None:
-            order = order[:len(order) // 2] if half == "tune" else order[len(order) // 2:]
+            order = order[: len(order) // 2] if half == "tune" else order[len(order) // 2 :]
         want = len(order) if per_class is None else per_class
         got: list[np.ndarray] = []
         pos = 0
         while sum(map(len, got)) < want and pos < len(order):
-            cand = order[pos:pos + max(want - sum(map(len, got)), 1)]
+            cand = order[pos : pos + max(want - sum(map(len, got)), 1)]
             pos += len(cand)
-            dup = near_duplicates(thumbnails(path, cand), ex, tol) if len(ex) else \
-                np.zeros(len(cand), dtype=bool)
+            dup = (
+                near_duplicates(thumbnails(path, cand), ex, tol)
+                if len(ex)
+                else np.zeros(len(cand), dtype=bool)
+            )
             dropped += int(dup.sum())
             got.append(cand[~dup])
         rows = np.concatenate(got) if got else np.zeros(0, dtype=np.int64)

@@ -25,6 +25,7 @@ shrinking). Greyscale and RGBA images become RGB (alpha dropped).
 Every file is checked (Pillow ``verify`` then a full decode, which catches truncation) before
 anything is returned, so a bad file stops the work before any training.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,10 @@ def class_of_folder(name: str) -> int | None:
             return None
         rest = m[2] or ""
         if rest in CLASS_KEYS and CLASS_KEYS.index(rest) != index:
-            raise LabelledError(f"folder '{name}': index {index} is {CLASS_NAMES[index]} but "
-                                f"the name says {CLASS_NAMES[CLASS_KEYS.index(rest)]}; rename it")
+            raise LabelledError(
+                f"folder '{name}': index {index} is {CLASS_NAMES[index]} but "
+                f"the name says {CLASS_NAMES[CLASS_KEYS.index(rest)]}; rename it"
+            )
         return index
     return CLASS_KEYS.index(key) if key in CLASS_KEYS else None
 
@@ -93,28 +96,38 @@ def scan(path: str | Path) -> Labelled:
     """Check the layout of ``path`` and list its rows, without decoding any pixels."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise LabelledError(f"{path}: no such file or folder; set data.path to a Galaxy10 HDF5 "
-                            "file (images + ans) or a folder of class folders of JPEG/PNG")
+        raise LabelledError(
+            f"{path}: no such file or folder; set data.path to a Galaxy10 HDF5 "
+            "file (images + ans) or a folder of class folders of JPEG/PNG"
+        )
     if path.is_file():
         return _scan_h5(path)
     entries = _visible(path)
     folders = [p for p in entries if p.is_dir()]
     loose = [p.name for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     if loose:
-        raise LabelledError(f"{path}: images directly in the folder ({loose[0]}, ...); put "
-                            f"each in a class folder ({VALID_FOLDER_NAMES})")
+        raise LabelledError(
+            f"{path}: images directly in the folder ({loose[0]}, ...); put "
+            f"each in a class folder ({VALID_FOLDER_NAMES})"
+        )
     if not folders:
-        raise LabelledError(f"{path}: empty folder, no class folders; add one folder per class "
-                            f"({VALID_FOLDER_NAMES}) holding its JPEG/PNG cut-outs")
+        raise LabelledError(
+            f"{path}: empty folder, no class folders; add one folder per class "
+            f"({VALID_FOLDER_NAMES}) holding its JPEG/PNG cut-outs"
+        )
     by_class: dict[int, Path] = {}
     for folder in folders:
         c = class_of_folder(folder.name)
         if c is None:
-            raise LabelledError(f"{folder}: the folder name maps to no Galaxy10 class; name it "
-                                f"by index or class, one of: {VALID_FOLDER_NAMES}")
+            raise LabelledError(
+                f"{folder}: the folder name maps to no Galaxy10 class; name it "
+                f"by index or class, one of: {VALID_FOLDER_NAMES}"
+            )
         if c in by_class:
-            raise LabelledError(f"{by_class[c]} and {folder} are both class {c} "
-                                f"({CLASS_NAMES[c]}); merge them into one folder")
+            raise LabelledError(
+                f"{by_class[c]} and {folder} are both class {c} "
+                f"({CLASS_NAMES[c]}); merge them into one folder"
+            )
         by_class[c] = folder
     labels, names = [], []
     for c in sorted(by_class):
@@ -127,12 +140,15 @@ def scan(path: str | Path) -> Labelled:
 def _class_files(folder: Path) -> list[Path]:
     files = _visible(folder)
     if not files:
-        raise LabelledError(f"{folder}: empty class folder; add its JPEG/PNG cut-outs or "
-                            "remove the folder")
+        raise LabelledError(
+            f"{folder}: empty class folder; add its JPEG/PNG cut-outs or remove the folder"
+        )
     for f in files:
         if not f.is_file() or f.suffix.lower() not in IMAGE_SUFFIXES:
-            raise LabelledError(f"{f}: not a {'/'.join(IMAGE_SUFFIXES)} file; a class folder "
-                                "holds only cut-outs: move or remove it")
+            raise LabelledError(
+                f"{f}: not a {'/'.join(IMAGE_SUFFIXES)} file; a class folder "
+                "holds only cut-outs: move or remove it"
+            )
     return files
 
 
@@ -140,15 +156,18 @@ def _scan_h5(path: Path) -> Labelled:
     if h5py.is_hdf5(path):
         with h5py.File(path, "r") as f:
             if LABELS_KEY not in f:
-                raise LabelledError(f"{path}: no '{LABELS_KEY}' dataset (found: "
-                                    f"{sorted(f.keys())}); a labelled set needs the class "
-                                    f"index 0..9 of each image in '{LABELS_KEY}' (for "
-                                    "unlabelled images use `deepgal predict`)")
+                raise LabelledError(
+                    f"{path}: no '{LABELS_KEY}' dataset (found: "
+                    f"{sorted(f.keys())}); a labelled set needs the class "
+                    f"index 0..9 of each image in '{LABELS_KEY}' (for "
+                    "unlabelled images use `deepgal predict`)"
+                )
     try:
         info = validate(path)
     except Galaxy10FormatError as e:
-        raise LabelledError(f"{e}; data.path needs a Galaxy10-layout HDF5 file or a folder "
-                            "of class folders") from e
+        raise LabelledError(
+            f"{e}; data.path needs a Galaxy10-layout HDF5 file or a folder of class folders"
+        ) from e
     with h5py.File(path, "r") as f:
         labels = f[LABELS_KEY][:].astype(np.uint8)
     return Labelled(path, "hdf5", labels, tuple(str(i) for i in range(info.n_images)))
@@ -165,8 +184,9 @@ def _open_checked(file: Path):
         im.load()  # full decode: a truncated JPEG fails here
         return im.convert("RGB")
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise LabelledError(f"{file}: not a readable JPEG/PNG image or truncated ({e}); "
-                            "replace or remove it") from e
+        raise LabelledError(
+            f"{file}: not a readable JPEG/PNG image or truncated ({e}); replace or remove it"
+        ) from e
 
 
 def _square_resize(im, side: int):
@@ -187,15 +207,21 @@ def _fit(images: list, size: int | None, path: Path) -> np.ndarray:
         return np.stack([np.asarray(im, np.uint8) for im in images])
     side = size or min(min(s) for s in shapes)
     if size is None:
-        log.warning("%s: images of %d different sizes; each is centre-cropped to a square and "
-                    "resized to %d px (the smallest side)", path, len(shapes), side)
+        log.warning(
+            "%s: images of %d different sizes; each is centre-cropped to a square and "
+            "resized to %d px (the smallest side)",
+            path,
+            len(shapes),
+            side,
+        )
     if side < 8:
         raise LabelledError(f"{path}: images would be {side} px; at least 8 px is needed")
     return np.stack([np.asarray(_square_resize(im, side), np.uint8) for im in images])
 
 
-def read_labelled(path: str | Path, size: int | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
+def read_labelled(
+    path: str | Path, size: int | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read a labelled set: (images uint8 (N, H, W, 3), labels uint8 (N,), row names (N,)).
 
     ``path``: a Galaxy10-layout HDF5 file or a folder of class folders (module docstring for
@@ -216,8 +242,13 @@ def read_labelled(path: str | Path, size: int | None = None
     return _fit(pictures, size, ls.path), ls.labels, ls.names
 
 
-def check_folds(labels: np.ndarray, folds: int, path: str | Path,
-                groups: np.ndarray | None = None, key: str = "cv.folds") -> None:
+def check_folds(
+    labels: np.ndarray,
+    folds: int,
+    path: str | Path,
+    groups: np.ndarray | None = None,
+    key: str = "cv.folds",
+) -> None:
     """Raise LabelledError unless every class present has at least ``folds`` galaxies
     (``groups`` (N,): rows of one group count once). ``folds`` < 2 checks nothing. ``key``:
     the parameter the message tells the user to lower."""
@@ -228,6 +259,8 @@ def check_folds(labels: np.ndarray, folds: int, path: str | Path,
     for c in np.unique(labels):
         n = len(np.unique(groups[labels == c]))
         if n < folds:
-            raise LabelledError(f"{path}: class {int(c)} ({CLASS_NAMES[c]}) has {n} distinct "
-                                f"image(s), fewer than {key} = {folds}; add images of "
-                                f"this class, remove the class, or lower {key}")
+            raise LabelledError(
+                f"{path}: class {int(c)} ({CLASS_NAMES[c]}) has {n} distinct "
+                f"image(s), fewer than {key} = {folds}; add images of "
+                f"this class, remove the class, or lower {key}"
+            )

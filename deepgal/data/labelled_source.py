@@ -12,6 +12,7 @@ The digest is SHA-256 of an HDF5 file, or for a folder SHA-256 over its sorted l
 ``<class folder>/<file> <SHA-256 of the file>``: adding, removing, renaming or editing one
 image changes it. ``data.path_sha256``, when set, must equal it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,13 +47,20 @@ def manifest(source: str, path: str | Path, expected_sha256: str | None = None) 
     ls = scan(path)
     sha = digest(path)
     if expected_sha256 and sha != expected_sha256.lower():
-        raise LabelledError(f"{ls.path}: its digest is {sha}, but data.path_sha256 is "
-                            f"{expected_sha256}; the set changed. Check it, then set "
-                            "data.path_sha256 to the new digest (or null)")
+        raise LabelledError(
+            f"{ls.path}: its digest is {sha}, but data.path_sha256 is "
+            f"{expected_sha256}; the set changed. Check it, then set "
+            "data.path_sha256 to the new digest (or null)"
+        )
     counts = np.bincount(ls.labels, minlength=len(CLASS_NAMES))
-    return {"source": source, "path": str(path), "kind": ls.kind, "n_images": len(ls.labels),
-            "class_counts": {n: int(c) for n, c in zip(CLASS_NAMES, counts) if c},
-            "sha256": sha}
+    return {
+        "source": source,
+        "path": str(path),
+        "kind": ls.kind,
+        "n_images": len(ls.labels),
+        "class_counts": {n: int(c) for n, c in zip(CLASS_NAMES, counts, strict=True) if c},
+        "sha256": sha,
+    }
 
 
 def convert(path: str | Path, out: str | Path, size: int | None = None) -> None:

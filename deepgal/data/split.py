@@ -5,6 +5,7 @@ that every model's preprocessing normalises with. The real Galaxy10 file holds s
 more than once (59 pairs of rows share identical ra/dec, more lie within arcseconds), so rows
 close on the sky form one group (:func:`sky_groups`) and a group never straddles two splits.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -81,21 +82,32 @@ def group_summary(groups: np.ndarray, labels: np.ndarray) -> dict:
     "mixed_label_groups"}`` (merged = groups of more than one row)."""
     groups, labels = np.asarray(groups, np.int64), np.asarray(labels)
     if len(groups) == 0:
-        return {"groups": 0, "merged_groups": 0, "rows_in_merged_groups": 0,
-                "mixed_label_groups": 0}
+        return {
+            "groups": 0,
+            "merged_groups": 0,
+            "rows_in_merged_groups": 0,
+            "mixed_label_groups": 0,
+        }
     sizes = np.bincount(groups)
     multi = np.flatnonzero(sizes > 1)
     order = np.argsort(groups, kind="stable")
     starts = np.flatnonzero(np.r_[True, np.diff(groups[order]) != 0])
     lab = labels[order]
     mixed = np.minimum.reduceat(lab, starts) != np.maximum.reduceat(lab, starts)
-    return {"groups": int(len(sizes)), "merged_groups": int(len(multi)),
-            "rows_in_merged_groups": int(sizes[multi].sum()),
-            "mixed_label_groups": int(mixed.sum())}
+    return {
+        "groups": int(len(sizes)),
+        "merged_groups": int(len(multi)),
+        "rows_in_merged_groups": int(sizes[multi].sum()),
+        "mixed_label_groups": int(mixed.sum()),
+    }
 
 
-def group_rows(labels: np.ndarray, coords: tuple[np.ndarray, np.ndarray] | None,
-               arcsec: float, identical: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+def group_rows(
+    labels: np.ndarray,
+    coords: tuple[np.ndarray, np.ndarray] | None,
+    arcsec: float,
+    identical: np.ndarray | None = None,
+) -> tuple[np.ndarray, dict]:
     """Group ids (N,) int64 for :func:`stratified_split` and a summary for ``stats.json``.
 
     ``coords``: (ra, dec) in degrees, or None (no positions). Without positions the groups
@@ -107,12 +119,17 @@ def group_rows(labels: np.ndarray, coords: tuple[np.ndarray, np.ndarray] | None,
     else:
         groups = np.arange(len(labels)) if identical is None else np.asarray(identical, np.int64)
     extra = {"identical_images": True} if coords is None and identical is not None else {}
-    return groups, {"arcsec": arcsec, "coordinates": coords is not None, **extra,
-                    **group_summary(groups, np.asarray(labels))}
+    return groups, {
+        "arcsec": arcsec,
+        "coordinates": coords is not None,
+        **extra,
+        **group_summary(groups, np.asarray(labels)),
+    }
 
 
-def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
-                     groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+def stratified_split(
+    labels: np.ndarray, fractions: dict[str, float], seed: int, groups: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
     """Split row indices per class with the given fractions, keeping each group in one split.
 
     labels: (N,) int. fractions: {"train": .8, "val": .1, "test": .1}, summing to 1.
@@ -140,14 +157,17 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
         groups = np.arange(len(labels))
     groups = np.asarray(groups, np.int64)
     if groups.shape != labels.shape:
-        raise SplitError(f"groups has shape {groups.shape}, labels {labels.shape}: one group "
-                         "id per row is needed")
+        raise SplitError(
+            f"groups has shape {groups.shape}, labels {labels.shape}: one group "
+            "id per row is needed"
+        )
     # Rows of each group (a stable sort keeps row order inside a group).
     order = np.argsort(groups, kind="stable")
     uniq, starts, sizes = np.unique(groups[order], return_index=True, return_counts=True)
     members = np.split(order, starts[1:])
-    group_class = np.array([np.bincount(labels[m], minlength=NUM_CLASSES).argmax()
-                            for m in members], dtype=np.int64)
+    group_class = np.array(
+        [np.bincount(labels[m], minlength=NUM_CLASSES).argmax() for m in members], dtype=np.int64
+    )
     rng = np.random.default_rng(seed)
     wanted = [s for s in ("val", "test") if fractions.get(s, 0.0) > 0]
     out: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
@@ -161,7 +181,8 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
                 f"class {c} ({CLASS_NAMES[c]}) has {n} image(s) in {len(gidx)} group(s), too "
                 f"few to split into {', '.join(['train', *wanted])}: it needs at least "
                 f"{1 + len(wanted)} (galaxies within split.group_arcsec count once). Use more "
-                f"images (data.synthetic.per_class) or set split.test to 0.")
+                f"images (data.synthetic.per_class) or set split.test to 0."
+            )
         target = {s: max(1, int(round(n * fractions[s]))) for s in wanted}
         rows = {s: 0 for s in SPLITS}
         perm = rng.permutation(gidx)
@@ -174,12 +195,15 @@ def stratified_split(labels: np.ndarray, fractions: dict[str, float], seed: int,
                 split = empty[0]
             rows[split] += int(sizes[g])
             out[split].append(members[g])
-    return {s: np.sort(np.concatenate(parts)).astype(np.int64) if parts
-            else np.empty(0, np.int64) for s, parts in out.items()}
+    return {
+        s: np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
+        for s, parts in out.items()
+    }
 
 
-def channel_stats(h5_path: str | Path, indices: np.ndarray,
-                  chunk: int = READ_CHUNK) -> tuple[list[float], list[float]]:
+def channel_stats(
+    h5_path: str | Path, indices: np.ndarray, chunk: int = READ_CHUNK
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the given images, in units of pixel/255.
 
     Counted exactly: a 256-bin histogram of each channel's uint8 values (integer counts, so
@@ -191,7 +215,7 @@ def channel_stats(h5_path: str | Path, indices: np.ndarray,
     hist = np.zeros((3, 256), np.int64)
     indices = np.sort(np.asarray(indices, dtype=np.int64))
     for start in range(0, len(indices), chunk):
-        count_levels(read_images(h5_path, indices[start:start + chunk]), hist)
+        count_levels(read_images(h5_path, indices[start : start + chunk]), hist)
     if int(hist[0].sum()) == 0:
         raise SplitError(f"{h5_path}: the train split is empty; cannot compute statistics")
     return level_moments(hist)
@@ -201,7 +225,7 @@ def count_levels(images: np.ndarray, hist: np.ndarray) -> np.ndarray:
     """Add the uint8 values of images (N, H, W, 3) to ``hist`` (3, 256) int64, per channel, a
     few images at a time (no float copy); returns ``hist``."""
     for row in range(0, len(images), _COUNT_ROWS):  # bincount widens to int64: slices
-        part = np.asarray(images[row:row + _COUNT_ROWS])
+        part = np.asarray(images[row : row + _COUNT_ROWS])
         for c in range(3):
             hist[c] += np.bincount(part[..., c].ravel(), minlength=256)
     return hist
@@ -221,9 +245,15 @@ def level_moments(hist: np.ndarray) -> tuple[list[float], list[float]]:
     return mean, std
 
 
-def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.ndarray,
-                mean: list[float], std: list[float], source: dict,
-                grouping: dict | None = None) -> None:
+def write_split(
+    out_dir: str | Path,
+    splits: dict[str, np.ndarray],
+    labels: np.ndarray,
+    mean: list[float],
+    std: list[float],
+    source: dict,
+    grouping: dict | None = None,
+) -> None:
     """Write ``<split>.npy`` index files and ``stats.json``; each file atomically.
 
     ``grouping``: what the sky grouping did (:func:`group_summary` plus ``arcsec`` and
@@ -232,22 +262,39 @@ def write_split(out_dir: str | Path, splits: dict[str, np.ndarray], labels: np.n
     out_dir.mkdir(parents=True, exist_ok=True)
     for s, idx in splits.items():
         SplitRows(idx).write(out_dir / f"{s}.npy")
-    SplitStats(mean=list(mean), std=list(std), source=dict(source),
-               counts={s: {name: int((labels[idx] == c).sum())
-                           for c, name in enumerate(CLASS_NAMES)} for s, idx in splits.items()},
-               sizes={s: int(len(idx)) for s, idx in splits.items()},
-               grouping=grouping).write(out_dir / "stats.json")
+    SplitStats(
+        mean=list(mean),
+        std=list(std),
+        source=dict(source),
+        counts={
+            s: {name: int((labels[idx] == c).sum()) for c, name in enumerate(CLASS_NAMES)}
+            for s, idx in splits.items()
+        },
+        sizes={s: int(len(idx)) for s, idx in splits.items()},
+        grouping=grouping,
+    ).write(out_dir / "stats.json")
 
 
 def _log_grouping(data: str | Path, g: dict) -> None:
     if g["coordinates"]:
-        log.info("merged %d rows into %d groups (galaxies within %g arcsec; %d with mixed "
-                 "labels); %d groups in all", g["rows_in_merged_groups"], g["merged_groups"],
-                 g["arcsec"], g["mixed_label_groups"], g["groups"])
+        log.info(
+            "merged %d rows into %d groups (galaxies within %g arcsec; %d with mixed "
+            "labels); %d groups in all",
+            g["rows_in_merged_groups"],
+            g["merged_groups"],
+            g["arcsec"],
+            g["mixed_label_groups"],
+            g["groups"],
+        )
     else:
-        log.info("no ra/dec in %s: rows with identical pixels are one galaxy (%d rows merged "
-                 "into %d groups; %d with mixed labels)", data, g["rows_in_merged_groups"],
-                 g["merged_groups"], g["mixed_label_groups"])
+        log.info(
+            "no ra/dec in %s: rows with identical pixels are one galaxy (%d rows merged "
+            "into %d groups; %d with mixed labels)",
+            data,
+            g["rows_in_merged_groups"],
+            g["merged_groups"],
+            g["mixed_label_groups"],
+        )
 
 
 def file_groups(data: str | Path, labels: np.ndarray, arcsec: float) -> tuple[np.ndarray, dict]:
@@ -259,8 +306,14 @@ def file_groups(data: str | Path, labels: np.ndarray, arcsec: float) -> tuple[np
     return group_rows(labels, coords, arcsec, identical)
 
 
-def split_file(data: str | Path, source: Source | dict, out_dir: str | Path, fractions: dict[str, float],
-               seed: int, arcsec: float) -> dict:
+def split_file(
+    data: str | Path,
+    source: Source | dict,
+    out_dir: str | Path,
+    fractions: dict[str, float],
+    seed: int,
+    arcsec: float,
+) -> dict:
     """The split stage's work: validate the Galaxy10 file ``data``, group its rows on the sky
     (or, without ra/dec, rows with identical pixels: :func:`group_rows`), split them (:func:`stratified_split`), count the channel statistics
     of the **train** rows only (:func:`channel_stats`) and write it all (:func:`write_split`).
@@ -275,9 +328,15 @@ def split_file(data: str | Path, source: Source | dict, out_dir: str | Path, fra
     _log_grouping(data, grouping)  # before the split: a too-small class's error follows it
     splits = stratified_split(labels, fractions, seed, groups)
     mean, std = channel_stats(data, splits["train"])
-    write_split(out_dir, splits, labels, mean, std,
-                source={"source": source.source, "sha256": source.sha256},
-                grouping=grouping)
+    write_split(
+        out_dir,
+        splits,
+        labels,
+        mean,
+        std,
+        source={"source": source.source, "sha256": source.sha256},
+        grouping=grouping,
+    )
     return {"splits": splits, "mean": mean, "std": std, "grouping": grouping}
 
 

@@ -16,6 +16,7 @@ at least :data:`MIN_SIDE` cells across at the checkpoint's input size: the deepe
 the most class-specific evidence, but a ResNet's last stage at 32 px is a 1x1 grid, which
 localises nothing, so a shallower stage is taken there.
 """
+
 from __future__ import annotations
 
 import copy
@@ -41,10 +42,11 @@ class MissingExtraError(DeepgalError, ImportError):
 TARGET_LAYERS: dict[str, tuple[str, ...]] = {
     "smallnet": ("body.4", "body.1"),
     "customnet": ("body.14", "body.10", "body.6", "body.2"),
-    **{name: ("body.layer4", "body.layer3", "body.layer2", "body.layer1")
-       for name in ("resnet18", "resnet50", "resnet152")},
-    "convnext_tiny": ("body.features.7", "body.features.5", "body.features.3",
-                      "body.features.1"),
+    **{
+        name: ("body.layer4", "body.layer3", "body.layer2", "body.layer1")
+        for name in ("resnet18", "resnet50", "resnet152")
+    },
+    "convnext_tiny": ("body.features.7", "body.features.5", "body.features.3", "body.features.1"),
 }
 
 
@@ -53,13 +55,18 @@ def output_sides(model: nn.Module, names: tuple[str, ...], input_size: int) -> d
     mode, so batch-norm statistics stay as they are; the model's mode is restored)."""
     sides: dict[str, int] = {}
     modules = dict(model.named_modules())
-    hooks = [modules[n].register_forward_hook(
-        lambda _m, _i, out, n=n: sides.__setitem__(n, int(out.shape[-1]))) for n in names]
+    hooks = [
+        modules[n].register_forward_hook(
+            lambda _m, _i, out, n=n: sides.__setitem__(n, int(out.shape[-1]))
+        )
+        for n in names
+    ]
     was_training = model.training
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, 3, input_size, input_size,
-                                     device=next(model.parameters()).device))
+            model.eval()(
+                torch.zeros(1, 3, input_size, input_size, device=next(model.parameters()).device)
+            )
     finally:
         model.train(was_training)
         for h in hooks:
@@ -70,16 +77,22 @@ def output_sides(model: nn.Module, names: tuple[str, ...], input_size: int) -> d
 def target_layer(model: Net, input_size: int) -> str:
     """The name of the module of ``model`` Grad-CAM attributes to (see the module docstring)."""
     if model.name not in TARGET_LAYERS:
-        raise ValueError(f"no Grad-CAM target layer for model {model.name!r}; known: "
-                         f"{', '.join(TARGET_LAYERS)}")
+        raise ValueError(
+            f"no Grad-CAM target layer for model {model.name!r}; known: {', '.join(TARGET_LAYERS)}"
+        )
     names = TARGET_LAYERS[model.name]
     sides = output_sides(model, names, input_size)
     return next((n for n in names if sides[n] >= MIN_SIDE), names[-1])
 
 
-def grad_cam(model: Net, images: np.ndarray, pre: Preprocess, device: torch.device,
-             targets: np.ndarray | None = None, batch_size: int = 32
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+def grad_cam(
+    model: Net,
+    images: np.ndarray,
+    pre: Preprocess,
+    device: torch.device,
+    targets: np.ndarray | None = None,
+    batch_size: int = 32,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
     """Grad-CAM of ``images`` (N, H, W, 3) uint8 for classes ``targets`` (N,) int (default:
     each image's predicted class).
 
@@ -92,8 +105,9 @@ def grad_cam(model: Net, images: np.ndarray, pre: Preprocess, device: torch.devi
     try:
         from captum.attr import LayerAttribution, LayerGradCam
     except ImportError as e:
-        raise MissingExtraError("Grad-CAM maps need Captum: pip install 'deepgal[explore]' "
-                          "(or pip install captum)") from e
+        raise MissingExtraError(
+            "Grad-CAM maps need Captum: pip install 'deepgal[explore]' (or pip install captum)"
+        ) from e
 
     net = copy.deepcopy(model).to(device).eval().float()
     for m in net.modules():
@@ -104,20 +118,27 @@ def grad_cam(model: Net, images: np.ndarray, pre: Preprocess, device: torch.devi
     cam = LayerGradCam(net, dict(net.named_modules())[layer])
     maps, logits, views = [], [], []
     for start in range(0, len(images), batch_size):
-        xb = torch.as_tensor(np.ascontiguousarray(images[start:start + batch_size]))
+        xb = torch.as_tensor(np.ascontiguousarray(images[start : start + batch_size]))
         x = prepare_batch(xb.to(device), pre, channels_last=False)  # (B, 3, S, S)
         with torch.no_grad():
             out = net(x).float()
-        t = out.argmax(1) if targets is None else \
-            torch.as_tensor(targets[start:start + len(x)], device=device, dtype=torch.int64)
+        t = (
+            out.argmax(1)
+            if targets is None
+            else torch.as_tensor(targets[start : start + len(x)], device=device, dtype=torch.int64)
+        )
         a = cam.attribute(x, target=t, relu_attributions=True)  # (B, 1, h, w)
         a = LayerAttribution.interpolate(a, (s, s), interpolate_mode="bilinear")[:, 0]
         peak = a.flatten(1).amax(1).clamp_min(torch.finfo(a.dtype).tiny)[:, None, None]
         maps.append((a / peak).clamp(0, 1).detach().cpu())
         logits.append(out.cpu())
         views.append(_unnormalise(x, pre).cpu())
-    return (torch.cat(maps).numpy().astype(np.float32), torch.cat(logits).numpy(),
-            torch.cat(views).numpy(), layer)
+    return (
+        torch.cat(maps).numpy().astype(np.float32),
+        torch.cat(logits).numpy(),
+        torch.cat(views).numpy(),
+        layer,
+    )
 
 
 def _unnormalise(x: torch.Tensor, pre: Preprocess) -> torch.Tensor:

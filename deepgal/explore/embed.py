@@ -9,6 +9,7 @@ and written atomically, so an interrupted run leaves no half-written cache file.
 The default cache folder is ``$DEEPGAL_CACHE``, else ``$XDG_CACHE_HOME/deepgal``, else
 ``~/.cache/deepgal``, with embeddings under ``embeddings/``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -91,8 +92,9 @@ def cache_file(cache_dir: Path, model: Model, cut: Cutouts, tta: bool) -> Path:
     return Path(cache_dir) / "embeddings" / name
 
 
-def file_embedding(model: Model, cut: Cutouts, cache_dir: Path, batch_size: int = 256,
-                   tta: bool = False) -> np.ndarray:
+def file_embedding(
+    model: Model, cut: Cutouts, cache_dir: Path, batch_size: int = 256, tta: bool = False
+) -> np.ndarray:
     """Embedding (N, D) float32 of every image of ``cut``, rows in ``cut.names`` order: read
     from the cache when this checkpoint has embedded these bytes before, else computed and
     cached. ``tta``: averaged over the 8 rotation/flip views (near rotation-invariant)."""
@@ -105,8 +107,9 @@ def file_embedding(model: Model, cut: Cutouts, cache_dir: Path, batch_size: int 
                 return vectors
         except (OSError, ValueError) as e:  # damaged by something outside deepgal
             log.warning("%s: unreadable cache file (%s); computing it again", path, e)
-    vectors = predict(cut, model.model, model.pre, model.device, batch_size, tta,
-                      output="features", desc="embed")
+    vectors = predict(
+        cut, model.model, model.pre, model.device, batch_size, tta, output="features", desc="embed"
+    )
     buf = io.BytesIO()
     np.save(buf, vectors, allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
@@ -114,8 +117,7 @@ def file_embedding(model: Model, cut: Cutouts, cache_dir: Path, batch_size: int 
     return vectors
 
 
-def row_images(model: Model, cut: Cutouts, rows: np.ndarray, side: int | None = None
-               ) -> np.ndarray:
+def row_images(model: Model, cut: Cutouts, rows: np.ndarray, side: int | None = None) -> np.ndarray:
     """Images (len(rows), H, W, 3) uint8 of ``cut``'s rows as stored (HDF5); a folder's
     cut-outs centre-cropped and resized to ``side`` px (default: as the model is given them)."""
     rows = np.asarray(rows, dtype=np.int64)

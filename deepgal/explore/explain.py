@@ -1,6 +1,7 @@
 """What ``deepgal explain`` runs: Grad-CAM maps of chosen rows of a file, as a gallery (each
 galaxy as the model saw it, then with the map of its predicted class over it), a CSV and the
 maps themselves."""
+
 from __future__ import annotations
 
 import io
@@ -28,8 +29,9 @@ def check_rows(rows: Sequence[int], cut: Cutouts) -> np.ndarray:
     return np.asarray(rows, dtype=np.int64)
 
 
-def explain(model: Model, cut: Cutouts, rows: np.ndarray, out: Path,
-            batch_size: int = 32) -> pd.DataFrame:
+def explain(
+    model: Model, cut: Cutouts, rows: np.ndarray, out: Path, batch_size: int = 32
+) -> pd.DataFrame:
     """Grad-CAM of ``rows`` of ``cut`` for each one's predicted class. Writes ``out/explain.png``,
     ``out/explain.csv`` (name, label, predicted class, its probability (calibrated when the
     checkpoint carries a temperature), the layer) and ``out/explain.npz`` (``rows`` (k,),
@@ -38,8 +40,9 @@ def explain(model: Model, cut: Cutouts, rows: np.ndarray, out: Path,
 
     classes = model.class_names
     images = row_images(model, cut, rows)
-    maps, logits, views, layer = grad_cam(model.model, images, model.pre, model.device,
-                                          batch_size=batch_size)
+    maps, logits, views, layer = grad_cam(
+        model.model, images, model.pre, model.device, batch_size=batch_size
+    )
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
     cal = Calibration.from_checkpoint(model.ckpt, model.path)
@@ -58,16 +61,22 @@ def explain(model: Model, cut: Cutouts, rows: np.ndarray, out: Path,
         known = f"\nlabel: {df['label_name'][i]}" if cut.labels is not None else ""
         name = cut.names[r] if col == "file" else f"#{r}"
         cells.append(Cell(views[i], f"{name}{known}"))
-        cells.append(Cell(views[i], f"predicted {classes[pred[i]]}\np={probs[i, pred[i]]:.2f}",
-                          heat=maps[i]))
+        cells.append(
+            Cell(views[i], f"predicted {classes[pred[i]]}\np={probs[i, pred[i]]:.2f}", heat=maps[i])
+        )
     out = Path(out)
     buf = io.BytesIO()
     np.savez_compressed(buf, rows=rows, maps=maps)
     atomic_write_bytes(out / "explain.npz", buf.getvalue())
     atomic_write_text(out / "explain.csv", df.to_csv(index=False, float_format="%.6f"))
-    plot_gallery(cells, f"Grad-CAM of {model.path.name} ({model.ckpt.get('model_name')}, layer "
-                 f"{layer}): where the evidence for the predicted class lies", out / "explain.png",
-                 max_cols=6, pairs=True)
+    plot_gallery(
+        cells,
+        f"Grad-CAM of {model.path.name} ({model.ckpt.get('model_name')}, layer "
+        f"{layer}): where the evidence for the predicted class lies",
+        out / "explain.png",
+        max_cols=6,
+        pairs=True,
+    )
     return df
 
 

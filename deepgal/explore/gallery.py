@@ -1,4 +1,5 @@
 """Captioned thumbnail galleries: the PNGs of ``deepgal similar`` and ``deepgal explain``."""
+
 from __future__ import annotations
 
 import math
@@ -28,8 +29,9 @@ class Cell:
     frame: str | None = None
 
 
-def plot_gallery(cells: Sequence[Cell], title: str, path: str | Path,
-                 max_cols: int = 7, pairs: bool = False) -> Figure:
+def plot_gallery(
+    cells: Sequence[Cell], title: str, path: str | Path, max_cols: int = 7, pairs: bool = False
+) -> Figure:
     """``cells`` left to right in rows of at most ``max_cols``, the rows as even as can be
     (``pairs``: an even number per row, so pairs of cells stay together), under ``title``;
     writes a PNG atomically."""
@@ -52,8 +54,15 @@ def plot_gallery(cells: Sequence[Cell], title: str, path: str | Path,
         ax.imshow(img, extent=(0, w, h, 0))
         if cell.heat is not None:
             # Bilinear upsampling of the coarse map, half transparent over the galaxy.
-            ax.imshow(np.clip(cell.heat, 0, 1), cmap="jet", alpha=0.45, vmin=0, vmax=1,
-                      extent=(0, w, h, 0), interpolation="bilinear")
+            ax.imshow(
+                np.clip(cell.heat, 0, 1),
+                cmap="jet",
+                alpha=0.45,
+                vmin=0,
+                vmax=1,
+                extent=(0, w, h, 0),
+                interpolation="bilinear",
+            )
         if cell.frame:
             for spine in ax.spines.values():
                 spine.set_visible(True)

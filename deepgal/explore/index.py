@@ -17,6 +17,7 @@ costs more than the search saves. Hence :data:`FAISS_MIN_QUERIES` and :data:`FAI
 For an exact flat index "building" is storing the vectors, so the cached embedding
 (:mod:`deepgal.explore.embed`) is the index that is reused.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -48,8 +49,10 @@ def pick_backend(backend: str, n_rows: int, n_queries: int) -> str:
     if backend not in BACKENDS:
         raise ValueError(f"index backend must be one of {BACKENDS}, got {backend!r}")
     if backend == "faiss" and not faiss_available():
-        raise ValueError("index backend 'faiss' needs the faiss-cpu package: "
-                         "pip install 'deepgal[explore]' (or faiss-cpu)")
+        raise ValueError(
+            "index backend 'faiss' needs the faiss-cpu package: "
+            "pip install 'deepgal[explore]' (or faiss-cpu)"
+        )
     if backend != "auto":
         return backend
     big = n_queries >= FAISS_MIN_QUERIES and n_rows * n_queries >= FAISS_MIN_WORK
@@ -88,8 +91,10 @@ class NeighbourIndex:
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = normalise(queries)
         if q.shape[1] != self.vectors.shape[1]:
-            raise ValueError(f"queries have {q.shape[1]} dimensions, the index "
-                             f"{self.vectors.shape[1]}: embeddings of different models?")
+            raise ValueError(
+                f"queries have {q.shape[1]} dimensions, the index "
+                f"{self.vectors.shape[1]}: embeddings of different models?"
+            )
         if not 1 <= k <= len(self):
             raise ValueError(f"k must be between 1 and the {len(self)} indexed rows; got {k}")
         if self.backend == "faiss":

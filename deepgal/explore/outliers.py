@@ -14,6 +14,7 @@ pair of duplicates still shows up when k > 1.
 With no reference the set is scored against itself, leaving each image out of its own
 neighbours; the evaluate stage can pass the training set's embedding as the reference.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,12 @@ from .index import NeighbourIndex
 DEFAULT_K = 10
 
 
-def knn_outlier_scores(embedding: np.ndarray, reference: np.ndarray | None = None,
-                       k: int = DEFAULT_K, backend: str = "auto") -> np.ndarray:
+def knn_outlier_scores(
+    embedding: np.ndarray,
+    reference: np.ndarray | None = None,
+    k: int = DEFAULT_K,
+    backend: str = "auto",
+) -> np.ndarray:
     """Outlier score (N,) float32 of each row of ``embedding`` (N, D): the mean cosine distance
     (``1 - cos``, in [0, 2]) to its ``k`` nearest rows of ``reference`` (M, D), higher = more
     unusual. ``reference=None``: the rows of ``embedding`` itself, each row left out of its own
@@ -37,8 +42,7 @@ def knn_outlier_scores(embedding: np.ndarray, reference: np.ndarray | None = Non
     if not 1 <= k <= pool:
         what = "other images in the set" if self_ref else "reference images"
         raise ValueError(f"outlier k={k} needs 1 <= k <= {pool} (the {what})")
-    index = NeighbourIndex(embedding if self_ref else reference, backend,
-                           n_queries=len(embedding))
+    index = NeighbourIndex(embedding if self_ref else reference, backend, n_queries=len(embedding))
     if not self_ref:
         return index.search(embedding, k)[0].mean(1)
     # Each row is at distance 0 from itself, the least there is, so the nearest entry returned

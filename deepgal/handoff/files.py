@@ -3,6 +3,7 @@
 Required fields are the keys a downstream reader relies on; the rest are optional, checked
 when present. Keys are written in field order.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,7 +22,14 @@ class Source(Record):
     WHAT: ClassVar[str] = "source.json (what the data file is)"
     STAGE: ClassVar[str] = "download"
     OMIT_NONE: ClassVar[tuple[str, ...]] = (
-        "labelled_path", "url", "path", "n_images", "image_size", "class_counts", "optional_keys")
+        "labelled_path",
+        "url",
+        "path",
+        "n_images",
+        "image_size",
+        "class_counts",
+        "optional_keys",
+    )
 
     source: str
     sha256: str
@@ -66,9 +74,11 @@ class TrainSummary(Record):
 
     WHAT: ClassVar[str] = "train.json (what the variant trained with)"
     STAGE: ClassVar[str] = "train"
-    KEYS: ClassVar[dict[str, str]] = {"best_val_accuracy": "best/val_accuracy",
-                                      "best_epoch": "best/epoch",
-                                      "undelivered_epochs": "tracking/undelivered_epochs"}
+    KEYS: ClassVar[dict[str, str]] = {
+        "best_val_accuracy": "best/val_accuracy",
+        "best_epoch": "best/epoch",
+        "undelivered_epochs": "tracking/undelivered_epochs",
+    }
 
     last_epoch: dict = dataclasses.field(default_factory=dict)
     best_val_accuracy: float | None = None
@@ -140,8 +150,9 @@ class VariantMetrics(Record):
     def problem(self) -> str | None:
         for split in ("val", "test"):
             got = getattr(self, split)
-            if got is not None and not all(isinstance(got.get(k), (int, float))
-                                           for k in ("accuracy", "macro_f1")):
+            if got is not None and not all(
+                isinstance(got.get(k), (int, float)) for k in ("accuracy", "macro_f1")
+            ):
                 return f"'{split}' must hold numbers 'accuracy' and 'macro_f1', got {got!r:.120}"
         return None
 
@@ -211,9 +222,12 @@ class PipelineMetrics:
     @classmethod
     def read(cls, path: str | Path) -> PipelineMetrics:
         data = load_json(path, "metrics.json (every variant's headline)", "plot")
-        for v, row in (data.items() if isinstance(data, dict) else [("", data)]):
-            if not isinstance(row, dict) or not all(isinstance(x, (int, float))
-                                                    for x in row.values()):
-                raise HandoffError(f"{path}: '{v}' must map metric names to numbers, got "
-                                   f"{row!r:.120}; re-run `dvc repro plot`")
+        for v, row in data.items() if isinstance(data, dict) else [("", data)]:
+            if not isinstance(row, dict) or not all(
+                isinstance(x, (int, float)) for x in row.values()
+            ):
+                raise HandoffError(
+                    f"{path}: '{v}' must map metric names to numbers, got "
+                    f"{row!r:.120}; re-run `dvc repro plot`"
+                )
         return cls(data)

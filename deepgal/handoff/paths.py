@@ -1,6 +1,7 @@
 """Where one variant's files live: ``models/<variant>/``, ``results/<variant>/`` and
 ``reports/<variant>/`` (dvc.yaml names the same paths in its per-variant stages;
 tests/test_handoff.py checks that the two agree)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,5 +56,8 @@ class VariantPaths:
 
     def files(self) -> dict[str, Path]:
         """{attribute name: path} of every file and folder above."""
-        return {name: getattr(self, name) for name, v in vars(type(self)).items()
-                if isinstance(v, property) and name not in ("models", "results", "reports")}
+        return {
+            name: getattr(self, name)
+            for name, v in vars(type(self)).items()
+            if isinstance(v, property) and name not in ("models", "results", "reports")
+        }

@@ -12,6 +12,7 @@ read as version 1 (the same keys). A file of another version, or one missing a r
 (what a file from an older layout looks like), is a :class:`HandoffError` that says which
 stage to re-run.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,8 +39,9 @@ class MissingHandoff(HandoffError, FileNotFoundError):
 
 def missing(path: Path, what: str, stage: str) -> MissingHandoff:
     """The error for a file ``path`` that stage ``stage`` writes and nobody has written yet."""
-    return MissingHandoff(f"{path}: missing ({what}, written by the {stage} stage); run "
-                          f"`dvc repro {stage}`")
+    return MissingHandoff(
+        f"{path}: missing ({what}, written by the {stage} stage); run `dvc repro {stage}`"
+    )
 
 
 def _type_name(t: Any) -> str:
@@ -69,16 +71,22 @@ def check_version(data: dict, path: Path, what: str, stage: str) -> None:
     """Raise the re-run message when ``data`` (a parsed file) is of another layout."""
     version = data.get("version", LAYOUT_VERSION)
     if not isinstance(version, int) or isinstance(version, bool):
-        raise HandoffError(f"{path}: 'version' must be an integer layout number, got "
-                           f"{version!r}; re-run `dvc repro {stage}` to rewrite the {what}")
+        raise HandoffError(
+            f"{path}: 'version' must be an integer layout number, got "
+            f"{version!r}; re-run `dvc repro {stage}` to rewrite the {what}"
+        )
     if version < LAYOUT_VERSION:
-        raise HandoffError(f"{path}: a {what} of layout version {version}, from an older deepgal "
-                           f"(this one reads version {LAYOUT_VERSION}); re-run "
-                           f"`dvc repro {stage}` to rewrite it")
+        raise HandoffError(
+            f"{path}: a {what} of layout version {version}, from an older deepgal "
+            f"(this one reads version {LAYOUT_VERSION}); re-run "
+            f"`dvc repro {stage}` to rewrite it"
+        )
     if version > LAYOUT_VERSION:
-        raise HandoffError(f"{path}: a {what} of layout version {version}, written by a newer "
-                           f"deepgal (this one reads up to {LAYOUT_VERSION}); update deepgal "
-                           f"or re-run `dvc repro {stage}` with this one")
+        raise HandoffError(
+            f"{path}: a {what} of layout version {version}, written by a newer "
+            f"deepgal (this one reads up to {LAYOUT_VERSION}); update deepgal "
+            f"or re-run `dvc repro {stage}` with this one"
+        )
 
 
 def load_json(path: str | Path, what: str, stage: str) -> Any:
@@ -90,8 +98,9 @@ def load_json(path: str | Path, what: str, stage: str) -> Any:
     except FileNotFoundError:
         raise missing(path, what, stage) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HandoffError(f"{path}: not readable JSON ({e}); re-run `dvc repro {stage}` to "
-                           f"rewrite the {what}") from None
+        raise HandoffError(
+            f"{path}: not readable JSON ({e}); re-run `dvc repro {stage}` to rewrite the {what}"
+        ) from None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -112,16 +121,21 @@ class Record:
     @classmethod
     def _fields(cls) -> list[tuple[dataclasses.Field, str, Any]]:
         hints = typing.get_type_hints(cls)
-        return [(f, cls.KEYS.get(f.name, f.name), hints[f.name])
-                for f in dataclasses.fields(cls) if f.name != "version"]
+        return [
+            (f, cls.KEYS.get(f.name, f.name), hints[f.name])
+            for f in dataclasses.fields(cls)
+            if f.name != "version"
+        ]
 
     @classmethod
     def from_dict(cls, data: Any, path: str | Path = "<dict>"):
         """The record of parsed JSON ``data``; HandoffError naming ``path`` and the key."""
         path = Path(path)
         if not isinstance(data, dict):
-            raise HandoffError(f"{path}: a {cls.WHAT} must be a JSON object, got "
-                               f"{type(data).__name__}; re-run `dvc repro {cls.STAGE}`")
+            raise HandoffError(
+                f"{path}: a {cls.WHAT} must be a JSON object, got "
+                f"{type(data).__name__}; re-run `dvc repro {cls.STAGE}`"
+            )
         check_version(data, path, cls.WHAT, cls.STAGE)
         values = {}
         for f, key, t in cls._fields():
@@ -130,18 +144,22 @@ class Record:
                     raise HandoffError(
                         f"{path}: no key '{key}' ({_type_name(t)}) in this {cls.WHAT}: a file "
                         f"from an older layout or written by hand; re-run `dvc repro "
-                        f"{cls.STAGE}` to rewrite it")
+                        f"{cls.STAGE}` to rewrite it"
+                    )
                 continue
             if not _matches(data[key], t):
-                raise HandoffError(f"{path}: key '{key}' must be {_type_name(t)}, got "
-                                   f"{type(data[key]).__name__} {data[key]!r:.80}; re-run "
-                                   f"`dvc repro {cls.STAGE}` to rewrite the {cls.WHAT}")
+                raise HandoffError(
+                    f"{path}: key '{key}' must be {_type_name(t)}, got "
+                    f"{type(data[key]).__name__} {data[key]!r:.80}; re-run "
+                    f"`dvc repro {cls.STAGE}` to rewrite the {cls.WHAT}"
+                )
             values[f.name] = data[key]
         record = cls(**values)
         problem = record.problem()
         if problem:
-            raise HandoffError(f"{path}: {problem}; re-run `dvc repro {cls.STAGE}` to rewrite "
-                               f"the {cls.WHAT}")
+            raise HandoffError(
+                f"{path}: {problem}; re-run `dvc repro {cls.STAGE}` to rewrite the {cls.WHAT}"
+            )
         return record
 
     @classmethod

@@ -4,6 +4,7 @@ predictions.csv, embeddings.csv and features.npz, one frozen record each with ``
 pandas is imported inside the functions: the split and train stages import this package and
 should not pay for it.
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,16 @@ from .record import HandoffError, missing
 if TYPE_CHECKING:
     import pandas as pd
 
-HISTORY_COLUMNS = ("epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr",
-                   "images_per_s", "seconds")
+HISTORY_COLUMNS = (
+    "epoch",
+    "train/loss",
+    "train/accuracy",
+    "val/loss",
+    "val/accuracy",
+    "lr",
+    "images_per_s",
+    "seconds",
+)
 PREDICTION_COLUMNS = ("split", "index", "label", "pred", "confidence")
 # Optional: a file written before the evaluate stage scored outliers reads without it.
 OUTLIER_COLUMN = "outlier"
@@ -38,8 +47,10 @@ def _require(path: Path, have: list[str], needed: tuple[str, ...], kind: str, st
     """HandoffError naming what of ``needed`` the file at ``path`` lacks, if anything."""
     missing = [c for c in needed if c not in have]
     if missing:
-        raise HandoffError(f"{path} lacks {kind} {missing}; got {have} (the {stage} stage writes "
-                           f"them; re-run it: `dvc repro {stage}`)")
+        raise HandoffError(
+            f"{path} lacks {kind} {missing}; got {have} (the {stage} stage writes "
+            f"them; re-run it: `dvc repro {stage}`)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,8 +72,10 @@ class SplitRows:
             raise _missing(path, "split", "split's row indices")
         rows = np.load(path, allow_pickle=False)
         if rows.ndim != 1 or rows.dtype.kind not in "iu":
-            raise HandoffError(f"{path}: must hold (n,) integer rows, got {rows.dtype} "
-                               f"{rows.shape}; re-run `dvc repro split`")
+            raise HandoffError(
+                f"{path}: must hold (n,) integer rows, got {rows.dtype} "
+                f"{rows.shape}; re-run `dvc repro split`"
+            )
         return cls(rows)
 
 
@@ -75,8 +88,9 @@ class History:
 
     def write(self, path: str | Path) -> Path:
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore",
-                                lineterminator="\n")
+        writer = csv.DictWriter(
+            buf, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n"
+        )
         writer.writeheader()
         writer.writerows(self.rows)
         atomic_write_text(path, buf.getvalue())
@@ -93,8 +107,10 @@ class History:
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)
             if "epoch" not in (reader.fieldnames or ()):
-                raise HandoffError(f"{path}: no 'epoch' column (columns {reader.fieldnames}); "
-                                   "re-run `dvc repro train` to rewrite it")
+                raise HandoffError(
+                    f"{path}: no 'epoch' column (columns {reader.fieldnames}); "
+                    "re-run `dvc repro train` to rewrite it"
+                )
             for line, row in enumerate(reader, start=2):
                 try:
                     parsed = {k: float(v) for k, v in row.items() if v not in ("", None)}
@@ -102,8 +118,10 @@ class History:
                     rows.append(parsed)
                 except (ValueError, KeyError):
                     bad = next((k for k, v in row.items() if v and not _is_number(v)), "epoch")
-                    raise HandoffError(f"{path}: line {line}, column '{bad}': {row[bad]!r} is "
-                                       "not a number; re-run `dvc repro train`") from None
+                    raise HandoffError(
+                        f"{path}: line {line}, column '{bad}': {row[bad]!r} is "
+                        "not a number; re-run `dvc repro train`"
+                    ) from None
         return cls(tuple(rows))
 
     def frame(self):
@@ -150,12 +168,21 @@ class Predictions:
             index, label = np.asarray(index, dtype=np.int64), np.asarray(label, dtype=np.int64)
             sizes = {len(index), len(label), len(probs), *(len(o) for o in outlier)}
             if probs.ndim != 2 or len(sizes) != 1 or len(outlier) > 1:
-                raise ValueError(f"predictions of {split}: need index (N,), label (N,), probs "
-                                 f"(N, K)[, outlier (N,)]; got {index.shape}, {label.shape}, "
-                                 f"{probs.shape}{''.join(f', {np.shape(o)}' for o in outlier)}")
+                raise ValueError(
+                    f"predictions of {split}: need index (N,), label (N,), probs "
+                    f"(N, K)[, outlier (N,)]; got {index.shape}, {label.shape}, "
+                    f"{probs.shape}{''.join(f', {np.shape(o)}' for o in outlier)}"
+                )
             pred = probs.argmax(axis=1)
-            frame = pd.DataFrame({"split": split, "index": index, "label": label, "pred": pred,
-                                  "confidence": probs[np.arange(len(pred)), pred]})
+            frame = pd.DataFrame(
+                {
+                    "split": split,
+                    "index": index,
+                    "label": label,
+                    "pred": pred,
+                    "confidence": probs[np.arange(len(pred)), pred],
+                }
+            )
             if outlier:
                 frame[OUTLIER_COLUMN] = np.asarray(outlier[0], dtype=np.float64)
             frames.append(frame)
@@ -182,12 +209,15 @@ class Predictions:
         for col in ("label", "pred"):
             bad = df[(df[col] < 0) | (df[col] >= num_classes)]
             if not bad.empty:
-                raise HandoffError(f"{path}: {col} {int(bad[col].iloc[0])} (line "
-                                   f"{bad.index[0] + 2}) is not a class 0..{num_classes - 1}")
+                raise HandoffError(
+                    f"{path}: {col} {int(bad[col].iloc[0])} (line "
+                    f"{bad.index[0] + 2}) is not a class 0..{num_classes - 1}"
+                )
         if OUTLIER_COLUMN in df and df[OUTLIER_COLUMN].isna().any():
             line = int(np.flatnonzero(df[OUTLIER_COLUMN].isna())[0]) + 2
-            raise HandoffError(f"{path}: line {line} has no '{OUTLIER_COLUMN}' score; re-run "
-                               "`dvc repro evaluate`")
+            raise HandoffError(
+                f"{path}: line {line} has no '{OUTLIER_COLUMN}' score; re-run `dvc repro evaluate`"
+            )
         return cls(df)
 
     def has_outliers(self) -> bool:
@@ -198,9 +228,11 @@ class Predictions:
         """The ``n`` rows of ``split`` with the highest outlier score, highest first (ties in
         file order); HandoffError when the file has no scores."""
         if not self.has_outliers():
-            raise HandoffError(f"predictions.csv has no '{OUTLIER_COLUMN}' column (written "
-                               "before the evaluate stage scored outliers); re-run "
-                               "`dvc repro evaluate`")
+            raise HandoffError(
+                f"predictions.csv has no '{OUTLIER_COLUMN}' column (written "
+                "before the evaluate stage scored outliers); re-run "
+                "`dvc repro evaluate`"
+            )
         part = self.frame[self.frame["split"] == split]
         return part.sort_values(OUTLIER_COLUMN, ascending=False, kind="stable").head(n)
 
@@ -248,13 +280,18 @@ class Features:
     split: np.ndarray
 
     @classmethod
-    def from_splits(cls, feats: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray],
-                    labels: np.ndarray) -> Features:
+    def from_splits(
+        cls, feats: Mapping[str, np.ndarray], rows: Mapping[str, np.ndarray], labels: np.ndarray
+    ) -> Features:
         """``feats`` {split: (n, D)} and ``rows`` {split: (n,) indices}, in ``rows``' order;
         ``labels`` (all images,) int: every image's class."""
         index = np.concatenate(list(rows.values()))
-        return cls(np.concatenate([feats[s] for s in rows]), index, labels[index],
-                   np.concatenate([np.full(len(v), k, dtype="<U5") for k, v in rows.items()]))
+        return cls(
+            np.concatenate([feats[s] for s in rows]),
+            index,
+            labels[index],
+            np.concatenate([np.full(len(v), k, dtype="<U5") for k, v in rows.items()]),
+        )
 
     def arrays(self) -> dict[str, np.ndarray]:
         """{key: array}, what :func:`deepgal.reduce.reduce_features` takes."""

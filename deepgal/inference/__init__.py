@@ -12,10 +12,12 @@ checkpoint loading (:func:`load_model`) imports the model registry when called. 
 from files lives in :mod:`deepgal.inference.source` (Galaxy10 HDF5) and
 :mod:`deepgal.inference.cutouts` (folders of JPEG/PNG).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,9 +34,9 @@ PRECISIONS = ("auto", "fp32", "bf16")
 N_VIEWS = 8
 
 
-def dihedral_views(x: torch.Tensor,
-                   memory_format: torch.memory_format = torch.contiguous_format
-                   ) -> Iterator[torch.Tensor]:
+def dihedral_views(
+    x: torch.Tensor, memory_format: torch.memory_format = torch.contiguous_format
+) -> Iterator[torch.Tensor]:
     """The 8 views of a square batch x (B, C, S, S): rotations by 0/90/180/270 degrees, each
     with and without a horizontal flip (the dihedral group D4), in ``memory_format``."""
     for flip in (False, True):
@@ -51,13 +53,15 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def output_dim(model: "Net", output: str) -> int:
+def output_dim(model: Net, output: str) -> int:
     """Columns of ``output`` for ``model``: D for features, C for probs/logits, D + C for both."""
-    return {"features": model.feature_dim, "features+probs": model.feature_dim +
-            model.head.out_features}.get(output, model.head.out_features)
+    return {
+        "features": model.feature_dim,
+        "features+probs": model.feature_dim + model.head.out_features,
+    }.get(output, model.head.out_features)
 
 
-def _head(model: "Net", x: torch.Tensor, output: str) -> torch.Tensor:
+def _head(model: Net, x: torch.Tensor, output: str) -> torch.Tensor:
     if output == "features":
         return model.features(x).float()
     if output == "features+probs":
@@ -88,10 +92,17 @@ def _check_images(images) -> None:
 
 
 @torch.inference_mode()
-def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
-              device: torch.device, batch_size: int = 256, output: str = "probs",
-              tta: bool = False, precision: str = "auto",
-              channels_last: bool = True) -> np.ndarray:
+def run_model(
+    model: Net,
+    images: np.ndarray | torch.Tensor,
+    pre: Preprocess,
+    device: torch.device,
+    batch_size: int = 256,
+    output: str = "probs",
+    tta: bool = False,
+    precision: str = "auto",
+    channels_last: bool = True,
+) -> np.ndarray:
     """Model outputs for images (N, H, W, 3) uint8 (numpy or torch, any device) -> float32.
 
     ``output``: ``"probs"`` softmax (N, C), ``"logits"`` (N, C), ``"features"`` the penultimate
@@ -115,7 +126,7 @@ def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
     try:
         with _autocast(device, precision):
             for start in range(0, n, batch_size):
-                xb = images[start:start + batch_size]
+                xb = images[start : start + batch_size]
                 if isinstance(xb, np.ndarray) and not xb.flags.writeable:
                     xb = xb.copy()  # torch refuses to wrap read-only memory (e.g. from Pillow)
                 xb = torch.as_tensor(xb)
@@ -133,7 +144,7 @@ def run_model(model: "Net", images: np.ndarray | torch.Tensor, pre: Preprocess,
     return torch.cat([o.to("cpu", torch.float32) for o in outs]).numpy()
 
 
-def load_model(path: str | Path, device: torch.device) -> tuple["Net", Preprocess, dict]:
+def load_model(path: str | Path, device: torch.device) -> tuple[Net, Preprocess, dict]:
     """Model (eval mode, on ``device``, channels_last), its preprocessing and the checkpoint dict.
 
     Raises :class:`deepgal.checkpoint.CheckpointError` naming ``path`` when the file is not a
@@ -146,8 +157,9 @@ def load_model(path: str | Path, device: torch.device) -> tuple["Net", Preproces
     ckpt = ckpt_io.load(path)
     for key in ("model_name", "preprocess"):
         if key not in ckpt:
-            raise ckpt_io.CheckpointError(f"{path}: checkpoint lacks '{key}'; was it written by "
-                                          "deepgal's train stage?")
+            raise ckpt_io.CheckpointError(
+                f"{path}: checkpoint lacks '{key}'; was it written by deepgal's train stage?"
+            )
     pre = Preprocess.from_dict(ckpt["preprocess"])
     n_classes = len(ckpt.get("class_names", CLASS_NAMES))
     model = build_model(ckpt["model_name"], n_classes, pre.input_size, pretrained="none")

@@ -6,10 +6,11 @@ reader, not the model. Here the requested rows of all splits are merged, sorted 
 (``ds[a:b]``, one plain hyperslab each), ``chunk`` rows at a time, and the model runs on each
 chunk as it arrives: memory holds one uint8 chunk and the outputs, never a whole split.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 import h5py
 import numpy as np
@@ -21,8 +22,9 @@ from ..transforms import Preprocess
 from . import output_dim, run_model
 
 
-def iter_rows(path: str | Path, indices: np.ndarray, chunk: int = READ_CHUNK,
-              key: str = IMAGES_KEY) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def iter_rows(
+    path: str | Path, indices: np.ndarray, chunk: int = READ_CHUNK, key: str = IMAGES_KEY
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(pos, images)`` covering rows ``indices`` (k,) of ``path[key]``, in file order.
 
     ``pos`` (m,) int64 are positions into ``indices``; ``images`` (m, H, W, 3) uint8 holds rows
@@ -35,17 +37,26 @@ def iter_rows(path: str | Path, indices: np.ndarray, chunk: int = READ_CHUNK,
         ds = f[key]
         if len(rows) and (rows[0] < 0 or rows[-1] >= ds.shape[0]):
             bad = rows[0] if rows[0] < 0 else rows[-1]
-            raise ValueError(f"{path}: row {bad} is outside '{key}' ({ds.shape[0]} rows); "
-                             "was the split made from another file? Run `dvc repro split`")
+            raise ValueError(
+                f"{path}: row {bad} is outside '{key}' ({ds.shape[0]} rows); "
+                "was the split made from another file? Run `dvc repro split`"
+            )
         for start in range(0, len(rows), chunk):
-            yield order[start:start + chunk], read_runs(ds, rows[start:start + chunk])
+            yield order[start : start + chunk], read_runs(ds, rows[start : start + chunk])
 
 
-def run_on_file(model: torch.nn.Module, path: str | Path, pre: Preprocess,
-                device: torch.device, indices: Mapping[str, np.ndarray] | np.ndarray,
-                batch_size: int = 256, output: str = "probs", tta: bool = False,
-                chunk: int = READ_CHUNK, desc: str = "inference"
-                ) -> dict[str, np.ndarray] | np.ndarray:
+def run_on_file(
+    model: torch.nn.Module,
+    path: str | Path,
+    pre: Preprocess,
+    device: torch.device,
+    indices: Mapping[str, np.ndarray] | np.ndarray,
+    batch_size: int = 256,
+    output: str = "probs",
+    tta: bool = False,
+    chunk: int = READ_CHUNK,
+    desc: str = "inference",
+) -> dict[str, np.ndarray] | np.ndarray:
     """:func:`deepgal.inference.run_model` on rows of a Galaxy10 file, reading each row once.
 
     ``indices``: one (n,) array, or ``{split: (n_split,) indices}`` to score several splits in
@@ -54,8 +65,11 @@ def run_on_file(model: torch.nn.Module, path: str | Path, pre: Preprocess,
     Progress (``desc``) is shown on long inputs.
     """
     named = isinstance(indices, Mapping)
-    parts = {k: np.asarray(v, dtype=np.int64) for k, v in indices.items()} if named \
+    parts = (
+        {k: np.asarray(v, dtype=np.int64) for k, v in indices.items()}
+        if named
         else {"": np.asarray(indices, dtype=np.int64)}
+    )
     everything = np.concatenate(list(parts.values())) if parts else np.empty(0, np.int64)
     dim = output_dim(model, output)
     out = np.empty((len(everything), dim), dtype=np.float32)
@@ -64,5 +78,5 @@ def run_on_file(model: torch.nn.Module, path: str | Path, pre: Preprocess,
             out[pos] = run_model(model, images, pre, device, batch_size, output, tta)
             bar.update(len(pos))
     bounds = np.cumsum([0] + [len(v) for v in parts.values()])
-    split_out = {k: out[lo:hi] for k, lo, hi in zip(parts, bounds[:-1], bounds[1:])}
+    split_out = {k: out[lo:hi] for k, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True)}
     return split_out if named else split_out[""]

@@ -12,4 +12,3 @@ returning the matplotlib Figure (so callers and tests can inspect titles and leg
 Import the module you need (``from deepgal.plots.confusion import plot_confusion``): this file
 re-exports nothing, so a stage that draws one kind of figure depends on that module only.
 """
-

@@ -5,11 +5,12 @@ Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas, never
 ``pyplot``: no global figure registry to leak from a loop of plots, no backend to pick, and the
 returned Figure can be inspected by tests after it is saved.
 """
+
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 from matplotlib.artist import Artist
@@ -25,12 +26,27 @@ DPI = 150
 # matplotlib's tab10, fixed here so class k has the same colour in every figure and every
 # matplotlib version (class order as in CLASS_NAMES).
 CLASS_COLORS: tuple[str, ...] = (
-    "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-    "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
 )
 # Variants get a different qualitative set (Dark2) so a curve is never mistaken for a class.
 VARIANT_COLORS: tuple[str, ...] = (
-    "#1b9e77", "#d95f02", "#7570b3", "#e7298a", "#66a61e", "#e6ab02", "#a6761d", "#666666",
+    "#1b9e77",
+    "#d95f02",
+    "#7570b3",
+    "#e7298a",
+    "#66a61e",
+    "#e6ab02",
+    "#a6761d",
+    "#666666",
 )
 assert len(CLASS_COLORS) == len(CLASS_NAMES)
 
@@ -51,13 +67,18 @@ def new_figure(width_in: float, height_in: float, dpi: int = DPI) -> Figure:
     return fig
 
 
-def class_legend(fig: Figure, present: Iterable[int], class_names: Sequence[str] = CLASS_NAMES,
-                 extra: Sequence[tuple[Artist, str]] = ()) -> None:
+def class_legend(
+    fig: Figure,
+    present: Iterable[int],
+    class_names: Sequence[str] = CLASS_NAMES,
+    extra: Sequence[tuple[Artist, str]] = (),
+) -> None:
     """One legend on the right of ``fig`` naming the classes ``present`` (in class order, in
     their colours), then any ``extra`` (handle, label) entries."""
     labels = sorted({int(k) for k in present})
-    handles = [Line2D([], [], marker="o", linestyle="", markersize=7, color=class_color(k))
-               for k in labels]
+    handles = [
+        Line2D([], [], marker="o", linestyle="", markersize=7, color=class_color(k)) for k in labels
+    ]
     names = [class_names[k] for k in labels]
     handles += [h for h, _ in extra]
     names += [name for _, name in extra]

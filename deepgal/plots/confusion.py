@@ -1,8 +1,9 @@
 """A confusion matrix as a PNG: rows true class, columns predicted, cells "share% (count)"."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -12,8 +13,14 @@ from deepgal.plots.common import DPI, new_figure, save_png
 CONFUSION_SIZE = (9.0, 8.0)  # inches
 
 
-def plot_confusion(cm: np.ndarray, class_names: Sequence[str], title: str, path: str | Path,
-                   normalize: bool = True, dpi: int = DPI) -> Figure:
+def plot_confusion(
+    cm: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    path: str | Path,
+    normalize: bool = True,
+    dpi: int = DPI,
+) -> Figure:
     """Confusion matrix ``cm`` (K, K) ints, rows = true class, columns = predicted class.
 
     With ``normalize`` the colours are row shares (recall per class) and each cell reads
@@ -22,8 +29,9 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], title: str, path:
     cm = np.asarray(cm)
     k = len(class_names)
     if cm.shape != (k, k):
-        raise ValueError(f"confusion matrix has shape {cm.shape}; expected ({k}, {k}) "
-                         "for the class names given")
+        raise ValueError(
+            f"confusion matrix has shape {cm.shape}; expected ({k}, {k}) for the class names given"
+        )
     counts = cm.astype(np.int64)
     support = counts.sum(axis=1, keepdims=True)
     shares = np.divide(counts, support, out=np.zeros(counts.shape), where=support > 0)
@@ -38,8 +46,9 @@ def plot_confusion(cm: np.ndarray, class_names: Sequence[str], title: str, path:
             text = f"{shares[i, j]:.0%}\n({counts[i, j]})" if normalize else f"{counts[i, j]}"
             # White text where the cell is dark enough to hide black text.
             dark = values[i, j] > 0.6 * vmax
-            ax.text(j, i, text, ha="center", va="center", fontsize=7,
-                    color="white" if dark else "black")
+            ax.text(
+                j, i, text, ha="center", va="center", fontsize=7, color="white" if dark else "black"
+            )
     ax.set_xticks(range(k), labels=list(class_names), rotation=40, ha="right")
     ax.set_yticks(range(k), labels=list(class_names))
     ax.set_xlabel("predicted class")

@@ -1,8 +1,9 @@
 """Accuracy and loss per epoch of every variant on one figure."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -14,8 +15,7 @@ CURVES_SIZE = (13.0, 5.0)  # inches
 HISTORY_COLUMNS = ("epoch", "train/accuracy", "val/accuracy", "train/loss", "val/loss")
 
 
-def plot_curves(histories: Mapping[str, pd.DataFrame], path: str | Path,
-                dpi: int = DPI) -> Figure:
+def plot_curves(histories: Mapping[str, pd.DataFrame], path: str | Path, dpi: int = DPI) -> Figure:
     """Accuracy (left) and loss (right) per epoch of every variant on one figure.
 
     ``histories`` maps variant name to its ``history.csv`` frame (columns ``epoch``,
@@ -27,8 +27,9 @@ def plot_curves(histories: Mapping[str, pd.DataFrame], path: str | Path,
     for variant, h in histories.items():
         missing = [c for c in HISTORY_COLUMNS if c not in h.columns]
         if missing:
-            raise ValueError(f"history of '{variant}' lacks columns {missing}; "
-                             f"got {list(h.columns)}")
+            raise ValueError(
+                f"history of '{variant}' lacks columns {missing}; got {list(h.columns)}"
+            )
     fig = new_figure(*CURVES_SIZE, dpi=dpi)
     ax_acc, ax_loss = fig.subplots(1, 2)
     handles = []
@@ -36,13 +37,22 @@ def plot_curves(histories: Mapping[str, pd.DataFrame], path: str | Path,
         color = VARIANT_COLORS[i % len(VARIANT_COLORS)]
         for ax, metric in ((ax_acc, "accuracy"), (ax_loss, "loss")):
             # Markers keep a one-epoch history visible as points.
-            ax.plot(h["epoch"], h[f"train/{metric}"], color=color, linestyle="--",
-                    marker=".", markersize=4)
-            ax.plot(h["epoch"], h[f"val/{metric}"], color=color, linestyle="-",
-                    marker=".", markersize=4)
+            ax.plot(
+                h["epoch"],
+                h[f"train/{metric}"],
+                color=color,
+                linestyle="--",
+                marker=".",
+                markersize=4,
+            )
+            ax.plot(
+                h["epoch"], h[f"val/{metric}"], color=color, linestyle="-", marker=".", markersize=4
+            )
         handles.append(Line2D([], [], color=color, linewidth=2.5, label=variant))
-    handles += [Line2D([], [], color="black", linestyle="--", label="train"),
-                Line2D([], [], color="black", linestyle="-", label="val")]
+    handles += [
+        Line2D([], [], color="black", linestyle="--", label="train"),
+        Line2D([], [], color="black", linestyle="-", label="val"),
+    ]
     for ax, metric in ((ax_acc, "accuracy"), (ax_loss, "loss")):
         ax.set_xlabel("epoch")
         ax.set_ylabel(metric)

@@ -12,11 +12,12 @@ on the train panel's axes. Given the evaluate stage's predictions (``split, inde
 pred``), the val and test points the model got wrong get a black ring: a reader sees which
 train cluster each error fell into.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -27,17 +28,18 @@ from matplotlib.lines import Line2D
 from deepgal.data.galaxy10 import CLASS_NAMES
 from deepgal.plots.common import DPI, class_color, class_legend, new_figure, save_png
 
-PANEL_IN = 3.5     # inches per square map
-LEGEND_IN = 2.75   # room on the right for the ten class names
-TITLE_IN = 0.75    # room above for the title
-MAX_COLS = 3       # variant maps per row
+PANEL_IN = 3.5  # inches per square map
+LEGEND_IN = 2.75  # room on the right for the ten class names
+TITLE_IN = 0.75  # room above for the title
+MAX_COLS = 3  # variant maps per row
 METHOD_ORDER = ("umap", "tsne", "pca")
 METHOD_LABELS = {"umap": "UMAP", "tsne": "t-SNE", "pca": "PCA"}
 SPLIT_ORDER = ("train", "val", "test")
 EMBEDDING_COLUMNS = ("split", "method", "index", "label", "x", "y")
 CONTEXT_COLOR = "#d9d9d9"  # train points behind val/test on a shared map
-MISTAKE_RING = Line2D([], [], marker="o", linestyle="", markersize=7, markerfacecolor="none",
-                      markeredgecolor="black")
+MISTAKE_RING = Line2D(
+    [], [], marker="o", linestyle="", markersize=7, markerfacecolor="none", markeredgecolor="black"
+)
 
 
 def _ordered(present: Collection[str], order: Sequence[str]) -> list[str]:
@@ -48,8 +50,10 @@ def _ordered(present: Collection[str], order: Sequence[str]) -> list[str]:
 def _check_embedding(emb: pd.DataFrame, what: str) -> pd.DataFrame:
     missing = [c for c in EMBEDDING_COLUMNS if c not in emb.columns]
     if missing:
-        raise ValueError(f"{what} lacks columns {missing}; got {list(emb.columns)} "
-                         f"(expected the reduce stage's {list(EMBEDDING_COLUMNS)})")
+        raise ValueError(
+            f"{what} lacks columns {missing}; got {list(emb.columns)} "
+            f"(expected the reduce stage's {list(EMBEDDING_COLUMNS)})"
+        )
     if emb.empty:
         raise ValueError(f"{what} has no rows")
     return emb
@@ -61,8 +65,9 @@ def _mistakes(part: pd.DataFrame, predictions: pd.DataFrame | None) -> np.ndarra
         return np.zeros(len(part), dtype=bool)
     wrong = predictions.loc[predictions["pred"] != predictions["label"], ["split", "index"]]
     keys = pd.MultiIndex.from_frame(wrong.astype({"split": str, "index": np.int64}))
-    return pd.MultiIndex.from_frame(part[["split", "index"]].astype(
-        {"split": str, "index": np.int64})).isin(keys)
+    return pd.MultiIndex.from_frame(
+        part[["split", "index"]].astype({"split": str, "index": np.int64})
+    ).isin(keys)
 
 
 def _context(of_method: pd.DataFrame) -> pd.DataFrame | None:
@@ -74,8 +79,12 @@ def _context(of_method: pd.DataFrame) -> pd.DataFrame | None:
 def _extra_legend(rings: bool, context: bool) -> list:
     extra = [(MISTAKE_RING, "misclassified")] if rings else []
     if context:
-        extra.append((Line2D([], [], marker="o", linestyle="", markersize=7,
-                             color=CONTEXT_COLOR), "train (behind val/test)"))
+        extra.append(
+            (
+                Line2D([], [], marker="o", linestyle="", markersize=7, color=CONTEXT_COLOR),
+                "train (behind val/test)",
+            )
+        )
     return extra
 
 
@@ -83,30 +92,56 @@ def _dot_size(n: int) -> float:
     return float(np.clip(2500 / max(n, 1), 0.5, 20.0))  # dense maps need small dots
 
 
-def _scatter(ax: Axes, part: pd.DataFrame, wrong: np.ndarray,
-             context: pd.DataFrame | None = None) -> None:
+def _scatter(
+    ax: Axes, part: pd.DataFrame, wrong: np.ndarray, context: pd.DataFrame | None = None
+) -> None:
     """Points of ``part`` in class colours, ``wrong`` ones ringed, ``context`` grey behind."""
     if context is not None:
-        ax.scatter(context["x"], context["y"], c=CONTEXT_COLOR, s=_dot_size(len(context)),
-                   linewidths=0, rasterized=True)
+        ax.scatter(
+            context["x"],
+            context["y"],
+            c=CONTEXT_COLOR,
+            s=_dot_size(len(context)),
+            linewidths=0,
+            rasterized=True,
+        )
     labels = part["label"].to_numpy(dtype=np.int64)
     xy = part[["x", "y"]].to_numpy(dtype=np.float32)
     # One scatter in a fixed shuffled order: drawing class by class would bury the first
     # classes under the last ones wherever clusters overlap.
     order = np.random.default_rng(0).permutation(len(labels))
     size = _dot_size(len(labels))
-    ax.scatter(xy[order, 0], xy[order, 1], c=[class_color(k) for k in labels[order]],
-               s=size, alpha=0.8, linewidths=0, rasterized=True)
+    ax.scatter(
+        xy[order, 0],
+        xy[order, 1],
+        c=[class_color(k) for k in labels[order]],
+        s=size,
+        alpha=0.8,
+        linewidths=0,
+        rasterized=True,
+    )
     if wrong.any():
-        ax.scatter(xy[wrong, 0], xy[wrong, 1], facecolors="none", edgecolors="black",
-                   s=max(4 * size, 12.0), linewidths=0.6, rasterized=True)
+        ax.scatter(
+            xy[wrong, 0],
+            xy[wrong, 1],
+            facecolors="none",
+            edgecolors="black",
+            s=max(4 * size, 12.0),
+            linewidths=0.6,
+            rasterized=True,
+        )
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def plot_embedding_grid(emb: pd.DataFrame, title: str, path: str | Path,
-                        predictions: pd.DataFrame | None = None,
-                        class_names: Sequence[str] = CLASS_NAMES, dpi: int = DPI) -> Figure:
+def plot_embedding_grid(
+    emb: pd.DataFrame,
+    title: str,
+    path: str | Path,
+    predictions: pd.DataFrame | None = None,
+    class_names: Sequence[str] = CLASS_NAMES,
+    dpi: int = DPI,
+) -> Figure:
     """One variant's maps: a row per method, a column per split, one class legend.
 
     ``emb``: the reduce output (columns ``split, method, index, label, x, y``), one map per
@@ -117,8 +152,9 @@ def plot_embedding_grid(emb: pd.DataFrame, title: str, path: str | Path,
     _check_embedding(emb, f"embeddings for '{title}'")
     methods = _ordered(set(emb["method"]), METHOD_ORDER)
     splits = _ordered(set(emb["split"]), SPLIT_ORDER)
-    fig = new_figure(PANEL_IN * len(splits) + LEGEND_IN, PANEL_IN * len(methods) + TITLE_IN,
-                     dpi=dpi)
+    fig = new_figure(
+        PANEL_IN * len(splits) + LEGEND_IN, PANEL_IN * len(methods) + TITLE_IN, dpi=dpi
+    )
     axes = fig.subplots(len(methods), len(splits), squeeze=False)
     for r, method in enumerate(methods):
         of_method = emb[emb["method"] == method]
@@ -134,17 +170,27 @@ def plot_embedding_grid(emb: pd.DataFrame, title: str, path: str | Path,
                 ax.set_title(f"{split} ({len(part):,} images)")
             if c == 0:
                 ax.set_ylabel(METHOD_LABELS.get(method, method), fontsize=11)
-    class_legend(fig, emb["label"], class_names,
-                 _extra_legend(predictions is not None, "train" in splits and len(splits) > 1))
+    class_legend(
+        fig,
+        emb["label"],
+        class_names,
+        _extra_legend(predictions is not None, "train" in splits and len(splits) > 1),
+    )
     fig.suptitle(title, fontsize=14)
     save_png(fig, path)
     return fig
 
 
-def plot_variant_maps(maps: Mapping[str, pd.DataFrame], path: str | Path, method: str = "umap",
-                      split: str = "val", captions: Mapping[str, str] | None = None,
-                      predictions: Mapping[str, pd.DataFrame] | None = None,
-                      class_names: Sequence[str] = CLASS_NAMES, dpi: int = DPI) -> Figure:
+def plot_variant_maps(
+    maps: Mapping[str, pd.DataFrame],
+    path: str | Path,
+    method: str = "umap",
+    split: str = "val",
+    captions: Mapping[str, str] | None = None,
+    predictions: Mapping[str, pd.DataFrame] | None = None,
+    class_names: Sequence[str] = CLASS_NAMES,
+    dpi: int = DPI,
+) -> Figure:
     """The ``method`` map of ``split`` for every variant of ``maps`` (variant -> its
     embeddings frame), in the order given, rows of up to three, one class legend; behind a
     val or test split, that map's train points in grey.
@@ -159,28 +205,32 @@ def plot_variant_maps(maps: Mapping[str, pd.DataFrame], path: str | Path, method
         _check_embedding(emb, f"embeddings of '{variant}'")
         part = emb[(emb["method"] == method) & (emb["split"] == split)]
         if part.empty:
-            raise ValueError(f"embeddings of '{variant}' have no {method} map of {split}; "
-                             f"they have {sorted(set(zip(emb['method'], emb['split'])))}")
+            raise ValueError(
+                f"embeddings of '{variant}' have no {method} map of {split}; "
+                f"they have {sorted(set(zip(emb['method'], emb['split'], strict=True)))}"
+            )
         parts[variant] = part
     ncols = min(len(parts), MAX_COLS)
     nrows = math.ceil(len(parts) / ncols)
     fig = new_figure(PANEL_IN * ncols + LEGEND_IN, PANEL_IN * nrows + TITLE_IN, dpi=dpi)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat[len(parts):]:
+    for ax in axes.flat[len(parts) :]:
         ax.axis("off")
     labels: set[int] = set()
     drew_context = False
-    for ax, (variant, part) in zip(axes.flat, parts.items()):
+    for ax, (variant, part) in zip(axes.flat, parts.items(), strict=False):
         preds = (predictions or {}).get(variant)
-        context = None if split == "train" else _context(maps[variant][maps[variant]["method"]
-                                                                        == method])
+        context = (
+            None if split == "train" else _context(maps[variant][maps[variant]["method"] == method])
+        )
         drew_context |= context is not None
         _scatter(ax, part, _mistakes(part, preds), context)
         caption = (captions or {}).get(variant)
         ax.set_title(f"{variant}\n{caption}" if caption else variant)
         labels |= set(part["label"].astype(int))
     class_legend(fig, labels, class_names, _extra_legend(bool(predictions), drew_context))
-    fig.suptitle(f"{METHOD_LABELS.get(method, method)} of the {split} split, every variant",
-                 fontsize=14)
+    fig.suptitle(
+        f"{METHOD_LABELS.get(method, method)} of the {split} split, every variant", fontsize=14
+    )
     save_png(fig, path)
     return fig

@@ -3,12 +3,13 @@ a gallery of the most confused class pairs (real images of class A the model cal
 
 Each writes one PNG atomically and returns the Figure (see :mod:`deepgal.plots.common`).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,9 +25,14 @@ MAX_PANEL_COLS = 4
 GAP_IN = 0.5  # between the mistakes and the reference images of the predicted class
 
 
-def plot_sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path,
-                     per_class: int = 6, class_names: Sequence[str] = CLASS_NAMES,
-                     dpi: int = DPI) -> Figure:
+def plot_sample_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    path: str | Path,
+    per_class: int = 6,
+    class_names: Sequence[str] = CLASS_NAMES,
+    dpi: int = DPI,
+) -> Figure:
     """Grid of ``images`` (N, H, W, 3) uint8: one row per class (named on the left, in its
     class colour), the first ``per_class`` images of that class in the given order.
 
@@ -36,8 +42,9 @@ def plot_sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path,
     images = check_images(images, "images", ndim=4)
     labels = np.asarray(labels, dtype=np.int64)
     if labels.shape != (len(images),):
-        raise ValueError(f"need labels (N,) for images (N, H, W, 3); "
-                         f"got {labels.shape} for {images.shape}")
+        raise ValueError(
+            f"need labels (N,) for images (N, H, W, 3); got {labels.shape} for {images.shape}"
+        )
     if per_class < 1:
         raise ValueError(f"per_class must be >= 1; got {per_class}")
     k = len(class_names)
@@ -50,15 +57,17 @@ def plot_sample_grid(images: np.ndarray, labels: np.ndarray, path: str | Path,
             bare(ax)
             if j < len(rows):
                 ax.imshow(images[rows[j]])  # default antialiasing: thumbnails are downscaled
-        axes[c, 0].set_ylabel(class_names[c], rotation=0, ha="right", va="center",
-                              fontsize=9, color=class_color(c))
+        axes[c, 0].set_ylabel(
+            class_names[c], rotation=0, ha="right", va="center", fontsize=9, color=class_color(c)
+        )
     fig.suptitle(f"Sample images per class (first {per_class} of each)")
     save_png(fig, path)
     return fig
 
 
-def plot_augmentation_preview(panels: Sequence[tuple[str, np.ndarray]], path: str | Path,
-                              dpi: int = DPI) -> Figure:
+def plot_augmentation_preview(
+    panels: Sequence[tuple[str, np.ndarray]], path: str | Path, dpi: int = DPI
+) -> Figure:
     """One galaxy under each augmentation: ``panels`` is a list of (title, image (H, W, 3)
     uint8), drawn left to right in rows of at most four, each under its title."""
     if not panels:
@@ -70,7 +79,7 @@ def plot_augmentation_preview(panels: Sequence[tuple[str, np.ndarray]], path: st
     axes = fig.subplots(nrows, ncols, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
-    for ax, (title, _), img in zip(axes.flat, panels, images):
+    for ax, (title, _), img in zip(axes.flat, panels, images, strict=False):
         ax.imshow(img, interpolation="nearest")
         ax.set_title(title, fontsize=10)
     fig.suptitle("One galaxy under each augmentation")
@@ -84,6 +93,7 @@ class ConfusedPair:
     indices (int64, most confident first), ``references`` indices of correctly classified
     images of ``pred`` (most confident first), so a reader sees what the model took them for;
     ``count`` of ``support`` images of ``true`` went this way."""
+
     true: int
     pred: int
     count: int
@@ -92,8 +102,12 @@ class ConfusedPair:
     references: np.ndarray
 
 
-def pick_confused(predictions: pd.DataFrame, pairs: Sequence[tuple[int, int]],
-                  per_pair: int = 6, references: int = 2) -> list[ConfusedPair]:
+def pick_confused(
+    predictions: pd.DataFrame,
+    pairs: Sequence[tuple[int, int]],
+    per_pair: int = 6,
+    references: int = 2,
+) -> list[ConfusedPair]:
     """For each (true, pred) class pair, the images to show from ``predictions`` (one split's
     rows of the predictions file: ``index, label, pred, confidence``).
 
@@ -105,17 +119,28 @@ def pick_confused(predictions: pd.DataFrame, pairs: Sequence[tuple[int, int]],
     for true, pred in pairs:
         wrong = ranked[(ranked["label"] == true) & (ranked["pred"] == pred)]
         right = ranked[(ranked["label"] == pred) & (ranked["pred"] == pred)]
-        out.append(ConfusedPair(
-            true=int(true), pred=int(pred), count=len(wrong),
-            support=int((predictions["label"] == true).sum()),
-            mistakes=wrong["index"].to_numpy(np.int64)[:per_pair],
-            references=right["index"].to_numpy(np.int64)[:references]))
+        out.append(
+            ConfusedPair(
+                true=int(true),
+                pred=int(pred),
+                count=len(wrong),
+                support=int((predictions["label"] == true).sum()),
+                mistakes=wrong["index"].to_numpy(np.int64)[:per_pair],
+                references=right["index"].to_numpy(np.int64)[:references],
+            )
+        )
     return out
 
 
-def plot_confused_pairs(pairs: Sequence[ConfusedPair], images: Mapping[int, np.ndarray],
-                        title: str, path: str | Path, confidence: Mapping[int, float] | None = None,
-                        class_names: Sequence[str] = CLASS_NAMES, dpi: int = DPI) -> Figure:
+def plot_confused_pairs(
+    pairs: Sequence[ConfusedPair],
+    images: Mapping[int, np.ndarray],
+    title: str,
+    path: str | Path,
+    confidence: Mapping[int, float] | None = None,
+    class_names: Sequence[str] = CLASS_NAMES,
+    dpi: int = DPI,
+) -> Figure:
     """A row per pair: its name and count, the misclassified images, then (after a gap) images
     of the predicted class the model got right.
 
@@ -128,8 +153,10 @@ def plot_confused_pairs(pairs: Sequence[ConfusedPair], images: Mapping[int, np.n
     needed = [int(i) for p in pairs for i in (*p.mistakes, *p.references)]
     lacking = sorted(set(needed) - set(images))
     if lacking:
-        raise ValueError(f"no image given for data-file indices {lacking[:5]}"
-                         f"{' ...' if len(lacking) > 5 else ''}")
+        raise ValueError(
+            f"no image given for data-file indices {lacking[:5]}"
+            f"{' ...' if len(lacking) > 5 else ''}"
+        )
     for i in needed:
         check_images(images[i], f"image {i}", ndim=3)
     n_wrong = max(1, max(len(p.mistakes) for p in pairs))
@@ -142,14 +169,46 @@ def plot_confused_pairs(pairs: Sequence[ConfusedPair], images: Mapping[int, np.n
         label_ax = fig.add_subplot(grid[r, 0])
         label_ax.axis("off")
         share = pair.count / pair.support if pair.support else 0.0
-        label_ax.text(1.0, 0.72, class_names[pair.true], ha="right", va="center", fontsize=10,
-                      fontweight="bold", color=class_color(pair.true), transform=label_ax.transAxes)
-        label_ax.text(1.0, 0.5, "predicted as", ha="right", va="center", fontsize=8,
-                      transform=label_ax.transAxes)
-        label_ax.text(1.0, 0.28, class_names[pair.pred], ha="right", va="center", fontsize=10,
-                      fontweight="bold", color=class_color(pair.pred), transform=label_ax.transAxes)
-        label_ax.text(1.0, 0.06, f"{pair.count} of {pair.support} ({share:.0%})", ha="right",
-                      va="center", fontsize=8, transform=label_ax.transAxes)
+        label_ax.text(
+            1.0,
+            0.72,
+            class_names[pair.true],
+            ha="right",
+            va="center",
+            fontsize=10,
+            fontweight="bold",
+            color=class_color(pair.true),
+            transform=label_ax.transAxes,
+        )
+        label_ax.text(
+            1.0,
+            0.5,
+            "predicted as",
+            ha="right",
+            va="center",
+            fontsize=8,
+            transform=label_ax.transAxes,
+        )
+        label_ax.text(
+            1.0,
+            0.28,
+            class_names[pair.pred],
+            ha="right",
+            va="center",
+            fontsize=10,
+            fontweight="bold",
+            color=class_color(pair.pred),
+            transform=label_ax.transAxes,
+        )
+        label_ax.text(
+            1.0,
+            0.06,
+            f"{pair.count} of {pair.support} ({share:.0%})",
+            ha="right",
+            va="center",
+            fontsize=8,
+            transform=label_ax.transAxes,
+        )
         # The row's thumbnails as ONE image (a few axes per figure instead of ~60: drawing
         # and laying out an axes costs ~10 ms, which made this the plot stage's slowest part).
         ax = fig.add_subplot(grid[r, 1])
@@ -158,14 +217,26 @@ def plot_confused_pairs(pairs: Sequence[ConfusedPair], images: Mapping[int, np.n
         ax.imshow(strip, interpolation="antialiased")
         for idx, x in centres:
             p = (confidence or {}).get(idx)
-            ax.text(x, side * 1.02, f"#{idx}" + (f"  p={p:.2f}" if p is not None else ""),
-                    ha="center", va="top", fontsize=7)
+            ax.text(
+                x,
+                side * 1.02,
+                f"#{idx}" + (f"  p={p:.2f}" if p is not None else ""),
+                ha="center",
+                va="top",
+                fontsize=7,
+            )
         if r == 0:
-            ax.text(0, -side * 0.04, "misclassified,\nmost confident first", fontsize=9,
-                    va="bottom")
+            ax.text(
+                0, -side * 0.04, "misclassified,\nmost confident first", fontsize=9, va="bottom"
+            )
             if n_ref:
-                ax.text(_ref_start(n_wrong, side), -side * 0.04,
-                        "the predicted class,\ncorrectly classified", fontsize=9, va="bottom")
+                ax.text(
+                    _ref_start(n_wrong, side),
+                    -side * 0.04,
+                    "the predicted class,\ncorrectly classified",
+                    fontsize=9,
+                    va="bottom",
+                )
     fig.suptitle(title, fontsize=13)
     save_png(fig, path)
     return fig
@@ -176,8 +247,9 @@ def _ref_start(n_wrong: int, side: int) -> int:
     return n_wrong * side + round(side * GAP_IN / CELL_IN)
 
 
-def _thumbnail_strip(images: Mapping[int, np.ndarray], pair: ConfusedPair, n_wrong: int,
-                     n_ref: int, side: int) -> tuple[np.ndarray, list[tuple[int, float]]]:
+def _thumbnail_strip(
+    images: Mapping[int, np.ndarray], pair: ConfusedPair, n_wrong: int, n_ref: int, side: int
+) -> tuple[np.ndarray, list[tuple[int, float]]]:
     """One row of the gallery as an image (side, width, 3) uint8 on white: the pair's mistakes
     in ``n_wrong`` cells, a gap, its references in ``n_ref`` cells (unused cells stay white;
     smaller images sit centred in their cell). Also ``[(index, x centre)]`` per thumbnail."""
@@ -190,6 +262,6 @@ def _thumbnail_strip(images: Mapping[int, np.ndarray], pair: ConfusedPair, n_wro
             h, w = img.shape[:2]
             x0 = start + j * side + (side - w) // 2
             y0 = (side - h) // 2
-            strip[y0:y0 + h, x0:x0 + w] = img
+            strip[y0 : y0 + h, x0 : x0 + w] = img
             centres.append((idx, start + j * side + side / 2 - 0.5))
     return strip, centres

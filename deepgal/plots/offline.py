@@ -6,6 +6,7 @@ placeholder, so offline its charts stay blank. This template has no ``{scripts}`
 vl-convert-python (a dependency of the project, so ``pip install -e .`` brings them; nothing is
 fetched at run time). DVC reads it through ``plots.html_template`` in ``.dvc/config``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,9 +53,11 @@ def vegalite_version() -> str:
 
     fives = [v for v in vl_convert.get_vegalite_versions() if v.startswith("5.")]
     if not fives:
-        raise RuntimeError(f"vl-convert-python {vl_convert.__version__} ships no Vega-Lite 5.x "
-                           f"(has {vl_convert.get_vegalite_versions()}); DVC's plots need v5: "
-                           "install a vl-convert-python that has it (see pyproject.toml)")
+        raise RuntimeError(
+            f"vl-convert-python {vl_convert.__version__} ships no Vega-Lite 5.x "
+            f"(has {vl_convert.get_vegalite_versions()}); DVC's plots need v5: "
+            "install a vl-convert-python that has it (see pyproject.toml)"
+        )
     return max(fives, key=lambda v: tuple(int(p) for p in v.split(".")))
 
 
@@ -66,13 +69,19 @@ def html_template() -> str:
     bundle = vl_convert.javascript_bundle(vl_version=vl)
     bad = [p for p in (*PLACEHOLDERS, "</script") if p in bundle]
     if bad:
-        raise RuntimeError(f"the Vega bundle of vl-convert-python {vl_convert.__version__} "
-                           f"contains {bad}, which would break the HTML template")
+        raise RuntimeError(
+            f"the Vega bundle of vl-convert-python {vl_convert.__version__} "
+            f"contains {bad}, which would break the HTML template"
+        )
     page = PAGE
     # The bundle goes in last, so no marker is ever looked for inside the libraries' code.
-    for key, value in (("@VEGA@", vl_convert.get_vega_version()), ("@VL@", vl),
-                       ("@EMBED@", vl_convert.get_vega_embed_version()),
-                       ("@VLC@", vl_convert.__version__), ("@BUNDLE@", bundle)):
+    for key, value in (
+        ("@VEGA@", vl_convert.get_vega_version()),
+        ("@VL@", vl),
+        ("@EMBED@", vl_convert.get_vega_embed_version()),
+        ("@VLC@", vl_convert.__version__),
+        ("@BUNDLE@", bundle),
+    ):
         page = page.replace(key, value)
     return page
 

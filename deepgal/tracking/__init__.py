@@ -11,16 +11,41 @@
 
 No other module calls ``mlflow``, and importing this package loads neither MLflow nor torch.
 """
+
 from ..utils import redact
-from .env import (EXPERIMENT_DEFAULT, TrackingError, default_tracking_uri, git_commit,
-                  mlflow_enabled, pipeline_run_name, project_root)
+from .env import (
+    EXPERIMENT_DEFAULT,
+    TrackingError,
+    default_tracking_uri,
+    git_commit,
+    mlflow_enabled,
+    pipeline_run_name,
+    project_root,
+)
 from .files import HISTORY_COLUMNS, FileSink
 from .nested import NestedRun, log_nested_run, start_nested
 from .runlog import RunLogger, attach, open_run, summary_key
 from .sink import MlflowSink
 from .store import store_lock
 
-__all__ = ["EXPERIMENT_DEFAULT", "HISTORY_COLUMNS", "FileSink", "MlflowSink", "NestedRun",
-           "RunLogger", "TrackingError", "attach", "default_tracking_uri", "git_commit",
-           "log_nested_run", "mlflow_enabled", "open_run", "pipeline_run_name", "project_root", "redact",
-           "start_nested", "store_lock", "summary_key"]
+__all__ = [
+    "EXPERIMENT_DEFAULT",
+    "HISTORY_COLUMNS",
+    "FileSink",
+    "MlflowSink",
+    "NestedRun",
+    "RunLogger",
+    "TrackingError",
+    "attach",
+    "default_tracking_uri",
+    "git_commit",
+    "log_nested_run",
+    "mlflow_enabled",
+    "open_run",
+    "pipeline_run_name",
+    "project_root",
+    "redact",
+    "start_nested",
+    "store_lock",
+    "summary_key",
+]

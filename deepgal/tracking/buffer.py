@@ -1,8 +1,9 @@
 """Epochs the tracker has not acknowledged yet: kept in order, re-sent, never sent twice."""
+
 from __future__ import annotations
 
 import logging
-from typing import Callable
+from collections.abc import Callable
 
 from .env import TrackingError
 
@@ -30,8 +31,11 @@ class EpochBuffer:
             try:
                 self.send(self.pending[0])
             except TrackingError as e:
-                log.warning("MLflow unreachable (%s); %d epoch(s) buffered, will retry",
-                            e, len(self.pending))
+                log.warning(
+                    "MLflow unreachable (%s); %d epoch(s) buffered, will retry",
+                    e,
+                    len(self.pending),
+                )
                 return False
             self.delivered.add(int(self.pending.pop(0)["epoch"]))
         return True

@@ -5,10 +5,11 @@ MLflow's context tag set to the split. The digest is the data file's SHA-256 (cu
 characters MLflow shows; the store's column holds 36), the full checksum and the split's size
 are in the profile, and the schema says what a row is: one (H, W, 3) uint8 image and its label.
 """
+
 from __future__ import annotations
 
 import json
-from typing import Mapping
+from collections.abc import Mapping
 
 from ..handoff import Source
 
@@ -31,7 +32,8 @@ def dataset_inputs(source: Source | Mapping, split_sizes: dict[str, int]) -> lis
     h, w = (list(source.image_size or [-1, -1]) + [-1, -1])[:2]
     schema = TensorDatasetSchema(
         features=Schema([TensorSpec(np.dtype(np.uint8), (-1, h, w, 3), "images")]),
-        targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "ans")]))
+        targets=Schema([TensorSpec(np.dtype(np.int64), (-1,), "ans")]),
+    )
     if source.url:
         kind, where = "http", {"url": source.url}
     else:
@@ -40,10 +42,19 @@ def dataset_inputs(source: Source | Mapping, split_sizes: dict[str, int]) -> lis
     for split, rows in split_sizes.items():
         if not rows:
             continue
-        profile = {"num_rows": int(rows), "split": split, "sha256": sha,
-                   "file_images": source.n_images}
-        ds = Dataset(name=f"{source.source}/{split}", digest=sha[:DIGEST_CHARS],
-                     source_type=kind, source=json.dumps(where),
-                     schema=json.dumps(schema.to_dict()), profile=json.dumps(profile))
+        profile = {
+            "num_rows": int(rows),
+            "split": split,
+            "sha256": sha,
+            "file_images": source.n_images,
+        }
+        ds = Dataset(
+            name=f"{source.source}/{split}",
+            digest=sha[:DIGEST_CHARS],
+            source_type=kind,
+            source=json.dumps(where),
+            schema=json.dumps(schema.to_dict()),
+            profile=json.dumps(profile),
+        )
         inputs.append(DatasetInput(ds, tags=[InputTag(MLFLOW_DATASET_CONTEXT, split)]))
     return inputs

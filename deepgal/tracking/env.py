@@ -2,6 +2,7 @@
 
 Nothing here imports MLflow or torch: every stage reads these at start-up.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,7 +28,7 @@ def project_root(cwd: str | Path | None = None) -> Path:
     cwd = Path(cwd or os.getcwd()).resolve()
     parts = cwd.parts
     for i in range(len(parts) - 2):
-        if parts[i:i + 3] == (".dvc", "tmp", "exps"):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
             return Path(*parts[:i])
     return cwd
 
@@ -50,8 +51,9 @@ def mlflow_enabled() -> bool:
 
 def git_commit(cwd: str | Path = ".") -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                             text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() or "unknown"
@@ -69,8 +71,10 @@ def pipeline_run_name(cwd: str | Path = ".") -> str:
 def quote_filter_value(value: str) -> str:
     """A value for an MLflow search filter (single-quoted; quotes cannot be escaped there)."""
     if not re.fullmatch(r"[^'\\]*", value):
-        raise TrackingError(f"cannot search MLflow for {value!r}: it contains a quote or "
-                            "backslash; rename the DVC experiment")
+        raise TrackingError(
+            f"cannot search MLflow for {value!r}: it contains a quote or "
+            "backslash; rename the DVC experiment"
+        )
     return f"'{value}'"
 
 

@@ -1,4 +1,5 @@
 """The DVC side of tracking: ``history.csv`` (DVC plots), rewritten after every epoch."""
+
 from __future__ import annotations
 
 from pathlib import Path

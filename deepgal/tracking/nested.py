@@ -5,6 +5,7 @@ training run, with one child run per fold under it. The stage has written its lo
 first; the runs are then created with the times the work really took, so a tracker that is
 away costs one warning and no result.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,13 +18,18 @@ class NestedRun(RunLogger):
     """A best-effort logger of a run created under ``parent`` (see :func:`start_nested`)."""
 
     def end(self, end_ms: int | None = None, status: str = "FINISHED") -> None:
-        self._do("the run's end", lambda s: s.call(s.client.set_terminated, self.run_id,
-                                                   status, end_ms))
+        self._do(
+            "the run's end", lambda s: s.call(s.client.set_terminated, self.run_id, status, end_ms)
+        )
 
 
-def start_nested(parent: RunLogger, name: str, tags: dict[str, Any] | None = None,
-                 params: dict[str, Any] | None = None,
-                 start_ms: int | None = None) -> NestedRun | None:
+def start_nested(
+    parent: RunLogger,
+    name: str,
+    tags: dict[str, Any] | None = None,
+    params: dict[str, Any] | None = None,
+    start_ms: int | None = None,
+) -> NestedRun | None:
     """A new run called ``name`` in ``parent``'s experiment, nested under it (MLflow's
     ``mlflow.parentRunId`` tag), started at ``start_ms`` (ms since the epoch; None: now).
     None when the tracker cannot be reached (one warning, from ``parent``)."""
@@ -31,12 +37,19 @@ def start_nested(parent: RunLogger, name: str, tags: dict[str, Any] | None = Non
 
     def create(store) -> str:
         exp = store.call(store.client.get_run, parent.run_id).info.experiment_id
-        run = store.call(store.client.create_run, exp, start_time=start_ms, run_name=name,
-                         tags={**{k: str(v) for k, v in (tags or {}).items()},
-                               PARENT_TAG: parent.run_id})
+        run = store.call(
+            store.client.create_run,
+            exp,
+            start_time=start_ms,
+            run_name=name,
+            tags={**{k: str(v) for k, v in (tags or {}).items()}, PARENT_TAG: parent.run_id},
+        )
         if params:
-            store.call(store.client.log_batch, run.info.run_id,
-                       params=[Param(k, str(v)) for k, v in params.items()])
+            store.call(
+                store.client.log_batch,
+                run.info.run_id,
+                params=[Param(k, str(v)) for k, v in params.items()],
+            )
         return run.info.run_id
 
     run_id = parent._do(f"run {name}", create)
@@ -45,9 +58,16 @@ def start_nested(parent: RunLogger, name: str, tags: dict[str, Any] | None = Non
     return NestedRun(parent.uri, run_id, store=parent.store, best_effort=True)
 
 
-def log_nested_run(run_file, name: str, kind: str, params: dict[str, Any],
-                   curve: dict[str, list[float]], metrics: dict[str, float],
-                   dataset: dict | None = None, artifact=None) -> str | None:
+def log_nested_run(
+    run_file,
+    name: str,
+    kind: str,
+    params: dict[str, Any],
+    curve: dict[str, list[float]],
+    metrics: dict[str, float],
+    dataset: dict | None = None,
+    artifact=None,
+) -> str | None:
     """Log one finished piece of work (fine-tuning) as run ``name`` under the run of
     ``run_file`` (``models/<v>/mlflow_run.json``), tagged ``deepgal.kind = kind``; returns its
     id, or None (MLflow off, no run, tracker away). ``curve``: {key: values}, value i at
@@ -65,16 +85,20 @@ def log_nested_run(run_file, name: str, kind: str, params: dict[str, Any],
     if child is None:
         return None
     now = int(time.time() * 1000)
-    points = [Metric(k, float(v), now, step) for k, values in curve.items()
-              for step, v in enumerate(values)]
+    points = [
+        Metric(k, float(v), now, step)
+        for k, values in curve.items()
+        for step, v in enumerate(values)
+    ]
     child._do("the curve", lambda s: s.call(s.client.log_batch, child.run_id, metrics=points))
     child.log_metrics(metrics)
     if dataset is not None:
         from .dataset import dataset_inputs
 
         inputs = dataset_inputs(dataset, {kind: int(dataset["n_images"])})
-        child._do("the dataset", lambda s: s.call(s.client.log_inputs, child.run_id,
-                                                  datasets=inputs))
+        child._do(
+            "the dataset", lambda s: s.call(s.client.log_inputs, child.run_id, datasets=inputs)
+        )
     if artifact is not None:
         child.log_artifact(artifact)
     child.end()

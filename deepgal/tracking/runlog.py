@@ -11,17 +11,19 @@ curves people compare (``train/*``, ``val/*``) keep their sections; one-off numb
 (``eval/val/accuracy``, ``select/epoch``) are sent with ``.`` for ``/`` (``eval.val.accuracy``)
 so that they come after the curves instead of before them.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..handoff import MlflowRun
 from ..utils import redact
-from .env import TrackingError, mlflow_enabled, default_tracking_uri
+from .env import TrackingError, default_tracking_uri, mlflow_enabled
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -35,8 +37,9 @@ def summary_key(key: str) -> str:
 class RunLogger:
     """Logs into run ``run_id`` of the store at ``uri``; never changes the run's status."""
 
-    def __init__(self, uri: str, run_id: str, store: Store | None = None,
-                 best_effort: bool = False):
+    def __init__(
+        self, uri: str, run_id: str, store: Store | None = None, best_effort: bool = False
+    ):
         self.uri, self.run_id, self.best_effort = uri, run_id, best_effort
         self._store, self._dead = store, False
 
@@ -60,8 +63,13 @@ class RunLogger:
             if not self.best_effort:
                 raise
             self._dead = True
-            log.warning("MLflow at %s unreachable (%s): %s and later MLflow logging skipped; "
-                        "the local outputs are complete", redact(self.uri), e, what)
+            log.warning(
+                "MLflow at %s unreachable (%s): %s and later MLflow logging skipped; "
+                "the local outputs are complete",
+                redact(self.uri),
+                e,
+                what,
+            )
             return None
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
@@ -85,13 +93,21 @@ class RunLogger:
         return run.data.tags.get(PARENT_TAG) if run is not None else None
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self._do(f"artifact {Path(path).name}",
-                 lambda s: s.call(s.client.log_artifact, self.run_id, str(path), artifact_path))
+        self._do(
+            f"artifact {Path(path).name}",
+            lambda s: s.call(s.client.log_artifact, self.run_id, str(path), artifact_path),
+        )
 
     def log_dict(self, obj: dict, artifact_file: str) -> None:
-        self._do(artifact_file, lambda s: s.call(s.client.log_dict, self.run_id,
-                                                 json.loads(json.dumps(obj, default=float)),
-                                                 artifact_file))
+        self._do(
+            artifact_file,
+            lambda s: s.call(
+                s.client.log_dict,
+                self.run_id,
+                json.loads(json.dumps(obj, default=float)),
+                artifact_file,
+            ),
+        )
 
 
 def attach(run_id: str | None) -> RunLogger | None:

@@ -4,6 +4,7 @@ Construct it before training: it fails fast (:class:`TrackingError`) if the stor
 used. Afterwards it never fails the training: an epoch that cannot be delivered is buffered
 and re-sent; what never arrives is returned by :meth:`MlflowSink.finish` and tagged on the run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,14 +31,23 @@ class MlflowSink(RunLogger):
     ``tags``/``params``: set on the run (``params`` = the resolved config, flat dotted keys).
     """
 
-    def __init__(self, uri: str, run_name: str, tags: dict[str, str], params: dict[str, Any],
-                 run_id: str | None = None, experiment: str | None = None,
-                 retries: int = 3, system_metrics: bool = True):
+    def __init__(
+        self,
+        uri: str,
+        run_name: str,
+        tags: dict[str, str],
+        params: dict[str, Any],
+        run_id: str | None = None,
+        experiment: str | None = None,
+        retries: int = 3,
+        system_metrics: bool = True,
+    ):
         try:
             store = Store(uri, retries)
             self.experiment_id = store.experiment_id(experiment or experiment_name())
-            self.parent_id = parent.find_or_create(store, self.experiment_id,
-                                                   pipeline_run_name(), tags)
+            self.parent_id = parent.find_or_create(
+                store, self.experiment_id, pipeline_run_name(), tags
+            )
             run_id = store.call(self._start_run, store, run_id, run_name, tags)
             super().__init__(uri, run_id, store=store)
             parent.child_started(store, self.parent_id)
@@ -46,21 +56,30 @@ class MlflowSink(RunLogger):
         except TrackingError as e:
             raise TrackingError(
                 f"MLflow tracking at {redact(uri)} cannot be used ({e}). Start the server, fix "
-                "MLFLOW_TRACKING_URI, or run without MLflow: DEEPGAL_MLFLOW=off") from None
+                "MLFLOW_TRACKING_URI, or run without MLflow: DEEPGAL_MLFLOW=off"
+            ) from None
         self.buffer = EpochBuffer(self._send_epoch, delivered)
         self._system = SystemMetrics(self.run_id, uri) if system_metrics else None
-        log.info("MLflow run %s (in pipeline run %s) at %s", self.run_id, pipeline_run_name(),
-                 redact(uri))
+        log.info(
+            "MLflow run %s (in pipeline run %s) at %s",
+            self.run_id,
+            pipeline_run_name(),
+            redact(uri),
+        )
 
-    def _start_run(self, store: Store, run_id: str | None, run_name: str,
-                   tags: dict[str, str]) -> str:
+    def _start_run(
+        self, store: Store, run_id: str | None, run_name: str, tags: dict[str, str]
+    ) -> str:
         from mlflow.exceptions import MlflowException
 
         client = store.client
         nest = {parent.PARENT_TAG: self.parent_id}
         # The run list's "Source" column: the stage script and the commit it ran at.
-        source = {"mlflow.source.type": "LOCAL", "mlflow.source.name": Path(sys.argv[0]).name,
-                  "mlflow.source.git.commit": tags.get("git.commit", "")}
+        source = {
+            "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": Path(sys.argv[0]).name,
+            "mlflow.source.git.commit": tags.get("git.commit", ""),
+        }
         if run_id:
             try:
                 run = client.get_run(run_id)
@@ -74,8 +93,9 @@ class MlflowSink(RunLogger):
                 for k, v in {**nest, "deepgal.resumed": "true"}.items():
                     client.set_tag(run_id, k, v)
                 return run_id
-        return client.create_run(self.experiment_id, run_name=run_name,
-                                 tags={**source, **tags, **nest}).info.run_id
+        return client.create_run(
+            self.experiment_id, run_name=run_name, tags={**source, **tags, **nest}
+        ).info.run_id
 
     def _log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param
@@ -83,7 +103,7 @@ class MlflowSink(RunLogger):
         existing = self.store.call(self.client.get_run, self.run_id).data.params
         items = [Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
         for i in range(0, len(items), 100):  # MLflow takes at most 100 params a batch
-            self.store.call(self.client.log_batch, self.run_id, params=items[i:i + 100])
+            self.store.call(self.client.log_batch, self.run_id, params=items[i : i + 100])
 
     def _steps_logged(self) -> set[int]:
         return {m.step for m in self.client.get_metric_history(self.run_id, "val/accuracy")}
@@ -125,8 +145,12 @@ class MlflowSink(RunLogger):
         missing = self.buffer.undelivered()
         try:
             if missing:
-                self.store.call(self.client.set_tag, self.run_id, "deepgal.undelivered_epochs",
-                                ",".join(map(str, missing)))
+                self.store.call(
+                    self.client.set_tag,
+                    self.run_id,
+                    "deepgal.undelivered_epochs",
+                    ",".join(map(str, missing)),
+                )
             self.store.call(self.client.set_terminated, self.run_id, status)
             parent.child_ended(self.store, self.experiment_id, self.parent_id)
         except TrackingError as e:

@@ -4,6 +4,7 @@ SQLite allows one writer and MLflow's SQLAlchemy store answers a busy database w
 is locked" instead of waiting, so writers of one SQLite file queue on an ``flock`` beside it.
 Other stores (an HTTP server, PostgreSQL) take concurrent writers and need no lock.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,15 +12,16 @@ import fcntl
 import hashlib
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from ..utils import redact
 from .env import TrackingError, quiet_http_client
 
 
 def sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
 
 
 @contextlib.contextmanager
@@ -101,5 +103,7 @@ class Store:
         db = sqlite_path(self.uri)
         location = (db.parent / "mlartifacts").as_uri() if db else None
         return self.client.create_experiment(
-            name, artifact_location=location,
-            tags={"mlflow.experimentKind": "custom_model_development"})
+            name,
+            artifact_location=location,
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )

@@ -1,4 +1,5 @@
 """MLflow's system metrics (CPU, memory, GPU) for a training run, when psutil is installed."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,9 @@ class SystemMetrics:
             return
         # Our URI, not MLflow's default: that is relative to the working directory, which in a
         # queued `dvc exp` is a temporary copy of the repository.
-        self._monitor = SystemMetricsMonitor(run_id, sampling_interval=interval_s,
-                                             samples_before_logging=1, tracking_uri=uri)
+        self._monitor = SystemMetricsMonitor(
+            run_id, sampling_interval=interval_s, samples_before_logging=1, tracking_uri=uri
+        )
         self._monitor.start()
 
     def stop(self) -> None:

@@ -7,6 +7,7 @@ Each batch gathers uint8 rows of the split, becomes normalised, augmented floats
 (:func:`deepgal.training.mix.mix_batch`); validation is the project's one batched inference,
 :func:`deepgal.inference.run_model`, with the sums added over ranks.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,7 +35,6 @@ class TrainingDiverged(RuntimeError):
     """Loss became NaN/inf; the last good checkpoint is kept."""
 
 
-
 @dataclass
 class Split:
     images: torch.Tensor  # (N, H, W, 3) uint8
@@ -47,6 +47,7 @@ class Split:
 @dataclass
 class RunSpec:
     """Everything ``fit`` needs besides the model and the data."""
+
     cfg: RunCfg  # the variant's resolved config: epochs, batch_size, lr, ema, precision, ...
     preprocess: Preprocess
     ckpt_dir: Path
@@ -54,18 +55,32 @@ class RunSpec:
     meta: dict[str, Any] = field(default_factory=dict)  # variant, model, config: into checkpoints
 
 
-
-def evaluate(model: nn.Module, split: Split, spec: RunSpec, device: torch.device,
-             dist: Dist = Dist(), batch_size: int = 256) -> dict[str, float]:
+def evaluate(
+    model: nn.Module,
+    split: Split,
+    spec: RunSpec,
+    device: torch.device,
+    dist: Dist = Dist(),
+    batch_size: int = 256,
+) -> dict[str, float]:
     """Mean cross-entropy and accuracy over the whole ``split``, without augmentation.
 
     Each rank scores its contiguous slice; the sums are added over ranks, so the numbers are
     those of the whole split whatever the world size.
     """
     rows = eval_slice(len(split), dist)
-    logits = torch.from_numpy(run_model(
-        model, split.images[rows], spec.preprocess, device, batch_size, output="logits",
-        precision=spec.cfg.precision, channels_last=spec.cfg.channels_last))  # (n, C) float32
+    logits = torch.from_numpy(
+        run_model(
+            model,
+            split.images[rows],
+            spec.preprocess,
+            device,
+            batch_size,
+            output="logits",
+            precision=spec.cfg.precision,
+            channels_last=spec.cfg.channels_last,
+        )
+    )  # (n, C) float32
     y = split.labels[rows].cpu()
     loss = F.cross_entropy(logits, y, reduction="sum").item() if len(y) else 0.0
     correct = (logits.argmax(1) == y).sum().item()
@@ -78,6 +93,7 @@ class TrainState:
     """What training updates: ``fwd`` is the model as trained (DDP and/or compiled), ``model``
     the plain module the EMA follows, then the optimiser, the per-step schedule and the EMA
     (None when ``ema`` = 0)."""
+
     fwd: nn.Module
     model: nn.Module
     opt: torch.optim.Optimizer
@@ -89,17 +105,32 @@ class TrainState:
         """The weights validated and kept as a checkpoint's ``model``: the EMA's when on."""
         return self.ema.module if self.ema is not None else self.model
 
-    def record(self, epoch: int, step: int, history: list[dict], spec: RunSpec,
-               accum: dict | None = None, rng: dict | None = None) -> CheckpointRecord:
+    def record(
+        self,
+        epoch: int,
+        step: int,
+        history: list[dict],
+        spec: RunSpec,
+        accum: dict | None = None,
+        rng: dict | None = None,
+    ) -> CheckpointRecord:
         """This state as a checkpoint (see :class:`CheckpointRecord` for ``epoch``/``step``)."""
         ema = self.ema
         return CheckpointRecord(
-            model=self.eval_model.state_dict(), optimizer=self.opt.state_dict(),
-            scheduler=self.sched.state_dict(), epoch=epoch, step_in_epoch=step,
-            history=history, fingerprint=spec.fingerprint, preprocess=spec.preprocess.to_dict(),
-            accum=accum, rng=rng, meta=spec.meta,
+            model=self.eval_model.state_dict(),
+            optimizer=self.opt.state_dict(),
+            scheduler=self.sched.state_dict(),
+            epoch=epoch,
+            step_in_epoch=step,
+            history=history,
+            fingerprint=spec.fingerprint,
+            preprocess=spec.preprocess.to_dict(),
+            accum=accum,
+            rng=rng,
+            meta=spec.meta,
             train_model=self.model.state_dict() if ema is not None else None,
-            ema_n_averaged=int(ema.n_averaged) if ema is not None else None)
+            ema_n_averaged=int(ema.n_averaged) if ema is not None else None,
+        )
 
     def load(self, record: CheckpointRecord) -> None:
         """Optimiser, schedule and EMA from ``record`` (the weights are loaded before wrapping)."""
@@ -117,6 +148,7 @@ class EpochPlan:
     ``carried``: sums of the steps before ``start_step`` (a resumed epoch); the running sums
     start from them, so the float32 additions are those of an epoch never stopped, bit for bit.
     """
+
     epoch: int
     batches: list[torch.Tensor]
     gen: torch.Generator
@@ -124,10 +156,15 @@ class EpochPlan:
     carried: dict[str, float] | None = None
 
 
-def train_one_epoch(state: TrainState, train: Split, plan: EpochPlan, spec: RunSpec,
-                    device: torch.device,
-                    should_stop: Callable[[int], bool] = lambda step: False,
-                    progress: Progress | None = None) -> tuple[dict[str, float], int | None]:
+def train_one_epoch(
+    state: TrainState,
+    train: Split,
+    plan: EpochPlan,
+    spec: RunSpec,
+    device: torch.device,
+    should_stop: Callable[[int], bool] = lambda step: False,
+    progress: Progress | None = None,
+) -> tuple[dict[str, float], int | None]:
     """``plan``'s epoch from its ``start_step``: returns (sums of loss/correct/seen/seconds,
     stopped_at). ``stopped_at`` is the step where ``should_stop`` asked to stop (the state is
     then exactly "before that step"), else None.
@@ -151,33 +188,51 @@ def train_one_epoch(state: TrainState, train: Split, plan: EpochPlan, spec: RunS
             raise TrainingDiverged(
                 f"loss became {loss.item()} at epoch {plan.epoch} step {step}; stopped. The "
                 f"last good checkpoint is kept in {spec.ckpt_dir}. Lower train.lr (now "
-                f"{cfg.lr:g}) or raise train.warmup_epochs.")
+                f"{cfg.lr:g}) or raise train.warmup_epochs."
+            )
         _update(state, loss)
         seen += len(idx)
         loss_sum += loss.detach() * len(idx)
         correct += (out.argmax(1) == y).sum()
         if progress is not None:
             progress.update(1)
-    sums = {"loss": loss_sum.item(), "correct": int(correct.item()), "seen": seen,
-            "seconds": time.perf_counter() - t0}
+    sums = {
+        "loss": loss_sum.item(),
+        "correct": int(correct.item()),
+        "seen": seen,
+        "seconds": time.perf_counter() - t0,
+    }
     return sums, stopped
 
 
-def _batch(train: Split, idx: torch.Tensor, y: torch.Tensor, spec: RunSpec, device: torch.device,
-           gen: torch.Generator, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _batch(
+    train: Split,
+    idx: torch.Tensor,
+    y: torch.Tensor,
+    spec: RunSpec,
+    device: torch.device,
+    gen: torch.Generator,
+    num_classes: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs (B, 3, S, S) float32, targets: labels (B,) or mixed soft targets (B, C))."""
     cfg = spec.cfg
     # index_select, not images[idx]: ~10x faster gather of uint8 rows on CPU.
     xb = train.images.index_select(0, idx.to(train.images.device))
-    x = prepare_batch(to_device(xb, device), spec.preprocess, cfg.augment, generator=gen,
-                      channels_last=cfg.channels_last)
+    x = prepare_batch(
+        to_device(xb, device),
+        spec.preprocess,
+        cfg.augment,
+        generator=gen,
+        channels_last=cfg.channels_last,
+    )
     if cfg.mixup or cfg.cutmix:
         return mix_batch(x, y, num_classes, cfg.mixup, cfg.cutmix, gen)
     return x, y
 
 
-def _step(state: TrainState, batch: tuple[torch.Tensor, torch.Tensor], spec: RunSpec,
-          device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _step(
+    state: TrainState, batch: tuple[torch.Tensor, torch.Tensor], spec: RunSpec, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward pass and loss of one batch: (logits (B, C), scalar loss)."""
     x, target = batch
     with recipe.autocast(spec.cfg, device):

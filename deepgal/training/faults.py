@@ -1,5 +1,6 @@
 """The fault suite's deterministic trigger: ``DEEPGAL_FAULT`` makes training signal itself at a
 given epoch and step (:class:`Fault`) instead of a test guessing the moment with ``sleep``."""
+
 from __future__ import annotations
 
 import logging
@@ -21,6 +22,7 @@ class Fault:
     itself, or to its whole process group with ``target=group`` (as a terminal's Ctrl-C, or a
     SIGKILL of ``dvc repro`` and its children, would). ``rank``: only that DDP rank.
     """
+
     signum: int
     epoch: int
     step: int
@@ -34,19 +36,32 @@ class Fault:
             return None
         try:
             kv = dict(part.split("=", 1) for part in spec.split(","))
-            return cls(_SIGNALS[kv["signal"]], int(kv["epoch"]), int(kv["step"]),
-                       int(kv["rank"]) if "rank" in kv else None,
-                       kv.get("target", "self") == "group")
+            return cls(
+                _SIGNALS[kv["signal"]],
+                int(kv["epoch"]),
+                int(kv["step"]),
+                int(kv["rank"]) if "rank" in kv else None,
+                kv.get("target", "self") == "group",
+            )
         except (KeyError, ValueError) as e:
-            raise ValueError(f"DEEPGAL_FAULT={spec!r}: expected signal=SIGINT|SIGTERM|SIGKILL,"
-                             f"epoch=N,step=N[,rank=N][,target=self|group] ({e})") from None
+            raise ValueError(
+                f"DEEPGAL_FAULT={spec!r}: expected signal=SIGINT|SIGTERM|SIGKILL,"
+                f"epoch=N,step=N[,rank=N][,target=self|group] ({e})"
+            ) from None
 
     def maybe_fire(self, epoch: int, step: int, steps: int, rank: int) -> None:
         if (epoch, step) != (self.epoch, self.step) or self.rank not in (None, rank):
             return
         name = signal.Signals(self.signum).name
-        log.warning("DEEPGAL_FAULT: sending %s to %s at epoch %d step %d/%d (rank %d)", name,
-                    "the process group" if self.group else "itself", epoch, step, steps, rank)
+        log.warning(
+            "DEEPGAL_FAULT: sending %s to %s at epoch %d step %d/%d (rank %d)",
+            name,
+            "the process group" if self.group else "itself",
+            epoch,
+            step,
+            steps,
+            rank,
+        )
         for h in logging.getLogger().handlers:
             h.flush()
         if self.group:

@@ -7,6 +7,7 @@ Files (written by :mod:`deepgal.checkpoint`, atomically, CRC-checked on load) in
 ``checkpoint_every`` epochs and at the last one. Until the last epoch the folder is mirrored
 where ``dvc exp run`` cannot overwrite it (:mod:`.unfinished`); after it the mirror goes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -33,6 +34,7 @@ class CheckpointRecord:
     sums over all ranks in ``accum`` (loss, correct, seen, seconds) and every rank's random
     state in ``rng`` (``{"ranks": [...]}``, see :func:`.rng.rank_state`).
     """
+
     model: dict[str, Any]  # state_dict
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
@@ -49,11 +51,20 @@ class CheckpointRecord:
 
     def to_dict(self) -> dict[str, Any]:
         """The plain dict :func:`deepgal.checkpoint.save` writes (key order as always)."""
-        out = {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
-               "epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "accum": self.accum,
-               "rng": self.rng, "history": self.history,
-               "metrics": self.history[-1] if self.history else {},
-               "fingerprint": self.fingerprint, "preprocess": self.preprocess, **self.meta}
+        out = {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "accum": self.accum,
+            "rng": self.rng,
+            "history": self.history,
+            "metrics": self.history[-1] if self.history else {},
+            "fingerprint": self.fingerprint,
+            "preprocess": self.preprocess,
+            **self.meta,
+        }
         if self.train_model is not None:
             out["train_model"], out["ema_n_averaged"] = self.train_model, self.ema_n_averaged
         return out
@@ -63,8 +74,11 @@ class CheckpointRecord:
         """A record from a loaded checkpoint: its own keys go to their fields, every other key
         (but ``metrics``, derived, and ``format_version``, the file's) into ``meta``."""
         names = {f.name for f in dataclasses.fields(cls)} - {"meta"}
-        meta = {k: v for k, v in ckpt.items()
-                if k not in names and k not in ("metrics", "format_version")}
+        meta = {
+            k: v
+            for k, v in ckpt.items()
+            if k not in names and k not in ("metrics", "format_version")
+        }
         return cls(**{k: v for k, v in ckpt.items() if k in names}, meta=meta)
 
     @property
@@ -80,8 +94,9 @@ class CheckpointKeeper:
     since only rank 0 builds the record).
     """
 
-    def __init__(self, ckpt_dir: Path, fingerprint: str, every: int, epochs: int,
-                 dist: Dist | None = None):
+    def __init__(
+        self, ckpt_dir: Path, fingerprint: str, every: int, epochs: int, dist: Dist | None = None
+    ):
         self.dir, self.fingerprint = Path(ckpt_dir), fingerprint
         self.every, self.epochs, self.dist = every, epochs, dist or Dist()
 

@@ -21,6 +21,7 @@ Distributed (``dist.world > 1``, see :mod:`deepgal.distributed`): every rank tak
 one permutation, DDP averages gradients, metrics are summed over ranks (validation accuracy is
 over the whole val split), and rank 0 alone writes checkpoints and feeds the sinks.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,9 +49,21 @@ from .keeper import CheckpointKeeper, CheckpointRecord
 from .rng import epoch_generators, rank_state, restore_rank_state
 from .signals import StopFlag
 
-__all__ = ["GPU_SHARE", "RunSpec", "Sink", "Split", "TrainingDiverged", "TrainingInterrupted",
-           "TrainState", "EpochPlan", "evaluate", "fit", "fits_on_device", "place_split",
-           "train_one_epoch"]
+__all__ = [
+    "GPU_SHARE",
+    "RunSpec",
+    "Sink",
+    "Split",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "TrainState",
+    "EpochPlan",
+    "evaluate",
+    "fit",
+    "fits_on_device",
+    "place_split",
+    "train_one_epoch",
+]
 
 log = logging.getLogger(__name__)
 GPU_SHARE = 0.4  # of free GPU memory a train split may take; the rest is for the model
@@ -75,8 +88,12 @@ def place_split(split: Split, device: torch.device) -> Split:
     nbytes = split.images.numel() * split.images.element_size()
     free, _ = torch.cuda.mem_get_info(device)
     if not fits_on_device(nbytes, free):
-        log.info("train split (%.2f GB) stays in host memory: %.2f GB free on %s", nbytes / 1e9,
-                 free / 1e9, device)
+        log.info(
+            "train split (%.2f GB) stays in host memory: %.2f GB free on %s",
+            nbytes / 1e9,
+            free / 1e9,
+            device,
+        )
         return split
     log.info("train split (%.2f GB uint8) lives in GPU memory", nbytes / 1e9)
     return Split(split.images.to(device), split.labels.to(device))
@@ -92,12 +109,19 @@ def _steps_per_epoch(n_train: int, cfg: RunCfg, dist: Dist) -> tuple[int, int]:
     return n_epoch, max((n_epoch // dist.world) // cfg.batch_size, 1)
 
 
-def _build_state(model: nn.Module, cfg: RunCfg, device: torch.device, dist: Dist, steps: int,
-                 record: CheckpointRecord | None) -> TrainState:
+def _build_state(
+    model: nn.Module,
+    cfg: RunCfg,
+    device: torch.device,
+    dist: Dist,
+    steps: int,
+    record: CheckpointRecord | None,
+) -> TrainState:
     """Model on ``device`` (with ``record``'s trained weights), wrapped and compiled, and its
     optimiser, schedule and EMA, restored from ``record`` when resuming."""
-    model.to(device, memory_format=torch.channels_last if cfg.channels_last
-             else torch.contiguous_format)
+    model.to(
+        device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format
+    )
     if record is not None:
         model.load_state_dict(record.trained_weights)
     fwd = recipe.maybe_compile(wrap(model, dist, device), cfg, device)
@@ -109,9 +133,15 @@ def _build_state(model: nn.Module, cfg: RunCfg, device: torch.device, dist: Dist
     return state
 
 
-def _plan_epoch(train: Split, cfg: RunCfg, epoch: int, device: torch.device, dist: Dist,
-                sizes: tuple[int, int],
-                resumed: CheckpointRecord | None) -> EpochPlan:
+def _plan_epoch(
+    train: Split,
+    cfg: RunCfg,
+    epoch: int,
+    device: torch.device,
+    dist: Dist,
+    sizes: tuple[int, int],
+    resumed: CheckpointRecord | None,
+) -> EpochPlan:
     """Epoch ``epoch``'s seeded shuffle and generators; resumed from ``resumed``'s interrupted
     epoch (its step, every rank's RNG state and the sums so far), else from its start."""
     n_epoch, steps = sizes
@@ -127,15 +157,17 @@ def _plan_epoch(train: Split, cfg: RunCfg, epoch: int, device: torch.device, dis
     return plan
 
 
-def _epoch_metrics(epoch: int, sums: dict[str, float], ev: dict[str, float], lr: float,
-                   world: int) -> dict[str, float]:
+def _epoch_metrics(
+    epoch: int, sums: dict[str, float], ev: dict[str, float], lr: float, world: int
+) -> dict[str, float]:
     """An epoch's history row from the train sums over all ranks and the validation scores."""
     seen = max(sums["seen"], 1)
     return {
         "epoch": epoch,
         "train/loss": sums["loss"] / seen,
         "train/accuracy": sums["correct"] / seen,
-        "val/loss": ev["loss"], "val/accuracy": ev["accuracy"],
+        "val/loss": ev["loss"],
+        "val/accuracy": ev["accuracy"],
         "lr": lr,
         # seconds were summed over ranks that ran side by side
         "images_per_s": seen / max(sums["seconds"] / world, 1e-9),
@@ -143,14 +175,17 @@ def _epoch_metrics(epoch: int, sums: dict[str, float], ev: dict[str, float], lr:
     }
 
 
-def _stop_check(fault: Fault | None, stop: StopFlag, epoch: int, steps: int, dist: Dist,
-                device: torch.device) -> Callable[[int], bool]:
+def _stop_check(
+    fault: Fault | None, stop: StopFlag, epoch: int, steps: int, dist: Dist, device: torch.device
+) -> Callable[[int], bool]:
     """``should_stop`` of one epoch: fires the injected fault due at this step, then asks
     whether any rank has a signal pending."""
+
     def should_stop(step: int) -> bool:
         if fault is not None:
             fault.maybe_fire(epoch, step, steps, dist.rank)
         return dist.any(stop.signum is not None, device)
+
     return should_stop
 
 
@@ -163,8 +198,16 @@ def _resume_point(record: CheckpointRecord | None, spec: RunSpec) -> tuple[int, 
     return *start, list(record.history)
 
 
-def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch.device,
-        sinks: list[Sink] = (), resume: bool = True, dist: Dist = Dist()) -> list[dict]:
+def fit(
+    model: nn.Module,
+    train: Split,
+    val: Split,
+    spec: RunSpec,
+    device: torch.device,
+    sinks: list[Sink] = (),
+    resume: bool = True,
+    dist: Dist = Dist(),
+) -> list[dict]:
     """Train ``model`` for ``spec.cfg.epochs``; returns the per-epoch history (list of dicts).
 
     Checkpoints go to ``spec.ckpt_dir`` as :class:`CheckpointKeeper` keeps them. Raises
@@ -172,8 +215,9 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
     writing a resumable checkpoint).
     """
     cfg = spec.cfg
-    keeper = CheckpointKeeper(spec.ckpt_dir, spec.fingerprint, cfg.checkpoint_every,
-                              cfg.epochs, dist)
+    keeper = CheckpointKeeper(
+        spec.ckpt_dir, spec.fingerprint, cfg.checkpoint_every, cfg.epochs, dist
+    )
     record = keeper.resume(resume)
     sizes = _steps_per_epoch(len(train), cfg, dist)
     steps = sizes[1]
@@ -184,41 +228,60 @@ def fit(model: nn.Module, train: Split, val: Split, spec: RunSpec, device: torch
             sink.log_epoch(m)  # re-deliver: sinks skip what they already have
     fault = Fault.from_env()
     total = (cfg.epochs - start_epoch + 1) * steps - start_step
-    with StopFlag() as stop, Progress(total, f"train {spec.meta.get('variant', '')}".strip(),
-                                      "step") as bar:
+    with (
+        StopFlag() as stop,
+        Progress(total, f"train {spec.meta.get('variant', '')}".strip(), "step") as bar,
+    ):
         for epoch in range(start_epoch, cfg.epochs + 1):
             resumed = record if epoch == start_epoch and start_step > 0 else None
             plan = _plan_epoch(train, cfg, epoch, device, dist, sizes, resumed)
-            sums, stopped = train_one_epoch(state, train, plan, spec, device,
-                                            _stop_check(fault, stop, epoch, steps, dist, device),
-                                            bar if dist.main else None)
+            sums, stopped = train_one_epoch(
+                state,
+                train,
+                plan,
+                spec,
+                device,
+                _stop_check(fault, stop, epoch, steps, dist, device),
+                bar if dist.main else None,
+            )
             sums = dict(zip(_SUMS, dist.sum([sums[k] for k in _SUMS], device), strict=True))
             if stopped is not None:
                 _save_interrupted(keeper, state, plan, stopped, sums, history, spec, device)
                 raise TrainingInterrupted(
                     f"interrupted at epoch {epoch} step {stopped}/{steps}; checkpoint saved to "
-                    f"{keeper.last}; run the stage again to resume")
+                    f"{keeper.last}; run the stage again to resume"
+                )
             ev = evaluate(state.eval_model, val, spec, device, dist)
-            metrics = _epoch_metrics(epoch, sums, ev, state.opt.param_groups[0]["lr"],
-                                     dist.world)
+            metrics = _epoch_metrics(epoch, sums, ev, state.opt.param_groups[0]["lr"], dist.world)
             history.append(metrics)
             if dist.main:
                 keeper.save_epoch(state.record(epoch, 0, history, spec))
                 for sink in sinks:
                     sink.log_epoch(metrics)
-            log.info("epoch %d/%d  %s", epoch, cfg.epochs,
-                     "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
+            log.info(
+                "epoch %d/%d  %s",
+                epoch,
+                cfg.epochs,
+                "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"),
+            )
     return history
 
 
-def _save_interrupted(keeper: CheckpointKeeper, state: TrainState, plan: EpochPlan, step: int,
-                      sums: dict[str, float], history: list[dict], spec: RunSpec,
-                      device: torch.device) -> None:
+def _save_interrupted(
+    keeper: CheckpointKeeper,
+    state: TrainState,
+    plan: EpochPlan,
+    step: int,
+    sums: dict[str, float],
+    history: list[dict],
+    spec: RunSpec,
+    device: torch.device,
+) -> None:
     """Every rank's random state gathered, rank 0 writes the mid-epoch checkpoint, all wait."""
     dist = keeper.dist
     ranks = dist.gather(rank_state(plan.gen, device))
     if dist.main:
-        keeper.save_interrupted(state.record(plan.epoch - 1, step, history, spec, sums,
-                                             {"ranks": ranks}))
+        keeper.save_interrupted(
+            state.record(plan.epoch - 1, step, history, spec, sums, {"ranks": ranks})
+        )
     dist.barrier()
-

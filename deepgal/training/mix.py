@@ -3,6 +3,7 @@
 Training only, so it lives with the training loop: the inference and plot stages that use
 :mod:`deepgal.transforms` do not depend on it.
 """
+
 from __future__ import annotations
 
 import math
@@ -12,8 +13,14 @@ import torch
 import torch.nn.functional as F
 
 
-def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, cutmix: float,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_batch(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    num_classes: int,
+    mixup: float,
+    cutmix: float,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Mixup or CutMix of a prepared batch, one mixing weight per batch (timm's "batch" mode).
 
     x: (B, C, S, S) float, the output of :func:`deepgal.transforms.prepare_batch`; y: (B,) int64 class indices.
@@ -31,8 +38,9 @@ def mix_batch(x: torch.Tensor, y: torch.Tensor, num_classes: int, mixup: float, 
     With both alphas 0 the batch comes back unchanged with one-hot targets.
     """
     if mixup < 0 or cutmix < 0:
-        raise ValueError(f"mixup and cutmix must be >= 0 (Beta alpha; 0 = off), got "
-                         f"{mixup!r} / {cutmix!r}")
+        raise ValueError(
+            f"mixup and cutmix must be >= 0 (Beta alpha; 0 = off), got {mixup!r} / {cutmix!r}"
+        )
     b = x.shape[0]
     targets = F.one_hot(y, num_classes).float()
     if (mixup == 0 and cutmix == 0) or b < 2:

@@ -3,6 +3,7 @@
 Each is built from the variant's resolved config (:class:`deepgal.config.RunCfg`) and is the
 same on CPU and CUDA; only ``precision: auto`` and the availability of a compiler differ.
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,16 +25,18 @@ def make_optimizer(model: nn.Module, cfg: RunCfg) -> torch.optim.Optimizer:
     (the usual recipe, as torchvision's references)."""
     decay = [p for p in model.parameters() if p.ndim > 1]
     no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum,
-                               nesterov=cfg.momentum > 0)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
     return torch.optim.AdamW(groups, lr=cfg.lr)
 
 
-def make_schedule(opt: torch.optim.Optimizer, cfg: RunCfg,
-                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+def make_schedule(
+    opt: torch.optim.Optimizer, cfg: RunCfg, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step multiplier: linear warm-up, then cosine / constant / step decay."""
     total = max(cfg.epochs * steps_per_epoch, 1)
     warm = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
@@ -58,9 +61,11 @@ def _ema_fn(decay: float):
     dominated by the random initial weights: with a fixed 0.999 a 300-step CPU run would still
     be ~74% initialisation. Integer buffers (BatchNorm's step counter) are copied.
     """
+
     @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor],
-               num_averaged: torch.Tensor) -> None:
+    def update(
+        averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor
+    ) -> None:
         if not averaged[0].is_floating_point():
             torch._foreach_copy_(averaged, current)
             return
@@ -68,6 +73,7 @@ def _ema_fn(decay: float):
         d = torch.clamp((1 + n) / (10 + n), max=decay)  # a device tensor: no host sync
         torch._foreach_mul_(averaged, d)
         torch._foreach_add_(averaged, torch._foreach_mul(current, 1 - d))
+
     return update
 
 
@@ -95,8 +101,7 @@ def autocast(cfg: RunCfg, device: torch.device):
 
 def has_compiler() -> bool:
     """Inductor on CPU generates C++: it needs a compiler (``$CXX``, g++ or c++)."""
-    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++")
-               if c)
+    return any(shutil.which(c) for c in (os.environ.get("CXX", ""), "g++", "c++", "clang++") if c)
 
 
 def maybe_compile(model: nn.Module, cfg: RunCfg, device: torch.device) -> nn.Module:
@@ -104,8 +109,10 @@ def maybe_compile(model: nn.Module, cfg: RunCfg, device: torch.device) -> nn.Mod
     if not cfg.compile:
         return model
     if device.type == "cpu" and not has_compiler():
-        log.warning("compile: true, but no C++ compiler was found (set CXX or install g++); "
-                    "training uncompiled")
+        log.warning(
+            "compile: true, but no C++ compiler was found (set CXX or install g++); "
+            "training uncompiled"
+        )
         return model
     import torch._inductor.config as inductor_config
 

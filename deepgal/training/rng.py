@@ -4,6 +4,7 @@
 checkpoint stores the generators' states (:func:`rank_state`) and a resume restores them
 (:func:`restore_rank_state`), CPU and CUDA alike.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -11,8 +12,9 @@ from typing import Any
 import torch
 
 
-def epoch_generators(seed: int, epoch: int, device: torch.device, rank: int = 0,
-                     world: int = 1) -> tuple[torch.Generator, torch.Generator]:
+def epoch_generators(
+    seed: int, epoch: int, device: torch.device, rank: int = 0, world: int = 1
+) -> tuple[torch.Generator, torch.Generator]:
     """(shuffle generator on the CPU, augmentation generator on ``device``) of one epoch.
 
     The shuffle is the same on every rank (they shard one permutation); augmentation and
@@ -34,8 +36,9 @@ def rank_state(dev_gen: torch.Generator, device: torch.device) -> dict[str, Any]
     return state
 
 
-def restore_rank_state(state: dict[str, Any], dev_gen: torch.Generator,
-                       device: torch.device) -> None:
+def restore_rank_state(
+    state: dict[str, Any], dev_gen: torch.Generator, device: torch.device
+) -> None:
     """Inverse of :func:`rank_state` (the CUDA RNG only where the state has one)."""
     dev_gen.set_state(state["device"])
     torch.set_rng_state(state["torch"])

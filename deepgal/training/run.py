@@ -12,6 +12,7 @@ one record of what it really runs with) and the stage's paths, and:
 - on rank 0, writes ``train.json`` (final metrics, best epoch, the resolved config),
   ``mlflow_run.json`` and the run's artifacts, and closes the run FINISHED / KILLED / FAILED.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -48,8 +49,14 @@ class TrainPaths:
     results: Path  # results/<variant>: history.csv, train.json
 
 
-def load_split(data: Path, split_dir: Path, name: str, pre: Preprocess | None = None,
-               zoom_bound: float = 1.0, chunk: int = galaxy10.READ_CHUNK) -> Split:
+def load_split(
+    data: Path,
+    split_dir: Path,
+    name: str,
+    pre: Preprocess | None = None,
+    zoom_bound: float = 1.0,
+    chunk: int = galaxy10.READ_CHUNK,
+) -> Split:
     """Rows ``name`` of the split as (N, H, W, 3) uint8 images and (N,) int64 labels.
 
     With ``pre``, each chunk of ``chunk`` rows is shrunk as it is read by
@@ -64,50 +71,70 @@ def load_split(data: Path, split_dir: Path, name: str, pre: Preprocess | None = 
         return Split(torch.from_numpy(galaxy10.read_images(data, idx)), labels)  # no copy
     images = None
     for start in range(0, len(idx), chunk):
-        part = torch.from_numpy(galaxy10.read_images(data, idx[start:start + chunk]))
+        part = torch.from_numpy(galaxy10.read_images(data, idx[start : start + chunk]))
         part = presize(part, pre, zoom_bound)
         if images is None:
             images = torch.empty((len(idx), *part.shape[1:]), dtype=torch.uint8)
-        images[start:start + len(part)] = part
+        images[start : start + len(part)] = part
     return Split(images, labels)
 
 
 def run_config(run: RunCfg, pre: Preprocess, source: Source, stats: SplitStats) -> dict[str, Any]:
     """What a checkpoint records and a resume must match (the device may differ)."""
     resolved = {k: v for k, v in dataclasses.asdict(run).items() if k != "device"}
-    return {"run": resolved, "preprocess": pre.to_dict(),
-            "data": {"sha256": source.sha256, "split_sizes": stats.sizes}}
+    return {
+        "run": resolved,
+        "preprocess": pre.to_dict(),
+        "data": {"sha256": source.sha256, "split_sizes": stats.sizes},
+    }
 
 
-def _open_mlflow(run: RunCfg, source: Source, stats: SplitStats, fp: str, run_file: Path,
-                 device: torch.device) -> tracking.MlflowSink | None:
+def _open_mlflow(
+    run: RunCfg, source: Source, stats: SplitStats, fp: str, run_file: Path, device: torch.device
+) -> tracking.MlflowSink | None:
     """The variant's MLflow run; an interrupted run of the same config is reopened."""
     if not tracking.mlflow_enabled():
         return None
     prev = ResumeRun.read(run_file) if run_file.exists() else None
-    tags = {"deepgal.variant": run.variant, "deepgal.model": run.model,
-            "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
-            "git.commit": tracking.git_commit(), "data.source": source.source,
-            "data.sha256": source.sha256, "deepgal.fingerprint": fp,
-            # Runs repeat bit for bit only on the same kind of CPU (or GPU): say which one.
-            "deepgal.machine": machine_label(machine(device))}
-    mlf = tracking.MlflowSink(tracking.default_tracking_uri(), run.variant, tags, run.flat(),
-                              run_id=prev.run_id if prev and prev.fingerprint == fp else None)
+    tags = {
+        "deepgal.variant": run.variant,
+        "deepgal.model": run.model,
+        "dvc.exp_name": os.environ.get("DVC_EXP_NAME", ""),
+        "git.commit": tracking.git_commit(),
+        "data.source": source.source,
+        "data.sha256": source.sha256,
+        "deepgal.fingerprint": fp,
+        # Runs repeat bit for bit only on the same kind of CPU (or GPU): say which one.
+        "deepgal.machine": machine_label(machine(device)),
+    }
+    mlf = tracking.MlflowSink(
+        tracking.default_tracking_uri(),
+        run.variant,
+        tags,
+        run.flat(),
+        run_id=prev.run_id if prev and prev.fingerprint == fp else None,
+    )
     mlf.log_dataset(source, stats.sizes)
     ResumeRun(run_id=mlf.run_id, fingerprint=fp).write(run_file)
     return mlf
 
 
-def summarise(history: list[dict], run: RunCfg, undelivered: int,
-              device: torch.device | None = None) -> TrainSummary:
+def summarise(
+    history: list[dict], run: RunCfg, undelivered: int, device: torch.device | None = None
+) -> TrainSummary:
     """``train.json``: the last epoch's metrics, the best epoch, time, the config run and the
     machine it ran on (:func:`deepgal.utils.machine`)."""
     best = max(history, key=lambda m: m["val/accuracy"])
-    return TrainSummary(last_epoch=dict(history[-1]), best_val_accuracy=best["val/accuracy"],
-                        best_epoch=best["epoch"],
-                        train_seconds=sum(m["seconds"] for m in history),
-                        epochs=len(history), undelivered_epochs=undelivered,
-                        config=run.flat(), machine=machine(device))
+    return TrainSummary(
+        last_epoch=dict(history[-1]),
+        best_val_accuracy=best["val/accuracy"],
+        best_epoch=best["epoch"],
+        train_seconds=sum(m["seconds"] for m in history),
+        epochs=len(history),
+        undelivered_epochs=undelivered,
+        config=run.flat(),
+        machine=machine(device),
+    )
 
 
 def train_variant(run: RunCfg, paths: TrainPaths) -> dict[str, Any] | None:
@@ -127,10 +154,17 @@ def train_variant(run: RunCfg, paths: TrainPaths) -> dict[str, Any] | None:
         distributed.shutdown()
 
 
-def _train(run: RunCfg, paths: TrainPaths, stats: SplitStats, source: Source,
-           dist: distributed.Dist, device: torch.device) -> dict[str, Any] | None:
-    pre = Preprocess(input_size=run.input_size, crop=run.crop, mean=tuple(stats.mean),
-                     std=tuple(stats.std))
+def _train(
+    run: RunCfg,
+    paths: TrainPaths,
+    stats: SplitStats,
+    source: Source,
+    dist: distributed.Dist,
+    device: torch.device,
+) -> dict[str, Any] | None:
+    pre = Preprocess(
+        input_size=run.input_size, crop=run.crop, mean=tuple(stats.mean), std=tuple(stats.std)
+    )
     config = run_config(run, pre, source, stats)
     fp = ckpt_io.fingerprint(config)
     model = build_model(run.model, galaxy10.NUM_CLASSES, run.input_size, run.pretrained)
@@ -138,23 +172,39 @@ def _train(run: RunCfg, paths: TrainPaths, stats: SplitStats, source: Source,
     if dist.main:  # an interrupted `dvc exp run` of this config: its checkpoints come back
         unfinished.restore(ckpt_dir, fp)
     # run.json persists with the checkpoints, so a resume reuses the MLflow run
-    mlf = (_open_mlflow(run, source, stats, fp, ckpt_dir / "run.json", device)
-           if dist.main else None)
+    mlf = _open_mlflow(run, source, stats, fp, ckpt_dir / "run.json", device) if dist.main else None
     files = tracking.FileSink(paths.results / "history.csv")
     sinks = [files] + ([mlf] if mlf else [])
-    spec = RunSpec(cfg=run, preprocess=pre, ckpt_dir=ckpt_dir, fingerprint=fp,
-                   meta={"variant": run.variant, "model_name": run.model, "config": config,
-                         "class_names": list(galaxy10.CLASS_NAMES),
-                         "mlflow_run_id": mlf.run_id if mlf else None})
+    spec = RunSpec(
+        cfg=run,
+        preprocess=pre,
+        ckpt_dir=ckpt_dir,
+        fingerprint=fp,
+        meta={
+            "variant": run.variant,
+            "model_name": run.model,
+            "config": config,
+            "class_names": list(galaxy10.CLASS_NAMES),
+            "mlflow_run_id": mlf.run_id if mlf else None,
+        },
+    )
     # On the CPU, batches are first shrunk by the uint8 resize (transforms.apply_params); doing
     # it once at load gives the same bytes in a fraction of the memory. On CUDA that resize
     # runs in float on the device, so the split keeps its full size there.
     shrink = pre if device.type == "cpu" else None
-    train = place_split(load_split(paths.data, paths.split, "train", shrink,
-                                   zoom_bound(run.augment)), device)
+    train = place_split(
+        load_split(paths.data, paths.split, "train", shrink, zoom_bound(run.augment)), device
+    )
     val = load_split(paths.data, paths.split, "val", shrink)  # evaluated without zoom
-    log.info("%s: %d train / %d val images, %d epochs on %s x %d", run.variant, len(train),
-             len(val), run.epochs, device, dist.world)
+    log.info(
+        "%s: %d train / %d val images, %d epochs on %s x %d",
+        run.variant,
+        len(train),
+        len(val),
+        run.epochs,
+        device,
+        dist.world,
+    )
     try:
         history = fit(model, train, val, spec, device, sinks, dist=dist)
     except TrainingInterrupted:
@@ -176,11 +226,12 @@ def _train(run: RunCfg, paths: TrainPaths, stats: SplitStats, source: Source,
         mlf.log_dict(config, "config.json")
         missing_epochs = mlf.finish("FINISHED")
         if missing_epochs:
-            log.warning("MLflow never received epochs %s; history.csv has them all",
-                        missing_epochs)
+            log.warning("MLflow never received epochs %s; history.csv has them all", missing_epochs)
     summary = summarise(history, run, len(missing_epochs), device)
     summary.write(paths.results / "train.json")
-    MlflowRun(run_id=mlf.run_id if mlf else None, run_name=run.variant,
-              tracking_uri=tracking.redact(tracking.default_tracking_uri()) if mlf
-              else None).write(paths.out / "mlflow_run.json")
+    MlflowRun(
+        run_id=mlf.run_id if mlf else None,
+        run_name=run.variant,
+        tracking_uri=tracking.redact(tracking.default_tracking_uri()) if mlf else None,
+    ).write(paths.out / "mlflow_run.json")
     return summary.to_dict()

@@ -1,5 +1,6 @@
 """Ctrl-C and SIGTERM as a flag: :class:`StopFlag` turns them into a value the loop checks
 between steps, so the checkpoint written on the way out is consistent."""
+
 from __future__ import annotations
 
 import signal

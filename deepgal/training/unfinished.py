@@ -11,6 +11,7 @@ a link keeps the content it was made with. A run that finds there the state of i
 and none in its folder, takes it back; a finished run removes the mirror. One mirror per
 variant: the newest unfinished run's.
 """
+
 from __future__ import annotations
 
 import logging

@@ -6,6 +6,7 @@ Starts `mlflow server` on the store (127.0.0.1), drives Debian's headless `chrom
 its DevTools protocol (pip install websocket-client): closes the assistant panel, expands the
 pipeline runs (the "+" beside each, as a click would), waits for the charts, and captures.
 """
+
 from __future__ import annotations
 
 import base64
@@ -20,11 +21,15 @@ import urllib.request
 
 import websocket
 
-CLOSE_ASSISTANT = ("[...document.querySelectorAll('button')].filter(e => /assistant/i.test("
-                   "e.dataset.componentId || '') && /close/i.test(e.dataset.componentId || ''))"
-                   ".forEach(e => e.click())")
-EXPAND = ("[...document.querySelectorAll('button[data-component-id*=runnamecellrenderer]')]"
-          ".forEach(e => e.click())")
+CLOSE_ASSISTANT = (
+    "[...document.querySelectorAll('button')].filter(e => /assistant/i.test("
+    "e.dataset.componentId || '') && /close/i.test(e.dataset.componentId || ''))"
+    ".forEach(e => e.click())"
+)
+EXPAND = (
+    "[...document.querySelectorAll('button[data-component-id*=runnamecellrenderer]')]"
+    ".forEach(e => e.click())"
+)
 
 
 def wait_http(url: str, seconds: float = 120) -> str:
@@ -42,15 +47,29 @@ def wait_http(url: str, seconds: float = 120) -> str:
 def shoot(url: str, out: str, width: int, height: int, port: int = 9333) -> None:
     profile = tempfile.mkdtemp()
     chromium = subprocess.Popen(
-        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-         "--disable-background-networking", "--disable-sync", f"--user-data-dir={profile}",
-         f"--window-size={width},{height}", f"--remote-debugging-port={port}",
-         "--remote-allow-origins=*", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            "chromium",
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-sync",
+            f"--user-data-dir={profile}",
+            f"--window-size={width},{height}",
+            f"--remote-debugging-port={port}",
+            "--remote-allow-origins=*",
+            "about:blank",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         tabs = json.loads(wait_http(f"http://127.0.0.1:{port}/json"))
         ws = websocket.create_connection(
-            next(t for t in tabs if t["type"] == "page")["webSocketDebuggerUrl"], timeout=60)
+            next(t for t in tabs if t["type"] == "page")["webSocketDebuggerUrl"], timeout=60
+        )
         ids = iter(range(1, 1000))
 
         def call(method: str, **params) -> dict:
@@ -60,8 +79,13 @@ def shoot(url: str, out: str, width: int, height: int, port: int = 9333) -> None
                 pass
             return msg.get("result", {})
 
-        call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-             deviceScaleFactor=1, mobile=False)
+        call(
+            "Emulation.setDeviceMetricsOverride",
+            width=width,
+            height=height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         call("Page.navigate", url=url)
         time.sleep(12)
         for js in (CLOSE_ASSISTANT, EXPAND):
@@ -80,15 +104,31 @@ def main() -> None:
     store, out_dir = sys.argv[1], sys.argv[2]
     port = 5094
     server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store, "--host",
-         "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            store,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/health")
-        exp = json.loads(wait_http(f"{base}/api/2.0/mlflow/experiments/get-by-name?"
-                                   "experiment_name=deepgal"))["experiment"]["experiment_id"]
+        exp = json.loads(
+            wait_http(f"{base}/api/2.0/mlflow/experiments/get-by-name?experiment_name=deepgal")
+        )["experiment"]["experiment_id"]
         runs = f"{base}/#/experiments/{exp}/runs?workflowType=machine_learning"
         shoot(runs, f"{out_dir}/mlflow_runs.png", 1900, 760)
         shoot(runs + "&compareRunsMode=CHART", f"{out_dir}/mlflow_charts.png", 1900, 1150)

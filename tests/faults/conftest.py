@@ -4,36 +4,43 @@ Every process started here runs in its own session (process group), so a test ca
 whole tree (`dvc` -> stage -> python) and a fixture can always clean it up, even when the test
 failed half-way.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
-from tests.pipeline_repo import env_for
 from tests.mlflow_server import Rest
+from tests.pipeline_repo import env_for
 from tests.ports import free_port, lost_the_port
 
 # Per-epoch numbers that must be identical between a resumed and an uninterrupted run (the
 # timing columns, seconds and images_per_s, legitimately differ).
 EXACT_KEYS = ("epoch", "train/loss", "train/accuracy", "val/loss", "val/accuracy", "lr")
-TRAIN_CMD = ("python stages/train.py --variant {v} --data data/galaxy10.h5 "
-             "--source data/source.json --split data/split --out models/{v} --results results/{v}")
+TRAIN_CMD = (
+    "python stages/train.py --variant {v} --data data/galaxy10.h5 "
+    "--source data/source.json --split data/split --out models/{v} --results results/{v}"
+)
 
 
-def wait_for(pred: Callable[[], object], timeout: float, what: str, every: float = 0.1,
-             proc: "Proc | None" = None):
+def wait_for(
+    pred: Callable[[], object],
+    timeout: float,
+    what: str,
+    every: float = 0.1,
+    proc: Proc | None = None,
+):
     """Poll ``pred`` until it returns something truthy; fail naming ``what`` after ``timeout`` s.
 
     With ``proc``, also fail at once if that process exits first (its log goes in the message).
@@ -46,8 +53,9 @@ def wait_for(pred: Callable[[], object], timeout: float, what: str, every: float
         if proc is not None and proc.poll() is not None:
             pytest.fail(f"{what}: process exited ({proc.returncode}) first:\n{proc.tail()}")
         time.sleep(every)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}"
-                + (f"\n{proc.tail()}" if proc else ""))
+    pytest.fail(
+        f"timed out after {timeout:.0f} s waiting for {what}" + (f"\n{proc.tail()}" if proc else "")
+    )
 
 
 class Proc:
@@ -56,9 +64,16 @@ class Proc:
     def __init__(self, cmd: list[str] | str, cwd: Path, env: dict, log: Path):
         self.log = log
         self._fh = open(log, "wb")
-        self.p = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=self._fh,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  shell=isinstance(cmd, str), start_new_session=True)
+        self.p = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            shell=isinstance(cmd, str),
+            start_new_session=True,
+        )
 
     @property
     def pid(self) -> int:
@@ -129,6 +144,7 @@ def procs():
 
 # ---- MLflow --------------------------------------------------------------------------------
 
+
 class MlflowServer(Rest):
     """`mlflow server` on 127.0.0.1 over a SQLite store; kill and restart it on the same port.
     Its REST API is ``tests.mlflow_server.Rest``'s (``get``, ``post``, ``runs``, ``history``)."""
@@ -140,13 +156,26 @@ class MlflowServer(Rest):
         self.proc: Proc | None = None
         self.starts = 0
 
-    def start(self, timeout: float = 90) -> "MlflowServer":
+    def start(self, timeout: float = 90) -> MlflowServer:
         self.starts += 1
         env = {**env_for(self.workdir), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
         env.pop("MLFLOW_TRACKING_URI")
-        cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri",
-               f"sqlite:///{self.db}", "--host", "127.0.0.1", "--port", str(self.port),
-               "--workers", "1", "--artifacts-destination", str(self.workdir / "mlartifacts")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{self.db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--workers",
+            "1",
+            "--artifacts-destination",
+            str(self.workdir / "mlartifacts"),
+        ]
         self.proc = Proc(cmd, self.workdir, env, self.workdir / f"mlflow-server-{self.starts}.log")
         end = time.monotonic() + timeout
         while not self.healthy():
@@ -159,8 +188,10 @@ class MlflowServer(Rest):
                     return self.start(timeout)
                 pytest.fail(f"mlflow server exited ({self.proc.returncode}):\n{self.proc.tail()}")
             if time.monotonic() > end:
-                pytest.fail(f"timed out after {timeout:.0f} s waiting for mlflow server on "
-                            f"port {self.port}\n{self.proc.tail()}")
+                pytest.fail(
+                    f"timed out after {timeout:.0f} s waiting for mlflow server on "
+                    f"port {self.port}\n{self.proc.tail()}"
+                )
             time.sleep(0.3)
         return self
 
@@ -206,18 +237,23 @@ def sqlite_runs(db: Path) -> list[dict]:
     try:
         rows = con.execute(
             "select r.name, r.run_uuid, r.status, e.name from runs r join experiments e "
-            "on r.experiment_id = e.experiment_id where r.lifecycle_stage = 'active'").fetchall()
+            "on r.experiment_id = e.experiment_id where r.lifecycle_stage = 'active'"
+        ).fetchall()
     finally:
         con.close()
-    return [dict(zip(("name", "run_id", "status", "experiment"), r)) for r in rows]
+    return [dict(zip(("name", "run_id", "status", "experiment"), r, strict=True)) for r in rows]
 
 
 def sqlite_steps(db: Path, run_id: str, key: str = "val/accuracy") -> list[int]:
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
-        return [r[0] for r in con.execute(
-            "select step from metrics where run_uuid = ? and key = ? order by step",
-            (run_id, key))]
+        return [
+            r[0]
+            for r in con.execute(
+                "select step from metrics where run_uuid = ? and key = ? order by step",
+                (run_id, key),
+            )
+        ]
     finally:
         con.close()
 
@@ -231,6 +267,7 @@ def sqlite_tags(db: Path, run_id: str) -> dict[str, str]:
 
 
 # ---- checkpoints and results ---------------------------------------------------------------
+
 
 def ckpt_epoch(path: Path) -> int | None:
     """The epoch a checkpoint file records, or None while it is absent or unreadable."""
@@ -255,8 +292,7 @@ def exact_history(results: Path) -> list[dict]:
 def exact_metrics(results: Path) -> dict:
     """train.json without the timing and tracking entries."""
     m = json.loads((results / "train.json").read_text())
-    return {k: v for k, v in m.items()
-            if k not in ("seconds", "images_per_s", "train_seconds")}
+    return {k: v for k, v in m.items() if k not in ("seconds", "images_per_s", "train_seconds")}
 
 
 def no_traceback(text: str) -> bool:
@@ -268,7 +304,12 @@ def one_variant_params(epochs: int, batch_size: int = 8, checkpoint_every: int =
     seconds (long enough to interrupt inside it), not milliseconds."""
     return {
         "data": {"synthetic": {"image_size": 32, "per_class": 40}},
-        "train": {"epochs": epochs, "batch_size": batch_size,
-                  "checkpoint_every": checkpoint_every, "warmup_epochs": 0, "lr": 0.02},
+        "train": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "checkpoint_every": checkpoint_every,
+            "warmup_epochs": 0,
+            "lr": 0.02,
+        },
         "variants": {"smallnet": {"input_size": 32, "crop": 1.0}},
     }

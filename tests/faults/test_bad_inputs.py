@@ -3,6 +3,7 @@
 Each must be rejected with one `error:` line naming the file, exit status 1, no traceback and
 no split output. (Unit-level checks of `galaxy10.validate` are in tests/test_galaxy10.py.)
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,12 @@ N, SIZE = 30, 16  # 3 per class: the fewest that splits 0.8/0.1/0.1
 
 def good() -> dict[str, np.ndarray]:
     rng = np.random.default_rng(0)
-    return {"images": rng.integers(0, 256, (N, SIZE, SIZE, 3), dtype=np.uint8),
-            "ans": np.tile(np.arange(10), N // 10).astype(np.uint8),
-            "ra": rng.uniform(0, 360, N), "dec": rng.uniform(-30, 30, N)}
+    return {
+        "images": rng.integers(0, 256, (N, SIZE, SIZE, 3), dtype=np.uint8),
+        "ans": np.tile(np.arange(10), N // 10).astype(np.uint8),
+        "ra": rng.uniform(0, 360, N),
+        "dec": rng.uniform(-30, 30, N),
+    }
 
 
 def with_(**changes):
@@ -38,6 +42,7 @@ def with_(**changes):
             for k, v in d.items():
                 if v is not None:
                     f.create_dataset(k, data=v)
+
     return make
 
 
@@ -51,8 +56,9 @@ def cut(fraction: float):
     def make(path: Path) -> None:
         full = make_h5(path.with_suffix(".full"), n_per_class=20, size=32)
         data = full.read_bytes()
-        path.write_bytes(data[:int(len(data) * fraction)])
+        path.write_bytes(data[: int(len(data) * fraction)])
         full.unlink()
+
     return make
 
 
@@ -63,8 +69,15 @@ BAD = {
     "images_no_channels": (with_(images=np.zeros((N, SIZE, SIZE), np.uint8)), "(N, H, W, 3)"),
     "images_4_channels": (with_(images=np.zeros((N, SIZE, SIZE, 4), np.uint8)), "(N, H, W, 3)"),
     "images_tiny": (with_(images=np.zeros((N, 4, 4, 3), np.uint8)), "at least 8x8"),
-    "zero_images": (with_(images=np.zeros((0, SIZE, SIZE, 3), np.uint8),
-                          ans=np.zeros(0, np.uint8), ra=None, dec=None), "zero images"),
+    "zero_images": (
+        with_(
+            images=np.zeros((0, SIZE, SIZE, 3), np.uint8),
+            ans=np.zeros(0, np.uint8),
+            ra=None,
+            dec=None,
+        ),
+        "zero images",
+    ),
     "label_10": (with_(ans=np.r_[np.zeros(N - 1), 10].astype(np.uint8)), f"ans[{N - 1}] = 10"),
     "label_255": (with_(ans=np.full(N, 255, np.uint8)), "ans[0] = 255"),
     "label_negative": (with_(ans=np.r_[-1, np.zeros(N - 1)].astype(np.int16)), "ans[0] = -1"),
@@ -81,8 +94,10 @@ BAD = {
     "truncated_header": (cut(0.001), "truncated"),
     "empty_file": (lambda p: p.write_bytes(b""), "not an HDF5 file"),
     "not_hdf5_text": (lambda p: p.write_text("ra,dec,label\n1,2,3\n"), "not an HDF5 file"),
-    "not_hdf5_png": (lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(1000)),
-                     "not an HDF5 file"),
+    "not_hdf5_png": (
+        lambda p: p.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(1000)),
+        "not an HDF5 file",
+    ),
 }
 
 
@@ -94,8 +109,16 @@ def repo(tmp_path_factory) -> Path:
 
 
 def split_cmd(data: str, out: str) -> list[str]:
-    return [sys.executable, "stages/split.py", "--data", data, "--source", "data/source.json",
-            "--out", out]
+    return [
+        sys.executable,
+        "stages/split.py",
+        "--data",
+        data,
+        "--source",
+        "data/source.json",
+        "--out",
+        out,
+    ]
 
 
 def test_every_bad_file_is_rejected_by_the_split_stage(repo):
@@ -105,12 +128,17 @@ def test_every_bad_file_is_rejected_by_the_split_stage(repo):
     results = {}
     for i in range(0, len(names), 2):
         running = {}
-        for name in names[i:i + 2]:
+        for name in names[i : i + 2]:
             writer, _ = BAD[name]
             writer(repo / "bad" / f"{name}.h5")
             running[name] = subprocess.Popen(
-                split_cmd(f"bad/{name}.h5", f"bad/split_{name}"), cwd=repo, env=env_for(repo),
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                split_cmd(f"bad/{name}.h5", f"bad/split_{name}"),
+                cwd=repo,
+                env=env_for(repo),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
         for name, p in running.items():
             out, err = p.communicate(timeout=300)
             results[name] = (p.returncode, out, err)
@@ -118,9 +146,14 @@ def test_every_bad_file_is_rejected_by_the_split_stage(repo):
     for name in names:
         code, out, err = results[name]
         lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
-        ok = (code == 1 and no_traceback(err) and len(lines) == 1
-              and f"bad/{name}.h5" in lines[0] and BAD[name][1] in lines[0]
-              and not (repo / "bad" / f"split_{name}").exists())
+        ok = (
+            code == 1
+            and no_traceback(err)
+            and len(lines) == 1
+            and f"bad/{name}.h5" in lines[0]
+            and BAD[name][1] in lines[0]
+            and not (repo / "bad" / f"split_{name}").exists()
+        )
         if not ok:
             failures.append(f"{name}: exit {code}\n{err[-1500:]}")
     assert not failures, "\n\n".join(failures)
@@ -130,8 +163,14 @@ def test_every_bad_file_is_rejected_by_the_split_stage(repo):
 def test_good_file_passes_the_same_stage(repo):
     """The control: the harness above is not rejecting everything."""
     with_()(repo / "good.h5")
-    p = subprocess.run(split_cmd("good.h5", "split_good"), cwd=repo, env=env_for(repo),
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        split_cmd("good.h5", "split_good"),
+        cwd=repo,
+        env=env_for(repo),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert (repo / "split_good/stats.json").exists()
 
@@ -153,8 +192,14 @@ def test_a_class_that_is_one_galaxy_is_rejected_before_any_work(repo):
     d = good()
     d["ra"][d["ans"] == 4], d["dec"][d["ans"] == 4] = 150.0, 2.0
     with_(**d)(repo / "one_galaxy.h5")
-    p = subprocess.run(split_cmd("one_galaxy.h5", "split_one"), cwd=repo, env=env_for(repo),
-                       capture_output=True, text=True, timeout=300)
+    p = subprocess.run(
+        split_cmd("one_galaxy.h5", "split_one"),
+        cwd=repo,
+        env=env_for(repo),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert p.returncode == 1 and no_traceback(p.stderr), p.stderr[-3000:]
     [error] = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert "class 4 (Cigar Shaped Smooth) has 3 image(s) in 1 group(s)" in error

@@ -3,6 +3,7 @@
 Fast cases call the library on small real checkpoint files; the slow case damages the newest
 checkpoints of a real pipeline run and runs `dvc repro` / the select stage / the CLI on them.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,15 @@ FP = "f" * 16
 
 
 def write_ckpt(path, epoch: int, fingerprint: str = FP) -> None:
-    ckpt_io.save(path, {"model": {"w": torch.full((4, 4), float(epoch))}, "epoch": epoch,
-                        "step_in_epoch": 0, "fingerprint": fingerprint})
+    ckpt_io.save(
+        path,
+        {
+            "model": {"w": torch.full((4, 4), float(epoch))},
+            "epoch": epoch,
+            "step_in_epoch": 0,
+            "fingerprint": fingerprint,
+        },
+    )
 
 
 def garbage(n: int, seed: int = 0) -> bytes:
@@ -38,7 +46,7 @@ def garbage(n: int, seed: int = 0) -> bytes:
 
 def truncate(path, fraction: float) -> None:
     data = path.read_bytes()
-    path.write_bytes(data[:int(len(data) * fraction)])
+    path.write_bytes(data[: int(len(data) * fraction)])
 
 
 def flip_byte(path, record: str = "data/0", at: int = 5) -> None:
@@ -77,8 +85,11 @@ def test_bit_flip_would_load_silently_without_the_crc_check(tmp_path):
     flip_byte(path, "data/0")
     weights = torch.load(path, weights_only=True)["model"]["w"]
     assert not torch.equal(weights, torch.full((4, 4), 1.0))
-    with pytest.raises(ckpt_io.CheckpointError, match=r"record 'data/0' fails its CRC-32 "
-                       r".*changed after"):
+    with pytest.raises(
+        ckpt_io.CheckpointError,
+        match=r"record 'data/0' fails its CRC-32 "
+        r".*changed after",
+    ):
         ckpt_io.load(path)
 
 
@@ -117,10 +128,10 @@ def test_fuzzed_garbage_is_always_a_checkpoint_error(tmp_path):
     write_ckpt(tmp_path / "good.pt", 1)
     good = (tmp_path / "good.pt").read_bytes()
     blobs = []
-    for i in range(N_FUZZ // 3):
+    for _i in range(N_FUZZ // 3):
         blobs.append(rng.randbytes(rng.randint(1, 3000)))  # anything
         blobs.append(b"\x80\x02" + rng.randbytes(rng.randint(1, 300)))  # a pickle header
-        blobs.append(good[:rng.randrange(len(good))])  # truncated anywhere
+        blobs.append(good[: rng.randrange(len(good))])  # truncated anywhere
     path = tmp_path / "fuzz.pt"
     for blob in blobs:
         path.write_bytes(blob)
@@ -192,10 +203,16 @@ def test_select_with_every_checkpoint_damaged_names_them(tmp_path):
 EPOCHS = 4
 PARAMS = {
     "data": {"synthetic": {"image_size": 32, "per_class": 12}},
-    "train": {"epochs": EPOCHS, "batch_size": 16, "checkpoint_every": 1, "warmup_epochs": 0,
-              "lr": 0.02},
+    "train": {
+        "epochs": EPOCHS,
+        "batch_size": 16,
+        "checkpoint_every": 1,
+        "warmup_epochs": 0,
+        "lr": 0.02,
+    },
     "variants": {"smallnet": {"input_size": 16, "crop": 0.5}},
 }
+
 
 def _stage_cmd(repo, stage: str, variant: str = "smallnet") -> str:
     """The command dvc.yaml gives ``stage@variant`` (a foreach stage), as DVC would run it."""
@@ -204,14 +221,21 @@ def _stage_cmd(repo, stage: str, variant: str = "smallnet") -> str:
 
 
 def _run(cmd: str, repo) -> subprocess.CompletedProcess:
-    return subprocess.run(shlex.split(cmd.replace("python", sys.executable, 1)), cwd=repo,
-                          env=env_for(repo), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        shlex.split(cmd.replace("python", sys.executable, 1)),
+        cwd=repo,
+        env=env_for(repo),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def _write_history(path, rows: list[dict]) -> None:
     keys = list(rows[0])
-    path.write_text(",".join(keys) + "\n" + "".join(
-        ",".join(str(r[k]) for k in keys) + "\n" for r in rows))
+    path.write_text(
+        ",".join(keys) + "\n" + "".join(",".join(str(r[k]) for k in keys) + "\n" for r in rows)
+    )
 
 
 @pytest.mark.slow
@@ -289,9 +313,23 @@ def test_damaged_checkpoints_in_a_real_pipeline(tmp_path):
     for _, path in ckpt_io.list_epochs(ckpts):
         assert str(path.relative_to(repo)) in error
     junk = ckpts / "epoch_001.pt"
-    cli = subprocess.run([sys.executable, "-m", "deepgal.cli", "evaluate", "--checkpoint",
-                          str(junk), "--data", "data/galaxy10.h5"], cwd=repo,
-                         env=env_for(repo), capture_output=True, text=True, timeout=300)
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deepgal.cli",
+            "evaluate",
+            "--checkpoint",
+            str(junk),
+            "--data",
+            "data/galaxy10.h5",
+        ],
+        cwd=repo,
+        env=env_for(repo),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert cli.returncode == 1 and no_traceback(cli.stderr), cli.stderr[-3000:]
     errors = [ln for ln in cli.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {junk}: unreadable"), cli.stderr

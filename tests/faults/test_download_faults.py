@@ -8,9 +8,11 @@ The README's switch (`dvc exp run --temp -S data.source=galaxy10_decals`) change
 offline; its recovery after a plain `dvc exp run` restores params, data and a clean `git status`;
 `data.local_path` switches offline from a copy the user has, verified by SHA-256.
 """
+
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -48,15 +50,25 @@ def galaxy(tmp_path_factory) -> tuple[bytes, str]:
 
 
 def real_source(url: str, sha: str) -> dict:
-    return {"data": {"source": "galaxy10_decals", "url": url, "sha256": sha, "retries": 8,
-                     "timeout_s": 10}}
+    return {
+        "data": {
+            "source": "galaxy10_decals",
+            "url": url,
+            "sha256": sha,
+            "retries": 8,
+            "timeout_s": 10,
+        }
+    }
 
 
 def leftovers(data_dir) -> list[str]:
     # params.ok, labelled.json: the `params` and `labelled` stages' markers, written before
     # download runs
-    return sorted(p.name for p in data_dir.iterdir()
-                  if p.name not in (".gitignore", "params.ok", "labelled.json"))
+    return sorted(
+        p.name
+        for p in data_dir.iterdir()
+        if p.name not in (".gitignore", "params.ok", "labelled.json")
+    )
 
 
 def test_download_cut_repeatedly_completes_with_right_checksum(tmp_path, galaxy):
@@ -87,7 +99,7 @@ def test_download_cut_repeatedly_completes_with_right_checksum(tmp_path, galaxy)
     assert [r.bytes_sent for r in reqs[:-1]] == drops
     assert reqs[0].range is None
     start, refetched = 0, 0
-    for prev, cur in zip(reqs, reqs[1:]):
+    for prev, cur in itertools.pairwise(reqs):
         assert cur.range and cur.status == 206, cur
         got = int(cur.range.removeprefix("bytes=").rstrip("-"))
         assert start + prev.bytes_sent - CHUNK < got <= start + prev.bytes_sent
@@ -124,7 +136,9 @@ def committed_repo(root) -> tuple:
     touches first), fully run, cached and committed (dvc.lock) as a user's would be."""
     repo = make_repo(root)
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
-    pipeline["stages"] = {k: pipeline["stages"][k] for k in ("params", "labelled", "download", "split")}
+    pipeline["stages"] = {
+        k: pipeline["stages"][k] for k in ("params", "labelled", "download", "split")
+    }
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     dvc(["repro"], repo)
     run(["git", "add", "-A"], repo)
@@ -157,9 +171,21 @@ def test_switch_offline_with_temp_changes_nothing(tmp_path):
     repo, data_sha, params = committed_repo(tmp_path / "repo")
     with refused_url() as url:
         # The README's order: the check first (seconds), then the switch in a temporary copy.
-        check = run([sys.executable, "stages/download.py", "--check", "--out", "data/galaxy10.h5",
-                     "-S", "data.source=galaxy10_decals", "-S", f"data.url={url}"], repo,
-                    check=False)
+        check = run(
+            [
+                sys.executable,
+                "stages/download.py",
+                "--check",
+                "--out",
+                "data/galaxy10.h5",
+                "-S",
+                "data.source=galaxy10_decals",
+                "-S",
+                f"data.url={url}",
+            ],
+            repo,
+            check=False,
+        )
         assert check.returncode == 1 and "does not answer" in check.stderr, check.stderr
         out = dvc(["exp", "run", "--temp", *SWITCH, "-S", f"data.url={url}"], repo, check=False)
     log = out.stdout + out.stderr
@@ -190,8 +216,9 @@ def test_failed_switch_in_a_fresh_clone_is_recoverable(tmp_path):
     and keeps the clone's own lock and outputs."""
     repo = make_repo(tmp_path / "repo")
     pipeline = yaml.safe_load((repo / "dvc.yaml").read_text())
-    pipeline["stages"] = {k: pipeline["stages"][k]
-                          for k in ("params", "labelled", "download", "split", "train")}
+    pipeline["stages"] = {
+        k: pipeline["stages"][k] for k in ("params", "labelled", "download", "split", "train")
+    }
     (repo / "dvc.yaml").write_text(yaml.safe_dump(pipeline, sort_keys=False))
     dvc(["repro"], repo)
     run(["git", "add", "-A"], repo)
@@ -225,12 +252,27 @@ def test_switch_to_a_local_copy_offline(tmp_path, galaxy):
     cache.write_bytes(data)
     with refused_url() as url:
         local = [*SWITCH, "-S", f"data.url={url}", "-S", f"data.local_path={cache}"]
-        bad = dvc(["exp", "run", "--temp", *local, "-S", f"data.sha256={'0' * 64}", "download"],
-                  repo, check=False)
+        bad = dvc(
+            ["exp", "run", "--temp", *local, "-S", f"data.sha256={'0' * 64}", "download"],
+            repo,
+            check=False,
+        )
         assert bad.returncode != 0 and "data.local_path" in bad.stderr, bad.stderr[-3000:]
         assert_as_committed(repo, data_sha, params)
-        dvc(["exp", "run", "--temp", "-n", "real-local", *local, "-S", f"data.sha256={sha}",
-             "download"], repo)
+        dvc(
+            [
+                "exp",
+                "run",
+                "--temp",
+                "-n",
+                "real-local",
+                *local,
+                "-S",
+                f"data.sha256={sha}",
+                "download",
+            ],
+            repo,
+        )
         assert_as_committed(repo, data_sha, params)  # --temp: the workspace waits for apply
         dvc(["exp", "apply", "real-local"], repo)
     assert (repo / "data/galaxy10.h5").read_bytes() == data

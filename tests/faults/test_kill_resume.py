@@ -7,6 +7,7 @@ the MLflow run (one per variant) holds exactly one point per epoch.
 The kill is deterministic, not a timer: ``DEEPGAL_FAULT`` makes the training process SIGKILL
 its whole process group (dvc, the stage shell and itself) at the start of epoch 2's step 3.
 """
+
 from __future__ import annotations
 
 import re
@@ -37,8 +38,9 @@ def test_sigkill_mid_epoch_then_repro_resumes_with_nothing_lost(tmp_path, procs,
     victim = procs(DVC_REPRO, repo, env_for(repo, DEEPGAL_FAULT=fault), tmp_path / "killed.log")
     # dvc, the stage shell and python all die at once: no clean-up at all.
     assert victim.wait(timeout=900) == -signal.SIGKILL, victim.tail()
-    fired = re.search(r"sending SIGKILL to the process group at epoch 2 step 3/(\d+)",
-                      victim.output())
+    fired = re.search(
+        r"sending SIGKILL to the process group at epoch 2 step 3/(\d+)", victim.output()
+    )
     assert fired, victim.tail()
     assert 3 < int(fired[1]), "step 3 must be inside the epoch, not its end"
     last = repo / "models/smallnet/checkpoints/last.pt"

@@ -4,6 +4,7 @@ Training must never die of it, and once the server is back every epoch reaches i
 that failed were buffered and are re-sent, none twice. ``history.csv`` is complete whatever
 happens. A tracker that cannot be reached at all is reported before training starts.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,8 +17,14 @@ import pytest
 from tests.pipeline_repo import dvc, env_for, make_repo
 from tests.ports import refused_port
 
-from .conftest import (TRAIN_CMD, exact_history, no_traceback, one_variant_params, sqlite_steps,
-                       wait_for)
+from .conftest import (
+    TRAIN_CMD,
+    exact_history,
+    no_traceback,
+    one_variant_params,
+    sqlite_steps,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -36,7 +43,8 @@ def stage_cmd(variant: str = "smallnet", out: str | None = None) -> list[str]:
     cmd = TRAIN_CMD.format(v=variant).replace("python", sys.executable)
     if out:
         cmd = cmd.replace(f"models/{variant}", f"models/{out}").replace(
-            f"results/{variant}", f"results/{out}")
+            f"results/{variant}", f"results/{out}"
+        )
     return shlex.split(cmd)
 
 
@@ -55,8 +63,7 @@ def test_server_killed_and_restarted_during_training(repo, tmp_path, procs, mlfl
     delivered = sqlite_steps(tmp_path / "mlflow.db", run["run_id"])
     assert 1 <= len(delivered) < EPOCHS, f"training was over before the tracker died: {delivered}"
     # Down until the training has felt it (at least one epoch failed to arrive), then back.
-    wait_for(lambda: "MLflow unreachable" in stage.output(), 600, "a failed delivery",
-             proc=stage)
+    wait_for(lambda: "MLflow unreachable" in stage.output(), 600, "a failed delivery", proc=stage)
     # Paused while the server restarts, so the server is surely back before training ends
     # (otherwise a fast machine could finish all epochs first, and the test could not tell
     # "re-sent" from "dropped").
@@ -92,8 +99,12 @@ def test_unreachable_tracker_fails_before_training(repo, tmp_path, procs):
     whole run): one error naming it, before any epoch; the wait is bounded, not timed."""
     with refused_port() as port:
         uri = f"http://127.0.0.1:{port}"
-        stage = procs(stage_cmd(out="unreachable"), repo,
-                      env_for(repo, MLFLOW_TRACKING_URI=uri), tmp_path / "stage.log")
+        stage = procs(
+            stage_cmd(out="unreachable"),
+            repo,
+            env_for(repo, MLFLOW_TRACKING_URI=uri),
+            tmp_path / "stage.log",
+        )
         code = stage.wait(timeout=300)
     out = stage.output()
     assert code == 1, out[-3000:]
@@ -104,4 +115,3 @@ def test_unreachable_tracker_fails_before_training(repo, tmp_path, procs):
     assert "epoch 1/" not in out
     assert not list((repo / "models/unreachable").glob("**/*.pt"))
     assert not (repo / "results/unreachable/history.csv").exists()
-

@@ -8,6 +8,7 @@ are found in MLflow by its DVC name (a parent run of that name, the variants nes
 and the copies check the data file out as a link to the cache, never as a copy of it
 (``cache.type`` in ``.dvc/config``; docs/scaling.md).
 """
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,9 @@ def exp_records(shown: list) -> dict[str, dict]:
 def cache_file(repo: Path, out: str) -> Path:
     """The cache object of a file output, from dvc.lock."""
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    [md5] = [o["md5"] for s in lock["stages"].values() for o in s.get("outs", [])
-             if o["path"] == out]
+    [md5] = [
+        o["md5"] for s in lock["stages"].values() for o in s.get("outs", []) if o["path"] == out
+    ]
     return repo / ".dvc/cache/files/md5" / md5[:2] / md5[2:]
 
 
@@ -84,8 +86,11 @@ class LinkWatch(threading.Thread):
         while not self.done.wait(0.05):
             for f in list(root.glob(f"*/{DATA}")) + list(root.glob(f"*/*/{DATA}")):
                 try:
-                    linked = (Path(os.path.realpath(f)) == self.cached if f.is_symlink()
-                              else f.stat().st_ino == self.ino)
+                    linked = (
+                        Path(os.path.realpath(f)) == self.cached
+                        if f.is_symlink()
+                        else f.stat().st_ino == self.ino
+                    )
                 except FileNotFoundError:  # the copy went away between glob and stat
                     continue
                 key = str(f.parents[1].relative_to(root))
@@ -105,8 +110,7 @@ def test_queued_grid_runs_two_workers_on_one_store(tmp_path, procs):
     run(["git", "commit", "-qm", "data and split"], repo, env)
     cached = cache_file(repo, DATA)
     assert (repo / DATA).stat().st_ino == cached.stat().st_ino, "workspace data is a copy"
-    queued = run(dvc + ["exp", "run", "--queue", "-n", "lr", "-S", GRID, "train"], repo,
-                 env).stdout
+    queued = run(dvc + ["exp", "run", "--queue", "-n", "lr", "-S", GRID, "train"], repo, env).stdout
     for name in EXPS:
         assert f"Queued experiment '{name}'" in queued, queued
 
@@ -115,15 +119,24 @@ def test_queued_grid_runs_two_workers_on_one_store(tmp_path, procs):
     watch.start()
     workers = procs(dvc + ["queue", "start", "-j", "2"], repo, env, tmp_path / "queue.log")
     try:
-        states = wait_for(lambda: (s := queue_states(repo, env)) and len(s) == len(EXPS) and all(
-            v in ("Success", "Failed") for v in s.values()) and s, 900,
-            "both experiments to end", every=5)
+        states = wait_for(
+            lambda: (
+                (s := queue_states(repo, env))
+                and len(s) == len(EXPS)
+                and all(v in ("Success", "Failed") for v in s.values())
+                and s
+            ),
+            900,
+            "both experiments to end",
+            every=5,
+        )
     finally:
         watch.done.set()
         watch.join(timeout=10)
-    logs = {name: run(dvc + ["queue", "logs", name], repo, env, timeout=120).stdout
-            for name in EXPS}
-    for name, log in logs.items():
+    logs = {
+        name: run(dvc + ["queue", "logs", name], repo, env, timeout=120).stdout for name in EXPS
+    }
+    for log in logs.values():
         assert "database is locked" not in log, log[-3000:]
         assert "Traceback" not in log, log[-3000:]
         # The system-metrics thread looked for the run in the same store (not MLflow's default,

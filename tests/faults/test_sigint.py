@@ -7,6 +7,7 @@ model as a run that was never stopped.
 The Ctrl-C is deterministic, not a timer: ``DEEPGAL_FAULT`` makes the training process send
 SIGINT to its process group (as a terminal does) at the start of epoch 2's step 3.
 """
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,14 @@ from deepgal import checkpoint as ckpt_io
 from deepgal.training import unfinished
 from tests.pipeline_repo import dvc, env_for, make_repo, run
 
-from .conftest import (TRAIN_CMD, exact_history, no_traceback, one_variant_params, sqlite_runs,
-                       sqlite_steps)
+from .conftest import (
+    TRAIN_CMD,
+    exact_history,
+    no_traceback,
+    one_variant_params,
+    sqlite_runs,
+    sqlite_steps,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -31,13 +38,21 @@ PARAMS = one_variant_params(EPOCHS)
 def test_ctrl_c_checkpoints_closes_run_and_resumes(tmp_path, procs):
     ref = make_repo(tmp_path / "reference", PARAMS)
     repo = make_repo(tmp_path / "repo", PARAMS)
-    reference = procs([sys.executable, "-m", "dvc", "repro", "train@smallnet"], ref,
-                      env_for(ref), tmp_path / "reference.log")
+    reference = procs(
+        [sys.executable, "-m", "dvc", "repro", "train@smallnet"],
+        ref,
+        env_for(ref),
+        tmp_path / "reference.log",
+    )
     dvc(["repro", "split"], repo)
 
     fault = "signal=SIGINT,epoch=2,step=3,target=group"  # what a terminal's Ctrl-C does
-    stage = procs(shlex.split(TRAIN_CMD.format(v="smallnet").replace("python", sys.executable)),
-                  repo, env_for(repo, DEEPGAL_FAULT=fault), tmp_path / "stage.log")
+    stage = procs(
+        shlex.split(TRAIN_CMD.format(v="smallnet").replace("python", sys.executable)),
+        repo,
+        env_for(repo, DEEPGAL_FAULT=fault),
+        tmp_path / "stage.log",
+    )
     last = repo / "models/smallnet/checkpoints/last.pt"
     code = stage.wait(timeout=600)
     out = stage.output()
@@ -75,7 +90,7 @@ def test_ctrl_c_checkpoints_closes_run_and_resumes(tmp_path, procs):
     # interrupted epoch was summed in two parts, so it may differ in the last bits.
     assert reference.wait(timeout=900) == 0, reference.tail()
     want = exact_history(ref / "results/smallnet")
-    for got_row, want_row in zip(hist, want):
+    for got_row, want_row in zip(hist, want, strict=True):
         for key in ("val/loss", "val/accuracy", "lr", "train/accuracy"):
             assert got_row[key] == want_row[key], (got_row, want_row)
         assert got_row["train/loss"] == pytest.approx(want_row["train/loss"], rel=1e-6)
@@ -94,8 +109,12 @@ def test_ctrl_c_under_dvc_exp_run_resumes(tmp_path, procs):
     exp = ["exp", "run", "train@smallnet", "-S", "train.lr=0.03"]  # a new config
 
     fault = "signal=SIGINT,epoch=2,step=3,target=group"
-    first = procs([sys.executable, "-m", "dvc", *exp], repo, env_for(repo, DEEPGAL_FAULT=fault),
-                  tmp_path / "first.log")
+    first = procs(
+        [sys.executable, "-m", "dvc", *exp],
+        repo,
+        env_for(repo, DEEPGAL_FAULT=fault),
+        tmp_path / "first.log",
+    )
     assert first.wait(timeout=600) != 0, first.tail()
     assert "interrupted at epoch 2 step 3/" in first.output(), first.tail()
 
@@ -105,8 +124,7 @@ def test_ctrl_c_under_dvc_exp_run_resumes(tmp_path, procs):
     assert "starting over" not in log and "epoch 1/" not in log, log[-3000:]
     hist = exact_history(repo / "results/smallnet")
     assert [r["epoch"] for r in hist] == list(range(1, EPOCHS + 1))
-    assert ckpt_io.load(repo / "models/smallnet/checkpoints/last.pt")["config"]["run"]["lr"] \
-        == 0.03
+    assert ckpt_io.load(repo / "models/smallnet/checkpoints/last.pt")["config"]["run"]["lr"] == 0.03
     # Finished: the waiting copy is gone, and git never saw it.
     assert not unfinished.stash_dir(repo / "models/smallnet/checkpoints").exists()
     status = run(["git", "status", "--porcelain", "--ignored"], repo, env_for(repo)).stdout

@@ -6,6 +6,7 @@ its own; nothing of the machine's SSH set-up is read or changed. The fixture sto
 the test fails. Outside CI (``DEEPGAL_CI`` unset) a machine without sshd or dvc-ssh skips the
 test and says what to install; in CI that is a failure.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -66,8 +67,9 @@ def _banner(port: int) -> bool:
 
 @pytest.fixture
 def sshd(tmp_path):
-    sshd_bin = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists()
-                                         else None)
+    sshd_bin = shutil.which("sshd") or (
+        "/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None
+    )
     if sshd_bin is None:
         _missing("sshd", "apt-get install -y openssh-server")
     if importlib.util.find_spec("dvc_ssh") is None:
@@ -75,8 +77,22 @@ def sshd(tmp_path):
     d = tmp_path / "sshd"
     d.mkdir()
     for name in ("host_key", "client_key"):
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"deepgal-{name}",
-                        "-f", str(d / name)], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                f"deepgal-{name}",
+                "-f",
+                str(d / name),
+            ],
+            check=True,
+            capture_output=True,
+        )
     shutil.copy(d / "client_key.pub", d / "authorized_keys")
     if os.geteuid() == 0:
         # Root's sshd insists on its privilege-separation directory (systemd makes it at boot).
@@ -86,13 +102,27 @@ def sshd(tmp_path):
     try:
         for attempt in range(5):  # a free port can be taken between choosing and binding it
             port = free_port()
-            (d / "sshd_config").write_text(SSHD_CONFIG.format(
-                port=port, host_key=d / "host_key", pid_file=d / "sshd.pid",
-                authorized=d / "authorized_keys", user=user))
-            proc = Proc([sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")], d, dict(os.environ),
-                        d / f"sshd-{attempt}.log")
-            wait_for(lambda: _banner(port) or proc.poll() is not None, 30,
-                     f"sshd on 127.0.0.1:{port}", every=0.1)
+            (d / "sshd_config").write_text(
+                SSHD_CONFIG.format(
+                    port=port,
+                    host_key=d / "host_key",
+                    pid_file=d / "sshd.pid",
+                    authorized=d / "authorized_keys",
+                    user=user,
+                )
+            )
+            proc = Proc(
+                [sshd_bin, "-D", "-e", "-f", str(d / "sshd_config")],
+                d,
+                dict(os.environ),
+                d / f"sshd-{attempt}.log",
+            )
+            wait_for(
+                lambda port=port, proc=proc: _banner(port) or proc.poll() is not None,
+                30,
+                f"sshd on 127.0.0.1:{port}",
+                every=0.1,
+            )
             if proc.poll() is None:
                 break
             if "Address already in use" not in proc.output():

@@ -7,6 +7,7 @@ no GPU is needed to check which value reaches it. That two runs were alive at on
 a rendezvous, not by timestamps: each probe checks in (a file in a shared folder), then waits for
 another's check-in; a probe that finds one was still running when the other started.
 """
+
 from __future__ import annotations
 
 import json
@@ -82,9 +83,15 @@ def test_queue_workers_share_the_environment_of_queue_start(repo, meet):
     dvc = [sys.executable, "-m", "dvc"]
     run(dvc + ["exp", "run", "--queue", "-n", "g", "-S", "p=1,2"], repo, env)
     # `queue start` returns at once; its workers hold its output open, so give them none.
-    subprocess.run(dvc + ["queue", "start", "-j", "2"], cwd=repo,
-                   env={**env, "CUDA_VISIBLE_DEVICES": "3", "PROBE_MEET": str(meet)},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True, timeout=120)
+    subprocess.run(
+        dvc + ["queue", "start", "-j", "2"],
+        cwd=repo,
+        env={**env, "CUDA_VISIBLE_DEVICES": "3", "PROBE_MEET": str(meet)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=120,
+    )
 
     def finished() -> bool:
         status = run(dvc + ["queue", "status"], repo, env).stdout
@@ -101,11 +108,16 @@ def test_queue_workers_share_the_environment_of_queue_start(repo, meet):
 def test_temp_runs_keep_their_own_gpu(repo, tmp_path, meet):
     env = {**env_for(repo), "PROBE_MEET": str(meet)}
     dvc = [sys.executable, "-m", "dvc"]
-    procs = [subprocess.Popen(dvc + ["exp", "run", "--temp", "-n", f"gpu{i}", "-S", f"p={i + 1}"],
-                              cwd=repo, env={**env, "CUDA_VISIBLE_DEVICES": str(i)},
-                              stdout=open(tmp_path / f"gpu{i}.log", "wb"),
-                              stderr=subprocess.STDOUT)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            dvc + ["exp", "run", "--temp", "-n", f"gpu{i}", "-S", f"p={i + 1}"],
+            cwd=repo,
+            env={**env, "CUDA_VISIBLE_DEVICES": str(i)},
+            stdout=open(tmp_path / f"gpu{i}.log", "wb"),
+            stderr=subprocess.STDOUT,
+        )
+        for i in range(2)
+    ]
     try:
         codes = [p.wait(timeout=600) for p in procs]
     finally:

@@ -6,6 +6,7 @@ embeddings) to a remote. A teammate clones the git repository, runs ``dvc pull``
 ``dvc status`` is clean and ``dvc repro`` runs nothing. Once against a local-directory remote,
 once against a real SSH remote (OpenSSH on 127.0.0.1, ``dvc-ssh``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,13 +20,23 @@ pytestmark = pytest.mark.slow
 
 UP_TO_DATE = "Data and pipelines are up to date."
 # One variant and PCA only: every stage of the DAG runs, in a fraction of the tiny default's time.
-ONE_VARIANT = {"variants": {"smallnet": {"input_size": 16, "crop": 0.5}},
-               "reduce": {"pca_dims": 10, "methods": {"pca": {}}}}
+ONE_VARIANT = {
+    "variants": {"smallnet": {"input_size": 16, "crop": 0.5}},
+    "reduce": {"pca_dims": 10, "methods": {"pca": {}}},
+}
 # What only the DVC remote carries (gitignored by DVC): it must arrive byte-identical.
-CACHED = ("data/galaxy10.h5", "data/source.json", "data/split", "models/smallnet/checkpoints",
-          "models/smallnet/mlflow_run.json", "models/smallnet/features.npz",
-          "results/smallnet/embeddings.csv", "results/smallnet/predictions.csv",
-          "reports/smallnet/confusion", "reports/plots")
+CACHED = (
+    "data/galaxy10.h5",
+    "data/source.json",
+    "data/split",
+    "models/smallnet/checkpoints",
+    "models/smallnet/mlflow_run.json",
+    "models/smallnet/features.npz",
+    "results/smallnet/embeddings.csv",
+    "results/smallnet/predictions.csv",
+    "reports/smallnet/confusion",
+    "reports/plots",
+)
 
 
 def digests(repo: Path) -> dict[str, str]:
@@ -52,8 +63,9 @@ def origin(tmp_path_factory) -> Path:
     return repo
 
 
-def share_and_clone(origin: Path, name: str, url: str, mate: Path,
-                    local_config: dict[str, str] | None = None) -> dict[str, str]:
+def share_and_clone(
+    origin: Path, name: str, url: str, mate: Path, local_config: dict[str, str] | None = None
+) -> dict[str, str]:
     """Push ``origin`` to the remote ``name`` at ``url``, then clone and pull it at ``mate``.
 
     ``local_config``: per-user remote settings (e.g. a key file), kept out of git in
@@ -96,7 +108,8 @@ def test_local_remote_round_trip(origin, tmp_path):
 
 def test_ssh_remote_round_trip(origin, tmp_path, sshd):
     store = tmp_path / "ssh-store"  # reached only through sshd: the clone knows the ssh:// URL
-    seen = share_and_clone(origin, "team", sshd.url(store), tmp_path / "mate",
-                           {"keyfile": str(sshd.key)})
+    seen = share_and_clone(
+        origin, "team", sshd.url(store), tmp_path / "mate", {"keyfile": str(sshd.key)}
+    )
     assert any(store.rglob("*")), "dvc push over SSH wrote nothing to the remote"
     assert_no_op(seen)

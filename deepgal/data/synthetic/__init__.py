@@ -22,8 +22,21 @@ Modules: ``params`` (random draws and per-class priors), ``draw`` (profiles, PSF
 stretch), ``galaxy`` (assembly), ``catalogue`` (ra/dec with planted duplicates, redshift,
 pxscale), ``dataset`` (counts, batched rendering with progress, the file).
 """
-from deepgal.data.synthetic.dataset import (BALANCES, MIN_IMAGE_SIZE, class_counts, render,
-                                            render_catalogue, write_synthetic)
 
-__all__ = ["BALANCES", "MIN_IMAGE_SIZE", "class_counts", "render", "render_catalogue",
-           "write_synthetic"]
+from deepgal.data.synthetic.dataset import (
+    BALANCES,
+    MIN_IMAGE_SIZE,
+    class_counts,
+    render,
+    render_catalogue,
+    write_synthetic,
+)
+
+__all__ = [
+    "BALANCES",
+    "MIN_IMAGE_SIZE",
+    "class_counts",
+    "render",
+    "render_catalogue",
+    "write_synthetic",
+]

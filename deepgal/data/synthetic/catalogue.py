@@ -9,6 +9,7 @@ position. The synthetic file plants a few such pairs, within one class, so that 
 is exercised by the default pipeline: ``DUP_FRACTION`` of the rows get an exact twin and as many
 get a near twin 0.1-0.5" away.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,10 +20,10 @@ from deepgal.data.synthetic.portable import each, log_uniform
 
 # Dec band of the DECaLS footprint used by Galaxy Zoo DECaLS (SDSS DR8 overlap), degrees.
 DEC_RANGE = (-20.0, 35.0)
-DUP_FRACTION = 0.004          # ~0.33% of the real rows are exact repeats; a little more here
-NEAR_ARCSEC = (0.1, 0.5)      # separation of a near twin
-DECALS_PXSCALE = 0.262        # arcsec per DECaLS pixel
-NATIVE_SIZE = 256             # px of a Galaxy10 DECaLS cut-out
+DUP_FRACTION = 0.004  # ~0.33% of the real rows are exact repeats; a little more here
+NEAR_ARCSEC = (0.1, 0.5)  # separation of a near twin
+DECALS_PXSCALE = 0.262  # arcsec per DECaLS pixel
+NATIVE_SIZE = 256  # px of a Galaxy10 DECaLS cut-out
 REDSHIFT_RANGE = (0.005, 0.15)  # log-uniform; the Galaxy Zoo DECaLS galaxies are nearby
 
 

@@ -1,4 +1,5 @@
 """The synthetic data set: class counts, seeded labels, batched rendering, the Galaxy10 file."""
+
 from __future__ import annotations
 
 import logging
@@ -36,8 +37,10 @@ def class_counts(per_class: int, balance: str) -> list[int]:
         return [per_class] * NUM_CLASSES
     total = per_class * NUM_CLASSES
     if total < 2 * NUM_CLASSES:
-        raise ValueError(f"per_class = {per_class}: balance 'real' needs per_class >= 2 so "
-                         "that every class gets at least 2 images")
+        raise ValueError(
+            f"per_class = {per_class}: balance 'real' needs per_class >= 2 so "
+            "that every class gets at least 2 images"
+        )
     real = np.asarray(REAL_CLASS_COUNTS, dtype=np.float64)
     # Largest-remainder rounding of the free images above the floor of 2 per class.
     share = real / real.sum() * (total - 2 * NUM_CLASSES)
@@ -64,8 +67,9 @@ def _counts(n_per_class: int | Sequence[int]) -> list[int]:
         return [int(n_per_class)] * NUM_CLASSES
     counts = list(n_per_class)
     if len(counts) != NUM_CLASSES:
-        raise ValueError(f"n_per_class has {len(counts)} entries: expected one count per "
-                         f"class ({NUM_CLASSES})")
+        raise ValueError(
+            f"n_per_class has {len(counts)} entries: expected one count per class ({NUM_CLASSES})"
+        )
     for c, n in enumerate(counts):
         _check_int(f"n_per_class[{c}]", n, 0)
     if sum(counts) == 0:
@@ -80,8 +84,9 @@ def _render_chunk(labels: np.ndarray, start: int, image_size: int, seed: int) ->
     return render_batch(labels.astype(np.int64), draw(seed, idx, image_size), image_size)
 
 
-def _batches(labels: np.ndarray, image_size: int, seed: int,
-             workers: int | None = None) -> Iterator[np.ndarray]:
+def _batches(
+    labels: np.ndarray, image_size: int, seed: int, workers: int | None = None
+) -> Iterator[np.ndarray]:
     """Yield rendered chunks (b, S, S, 3) uint8 of the images of ``labels``, in order.
 
     Large renders use ``workers`` processes (default: one per CPU): the renderer is numpy on
@@ -92,7 +97,7 @@ def _batches(labels: np.ndarray, image_size: int, seed: int,
     n = (os.cpu_count() or 1) if workers is None else max(1, workers)
     if n == 1 or len(starts) < 2 * n:
         for start in starts:
-            yield _render_chunk(labels[start:start + step], start, image_size, seed)
+            yield _render_chunk(labels[start : start + step], start, image_size, seed)
         return
     # fork where there is one (Linux): no re-import, and it works from a REPL or `python -`;
     # the workers only run numpy on their arguments. spawn elsewhere.
@@ -101,8 +106,9 @@ def _batches(labels: np.ndarray, image_size: int, seed: int,
         # Bounded look-ahead: at most 4 chunks per worker wait to be consumed.
         pending: deque = deque()
         for start in starts:
-            pending.append(pool.submit(_render_chunk, labels[start:start + step], start,
-                                       image_size, seed))
+            pending.append(
+                pool.submit(_render_chunk, labels[start : start + step], start, image_size, seed)
+            )
             if len(pending) >= 4 * n:
                 yield pending.popleft().result()
         while pending:
@@ -114,9 +120,9 @@ def _check_common(image_size: int, seed: int) -> None:
     _check_int("seed", seed, 0)
 
 
-def render_catalogue(n_per_class: int | Sequence[int], image_size: int, seed: int,
-                     workers: int | None = None
-                     ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def render_catalogue(
+    n_per_class: int | Sequence[int], image_size: int, seed: int, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """Render synthetic Galaxy10 images with their catalogue.
 
     Returns images (N, S, S, 3) uint8, labels (N,) uint8 and the columns ``ra``, ``dec``
@@ -132,18 +138,30 @@ def render_catalogue(n_per_class: int | Sequence[int], image_size: int, seed: in
     pos = 0
     with Progress(total=len(labels), desc="render", unit="img") as bar:
         for chunk in _batches(labels, image_size, seed, workers):
-            images[pos:pos + len(chunk)] = chunk
+            images[pos : pos + len(chunk)] = chunk
             pos += len(chunk)
             bar.update(len(chunk))
     ra, dec, planted = positions(labels, seed)
-    log.info("planted %d exact and %d near (0.1-0.5\") duplicate positions",
-             planted["exact"], planted["near"])
-    return images, labels, {"ra": ra, "dec": dec, "redshift": redshift(len(labels), seed),
-                            "pxscale": pxscale(len(labels), image_size)}
+    log.info(
+        'planted %d exact and %d near (0.1-0.5") duplicate positions',
+        planted["exact"],
+        planted["near"],
+    )
+    return (
+        images,
+        labels,
+        {
+            "ra": ra,
+            "dec": dec,
+            "redshift": redshift(len(labels), seed),
+            "pxscale": pxscale(len(labels), image_size),
+        },
+    )
 
 
-def render(n_per_class: int | Sequence[int], image_size: int, seed: int,
-           workers: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def render(
+    n_per_class: int | Sequence[int], image_size: int, seed: int, workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Render synthetic Galaxy10 images.
 
     n_per_class: images per class, one int for all classes or a sequence of 10 counts.
@@ -155,8 +173,9 @@ def render(n_per_class: int | Sequence[int], image_size: int, seed: int,
     return images, labels
 
 
-def write_synthetic(path: str | Path, per_class: int, image_size: int, seed: int,
-                    balance: str = "equal") -> None:
+def write_synthetic(
+    path: str | Path, per_class: int, image_size: int, seed: int, balance: str = "equal"
+) -> None:
     """Render ``class_counts(per_class, balance)`` images and write them in the Galaxy10
     layout at ``path`` (atomically): images, ans, ra, dec, redshift, pxscale. Same image
     bytes as :func:`render` with those counts."""

@@ -6,6 +6,7 @@ together with the galaxy, and the sky noise is drawn directly as Fourier coeffic
 Python loop runs over pixels or over galaxies. Units are those of
 :mod:`deepgal.data.synthetic.params`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,8 +64,13 @@ def spiral_pattern(r, theta, m, pitch_deg, phase, k, sign) -> np.ndarray:
 
 def patch_field(patch: np.ndarray, size: int, sigma: np.ndarray) -> np.ndarray:
     """Log-normal patchiness (B, S, S) with mean ~1 from a coarse normal grid (B, L, L)."""
-    g = ndi.zoom(patch, (1, size / patch.shape[1], size / patch.shape[2]), order=1,
-                 mode="nearest", grid_mode=True)
+    g = ndi.zoom(
+        patch,
+        (1, size / patch.shape[1], size / patch.shape[2]),
+        order=1,
+        mode="nearest",
+        grid_mode=True,
+    )
     s = bcast(sigma) * F32(1.5)  # linear interpolation halves the variance of the coarse grid
     return np.exp(s * g - s * s / 2)
 
@@ -114,19 +120,24 @@ def compose(sharp: np.ndarray, soft: np.ndarray, p: dict, draws: Draws, size: in
     Returns the noisy flux (B, 3, S, S) float32 in noise units.
     """
     res = np.full(len(sharp), RES_SIGMA_PX / size, dtype=F32)
-    psf = (gaussian_mtf(size, hypotf(p["psf"], res)) * bcast(1 - p["psf_wing"])[..., None]
-           + gaussian_mtf(size, hypotf(3 * p["psf"], res)) * bcast(p["psf_wing"])[..., None])
+    psf = (
+        gaussian_mtf(size, hypotf(p["psf"], res)) * bcast(1 - p["psf_wing"])[..., None]
+        + gaussian_mtf(size, hypotf(3 * p["psf"], res)) * bcast(p["psf_wing"])[..., None]
+    )
     spec = sfft.rfft2(sharp, workers=-1) * psf
     spec += sfft.rfft2(soft, workers=-1) * psf * gaussian_mtf(size, p["bg_blur"])
     # Sky noise: 1 luminance + 3 colour fields, as Fourier coefficients of white noise whose
     # per-native-pixel std is p["noise"] (before a slight correlation); a pixel of the S grid
     # averages (256/S)^2 of them, so its std falls as (S/256)^NOISE_EXPONENT.
-    nz = draws.noise[..., 0] + 1j * draws.noise[..., 1]            # (B, 4, S, S//2+1)
+    nz = draws.noise[..., 0] + 1j * draws.noise[..., 1]  # (B, 4, S, S//2+1)
     chroma = bcast(p["chroma"])[..., None]
-    rgb = (nz[:, :1] + chroma * nz[:, 1:]) / np.sqrt(1 + chroma ** 2)
+    rgb = (nz[:, :1] + chroma * nz[:, 1:]) / np.sqrt(1 + chroma**2)
     scale = p["noise"] * size * (size / NATIVE_SIZE) ** NOISE_EXPONENT / np.sqrt(2)
-    spec += rgb.astype(np.complex64) * bcast(scale)[..., None] * gaussian_mtf(
-        size, hypotf(p["noise_corr"], res))
+    spec += (
+        rgb.astype(np.complex64)
+        * bcast(scale)[..., None]
+        * gaussian_mtf(size, hypotf(p["noise_corr"], res))
+    )
     return sfft.irfft2(spec, s=(size, size), workers=-1).astype(F32)
 
 

@@ -3,6 +3,7 @@
 Each component is computed only for the images that have it (a subset index), as (b, S, S)
 float32 fields on a shared coordinate grid, then coloured and summed into (B, 3, S, S).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,15 +36,17 @@ def _disc(grid, q: dict, patch: np.ndarray, size: int):
     spiral = q["arm_amp"] > 0
     if spiral.any():
         sign = np.where(q["arm_phase"] < np.pi, 1.0, -1.0).astype(F32)
-        arms = sd.spiral_pattern(r / h, theta, q["arm_m"], q["pitch"], q["arm_phase"],
-                                 q["arm_k"], sign)
+        arms = sd.spiral_pattern(
+            r / h, theta, q["arm_m"], q["pitch"], q["arm_phase"], q["arm_k"], sign
+        )
         k = q["arm_k"].astype(np.float64)  # mean of ((1+cos)/2)^k over a turn
         mean = sd.bcast(np.exp(gammaln(k + 0.5) - gammaln(k + 1) - 0.5 * np.log(np.pi)).astype(F32))
         amp = sd.bcast(q["arm_amp"])
         # Arms start outside the bulge/bar: the inner disc stays smooth.
-        r_in = sd.bcast(np.maximum(q["bulge_re"] * 2.0, np.where(q["bar_amp"] > 0,
-                                                                  q["bar_len"], 0)))
-        inner = np.exp(-(r / (r_in + F32(1e-4))) ** 2)
+        r_in = sd.bcast(
+            np.maximum(q["bulge_re"] * 2.0, np.where(q["bar_amp"] > 0, q["bar_len"], 0))
+        )
+        inner = np.exp(-((r / (r_in + F32(1e-4))) ** 2))
         mod = inner + (1 - inner) * ((1 - amp) + amp * arms / mean)
     ring = sd.bcast(q["ring_amp"] * 2.0)
     bar_len = sd.bcast(np.maximum(q["bar_len"], 1e-3))
@@ -54,8 +57,11 @@ def _disc(grid, q: dict, patch: np.ndarray, size: int):
     disc = sd.bcast(q["disc_amp"] * powf(q["disc_q"], -0.6)) * np.exp(-r / h) * mod
     disc *= sd.patch_field(patch, size, q["patch"])
     # Dust lane along the mid-plane of (nearly) edge-on discs.
-    dust = sd.bcast(q["dust"]) * np.exp(-0.5 * (y / (0.35 * h * sd.bcast(q["disc_q"]))) ** 2) * (
-        np.exp(-(x / (2.5 * h)) ** 2))
+    dust = (
+        sd.bcast(q["dust"])
+        * np.exp(-0.5 * (y / (0.35 * h * sd.bcast(q["disc_q"]))) ** 2)
+        * (np.exp(-((x / (2.5 * h)) ** 2)))
+    )
     return disc, x, y, dust
 
 
@@ -75,9 +81,18 @@ def _tails(grid, q: dict):
     r = np.sqrt(x * x + y * y)
     size = sd.bcast(q["size"])
     sign = np.where(q["tail_phase"] < np.pi, 1.0, -1.0).astype(F32)
-    arm = sd.spiral_pattern(r / size, atan2f(y, x), q["tail_m"], q["tail_pitch"],
-                            q["tail_phase"], np.full_like(q["size"], 6.0), sign)
-    window = (1 - np.exp(-(r / (1.2 * size)) ** 2)) * np.exp(-r / (sd.bcast(q["tail_len"]) * size))
+    arm = sd.spiral_pattern(
+        r / size,
+        atan2f(y, x),
+        q["tail_m"],
+        q["tail_pitch"],
+        q["tail_phase"],
+        np.full_like(q["size"], 6.0),
+        sign,
+    )
+    window = (1 - np.exp(-((r / (1.2 * size)) ** 2))) * np.exp(
+        -r / (sd.bcast(q["tail_len"]) * size)
+    )
     return sd.bcast(q["tail_amp"]) * arm * window
 
 
@@ -89,9 +104,11 @@ def _clumps(draws_c: np.ndarray, q: dict):
     r = h * (0.3 - np.log(1 - 0.95 * u[..., 0]))
     m = np.maximum(q["arm_m"], 1)[:, None]
     sign = np.where(q["arm_phase"] < np.pi, 1.0, -1.0)[:, None]
-    on_arm = (sign * np.log(r / q["disc_h"][:, None] + 1e-4) / tanf(np.deg2rad(q["pitch"]))[:, None]
-              + (2 * np.pi * np.floor(u[..., 1] * m) - q["arm_phase"][:, None]) / m
-              + (u[..., 2] - 0.5) * 0.5)
+    on_arm = (
+        sign * np.log(r / q["disc_h"][:, None] + 1e-4) / tanf(np.deg2rad(q["pitch"]))[:, None]
+        + (2 * np.pi * np.floor(u[..., 1] * m) - q["arm_phase"][:, None]) / m
+        + (u[..., 2] - 0.5) * 0.5
+    )
     theta = np.where(q["arm_clumps"][:, None] > 0, on_arm, u[..., 1] * 2 * np.pi)
     xd, yd = r * np.cos(theta), r * np.sin(theta) * q["disc_q"][:, None]
     c, s = np.cos(q["pa"])[:, None], np.sin(q["pa"])[:, None]
@@ -116,7 +133,7 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
     """Render images (B, S, S, 3) uint8 of classes ``labels`` (B,) from their random draws."""
     b = len(labels)
     p = sp.galaxy_params(draws.u, labels)
-    grid = ((np.arange(size, dtype=F32) + F32(0.5)) / F32(size) - F32(0.5))
+    grid = (np.arange(size, dtype=F32) + F32(0.5)) / F32(size) - F32(0.5)
     sharp = np.zeros((b, 3, size, size), dtype=F32)
     soft = np.zeros_like(sharp)
     # Mergers: shift the main body so that the pair, not the main galaxy, is centred.
@@ -133,13 +150,25 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
         att[idx] = dust
         bar = np.flatnonzero(q["bar_amp"] > 0)
         if bar.size:
-            _add(sharp, idx[bar], _bar(x[bar], y[bar], _at(q, bar)),
-                 sd.colour(q["col_bulge"][bar] - 0.1))
+            _add(
+                sharp,
+                idx[bar],
+                _bar(x[bar], y[bar], _at(q, bar)),
+                sd.colour(q["col_bulge"][bar] - 0.1),
+            )
     idx = np.flatnonzero(p["bulge_amp"] > 0)
     if idx.size:
         q = _at(p, idx)
-        bulge = sd.sersic(grid, q["cx"], q["cy"], q["pa"], q["bulge_q"], q["bulge_re"],
-                          q["bulge_n"], q["bulge_amp"])
+        bulge = sd.sersic(
+            grid,
+            q["cx"],
+            q["cy"],
+            q["pa"],
+            q["bulge_q"],
+            q["bulge_re"],
+            q["bulge_n"],
+            q["bulge_amp"],
+        )
         _add(sharp, idx, bulge, sd.colour(q["col_bulge"]))
     idx = np.flatnonzero(merger)
     if idx.size:
@@ -148,8 +177,7 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
         cx = q["cx"] + dist * np.cos(q["comp_angle"])
         cy = q["cy"] + dist * np.sin(q["comp_angle"])
         amp = q["comp_amp"] * np.maximum(q["bulge_amp"], 3.0)
-        comp = sd.sersic(grid, cx, cy, q["comp_pa"], q["comp_q"], q["comp_re"],
-                         q["bulge_n"], amp)
+        comp = sd.sersic(grid, cx, cy, q["comp_pa"], q["comp_q"], q["comp_re"], q["bulge_n"], amp)
         _add(sharp, idx, comp, sd.colour(q["col_comp"]))
     idx = np.flatnonzero(p["tail_amp"] > 0)
     if idx.size:
@@ -162,10 +190,17 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
         q = _at(p, idx)
         px, py, rgb = _clumps(draws.clumps[idx], q)
         soft[idx] += sd.deposit(px, py, rgb * scale, size)
-    sx, sy, srgb = _field_sources(draws.stars, p["n_stars"], 60.0, p["star_slope"][:, None],
-                                  5e4, lambda t: 1.9 - 2.6 * t * np.sqrt(t))
+    sx, sy, srgb = _field_sources(
+        draws.stars,
+        p["n_stars"],
+        60.0,
+        p["star_slope"][:, None],
+        5e4,
+        lambda t: 1.9 - 2.6 * t * np.sqrt(t),
+    )
     sharp += sd.deposit(sx, sy, srgb * scale, size)
-    bx, by, brgb = _field_sources(draws.background, p["n_background"], 40.0, 0.9, 2e4,
-                                  lambda t: 0.1 + 1.1 * t)
+    bx, by, brgb = _field_sources(
+        draws.background, p["n_background"], 40.0, 0.9, 2e4, lambda t: 0.1 + 1.1 * t
+    )
     soft += sd.deposit(bx, by, brgb * scale, size)
     return sd.stretch(sd.compose(sharp, soft, p, draws, size), p)

@@ -10,6 +10,7 @@ file's hash, the split and every stage after it. numpy's float32 ``exp``, ``log`
 functions below are built from those. The catalogue's few float64 values use Python's
 ``math`` (the C library), which does not depend on the vector unit.
 """
+
 from __future__ import annotations
 
 import math
@@ -47,8 +48,9 @@ def atan2f(y: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 def each(f, values: np.ndarray) -> np.ndarray:
     """``f`` (a ``math`` function of one float) applied to each value -> float64 array."""
-    return np.fromiter((f(float(v)) for v in np.ravel(values)), np.float64,
-                       count=np.size(values)).reshape(np.shape(values))
+    return np.fromiter(
+        (f(float(v)) for v in np.ravel(values)), np.float64, count=np.size(values)
+    ).reshape(np.shape(values))
 
 
 def log_uniform(lo: float, hi: float, u: np.ndarray) -> np.ndarray:

@@ -40,11 +40,20 @@ REAL700 = ROOT.parent / "shared" / "data" / "galaxy10_decals_real700"
 
 
 def cross_validate(
-    run, images, labels, folds: int, seed: int, max_folds: int | None, only: list[int] | None = None
+    run,
+    images,
+    labels,
+    folds: int,
+    seed: int,
+    max_folds: int | None,
+    only: list[int] | None = None,
+    probs: Path | None = None,
 ) -> dict:
     """Stratified, seeded ``folds``-fold CV (identical images kept in one fold) of the
     variant ``run`` with :mod:`deepgal.crossval`; only the first ``max_folds`` folds when
-    set, or only the fold numbers in ``only`` (to run folds in parallel processes)."""
+    set, or only the fold numbers in ``only`` (to run folds in parallel processes). With
+    ``probs``, each fold's held-out rows and probabilities go to ``probs/fold<k>.npz`` (for
+    :func:`ensemble`)."""
     y = labels.numpy()
     keep = list(range(max_folds)) if max_folds else None
     if only:
@@ -58,6 +67,9 @@ def cross_validate(
             f"{r.wall_s / 60:.1f} min",
             flush=True,
         )
+        if probs:
+            probs.mkdir(parents=True, exist_ok=True)
+            np.savez(probs / f"fold{r.fold}.npz", held=r.held, wall_s=r.wall_s, **r.views)
 
     with tempfile.TemporaryDirectory(prefix="real_recipe_") as work:
         results = run_folds(
@@ -117,6 +129,37 @@ def merge(parts: list[dict]) -> dict:
     return out
 
 
+def ensemble(labels: np.ndarray, dirs: list[Path], folds: int) -> dict:
+    """Average the probabilities that runs on the same fold assignment saved (``--probs``),
+    fold by fold and view by view -> one result as :func:`cross_validate` returns it. Only the
+    folds every run has are scored; a fold whose held-out rows differ between runs is refused
+    (different ``--folds``/``--seed``)."""
+    common = set.intersection(*({p.name for p in d.glob("fold*.npz")} for d in dirs))
+    if not common:
+        raise SystemExit(f"error: no fold<k>.npz common to {', '.join(map(str, dirs))}")
+    results = []
+    for name in sorted(common):
+        parts = [np.load(d / name) for d in dirs]
+        held = parts[0]["held"]
+        for d, p in zip(dirs, parts, strict=True):
+            if not np.array_equal(p["held"], held):
+                raise SystemExit(f"error: {d / name}: other held-out rows than {dirs[0] / name}")
+        views = {v: np.mean([p[v] for p in parts], 0) for v in ("plain", "tta")}
+        wall = float(sum(p["wall_s"] for p in parts))
+        results.append(FoldResult(int(name[4:-4]), held, views, wall))
+    out = {
+        "folds": folds,
+        "folds_run": len(results),
+        "n": int(sum(len(r.held) for r in results)),
+        "wall_min_per_fold": float(np.mean([r.wall_s for r in results])) / 60,
+        "cpu_min_per_fold": float("nan"),
+        "loadavg": os.getloadavg(),
+    }
+    for v in ("plain", "tta"):
+        out[v] = summarise(labels, results, v, folds).to_dict()
+    return out
+
+
 def table_rows(label: str, r: dict) -> list[str]:
     folds = f"{r['folds_run']}/{r['folds']}"
     load = "/".join(f"{v:.1f}" for v in r["loadavg"])
@@ -154,6 +197,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--label", default=None, help="row label (default: the overrides)")
     ap.add_argument("--json", type=Path, default=None, help="write the full result here")
+    ap.add_argument("--probs", type=Path, default=None, help="save fold<k>.npz probabilities here")
+    ap.add_argument(
+        "--ensemble",
+        type=Path,
+        nargs="+",
+        metavar="DIR",
+        help="score the average of these --probs folders (same folds); no training",
+    )
     ap.add_argument(
         "--merge",
         type=Path,
@@ -165,6 +216,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.merge:
         parts = [json.loads(p.read_text()) for p in args.merge]
         _print_table(args.label or " + ".join(p.stem for p in args.merge), merge(parts))
+        return
+    if args.ensemble:
+        _, labels, _ = read_labelled(args.data)
+        result = ensemble(labels.astype("int64"), args.ensemble, args.folds)
+        _print_table(args.label or "ensemble of " + " + ".join(map(str, args.ensemble)), result)
         return
     if not args.variant:
         ap.error("--variant is required (unless --merge)")
@@ -180,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         flush=True,
     )
     result = cross_validate(
-        run, images, labels, args.folds, args.seed, args.max_folds, args.only_folds
+        run, images, labels, args.folds, args.seed, args.max_folds, args.only_folds, args.probs
     )
     result["config"] = run.flat()
     result["overrides"] = args.set

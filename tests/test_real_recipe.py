@@ -60,3 +60,47 @@ def test_merge_pools_confusions_of_disjoint_folds(tmp_path):
     assert row[4] == f"{f1_score(t, p, average='macro'):.3f}"
     assert row[5] == "5.0" and row[6] == "2.5"
     assert "+TTA" not in out  # no tta scores in the parts: no tta row
+
+
+def _load_script():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("real_recipe", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_ensemble_scores_the_averaged_probabilities(tmp_path):
+    """Two members each right on a different half of the rows, confidently wrong elsewhere
+    only by a small margin: the average is right everywhere, each member alone is right on
+    half. Rows are scored by their saved ``held`` indices, not their order in the file."""
+    labels = np.arange(20) % 10
+    held = np.array([3, 17, 8, 0, 12, 5, 19, 10])
+    truth = labels[held]
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, right in ((a, np.arange(8) < 4), (b, np.arange(8) >= 4)):
+        d.mkdir()
+        p = np.full((8, 10), 0.0)
+        wrong = (truth + 1) % 10
+        p[np.arange(8), truth] = np.where(right, 0.9, 0.4)
+        p[np.arange(8), wrong] = np.where(right, 0.1, 0.6)
+        np.savez(d / "fold0.npz", held=held, wall_s=60.0, plain=p, tta=p)
+    mod = _load_script()
+    one = mod.ensemble(labels, [a], folds=5)
+    both = mod.ensemble(labels, [a, b], folds=5)
+    assert one["plain"]["acc"] == 0.5 and one["folds_run"] == 1 and one["n"] == 8
+    assert both["plain"]["acc"] == 1.0 and both["tta"]["acc"] == 1.0
+    assert np.trace(np.array(both["plain"]["confusion"])) == 8
+
+
+def test_ensemble_refuses_runs_on_other_folds(tmp_path):
+    labels = np.arange(20) % 10
+    for d, held in ((tmp_path / "a", [0, 1, 2]), (tmp_path / "b", [0, 1, 3])):
+        d.mkdir()
+        p = np.eye(10)[labels[held]]
+        np.savez(d / "fold0.npz", held=np.array(held), wall_s=1.0, plain=p, tta=p)
+    import pytest
+
+    with pytest.raises(SystemExit, match="other held-out rows"):
+        _load_script().ensemble(labels, [tmp_path / "a", tmp_path / "b"], folds=5)

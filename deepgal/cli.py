@@ -198,100 +198,111 @@ def _add_explore(sub, fmt: dict) -> None:
     """The ``similar`` and ``explain`` subcommands (run by :mod:`deepgal.explore.commands`)."""
     from .explore.commands import cmd_explain, cmd_similar
 
-    for name, func, help_ in (
-        (
-            "similar",
-            cmd_similar,
-            "the k nearest galaxies to one (--query) or the N most "
-            "unusual (--outliers) in a checkpoint's embedding: PNG gallery + CSV",
-        ),
-        ("explain", cmd_explain, "Grad-CAM maps of some rows over the images: PNG gallery"),
-    ):
-        s = sub.add_parser(name, help=help_, **fmt)
-        s.add_argument(
-            "--checkpoint",
-            type=Path,
-            required=True,
-            help="a checkpoint of the train stage, e.g. models/<variant>/selected.pt",
-        )
-        s.add_argument(
-            "--data",
-            type=Path,
-            required=True,
-            help="an HDF5 file with 'images' ('ans' optional) or a folder of "
-            ".jpg/.jpeg/.png cut-outs (rows: the files in name order)",
-        )
-        s.add_argument(
-            "--out",
-            type=Path,
-            required=True,
-            help="folder for the PNG gallery and the CSV (each written whole)",
-        )
-        s.add_argument(
-            "--device",
-            default="auto",
-            choices=["auto", "cpu", "cuda"],
-            help="auto: CUDA when present",
-        )
-        s.set_defaults(func=func)
-        if name == "explain":
-            s.add_argument(
-                "--rows",
-                type=int,
-                nargs="+",
-                required=True,
-                help="row numbers of --data to explain, e.g. 0 5 9",
-            )
-            s.add_argument(
-                "--batch-size",
-                type=int,
-                default=32,
-                help="images per forward/backward pass (memory, not results)",
-            )
-            continue
-        what = s.add_mutually_exclusive_group(required=True)
-        what.add_argument(
-            "--query", metavar="ROW|IMAGE", help="a row number of --data, or a JPEG/PNG of any size"
-        )
-        what.add_argument(
-            "--outliers",
-            type=int,
-            metavar="N",
-            help="the N images farthest from their nearest neighbours",
-        )
-        s.add_argument("-k", "--k", type=int, default=12, help="look-alikes to show")
-        s.add_argument(
-            "--neighbours",
-            type=int,
-            default=10,
-            help="--outliers: the score is the mean cosine distance to this many "
-            "nearest other images",
-        )
-        s.add_argument(
-            "--tta",
-            action="store_true",
-            help="embeddings averaged over the 8 rotation/flip views: look-alikes "
-            "whatever their orientation (8x the compute, cached apart)",
-        )
-        s.add_argument(
-            "--index",
-            default="auto",
-            choices=["auto", "sklearn", "faiss"],
-            help="nearest-neighbour backend (exact either way); auto: faiss on "
-            "large searches when installed",
-        )
-        s.add_argument(
-            "--cache",
-            type=Path,
-            help="folder of cached embeddings (default: "
-            "$DEEPGAL_CACHE, else $XDG_CACHE_HOME/deepgal, else ~/.cache/deepgal)",
-        )
-        s.add_argument(
-            "--batch-size",
-            type=int,
-            default=256,
-            help="images per forward pass (memory, not results)",
-        )
+    explore = {
+        "checkpoint_help": "a checkpoint of the train stage, e.g. models/<variant>/selected.pt",
+        "data_help": "an HDF5 file with 'images' ('ans' optional) or a folder of "
+        ".jpg/.jpeg/.png cut-outs (rows: the files in name order)",
+        "out_help": "folder for the PNG gallery and the CSV (each written whole)",
+    }
+    s = _add_model_command(
+        sub,
+        fmt,
+        "similar",
+        "the k nearest galaxies to one (--query) or the N most "
+        "unusual (--outliers) in a checkpoint's embedding: PNG gallery + CSV",
+        **explore,
+    )
+    s.set_defaults(func=cmd_similar)
+    _add_similar_args(s)
+    s = _add_model_command(
+        sub, fmt, "explain", "Grad-CAM maps of some rows over the images: PNG gallery", **explore
+    )
+    s.set_defaults(func=cmd_explain)
+    _add_explain_args(s)
+
+
+def _add_model_command(
+    sub, fmt: dict, name: str, help_: str, checkpoint_help: str, data_help: str, out_help=None
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` with the options every command that runs a checkpoint over
+    images has: ``--checkpoint``, ``--data``, ``--out`` (only when ``out_help`` is given) and
+    ``--device``, in that order."""
+    s = sub.add_parser(name, help=help_, **fmt)
+    s.add_argument("--checkpoint", type=Path, required=True, help=checkpoint_help)
+    s.add_argument("--data", type=Path, required=True, help=data_help)
+    if out_help is not None:
+        s.add_argument("--out", type=Path, required=True, help=out_help)
+    s.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cpu", "cuda"],
+        help="auto: CUDA when present",
+    )
+    return s
+
+
+def _add_explain_args(s: argparse.ArgumentParser) -> None:
+    """``explain``'s own options: which rows, and how many images per pass."""
+    s.add_argument(
+        "--rows",
+        type=int,
+        nargs="+",
+        required=True,
+        help="row numbers of --data to explain, e.g. 0 5 9",
+    )
+    s.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="images per forward/backward pass (memory, not results)",
+    )
+
+
+def _add_similar_args(s: argparse.ArgumentParser) -> None:
+    """``similar``'s own options: a query or outliers (one of them), the neighbour search,
+    the embedding cache and the batch size."""
+    what = s.add_mutually_exclusive_group(required=True)
+    what.add_argument(
+        "--query", metavar="ROW|IMAGE", help="a row number of --data, or a JPEG/PNG of any size"
+    )
+    what.add_argument(
+        "--outliers",
+        type=int,
+        metavar="N",
+        help="the N images farthest from their nearest neighbours",
+    )
+    s.add_argument("-k", "--k", type=int, default=12, help="look-alikes to show")
+    s.add_argument(
+        "--neighbours",
+        type=int,
+        default=10,
+        help="--outliers: the score is the mean cosine distance to this many nearest other images",
+    )
+    s.add_argument(
+        "--tta",
+        action="store_true",
+        help="embeddings averaged over the 8 rotation/flip views: look-alikes "
+        "whatever their orientation (8x the compute, cached apart)",
+    )
+    s.add_argument(
+        "--index",
+        default="auto",
+        choices=["auto", "sklearn", "faiss"],
+        help="nearest-neighbour backend (exact either way); auto: faiss on "
+        "large searches when installed",
+    )
+    s.add_argument(
+        "--cache",
+        type=Path,
+        help="folder of cached embeddings (default: "
+        "$DEEPGAL_CACHE, else $XDG_CACHE_HOME/deepgal, else ~/.cache/deepgal)",
+    )
+    s.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="images per forward pass (memory, not results)",
+    )
 
 
 def cmd_ui(args) -> int:
@@ -410,11 +421,23 @@ class _Defaults(argparse.HelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``deepgal`` parser: one subcommand per job, each with its ``func`` default."""
     p = argparse.ArgumentParser(
         prog="deepgal", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(dest="command", required=True)
     fmt = {"formatter_class": _Defaults}
+    _add_info(sub, fmt)
+    _add_scoring(sub, fmt)
+    _add_explore(sub, fmt)
+    _add_ui(sub, fmt)
+    _add_profile(sub, fmt)
+    export.add_parser(sub, **fmt)
+    return p
+
+
+def _add_info(sub, fmt: dict) -> None:
+    """The ``info`` subcommand: validate and summarise a Galaxy10-layout file."""
     s = sub.add_parser("info", help="validate and summarise a Galaxy10-layout file", **fmt)
     s.add_argument(
         "file",
@@ -423,91 +446,106 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", action="store_true", help="print exactly one JSON object")
     s.set_defaults(func=cmd_info)
-    for name, func, help_ in (
-        ("evaluate", cmd_evaluate, "score a checkpoint on a labelled file"),
-        (
-            "predict",
-            cmd_predict,
-            "per-image class probabilities to CSV, "
-            "from an HDF5 file (labels optional) or a folder of JPEG/PNG",
-        ),
-    ):
-        s = sub.add_parser(name, help=help_, **fmt)
-        s.add_argument(
-            "--checkpoint",
-            type=Path,
-            required=True,
-            help="a checkpoint of the train stage, e.g. the one "
-            "results/<variant>/selection.json names",
-        )
-        s.add_argument(
-            "--data",
-            type=Path,
-            required=True,
-            help="a labelled HDF5 file ('images', 'ans')"
-            if name == "evaluate"
-            else "an HDF5 file with 'images' ('ans' optional) or a folder of "
-            ".jpg/.jpeg/.png cut-outs",
-        )
-        s.add_argument(
-            "--device",
-            default="auto",
-            choices=["auto", "cpu", "cuda"],
-            help="auto: CUDA when present",
-        )
-        s.add_argument(
-            "--batch-size",
-            type=int,
-            default=256,
-            help="images per forward pass (memory, not results)",
-        )
-        s.add_argument(
-            "--tta", action="store_true", help="average the 8 rotation/flip views (8x the compute)"
-        )
-        s.add_argument(
-            "--uncalibrated",
-            action="store_true",
-            help="the model's raw softmax, without the temperature the checkpoint "
-            "carries (same predicted classes)",
-        )
-        if name == "evaluate":
-            s.add_argument("--json", action="store_true", help="print exactly one JSON object")
-            s.add_argument(
-                "--per-class", type=int, help="score a seeded sample of this many images per class"
-            )
-            s.add_argument("--seed", type=int, default=0, help="seed of --per-class's sample")
-            s.add_argument(
-                "--half",
-                choices=["tune", "judge"],
-                help="only the first (tune) or second (judge) half of each class's "
-                "seeded order: tune on one, judge on the other",
-            )
-            s.add_argument(
-                "--exclude",
-                type=Path,
-                nargs="+",
-                metavar="FILE",
-                help="skip images that duplicate one of these files' (e.g. the "
-                "real images a renderer was tuned against)",
-            )
-        else:
-            s.add_argument(
-                "--out",
-                type=Path,
-                required=True,
-                help="CSV to write (complete or not at all): index, predicted "
-                "class, label if known, one probability per class",
-            )
-            s.add_argument(
-                "--min-purity",
-                type=float,
-                metavar="P",
-                help="per class, keep only galaxies above the probability "
-                "threshold that gave >= P precision on the validation split "
-                "(adds columns kept, purity_threshold), e.g. 0.9",
-            )
-        s.set_defaults(func=func)
-    _add_explore(sub, fmt)
+
+
+def _add_scoring(sub, fmt: dict) -> None:
+    """The ``evaluate`` and ``predict`` subcommands: a checkpoint run over a file of images."""
+    s = _add_scoring_common(
+        sub,
+        fmt,
+        "evaluate",
+        "score a checkpoint on a labelled file",
+        "a labelled HDF5 file ('images', 'ans')",
+    )
+    _add_evaluate_args(s)
+    s.set_defaults(func=cmd_evaluate)
+    s = _add_scoring_common(
+        sub,
+        fmt,
+        "predict",
+        "per-image class probabilities to CSV, "
+        "from an HDF5 file (labels optional) or a folder of JPEG/PNG",
+        "an HDF5 file with 'images' ('ans' optional) or a folder of .jpg/.jpeg/.png cut-outs",
+    )
+    _add_predict_args(s)
+    s.set_defaults(func=cmd_predict)
+
+
+def _add_scoring_common(
+    sub, fmt: dict, name: str, help_: str, data_help: str
+) -> argparse.ArgumentParser:
+    """Add subcommand ``name`` with the options ``evaluate`` and ``predict`` share: checkpoint,
+    data (described by ``data_help``), device, batch size, TTA and calibration."""
+    s = _add_model_command(
+        sub,
+        fmt,
+        name,
+        help_,
+        "a checkpoint of the train stage, e.g. the one results/<variant>/selection.json names",
+        data_help,
+    )
+    s.add_argument(
+        "--batch-size",
+        type=int,
+        default=256,
+        help="images per forward pass (memory, not results)",
+    )
+    s.add_argument(
+        "--tta", action="store_true", help="average the 8 rotation/flip views (8x the compute)"
+    )
+    s.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="the model's raw softmax, without the temperature the checkpoint "
+        "carries (same predicted classes)",
+    )
+    return s
+
+
+def _add_evaluate_args(s: argparse.ArgumentParser) -> None:
+    """``evaluate``'s own options: JSON output and which sample of the file to score."""
+    s.add_argument("--json", action="store_true", help="print exactly one JSON object")
+    s.add_argument(
+        "--per-class", type=int, help="score a seeded sample of this many images per class"
+    )
+    s.add_argument("--seed", type=int, default=0, help="seed of --per-class's sample")
+    s.add_argument(
+        "--half",
+        choices=["tune", "judge"],
+        help="only the first (tune) or second (judge) half of each class's "
+        "seeded order: tune on one, judge on the other",
+    )
+    s.add_argument(
+        "--exclude",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="skip images that duplicate one of these files' (e.g. the "
+        "real images a renderer was tuned against)",
+    )
+
+
+def _add_predict_args(s: argparse.ArgumentParser) -> None:
+    """``predict``'s own options: the CSV to write and the purity filter."""
+    s.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="CSV to write (complete or not at all): index, predicted "
+        "class, label if known, one probability per class",
+    )
+    s.add_argument(
+        "--min-purity",
+        type=float,
+        metavar="P",
+        help="per class, keep only galaxies above the probability "
+        "threshold that gave >= P precision on the validation split "
+        "(adds columns kept, purity_threshold), e.g. 0.9",
+    )
+
+
+def _add_ui(sub, fmt: dict) -> None:
+    """The ``ui`` subcommand: an MLflow UI bound to loopback by default."""
     s = sub.add_parser("ui", help="MLflow UI for this repository's runs (127.0.0.1)", **fmt)
     s.add_argument(
         "--host",
@@ -516,6 +554,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--port", type=int, default=5000, help="port to listen on")
     s.set_defaults(func=cmd_ui)
+
+
+def _add_profile(sub, fmt: dict) -> None:
+    """The ``profile`` subcommand: a profile checked and printed as ``dvc exp run -S`` args."""
     s = sub.add_parser(
         "profile",
         help="validate profiles/NAME.yaml on params.yaml and print it "
@@ -531,8 +573,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--lines", action="store_true", help="one -S argument per line (to read)")
     s.set_defaults(func=cmd_profile)
-    export.add_parser(sub, **fmt)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

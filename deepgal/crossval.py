@@ -144,6 +144,21 @@ def summarise(
     )
 
 
+def _fold_preprocess(run, train_images: torch.Tensor):
+    """The :class:`~deepgal.transforms.Preprocess` of a fold: ``run``'s input size and crop,
+    normalised with the statistics of the fold's train images (n, H, W, 3) uint8."""
+    from .transforms import Preprocess
+
+    # Counted as the split stage counts them (uint8 level histograms, no float copy of the
+    # images); the std is the sample std (n - 1), as CV figures have been computed since this
+    # module began.
+    hist = count_levels(train_images.numpy(), np.zeros((3, 256), np.int64))
+    mean, pop_std = level_moments(hist)
+    n = int(hist[0].sum())
+    std = [s * (n / (n - 1)) ** 0.5 for s in pop_std]
+    return Preprocess(input_size=run.input_size, crop=run.crop, mean=tuple(mean), std=tuple(std))
+
+
 def train_fold(
     run,
     images: torch.Tensor,
@@ -166,17 +181,10 @@ def train_fold(
     from .inference import run_model
     from .models import build_model
     from .training import RunSpec, Split, fit
-    from .transforms import Preprocess, presize, zoom_bound
+    from .transforms import presize, zoom_bound
     from .utils import seed_everything
 
-    # Normalised with the train rows' statistics, counted as the split stage counts them
-    # (uint8 level histograms, no float copy of the images); the std is the sample std
-    # (n - 1), as CV figures have been computed since this module began.
-    hist = count_levels(images[tr].numpy(), np.zeros((3, 256), np.int64))
-    mean, pop_std = level_moments(hist)
-    n = int(hist[0].sum())
-    std = [s * (n / (n - 1)) ** 0.5 for s in pop_std]
-    pre = Preprocess(input_size=run.input_size, crop=run.crop, mean=tuple(mean), std=tuple(std))
+    pre = _fold_preprocess(run, images[tr])
     train = Split(presize(images[tr], pre, zoom_bound(run.augment)), labels[tr])
     held = Split(presize(images[te], pre), labels[te])
     seed_everything(run.seed, run.deterministic)

@@ -92,24 +92,7 @@ def run_cv(run, data: Path, cfg, arcsec: float, device: str) -> tuple[CVFile, li
     views = ("plain", "tta") if cfg.tta else ("plain",)
     dev = pick_device(device)
     times: list[tuple[int, int]] = []
-    clock = [int(time.time() * 1000)]
-
-    def on_fold(r) -> None:
-        now = int(time.time() * 1000)
-        times.append((clock[0], now))
-        clock[0] = now
-        acc = float((r.views[views[-1]].argmax(1) == labels[r.held]).mean())
-        log.info(
-            "%s fold %d/%d: %d held out, accuracy %.3f (%s), %.1f min",
-            run.variant,
-            r.fold + 1,
-            cfg.folds,
-            len(r.held),
-            acc,
-            views[-1],
-            r.wall_s / 60,
-        )
-
+    on_fold = _fold_logger(run.variant, cfg.folds, labels, views[-1], times)
     with tempfile.TemporaryDirectory(prefix="deepgal-cv-") as work:
         results = run_folds(
             labels,
@@ -135,3 +118,28 @@ def run_cv(run, data: Path, cfg, arcsec: float, device: str) -> tuple[CVFile, li
     return CVFile(
         run.variant, cfg.folds, cfg.seed, int(len(labels)), views[-1], summaries, records
     ), times
+
+
+def _fold_logger(variant: str, folds: int, labels: np.ndarray, view: str, times: list):
+    """An ``on_fold`` callback for :func:`deepgal.crossval.run_folds`: logs each fold's
+    held-out accuracy in ``view`` against ``labels`` (N,) and appends its (start, end), in
+    ms since the epoch, to ``times``; the first fold's start is now."""
+    clock = [int(time.time() * 1000)]
+
+    def on_fold(r) -> None:
+        now = int(time.time() * 1000)
+        times.append((clock[0], now))
+        clock[0] = now
+        acc = float((r.views[view].argmax(1) == labels[r.held]).mean())
+        log.info(
+            "%s fold %d/%d: %d held out, accuracy %.3f (%s), %.1f min",
+            variant,
+            r.fold + 1,
+            folds,
+            len(r.held),
+            acc,
+            view,
+            r.wall_s / 60,
+        )
+
+    return on_fold

@@ -228,11 +228,8 @@ def log_checkpoint_model(
     Returns ``{"model_uri", "model_id"[, "name", "version", "alias"]}``, or None when the
     tracker could not be used (best-effort runs warn instead of raising)."""
     from mlflow.exceptions import MlflowException
-    from mlflow.models import Model
     from requests.exceptions import RequestException
     from sqlalchemy.exc import SQLAlchemyError
-
-    model_code = Path(__file__).with_name(RUNS_FILES[0])
 
     def log_it(store) -> dict:
         client = store.client
@@ -251,29 +248,7 @@ def log_checkpoint_model(
                 # copy into the store and to load when MLflow checks the input example.
                 weights = Path(tmp) / Path(checkpoint).name
                 ckpt_io.save_for_inference(checkpoint, weights)
-                src = client.get_run(run.run_id)
-                model = client.create_logged_model(
-                    src.info.experiment_id,
-                    name="model",
-                    source_run_id=run.run_id,
-                    params=dict(src.data.params),
-                    model_type="galaxy10-classifier",
-                    tags={"deepgal.checkpoint": Path(checkpoint).name},
-                )
-                Model.log(
-                    artifact_path=None,
-                    name="model",
-                    flavor=mlflow.pyfunc,
-                    run_id=run.run_id,
-                    model_id=model.model_id,
-                    step=step,
-                    python_model=str(model_code),
-                    artifacts={"checkpoint": str(weights)},
-                    code_paths=[str(Path(__file__).resolve().parent)],
-                    signature=signature(),
-                    input_example=input_example,
-                    pip_requirements=requirements(),
-                )
+                model = _log_pyfunc(client, run.run_id, checkpoint, weights, step, input_example)
                 out = {"model_uri": f"models:/{model.model_id}", "model_id": model.model_id}
                 if registered_name:
                     out |= _register(client, registered_name, model.model_id, run.run_id, alias)
@@ -282,6 +257,41 @@ def log_checkpoint_model(
             raise TrackingError(f"{type(e).__name__}: {first_line(e)}") from None
 
     return run._do("the selected model", log_it)
+
+
+def _log_pyfunc(
+    client, run_id: str, checkpoint: str | Path, weights: Path, step: int, input_example
+):
+    """Create logged model ``model`` of run ``run_id`` (with the run's params, tagged with
+    ``checkpoint``'s name) and log into it the pyfunc that serves ``weights`` at ``step``,
+    with its signature, input example and pinned requirements. Returns the logged model."""
+    from mlflow.models import Model
+
+    model_code = Path(__file__).with_name(RUNS_FILES[0])
+    src = client.get_run(run_id)
+    model = client.create_logged_model(
+        src.info.experiment_id,
+        name="model",
+        source_run_id=run_id,
+        params=dict(src.data.params),
+        model_type="galaxy10-classifier",
+        tags={"deepgal.checkpoint": Path(checkpoint).name},
+    )
+    Model.log(
+        artifact_path=None,
+        name="model",
+        flavor=mlflow.pyfunc,
+        run_id=run_id,
+        model_id=model.model_id,
+        step=step,
+        python_model=str(model_code),
+        artifacts={"checkpoint": str(weights)},
+        code_paths=[str(Path(__file__).resolve().parent)],
+        signature=signature(),
+        input_example=input_example,
+        pip_requirements=requirements(),
+    )
+    return model
 
 
 def _register(client, name: str, model_id: str, run_id: str, alias: str) -> dict:

@@ -303,6 +303,29 @@ def _split_order(split: np.ndarray) -> list[str]:
     return [s for s in SPLITS if s in present] + [s for s in present if s not in SPLITS]
 
 
+def _read_features(
+    feats: Mapping[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``feats``' features (N, D), index (N,) int64, label (N,) int64 and split (N,) str,
+    checked to be all there and of one length N."""
+    for key in ("features", "index", "label", "split"):
+        if key not in feats:
+            raise ValueError(
+                f"features file lacks '{key}'; expected features, index, label, "
+                "split (the evaluate stage writes them)"
+            )
+    x = np.asarray(feats["features"])
+    index = np.asarray(feats["index"], dtype=np.int64)
+    label = np.asarray(feats["label"], dtype=np.int64)
+    split = np.asarray(feats["split"]).astype(str)
+    if x.ndim != 2 or not (len(x) == len(index) == len(label) == len(split)):
+        raise ValueError(
+            f"inconsistent features file: features {x.shape}, index {index.shape}, "
+            f"label {label.shape}, split {split.shape}; expected (N, D) and (N,)"
+        )
+    return x, index, label, split
+
+
 def reduce_features(
     feats: Mapping[str, np.ndarray],
     methods: Mapping[str, Mapping],
@@ -322,21 +345,7 @@ def reduce_features(
     ``{method: {split: seconds}}`` (the train entry is the fit, the others their placement).
     Splits with no rows are absent from both.
     """
-    for key in ("features", "index", "label", "split"):
-        if key not in feats:
-            raise ValueError(
-                f"features file lacks '{key}'; expected features, index, label, "
-                "split (the evaluate stage writes them)"
-            )
-    x = np.asarray(feats["features"])
-    index = np.asarray(feats["index"], dtype=np.int64)
-    label = np.asarray(feats["label"], dtype=np.int64)
-    split = np.asarray(feats["split"]).astype(str)
-    if x.ndim != 2 or not (len(x) == len(index) == len(label) == len(split)):
-        raise ValueError(
-            f"inconsistent features file: features {x.shape}, index {index.shape}, "
-            f"label {label.shape}, split {split.shape}; expected (N, D) and (N,)"
-        )
+    x, index, label, split = _read_features(feats)
     checked = {m: asdict(_settings(m, s or {})) for m, s in methods.items()}
     order = _split_order(split)
     if not order:

@@ -209,10 +209,9 @@ def finetune_checkpoint(
             src["model_name"], src["model"], pre, run, ft.freeze, data, Path(work), device
         )
         results = run_folds(labels, ft.folds, run.seed, trainer, data.groups, path=str(data.path))
-        rows = np.concatenate([r.held for r in results])
-        oof = np.concatenate([r.views["logits"] for r in results])
-        what = f"the out-of-fold logits of the {ft.folds}-fold CV on {data.path}"
-        cal = Calibration.fit(oof, labels[rows], what)
+        cal = _calibrate(
+            results, labels, f"the out-of-fold logits of the {ft.folds}-fold CV on {data.path}"
+        )
         model = adapt(
             src["model_name"],
             src["model"],
@@ -232,15 +231,7 @@ def finetune_checkpoint(
         "cv_accuracy": cv["plain"]["acc"],
         "cv_se": cv["plain"]["se"],
     }
-    ckpt_io.save_for_inference(
-        selected,
-        dest,
-        {
-            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-            "calibration": cal.to_dict(),
-            "finetune": record,
-        },
-    )
+    _save(selected, dest, model, cal, record)
     present = sorted({int(c) for c in labels})
     return {
         "checkpoint": str(dest),
@@ -250,12 +241,37 @@ def finetune_checkpoint(
         "classes": [CLASS_NAMES[c] for c in present],
         "temperature": cal.temperature,
         "calibration": cal.source,
-        "oof_calibration": {
-            k: v
-            for k, v in before_after(
-                np.concatenate([r.views["plain"] for r in results]), labels[rows], cal.temperature
-            ).items()
-            if not k.startswith("reliability")
-        },
+        "oof_calibration": _oof_calibration(results, labels, cal),
         "minutes": (time.perf_counter() - t0) / 60,
     }
+
+
+def _calibrate(results: list, labels: np.ndarray, what: str) -> Calibration:
+    """A temperature fitted on the pooled out-of-fold logits of the folds ``results`` against
+    ``labels`` (N,) int; ``what`` says where the logits come from."""
+    rows = np.concatenate([r.held for r in results])
+    oof = np.concatenate([r.views["logits"] for r in results])
+    return Calibration.fit(oof, labels[rows], what)
+
+
+def _oof_calibration(results: list, labels: np.ndarray, cal: Calibration) -> dict:
+    """The pooled out-of-fold probabilities' calibration scores before and after ``cal``'s
+    temperature (:func:`deepgal.calibration.before_after`, reliability tables left out)."""
+    rows = np.concatenate([r.held for r in results])
+    plain = np.concatenate([r.views["plain"] for r in results])
+    scores = before_after(plain, labels[rows], cal.temperature)
+    return {k: v for k, v in scores.items() if not k.startswith("reliability")}
+
+
+def _save(selected, dest, model: Net, cal: Calibration, record: dict) -> None:
+    """Write ``dest`` (atomically) in checkpoint ``selected``'s format with ``model``'s
+    weights (on the CPU), the calibration and the ``finetune`` record."""
+    ckpt_io.save_for_inference(
+        selected,
+        dest,
+        {
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "calibration": cal.to_dict(),
+            "finetune": record,
+        },
+    )

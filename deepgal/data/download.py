@@ -137,18 +137,8 @@ def download(
     """
     _check_args(url, sha256, timeout_s, retries, backoff_s, chunk_bytes)
     dest, expected = Path(dest), sha256.lower()
-    if dest.exists():
-        actual = sha256_file(dest, chunk_bytes)
-        if actual == expected:
-            log.info("%s is already here with the expected SHA-256; not downloading", dest)
-            return dest
-        log.warning(
-            "%s exists but its SHA-256 is %s, not %s; downloading it again (the old "
-            "file stays until the new one verifies)",
-            dest,
-            actual,
-            expected,
-        )
+    if _already_there(dest, expected, chunk_bytes):
+        return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
     job = _Job(url, dest, expected, timeout_s, retries, backoff_s, chunk_bytes, progress)
     part = _Part(dest.with_name(dest.name + ".part"), chunk_bytes)
@@ -177,6 +167,25 @@ def download(
     os.replace(part.path, dest)
     log.info("%s verified (SHA-256 %s) and saved to %s", url, actual, dest)
     return dest
+
+
+def _already_there(dest: Path, expected: str, chunk_bytes: int) -> bool:
+    """True when ``dest`` exists with SHA-256 ``expected`` (lower-case hex); a ``dest`` with
+    another SHA-256 is logged and left in place until the new download verifies."""
+    if not dest.exists():
+        return False
+    actual = sha256_file(dest, chunk_bytes)
+    if actual == expected:
+        log.info("%s is already here with the expected SHA-256; not downloading", dest)
+        return True
+    log.warning(
+        "%s exists but its SHA-256 is %s, not %s; downloading it again (the old "
+        "file stays until the new one verifies)",
+        dest,
+        actual,
+        expected,
+    )
+    return False
 
 
 def _fetch(session: requests.Session, job: _Job, part: _Part) -> None:

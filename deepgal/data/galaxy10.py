@@ -111,6 +111,26 @@ def validate(path: str | Path) -> Galaxy10Info:
 
 
 def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
+    """Check the open file ``f`` property by property (raising :class:`Galaxy10FormatError`
+    at the first that fails) and summarise it."""
+    _check_keys(path, f)
+    images = f[IMAGES_KEY]
+    n, h, w = _check_images(path, images)
+    y = _check_labels(path, f[LABELS_KEY], n)
+    optional = [key for key in OPTIONAL_KEYS if key in f]
+    for key in optional:
+        _check_column(path, key, f[key], n)
+    # Touch the first and last image: a truncated file fails here, not an hour into training.
+    images[0]
+    images[n - 1]
+    counts = np.bincount(y.astype(np.int64), minlength=NUM_CLASSES)
+    return Galaxy10Info(
+        str(path), int(n), int(h), int(w), tuple(int(c) for c in counts), tuple(optional)
+    )
+
+
+def _check_keys(path: Path, f: h5py.File) -> None:
+    """Both 'images' and 'ans' are present."""
     for key in (IMAGES_KEY, LABELS_KEY):
         if key not in f:  # images alone are input for `deepgal predict`: say so
             why = (
@@ -120,7 +140,10 @@ def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
                 else "a Galaxy10 file needs 'images' and 'ans'"
             )
             raise _fail(path, f"missing dataset '{key}' (found: {sorted(f.keys())}); {why}")
-    images, labels = f[IMAGES_KEY], f[LABELS_KEY]
+
+
+def _check_images(path: Path, images: h5py.Dataset) -> tuple[int, int, int]:
+    """'images' is non-empty uint8 (N, H, W, 3) with H, W >= 8; returns (N, H, W)."""
     if images.dtype != np.uint8:
         raise _fail(path, f"'images' has dtype {images.dtype}, expected uint8 (0..255 pixels)")
     if images.ndim != 4 or images.shape[3] != 3:
@@ -130,6 +153,11 @@ def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
         raise _fail(path, "'images' holds zero images; nothing to train on")
     if h < 8 or w < 8:
         raise _fail(path, f"'images' are {h}x{w} px; at least 8x8 is needed")
+    return n, h, w
+
+
+def _check_labels(path: Path, labels: h5py.Dataset, n: int) -> np.ndarray:
+    """'ans' is (n,) integers in 0..NUM_CLASSES-1; returns them as read."""
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise _fail(
             path,
@@ -146,40 +174,33 @@ def _validate_open(path: Path, f: h5py.File) -> Galaxy10Info:
             path,
             f"label out of range at row {i}: ans[{i}] = {int(y[i])}, expected 0..{NUM_CLASSES - 1}",
         )
-    optional = []
-    for key in OPTIONAL_KEYS:
-        if key not in f:
-            continue
-        col = f[key]
-        if col.shape != (n,):
-            raise _fail(path, f"'{key}' has shape {col.shape}, expected ({n},)")
-        if col.dtype.kind not in "fiu":
-            raise _fail(path, f"'{key}' has dtype {col.dtype}, expected a number per image")
-        # Positions and pixel scales must be real numbers; a redshift may be unknown (NaN).
-        if key in FINITE_KEYS and col.dtype.kind == "f":
-            values = col[:]
-            if not np.isfinite(values).all():
-                i = int(np.flatnonzero(~np.isfinite(values))[0])
-                raise _fail(
-                    path,
-                    f"'{key}' is not finite at row {i} ({values[i]}); "
-                    "positions and pixel scales must be real numbers",
-                )
-        if key == "dec":
-            values = col[:]
-            if (np.abs(values) > 90).any():
-                i = int(np.flatnonzero(np.abs(values) > 90)[0])
-                raise _fail(
-                    path, f"'dec' is {values[i]} at row {i}; a declination is in [-90, 90] degrees"
-                )
-        optional.append(key)
-    # Touch the first and last image: a truncated file fails here, not an hour into training.
-    images[0]
-    images[n - 1]
-    counts = np.bincount(y.astype(np.int64), minlength=NUM_CLASSES)
-    return Galaxy10Info(
-        str(path), int(n), int(h), int(w), tuple(int(c) for c in counts), tuple(optional)
-    )
+    return y
+
+
+def _check_column(path: Path, key: str, col: h5py.Dataset, n: int) -> None:
+    """Optional column ``key`` holds one number per image: finite where it must be (positions,
+    pixel scales), a declination in [-90, 90]."""
+    if col.shape != (n,):
+        raise _fail(path, f"'{key}' has shape {col.shape}, expected ({n},)")
+    if col.dtype.kind not in "fiu":
+        raise _fail(path, f"'{key}' has dtype {col.dtype}, expected a number per image")
+    # Positions and pixel scales must be real numbers; a redshift may be unknown (NaN).
+    if key in FINITE_KEYS and col.dtype.kind == "f":
+        values = col[:]
+        if not np.isfinite(values).all():
+            i = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise _fail(
+                path,
+                f"'{key}' is not finite at row {i} ({values[i]}); "
+                "positions and pixel scales must be real numbers",
+            )
+    if key == "dec":
+        values = col[:]
+        if (np.abs(values) > 90).any():
+            i = int(np.flatnonzero(np.abs(values) > 90)[0])
+            raise _fail(
+                path, f"'dec' is {values[i]} at row {i}; a declination is in [-90, 90] degrees"
+            )
 
 
 def read_labels(path: str | Path) -> np.ndarray:

@@ -147,27 +147,9 @@ def stratified_split(
     with too few groups is an error.
     """
     labels = np.asarray(labels)
-    for name, frac in fractions.items():
-        if not 0.0 <= frac <= 1.0:
-            raise SplitError(f"split.{name}: {frac!r} must be a fraction in [0, 1]")
-    total = sum(fractions.values())
-    if abs(total - 1.0) > 1e-6:
-        raise SplitError(f"split fractions must sum to 1, got {total:g} ({fractions})")
-    if groups is None:
-        groups = np.arange(len(labels))
-    groups = np.asarray(groups, np.int64)
-    if groups.shape != labels.shape:
-        raise SplitError(
-            f"groups has shape {groups.shape}, labels {labels.shape}: one group "
-            "id per row is needed"
-        )
-    # Rows of each group (a stable sort keeps row order inside a group).
-    order = np.argsort(groups, kind="stable")
-    uniq, starts, sizes = np.unique(groups[order], return_index=True, return_counts=True)
-    members = np.split(order, starts[1:])
-    group_class = np.array(
-        [np.bincount(labels[m], minlength=NUM_CLASSES).argmax() for m in members], dtype=np.int64
-    )
+    _check_fractions(fractions)
+    groups = _check_groups(groups, labels)
+    members, sizes, group_class = _group_classes(labels, groups)
     rng = np.random.default_rng(seed)
     wanted = [s for s in ("val", "test") if fractions.get(s, 0.0) > 0]
     out: dict[str, list[np.ndarray]] = {s: [] for s in SPLITS}
@@ -184,21 +166,68 @@ def stratified_split(
                 f"images (data.synthetic.per_class) or set split.test to 0."
             )
         target = {s: max(1, int(round(n * fractions[s]))) for s in wanted}
-        rows = {s: 0 for s in SPLITS}
-        perm = rng.permutation(gidx)
-        for k, g in enumerate(perm):
-            short = [s for s in wanted if rows[s] < target[s]]
-            split = short[0] if short else "train"
-            # Each split still without a group of this class needs one of the groups left.
-            empty = [s for s in (*wanted, "train") if rows[s] == 0 and s != split]
-            if len(empty) > len(perm) - k - 1:
-                split = empty[0]
-            rows[split] += int(sizes[g])
+        for split, g in _deal(rng.permutation(gidx), sizes, target):
             out[split].append(members[g])
     return {
         s: np.sort(np.concatenate(parts)).astype(np.int64) if parts else np.empty(0, np.int64)
         for s, parts in out.items()
     }
+
+
+def _check_fractions(fractions: dict[str, float]) -> None:
+    """Raise SplitError unless every fraction is in [0, 1] and they sum to 1."""
+    for name, frac in fractions.items():
+        if not 0.0 <= frac <= 1.0:
+            raise SplitError(f"split.{name}: {frac!r} must be a fraction in [0, 1]")
+    total = sum(fractions.values())
+    if abs(total - 1.0) > 1e-6:
+        raise SplitError(f"split fractions must sum to 1, got {total:g} ({fractions})")
+
+
+def _check_groups(groups: np.ndarray | None, labels: np.ndarray) -> np.ndarray:
+    """Group ids (N,) int64: ``groups`` checked to have one id per label, or one group per
+    row when None."""
+    if groups is None:
+        groups = np.arange(len(labels))
+    groups = np.asarray(groups, np.int64)
+    if groups.shape != labels.shape:
+        raise SplitError(
+            f"groups has shape {groups.shape}, labels {labels.shape}: one group "
+            "id per row is needed"
+        )
+    return groups
+
+
+def _group_classes(
+    labels: np.ndarray, groups: np.ndarray
+) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Per group, in order of group id: its rows (in row order), its size (G,) and the class
+    it is stratified by (G,) int64, its majority label (ties: the lower class)."""
+    # Rows of each group (a stable sort keeps row order inside a group).
+    order = np.argsort(groups, kind="stable")
+    _, starts, sizes = np.unique(groups[order], return_index=True, return_counts=True)
+    members = np.split(order, starts[1:])
+    group_class = np.array(
+        [np.bincount(labels[m], minlength=NUM_CLASSES).argmax() for m in members], dtype=np.int64
+    )
+    return members, sizes, group_class
+
+
+def _deal(perm: np.ndarray, sizes: np.ndarray, target: dict[str, int]):
+    """Yield (split, group) for one class's groups in the shuffled order ``perm``: to the first
+    of ``target``'s splits (val, test) still short of its row count, else to train, except that
+    a split still without a group takes one while no more are left to spare."""
+    wanted = list(target)
+    rows = {s: 0 for s in SPLITS}
+    for k, g in enumerate(perm):
+        short = [s for s in wanted if rows[s] < target[s]]
+        split = short[0] if short else "train"
+        # Each split still without a group of this class needs one of the groups left.
+        empty = [s for s in (*wanted, "train") if rows[s] == 0 and s != split]
+        if len(empty) > len(perm) - k - 1:
+            split = empty[0]
+        rows[split] += int(sizes[g])
+        yield split, g
 
 
 def channel_stats(

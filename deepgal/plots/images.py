@@ -148,6 +148,34 @@ def plot_confused_pairs(
     of ``pairs``; ``confidence`` (index -> probability of the predicted class) captions the
     thumbnails. Rows are as wide as the longest one, so pairs with fewer images leave blanks.
     """
+    needed = _check_pair_images(pairs, images)
+    n_wrong = max(1, max(len(p.mistakes) for p in pairs))
+    n_ref = max(len(p.references) for p in pairs)
+    side = max(max(images[i].shape[:2]) for i in needed) if needed else 1
+    strip_in = CELL_IN * n_wrong + (GAP_IN + CELL_IN * n_ref if n_ref else 0)
+    fig = new_figure(LABEL_IN + strip_in, (CELL_IN + 0.25) * len(pairs) + 1.0, dpi=dpi)
+    grid = fig.add_gridspec(len(pairs), 2, width_ratios=[LABEL_IN, strip_in], wspace=0.02)
+    for r, pair in enumerate(pairs):
+        label_ax = fig.add_subplot(grid[r, 0])
+        label_ax.axis("off")
+        _label_pair(label_ax, pair, class_names)
+        # The row's thumbnails as ONE image (a few axes per figure instead of ~60: drawing
+        # and laying out an axes costs ~10 ms, which made this the plot stage's slowest part).
+        ax = fig.add_subplot(grid[r, 1])
+        bare(ax)
+        strip, centres = _thumbnail_strip(images, pair, n_wrong, n_ref, side)
+        ax.imshow(strip, interpolation="antialiased")
+        _caption_thumbnails(ax, centres, confidence or {}, side)
+        if r == 0:
+            _head_strips(ax, n_wrong, n_ref, side)
+    fig.suptitle(title, fontsize=13)
+    save_png(fig, path)
+    return fig
+
+
+def _check_pair_images(pairs: Sequence[ConfusedPair], images: Mapping[int, np.ndarray]) -> list:
+    """Every data-file index the pairs show (mistakes, then references, pair by pair), after
+    checking that there are pairs and an (H, W, 3) uint8 image for each index."""
     if not pairs:
         raise ValueError("no confused pairs to draw (no misclassified images?)")
     needed = [int(i) for p in pairs for i in (*p.mistakes, *p.references)]
@@ -159,87 +187,54 @@ def plot_confused_pairs(
         )
     for i in needed:
         check_images(images[i], f"image {i}", ndim=3)
-    n_wrong = max(1, max(len(p.mistakes) for p in pairs))
-    n_ref = max(len(p.references) for p in pairs)
-    side = max(max(images[i].shape[:2]) for i in needed) if needed else 1
-    strip_in = CELL_IN * n_wrong + (GAP_IN + CELL_IN * n_ref if n_ref else 0)
-    fig = new_figure(LABEL_IN + strip_in, (CELL_IN + 0.25) * len(pairs) + 1.0, dpi=dpi)
-    grid = fig.add_gridspec(len(pairs), 2, width_ratios=[LABEL_IN, strip_in], wspace=0.02)
-    for r, pair in enumerate(pairs):
-        label_ax = fig.add_subplot(grid[r, 0])
-        label_ax.axis("off")
-        share = pair.count / pair.support if pair.support else 0.0
-        label_ax.text(
-            1.0,
-            0.72,
-            class_names[pair.true],
-            ha="right",
-            va="center",
-            fontsize=10,
-            fontweight="bold",
-            color=class_color(pair.true),
-            transform=label_ax.transAxes,
+    return needed
+
+
+def _label_pair(ax, pair: ConfusedPair, class_names: Sequence[str]) -> None:
+    """Write a row's label, right-aligned in ``ax``: the true class and the predicted class
+    (bold, in their class colours) around "predicted as", then the count and its share."""
+    share = pair.count / pair.support if pair.support else 0.0
+    lines = (
+        (0.72, class_names[pair.true], pair.true),
+        (0.5, "predicted as", None),
+        (0.28, class_names[pair.pred], pair.pred),
+        (0.06, f"{pair.count} of {pair.support} ({share:.0%})", None),
+    )
+    for y, text, cls in lines:
+        style = (
+            {"fontsize": 8}
+            if cls is None
+            else {"fontsize": 10, "fontweight": "bold", "color": class_color(cls)}
         )
-        label_ax.text(
-            1.0,
-            0.5,
-            "predicted as",
-            ha="right",
-            va="center",
-            fontsize=8,
-            transform=label_ax.transAxes,
+        ax.text(1.0, y, text, ha="right", va="center", transform=ax.transAxes, **style)
+
+
+def _caption_thumbnails(ax, centres, confidence: Mapping[int, float], side: int) -> None:
+    """Caption each thumbnail of a strip (``centres``: (index, x pixel) pairs) under it with
+    its data-file index and, when known, its ``confidence``."""
+    for idx, x in centres:
+        p = confidence.get(idx)
+        ax.text(
+            x,
+            side * 1.02,
+            f"#{idx}" + (f"  p={p:.2f}" if p is not None else ""),
+            ha="center",
+            va="top",
+            fontsize=7,
         )
-        label_ax.text(
-            1.0,
-            0.28,
-            class_names[pair.pred],
-            ha="right",
-            va="center",
-            fontsize=10,
-            fontweight="bold",
-            color=class_color(pair.pred),
-            transform=label_ax.transAxes,
+
+
+def _head_strips(ax, n_wrong: int, n_ref: int, side: int) -> None:
+    """Title the first row's two parts: the mistakes, and (if any) the references."""
+    ax.text(0, -side * 0.04, "misclassified,\nmost confident first", fontsize=9, va="bottom")
+    if n_ref:
+        ax.text(
+            _ref_start(n_wrong, side),
+            -side * 0.04,
+            "the predicted class,\ncorrectly classified",
+            fontsize=9,
+            va="bottom",
         )
-        label_ax.text(
-            1.0,
-            0.06,
-            f"{pair.count} of {pair.support} ({share:.0%})",
-            ha="right",
-            va="center",
-            fontsize=8,
-            transform=label_ax.transAxes,
-        )
-        # The row's thumbnails as ONE image (a few axes per figure instead of ~60: drawing
-        # and laying out an axes costs ~10 ms, which made this the plot stage's slowest part).
-        ax = fig.add_subplot(grid[r, 1])
-        bare(ax)
-        strip, centres = _thumbnail_strip(images, pair, n_wrong, n_ref, side)
-        ax.imshow(strip, interpolation="antialiased")
-        for idx, x in centres:
-            p = (confidence or {}).get(idx)
-            ax.text(
-                x,
-                side * 1.02,
-                f"#{idx}" + (f"  p={p:.2f}" if p is not None else ""),
-                ha="center",
-                va="top",
-                fontsize=7,
-            )
-        if r == 0:
-            ax.text(
-                0, -side * 0.04, "misclassified,\nmost confident first", fontsize=9, va="bottom"
-            )
-            if n_ref:
-                ax.text(
-                    _ref_start(n_wrong, side),
-                    -side * 0.04,
-                    "the predicted class,\ncorrectly classified",
-                    fontsize=9,
-                    va="bottom",
-                )
-    fig.suptitle(title, fontsize=13)
-    save_png(fig, path)
-    return fig
 
 
 def _ref_start(n_wrong: int, side: int) -> int:

@@ -2,7 +2,7 @@
 ``evaluate``, as torchvision's classification reference shapes it, with no framework in
 between. ``fit`` is named parts: build the :class:`TrainState` (:func:`_build_state`), find where
 to start (:func:`_resume_point`), plan each epoch (:func:`_plan_epoch`), turn its sums into a
-history row (:func:`_epoch_metrics`); checkpoints are
+history row (:func:`_epoch_metrics`) and publish it (:func:`_publish_epoch`); checkpoints are
 :class:`deepgal.training.keeper.CheckpointKeeper`'s job.
 
 Data path: each split is one uint8 tensor (N, H, W, 3) in host memory; on CUDA the train split
@@ -253,18 +253,33 @@ def fit(
                 )
             ev = evaluate(state.eval_model, val, spec, device, dist)
             metrics = _epoch_metrics(epoch, sums, ev, state.opt.param_groups[0]["lr"], dist.world)
-            history.append(metrics)
-            if dist.main:
-                keeper.save_epoch(state.record(epoch, 0, history, spec))
-                for sink in sinks:
-                    sink.log_epoch(metrics)
-            log.info(
-                "epoch %d/%d  %s",
-                epoch,
-                cfg.epochs,
-                "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"),
-            )
+            _publish_epoch(epoch, metrics, history, keeper, state, spec, sinks, dist)
     return history
+
+
+def _publish_epoch(
+    epoch: int,
+    metrics: dict[str, float],
+    history: list[dict],
+    keeper: CheckpointKeeper,
+    state: TrainState,
+    spec: RunSpec,
+    sinks: list[Sink],
+    dist: Dist,
+) -> None:
+    """Append finished ``epoch``'s ``metrics`` to ``history``; on rank 0 hand its checkpoint
+    to ``keeper`` and its metrics to the sinks; log them on every rank."""
+    history.append(metrics)
+    if dist.main:
+        keeper.save_epoch(state.record(epoch, 0, history, spec))
+        for sink in sinks:
+            sink.log_epoch(metrics)
+    log.info(
+        "epoch %d/%d  %s",
+        epoch,
+        spec.cfg.epochs,
+        "  ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"),
+    )
 
 
 def _save_interrupted(

@@ -162,6 +162,8 @@ def _train(
     dist: distributed.Dist,
     device: torch.device,
 ) -> dict[str, Any] | None:
+    """:func:`train_variant` once the process group is up: assemble the run, fit, and on
+    rank 0 write ``train.json`` and ``mlflow_run.json`` and close the MLflow run."""
     pre = Preprocess(
         input_size=run.input_size, crop=run.crop, mean=tuple(stats.mean), std=tuple(stats.std)
     )
@@ -188,14 +190,7 @@ def _train(
             "mlflow_run_id": mlf.run_id if mlf else None,
         },
     )
-    # On the CPU, batches are first shrunk by the uint8 resize (transforms.apply_params); doing
-    # it once at load gives the same bytes in a fraction of the memory. On CUDA that resize
-    # runs in float on the device, so the split keeps its full size there.
-    shrink = pre if device.type == "cpu" else None
-    train = place_split(
-        load_split(paths.data, paths.split, "train", shrink, zoom_bound(run.augment)), device
-    )
-    val = load_split(paths.data, paths.split, "val", shrink)  # evaluated without zoom
+    train, val = _load_splits(run, paths, pre, device)
     log.info(
         "%s: %d train / %d val images, %d epochs on %s x %d",
         run.variant,
@@ -205,28 +200,10 @@ def _train(
         device,
         dist.world,
     )
-    try:
-        history = fit(model, train, val, spec, device, sinks, dist=dist)
-    except TrainingInterrupted:
-        if mlf:
-            mlf.finish("KILLED")
-        raise
-    except (TrainingDiverged, RuntimeError):
-        if mlf:
-            mlf.finish("FAILED")
-        raise
+    history = _fit_or_close(mlf, model, train, val, spec, device, sinks, dist)
     if not dist.main:
         return None
-    missing_epochs: list[int] = []  # epochs MLflow never received
-    if mlf:
-        # No checkpoint here: the resumable state (optimizer included) lives in models/ under
-        # DVC, and `select` logs the chosen epoch's weights as the run's MLflow model.
-        mlf.log_artifact(paths.results / "history.csv")
-        mlf.log_artifact(paths.source)
-        mlf.log_dict(config, "config.json")
-        missing_epochs = mlf.finish("FINISHED")
-        if missing_epochs:
-            log.warning("MLflow never received epochs %s; history.csv has them all", missing_epochs)
+    missing_epochs = _close_finished(mlf, paths, config) if mlf else []
     summary = summarise(history, run, len(missing_epochs), device)
     summary.write(paths.results / "train.json")
     MlflowRun(
@@ -235,3 +212,56 @@ def _train(
         tracking_uri=tracking.redact(tracking.default_tracking_uri()) if mlf else None,
     ).write(paths.out / "mlflow_run.json")
     return summary.to_dict()
+
+
+def _load_splits(
+    run: RunCfg, paths: TrainPaths, pre: Preprocess, device: torch.device
+) -> tuple[Split, Split]:
+    """The train split (on ``device``) and the val split (on the CPU)."""
+    # On the CPU, batches are first shrunk by the uint8 resize (transforms.apply_params); doing
+    # it once at load gives the same bytes in a fraction of the memory. On CUDA that resize
+    # runs in float on the device, so the split keeps its full size there.
+    shrink = pre if device.type == "cpu" else None
+    train = place_split(
+        load_split(paths.data, paths.split, "train", shrink, zoom_bound(run.augment)), device
+    )
+    val = load_split(paths.data, paths.split, "val", shrink)  # evaluated without zoom
+    return train, val
+
+
+def _fit_or_close(
+    mlf: tracking.MlflowSink | None,
+    model: torch.nn.Module,
+    train: Split,
+    val: Split,
+    spec: RunSpec,
+    device: torch.device,
+    sinks: list,
+    dist: distributed.Dist,
+) -> list[dict]:
+    """:func:`fit`'s history; when it raises, the MLflow run (if any) is closed KILLED
+    (interrupted) or FAILED (diverged, or a runtime error) before the error goes on."""
+    try:
+        return fit(model, train, val, spec, device, sinks, dist=dist)
+    except TrainingInterrupted:
+        if mlf:
+            mlf.finish("KILLED")
+        raise
+    except (TrainingDiverged, RuntimeError):
+        if mlf:
+            mlf.finish("FAILED")
+        raise
+
+
+def _close_finished(mlf: tracking.MlflowSink, paths: TrainPaths, config: dict) -> list[int]:
+    """Log the run's files to MLflow and close it FINISHED; returns the epochs MLflow never
+    received (logged as a warning: history.csv has them all)."""
+    # No checkpoint here: the resumable state (optimizer included) lives in models/ under
+    # DVC, and `select` logs the chosen epoch's weights as the run's MLflow model.
+    mlf.log_artifact(paths.results / "history.csv")
+    mlf.log_artifact(paths.source)
+    mlf.log_dict(config, "config.json")
+    missing_epochs = mlf.finish("FINISHED")
+    if missing_epochs:
+        log.warning("MLflow never received epochs %s; history.csv has them all", missing_epochs)
+    return missing_epochs

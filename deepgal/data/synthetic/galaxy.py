@@ -136,16 +136,43 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
     grid = (np.arange(size, dtype=F32) + F32(0.5)) / F32(size) - F32(0.5)
     sharp = np.zeros((b, 3, size, size), dtype=F32)
     soft = np.zeros_like(sharp)
-    # Mergers: shift the main body so that the pair, not the main galaxy, is centred.
+    _centre_pairs(p)
+    # The components are summed in this order: float32 sums depend on it, and so do the bytes.
+    att = _add_discs(sharp, p, grid, draws.patch, size)
+    _add_bulges(sharp, p, grid)
+    _add_companions(sharp, p, grid)
+    idx = np.flatnonzero(p["tail_amp"] > 0)
+    if idx.size:
+        q = _at(p, idx)
+        _add(sharp, idx, _tails(grid, q), sd.colour(0.5 * q["col_disc"] + 0.25))
+    sharp *= powf(1 - att[:, None], sd.DUST_REDDENING[None, :, None, None])
+    scale = F32((size / sp.NATIVE_SIZE) ** 2)  # total flux in native-pixel units -> per pixel
+    idx = np.flatnonzero(p["clump_amp"] > 0)
+    if idx.size:
+        q = _at(p, idx)
+        px, py, rgb = _clumps(draws.clumps[idx], q)
+        soft[idx] += sd.deposit(px, py, rgb * scale, size)
+    _add_field(sharp, soft, p, draws, scale, size)
+    return sd.stretch(sd.compose(sharp, soft, p, draws, size), p)
+
+
+def _centre_pairs(p: dict) -> None:
+    """Mergers: shift the main body (p's cx, cy, in place) so that the pair, not the main
+    galaxy, is centred."""
     merger = p["comp_amp"] > 0
     off = p["comp_sep"] * p["size"] * merger / (1 + p["comp_amp"])
     ox, oy = off * np.cos(p["comp_angle"]), off * np.sin(p["comp_angle"])
     p["cx"], p["cy"] = p["cx"] - ox, p["cy"] - oy
-    att = np.zeros((b, size, size), dtype=F32)
+
+
+def _add_discs(sharp: np.ndarray, p: dict, grid, patch: np.ndarray, size: int) -> np.ndarray:
+    """Add the discs and their bars to ``sharp`` (B, 3, S, S) in place; return the dust
+    attenuation (B, S, S) float32 of the discs (0 where there is none)."""
+    att = np.zeros((len(sharp), size, size), dtype=F32)
     idx = np.flatnonzero(p["disc_amp"] > 0)
     if idx.size:
         q = _at(p, idx)
-        disc, x, y, dust = _disc(grid, q, draws.patch[idx], size)
+        disc, x, y, dust = _disc(grid, q, patch[idx], size)
         _add(sharp, idx, disc, sd.colour(q["col_disc"]))
         att[idx] = dust
         bar = np.flatnonzero(q["bar_amp"] > 0)
@@ -156,6 +183,11 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
                 _bar(x[bar], y[bar], _at(q, bar)),
                 sd.colour(q["col_bulge"][bar] - 0.1),
             )
+    return att
+
+
+def _add_bulges(sharp: np.ndarray, p: dict, grid) -> None:
+    """Add the Sersic bulges to ``sharp`` (B, 3, S, S) in place."""
     idx = np.flatnonzero(p["bulge_amp"] > 0)
     if idx.size:
         q = _at(p, idx)
@@ -170,7 +202,12 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
             q["bulge_amp"],
         )
         _add(sharp, idx, bulge, sd.colour(q["col_bulge"]))
-    idx = np.flatnonzero(merger)
+
+
+def _add_companions(sharp: np.ndarray, p: dict, grid) -> None:
+    """Add the merging companions (Sersic profiles beside the main galaxy) to ``sharp``
+    (B, 3, S, S) in place."""
+    idx = np.flatnonzero(p["comp_amp"] > 0)
     if idx.size:
         q = _at(p, idx)
         dist = q["comp_sep"] * q["size"]
@@ -179,17 +216,13 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
         amp = q["comp_amp"] * np.maximum(q["bulge_amp"], 3.0)
         comp = sd.sersic(grid, cx, cy, q["comp_pa"], q["comp_q"], q["comp_re"], q["bulge_n"], amp)
         _add(sharp, idx, comp, sd.colour(q["col_comp"]))
-    idx = np.flatnonzero(p["tail_amp"] > 0)
-    if idx.size:
-        q = _at(p, idx)
-        _add(sharp, idx, _tails(grid, q), sd.colour(0.5 * q["col_disc"] + 0.25))
-    sharp *= powf(1 - att[:, None], sd.DUST_REDDENING[None, :, None, None])
-    scale = F32((size / sp.NATIVE_SIZE) ** 2)  # total flux in native-pixel units -> per pixel
-    idx = np.flatnonzero(p["clump_amp"] > 0)
-    if idx.size:
-        q = _at(p, idx)
-        px, py, rgb = _clumps(draws.clumps[idx], q)
-        soft[idx] += sd.deposit(px, py, rgb * scale, size)
+
+
+def _add_field(
+    sharp: np.ndarray, soft: np.ndarray, p: dict, draws: sp.Draws, scale, size: int
+) -> None:
+    """Add the foreground stars to ``sharp`` and the background galaxies to ``soft``
+    (both (B, 3, S, S), in place), fluxes times ``scale`` (native pixel -> output pixel)."""
     sx, sy, srgb = _field_sources(
         draws.stars,
         p["n_stars"],
@@ -203,4 +236,3 @@ def render_batch(labels: np.ndarray, draws: sp.Draws, size: int) -> np.ndarray:
         draws.background, p["n_background"], 40.0, 0.9, 2e4, lambda t: 0.1 + 1.1 * t
     )
     soft += sd.deposit(bx, by, brgb * scale, size)
-    return sd.stretch(sd.compose(sharp, soft, p, draws, size), p)

@@ -24,6 +24,7 @@ from deepgal.explore.cam_gallery import gallery_split, gradcam_gallery, pick_row
 from deepgal.handoff import GradCams, HandoffError, Predictions
 from deepgal.models import Net
 from deepgal.plots.gradcam import gradcam_report
+from deepgal.report import report_row, write_report
 from deepgal.transforms import Preprocess
 from tests.helpers import evaluate_paths, smooth_galaxies
 from tests.pipeline_repo import tiny_params
@@ -154,17 +155,21 @@ def test_the_stored_maps_are_grad_cams_of_the_rows_predictions_csv_names(tmp_pat
         assert not np.allclose(one_view, cams.maps, atol=1e-6)
 
 
-def test_the_report_links_the_gallery_it_drew(tmp_path):
+def test_report_md_links_the_gallery_it_drew(tmp_path):
     _, _, paths = evaluate_tiny(tmp_path)
     cams = GradCams.read(paths.gradcam)
-    lines = gradcam_report("smallnet", cams, tmp_path / "reports" / "plots")
-    text = "\n".join(lines)
-    assert text.startswith("## What smallnet looked at (Grad-CAM)")
-    (link,) = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text)
+    reports = tmp_path / "reports"
+    lines = gradcam_report("smallnet", cams, reports / "plots")
+    cm = Predictions.read(paths.predictions).confusion_matrix("val")
+    row = report_row("smallnet", json.loads(paths.metrics.read_text()), cm)
+    text = write_report(reports / "report.md", [row], {"smallnet": cm}, attention=lines)
+    # after the best variant's confused pairs, a section with how to read it and the picture
+    assert text.index("## What smallnet looked at (Grad-CAM)") > text.index("## Most confused")
+    (link,) = re.findall(r"!\[[^\]]*\]\(([^)]+_gradcam[^)]*)\)", text)
     assert link == "plots/smallnet_gradcam.png"
-    png = tmp_path / "reports" / link
+    png = reports / link  # relative to report.md
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
-    assert f"layer `{cams.layer}`" in text and "test images" in text
+    assert f"layer `{cams.layer}`" in text and "the test images" in text
 
 
 class Dense(torch.nn.Module):

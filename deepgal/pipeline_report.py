@@ -4,9 +4,8 @@
 variant's embedding grid and confused-pairs gallery, every variant's val map, the reliability
 diagram, the best variant's Grad-CAM gallery (maps the evaluate stage stored) and its most
 unusual test galaxies by outlier score, a sample grid and an augmentation preview), the offline
-HTML template of ``dvc plots
-show`` and ``metrics.json`` (every variant's headline numbers, the one file DVC declares as
-metrics), then attaches the pictures to MLflow.
+HTML template of ``dvc plots show`` and ``metrics.json`` (every variant's headline numbers, the
+one file DVC declares as metrics), then attaches the pictures to MLflow.
 
 Per variant it reads the files of results/<variant>/ (:class:`VariantResults`; the best
 variant's ``gradcam.npz`` too), so dvc.yaml can name the folder.

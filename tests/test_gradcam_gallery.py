@@ -253,9 +253,9 @@ def test_class_names_in_captions_follow_the_stored_classes(tmp_path):
     fig = plot_gradcams(cams, "v", tmp_path / "g.png")
     shown = [ax.get_xlabel() for ax in fig.axes if ax.images]
     assert shown == [
-        f"#4  {CLASS_NAMES[1]}",
+        f"#4\n{CLASS_NAMES[1]}",
         f"map of {CLASS_NAMES[1]}\np=0.90",
-        f"#9  true {CLASS_NAMES[2]}",
+        f"#9\ntrue {CLASS_NAMES[2]}",
         f"map of {CLASS_NAMES[3]}\np=0.60",
     ]
     frames = [ax.spines["top"].get_visible() for ax in fig.axes if ax.images]

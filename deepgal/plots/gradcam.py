@@ -29,7 +29,8 @@ def plot_gradcams(
         true, pred = class_names[cams.label[i]], class_names[cams.pred[i]]
         wrong = cams.kind[i] == "confused"
         frame = MISSED if wrong else None
-        cells.append(Cell(cams.views[i], f"#{row}  {'true ' if wrong else ''}{true}", frame=frame))
+        # two lines: a long class name after the row number would overrun the thumbnail
+        cells.append(Cell(cams.views[i], f"#{row}\n{'true ' if wrong else ''}{true}", frame=frame))
         cells.append(
             Cell(
                 cams.views[i],

@@ -222,6 +222,8 @@ def stage_rss(name: str, params: dict, path: Path, splits: dict, workdir: Path) 
                 "results/cm",
                 "--features",
                 "models/features.npz",
+                "--gradcam",
+                "results/gradcam.npz",
             ],
         ),
         (

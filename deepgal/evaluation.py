@@ -13,7 +13,9 @@ matrices (``predictions.csv`` holds each val/test image's outlier score: the mea
 distance to its ``evaluate.outlier_k`` nearest train images in the embedding,
 :func:`deepgal.explore.outliers.knn_outlier_scores`), ``features.npz`` (``features`` (N, D) float32, ``index``, ``label``, ``split`` per
 row) and ``calibration.json`` (the checkpoint's temperature; per split ECE, NLL and reliability
-bins before and after it). Probabilities (scores, predictions.csv) are the calibrated ones.
+bins before and after it) and ``gradcam.npz`` (the Grad-CAM maps of the report's gallery,
+:mod:`deepgal.explore.cam_gallery`, from the model already in memory). Probabilities (scores,
+predictions.csv) are the calibrated ones.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .calibration import Calibration, apply_temperature, measure
 from .config import BaseCfg, ConfigError, EvaluateCfg
 from .data import galaxy10
 from .data import split as split_io
+from .explore.cam_gallery import gradcam_gallery
 from .explore.outliers import knn_outlier_scores
 from .handoff import CalibrationReport, Features, History, Predictions, Selection, VariantMetrics
 from .inference import load_model
@@ -56,6 +59,7 @@ class EvaluatePaths:
     predictions: Path  # results/<variant>/predictions.csv
     plots: Path  # folder for <split>.png confusion matrices
     features: Path  # models/<variant>/features.npz
+    gradcam: Path  # results/<variant>/gradcam.npz: the report's Grad-CAM maps
 
 
 @dataclass(frozen=True)
@@ -167,6 +171,7 @@ def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg, base:
     Predictions.from_parts(
         {s: (idx, labels[idx], probs[s], outlier[s]) for s, idx in scored.items()}
     ).write(paths.predictions)
+    write_gradcams(model, pre, device, paths, cfg.batch_size)
     pngs = plot_confusions(
         variant,
         result,
@@ -178,6 +183,26 @@ def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg, base:
         paths.run, result, calib, [paths.metrics, paths.details, paths.calibration, *pngs]
     )
     return result
+
+
+def write_gradcams(model, pre, device, paths: EvaluatePaths, batch_size: int) -> None:
+    """``paths.gradcam``: the Grad-CAM gallery's maps (or why there are none), timed in the log.
+    The images are picked from predictions.csv as written (confidences rounded as there), so
+    anyone can check the pick against that file."""
+    t0 = time.perf_counter()
+    preds = Predictions.read(paths.predictions)
+    cams = gradcam_gallery(model, pre, device, paths.data, preds, batch_size)
+    cams.write(paths.gradcam)
+    if cams.skipped:
+        log.warning("no Grad-CAM gallery: %s", cams.skipped)
+    else:
+        log.info(
+            "Grad-CAM of %d %s images (layer %s) in %.1f s",
+            len(cams.rows),
+            cams.split,
+            cams.layer,
+            time.perf_counter() - t0,
+        )
 
 
 def check_outlier_k(k: int, n_train: int) -> None:

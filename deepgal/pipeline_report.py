@@ -2,13 +2,13 @@
 
 :func:`make_report` writes ``report.md`` and its pictures (curves of all variants, each
 variant's embedding grid and confused-pairs gallery, every variant's val map, the reliability
-diagram, the best variant's most unusual test galaxies by outlier score, a sample grid and an
-augmentation preview), the offline HTML template of ``dvc plots
-show`` and ``metrics.json`` (every variant's headline numbers, the one file DVC declares as
-metrics), then attaches the pictures to MLflow.
+diagram, the best variant's Grad-CAM gallery (maps the evaluate stage stored) and its most
+unusual test galaxies by outlier score, a sample grid and an augmentation preview), the offline
+HTML template of ``dvc plots show`` and ``metrics.json`` (every variant's headline numbers, the
+one file DVC declares as metrics), then attaches the pictures to MLflow.
 
-Per variant it reads exactly the seven files of results/<variant>/ (:class:`VariantResults`),
-so dvc.yaml can name the folder.
+Per variant it reads the files of results/<variant>/ (:class:`VariantResults`; the best
+variant's ``gradcam.npz`` too), so dvc.yaml can name the folder.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from .explore.gallery import Cell, plot_gallery
 from .handoff import (
     CalibrationReport,
     Embeddings,
+    GradCams,
     History,
     PipelineMetrics,
     Predictions,
@@ -42,6 +43,7 @@ from .handoff import (
 from .plots.calibration import calibration_table, plot_reliability
 from .plots.curves import plot_curves
 from .plots.embeddings import METHOD_LABELS, plot_embedding_grid, plot_variant_maps
+from .plots.gradcam import gradcam_report
 from .plots.images import (
     pick_confused,
     plot_augmentation_preview,
@@ -257,6 +259,9 @@ def make_report(
         gallery=galleries,
         sections=sections,
         calibration=calibration_table({v: results[v].calibration for v in order}),
+        attention=gradcam_report(
+            best, GradCams.read(VariantPaths(best, results_root=results_root).gradcam), plots
+        ),
     )
     # the cross-validation figures of each cv.json join the table when cv ran
     table = with_cv(metrics_table({v: r.metrics for v, r in results.items()}), results_root)
@@ -293,6 +298,7 @@ def attach_to_mlflow(
                 f"{v}_embeddings.png",
                 f"{v}_confused.png",
                 f"{v}_oddities.png",
+                f"{v}_gradcam.png",
             )
         ]
         for png in [p for p in pngs if p.exists()]:

@@ -261,6 +261,7 @@ def render_report(
     gallery: Mapping[str, str] | None = None,
     sections: Mapping[str, Mapping[str, str]] | None = None,
     calibration: Sequence[str] = (),
+    attention: Sequence[str] = (),
     class_names: Sequence[str] = CLASS_NAMES,
     confusion_split: str = "val",
     k: int = 5,
@@ -285,6 +286,7 @@ def render_report(
     lines += _confused_section(best, confusions.get(best), class_names, confusion_split, k)
     if best in (gallery or {}):
         lines += _picture_lines({f"{best}: images of the most confused pairs": gallery[best]})
+    lines += list(attention)  # ready markdown lines (deepgal.plots.gradcam)
     for title, pictures in (sections or {}).items():
         lines += [f"## {title}", ""] + _picture_lines(pictures)
     return "\n".join(lines).rstrip() + "\n"
@@ -300,7 +302,9 @@ def write_report(
     ``runs`` (variant -> resolved run settings, for what a variant that did not learn would
     need), ``lead`` (caption -> picture, shown right after the table), ``gallery`` (variant ->
     its confused-pairs picture; the best variant's goes under its confused-pairs table),
-    ``sections`` (title -> {caption -> picture}); every picture path relative to the report.
+    ``sections`` (title -> {caption -> picture}), ``calibration`` and ``attention`` (ready
+    markdown lines: the calibration table, the best variant's Grad-CAM gallery); every picture
+    path relative to the report.
     """
     text = render_report(rows, confusions, **pictures)
     atomic_write_text(path, text)

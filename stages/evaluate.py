@@ -36,6 +36,9 @@ def main() -> int:
         "--plots", type=Path, required=True, help="folder for <split>.png confusion matrices"
     )
     p.add_argument("--features", type=Path, required=True, help="models/<variant>/features.npz")
+    p.add_argument(
+        "--gradcam", type=Path, required=True, help="results/<variant>/gradcam.npz: report's maps"
+    )
     args = p.parse_args()
     paths = EvaluatePaths(
         selection=args.selection,
@@ -50,6 +53,7 @@ def main() -> int:
         predictions=args.predictions,
         plots=args.plots,
         features=args.features,
+        gradcam=args.gradcam,
     )
     evaluate_variant(
         args.variant, paths, config.load_section("evaluate"), config.load_section("base")

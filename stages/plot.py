@@ -1,10 +1,10 @@
 """Stage plot: report.md and its pictures, the offline HTML template of ``dvc plots show``, and
 every variant's headline numbers in one ``metrics.json`` (deepgal.pipeline_report).
 
-Per variant it reads exactly the eight files of results/<variant>/ (metrics.json, cv.json,
-predictions.csv, history.csv, embeddings.csv, train.json, selection.json, calibration.json),
-so dvc.yaml can name the folder; metrics.json carries the cross-validation figures of cv.json
-(cv_acc, cv_se, cv_f1, cv_spread) when cv ran.
+Per variant it reads exactly the nine files of results/<variant>/ (metrics.json, cv.json,
+predictions.csv, history.csv, embeddings.csv, train.json, selection.json, calibration.json,
+gradcam.npz), so dvc.yaml can name the folder; metrics.json carries the cross-validation
+figures of cv.json (cv_acc, cv_se, cv_f1, cv_spread) when cv ran.
 """
 
 from __future__ import annotations

@@ -127,6 +127,31 @@ def train(tmp_path: Path, sinks=(), **kw):
     return fit(model, data(), data(20, seed=1), spec(tmp_path, **kw), DEVICE, list(sinks)), model
 
 
+# ---- the evaluate stage's paths --------------------------------------------------------------
+
+
+def evaluate_paths(tmp: Path, out: Path):
+    """EvaluatePaths reading tmp/selection.json, m.pt, history.csv, g.h5, split/ (no MLflow run
+    file) and writing every output under ``out``, under the names dvc.yaml gives them."""
+    from deepgal.evaluation import EvaluatePaths
+
+    return EvaluatePaths(
+        selection=tmp / "selection.json",
+        checkpoint=tmp / "m.pt",
+        history=tmp / "history.csv",
+        run=tmp / "no_run.json",
+        data=tmp / "g.h5",
+        split=tmp / "split",
+        metrics=out / "metrics.json",
+        calibration=out / "calibration.json",
+        details=out / "eval.json",
+        predictions=out / "predictions.csv",
+        plots=out / "confusion",
+        features=out / "features.npz",
+        gradcam=out / "gradcam.npz",
+    )
+
+
 # ---- a selected checkpoint ------------------------------------------------------------------
 
 

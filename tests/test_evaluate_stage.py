@@ -92,6 +92,8 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
                 f"{out}/confusion",
                 "--features",
                 f"{out}/features.npz",
+                "--gradcam",
+                f"{out}/gradcam.npz",
             ],
             cwd=tmp_path,
             env=env,

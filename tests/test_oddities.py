@@ -18,13 +18,13 @@ from deepgal import config
 from deepgal.config import ConfigError, EvaluateCfg
 from deepgal.data.galaxy10 import write_galaxy10
 from deepgal.data.split import stratified_split, write_split
-from deepgal.evaluation import EvaluatePaths, evaluate_variant
+from deepgal.evaluation import evaluate_variant
 from deepgal.handoff import HandoffError, Predictions
 from deepgal.inference import run_model
 from deepgal.models import build_model
 from deepgal.pipeline_report import oddities
 from deepgal.transforms import Preprocess
-from tests.helpers import smooth_galaxies
+from tests.helpers import evaluate_paths, smooth_galaxies
 from tests.pipeline_repo import tiny_params
 
 PRE = Preprocess(32, crop=0.5)
@@ -59,20 +59,7 @@ def evaluate_tiny(
     (tmp / "selection.json").write_text(json.dumps({"checkpoint": "m.pt", "epoch": 2}))
     (tmp / "history.csv").write_text("epoch,seconds\n1,30.0\n2,60.0\n")
     out = tmp / "out"
-    paths = EvaluatePaths(
-        selection=tmp / "selection.json",
-        checkpoint=tmp / "m.pt",
-        history=tmp / "history.csv",
-        run=tmp / "no_run.json",
-        data=tmp / "g.h5",
-        split=tmp / "split",
-        metrics=out / "metrics.json",
-        calibration=out / "calibration.json",
-        details=out / "eval.json",
-        predictions=out / "predictions.csv",
-        plots=out / "confusion",
-        features=out / "features.npz",
-    )
+    paths = evaluate_paths(tmp, out)
     evaluate_variant("smallnet", paths, cfg, config.load_section("base", tiny_params()))
     return model, paths
 

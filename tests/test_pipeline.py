@@ -129,7 +129,18 @@ def test_repro_produces_every_output(built):
         head = json.loads((root / f"results/{v}/metrics.json").read_text())
         assert head["val"]["accuracy"] == pytest.approx(ev["val"]["accuracy"])
         assert head["epoch"] == sel["epoch"]
-    assert (root / "reports/report.md").stat().st_size > 500
+    report = (root / "reports/report.md").read_text()
+    assert len(report) > 500
+    # The best variant's Grad-CAM gallery: evaluate stored every variant's maps, plot drew the
+    # best one's and linked it.
+    best = re.search(r"\| 1 \| \*\*(\w+)\*\* \(best\)", report)
+    best = best[1] if best else re.search(r"\| – \| (\w+) \(not learned\)", report)[1]
+    assert f"## What {best} looked at (Grad-CAM)" in report
+    assert f"![{best}: Grad-CAM gallery](plots/{best}_gradcam.png)" in report
+    assert (root / f"reports/plots/{best}_gradcam.png").stat().st_size > 5000
+    for v in VARIANTS:
+        with np.load(root / f"results/{v}/gradcam.npz") as cams:
+            assert str(cams["skipped"]) == "" and len(cams["rows"]) > 0
     # Chatter that says nothing to the user stays out of the stage logs.
     for noise in ("negative gradient method", "system metrics monitoring"):
         assert noise not in built.log, noise

@@ -1,6 +1,6 @@
-"""stages/plot.py, run as DVC runs it, on a results/ folder holding ONLY the five files per
-variant that dvc.yaml declares as its deps (so a sixth file read would fail here): the report
-links pictures that exist, and a variant at chance is listed as not learned."""
+"""stages/plot.py, run as DVC runs it, on a results/ folder holding ONLY the files per variant
+that dvc.yaml declares as its deps (so one more file read would fail here): the report links
+pictures that exist, and a variant at chance is listed as not learned."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import yaml
 
 from deepgal.calibration import measure
 from deepgal.data.split import channel_stats, stratified_split, write_split
-from deepgal.handoff import Predictions
+from deepgal.handoff import GradCams, Predictions
 from tests.conftest import make_h5
 from tests.pipeline_repo import REPO, env_for, tiny_params
 
@@ -30,6 +30,7 @@ PER_VARIANT = (
     "selection.json",
     "train.json",
     "calibration.json",
+    "gradcam.npz",
 )
 
 
@@ -59,6 +60,18 @@ def variant_results(
     (d / "train.json").write_text(
         json.dumps({"config": {"model": d.name, "pretrained": "none", "input_size": 16}})
     )
+    # gradcam.npz as the evaluate stage writes it: two val images and made-up maps
+    GradCams(
+        split["val"][:2],
+        labels[split["val"][:2]],
+        labels[split["val"][:2]],
+        np.array([0.9, 0.8]),
+        np.array(["correct", "correct"]),
+        rng.uniform(0, 1, (2, 16, 16)).astype(np.float32),
+        rng.integers(0, 256, (2, 16, 16, 3), dtype=np.uint8),
+        "body.4",
+        "val",
+    ).write(d / "gradcam.npz")
     epochs = np.arange(1, 4)
     pd.DataFrame(
         {
@@ -143,6 +156,7 @@ def test_plot_stage_reads_only_its_declared_files(tmp_path):
         "augmentations.png",
         "reliability.png",
         "smallnet_oddities.png",
+        "smallnet_gradcam.png",
     }  # the best variant's alone
     for link in local:
         assert (tmp_path / "reports" / link).stat().st_size > 0, link

@@ -74,12 +74,22 @@ def output_sides(model: nn.Module, names: tuple[str, ...], input_size: int) -> d
     return sides
 
 
+def unsupported(model: nn.Module) -> str | None:
+    """Why Grad-CAM cannot serve ``model``, or None: it attributes to a rectified convolutional
+    layer, and :data:`TARGET_LAYERS` names one only for the architectures that have one."""
+    name = getattr(model, "name", type(model).__name__)
+    if name in TARGET_LAYERS:
+        return None
+    return (
+        f"no Grad-CAM target layer for model {name!r} (Grad-CAM needs a convolutional layer; "
+        f"deepgal.explore.cam.TARGET_LAYERS names one for {', '.join(TARGET_LAYERS)})"
+    )
+
+
 def target_layer(model: Net, input_size: int) -> str:
     """The name of the module of ``model`` Grad-CAM attributes to (see the module docstring)."""
-    if model.name not in TARGET_LAYERS:
-        raise ValueError(
-            f"no Grad-CAM target layer for model {model.name!r}; known: {', '.join(TARGET_LAYERS)}"
-        )
+    if reason := unsupported(model):
+        raise ValueError(reason)
     names = TARGET_LAYERS[model.name]
     sides = output_sides(model, names, input_size)
     return next((n for n in names if sides[n] >= MIN_SIDE), names[-1])
@@ -125,7 +135,8 @@ def grad_cam(
         t = (
             out.argmax(1)
             if targets is None
-            else torch.as_tensor(targets[start : start + len(x)], device=device, dtype=torch.int64)
+            # a copy: targets may be a read-only array (a column of a DataFrame, an npz)
+            else torch.tensor(targets[start : start + len(x)], device=device, dtype=torch.int64)
         )
         a = cam.attribute(x, target=t, relu_attributions=True)  # (B, 1, h, w)
         a = LayerAttribution.interpolate(a, (s, s), interpolate_mode="bilinear")[:, 0]

@@ -18,6 +18,7 @@ results/<v>/selection.json    :class:`Selection`     select -> evaluate, plot
 results/<v>/metrics.json      :class:`VariantMetrics`  evaluate -> plot
 results/<v>/calibration.json  :class:`CalibrationReport`  evaluate -> plot
 results/<v>/predictions.csv   :class:`Predictions`   evaluate -> plot
+results/<v>/gradcam.npz       :class:`GradCams`      evaluate -> plot
 models/<v>/features.npz       :class:`Features`      evaluate -> reduce
 results/<v>/embeddings.csv    :class:`Embeddings`    reduce -> plot
 metrics.json                  :class:`PipelineMetrics`  plot -> DVC
@@ -26,6 +27,7 @@ metrics.json                  :class:`PipelineMetrics`  plot -> DVC
 :class:`VariantPaths` says where a variant's files are.
 """
 
+from .cams import GradCams
 from .files import (
     CalibrationReport,
     MlflowRun,
@@ -58,6 +60,7 @@ __all__ = [
     "Embeddings",
     "FEATURE_KEYS",
     "Features",
+    "GradCams",
     "HISTORY_COLUMNS",
     "HandoffError",
     "History",

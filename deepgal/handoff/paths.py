@@ -25,7 +25,7 @@ class VariantPaths:
 
     @property
     def results(self) -> Path:
-        """exactly the seven files the report is built from"""
+        """exactly the files the report is built from"""
         return Path(self.results_root) / self.variant
 
     @property
@@ -47,6 +47,7 @@ class VariantPaths:
     predictions = property(lambda self: self.results / "predictions.csv")
     embeddings = property(lambda self: self.results / "embeddings.csv")
     calibration = property(lambda self: self.results / "calibration.json")
+    gradcam = property(lambda self: self.results / "gradcam.npz")
     finetune = property(lambda self: self.results / "finetune.json")  # not read by the report
     cv = property(lambda self: self.results / "cv.json")  # cv@<v>
     # reports/<variant>/

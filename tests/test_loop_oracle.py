@@ -121,10 +121,12 @@ class Marks:
 
     def log_epoch(self, m):
         self.epochs.append(m["epoch"])
-        self.ends.append(len(self.model.seen))
+        self.ends.append(len(self.model.seen) if self.model is not None else None)
 
 
-def run(tmp_path, epoch_images=None, resume=True, **over):
+def run(tmp_path, epoch_images=None, resume=None, sinks=(), **over):
+    """fit on the lookup model; ``resume`` None leaves fit's default (what the train stage
+    uses)."""
     table, labels = table_and_labels()
     model = Lookup(torch.from_numpy(table))
     marks = Marks(model)
@@ -135,8 +137,8 @@ def run(tmp_path, epoch_images=None, resume=True, **over):
         split(np.arange(VAL_ID0, VAL_ID0 + N_VAL), labels),
         spec,
         CPU,
-        [marks],
-        resume,
+        [marks, *sinks],
+        **({} if resume is None else {"resume": resume}),
     )
     per_epoch = np.split(np.array(model.seen), marks.ends[:-1])
     return hist, per_epoch, table, labels
@@ -233,8 +235,11 @@ def test_resume_false_trains_again_and_resuming_keeps_older_files(tmp_path, monk
     with pytest.raises(TrainingInterrupted):
         run(folder)
     monkeypatch.delenv("DEEPGAL_FAULT")
-    _, rest, *_ = run(folder)
+    logged = Marks(None)
+    _, rest, *_ = run(folder, sinks=[logged])  # fit's default: resume
     assert len(np.concatenate(rest)) == 50 - 9  # epoch 3 from its step 1
+    # The history so far goes to the sinks again (they skip what they have), then epoch 3.
+    assert logged.epochs == [1, 2, 3]
     assert [e for e, _ in ckpt_io.list_epochs(folder)] == [2, 3]  # epoch 2's file kept
     _, again, *_ = run(folder, resume=False)
     assert [len(ids) for ids in again] == [50, 50, 50]  # from scratch, though all was done

@@ -175,3 +175,34 @@ def test_one_epoch_without_a_progress_bar_counts_the_steps_it_ran(tmp_path):
         assert stopped == stop_at and sums["seen"] == seen
         assert 0 <= sums["correct"] <= seen and sums["loss"] > 0 and sums["seconds"] > 0
         assert state.sched.last_epoch == (stop_at or 6)  # one schedule step per batch
+
+
+def test_validation_runs_in_the_configured_precision(tmp_path):
+    """bf16 on the CPU is opt-in (``precision: bf16``): validation then scores bf16 logits,
+    the model's own outputs under that autocast, not fp32 ones."""
+    import torch.nn.functional as F
+
+    from deepgal.inference import run_model
+    from deepgal.models import build_model
+    from deepgal.training.loop import evaluate
+    from tests.helpers import data, spec
+
+    torch.manual_seed(0)
+    model = build_model("smallnet", 10, 16)
+    val = data(20, seed=1)
+    run = spec(tmp_path, precision="bf16")
+    got = evaluate(model, val, run, DEVICE)
+    losses = {}
+    for precision in ("bf16", "fp32"):
+        logits = run_model(
+            model,
+            val.images,
+            run.preprocess,
+            DEVICE,
+            output="logits",
+            precision=precision,
+            channels_last=run.cfg.channels_last,
+        )
+        losses[precision] = F.cross_entropy(torch.from_numpy(logits), val.labels).item()
+    assert got["loss"] == pytest.approx(losses["bf16"], rel=1e-6)
+    assert abs(losses["bf16"] - losses["fp32"]) > 1e-5  # the two precisions differ here

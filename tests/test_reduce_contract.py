@@ -88,3 +88,24 @@ def test_the_default_pre_step_is_50_dimensions():
     pd.testing.assert_frame_equal(frame, again)
     other, _ = reduce_features(f, {"tsne": TSNE}, seed=1, pca_dims=None)
     assert not np.allclose(frame[["x", "y"]].to_numpy(), other[["x", "y"]].to_numpy())
+
+
+def test_the_seed_reaches_scikit_learns_randomized_pca():
+    """520 x 60 isotropic features: scikit-learn's PCA picks its randomized solver here, so its
+    result depends on the seed. The PCA map is scikit-learn's scaler + PCA(2) with that seed; the
+    UMAP/t-SNE pre-step PCA is seeded too (same seed: same components; another: others)."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from deepgal.reduce import _reference_prep
+
+    x = np.random.default_rng(5).normal(size=(520, 60)).astype(np.float32)
+    xy = reduce_2d(x, "pca", seed=0)
+    z = StandardScaler().fit_transform(x)
+    expect = PCA(2, random_state=0).fit(z).transform(z)  # not fit_transform: U S, not X V
+    np.testing.assert_allclose(xy, expect, rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(xy, reduce_2d(x, "pca", seed=0))
+    assert np.abs(xy - reduce_2d(x, "pca", seed=1)).max() > 0.1  # the seed matters here
+    pcs = [_reference_prep(x, "umap", seed, pca_dims=10)[1].components_ for seed in (0, 0, 1)]
+    np.testing.assert_array_equal(pcs[0], pcs[1])
+    assert np.abs(pcs[0] - pcs[2]).max() > 0.1

@@ -3,6 +3,8 @@ error a user reads for a malformed features file, empty inputs, and the seed and
 reaching the map (reduce_features' train map is reduce_2d of the train rows, and a different
 seed or pre-step gives a different map)."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -109,3 +111,41 @@ def test_the_seed_reaches_scikit_learns_randomized_pca():
     pcs = [_reference_prep(x, "umap", seed, pca_dims=10)[1].components_ for seed in (0, 0, 1)]
     np.testing.assert_array_equal(pcs[0], pcs[1])
     assert np.abs(pcs[0] - pcs[2]).max() > 0.1
+
+
+@pytest.mark.parametrize("perplexity, placing", [(2, 2), (8, 5)])
+def test_tsne_places_new_points_as_opentsne_does(perplexity, placing):
+    """New points get their affinities with perplexity 5, or the map's own when it is lower
+    (openTSNE's placement default is 5, but it would otherwise reuse the fit's). Oracle:
+    scikit-learn's scaler and openTSNE called directly, in the order reduce documents
+    (openTSNE re-centres the train map in place when it places points)."""
+    from openTSNE import TSNE as OpenTSNE
+    from sklearn.preprocessing import StandardScaler
+
+    from deepgal.reduce import fit_maps
+
+    rng = np.random.default_rng(4)
+    train, val = (rng.normal(size=(n, 6)).astype(np.float32) for n in (30, 4))
+    ref, placed, _ = fit_maps(
+        train, {"val": val}, "tsne", 2, None, perplexity=perplexity, n_iter=50
+    )
+    scaler = StandardScaler().fit(train)
+    emb = OpenTSNE(perplexity=perplexity, n_iter=50, random_state=2, n_jobs=1).fit(
+        scaler.transform(train).astype(np.float32)
+    )
+    z_val = scaler.transform(val).astype(np.float32)
+    expect = emb.transform(z_val, perplexity=placing)
+    np.testing.assert_allclose(placed["val"], expect, atol=1e-4)
+    np.testing.assert_allclose(ref, np.asarray(emb), atol=1e-4)
+    # Control: another placement perplexity puts them elsewhere.
+    assert np.abs(expect - emb.transform(z_val, perplexity=placing + 1)).max() > 1e-3
+
+
+def test_tsne_perplexity_clip_at_its_lower_edge_and_no_warning_when_it_fits():
+    x = np.random.default_rng(6).normal(size=(40, 5)).astype(np.float32)
+    # 5 points, the fewest t-SNE runs on: (5 - 1) / 3 = 1.33 (1 is only the floor below it)
+    with pytest.warns(UserWarning, match=r"too high for 5 points; using 1\.33$"):
+        reduce_2d(x[:5], "tsne", seed=0, perplexity=30, n_iter=50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a perplexity that fits is used as is, silently
+        reduce_2d(x, "tsne", seed=0, perplexity=13, n_iter=50)  # (40 - 1) / 3 = 13

@@ -295,7 +295,7 @@ def test_exact_neighbours_put_each_point_first_even_among_duplicates():
 
 
 def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeypatch):
-    """>= 4,096 train points: umap-learn would switch to pynndescent (minutes of numba
+    """4,096 train points or more: umap-learn would switch to pynndescent (minutes of numba
     compiling at first use); reduce hands it exact neighbours and an exact search index, so
     neither fit nor transform may touch pynndescent, and val still lands on its class."""
     import pynndescent
@@ -311,8 +311,9 @@ def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeyp
 
     monkeypatch.setattr(umap.umap_, "NNDescent", Refuse)
     x, y = clusters(560, dim=16)
+    x, y = x[:5462], y[:5462]  # exactly 4,096 train rows: the first size umap-learn approximates
     held = np.arange(len(x)) % 4 == 0
-    assert (~held).sum() >= UMAP_SMALL_DATA
+    assert (~held).sum() == UMAP_SMALL_DATA
     ref, placed, _ = fit_maps(x[~held], {"val": x[held]}, "umap", 0, 10, **UMAP)
     knn = KNeighborsClassifier(5).fit(ref, y[~held])
     good = knn.score(placed["val"], y[held])

@@ -149,3 +149,27 @@ def test_tsne_perplexity_clip_at_its_lower_edge_and_no_warning_when_it_fits():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a perplexity that fits is used as is, silently
         reduce_2d(x, "tsne", seed=0, perplexity=13, n_iter=50)  # (40 - 1) / 3 = 13
+
+
+def test_umap_map_is_umap_learn_called_directly():
+    """Every UMAP setting reaches umap-learn: the train map and the placed points equal
+    scikit-learn's scaler + umap-learn's UMAP with the same settings and seed (settings away
+    from umap-learn's defaults, so a setting not passed on would show); no clipping warning
+    when n_neighbors fits the train split."""
+    import umap as umap_learn
+    from sklearn.preprocessing import StandardScaler
+
+    from deepgal.reduce import fit_maps
+
+    rng = np.random.default_rng(8)
+    train, val = (rng.normal(size=(n, 6)).astype(np.float32) for n in (60, 5))
+    settings = {"n_neighbors": 7, "min_dist": 0.4, "metric": "manhattan", "n_epochs": 30}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="umap: ")
+        ref, placed, _ = fit_maps(train, {"val": val}, "umap", 3, None, **settings)
+    scaler = StandardScaler().fit(train)
+    model = umap_learn.UMAP(n_components=2, random_state=3, n_jobs=1, **settings)
+    model.fit(scaler.transform(train).astype(np.float32))
+    np.testing.assert_allclose(ref, model.embedding_, atol=1e-5)
+    expect = model.transform(scaler.transform(val).astype(np.float32))
+    np.testing.assert_allclose(placed["val"], expect, atol=1e-5)

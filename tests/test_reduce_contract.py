@@ -173,3 +173,28 @@ def test_umap_map_is_umap_learn_called_directly():
     np.testing.assert_allclose(ref, model.embedding_, atol=1e-5)
     expect = model.transform(scaler.transform(val).astype(np.float32))
     np.testing.assert_allclose(placed["val"], expect, atol=1e-5)
+
+
+def test_fit_maps_names_bad_input_and_keeps_its_defaults():
+    from deepgal.reduce import fit_maps
+
+    x = np.random.default_rng(2).normal(size=(24, 8)).astype(np.float32)
+    cases = [
+        (x.reshape(2, 12, 8), {}, "features (reference) must be (N, 8); got shape (2, 12, 8)"),
+        (x, {"val": x[:3, :7]}, "features (val) must be (N, 8); got shape (3, 7)"),
+        (x[:0], {}, "the reference split (train) has no rows: nothing to fit a map on"),
+    ]
+    for ref, others, message in cases:
+        with pytest.raises(ValueError) as e:
+            fit_maps(ref, others, "pca", 0)
+        assert str(e.value) == message
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PCA on 3 points is no fallback: no warning
+        fit_maps(x[:3], {}, "pca", 0)
+    # pca_dims 2 is the smallest pre-step allowed
+    two = fit_maps(x, {}, "tsne", 0, 2, **TSNE)[0]
+    assert not np.allclose(two, fit_maps(x, {}, "tsne", 0, None, **TSNE)[0])
+    # fit_maps' own default pre-step is 50 dimensions, as reduce_2d's
+    wide = np.random.default_rng(3).normal(size=(24, 51)).astype(np.float32)
+    default = fit_maps(wide, {}, "tsne", 1, **TSNE)[0]
+    np.testing.assert_array_equal(default, fit_maps(wide, {}, "tsne", 1, 50, **TSNE)[0])

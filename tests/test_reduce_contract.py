@@ -198,3 +198,33 @@ def test_fit_maps_names_bad_input_and_keeps_its_defaults():
     wide = np.random.default_rng(3).normal(size=(24, 51)).astype(np.float32)
     default = fit_maps(wide, {}, "tsne", 1, **TSNE)[0]
     np.testing.assert_array_equal(default, fit_maps(wide, {}, "tsne", 1, 50, **TSNE)[0])
+
+
+def test_tsne_pre_step_is_scikit_learns_seeded_pca_in_float32():
+    """520 x 60 features, pre-step to 10 dimensions (scikit-learn's randomized solver here):
+    the t-SNE map is openTSNE on scikit-learn's scaler + PCA(10, random_state=seed), all in
+    float32, whether the features come as float32 or float64; empty val is placed as (0, 2);
+    the fit's seconds lie within the call."""
+    import time
+
+    from openTSNE import TSNE as OpenTSNE
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    from deepgal.reduce import fit_maps
+
+    x = np.random.default_rng(5).normal(size=(520, 60))
+    tsne = {"perplexity": 5, "n_iter": 10}
+    t0 = time.perf_counter()
+    ref, placed, seconds = fit_maps(x, {"val": x[:7], "test": x[:0]}, "tsne", 0, 10, **tsne)
+    assert 0 < seconds["fit"] <= time.perf_counter() - t0
+    assert placed["test"].shape == (0, 2) and placed["test"].dtype == np.float32
+    x32 = x.astype(np.float32)
+    ref32, placed32, _ = fit_maps(x32, {"val": x32[:7]}, "tsne", 0, 10, **tsne)
+    np.testing.assert_array_equal(ref, ref32)
+    np.testing.assert_array_equal(placed["val"], placed32["val"])
+    z = StandardScaler().fit_transform(x32)
+    z = PCA(10, random_state=0).fit(z).transform(z).astype(np.float32)
+    expect = OpenTSNE(random_state=0, n_jobs=1, **tsne).fit(z)
+    # placing val re-centres openTSNE's train map (a translation): compare the shapes
+    np.testing.assert_allclose(centred(ref), centred(np.asarray(expect)), atol=1e-3)

@@ -5,13 +5,12 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.decomposition import PCA
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from deepgal.reduce import COLUMNS, MIN_POINTS, fit_maps, reduce_2d, reduce_features
+from tests.helpers import sklearn_pca
 
 N_CLASSES = 10
 
@@ -93,16 +92,6 @@ def test_rows_keep_order_ids_and_labels(tmp_path):
     held = tsne[tsne.split != "train"]
     assert knn.score(held[["x", "y"]], held["label"]) > 0.9
     assert len(df) == len(FAST) * len(x)
-
-
-def sklearn_pca(train):
-    """The oracle: StandardScaler + PCA(min(2, N)) fitted by scikit-learn on ``train`` (float64),
-    zero-padded to 2 columns, as a transform."""
-    scaler = StandardScaler().fit(train.astype(np.float64))
-    pca = PCA(min(2, len(train))).fit(scaler.transform(train.astype(np.float64)))
-    return lambda x: np.pad(
-        pca.transform(scaler.transform(x.astype(np.float64))), ((0, 0), (0, 2 - pca.n_components_))
-    )
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])

@@ -1,7 +1,8 @@
 """deepgal.reduce's documented contract on small inputs: the frame's dtypes and index, the
 error a user reads for a malformed features file, empty inputs, and the seed and PCA pre-step
 reaching the map (reduce_features' train map is reduce_2d of the train rows, and a different
-seed or pre-step gives a different map)."""
+seed or pre-step gives a different map); and each map against its library called directly
+(scikit-learn's scaler and PCA, openTSNE, umap-learn) with the same settings and seed."""
 
 import warnings
 

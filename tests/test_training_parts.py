@@ -154,7 +154,7 @@ def test_the_history_row_of_an_epoch_summed_over_ranks(world):
 
 
 def test_one_epoch_without_a_progress_bar_counts_the_steps_it_ran(tmp_path):
-    """train_one_epoch as a rank other than 0 runs it (no progress bar): 48 images in 6 steps
+    """train_one_epoch as a rank other than 0 runs it (no progress bar): 24 images in 3 steps
     of 8; stopped before step 2, the sums are those of the 16 images of steps 0 and 1."""
     from deepgal.models import build_model
     from deepgal.training.loop import _build_state, train_one_epoch
@@ -163,18 +163,18 @@ def test_one_epoch_without_a_progress_bar_counts_the_steps_it_ran(tmp_path):
 
     seed_everything(7, deterministic=True)
     run = spec(tmp_path)
-    images = data()
+    images = data(24)
     sizes = _steps_per_epoch(len(images), run.cfg, Dist())
-    assert sizes == (48, 6)
-    for stop_at, seen in [(None, 48), (2, 16)]:
-        state = _build_state(build_model("smallnet", 10, 16), run.cfg, DEVICE, Dist(), 6, None)
+    assert sizes == (24, 3)
+    for stop_at, seen in [(None, 24), (2, 16)]:
+        state = _build_state(build_model("smallnet", 10, 16), run.cfg, DEVICE, Dist(), 3, None)
         plan = _plan_epoch(images, run.cfg, 1, DEVICE, Dist(), sizes, None)
         sums, stopped = train_one_epoch(
             state, images, plan, run, DEVICE, lambda step, s=stop_at: step == s
         )
         assert stopped == stop_at and sums["seen"] == seen
         assert 0 <= sums["correct"] <= seen and sums["loss"] > 0 and sums["seconds"] > 0
-        assert state.sched.last_epoch == (stop_at or 6)  # one schedule step per batch
+        assert state.sched.last_epoch == (stop_at or 3)  # one schedule step per batch
 
 
 def test_validation_runs_in_the_configured_precision(tmp_path):

@@ -281,8 +281,13 @@ def fit_maps(
     placed = {}
     for name, x in others.items():
         t = time.perf_counter()
-        z = prep.transform(np.asarray(x, np.float32)).astype(np.float32)
-        placed[name] = np.asarray(place(z), np.float32) if len(z) else np.empty((0, 2), np.float32)
+        x = np.asarray(x, np.float32)
+        # scikit-learn refuses to transform 0 rows: an empty split is placed as (0, 2) directly
+        placed[name] = (
+            np.asarray(place(prep.transform(x).astype(np.float32)), np.float32)
+            if len(x)
+            else np.empty((0, 2), np.float32)
+        )
         seconds[name] = time.perf_counter() - t
     return np.asarray(xy_ref, np.float32), placed, seconds
 

@@ -276,3 +276,19 @@ def smooth_galaxies(n, size=64, seed=0):
         colour = rng.uniform(120, 230, 3)
         out[i] = np.clip(15 + blob[..., None] * colour, 0, 255).astype(np.uint8)
     return out
+
+
+# ---- reduce ----------------------------------------------------------------------------------
+
+
+def sklearn_pca(train):
+    """The oracle of the PCA map: StandardScaler + PCA(min(2, N)) fitted by scikit-learn on
+    ``train`` (float64), zero-padded to 2 columns, as a transform."""
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(train.astype(np.float64))
+    pca = PCA(min(2, len(train))).fit(scaler.transform(train.astype(np.float64)))
+    return lambda x: np.pad(
+        pca.transform(scaler.transform(x.astype(np.float64))), ((0, 0), (0, 2 - pca.n_components_))
+    )

@@ -83,6 +83,10 @@ def test_compile_without_a_compiler_trains_uncompiled(tmp_path, monkeypatch, cap
     assert recipe.maybe_compile(model, run_cfg(compile=True), DEVICE) is model
     assert "no C++ compiler" in caplog.text
     assert recipe.maybe_compile(model, run_cfg(compile=False), DEVICE) is model
+    # The same through fit: one epoch trains, uncompiled, on this CPU.
+    caplog.clear()
+    history, _ = train(tmp_path / "run", epochs=1, compile=True)
+    assert [m["epoch"] for m in history] == [1] and "training uncompiled" in caplog.text
 
 
 # ---- EMA -------------------------------------------------------------------------------------

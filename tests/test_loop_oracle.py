@@ -44,9 +44,9 @@ KEYS = {
 class Lookup(nn.Module):
     """logits (B, C) = TABLE[id]; id = the first pixel's red value of the uint8 image."""
 
-    def __init__(self, table: torch.Tensor):
+    def __init__(self, table: torch.Tensor, draws: bool = False):
         super().__init__()
-        self.table = table
+        self.table, self.draws = table, draws  # draws: take torch's global numbers, as dropout
         self.head = nn.Linear(C, C)  # what fit's optimiser trains: its gradient is 0
         self.feature_dim = C
         self.seen: list[int] = []  # ids of training-mode forward passes, in order
@@ -55,6 +55,8 @@ class Lookup(nn.Module):
         ids = torch.round((x[:, 0, 0, 0] * 0.25 + 0.5) * 255).long()
         if self.training:
             self.seen += ids.tolist()
+            if self.draws:
+                torch.rand(5)
         return self.table[ids] + 0.0 * self.head.weight.sum()
 
 
@@ -121,12 +123,14 @@ class Marks:
 
     def log_epoch(self, m):
         self.epochs.append(m["epoch"])
-        self.ends.append(len(self.model.seen))
+        self.ends.append(len(self.model.seen) if self.model is not None else None)
 
 
-def run(tmp_path, epoch_images=None, resume=True, **over):
+def run(tmp_path, epoch_images=None, resume=None, sinks=(), draws=False, **over):
+    """fit on the lookup model; ``resume`` None leaves fit's default (what the train stage
+    uses)."""
     table, labels = table_and_labels()
-    model = Lookup(torch.from_numpy(table))
+    model = Lookup(torch.from_numpy(table), draws)
     marks = Marks(model)
     spec = spec_for(tmp_path, epoch_images=epoch_images, **over)
     hist = fit(
@@ -135,8 +139,8 @@ def run(tmp_path, epoch_images=None, resume=True, **over):
         split(np.arange(VAL_ID0, VAL_ID0 + N_VAL), labels),
         spec,
         CPU,
-        [marks],
-        resume,
+        [marks, *sinks],
+        **({} if resume is None else {"resume": resume}),
     )
     per_epoch = np.split(np.array(model.seen), marks.ends[:-1])
     return hist, per_epoch, table, labels
@@ -165,6 +169,7 @@ def test_each_epochs_numbers_are_those_of_the_images_it_trained_on(tmp_path):
     last = ckpt_io.load(tmp_path / "last.pt")
     assert (last["epoch"], last["step_in_epoch"], last["metrics"]) == (3, 0, hist[-1])
     assert last["history"] == hist and last["preprocess"] == PRE.to_dict()
+    assert "train_model" not in last and "ema_n_averaged" not in last  # no EMA: one copy
     assert (last["variant"], last["fingerprint"]) == ("lookup", "fp-a")
     assert ckpt_io.load(ckpt_io.epoch_path(tmp_path, 2))["history"] == hist[:2]
 
@@ -233,8 +238,11 @@ def test_resume_false_trains_again_and_resuming_keeps_older_files(tmp_path, monk
     with pytest.raises(TrainingInterrupted):
         run(folder)
     monkeypatch.delenv("DEEPGAL_FAULT")
-    _, rest, *_ = run(folder)
+    logged = Marks(None)
+    _, rest, *_ = run(folder, sinks=[logged])  # fit's default: resume
     assert len(np.concatenate(rest)) == 50 - 9  # epoch 3 from its step 1
+    # The history so far goes to the sinks again (they skip what they have), then epoch 3.
+    assert logged.epochs == [1, 2, 3]
     assert [e for e, _ in ckpt_io.list_epochs(folder)] == [2, 3]  # epoch 2's file kept
     _, again, *_ = run(folder, resume=False)
     assert [len(ids) for ids in again] == [50, 50, 50]  # from scratch, though all was done
@@ -256,6 +264,10 @@ def test_augmentation_is_drawn_from_the_epochs_seeded_generator(tmp_path):
         return [{k: m[k] for k in KEYS - {"seconds", "images_per_s"}} for m in h]
 
     assert strip(h1) == strip(h2)
+    # The model's own random numbers (dropout) come from another stream: the same data.
+    h3, seen3, *_ = run(tmp_path / "c", augment=flip, draws=True)
+    assert [ids.tolist() for ids in seen3] == [ids.tolist() for ids in seen1]
+    assert strip(h3) == strip(h1)
 
 
 def test_mixup_alone_mixes_reproducibly(tmp_path):
@@ -264,6 +276,8 @@ def test_mixup_alone_mixes_reproducibly(tmp_path):
     torch.manual_seed(2)
     h2, *_ = run(tmp_path / "b", mixup=0.4)
     assert [m["train/loss"] for m in h1] == [m["train/loss"] for m in h2]
+    h3, *_ = run(tmp_path / "d", mixup=0.4, draws=True)  # a model drawing numbers: same mixing
+    assert [m["train/loss"] for m in h3] == [m["train/loss"] for m in h1]
     plain, *_ = run(tmp_path / "c")  # soft targets and blends: another loss every epoch
     assert all(a["train/loss"] != b["train/loss"] for a, b in zip(h1, plain, strict=True))
 
@@ -278,7 +292,13 @@ def test_epoch_seconds_are_within_the_call_and_add_up_across_a_stop(tmp_path, mo
     with pytest.raises(TrainingInterrupted):
         run(tmp_path / "run")
     monkeypatch.delenv("DEEPGAL_FAULT")
-    carried = ckpt_io.load(tmp_path / "run" / "last.pt")["accum"]["seconds"]
+    # The saved seconds of the steps done, made far longer than any run here, so the resumed
+    # epoch's figure shows whether it starts from them (not a race against the clock).
+    state = ckpt_io.load(tmp_path / "run" / "last.pt")
+    assert 0 < state["accum"]["seconds"] <= time.perf_counter() - t0
+    state["accum"]["seconds"] = carried = 1000.0
+    ckpt_io.save(tmp_path / "run" / "last.pt", state)
     t0 = time.perf_counter()
     resumed, *_ = run(tmp_path / "run")
     assert carried < resumed[1]["seconds"] <= carried + time.perf_counter() - t0
+    assert resumed[2]["seconds"] < carried  # the next epoch starts from 0

@@ -5,13 +5,12 @@ import warnings
 
 import numpy as np
 import pytest
-from sklearn.decomposition import PCA
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from deepgal.reduce import COLUMNS, MIN_POINTS, fit_maps, reduce_2d, reduce_features
+from tests.helpers import sklearn_pca
 
 N_CLASSES = 10
 
@@ -93,16 +92,6 @@ def test_rows_keep_order_ids_and_labels(tmp_path):
     held = tsne[tsne.split != "train"]
     assert knn.score(held[["x", "y"]], held["label"]) > 0.9
     assert len(df) == len(FAST) * len(x)
-
-
-def sklearn_pca(train):
-    """The oracle: StandardScaler + PCA(min(2, N)) fitted by scikit-learn on ``train`` (float64),
-    zero-padded to 2 columns, as a transform."""
-    scaler = StandardScaler().fit(train.astype(np.float64))
-    pca = PCA(min(2, len(train))).fit(scaler.transform(train.astype(np.float64)))
-    return lambda x: np.pad(
-        pca.transform(scaler.transform(x.astype(np.float64))), ((0, 0), (0, 2 - pca.n_components_))
-    )
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
@@ -295,7 +284,7 @@ def test_exact_neighbours_put_each_point_first_even_among_duplicates():
 
 
 def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeypatch):
-    """>= 4,096 train points: umap-learn would switch to pynndescent (minutes of numba
+    """4,096 train points or more: umap-learn would switch to pynndescent (minutes of numba
     compiling at first use); reduce hands it exact neighbours and an exact search index, so
     neither fit nor transform may touch pynndescent, and val still lands on its class."""
     import pynndescent
@@ -311,8 +300,9 @@ def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeyp
 
     monkeypatch.setattr(umap.umap_, "NNDescent", Refuse)
     x, y = clusters(560, dim=16)
+    x, y = x[:5462], y[:5462]  # exactly 4,096 train rows: the first size umap-learn approximates
     held = np.arange(len(x)) % 4 == 0
-    assert (~held).sum() >= UMAP_SMALL_DATA
+    assert (~held).sum() == UMAP_SMALL_DATA
     ref, placed, _ = fit_maps(x[~held], {"val": x[held]}, "umap", 0, 10, **UMAP)
     knn = KNeighborsClassifier(5).fit(ref, y[~held])
     good = knn.score(placed["val"], y[held])

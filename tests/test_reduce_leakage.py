@@ -9,8 +9,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from deepgal.reduce import _reference_prep, fit_maps, reduce_features
-
-from .test_reduce import sklearn_pca
+from tests.helpers import sklearn_pca
 
 DIM, PCA_DIMS = 16, 5  # D > pca_dims: UMAP and t-SNE get the PCA pre-step too
 METHODS = {

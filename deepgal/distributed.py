@@ -5,7 +5,8 @@ torchrun, as ``python -m torch.distributed.run --nproc-per-node N <the same comm
 would (:func:`launch`);
 each of the N processes then calls :func:`init` and gets a :class:`Dist`: its rank, the world
 size and its device. One machine uses torchrun's standalone rendezvous on 127.0.0.1; several
-machines set ``DEEPGAL_TORCHRUN_ARGS`` on every node (it replaces ``--standalone``), e.g.
+machines set ``DEEPGAL_TORCHRUN_ARGS`` on every node (it replaces ``--standalone``; with it the
+stage runs under torchrun even with one process per node), e.g.
 
     DEEPGAL_TORCHRUN_ARGS="--nnodes 2 --node-rank 0 --rdzv-backend c10d \\
         --rdzv-endpoint head.example:29400 --rdzv-id deepgal-resnet50"
@@ -18,8 +19,10 @@ What the training loop does with a :class:`Dist` (``deepgal.training``): each ra
 disjoint shard of one seeded permutation (:func:`shard`); DDP all-reduces the gradients;
 BatchNorm becomes SyncBatchNorm on CUDA (PyTorch's SyncBatchNorm has no CPU kernel, so on
 gloo each rank normalises with its own batch statistics and DDP broadcasts rank 0's running
-statistics); metrics are summed over ranks (:meth:`Dist.sum`); only rank 0 writes files and
-talks to MLflow.
+statistics; the checkpoint holds the writer's own); metrics are summed over ranks
+(:meth:`Dist.sum`). One process, the writer (:attr:`Dist.writer`: local rank 0 of the node
+with ``--node-rank 0``, i.e. rank 0 on one machine), writes files and talks to MLflow; on a
+resume it reads the checkpoint and sends it to the others, so nodes need no shared disk.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import datetime
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,6 +82,7 @@ def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import get_args_parser, run
 
     args = torchrun_args(nproc, list(sys.argv if argv is None else argv))
@@ -96,6 +101,14 @@ def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as e:
         raise DistributedRunFailed(_failure_message(e)) from None
+    except RendezvousError as e:  # the nodes never met: a wrong endpoint, port or node count
+        why = "; ".join(str(x).strip().splitlines()[0] for x in (e, e.__cause__) if x and str(x))
+        raise DistributedRunFailed(
+            f"torchrun's rendezvous failed ({type(e).__name__}: {why or 'no details'}); check "
+            f"DEEPGAL_TORCHRUN_ARGS on every node: one --rdzv-endpoint that every node reaches "
+            f"(and only the head serves: --rdzv-conf is_host=1 there), one --rdzv-id, and "
+            f"--nnodes nodes started"
+        ) from None
     except SignalException as e:  # Ctrl-C / SIGTERM reached the agent; workers checkpointed
         raise DistributedRunFailed(
             f"stopped by {e.sigval.name}; run the stage again to resume from the checkpoint "
@@ -104,19 +117,16 @@ def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
 
 
 def _failure_message(e: Any) -> str:
-    """One line for a failed torchrun job: the first of this node's processes that failed on
-    its own; if all of them only lost a peer (exit status :data:`PEER_LOST`), another node."""
-    own = sorted(
-        ((f.timestamp, rank, f) for rank, f in e.failures.items() if f.exitcode != PEER_LOST),
-        key=lambda t: t[:2],
-    )
-    if not own:
+    """One line for a failed torchrun job, about the first of this node's processes that
+    failed on its own; if all of them only lost a peer (:data:`PEER_LOST`), another node."""
+    culprit = _culprit(e.failures)
+    if culprit is None:
         return (
             f"lost a training process on another node (rank {min(e.failures)} saw its "
             f"connection close: see its warning above); the last checkpoint is kept on the "
             f"node with --node-rank 0: run the stage again on every node to resume"
         )
-    _, rank, failure = own[0]
+    rank, failure = culprit
     if failure.exitcode == 130:  # the train stage's status after a checkpointed Ctrl-C
         return "training was interrupted; a resumable checkpoint was written: run the stage again"
     how = (
@@ -128,6 +138,18 @@ def _failure_message(e: Any) -> str:
         f"training process rank {rank} failed first ({how}); the others were stopped. "
         f"The last checkpoint is kept: run the stage again to resume"
     )
+
+
+def _culprit(failures: dict[int, Any]) -> tuple[int, Any] | None:
+    """(rank, failure) that caused the others, earliest first: not one that only lost a peer,
+    nor, if another is there, one the agent stopped with SIGTERM after the first failure
+    (failure timestamps are whole seconds, so order alone cannot tell them apart)."""
+    order = sorted(failures.items(), key=lambda kv: kv[1].timestamp)
+    for skip in ((PEER_LOST, -signal.SIGTERM), (PEER_LOST,)):
+        for rank, failure in order:
+            if failure.exitcode not in skip:
+                return rank, failure
+    return None
 
 
 def report_peer_failure(variant: str, e: BaseException) -> int:

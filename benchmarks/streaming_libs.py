@@ -8,11 +8,13 @@ anyone; shards uncompressed). For each library:
 - convert: HDF5 -> shards, seconds (one process);
 - throughput: one shuffled epoch through the library's own DataLoader with 1 worker, batches
   of 256, images/s, and the reader's peak RSS (its own process, workers included);
-- shuffle: the same seed gives the same order, another seed another one;
+- shuffle: the same seed gives the same order, another seed another one; 0 and 2 workers
+  give the same order (or not);
 - resume: stop after 7 batches, ``state_dict()``, a fresh dataset + loader, ``load_state_dict``,
   finish the epoch: is the concatenation the uninterrupted order, sample for sample?
 - DDP: 2 gloo ranks on 127.0.0.1, one epoch each: disjoint, complete, and how many shard files
-  each rank's samples come from (shared ones are read by both);
+  each rank's samples come from (shared ones are read by both); ``MOSAIC_CANONICAL_NODES=2``
+  sets streaming's ``num_canonical_nodes`` (default 64 per node);
 - offline: every run reads local shards only (no remote), in a network namespace with no
   network at all when ``unshare -rn`` works.
 
@@ -107,8 +109,14 @@ def loader(lib: str, shards: Path, seed: int, workers: int, state: dict | None =
 
         if "RANK" not in os.environ:  # under DDP a rank would remove the others' segments
             clean_stale_shared_memory()
+        # MOSAIC_CANONICAL_NODES: streaming's num_canonical_nodes (its default: 64 per node)
+        nodes = os.environ.get("MOSAIC_CANONICAL_NODES")
         ds = StreamingDataset(
-            local=str(shards), shuffle=True, shuffle_seed=seed, batch_size=BATCH, replication=None
+            local=str(shards),
+            shuffle=True,
+            shuffle_seed=seed,
+            batch_size=BATCH,
+            num_canonical_nodes=int(nodes) if nodes else None,
         )
     else:
         from litdata import StreamingDataLoader, StreamingDataset
@@ -177,6 +185,7 @@ def run_order_checks(lib: str, work: Path) -> dict:
     a, _ = order(loader(lib, shards, seed=1, workers=0))
     b, _ = order(loader(lib, shards, seed=1, workers=0))
     c, _ = order(loader(lib, shards, seed=2, workers=0))
+    d, _ = order(loader(lib, shards, seed=1, workers=2))
     head, state = order(loader(lib, shards, seed=1, workers=0), stop=STOP_AFTER)
     try:
         tail, _ = order(loader(lib, shards, seed=1, workers=0, state=state))
@@ -196,6 +205,7 @@ def run_order_checks(lib: str, work: Path) -> dict:
         "complete": complete,
         "same_seed_same_order": a == b,
         "other_seed_other_order": a != c,
+        "workers_0_and_2_same_order": a == d,
         "resume": resume,
     }
 

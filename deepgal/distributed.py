@@ -5,7 +5,8 @@ torchrun, as ``python -m torch.distributed.run --nproc-per-node N <the same comm
 would (:func:`launch`);
 each of the N processes then calls :func:`init` and gets a :class:`Dist`: its rank, the world
 size and its device. One machine uses torchrun's standalone rendezvous on 127.0.0.1; several
-machines set ``DEEPGAL_TORCHRUN_ARGS`` on every node (it replaces ``--standalone``), e.g.
+machines set ``DEEPGAL_TORCHRUN_ARGS`` on every node (it replaces ``--standalone``; with it the
+stage runs under torchrun even with one process per node), e.g.
 
     DEEPGAL_TORCHRUN_ARGS="--nnodes 2 --node-rank 0 --rdzv-backend c10d \\
         --rdzv-endpoint head.example:29400 --rdzv-id deepgal-resnet50"
@@ -18,8 +19,10 @@ What the training loop does with a :class:`Dist` (``deepgal.training``): each ra
 disjoint shard of one seeded permutation (:func:`shard`); DDP all-reduces the gradients;
 BatchNorm becomes SyncBatchNorm on CUDA (PyTorch's SyncBatchNorm has no CPU kernel, so on
 gloo each rank normalises with its own batch statistics and DDP broadcasts rank 0's running
-statistics); metrics are summed over ranks (:meth:`Dist.sum`); only rank 0 writes files and
-talks to MLflow.
+statistics; the checkpoint holds the writer's own); metrics are summed over ranks
+(:meth:`Dist.sum`). One process, the writer (:attr:`Dist.writer`: local rank 0 of the node
+with ``--node-rank 0``, i.e. rank 0 on one machine), writes files and talks to MLflow; on a
+resume it reads the checkpoint and sends it to the others, so nodes need no shared disk.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import datetime
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -40,6 +44,9 @@ from .errors import DeepgalError
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 300.0
+# A training process's exit status after it lost a peer (EX_TEMPFAIL: retrying is the cure).
+# It says why on stderr; its torchrun agent then names the node, not this process, as lost.
+PEER_LOST = 75
 
 
 def under_torchrun() -> bool:
@@ -49,6 +56,12 @@ def under_torchrun() -> bool:
 
 class DistributedRunFailed(DeepgalError, RuntimeError):
     """A rank of a torchrun job failed or was lost; the message names it and what to do."""
+
+
+def wanted(nproc: int) -> bool:
+    """Whether the train stage runs under torchrun: several processes on this node, or several
+    nodes (``DEEPGAL_TORCHRUN_ARGS`` set), even with one process per node."""
+    return nproc > 1 or bool(os.environ.get("DEEPGAL_TORCHRUN_ARGS", "").strip())
 
 
 def torchrun_args(nproc: int, argv: Sequence[str]) -> list[str]:
@@ -69,6 +82,7 @@ def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
     """
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import get_args_parser, run
 
     args = torchrun_args(nproc, list(sys.argv if argv is None else argv))
@@ -86,26 +100,64 @@ def launch(nproc: int, argv: Sequence[str] | None = None) -> None:
     try:
         run(get_args_parser().parse_args(args))
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
-        if failure.exitcode == 130:  # the train stage's status after a checkpointed Ctrl-C
-            raise DistributedRunFailed(
-                "training was interrupted; rank 0 wrote a resumable checkpoint: run the stage "
-                "again to resume"
-            ) from None
-        how = (
-            f"killed by {failure.signal_name()}"
-            if failure.exitcode < 0
-            else f"exit status {failure.exitcode}"
-        )
+        raise DistributedRunFailed(_failure_message(e)) from None
+    except RendezvousError as e:  # the nodes never met: a wrong endpoint, port or node count
+        why = "; ".join(str(x).strip().splitlines()[0] for x in (e, e.__cause__) if x and str(x))
         raise DistributedRunFailed(
-            f"training process rank {rank} failed first ({how}); the others were stopped. "
-            f"The last checkpoint is kept: run the stage again to resume"
+            f"torchrun's rendezvous failed ({type(e).__name__}: {why or 'no details'}); check "
+            f"DEEPGAL_TORCHRUN_ARGS on every node: one --rdzv-endpoint that every node reaches "
+            f"(and only the head serves: --rdzv-conf is_host=1 there), one --rdzv-id, and "
+            f"--nnodes nodes started"
         ) from None
     except SignalException as e:  # Ctrl-C / SIGTERM reached the agent; workers checkpointed
         raise DistributedRunFailed(
             f"stopped by {e.sigval.name}; run the stage again to resume from the checkpoint "
             f"the training processes wrote"
         ) from None
+
+
+def _failure_message(e: Any) -> str:
+    """One line for a failed torchrun job, about the first of this node's processes that
+    failed on its own; if all of them only lost a peer (:data:`PEER_LOST`), another node."""
+    culprit = _culprit(e.failures)
+    if culprit is None:
+        return (
+            f"lost a training process on another node (rank {min(e.failures)} saw its "
+            f"connection close: see its warning above); the last checkpoint is kept on the "
+            f"node with --node-rank 0: run the stage again on every node to resume"
+        )
+    rank, failure = culprit
+    if failure.exitcode == 130:  # the train stage's status after a checkpointed Ctrl-C
+        return "training was interrupted; a resumable checkpoint was written: run the stage again"
+    how = (
+        f"killed by {failure.signal_name()}"
+        if failure.exitcode < 0
+        else f"exit status {failure.exitcode}"
+    )
+    return (
+        f"training process rank {rank} failed first ({how}); the others were stopped. "
+        f"The last checkpoint is kept: run the stage again to resume"
+    )
+
+
+def _culprit(failures: dict[int, Any]) -> tuple[int, Any] | None:
+    """(rank, failure) that caused the others, earliest first: not one that only lost a peer,
+    nor, if another is there, one the agent stopped with SIGTERM after the first failure
+    (failure timestamps are whole seconds, so order alone cannot tell them apart)."""
+    order = sorted(failures.items(), key=lambda kv: kv[1].timestamp)
+    for skip in ((PEER_LOST, -signal.SIGTERM), (PEER_LOST,)):
+        for rank, failure in order:
+            if failure.exitcode not in skip:
+                return rank, failure
+    return None
+
+
+def report_peer_failure(variant: str, e: BaseException) -> int:
+    """Say on stderr which peer error ended this training process; returns :data:`PEER_LOST`,
+    its exit status. No ``error:`` prefix: the torchrun agent prints the one error line."""
+    detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+    print(f"warning: {variant}: lost another training process ({detail})", file=sys.stderr)
+    return PEER_LOST
 
 
 def is_peer_failure(e: BaseException) -> bool:
@@ -133,11 +185,12 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    writer: int = 0  # the rank that writes: local rank 0 of the node with --node-rank 0
 
     @property
     def main(self) -> bool:
-        """Rank 0: the only process that writes files, checkpoints and MLflow."""
-        return self.rank == 0
+        """The only process that writes files, checkpoints and MLflow (see :func:`init`)."""
+        return self.rank == self.writer
 
     @property
     def active(self) -> bool:
@@ -170,6 +223,15 @@ class Dist:
         if self.active:
             tdist.barrier()
 
+    def from_main(self, obj: Any) -> Any:
+        """The writing rank's ``obj`` on every rank (the checkpoint to resume from: only the
+        writer's node is sure to hold the file; the others may have no shared disk)."""
+        if not self.active:
+            return obj
+        box = [obj]
+        tdist.broadcast_object_list(box, src=self.writer)
+        return box[0]
+
 
 def init(device: torch.device) -> tuple[Dist, torch.device]:
     """Join the torchrun job if this process is in one; else ``Dist()``. Returns the device of
@@ -188,10 +250,48 @@ def init(device: torch.device) -> tuple[Dist, torch.device]:
         timeout=datetime.timedelta(seconds=timeout),
         device_id=device if device.type == "cuda" else None,
     )
-    if rank != 0:  # one voice in the log: rank 0's
+    writer = _writer_rank(local == 0 and node_rank() == 0, world)
+    if rank != writer:  # one voice in the log: the writer's
         logging.getLogger("deepgal").setLevel(logging.WARNING)
-    log.info("rank %d/%d on %s (%s, timeout %.0f s)", rank, world, device, backend, timeout)
-    return Dist(rank, world, local), device
+    log.info(
+        "rank %d/%d on %s (%s, timeout %.0f s); rank %d writes the outputs",
+        rank,
+        world,
+        device,
+        backend,
+        timeout,
+        writer,
+    )
+    return Dist(rank, world, local, writer), device
+
+
+def node_rank() -> int:
+    """This node's ``--node-rank`` in ``DEEPGAL_TORCHRUN_ARGS`` (0 on one machine).
+
+    Read by the training processes, which inherit the variable: torchrun's c10d rendezvous
+    numbers the nodes in an order of its own (by host name, then process id), so global rank 0
+    may sit on any node, while ``dvc repro`` waits for the outputs on the node it runs on.
+    """
+    from torch.distributed.run import get_args_parser
+
+    extra = os.environ.get("DEEPGAL_TORCHRUN_ARGS", "").strip()
+    if not extra:
+        return 0
+    return get_args_parser().parse_args([*shlex.split(extra), "script"]).node_rank
+
+
+def _writer_rank(head: bool, world: int) -> int:
+    """The one rank for which ``head`` is True (every rank calls this; a collective)."""
+    heads: list[Any] = [None] * world
+    tdist.all_gather_object(heads, head)
+    writers = [r for r, h in enumerate(heads) if h]
+    if len(writers) != 1:
+        raise DistributedRunFailed(
+            f"{len(writers)} nodes have --node-rank 0 in DEEPGAL_TORCHRUN_ARGS: give every "
+            f"node its own --node-rank, 0 on the node where `dvc repro` runs (it writes the "
+            f"outputs)"
+        )
+    return writers[0]
 
 
 def shutdown() -> None:

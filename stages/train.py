@@ -26,7 +26,7 @@ def main() -> int:
     )
     args = p.parse_args()
     run = config.resolve_variant(config.load_params(), args.variant)
-    if run.nproc > 1 and not distributed.under_torchrun():
+    if distributed.wanted(run.nproc) and not distributed.under_torchrun():
         distributed.launch(run.nproc)
         return 0
 
@@ -40,15 +40,9 @@ def main() -> int:
         print(f"error: {args.variant}: {e}", file=sys.stderr)
         return 1
     except RuntimeError as e:
-        if not distributed.is_peer_failure(e):
+        if not (distributed.under_torchrun() and distributed.is_peer_failure(e)):
             raise
-        print(
-            f"error: {args.variant}: lost another training process "
-            f"({str(e).strip().splitlines()[0][:200]}); the last checkpoint is kept: run "
-            f"the stage again to resume",
-            file=sys.stderr,
-        )
-        return 1
+        return distributed.report_peer_failure(args.variant, e)
     return 0
 
 

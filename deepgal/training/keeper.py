@@ -90,8 +90,9 @@ class CheckpointRecord:
 class CheckpointKeeper:
     """Save / mirror unfinished / discard / resume for one run's ``ckpt_dir``.
 
-    Resuming reads on every rank; saving is rank 0's job (the caller's ``dist.main`` check,
-    since only rank 0 builds the record).
+    The writing rank (``dist.main``) alone touches the folder: it reads the checkpoint to
+    resume from and sends it to the others, and saves (the caller's ``dist.main`` check, since
+    only the writer builds the record).
     """
 
     def __init__(
@@ -105,17 +106,17 @@ class CheckpointKeeper:
         return self.dir / "last.pt"
 
     def resume(self, resume: bool = True) -> CheckpointRecord | None:
-        """The checkpoint to resume from (every rank reads the same file), else None after
-        rank 0 cleared the folder of another config's files."""
-        dist = self.dist
-        if dist.main:
+        """The checkpoint to resume from, else None after the writer cleared the folder of
+        another config's files. The writer reads it and sends it to every rank: the other
+        nodes' disks need not hold it (no shared file system)."""
+        state = None
+        if self.dist.main:
             self.dir.mkdir(parents=True, exist_ok=True)
             ckpt_io.remove_partial_writes(self.dir)
-        dist.barrier()
-        state = ckpt_io.find_resumable(self.dir, self.fingerprint) if resume else None
-        dist.barrier()  # all have read before rank 0 clears
-        if state is None and dist.main:
-            ckpt_io.clear(self.dir)
+            state = ckpt_io.find_resumable(self.dir, self.fingerprint) if resume else None
+            if state is None:
+                ckpt_io.clear(self.dir)
+        state = self.dist.from_main(state)
         return None if state is None else CheckpointRecord.from_dict(state)
 
     def save_epoch(self, record: CheckpointRecord) -> None:

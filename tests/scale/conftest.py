@@ -1,4 +1,5 @@
-"""Fixtures of the scale-out tests: a real OpenSSH server on 127.0.0.1 for an SSH DVC remote.
+"""Fixtures of the scale-out tests: a real OpenSSH server on 127.0.0.1 for an SSH DVC remote,
+and the fault suite's ``procs`` (background commands in their own process groups).
 
 Debian's ``openssh-server`` (``.ci/run`` installs it) runs in the foreground (``-D -e``) with a
 throw-away host key, a throw-away client key authorised for the current user, and a config of
@@ -20,7 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.faults.conftest import Proc, free_port, wait_for
+from tests.faults.conftest import Proc, free_port, procs, wait_for
+
+__all__ = ["procs"]  # the fault suite's fixture: background commands, stopped afterwards
 
 SSHD_CONFIG = """\
 Port {port}

@@ -27,7 +27,6 @@ from .crossval_file import with_cv
 from .data import galaxy10
 from .data import split as split_io
 from .dvc_metrics import metrics_table
-from .explore.gallery import Cell, plot_gallery
 from .handoff import (
     CalibrationReport,
     Embeddings,
@@ -43,6 +42,7 @@ from .handoff import (
 from .plots.calibration import calibration_table, plot_reliability
 from .plots.curves import plot_curves
 from .plots.embeddings import METHOD_LABELS, plot_embedding_grid, plot_variant_maps
+from .plots.gallery import Cell, plot_gallery
 from .plots.gradcam import gradcam_report
 from .plots.images import (
     pick_confused,

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 
 from ..inference.cutouts import CutoutError, Cutouts
+from ..plots.gallery import Cell, plot_gallery
 from ..utils import atomic_write_bytes, atomic_write_text
 from .cam import grad_cam
 from .embed import Model, row_images
-from .gallery import Cell, plot_gallery
 
 
 def check_rows(rows: Sequence[int], cut: Cutouts) -> np.ndarray:

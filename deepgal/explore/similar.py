@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 
 from ..inference.cutouts import CutoutError, Cutouts, load_cutout
+from ..plots.gallery import Cell, plot_gallery
 from ..utils import atomic_write_text
 from .embed import Model, file_embedding, image_embedding, row_images
-from .gallery import Cell, plot_gallery
 from .index import NeighbourIndex
 from .outliers import DEFAULT_K, knn_outlier_scores
 

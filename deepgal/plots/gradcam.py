@@ -10,8 +10,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from ..data.galaxy10 import CLASS_NAMES
-from ..explore.gallery import Cell, plot_gallery
 from ..handoff import GradCams
+from .gallery import Cell, plot_gallery
 
 log = logging.getLogger("plot")
 MISSED = "tab:red"  # frame of a misclassified image, as in the oddities gallery

@@ -1,4 +1,5 @@
-"""Captioned thumbnail galleries: the PNGs of ``deepgal similar`` and ``deepgal explain``."""
+"""Captioned thumbnail galleries: the PNGs of `deepgal similar`, `deepgal explain` and the
+report's Grad-CAM gallery."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 
-from ..plots.common import bare, check_images, new_figure, save_png
+from .common import bare, check_images, new_figure, save_png
 
 CELL_IN = 2.0  # inches per thumbnail
 CAPTION_IN = 0.5  # room under each thumbnail for two short lines

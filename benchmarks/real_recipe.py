@@ -82,16 +82,21 @@ def cross_validate(
             on_fold=report,
         )
     cpu = time.process_time() - cpu0
+    return _result(y, results, folds, cpu / len(results) / 60)
+
+
+def _result(labels: np.ndarray, results: list[FoldResult], folds: int, cpu_min: float) -> dict:
+    """The result of folds ``results``: counts, time per fold, the plain and TTA summaries."""
     out = {
         "folds": folds,
         "folds_run": len(results),
         "n": int(sum(len(r.held) for r in results)),
         "wall_min_per_fold": float(np.mean([r.wall_s for r in results])) / 60,
-        "cpu_min_per_fold": cpu / len(results) / 60,
+        "cpu_min_per_fold": cpu_min,
         "loadavg": os.getloadavg(),
     }
     for name in ("plain", "tta"):
-        out[name] = summarise(y, results, name, folds).to_dict()
+        out[name] = summarise(labels, results, name, folds).to_dict()
     return out
 
 
@@ -147,17 +152,7 @@ def ensemble(labels: np.ndarray, dirs: list[Path], folds: int) -> dict:
         views = {v: np.mean([p[v] for p in parts], 0) for v in ("plain", "tta")}
         wall = float(sum(p["wall_s"] for p in parts))
         results.append(FoldResult(int(name[4:-4]), held, views, wall))
-    out = {
-        "folds": folds,
-        "folds_run": len(results),
-        "n": int(sum(len(r.held) for r in results)),
-        "wall_min_per_fold": float(np.mean([r.wall_s for r in results])) / 60,
-        "cpu_min_per_fold": float("nan"),
-        "loadavg": os.getloadavg(),
-    }
-    for v in ("plain", "tta"):
-        out[v] = summarise(labels, results, v, folds).to_dict()
-    return out
+    return _result(labels, results, folds, float("nan"))  # the members' CPU time is not saved
 
 
 def table_rows(label: str, r: dict) -> list[str]:

@@ -35,8 +35,24 @@ settings.load_profile(HYPOTHESIS_PROFILE)
 
 @pytest.hookimpl(tryfirst=True)  # before Hypothesis' plugin reads --hypothesis-seed
 def pytest_configure(config) -> None:
-    if not settings.default.derandomize and config.getoption("hypothesis_seed", None) is None:
+    # Under pytest-xdist each worker is a fresh pytest: it takes the controller's seed (sent by
+    # pytest_configure_node below), so the one seed the header prints replays every worker.
+    sent = getattr(config, "workerinput", {}).get("hypothesis_seed")
+    if sent is not None:
+        config.option.hypothesis_seed = sent
+    elif not settings.default.derandomize and config.getoption("hypothesis_seed", None) is None:
         config.option.hypothesis_seed = str(random.SystemRandom().randrange(2**32))
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: absent when xdist is not installed
+def pytest_configure_node(node) -> None:
+    node.workerinput["hypothesis_seed"] = node.config.getoption("hypothesis_seed", None)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    # Files marked `first` (module fixtures that run for minutes) are handed out first, so a
+    # parallel run (`-n auto --dist loadfile`) does not end with one worker alone on them.
+    items.sort(key=lambda item: item.get_closest_marker("first") is None)
 
 
 def pytest_report_header(config) -> str:

@@ -27,6 +27,8 @@ from .deps import import_closure, stage_library_deps
 from .mlflow_server import Rest, mlflow_server
 from .pipeline_repo import dvc, make_repo, run
 
+pytestmark = pytest.mark.first  # its two fixtures run `dvc repro` and `dvc exp run`: ~3 min
+
 VARIANTS = ("smallnet", "customnet")
 
 

@@ -129,6 +129,8 @@ VALID = {
     "finetune.warmup_epochs": i(0, 9),
     "finetune.label_smoothing": f(0, 0.999),
     "finetune.freeze": st.sampled_from(["none", "backbone", "all_but_last"]),
+    "finetune.unfreeze_after": st.just(0),  # > 0 needs a freeze mode: test_finetune checks it
+    "finetune.unfreeze_lr_scale": f(1e-7, 10),
     "finetune.ema": f(0, 0.9999),
     "finetune.mixup": f(0, 10),
     "finetune.augment.rotate": st.booleans(),
@@ -192,6 +194,8 @@ INVALID = {
     "finetune.batch_size": i(max_value=0),
     "finetune.warmup_epochs": i(max_value=-1) | i(min_value=10001),  # >= any valid epochs
     "finetune.label_smoothing": neg | f(min_value=1),
+    "finetune.unfreeze_after": i(max_value=-1) | i(min_value=60),  # params' epochs: 60
+    "finetune.unfreeze_lr_scale": neg | st.just(0.0) | f(min_value=10.001),
     "finetune.ema": neg | f(min_value=1),
     "finetune.mixup": neg | f(min_value=10.001),
     "finetune.augment.jitter": neg | f(min_value=1.0001),

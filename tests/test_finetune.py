@@ -308,6 +308,47 @@ def test_freeze_modes_train_only_what_they_say(tmp_path, name, mode):
             assert changed == (owner in want), key
 
 
+def test_freeze_then_unfreeze_trains_the_head_first_then_everything_slower(tmp_path):
+    from deepgal import checkpoint as ckpt_io
+    from deepgal.adapt.freeze import FreezePlan
+    from deepgal.models import build_model
+    from deepgal.transforms import Preprocess
+
+    torch.manual_seed(0)
+    init = build_model("smallnet", 10, 16).state_dict()
+    d = helpers.data(24)
+    run = dataclasses.replace(
+        helpers.run_cfg(), epochs=3, lr=0.05, warmup_epochs=0, ema=0.0, mixup=0.0
+    )
+    plan = FreezePlan("backbone", unfreeze_after=1, unfreeze_lr_scale=0.5)
+    model = adapt_run.adapt(
+        "smallnet",
+        init,
+        Preprocess(16),
+        run,
+        plan,
+        d.images,
+        d.labels,
+        tmp_path,
+        torch.device("cpu"),
+    )
+    frozen = ckpt_io.load(tmp_path / "frozen" / "last.pt")
+    unfrozen = ckpt_io.load(tmp_path / "unfrozen" / "last.pt")
+    head = {"head.weight", "head.bias"}
+    # phase 1: one epoch at lr 0.05, the body exactly as it came, the head moved
+    assert [h["epoch"] for h in frozen["history"]] == [1]
+    assert frozen["scheduler"]["base_lrs"] == pytest.approx([0.05, 0.05])  # (decay, no decay)
+    for key, before in init.items():
+        assert torch.equal(before, frozen["model"][key]) == (key not in head), key
+    # phase 2: the other two epochs, every weight trains, starting at 0.05 * 0.5
+    assert [h["epoch"] for h in unfrozen["history"]] == [1, 2]
+    assert unfrozen["scheduler"]["base_lrs"] == pytest.approx([0.025, 0.025])
+    after = model.state_dict()
+    for key, before in frozen["model"].items():
+        assert not torch.equal(before, after[key]), key
+    assert all(p.requires_grad for p in model.parameters())
+
+
 def test_bad_sets_fail_naming_the_path_before_training(tmp_path):
     from deepgal.data.labelled import LabelledError
 
@@ -405,6 +446,9 @@ def test_off_is_a_folder_holding_only_its_readme(tmp_path):
         ("warmup_epochs", 5, "finetune.warmup_epochs"),
         ("lr", 0, "finetune.lr"),
         ("ema", 1.0, "finetune.ema"),
+        ("unfreeze_after", 5, "finetune.unfreeze_after: 5 must be >= 0 and below"),
+        ("unfreeze_after", 2, "finetune.unfreeze_after: 2 needs finetune.freeze"),
+        ("unfreeze_lr_scale", 0, "finetune.unfreeze_lr_scale"),
         ("data", None, "finetune.data"),
         ("epoch", 3, "finetune.epoch"),
         (

@@ -10,9 +10,17 @@ A frozen parameter gets ``requires_grad = False``: no gradient, so the optimiser
 parameters without one) leave it, and its weight decay, alone. A frozen normalisation layer
 also keeps its running statistics: a forward pre-hook puts it in eval mode on every call,
 whatever ``model.train()`` said, so the frozen part computes exactly what it did before.
+
+:class:`FreezePlan` adds freeze-then-unfreeze (the transfer-learning habit: let the new head
+settle on the frozen embedding, then adapt everything at a lower lr, so the first large,
+random-head gradients never reach the pretrained layers): the mode holds for the first
+``unfreeze_after`` epochs, then every weight trains at ``lr * unfreeze_lr_scale``.
 """
 
 from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
 
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -56,3 +64,39 @@ def freeze(model: nn.Module, mode: str) -> list[RemovableHandle]:
         for m in model.modules()
         if isinstance(m, _NORMS) and id(m) not in trained_modules
     ]
+
+
+@dataclass(frozen=True)
+class FreezePlan:
+    """What trains when: ``mode`` (a FREEZE_MODES entry) for the first ``unfreeze_after``
+    epochs, then everything at ``lr * unfreeze_lr_scale``; ``unfreeze_after`` 0 keeps ``mode``
+    for the whole run."""
+
+    mode: str
+    unfreeze_after: int = 0
+    unfreeze_lr_scale: float = 0.1
+
+    def phases(self, run) -> list[tuple[str, object, str]]:
+        """``(mode, run config, sub-folder)`` per phase, for a resolved ``run`` (RunCfg) whose
+        ``epochs`` are the whole fine-tuning; one checkpoint at each phase's end."""
+        if self.unfreeze_after == 0 or self.mode == "none":
+            return [(self.mode, run, ".")]
+        if not 0 < self.unfreeze_after < run.epochs:
+            raise ValueError(
+                f"unfreeze_after must be in [0, epochs {run.epochs}), got {self.unfreeze_after}"
+            )
+        frozen, rest = self.unfreeze_after, run.epochs - self.unfreeze_after
+        first = dataclasses.replace(
+            run,
+            epochs=frozen,
+            checkpoint_every=frozen,
+            warmup_epochs=min(run.warmup_epochs, frozen - 1),
+        )
+        second = dataclasses.replace(
+            run,
+            epochs=rest,
+            checkpoint_every=rest,
+            warmup_epochs=0,
+            lr=run.lr * self.unfreeze_lr_scale,
+        )
+        return [(self.mode, first, "frozen"), ("none", second, "unfrozen")]

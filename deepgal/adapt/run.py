@@ -33,7 +33,7 @@ from ..models import Net, build_model
 from ..training import RunSpec, Split, fit
 from ..transforms import Preprocess, presize, zoom_bound
 from ..utils import seed_everything
-from .freeze import freeze
+from .freeze import FreezePlan, freeze
 
 log = logging.getLogger(__name__)
 
@@ -114,32 +114,35 @@ def adapt(
     init: dict,
     pre: Preprocess,
     run: RunCfg,
-    mode: str,
+    plan: FreezePlan | str,
     images: torch.Tensor,
     labels: torch.Tensor,
     work: Path,
     device: torch.device,
 ) -> Net:
-    """A ``model_name`` Net started from state dict ``init``, frozen by ``mode`` and trained
-    with :func:`deepgal.training.fit` on images (n, H, W, 3) uint8 / labels (n,) int64; the
-    final weights (the EMA's when ``run.ema`` > 0), in eval mode, hooks removed."""
+    """A ``model_name`` Net started from state dict ``init``, trained with
+    :func:`deepgal.training.fit` on images (n, H, W, 3) uint8 / labels (n,) int64 in the
+    phases of ``plan`` (a :class:`FreezePlan`, or a freeze mode for one phase); the final
+    weights (the EMA's when ``run.ema`` > 0), in eval mode, hooks removed."""
+    plan = FreezePlan(plan) if isinstance(plan, str) else plan
     seed_everything(run.seed, run.deterministic)
     model = build_model(model_name, NUM_CLASSES, pre.input_size)
     model.load_state_dict(init)
-    hooks = freeze(model, mode)
     train = Split(presize(images, pre, zoom_bound(run.augment)), labels)
     nothing = Split(train.images[:0], labels[:0])  # no validation: nothing here picks an epoch
-    spec = RunSpec(
-        cfg=run,
-        preprocess=pre,
-        ckpt_dir=work,
-        fingerprint="finetune",
-        meta={"variant": run.variant, "model_name": model_name},
-    )
-    fit(model, train, nothing, spec, device, sinks=[], resume=False)
-    model.load_state_dict(ckpt_io.load(work / "last.pt")["model"])
-    for h in hooks:
-        h.remove()
+    for mode, phase_run, sub in plan.phases(run):
+        hooks = freeze(model, mode)
+        spec = RunSpec(
+            cfg=phase_run,
+            preprocess=pre,
+            ckpt_dir=work / sub,
+            fingerprint=f"finetune-{sub}",
+            meta={"variant": run.variant, "model_name": model_name},
+        )
+        fit(model, train, nothing, spec, device, sinks=[], resume=False)
+        model.load_state_dict(ckpt_io.load(work / sub / "last.pt")["model"])
+        for h in hooks:
+            h.remove()
     return model.eval()
 
 
@@ -148,7 +151,7 @@ def _fold_trainer(
     init: dict,
     pre: Preprocess,
     run: RunCfg,
-    mode: str,
+    plan: FreezePlan,
     data: LabelledSet,
     work: Path,
     device: torch.device,
@@ -162,7 +165,7 @@ def _fold_trainer(
             init,
             pre,
             run,
-            mode,
+            plan,
             data.images[tr],
             data.labels[tr],
             work / f"fold{k}",
@@ -202,11 +205,12 @@ def finetune_checkpoint(
     src = ckpt_io.load(selected)
     pre = Preprocess.from_dict(src["preprocess"])
     run = finetune_run(run, ft, pre)
+    plan = FreezePlan(ft.freeze, ft.unfreeze_after, ft.unfreeze_lr_scale)
     labels = data.labels.numpy()
     Path(dest).parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=Path(dest).parent) as work:
         trainer = _fold_trainer(
-            src["model_name"], src["model"], pre, run, ft.freeze, data, Path(work), device
+            src["model_name"], src["model"], pre, run, plan, data, Path(work), device
         )
         results = run_folds(labels, ft.folds, run.seed, trainer, data.groups, path=str(data.path))
         cal = _calibrate(
@@ -217,7 +221,7 @@ def finetune_checkpoint(
             src["model"],
             pre,
             run,
-            ft.freeze,
+            plan,
             data.images,
             data.labels,
             Path(work) / "all",

@@ -31,6 +31,10 @@ class FinetuneCfg(Checked):
     # none: every weight trains; backbone: only the head; all_but_last: the head and the
     # body's last block (deepgal.adapt.freeze)
     freeze: Literal["none", "backbone", "all_but_last"]
+    # freeze-then-unfreeze: ``freeze`` holds for this many epochs, then every weight trains at
+    # lr * unfreeze_lr_scale; 0 = ``freeze`` for the whole run
+    unfreeze_after: int
+    unfreeze_lr_scale: float
     ema: float  # decay of an EMA of the weights; 0 = off
     mixup: float  # Beta(alpha, alpha) of mixup; 0 = off
     augment: AugmentCfg
@@ -52,5 +56,16 @@ class FinetuneCfg(Checked):
             "must be >= 0 and below finetune.epochs",
         )
         yield "label_smoothing", 0 <= self.label_smoothing < 1, "must be in [0, 1)"
+        yield (
+            "unfreeze_after",
+            0 <= self.unfreeze_after < self.epochs,
+            "must be >= 0 and below finetune.epochs (0 = keep finetune.freeze throughout)",
+        )
+        yield (
+            "unfreeze_after",
+            self.unfreeze_after == 0 or self.freeze != "none",
+            "needs finetune.freeze backbone or all_but_last (with none nothing is frozen)",
+        )
+        yield "unfreeze_lr_scale", 0 < self.unfreeze_lr_scale <= 10, "must be in (0, 10]"
         yield "ema", 0 <= self.ema < 1, "must be in [0, 1) (0 = off; 0.99 suits short runs)"
         yield "mixup", 0 <= self.mixup <= 10, "must be in [0, 10] (0 = off; 0.2 is light)"

@@ -120,6 +120,7 @@ VALID = {
     "cv.variants": st.none()
     | st.lists(st.sampled_from(sorted(PARAMS["variants"])), min_size=1, max_size=3),
     "finetune.data": st.text("ab/._~", min_size=1).filter(str.strip),
+    "finetune.variants": st.none() | st.sampled_from([["smallnet"], ["smallnet", "customnet"]]),
     "finetune.folds": i(2, 50),
     "finetune.epochs": i(1, 10000),
     "finetune.lr": f(1e-7, 9.99),
@@ -187,6 +188,7 @@ INVALID = {
     "reduce.methods.umap.n_neighbors": i(max_value=1) | i(min_value=201),
     "reduce.methods.umap.min_dist": neg | f(min_value=1.0001),
     "finetune.data": st.sampled_from(["", "  "]),
+    "finetune.variants": st.just([]) | st.just(["nope"]),
     "finetune.folds": i(max_value=1) | i(min_value=51),
     "finetune.epochs": i(max_value=0),
     "finetune.lr": f(max_value=0) | f(min_value=10),

@@ -427,6 +427,32 @@ def test_stage_off_links_selected_and_imports_no_torch(tmp_path, selected):
     assert report["enabled"] is False and report["checkpoint"] == "m/ft.pt"
 
 
+def test_a_variant_outside_finetune_variants_keeps_its_selected_checkpoint(tmp_path, selected):
+    from deepgal.adapt.stage import FinetunePaths, finetune_variant
+
+    data = labelled_h5(tmp_path / "set.h5")
+    paths = FinetunePaths(selected, tmp_path / "run.json", tmp_path / "ft.pt", tmp_path / "r.json")
+    run = config.resolve_variant(tiny_params(), "smallnet")
+    base = config.load_section("base", tiny_params())
+    report = finetune_variant(
+        "smallnet", paths, finetune_cfg(data=str(data), variants=["customnet"]), run, base
+    )
+    assert report["enabled"] is False and "finetune.variants" in report["note"]
+    assert paths.out.read_bytes() == selected.read_bytes()
+    assert json.loads(paths.report.read_text()) == report
+    # the set is real and on: the listed variant's stage would train (`staged` shows it does)
+    assert not is_off(data)
+
+
+def test_finetune_variants_must_name_variants():
+    params = tiny_params()
+    params["finetune"] = {**params["finetune"], "variants": ["smallnet", "resnet99"]}
+    with pytest.raises(config.ConfigError, match=r"^finetune.variants: 'resnet99' is not a var"):
+        config.validate_all(params)
+    params["finetune"]["variants"] = ["smallnet"]
+    config.validate_all(params)  # the control: a listed variant passes
+
+
 def test_off_is_a_folder_holding_only_its_readme(tmp_path):
     (tmp_path / "README.md").write_text("x")
     assert is_off(tmp_path)

@@ -25,10 +25,13 @@ def is_off(path: str | Path) -> bool:
     return [p.name for p in path.iterdir() if not p.name.startswith(".")] == [OFF_MARKER]
 
 
-def write_off(selected: str | Path, dest: str | Path, data: str | Path) -> dict:
+def write_off(
+    selected: str | Path, dest: str | Path, data: str | Path, why: str | None = None
+) -> dict:
     """Fine-tuning off: ``dest`` becomes ``selected`` unchanged (a hard link where the file
     system allows, else a copy; atomically), so every reader of ``dest`` works either way.
-    Returns the report ``finetune.json`` holds."""
+    Returns the report ``finetune.json`` holds; ``why`` its note (default: ``data`` holds
+    only the README)."""
     import os
     import shutil
     import tempfile
@@ -51,6 +54,7 @@ def write_off(selected: str | Path, dest: str | Path, data: str | Path) -> dict:
         "enabled": False,
         "selected": str(selected),
         "data": str(data),
-        "note": f"fine-tuning is off: {data} holds only {OFF_MARKER}; the checkpoint is the "
+        "note": why
+        or f"fine-tuning is off: {data} holds only {OFF_MARKER}; the checkpoint is the "
         "selected one, unchanged. Set finetune.data to a labelled set to turn it on",
     }

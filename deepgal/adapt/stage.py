@@ -1,7 +1,8 @@
 """What stage ``finetune@<variant>`` does, as one call: :func:`finetune_variant`.
 
-Off (``finetune.data`` a folder holding only README.md): the selected checkpoint is linked to
-the adapted checkpoint's path and ``finetune.json`` says so; nothing heavy is imported. On: the
+Off (``finetune.data`` a folder holding only README.md, or the variant not in
+``finetune.variants``): the selected checkpoint is linked to the adapted checkpoint's path and
+``finetune.json`` says so; nothing heavy is imported. On: the
 set is read and checked before any training, the checkpoint is cross-validated, calibrated and
 fine-tuned (:func:`deepgal.adapt.run.finetune_checkpoint`), ``finetune.json`` is written, then
 MLflow gets a run nested under the variant's run (settings, the per-fold accuracies as a
@@ -39,6 +40,15 @@ def finetune_variant(
         report = write_off(paths.selected, paths.out, ft.data)
         write_json(paths.report, report)
         log.info("%s: off (%s holds only its README)", variant, ft.data)
+        return report
+    if ft.variants is not None and variant not in ft.variants:
+        why = (
+            f"fine-tuning is off for {variant}: finetune.variants lists only "
+            f"{', '.join(ft.variants)}; the checkpoint is the selected one, unchanged"
+        )
+        report = write_off(paths.selected, paths.out, ft.data, why)
+        write_json(paths.report, report)
+        log.info("%s: not in finetune.variants", variant)
         return report
     from ..utils import pick_device
     from .run import finetune_checkpoint, load_set  # torch: only when on

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .cv import CvCfg, check_cv_variants
-from .finetune import FREEZE_MODES, FinetuneCfg
+from .finetune import FREEZE_MODES, FinetuneCfg, check_finetune_variants
 from .loader import ConfigError, apply_overrides, from_dict, load_params, to_flat_dict
 from .sections import (
     OVERRIDABLE,
@@ -100,3 +100,4 @@ def validate_all(params: dict) -> None:
     for name in params.get("variants") or {}:
         resolve_variant(params, name)
     check_cv_variants(load_section("cv", params), params)
+    check_finetune_variants(load_section("finetune", params), params)

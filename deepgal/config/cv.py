@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .loader import Checked, ConfigError
+from .loader import Checked, check_variant_names
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,4 @@ class CvCfg(Checked):
 def check_cv_variants(cfg: CvCfg, params: dict) -> None:
     """Every name in ``cv.variants`` is a variant of ``params``: a typo would otherwise
     silently cross-validate nothing."""
-    known = list(params.get("variants") or {})
-    for name in cfg.variants or ():
-        if name not in known:
-            raise ConfigError(
-                f"cv.variants: {name!r} is not a variant; the variants are {', '.join(known)}",
-                "cv.variants",
-            )
+    check_variant_names("cv.variants", cfg.variants, params)

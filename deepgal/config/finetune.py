@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .loader import Checked
+from .loader import Checked, check_variant_names
 from .sections import AugmentCfg
 
 FREEZE_MODES = ("none", "backbone", "all_but_last")
@@ -20,6 +20,7 @@ FREEZE_MODES = ("none", "backbone", "all_but_last")
 @dataclass(frozen=True)
 class FinetuneCfg(Checked):
     data: str  # the labelled set, or a folder holding only README.md (off)
+    variants: list[str] | None  # the variants to fine-tune; null = every variant
     folds: int  # k of the k-fold cross-validation that estimates the adapted accuracy
     epochs: int
     lr: float
@@ -45,6 +46,11 @@ class FinetuneCfg(Checked):
             self.data.strip() != "",
             "must be a labelled set's path, or a folder holding only README.md (off)",
         )
+        yield (
+            "variants",
+            self.variants is None or len(self.variants) > 0,
+            "must list at least one variant, or be null (every variant)",
+        )
         yield "folds", 2 <= self.folds <= 50, "must be in [2, 50]"
         yield "epochs", 1 <= self.epochs <= 10000, "must be in [1, 10000]"
         yield "lr", 0 < self.lr < 10, "must be in (0, 10)"
@@ -69,3 +75,8 @@ class FinetuneCfg(Checked):
         yield "unfreeze_lr_scale", 0 < self.unfreeze_lr_scale <= 10, "must be in (0, 10]"
         yield "ema", 0 <= self.ema < 1, "must be in [0, 1) (0 = off; 0.99 suits short runs)"
         yield "mixup", 0 <= self.mixup <= 10, "must be in [0, 10] (0 = off; 0.2 is light)"
+
+
+def check_finetune_variants(cfg: FinetuneCfg, params: dict) -> None:
+    """Every name in ``finetune.variants`` is a variant of ``params``."""
+    check_variant_names("finetune.variants", cfg.variants, params)

@@ -212,3 +212,14 @@ def to_flat_dict(obj, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
+
+
+def check_variant_names(key: str, names: list[str] | None, params: dict) -> None:
+    """Every name in the list at ``key`` (e.g. ``cv.variants``) is a variant of ``params``; a
+    typo would otherwise silently select nothing. ``None`` (every variant) passes."""
+    known = list(params.get("variants") or {})
+    for name in names or ():
+        if name not in known:
+            raise ConfigError(
+                f"{key}: {name!r} is not a variant; the variants are {', '.join(known)}", key
+            )

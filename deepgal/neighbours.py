@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.util
 
 import numpy as np
 
@@ -49,7 +50,15 @@ def build_index(z: np.ndarray, metric: str, exact_max: int | None = EXACT_MAX):
     if metric not in METRICS:
         raise ValueError(f"neighbour metric must be one of {METRICS}; got {metric!r}")
     z = np.ascontiguousarray(z, np.float32)
-    return ExactIndex(z, metric) if is_exact(len(z), exact_max) else HnswIndex(z, metric)
+    if is_exact(len(z), exact_max):
+        return ExactIndex(z, metric)
+    if importlib.util.find_spec("faiss") is None:
+        raise ImportError(
+            f"the approximate neighbour search for {len(z):,} points (more than "
+            f"reduce.exact_max = {exact_max:,}) needs faiss: pip install faiss-cpu, or raise "
+            "reduce.exact_max (null: always exact, O(N^2) work)"
+        )
+    return HnswIndex(z, metric)
 
 
 def umap_knn(z: np.ndarray, k: int, metric: str, exact_max: int | None = EXACT_MAX):

@@ -1,0 +1,56 @@
+"""reduce.fit_max: UMAP and t-SNE fitted on a seeded sample of the reference rows, every other
+reference row placed on that map; checked against umap-learn and scikit-learn called directly
+on the same sample, and the sample against its documented properties."""
+
+import numpy as np
+import pytest
+from sklearn.preprocessing import StandardScaler
+
+from deepgal.reduce import _fit_rows, fit_maps
+
+UMAP = {"n_neighbors": 8, "min_dist": 0.1, "n_epochs": 30}
+
+
+def blobs(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=5.0, size=(4, 6))
+    return (centres[rng.integers(0, 4, n)] + rng.normal(size=(n, 6))).astype(np.float32)
+
+
+def test_sample_is_seeded_sorted_distinct_and_off_when_not_smaller():
+    rows = _fit_rows(1000, 100, seed=3)
+    assert rows.shape == (100,) and len(np.unique(rows)) == 100
+    assert (np.diff(rows) > 0).all() and rows.min() >= 0 and rows.max() < 1000
+    np.testing.assert_array_equal(rows, _fit_rows(1000, 100, seed=3))
+    assert not np.array_equal(rows, _fit_rows(1000, 100, seed=4))
+    assert _fit_rows(1000, 1000, 3) is None and _fit_rows(1000, None, 3) is None
+
+
+def test_umap_fitted_on_the_sample_places_the_rest_as_umap_learn_does():
+    import umap
+
+    x, val = blobs(300), blobs(20, seed=1)
+    ref, placed, _ = fit_maps(x, {"val": val}, "umap", 2, None, fit_max=200, **UMAP)
+    rows = _fit_rows(300, 200, seed=2)
+    rest = np.setdiff1d(np.arange(300), rows)
+    scaler = StandardScaler().fit(x[rows])  # the standardiser sees the sample only
+    model = umap.UMAP(random_state=2, n_jobs=1, **UMAP).fit(scaler.transform(x[rows]))
+    np.testing.assert_allclose(ref[rows], model.embedding_, atol=1e-4)
+    np.testing.assert_allclose(ref[rest], model.transform(scaler.transform(x[rest])), atol=1e-4)
+    np.testing.assert_allclose(placed["val"], model.transform(scaler.transform(val)), atol=1e-4)
+
+
+def test_fit_max_not_below_the_reference_size_changes_nothing_and_pca_ignores_it():
+    x = blobs(120)
+    for method, settings in (("umap", UMAP), ("pca", {})):
+        base = fit_maps(x, {"val": x[:5]}, method, 0, None, **settings)
+        at_n = fit_maps(x, {"val": x[:5]}, method, 0, None, fit_max=120, **settings)
+        np.testing.assert_array_equal(base[0], at_n[0])
+        np.testing.assert_array_equal(base[1]["val"], at_n[1]["val"])
+    capped = fit_maps(x, {}, "pca", 0, None, fit_max=10)[0]
+    np.testing.assert_array_equal(capped, fit_maps(x, {}, "pca", 0, None)[0])
+
+
+def test_fit_max_is_validated():
+    with pytest.raises(ValueError, match=r"fit_max must be >= 5 or None.*got 4"):
+        fit_maps(blobs(50), {}, "umap", 0, None, fit_max=4, **UMAP)

@@ -18,13 +18,14 @@ so a warm-up on both paths is timed separately, before any measured run.
 
     OMP_WAIT_POLICY=passive .venv/bin/python benchmarks/bench_reduce.py --sizes 800 14189
     .venv/bin/python benchmarks/bench_reduce.py --startup . /tmp/old-tree --points 800
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_reduce.py --scale 17740 70000 \
-        --dim 512 --fit-max 14192
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_reduce.py --scale 17740 283000 \
+        --dim 512 --fit-max none 14000 50000
 
 ``--scale``: the whole of ``reduce_features`` (params.yaml's methods, ``exact_max`` and
 ``pca_dims``) on each number of images split 80/10/10 train/val/test, each run in a fresh
-process, without and with ``--fit-max``: seconds, seconds per image and the process's peak
-RSS while reducing (the features resident), and the ratio of seconds per image between the largest and the smallest size.
+process, at each ``--fit-max`` (``none``: fit on every train point): seconds, seconds per
+image and the process's peak RSS while reducing (the features resident), and the ratio of
+seconds per image to those of the smallest size fitted on all.
 """
 
 from __future__ import annotations
@@ -159,11 +160,14 @@ def one_scale_run(n: int, dim: int, fit_max: int | None, seed: int) -> dict:
     return {"n": n, "fit_max": fit_max, "seconds": seconds, "rss": rss, "methods": per_method}
 
 
-def scale(sizes: list[int], dim: int, fit_max: int | None, seed: int) -> None:
-    """Each size without and with ``fit_max``, each in a fresh process (its own peak RSS)."""
+def scale(sizes: list[int], dim: int, caps: list[int | None], seed: int) -> None:
+    """Each size at each fit_max (None: fit on all), each in a fresh process (its own peak
+    RSS); a fit_max not below a size's train split is the None run, skipped."""
     rows = []
-    for cap in (None, fit_max) if fit_max else (None,):
+    for cap in caps:
         for n in sizes:
+            if cap is not None and cap >= int(0.8 * n):
+                continue
             args = [str(n), str(dim), str(cap), str(seed)]
             code = (
                 "import json, sys; from benchmarks.bench_reduce import one_scale_run as f; "
@@ -176,18 +180,18 @@ def scale(sizes: list[int], dim: int, fit_max: int | None, seed: int) -> None:
             rows.append(json.loads(out.stdout.decode().strip().splitlines()[-1]))
             print(f"  {rows[-1]}", flush=True)
     print(f"\n{dim}-D, exact_max {REDUCE['exact_max']}, load {os.getloadavg()[0]:.1f}\n")
-    print("| images | fit_max | seconds | ms per image | peak RSS GB | per method s |")
-    print("|---:|---:|---:|---:|---:|---|")
+    base = min((r for r in rows if r["fit_max"] is None), key=lambda r: r["n"], default=None)
+    print("| images | fit_max | seconds | ms per image | ratio | peak RSS GB | per method s |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
+        ratio = (r["seconds"] / r["n"]) / (base["seconds"] / base["n"]) if base else float("nan")
         print(
             f"| {r['n']:,} | {r['fit_max']} | {r['seconds']:.0f} | "
-            f"{1000 * r['seconds'] / r['n']:.2f} | {r['rss']:.2f} | {r['methods']} |"
+            f"{1000 * r['seconds'] / r['n']:.2f} | {ratio:.2f} | {r['rss']:.2f} | "
+            f"{r['methods']} |"
         )
-    for cap in {r["fit_max"] for r in rows}:
-        own = [r for r in rows if r["fit_max"] == cap]
-        lo, hi = own[0], own[-1]
-        ratio = (hi["seconds"] / hi["n"]) / (lo["seconds"] / lo["n"])
-        print(f"fit_max {cap}: seconds per image at {hi['n']:,} / at {lo['n']:,} = {ratio:.2f}")
+    if base:
+        print(f"ratio: seconds per image / those at {base['n']:,} fitting on all")
 
 
 def main() -> None:
@@ -212,7 +216,13 @@ def main() -> None:
     parser.add_argument(
         "--scale", type=int, nargs="+", metavar="N", help="time reduce_features at these sizes"
     )
-    parser.add_argument("--fit-max", type=int, help="--scale: also run with this fit_max")
+    parser.add_argument(
+        "--fit-max",
+        nargs="+",
+        default=["none"],
+        type=lambda v: None if v.lower() in ("none", "null") else int(v),
+        help="--scale: the fit_max values to run (none: fit on all)",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore", category=FutureWarning)
     if args.scale:

@@ -3,14 +3,16 @@ search index that finds the neighbours of new points among them (what placing va
 on a fitted map queries): exact up to ``exact_max`` points, approximate above.
 
 - Exact (:class:`ExactIndex`): scikit-learn's brute-force search (BLAS matrix products,
-  O(N²) work): on 2 cores ~1 s at 16,000 x 50-D, ~17 s at 64,000, ~66 s at 128,000.
+  O(N²) work), one thread, every point's 15 neighbours among 50-D points: 2.0 s at 16,000,
+  5.1 s at 32,000, 17.6 s at 64,000, ~66 s at 128,000.
 - Approximate (:class:`HnswIndex`): faiss's HNSW graph (``IndexHNSWFlat``, M=32,
   efConstruction=40, efSearch=max(48, 2k)), built with one thread, so the same points always
   give the same graph. Chosen over the alternatives by ``benchmarks/bench_neighbours.py``
-  (BENCHMARKS.md) on clustered 50-D features (the PCA-50 that UMAP and t-SNE see): recall@15
-  stays ~0.98 up to 128,000 points where pynndescent (what umap-learn would use) fell to 0.89 at
-  64,000 and faiss's IVF-Flat to 0.85 at nprobe 32; faiss is compiled C++, so there is no
-  numba compilation to pay or cache, and it was already the ``deepgal similar`` backend.
+  and a first probe (docs/experiments/reduce.md) on clustered 50-D features (the PCA-50 that
+  UMAP and t-SNE see): recall@15 0.99 at 64,000 points (11.0 s) and 0.98 at 128,000, where
+  pynndescent (what umap-learn would use) fell to 0.89 at 64,000 and faiss's IVF-Flat to 0.85
+  (nprobe 32); faiss is compiled C++, so there is no numba compilation to pay or cache; and it
+  was already the optional backend of ``deepgal similar`` (now a core dependency).
 
 Metrics (those ``reduce.methods.umap.metric`` allows): euclidean (faiss L2, square-rooted),
 manhattan (faiss L1), cosine (inner product of unit rows: ``1 - cos``) and correlation (the
@@ -30,8 +32,9 @@ import importlib.util
 import numpy as np
 
 # Above this many points the search is approximate (HNSW); at or below, exact. Measured by
-# benchmarks/bench_neighbours.py: the crossover where HNSW (build + search) gets faster than
-# brute force on 2 cores, k=15, 50-D (BENCHMARKS.md).
+# benchmarks/bench_neighbours.py (BENCHMARKS.md): for UMAP's k=15 brute force was still faster
+# at 32,000 points (5.1 vs 6.3 s) and HNSW at 64,000 (11.0 vs 17.6 s); for t-SNE's k=90 exact
+# was still faster at 64,000 (19.7 vs 22.5 s), a few seconds against minutes of t-SNE.
 EXACT_MAX = 32_000
 METRICS = ("euclidean", "manhattan", "cosine", "correlation")
 HNSW_M = 32  # graph degree: at 16 recall@15 fell to 0.85 at 128,000 points

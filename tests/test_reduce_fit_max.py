@@ -54,3 +54,25 @@ def test_fit_max_not_below_the_reference_size_changes_nothing_and_pca_ignores_it
 def test_fit_max_is_validated():
     with pytest.raises(ValueError, match=r"fit_max must be >= 5 or None.*got 4"):
         fit_maps(blobs(50), {}, "umap", 0, None, fit_max=4, **UMAP)
+
+
+def test_points_are_placed_in_chunks_each_as_umap_learn_places_it_alone(monkeypatch):
+    """PLACE_CHUNK rows at a time (memory): each chunk of the rest of the reference and of val
+    lands where umap-learn's transform of that chunk alone puts it."""
+    import umap
+
+    from deepgal import reduce
+
+    monkeypatch.setattr(reduce, "PLACE_CHUNK", 40)
+    x, val = blobs(300), blobs(90, seed=1)
+    ref, placed, _ = fit_maps(x, {"val": val}, "umap", 2, None, fit_max=200, **UMAP)
+    rows = _fit_rows(300, 200, seed=2)
+    rest = np.setdiff1d(np.arange(300), rows)  # 100 rows: chunks of 40, 40, 20
+    scaler = StandardScaler().fit(x[rows])
+    model = umap.UMAP(random_state=2, n_jobs=1, **UMAP).fit(scaler.transform(x[rows]))
+
+    def chunked(a):
+        return np.vstack([model.transform(scaler.transform(a[i : i + 40])) for i in (0, 40, 80)])
+
+    np.testing.assert_allclose(ref[rest], chunked(x[rest]), atol=1e-4)
+    np.testing.assert_allclose(placed["val"], chunked(val), atol=1e-4)

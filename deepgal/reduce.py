@@ -5,7 +5,7 @@ determinism) are in :mod:`deepgal.reduce_methods`; the neighbour searches of UMA
 in :mod:`deepgal.neighbours`.
 
 Scale: the neighbour searches are exact up to ``exact_max`` train points and approximate
-above; with ``fit_max``, UMAP and t-SNE are fitted on a seeded sample of that many train
+above; with ``fit_max``, each map is fitted on a seeded sample of that many train
 points and every other train point is placed on the map as val and test are, so the work
 grows with the points placed, not with the square of the points fitted.
 
@@ -73,11 +73,13 @@ def _fit_rows(n: int, fit_max: int | None, seed: int) -> np.ndarray | None:
     return np.sort(np.random.default_rng([seed, 3]).choice(n, fit_max, replace=False))
 
 
-# New points are placed this many at a time, so that only one chunk's standardised copy is
-# held (283,000 x 512-D placed at once held ~0.9 GB of copies). UMAP and openTSNE move only
-# the new points, against the fixed map, so a chunk is placed as a call with it alone would
-# place it; a split up to this size is placed in one call.
-PLACE_CHUNK = 20_000
+# New points are placed this many at a time, so that one chunk's standardised copies are held
+# (283,000 x 512-D at once: ~0.9 GB) and not all of them. UMAP and openTSNE move only the new
+# points, against the fixed map, so a chunk is placed as a call with it alone would place it;
+# a split up to this size is placed in one call. Not smaller: each openTSNE transform call
+# pays a fixed cost for the fitted map (20,000-row chunks made t-SNE's placement of 269,000
+# points 1.8x slower).
+PLACE_CHUNK = 100_000
 
 
 def _fit(x_fit: np.ndarray, method: str, cfg, seed: int, pca_dims, exact_max):
@@ -121,9 +123,9 @@ def fit_maps(
     Returns (reference coordinates (N, 2) float32, ``{name: (M, 2) float32}``, ``{"fit":
     seconds, name: seconds}``). UMAP's and t-SNE's neighbour searches are exact up to
     ``exact_max`` reference points, approximate above (:mod:`deepgal.neighbours`; None:
-    always exact). With ``fit_max`` below N, UMAP and t-SNE (and their standardiser and PCA)
-    are fitted on a seeded sample of ``fit_max`` reference rows and the other reference rows
-    are placed on that map like ``others`` (in "fit" seconds). ``settings`` are the method's
+    always exact). With ``fit_max`` below N, the method (and its standardiser and PCA) is
+    fitted on a seeded sample of ``fit_max`` reference rows and the other reference rows are
+    placed on that map like ``others`` (in "fit" seconds). ``settings`` are the method's
     keys (:class:`UmapSettings`, :class:`TsneSettings`); unknown methods or keys raise
     ValueError before any work.
     """
@@ -137,7 +139,7 @@ def fit_maps(
             f"{method}: only {n} points (< {MIN_POINTS}); using PCA coordinates", stacklevel=2
         )
         method = "pca"
-    rows = None if method == "pca" else _fit_rows(n, fit_max, seed)
+    rows = _fit_rows(n, fit_max, seed)
     if rows is None:
         xy_ref, place = _fit(x_ref, method, cfg, seed, pca_dims, exact_max)
     else:

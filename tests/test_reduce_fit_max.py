@@ -1,4 +1,4 @@
-"""reduce.fit_max: UMAP and t-SNE fitted on a seeded sample of the reference rows, every other
+"""reduce.fit_max: each map fitted on a seeded sample of the reference rows, every other
 reference row placed on that map; checked against umap-learn and scikit-learn called directly
 on the same sample, and the sample against its documented properties."""
 
@@ -40,15 +40,25 @@ def test_umap_fitted_on_the_sample_places_the_rest_as_umap_learn_does():
     np.testing.assert_allclose(placed["val"], model.transform(scaler.transform(val)), atol=1e-4)
 
 
-def test_fit_max_not_below_the_reference_size_changes_nothing_and_pca_ignores_it():
+def test_fit_max_not_below_the_reference_size_changes_nothing():
     x = blobs(120)
     for method, settings in (("umap", UMAP), ("pca", {})):
         base = fit_maps(x, {"val": x[:5]}, method, 0, None, **settings)
         at_n = fit_maps(x, {"val": x[:5]}, method, 0, None, fit_max=120, **settings)
         np.testing.assert_array_equal(base[0], at_n[0])
         np.testing.assert_array_equal(base[1]["val"], at_n[1]["val"])
-    capped = fit_maps(x, {}, "pca", 0, None, fit_max=10)[0]
-    np.testing.assert_array_equal(capped, fit_maps(x, {}, "pca", 0, None)[0])
+
+
+def test_pca_fitted_on_the_sample_is_scikit_learns():
+    from sklearn.decomposition import PCA
+
+    x = blobs(120)
+    ref, placed, _ = fit_maps(x, {"val": x[:5]}, "pca", 0, None, fit_max=30)
+    rows = _fit_rows(120, 30, seed=0)
+    scaler = StandardScaler().fit(x[rows])
+    pca = PCA(2, random_state=0).fit(scaler.transform(x[rows]))
+    np.testing.assert_allclose(ref, pca.transform(scaler.transform(x)), atol=1e-4)
+    np.testing.assert_allclose(placed["val"], pca.transform(scaler.transform(x[:5])), atol=1e-4)
 
 
 def test_fit_max_is_validated():

@@ -280,7 +280,7 @@ class ReduceCfg(Checked):
     methods: MethodsCfg
     pca_dims: int | None  # PCA to this many dims before UMAP/t-SNE; null = never
     exact_max: int | None  # exact neighbour search up to this many train points; null = always
-    fit_max: int | None  # UMAP/t-SNE fitted on a seeded sample of this many; null = all
+    fit_max: int | None  # maps fitted on a seeded sample of this many train points; null = all
 
     def check(self):
         yield "methods", len(self.methods) > 0, "list at least one of pca, tsne, umap"

@@ -239,7 +239,7 @@ def test_to_flat_dict_by_hand():
         "methods.umap.metric": "euclidean",
         "pca_dims": 50,
         "exact_max": 32000,
-        "fit_max": None,
+        "fit_max": 50000,
     }
     assert config.to_flat_dict({"a": {"b": {"c": 1}, "d": []}, "e": {}}, "p.") == {
         "p.a.b.c": 1,

@@ -145,7 +145,7 @@ def _tsne_map(
     if perplexity < cfg.perplexity:
         warnings.warn(
             f"tsne: perplexity {cfg.perplexity} too high for {n} points; using {perplexity:.3g}",
-            stacklevel=4,
+            stacklevel=5,  # _tsne_map/_umap_map <- _fit <- fit_maps <- caller <- its caller
         )
     # The neighbours P is built on: exact up to exact_max points, HNSW above (openTSNE's own
     # "auto" would take Annoy from 1,000 points on).
@@ -179,7 +179,7 @@ def _umap_map(
     if n_neighbors < cfg.n_neighbors:
         warnings.warn(
             f"umap: n_neighbors {cfg.n_neighbors} too high for {n} points; using {n_neighbors}",
-            stacklevel=4,
+            stacklevel=5,  # _tsne_map/_umap_map <- _fit <- fit_maps <- caller <- its caller
         )
     knn = (None, None, None)
     if n >= UMAP_SMALL_DATA and cfg.metric in METRICS:

@@ -134,3 +134,35 @@ def test_tsne_map_below_the_threshold_is_opentsne_exact():
     # transform centres the fitted points in place: val is placed in that frame, ref must be too
     np.testing.assert_allclose(ref, np.asarray(emb), atol=1e-3)
     np.testing.assert_allclose(placed["val"], np.asarray(val), atol=1e-3)
+
+
+@pytest.mark.parametrize(
+    "method, settings, n",
+    [
+        ("umap", {"n_neighbors": 10, "min_dist": 0.1, "n_epochs": 30}, UMAP_SMALL_DATA),
+        ("tsne", {"perplexity": 10, "n_iter": 60}, 1500),
+    ],
+)
+def test_maps_above_the_threshold_fit_and_place_through_hnsw(method, settings, n, monkeypatch):
+    """exact_max 0: the graph and the placing of val go through HNSW (counted), and val lands
+    among its own class on the map (5-NN on the fitted points, against the true labels)."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    built = []
+
+    class Counted(neighbours.HnswIndex):
+        def __init__(self, *args):
+            super().__init__(*args)
+            built.append(self)
+
+    monkeypatch.setattr(neighbours, "HnswIndex", Counted)
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 10, n + 300)
+    x = (rng.normal(scale=4.0, size=(10, 8))[labels] + rng.normal(size=(n + 300, 8))).astype(
+        np.float32
+    )
+    with threadpool_limits(limits=1, user_api="openmp"):
+        ref, placed, _ = fit_maps(x[:n], {"val": x[n:]}, method, 0, None, 0, **settings)
+    assert len(built) == 1
+    knn = KNeighborsClassifier(5).fit(ref, labels[:n])
+    assert knn.score(placed["val"], labels[n:]) > 0.9

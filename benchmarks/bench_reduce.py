@@ -18,11 +18,20 @@ so a warm-up on both paths is timed separately, before any measured run.
 
     OMP_WAIT_POLICY=passive .venv/bin/python benchmarks/bench_reduce.py --sizes 800 14189
     .venv/bin/python benchmarks/bench_reduce.py --startup . /tmp/old-tree --points 800
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_reduce.py --scale 17740 283000 \
+        --dim 512 --fit-max none 14000 50000
+
+``--scale``: the whole of ``reduce_features`` (params.yaml's methods, ``exact_max`` and
+``pca_dims``) on each number of images split 80/10/10 train/val/test, each run in a fresh
+process, at each ``--fit-max`` (``none``: fit on every train point): seconds, seconds per
+image and the process's peak RSS while reducing (the features resident), and the ratio of
+seconds per image to those of the smallest size fitted on all.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -37,10 +46,11 @@ from sklearn.manifold import trustworthiness
 from sklearn.preprocessing import StandardScaler
 
 from deepgal.data.galaxy10 import REAL_CLASS_COUNTS
-from deepgal.reduce import reduce_2d
+from deepgal.reduce import reduce_2d, reduce_features
 
 ROOT = Path(__file__).resolve().parents[1]
-METHODS = yaml.safe_load((ROOT / "params.yaml").read_text())["reduce"]["methods"]
+REDUCE = yaml.safe_load((ROOT / "params.yaml").read_text())["reduce"]
+METHODS = REDUCE["methods"]
 
 LATENT_DIMS = 32
 
@@ -129,6 +139,61 @@ def startup(trees: list[Path], points: int, dim: int, seed: int) -> None:
             print(f"| {tree} | {run} | {time.perf_counter() - t:.1f} |", flush=True)
 
 
+def one_scale_run(n: int, dim: int, fit_max: int | None, seed: int) -> dict:
+    """reduce_features on n synthetic images (80/10/10 train/val/test) in this process."""
+    x, y = synthetic_features(n, dim, seed)
+    split = np.array(["train", "val", "test"])[
+        np.searchsorted([0.8, 0.9], np.arange(n) / n, "right")
+    ]
+    feats = {"features": x, "index": np.arange(n), "label": y, "split": split}
+    # Peak RSS from here on (the features resident, as in the stage): generating them in
+    # float64 above peaks higher than reduce itself at 283k images. "5" resets VmHWM (Linux).
+    Path("/proc/self/clear_refs").write_text("5")
+    start = time.perf_counter()
+    _, timings = reduce_features(
+        feats, METHODS, seed, REDUCE["pca_dims"], REDUCE["exact_max"], fit_max
+    )
+    seconds = time.perf_counter() - start
+    status = Path("/proc/self/status").read_text()
+    rss = int(status.split("VmHWM:")[1].split()[0]) / 2**20  # KiB -> GiB
+    per_method = {m: round(sum(t.values()), 1) for m, t in timings.items()}
+    return {"n": n, "fit_max": fit_max, "seconds": seconds, "rss": rss, "methods": per_method}
+
+
+def scale(sizes: list[int], dim: int, caps: list[int | None], seed: int) -> None:
+    """Each size at each fit_max (None: fit on all), each in a fresh process (its own peak
+    RSS); a fit_max not below a size's train split is the None run, skipped."""
+    rows = []
+    for cap in caps:
+        for n in sizes:
+            if cap is not None and cap >= int(0.8 * n):
+                continue
+            args = [str(n), str(dim), str(cap), str(seed)]
+            code = (
+                "import json, sys; from benchmarks.bench_reduce import one_scale_run as f; "
+                "a = sys.argv[1:]; print(json.dumps(f(int(a[0]), int(a[1]), "
+                "None if a[2] == 'None' else int(a[2]), int(a[3]))))"
+            )
+            out = subprocess.run(
+                [sys.executable, "-c", code, *args], cwd=ROOT, check=True, capture_output=True
+            )
+            rows.append(json.loads(out.stdout.decode().strip().splitlines()[-1]))
+            print(f"  {rows[-1]}", flush=True)
+    print(f"\n{dim}-D, exact_max {REDUCE['exact_max']}, load {os.getloadavg()[0]:.1f}\n")
+    base = min((r for r in rows if r["fit_max"] is None), key=lambda r: r["n"], default=None)
+    print("| images | fit_max | seconds | ms per image | ratio | peak RSS GB | per method s |")
+    print("|---:|---:|---:|---:|---:|---:|---|")
+    for r in rows:
+        ratio = (r["seconds"] / r["n"]) / (base["seconds"] / base["n"]) if base else float("nan")
+        print(
+            f"| {r['n']:,} | {r['fit_max']} | {r['seconds']:.0f} | "
+            f"{1000 * r['seconds'] / r['n']:.2f} | {ratio:.2f} | {r['rss']:.2f} | "
+            f"{r['methods']} |"
+        )
+    if base:
+        print(f"ratio: seconds per image / those at {base['n']:,} fitting on all")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -148,8 +213,21 @@ def main() -> None:
         help="time the reduce stage of these source trees instead",
     )
     parser.add_argument("--points", type=int, default=800, help="--startup: features rows")
+    parser.add_argument(
+        "--scale", type=int, nargs="+", metavar="N", help="time reduce_features at these sizes"
+    )
+    parser.add_argument(
+        "--fit-max",
+        nargs="+",
+        default=["none"],
+        type=lambda v: None if v.lower() in ("none", "null") else int(v),
+        help="--scale: the fit_max values to run (none: fit on all)",
+    )
     args = parser.parse_args()
     warnings.simplefilter("ignore", category=FutureWarning)
+    if args.scale:
+        scale(args.scale, args.dim, args.fit_max, args.seed)
+        return
     if args.startup:
         startup(args.startup, args.points, args.dim, args.seed)
         return

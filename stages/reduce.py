@@ -32,7 +32,9 @@ def main() -> int:
     base, cfg = config.load_section("base"), config.load_section("reduce")
 
     feats = Features.read(args.features).arrays()
-    df, timings = reduce_features(feats, cfg.methods, base.seed, cfg.pca_dims)
+    df, timings = reduce_features(
+        feats, cfg.methods, base.seed, cfg.pca_dims, cfg.exact_max, cfg.fit_max
+    )
     Embeddings(df).write(args.out)
     write_json(args.timings, timings)
     for method, per_split in timings.items():

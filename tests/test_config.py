@@ -110,6 +110,8 @@ VALID = {
     "evaluate.map_train": st.none() | i(1, 10**6),
     "evaluate.outlier_k": i(1, 10**6),
     "reduce.pca_dims": st.none() | i(2, 4096),
+    "reduce.exact_max": st.none() | i(0, 10**7),
+    "reduce.fit_max": st.none() | i(5, 10**7),
     "reduce.methods.tsne.perplexity": f(1, 100),
     "reduce.methods.umap.n_neighbors": i(2, 200),
     "reduce.methods.umap.min_dist": f(0, 1),
@@ -184,6 +186,8 @@ INVALID = {
     ),  # empty, or not a variant
     "evaluate.outlier_k": i(max_value=0),
     "reduce.pca_dims": i(max_value=1),
+    "reduce.exact_max": i(max_value=-1),
+    "reduce.fit_max": i(max_value=4),
     "reduce.methods.tsne.perplexity": f(max_value=0.999) | f(min_value=100.001),
     "reduce.methods.umap.n_neighbors": i(max_value=1) | i(min_value=201),
     "reduce.methods.umap.min_dist": neg | f(min_value=1.0001),

@@ -79,6 +79,12 @@ BOUNDS = {
     "evaluate.batch_size": ([1], [0], "must be >= 1"),
     "evaluate.map_train": ([None, 1], [0], "must be null (every train image) or >= 1 images"),
     "reduce.pca_dims": ([None, 2], [1], "must be >= 2 or null"),
+    "reduce.exact_max": (
+        [None, 0],
+        [-1],
+        "must be null (always exact) or >= 0 points (0: always approximate)",
+    ),
+    "reduce.fit_max": ([None, 5], [4], "must be null or >= 5 points"),
     "reduce.methods.tsne.perplexity": ([1.0, 100.0], [0.999, 100.001], "must be in [1, 100]"),
     "reduce.methods.umap.n_neighbors": ([2, 200], [1, 201], "must be in [2, 200]"),
     "reduce.methods.umap.min_dist": ([0.0, 1.0], [-1e-9, 1.0001], "must be in [0, 1]"),

@@ -238,6 +238,8 @@ def test_to_flat_dict_by_hand():
         "methods.umap.min_dist": 0.1,
         "methods.umap.metric": "euclidean",
         "pca_dims": 50,
+        "exact_max": 32000,
+        "fit_max": 50000,
     }
     assert config.to_flat_dict({"a": {"b": {"c": 1}, "d": []}, "e": {}}, "p.") == {
         "p.a.b.c": 1,
@@ -252,7 +254,9 @@ def test_methods_mapping_by_hand():
     with pytest.raises(KeyError) as e:
         m["pca"]
     assert e.value.args == ("pca",)
-    e = error_of(config.ReduceCfg, methods=config.MethodsCfg(), pca_dims=None)
+    e = error_of(
+        config.ReduceCfg, methods=config.MethodsCfg(), pca_dims=None, exact_max=None, fit_max=None
+    )
     assert str(e) == (
         "ReduceCfg.methods: MethodsCfg(pca=None, tsne=None, umap=None) "
         "list at least one of pca, tsne, umap"

@@ -259,11 +259,11 @@ def test_bad_features_file_is_named():
 
 
 def test_exact_neighbours_put_each_point_first_even_among_duplicates():
-    from deepgal.reduce import _exact_knn
+    from deepgal.neighbours import umap_knn
 
     x, _ = clusters(20, dim=8)
     x[5] = x[6]  # an exact duplicate: both must still list themselves first
-    idx, dist, index = _exact_knn(x, 6, "euclidean")
+    idx, dist, index = umap_knn(x, 6, "euclidean", exact_max=None)
     d = np.linalg.norm(x[:, None] - x[None], axis=2)
     assert idx.shape == (len(x), 6) and idx.dtype == np.int32
     assert (idx[:, 0] == np.arange(len(x))).all() and (dist[:, 0] == 0).all()
@@ -276,7 +276,7 @@ def test_exact_neighbours_put_each_point_first_even_among_duplicates():
     # Another metric is honoured: cosine neighbours by SciPy's distances.
     from scipy.spatial.distance import cdist
 
-    idx, dist, _ = _exact_knn(x, 4, "cosine")
+    idx, dist, _ = umap_knn(x, 4, "cosine", exact_max=None)
     cos = cdist(x, x, "cosine")
     np.fill_diagonal(cos, -1)  # itself first
     np.testing.assert_array_equal(idx[:, 1:], np.argsort(cos, axis=1)[:, 1:4])

@@ -121,6 +121,7 @@ def test_tsne_places_new_points_as_opentsne_does(perplexity, placing):
     scikit-learn's scaler and openTSNE called directly, in the order reduce documents
     (openTSNE re-centres the train map in place when it places points)."""
     from openTSNE import TSNE as OpenTSNE
+    from openTSNE.nearest_neighbors import Sklearn
     from sklearn.preprocessing import StandardScaler
 
     from deepgal.reduce import fit_maps
@@ -131,8 +132,12 @@ def test_tsne_places_new_points_as_opentsne_does(perplexity, placing):
         train, {"val": val}, "tsne", 2, None, perplexity=perplexity, n_iter=50
     )
     scaler = StandardScaler().fit(train)
-    emb = OpenTSNE(perplexity=perplexity, n_iter=50, random_state=2, n_jobs=1).fit(
-        scaler.transform(train).astype(np.float32)
+    z = scaler.transform(train).astype(np.float32)
+    # reduce's exact neighbours are scikit-learn's brute force (openTSNE's own exact index with
+    # that algorithm); t-SNE turns another algorithm's last-bit rounding into another map.
+    exact = Sklearn(z, int(3 * perplexity), "euclidean", knn_kwargs={"algorithm": "brute"})
+    emb = OpenTSNE(perplexity=perplexity, n_iter=50, random_state=2, n_jobs=1, neighbors=exact).fit(
+        z
     )
     z_val = scaler.transform(val).astype(np.float32)
     expect = emb.transform(z_val, perplexity=placing)
@@ -209,6 +214,7 @@ def test_tsne_pre_step_is_scikit_learns_seeded_pca_in_float32():
     import time
 
     from openTSNE import TSNE as OpenTSNE
+    from openTSNE.nearest_neighbors import Sklearn
     from sklearn.decomposition import PCA
     from sklearn.preprocessing import StandardScaler
 
@@ -227,6 +233,7 @@ def test_tsne_pre_step_is_scikit_learns_seeded_pca_in_float32():
     np.testing.assert_array_equal(placed["val"], placed32["val"])
     z = StandardScaler().fit_transform(x32)
     z = PCA(10, random_state=0).fit(z).transform(z).astype(np.float32)
-    expect = OpenTSNE(random_state=0, n_jobs=1, **tsne).fit(z)
+    exact = Sklearn(z, 15, "euclidean", knn_kwargs={"algorithm": "brute"})  # as reduce's
+    expect = OpenTSNE(random_state=0, n_jobs=1, neighbors=exact, **tsne).fit(z)
     # placing val re-centres openTSNE's train map (a translation): compare the shapes
     np.testing.assert_allclose(centred(ref), centred(np.asarray(expect)), atol=1e-3)

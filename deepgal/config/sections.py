@@ -279,10 +279,18 @@ class MethodsCfg(Checked, Mapping):
 class ReduceCfg(Checked):
     methods: MethodsCfg
     pca_dims: int | None  # PCA to this many dims before UMAP/t-SNE; null = never
+    exact_max: int | None  # exact neighbour search up to this many train points; null = always
+    fit_max: int | None  # maps fitted on a seeded sample of this many train points; null = all
 
     def check(self):
         yield "methods", len(self.methods) > 0, "list at least one of pca, tsne, umap"
         yield "pca_dims", self.pca_dims is None or self.pca_dims >= 2, "must be >= 2 or null"
+        yield (
+            "exact_max",
+            self.exact_max is None or self.exact_max >= 0,
+            "must be null (always exact) or >= 0 points (0: always approximate)",
+        )
+        yield "fit_max", self.fit_max is None or self.fit_max >= 5, "must be null or >= 5 points"
 
 
 REDUCE_METHODS: dict[str, type] = {"pca": PcaCfg, "tsne": TsneCfg, "umap": UmapCfg}

@@ -26,8 +26,7 @@ import numpy as np
 import pandas as pd
 
 from deepgal.neighbours import EXACT_MAX
-from deepgal.reduce_methods import (  # noqa: F401 (UMAP_SMALL_DATA: the tests' threshold)
-    UMAP_SMALL_DATA,
+from deepgal.reduce_methods import (
     _pca_map,
     _reference_prep,
     _settings,

@@ -11,7 +11,8 @@ from threadpoolctl import threadpool_limits
 
 from deepgal import neighbours
 from deepgal.neighbours import build_index, umap_knn
-from deepgal.reduce import UMAP_SMALL_DATA, fit_maps
+from deepgal.reduce import fit_maps
+from deepgal.reduce_methods import UMAP_SMALL_DATA
 
 
 def clustered(n: int, dim: int = 16, seed: int = 0) -> np.ndarray:

@@ -289,7 +289,7 @@ def test_umap_above_its_small_data_size_places_val_with_exact_neighbours(monkeyp
     neither fit nor transform may touch pynndescent, and val still lands on its class."""
     import pynndescent
 
-    from deepgal.reduce import UMAP_SMALL_DATA
+    from deepgal.reduce_methods import UMAP_SMALL_DATA
 
     class Refuse(pynndescent.NNDescent):  # still a type: umap-learn isinstance-checks it
         def __init__(self, *a, **k):

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +55,60 @@ def pytest_collection_modifyitems(items) -> None:
     # Files marked `first` (module fixtures that run for minutes) are handed out first, so a
     # parallel run (`-n auto --dist loadfile`) does not end with one worker alone on them.
     items.sort(key=lambda item: item.get_closest_marker("first") is None)
+
+
+# Module fixtures' folders (tmp_path_factory.mktemp) outlive their module until the session
+# ends, unlike tmp_path's, which pytest removes after each passing test: the serial slow tier
+# piles up ~10 GB of temporary repositories that way, and a CI disk with less free than that
+# fails the tier's last files at setup. So a module's folders go when its module fixtures have
+# torn down, kept (as retention policy "failed" keeps them) when a test in the module failed.
+_MODULE_DIRS: dict[str, list[Path]] = defaultdict(list)
+_FAILED_FILES: set[str] = set()
+_FIXTURE_SCOPES: list[tuple[str, str]] = []  # (scope, file) of the fixtures being set up
+
+
+def _file_of(nodeid: str) -> str:
+    return nodeid.split("::")[0]
+
+
+def pytest_sessionstart(session) -> None:
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or factory._retention_policy != "failed":
+        return
+    mktemp = factory.mktemp
+
+    def tracked(basename: str, numbered: bool = True) -> Path:
+        path = mktemp(basename, numbered)
+        if _FIXTURE_SCOPES and _FIXTURE_SCOPES[-1][0] == "module":
+            _MODULE_DIRS[_FIXTURE_SCOPES[-1][1]].append(path)
+        return path
+
+    factory.mktemp = tracked
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef, request):
+    _FIXTURE_SCOPES.append((fixturedef.scope, _file_of(request.node.nodeid)))
+    try:
+        return (yield)
+    finally:
+        _FIXTURE_SCOPES.pop()
+
+
+def pytest_runtest_logreport(report) -> None:
+    if report.failed:
+        _FAILED_FILES.add(_file_of(report.nodeid))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        return (yield)
+    finally:
+        here = _file_of(item.nodeid)
+        if (nextitem is None or _file_of(nextitem.nodeid) != here) and here not in _FAILED_FILES:
+            for path in _MODULE_DIRS.pop(here, []):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def pytest_report_header(config) -> str:

@@ -95,6 +95,8 @@ VALID = {
     "train.precision": st.sampled_from(["auto", "fp32", "bf16"]),
     "train.channels_last": st.booleans(),
     "train.nproc": i(1, 1024),
+    "train.stream": st.sampled_from(["auto", "on", "off"]),
+    "train.stream_buffer_mb": i(16, 10**6),
     "train.epoch_images": st.none() | i(1, 10**6),
     "train.augment.rotate": st.booleans(),
     "train.augment.flip": st.booleans(),
@@ -171,6 +173,7 @@ INVALID = {
     "train.mixup": neg | f(min_value=10.001),
     "train.cutmix": neg | f(min_value=10.001),
     "train.nproc": i(max_value=0) | i(min_value=1025),
+    "train.stream_buffer_mb": i(max_value=15),
     "train.epoch_images": i(max_value=0),
     "train.augment.jitter": neg | f(min_value=1.0001),
     "train.augment.scale": neg | f(min_value=1),
@@ -431,7 +434,8 @@ def test_random_unknown_keys_are_named(section, key):
 CONTRACT_FIELDS = (
     "variant model input_size crop pretrained epochs batch_size lr seed deterministic device "
     "optimizer momentum weight_decay schedule warmup_epochs label_smoothing checkpoint_every "
-    "compile augment ema mixup cutmix precision channels_last nproc epoch_images"
+    "compile augment ema mixup cutmix precision channels_last nproc epoch_images stream "
+    "stream_buffer_mb"
 ).split()
 
 

@@ -166,6 +166,10 @@ class TrainCfg(Checked):
     precision: Literal["auto", "fp32", "bf16"]  # auto: bf16 on CUDA, fp32 on CPU
     channels_last: bool
     nproc: int  # DDP processes per node (torchrun); 1 = one plain process
+    # Read the train/val splits a block at a time (deepgal.training.stream) instead of whole:
+    # on | off | auto (stream when the split's uint8 bytes exceed a quarter of the RAM).
+    stream: Literal["auto", "on", "off"]
+    stream_buffer_mb: int  # memory the streamed blocks of one split may hold
     augment: AugmentCfg
 
     def check(self):
@@ -193,6 +197,7 @@ class TrainCfg(Checked):
         yield "mixup", 0 <= self.mixup <= 10, "must be in [0, 10] (0 = off; 0.2 is light)"
         yield "cutmix", 0 <= self.cutmix <= 10, "must be in [0, 10] (0 = off; 1.0 is usual)"
         yield "nproc", 1 <= self.nproc <= 1024, "must be in [1, 1024]"
+        yield "stream_buffer_mb", self.stream_buffer_mb >= 16, "must be >= 16 (MB)"
 
 
 @dataclass(frozen=True)

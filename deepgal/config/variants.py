@@ -93,6 +93,8 @@ class RunCfg(Checked):
     precision: Literal["auto", "fp32", "bf16"]
     channels_last: bool
     nproc: int
+    stream: Literal["auto", "on", "off"]
+    stream_buffer_mb: int
     augment: AugmentCfg
 
     def flat(self) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from ..transforms import Preprocess, prepare_batch
 from . import recipe
 from .keeper import CheckpointRecord
 from .mix import mix_batch
+from .stream import StreamedImages, take
 
 
 class TrainingDiverged(RuntimeError):
@@ -37,7 +38,7 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass
 class Split:
-    images: torch.Tensor  # (N, H, W, 3) uint8
+    images: torch.Tensor | StreamedImages  # (N, H, W, 3) uint8
     labels: torch.Tensor  # (N,) int64
 
     def __len__(self) -> int:
@@ -72,7 +73,7 @@ def evaluate(
     logits = torch.from_numpy(
         run_model(
             model,
-            split.images[rows],
+            take(split.images, rows),  # a streamed split is read block by block
             spec.preprocess,
             device,
             batch_size,

@@ -48,6 +48,7 @@ from .faults import Fault
 from .keeper import CheckpointKeeper, CheckpointRecord
 from .rng import epoch_generators, rank_state, restore_rank_state
 from .signals import StopFlag
+from .stream import StreamedImages, epoch_order
 
 __all__ = [
     "GPU_SHARE",
@@ -146,8 +147,14 @@ def _plan_epoch(
     epoch (its step, every rank's RNG state and the sums so far), else from its start."""
     n_epoch, steps = sizes
     cpu_gen, dev_gen = epoch_generators(cfg.seed, epoch, device, dist.rank, dist.world)
-    perm = torch.randperm(len(train), generator=cpu_gen)[:n_epoch]
-    plan = EpochPlan(epoch, shard(perm, dist, steps), dev_gen)
+    if isinstance(train.images, StreamedImages):
+        # Block shuffle (deepgal.training.stream): each rank reads only its own blocks.
+        mine = epoch_order(len(train), train.images.plan, cpu_gen, dist.rank, dist.world)
+        batches = list(torch.tensor_split(mine[: n_epoch // dist.world], steps))
+    else:
+        perm = torch.randperm(len(train), generator=cpu_gen)[:n_epoch]
+        batches = shard(perm, dist, steps)
+    plan = EpochPlan(epoch, batches, dev_gen)
     if resumed is None:
         return plan
     plan.start_step = resumed.step_in_epoch

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .. import checkpoint as ckpt_io
@@ -31,9 +32,9 @@ from ..data import galaxy10
 from ..data import split as split_io
 from ..handoff import MlflowRun, ResumeRun, Source, SplitStats, TrainSummary
 from ..models import build_model
-from ..transforms import Preprocess, presize, zoom_bound
+from ..transforms import Preprocess, presize_shape, zoom_bound
 from ..utils import machine, machine_label, pick_device, seed_everything
-from . import unfinished
+from . import stream, unfinished
 from .epoch import RunSpec, Split, TrainingDiverged
 from .loop import TrainingInterrupted, fit, place_split
 
@@ -67,26 +68,51 @@ def load_split(
     """
     idx = split_io.read_split(split_dir, name)
     labels = torch.from_numpy(galaxy10.read_labels(data)[idx].astype("int64"))
-    if pre is None or len(idx) == 0:
-        return Split(torch.from_numpy(galaxy10.read_images(data, idx)), labels)  # no copy
-    images = None
-    for start in range(0, len(idx), chunk):
-        part = torch.from_numpy(galaxy10.read_images(data, idx[start : start + chunk]))
-        part = presize(part, pre, zoom_bound)
-        if images is None:
-            images = torch.empty((len(idx), *part.shape[1:]), dtype=torch.uint8)
-        images[start : start + len(part)] = part
-    return Split(images, labels)
+    return Split(stream.read_presized(data, idx, pre, zoom_bound, chunk), labels)
 
 
-def run_config(run: RunCfg, pre: Preprocess, source: Source, stats: SplitStats) -> dict[str, Any]:
-    """What a checkpoint records and a resume must match (the device may differ)."""
-    resolved = {k: v for k, v in dataclasses.asdict(run).items() if k != "device"}
-    return {
-        "run": resolved,
-        "preprocess": pre.to_dict(),
-        "data": {"sha256": source.sha256, "split_sizes": stats.sizes},
-    }
+def stream_split(
+    data: Path,
+    split_dir: Path,
+    name: str,
+    plan: stream.StreamPlan,
+    pre: Preprocess | None = None,
+    zoom_bound: float = 1.0,
+) -> Split:
+    """:func:`load_split`'s rows, streamed (:mod:`deepgal.training.stream`): the same images
+    and labels, in file order, read a block at a time as training asks for them."""
+    idx = np.sort(split_io.read_split(split_dir, name))
+    labels = torch.from_numpy(galaxy10.read_labels(data)[idx].astype("int64"))
+    return Split(stream.StreamedImages(data, idx, plan, pre, zoom_bound), labels)
+
+
+def split_bytes(
+    info: galaxy10.Galaxy10Info, n: int, pre: Preprocess | None, zoom: float
+) -> tuple[int, int]:
+    """(bytes of one row, of ``n`` rows) in memory as uint8: presized by ``pre``, else at the
+    file's size."""
+    h, w = info.height, info.width
+    if pre is not None:
+        h, w = presize_shape(pre, h, w, zoom)
+    return h * w * 3, n * h * w * 3
+
+
+def run_config(
+    run: RunCfg,
+    pre: Preprocess,
+    source: Source,
+    stats: SplitStats,
+    plan: stream.StreamPlan | None = None,
+) -> dict[str, Any]:
+    """What a checkpoint records and a resume must match (the device may differ). A streamed
+    run draws its epochs in another order (block shuffle, set by the block size), so ``plan``
+    is part of it; an in-memory run does not depend on the stream settings, so they are not."""
+    skip = {"device"} if plan else {"device", "stream", "stream_buffer_mb"}
+    resolved = {k: v for k, v in dataclasses.asdict(run).items() if k not in skip}
+    data = {"sha256": source.sha256, "split_sizes": stats.sizes}
+    if plan is not None:
+        data["streamed"] = dataclasses.asdict(plan)
+    return {"run": resolved, "preprocess": pre.to_dict(), "data": data}
 
 
 def _open_mlflow(
@@ -143,13 +169,13 @@ def train_variant(run: RunCfg, paths: TrainPaths) -> dict[str, Any] | None:
     Raises TrainingInterrupted / TrainingDiverged (the MLflow run is then closed KILLED /
     FAILED) and, under DDP, torch.distributed errors when another rank is lost.
     """
-    galaxy10.validate(paths.data)
+    info = galaxy10.validate(paths.data)
     stats = split_io.read_stats(paths.split)
     source = Source.read(paths.source)
     seed_everything(run.seed, run.deterministic)
     dist, device = distributed.init(pick_device(run.device))
     try:
-        return _train(run, paths, stats, source, dist, device)
+        return _train(run, paths, stats, source, dist, device, info)
     finally:
         distributed.shutdown()
 
@@ -161,13 +187,15 @@ def _train(
     source: Source,
     dist: distributed.Dist,
     device: torch.device,
+    info: galaxy10.Galaxy10Info,
 ) -> dict[str, Any] | None:
     """:func:`train_variant` once the process group is up: assemble the run, fit, and on
     rank 0 write ``train.json`` and ``mlflow_run.json`` and close the MLflow run."""
     pre = Preprocess(
         input_size=run.input_size, crop=run.crop, mean=tuple(stats.mean), std=tuple(stats.std)
     )
-    config = run_config(run, pre, source, stats)
+    data = _DataPlan.make(run, paths, pre, device, info, dist)
+    config = run_config(run, pre, source, stats, data.plan)
     fp = ckpt_io.fingerprint(config)
     model = build_model(run.model, galaxy10.NUM_CLASSES, run.input_size, run.pretrained)
     ckpt_dir = paths.out / "checkpoints"
@@ -190,15 +218,11 @@ def _train(
             "mlflow_run_id": mlf.run_id if mlf else None,
         },
     )
-    train, val = _load_splits(run, paths, pre, device)
+    train, val = data.load(paths, pre, device)
     log.info(
-        "%s: %d train / %d val images, %d epochs on %s x %d",
-        run.variant,
-        len(train),
-        len(val),
-        run.epochs,
-        device,
-        dist.world,
+        "%s: %d train / %d val images, %d epochs on %s x %d%s",
+        *(run.variant, len(train), len(val), run.epochs, device, dist.world),
+        f", streamed in blocks of {data.plan.block} rows" if data.plan else "",
     )
     history = _fit_or_close(mlf, model, train, val, spec, device, sinks, dist)
     if not dist.main:
@@ -214,19 +238,50 @@ def _train(
     return summary.to_dict()
 
 
-def _load_splits(
-    run: RunCfg, paths: TrainPaths, pre: Preprocess, device: torch.device
-) -> tuple[Split, Split]:
-    """The train split (on ``device``) and the val split (on the CPU)."""
-    # On the CPU, batches are first shrunk by the uint8 resize (transforms.apply_params); doing
-    # it once at load gives the same bytes in a fraction of the memory. On CUDA that resize
-    # runs in float on the device, so the split keeps its full size there.
-    shrink = pre if device.type == "cpu" else None
-    train = place_split(
-        load_split(paths.data, paths.split, "train", shrink, zoom_bound(run.augment)), device
-    )
-    val = load_split(paths.data, paths.split, "val", shrink)  # evaluated without zoom
-    return train, val
+@dataclass(frozen=True)
+class _DataPlan:
+    """How the train and val splits are held: whole (``plan`` None) or streamed in blocks."""
+
+    shrink: Preprocess | None  # the CPU shrinks rows as they are read; CUDA keeps full size
+    zoom: float  # the augmentation's largest zoom (train rows are shrunk leaving room for it)
+    plan: stream.StreamPlan | None
+
+    @classmethod
+    def make(
+        cls,
+        run: RunCfg,
+        paths: TrainPaths,
+        pre: Preprocess,
+        device: torch.device,
+        info: galaxy10.Galaxy10Info,
+        dist: distributed.Dist,
+    ) -> _DataPlan:
+        # On the CPU, batches are first shrunk by the uint8 resize (transforms.apply_params);
+        # doing it once at load gives the same bytes in a fraction of the memory. On CUDA that
+        # resize runs in float on the device, so the split keeps its full size there.
+        shrink = pre if device.type == "cpu" else None
+        zoom = zoom_bound(run.augment)
+        n = len(split_io.read_split(paths.split, "train"))
+        row, total = split_bytes(info, n, shrink, zoom)
+        if not stream.wants_stream(run.stream, total):
+            return cls(shrink, zoom, None)
+        plan = stream.plan_for(run.stream_buffer_mb, row, run.batch_size, n, dist.world)
+        return cls(shrink, zoom, plan)
+
+    def load(self, paths: TrainPaths, pre: Preprocess, device: torch.device) -> tuple[Split, Split]:
+        """The train split (on ``device`` when it fits there) and the val split (CPU)."""
+        if self.plan is not None:
+            train = stream_split(
+                paths.data, paths.split, "train", self.plan, self.shrink, self.zoom
+            )
+            # val is scored front to back: its own cache, blocks of the same size
+            val = stream_split(paths.data, paths.split, "val", self.plan, self.shrink)
+            return train, val
+        train = place_split(
+            load_split(paths.data, paths.split, "train", self.shrink, self.zoom), device
+        )
+        val = load_split(paths.data, paths.split, "val", self.shrink)  # evaluated without zoom
+        return train, val
 
 
 def _fit_or_close(

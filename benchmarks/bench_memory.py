@@ -46,7 +46,7 @@ def write_real_size(path: Path, n: int, side: int, block: int = 1024) -> None:
         )
         for i, start in enumerate(range(0, n, block)):
             m = min(block, n - start)
-            ds[start : start + m] = base[:m] + np.uint8(i)  # wraps mod 256: cheap variety
+            ds[start : start + m] = base[:m] + np.uint8(i % 256)  # wraps mod 256: cheap variety
         f.create_dataset(LABELS_KEY, data=(np.arange(n) % 10).astype(np.uint8))
 
 

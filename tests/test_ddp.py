@@ -149,3 +149,21 @@ def test_ctrl_c_mid_epoch_under_ddp_resumes_exactly(two_ranks, tmp_path):
         for key in ("epoch", "val/loss", "val/accuracy", "lr", "train/accuracy"):
             assert g[key] == w[key], (key, g, w)
         assert g["train/loss"] == pytest.approx(w["train/loss"], rel=1e-6)
+
+
+def test_streamed_ranks_resume_exactly_after_a_kill(tmp_path):
+    """train.stream on, 2 ranks: each reads its own blocks (tests/test_stream.py checks the
+    order); a killed rank's run, re-run, ends with the uninterrupted streamed run's history."""
+    settings = {"train": {"epochs": EPOCHS, "stream": "on"}, "variant": {"nproc": 2}}
+    ref = train_workdir(tmp_path / "ref", **settings)
+    p = run_stage(ref)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "streamed in blocks of" in p.stderr and "cpu x 2" in p.stderr, p.stderr[-3000:]
+    killed = train_workdir(tmp_path / "killed", **settings)
+    p = run_stage(killed, timeout=240, DEEPGAL_FAULT="signal=SIGKILL,epoch=2,step=1,rank=1")
+    assert p.returncode != 0 and no_traceback(p.stderr), p.stderr[-4000:]
+    p = run_stage(killed)
+    assert p.returncode == 0, p.stderr[-4000:]
+    ran = exact_history(killed / "results/smallnet")
+    assert [r["epoch"] for r in ran] == [1, 2, 3]
+    assert ran == exact_history(ref / "results/smallnet")

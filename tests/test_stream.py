@@ -59,7 +59,8 @@ def test_order_is_seeded_and_shuffled_within_windows():
     for w in range(0, 200, 40):
         seen = blocks[w : w + 40]
         assert len(set(seen)) == 4
-        assert seen != sorted(seen)  # rows of the window interleave, not block after block
+        switches = sum(a != b for a, b in zip(seen, seen[1:]))
+        assert switches > 12  # rows of the window interleave (block after block: 3 switches)
     # and the blocks do not come in file order
     assert set(blocks[:40]) != {0, 1, 2, 3}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import pytest
 import torch
 
@@ -206,3 +207,29 @@ def test_validation_runs_in_the_configured_precision(tmp_path):
         losses[precision] = F.cross_entropy(torch.from_numpy(logits), val.labels).item()
     assert got["loss"] == pytest.approx(losses["bf16"], rel=1e-6)
     assert abs(losses["bf16"] - losses["fp32"]) > 1e-5  # the two precisions differ here
+
+
+def test_streamed_ranks_plan_their_own_blocks_each_image_once(tmp_path):
+    from deepgal.data import galaxy10
+    from deepgal.training.stream import StreamedImages, StreamPlan
+
+    n, block = 40, 5
+    path = tmp_path / "g.h5"
+    galaxy10.write_galaxy10(
+        path, np.zeros((n, 2, 2, 3), np.uint8), (np.arange(n) % 10).astype(np.uint8)
+    )
+    split = Split(StreamedImages(path, np.arange(n), StreamPlan(block, 2)), torch.arange(n))
+    cfg = run_cfg(batch_size=4, seed=3)
+    orders = []
+    for epoch in (1, 2):
+        ranks = []
+        for rank in range(2):
+            dist = Dist(rank, 2)
+            plan = _plan_epoch(
+                split, cfg, epoch, DEVICE, dist, _steps_per_epoch(n, cfg, dist), None
+            )
+            ranks.append(torch.cat(plan.batches).tolist())
+        assert sorted(ranks[0] + ranks[1]) == list(range(n))  # every image once an epoch
+        assert not {p // block for p in ranks[0]} & {p // block for p in ranks[1]}  # own blocks
+        orders.append(ranks)
+    assert orders[0] != orders[1]  # a new order each epoch

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -53,6 +54,7 @@ def child(root: Path, mode: str, variant: str, buffer_mb: int) -> None:
         run, epochs=1, stream=mode, stream_buffer_mb=buffer_mb, checkpoint_every=1
     )
     out = root / f"out-{mode}"
+    shutil.rmtree(out, ignore_errors=True)  # else a finished run's checkpoints are "resumed"
     paths = TrainPaths(
         root / "galaxy10.h5", root / "source.json", root / "split", out / "m", out / "r"
     )

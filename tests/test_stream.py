@@ -59,7 +59,7 @@ def test_order_is_seeded_and_shuffled_within_windows():
     for w in range(0, 200, 40):
         seen = blocks[w : w + 40]
         assert len(set(seen)) == 4
-        switches = sum(a != b for a, b in zip(seen, seen[1:]))
+        switches = sum(a != b for a, b in zip(seen[:-1], seen[1:], strict=True))
         assert switches > 12  # rows of the window interleave (block after block: 3 switches)
     # and the blocks do not come in file order
     assert set(blocks[:40]) != {0, 1, 2, 3}
@@ -125,12 +125,14 @@ def test_plan_fits_the_buffer_and_gives_every_rank_blocks():
     assert plan_for(16, 10**7, batch_size=32, n=10**6).block == 32  # never below a batch
 
 
-def test_auto_streams_only_what_would_crowd_the_ram():
-    gib = 2**30
-    assert not wants_stream("auto", 1 * gib, ram_bytes=24 * gib)
-    assert wants_stream("auto", 7 * gib, ram_bytes=24 * gib)
-    assert wants_stream("on", 1, ram_bytes=24 * gib)
-    assert not wants_stream("off", 100 * gib, ram_bytes=24 * gib)
+def test_auto_streams_past_the_buffer_on_cpu_and_past_a_ram_share_with_cuda():
+    gib, buf = 2**30, 512 * 2**20
+    assert not wants_stream("auto", buf, buf)  # the embedded default, the real 14k at 32 px
+    assert wants_stream("auto", buf + 1, buf)
+    # with CUDA a split that fits in RAM stays resident (faster on the GPU)
+    assert not wants_stream("auto", 5 * gib, buf, cuda=True, ram_bytes=24 * gib)
+    assert wants_stream("auto", 7 * gib, buf, cuda=True, ram_bytes=24 * gib)
+    assert wants_stream("on", 1, buf) and not wants_stream("off", 100 * gib, buf)
 
 
 # ---- training on a streamed split --------------------------------------------------------------

@@ -167,7 +167,7 @@ class TrainCfg(Checked):
     channels_last: bool
     nproc: int  # DDP processes per node (torchrun); 1 = one plain process
     # Read the train/val splits a block at a time (deepgal.training.stream) instead of whole:
-    # on | off | auto (stream when the split's uint8 bytes exceed a quarter of the RAM).
+    # on | off | auto (CPU: past the buffer; CUDA: past a quarter of the RAM).
     stream: Literal["auto", "on", "off"]
     stream_buffer_mb: int  # memory the streamed blocks of one split may hold
     augment: AugmentCfg

@@ -263,7 +263,8 @@ class _DataPlan:
         zoom = zoom_bound(run.augment)
         n = len(split_io.read_split(paths.split, "train"))
         row, total = split_bytes(info, n, shrink, zoom)
-        if not stream.wants_stream(run.stream, total):
+        buffer = run.stream_buffer_mb * 2**20
+        if not stream.wants_stream(run.stream, total, buffer, cuda=device.type == "cuda"):
             return cls(shrink, zoom, None)
         plan = stream.plan_for(run.stream_buffer_mb, row, run.batch_size, n, dist.world)
         return cls(shrink, zoom, plan)
@@ -274,8 +275,9 @@ class _DataPlan:
             train = stream_split(
                 paths.data, paths.split, "train", self.plan, self.shrink, self.zoom
             )
-            # val is scored front to back: its own cache, blocks of the same size
-            val = stream_split(paths.data, paths.split, "val", self.plan, self.shrink)
+            # val is scored front to back, a block at a time: a window of one (2 blocks held)
+            one = dataclasses.replace(self.plan, window=1)
+            val = stream_split(paths.data, paths.split, "val", one, self.shrink)
             return train, val
         train = place_split(
             load_split(paths.data, paths.split, "train", self.shrink, self.zoom), device

@@ -36,7 +36,7 @@ from ..data import galaxy10
 from ..transforms import Preprocess, presize
 
 WINDOW = 4  # blocks shuffled together: the in-buffer shuffle spans WINDOW / n_blocks of an epoch
-AUTO_SHARE = 0.25  # ``auto`` streams a split whose uint8 bytes exceed this share of the RAM
+AUTO_SHARE = 0.25  # with CUDA, ``auto`` streams a split past this share of the RAM
 
 
 @dataclass(frozen=True)
@@ -56,12 +56,17 @@ def plan_for(
     return StreamPlan(block=max(rows, batch_size, 1))
 
 
-def wants_stream(mode: str, nbytes: int, ram_bytes: int | None = None) -> bool:
-    """``train.stream``: ``on``/``off`` as written; ``auto`` streams when the split's uint8
-    bytes exceed :data:`AUTO_SHARE` of this machine's RAM (the in-memory path is faster
-    wherever it fits: one read, then a memcpy per batch)."""
+def wants_stream(
+    mode: str, nbytes: int, buffer_bytes: int, cuda: bool = False, ram_bytes: int | None = None
+) -> bool:
+    """``train.stream``: ``on``/``off`` as written. ``auto``: on the CPU, stream a split whose
+    uint8 bytes pass the buffer (streaming measured no slower there, BENCHMARKS.md, and the
+    buffer is then the bound); with CUDA, only one that passes :data:`AUTO_SHARE` of the RAM
+    (a split that fits is faster resident on the GPU)."""
     if mode in ("on", "off"):
         return mode == "on"
+    if not cuda:
+        return nbytes > buffer_bytes
     if ram_bytes is None:
         ram_bytes = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return nbytes > AUTO_SHARE * ram_bytes

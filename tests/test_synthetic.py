@@ -176,3 +176,20 @@ def test_classes_differ_as_their_morphology_says():
     smooth = np.median(red[np.isin(labels, (2, 3, 4))])
     assert smooth > np.median(red[labels == 0]) + 0.05
     assert smooth > np.median(red[labels == 7])
+
+
+def test_written_chunk_by_chunk_the_file_matches_the_whole_render(tmp_path, monkeypatch):
+    from deepgal.data.synthetic import dataset
+
+    images, labels = render(3, 16, seed=2)  # the oracle: one in-memory render
+    monkeypatch.setattr(dataset, "BATCH_PIXELS", 16 * 16 * 4)  # 4 images a chunk: 8 chunks
+    write_synthetic(tmp_path / "s.h5", per_class=3, image_size=16, seed=2)
+    assert np.array_equal(galaxy10.read_images(tmp_path / "s.h5"), images)
+    assert np.array_equal(galaxy10.read_labels(tmp_path / "s.h5"), labels)
+
+
+def test_a_short_stream_of_blocks_leaves_no_file(tmp_path):
+    blocks = [np.zeros((3, 8, 8, 3), np.uint8)]
+    with pytest.raises(ValueError, match="3 images written for 5 labels"):
+        galaxy10.write_galaxy10_blocks(tmp_path / "g.h5", (8, 8), blocks, np.zeros(5, np.uint8))
+    assert list(tmp_path.iterdir()) == []

@@ -12,6 +12,7 @@ renderer, and :func:`validate` checks a file before any long work starts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -276,15 +277,34 @@ def write_galaxy10(
 
     The file appears at ``path`` only once complete (written to ``path.tmp``, then renamed).
     """
+    write_galaxy10_blocks(path, images.shape[1:3], [images], labels, extra)
+
+
+def write_galaxy10_blocks(
+    path: str | Path,
+    size: tuple[int, int],
+    blocks: Iterable[np.ndarray],
+    labels: np.ndarray,
+    extra: dict[str, np.ndarray] | None = None,
+) -> None:
+    """:func:`write_galaxy10` with the images arriving as consecutive (b, H, W, 3) uint8
+    ``blocks`` (H, W = ``size``) that together are ``len(labels)`` rows: memory holds one block,
+    not the file (a renderer or converter can write 283,000 images in a few MB)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
+    n, (h, w) = len(labels), size
     try:
         with h5py.File(tmp, "w") as f:
-            h, w = images.shape[1:3]
-            f.create_dataset(
-                IMAGES_KEY, data=images, dtype=np.uint8, chunks=(min(len(images), 64), h, w, 3)
+            ds = f.create_dataset(
+                IMAGES_KEY, (n, h, w, 3), dtype=np.uint8, chunks=(max(min(n, 64), 1), h, w, 3)
             )
+            pos = 0
+            for block in blocks:
+                ds[pos : pos + len(block)] = block
+                pos += len(block)
+            if pos != n:
+                raise ValueError(f"{path}: {pos} images written for {n} labels")
             f.create_dataset(LABELS_KEY, data=np.asarray(labels, dtype=np.uint8))
             for key, col in (extra or {}).items():
                 f.create_dataset(key, data=col)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deepgal.data.galaxy10 import NUM_CLASSES, REAL_CLASS_COUNTS, write_galaxy10
+from deepgal.data.galaxy10 import NUM_CLASSES, REAL_CLASS_COUNTS, write_galaxy10_blocks
 from deepgal.data.synthetic.catalogue import positions, pxscale, redshift
 from deepgal.data.synthetic.galaxy import render_batch
 from deepgal.data.synthetic.params import draw
@@ -131,32 +131,44 @@ def render_catalogue(
     Long renders report progress (deepgal.progress) and use ``workers`` processes (default:
     one per CPU; the bytes do not depend on it).
     """
+    labels, blocks, columns = _catalogue(n_per_class, image_size, seed, workers)
+    images = np.empty((len(labels), image_size, image_size, 3), dtype=np.uint8)
+    pos = 0
+    for chunk in blocks:
+        images[pos : pos + len(chunk)] = chunk
+        pos += len(chunk)
+    return images, labels, columns
+
+
+def _catalogue(
+    n_per_class: int | Sequence[int], image_size: int, seed: int, workers: int | None = None
+) -> tuple[np.ndarray, Iterator[np.ndarray], dict[str, np.ndarray]]:
+    """(labels, the rendered chunks in order, as a generator with a progress bar, the
+    catalogue columns): what :func:`render_catalogue` assembles and :func:`write_synthetic`
+    writes chunk by chunk."""
     counts = _counts(n_per_class)
     _check_common(image_size, seed)
     labels = _labels(counts, seed)
-    images = np.empty((len(labels), image_size, image_size, 3), dtype=np.uint8)
-    pos = 0
-    with Progress(total=len(labels), desc="render", unit="img") as bar:
-        for chunk in _batches(labels, image_size, seed, workers):
-            images[pos : pos + len(chunk)] = chunk
-            pos += len(chunk)
-            bar.update(len(chunk))
     ra, dec, planted = positions(labels, seed)
     log.info(
         'planted %d exact and %d near (0.1-0.5") duplicate positions',
         planted["exact"],
         planted["near"],
     )
-    return (
-        images,
-        labels,
-        {
-            "ra": ra,
-            "dec": dec,
-            "redshift": redshift(len(labels), seed),
-            "pxscale": pxscale(len(labels), image_size),
-        },
-    )
+    columns = {
+        "ra": ra,
+        "dec": dec,
+        "redshift": redshift(len(labels), seed),
+        "pxscale": pxscale(len(labels), image_size),
+    }
+
+    def blocks() -> Iterator[np.ndarray]:
+        with Progress(total=len(labels), desc="render", unit="img") as bar:
+            for chunk in _batches(labels, image_size, seed, workers):
+                bar.update(len(chunk))
+                yield chunk
+
+    return labels, blocks(), columns
 
 
 def render(
@@ -180,5 +192,6 @@ def write_synthetic(
     layout at ``path`` (atomically): images, ans, ra, dec, redshift, pxscale. Same image
     bytes as :func:`render` with those counts."""
     counts = class_counts(per_class, balance)
-    images, labels, columns = render_catalogue(counts, image_size, seed)
-    write_galaxy10(path, images, labels, extra=columns)
+    # chunk by chunk into the file: memory is the workers' look-ahead, not the N images
+    labels, blocks, columns = _catalogue(counts, image_size, seed)
+    write_galaxy10_blocks(path, (image_size, image_size), blocks, labels, extra=columns)

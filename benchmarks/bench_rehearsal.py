@@ -3,6 +3,9 @@ they grow with the number of images.
 
     python benchmarks/bench_rehearsal.py                        # 1,000, 4,000 and 17,736 images
     python benchmarks/bench_rehearsal.py --sizes 1000 4000      # smaller: ~20 min on 2 cores
+    # cost growth (issue 27): 64 px, two variants, training streamed
+    python benchmarks/bench_rehearsal.py --sizes 17740 70000 283000 --side 64 \
+        --variants smallnet customnet --set train.stream=always --set variants.customnet.epoch_images=2000
 
 Each size gets a new git + DVC repository holding this checkout's code with
 ``profiles/rehearsal.yaml`` applied (synthetic 256x256x3 galaxies in the real class mix, every
@@ -80,10 +83,23 @@ class StageMemory:
                 self.peak[self.stage] = max(self.peak.get(self.stage, 0), rss)
 
 
-def rehearsal_params(n_images: int) -> dict:
-    """params.yaml with the rehearsal profile applied, resized to about ``n_images``."""
+def rehearsal_params(
+    n_images: int, side: int = 256, variants: list[str] | None = None, sets: list[str] = ()
+) -> dict:
+    """params.yaml with the rehearsal profile applied, resized to about ``n_images`` of
+    ``side`` px, only ``variants`` (all when None), then each ``key=value`` of ``sets``."""
     params = profiles.check("rehearsal", REPO / "params.yaml", REPO)
     params["data"]["synthetic"]["per_class"] = max(1, round(n_images / 10))
+    params["data"]["synthetic"]["image_size"] = side
+    if variants:
+        params["variants"] = {k: v for k, v in params["variants"].items() if k in variants}
+    for item in sets:
+        key, value = item.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
     return params
 
 
@@ -114,6 +130,30 @@ def repro(root: Path, env: dict) -> tuple[list[tuple[str, float, int]], float]:
         for i, (name, t) in enumerate(starts)
     ]
     return rows, end - t0
+
+
+def per_image_table(results: dict[int, tuple[list[tuple[str, float, int]], float]]) -> str:
+    """Markdown: each stage's milliseconds per image at every size, the last size's figure as a
+    multiple of the first's (goal <= 1.5x), and its peak RSS at every size (goal <= 2.5 GB)."""
+    sizes = list(results)
+    head = " | ".join(f"ms/img @ {n:,}" for n in sizes)
+    rss = " | ".join(f"RSS GB @ {n:,}" for n in sizes)
+    lines = [
+        f"| stage | {head} | {sizes[-1]:,} / {sizes[0]:,} | {rss} |",
+        "|---|" + "---:|" * (2 * len(sizes) + 1),
+    ]
+    for name, _, _ in results[sizes[-1]][0]:
+        rows = [next(((s, r) for st, s, r in results[n][0] if st == name), None) for n in sizes]
+        ms = [1e3 * r[0] / n if r else float("nan") for r, n in zip(rows, sizes, strict=True)]
+        gb = [r[1] / 1e9 if r else float("nan") for r in rows]
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{m:.3f}" for m in ms)
+            + f" | {ms[-1] / ms[0]:.2f}x | "
+            + " | ".join(f"{g:.2f}" for g in gb)
+            + " |"
+        )
+    return "\n".join(lines)
 
 
 def growth_table(results: dict[int, tuple[list[tuple[str, float, int]], float]]) -> str:
@@ -147,36 +187,48 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 17736])
     p.add_argument("--keep", type=Path, help="build the repositories under this folder")
+    p.add_argument("--side", type=int, default=256, help="image size in px (the real set: 256)")
+    p.add_argument("--variants", nargs="+", help="train only these variants (default: all)")
+    p.add_argument("--set", action="append", default=[], help="a params key=value, repeatable")
     args = p.parse_args()
     base = args.keep or Path(tempfile.mkdtemp(prefix="deepgal-rehearsal-"))
     try:
-        results = measure(base, args.sizes)
+        results = measure(base, args.sizes, args.side, args.variants, args.set)
     finally:
         if not args.keep:  # ~10 GB at 1k + 4k, ~15 GB at full size
             shutil.rmtree(base, ignore_errors=True)
     if len(results) > 1:
         print(growth_table(results))
+        print()
+        print(per_image_table(results))
 
 
-def measure(base: Path, sizes: list[int]) -> dict[int, tuple[list, float]]:
+def measure(
+    base: Path,
+    sizes: list[int],
+    side: int = 256,
+    variants: list[str] | None = None,
+    sets: list[str] = (),
+) -> dict[int, tuple[list, float]]:
     """One repository and one ``dvc repro`` per size under ``base``; prints each table."""
     results: dict[int, tuple[list, float]] = {}
+    image_bytes = side * side * 3
     for n in sizes:
         root = base / f"n{n}"
         make_repo(root, tiny=False)
-        params = rehearsal_params(n)
+        params = rehearsal_params(n, side, variants, sets)
         (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         env = env_for(root, NUMBA_CACHE_DIR=str(root / ".cache" / "numba"))
         run(["git", "commit", "-qam", f"rehearsal, {n} images"], root, env)
         n_real = 10 * params["data"]["synthetic"]["per_class"]
         print(
-            f"$ dvc repro  ({n_real} images of 256x256x3 = {n_real * IMAGE_BYTES / 1e9:.2f} "
+            f"$ dvc repro  ({n_real} images of {side}x{side}x3 = {n_real * image_bytes / 1e9:.2f} "
             f"GB uint8; repo {root})",
             flush=True,
         )
         results[n] = repro(root, env)
         rows, total = results[n]
-        data_gb = n_real * IMAGE_BYTES / 1e9
+        data_gb = n_real * image_bytes / 1e9
         print(f"\n| stage ({n_real} images) | seconds | peak RSS (GB) | x uint8 data |")
         print("|---|---:|---:|---:|")
         for stage, sec, rss in rows:

@@ -81,7 +81,7 @@ def main() -> None:
     p.add_argument("--sizes", type=int, nargs="+", default=[17740, 70000])
     p.add_argument("--side", type=int, default=64)
     p.add_argument("--dir", type=Path, default=Path("/tmp/bench_stream"))
-    p.add_argument("--modes", nargs="+", default=["off", "on"])
+    p.add_argument("--modes", nargs="+", default=["never", "always"])
     p.add_argument("--variant", default="smallnet")
     p.add_argument("--buffer-mb", type=int, default=512)
     p.add_argument("--child", nargs=2, metavar=("ROOT", "MODE"))

@@ -95,7 +95,7 @@ VALID = {
     "train.precision": st.sampled_from(["auto", "fp32", "bf16"]),
     "train.channels_last": st.booleans(),
     "train.nproc": i(1, 1024),
-    "train.stream": st.sampled_from(["auto", "on", "off"]),
+    "train.stream": st.sampled_from(["auto", "always", "never"]),
     "train.stream_buffer_mb": i(16, 10**6),
     "train.epoch_images": st.none() | i(1, 10**6),
     "train.augment.rotate": st.booleans(),

@@ -154,7 +154,7 @@ def test_ctrl_c_mid_epoch_under_ddp_resumes_exactly(two_ranks, tmp_path):
 def test_streamed_ranks_resume_exactly_after_a_kill(tmp_path):
     """train.stream on, 2 ranks: each reads its own blocks (tests/test_stream.py checks the
     order); a killed rank's run, re-run, ends with the uninterrupted streamed run's history."""
-    settings = {"train": {"epochs": EPOCHS, "stream": "on"}, "variant": {"nproc": 2}}
+    settings = {"train": {"epochs": EPOCHS, "stream": "always"}, "variant": {"nproc": 2}}
     ref = train_workdir(tmp_path / "ref", **settings)
     p = run_stage(ref)
     assert p.returncode == 0, p.stderr[-4000:]

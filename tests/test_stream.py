@@ -132,7 +132,7 @@ def test_auto_streams_past_the_buffer_on_cpu_and_past_a_ram_share_with_cuda():
     # with CUDA a split that fits in RAM stays resident (faster on the GPU)
     assert not wants_stream("auto", 5 * gib, buf, cuda=True, ram_bytes=24 * gib)
     assert wants_stream("auto", 7 * gib, buf, cuda=True, ram_bytes=24 * gib)
-    assert wants_stream("on", 1, buf) and not wants_stream("off", 100 * gib, buf)
+    assert wants_stream("always", 1, buf) and not wants_stream("never", 100 * gib, buf)
 
 
 # ---- training on a streamed split --------------------------------------------------------------
@@ -185,7 +185,7 @@ def test_streamed_sigint_mid_epoch_resumes_exactly(tmp_path, monkeypatch):
     torch.testing.assert_close(model.state_dict(), ref_model.state_dict(), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("mode", ["on", "off"])
+@pytest.mark.parametrize("mode", ["always", "never"])
 def test_train_stage_streams_when_asked_and_says_so(tmp_path, mode, caplog, monkeypatch):
     root = make_workdir(tmp_path / "w")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -195,9 +195,9 @@ def test_train_stage_streams_when_asked_and_says_so(tmp_path, mode, caplog, monk
     assert summary["epochs"] == 1
     ckpts = ckpt_io.list_epochs(root / "models/smallnet/checkpoints")
     config = ckpt_io.load(ckpts[-1][1])["config"]
-    assert ("streamed" in config["data"]) is (mode == "on")
-    assert ("stream" in config["run"]) is (mode == "on")  # in memory, the knob changes nothing
-    assert ("streamed in blocks of" in caplog.text) is (mode == "on")
+    assert ("streamed" in config["data"]) is (mode == "always")
+    assert ("stream" in config["run"]) is (mode == "always")  # in memory, the knob changes nothing
+    assert ("streamed in blocks of" in caplog.text) is (mode == "always")
     assert (
         json.loads((root / "results/smallnet/train.json").read_text())["config"]["stream"] == mode
     )
@@ -207,9 +207,9 @@ def test_streamed_and_in_memory_runs_do_not_resume_each_other(tmp_path, monkeypa
     """The block shuffle draws other batches: a checkpoint of one is not a resume of the other."""
     root = make_workdir(tmp_path / "w")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
-    train_variant(run_cfg(stream="off", epochs=1, batch_size=4), paths(root))
+    train_variant(run_cfg(stream="never", epochs=1, batch_size=4), paths(root))
     first = ckpt_io.load(ckpt_io.list_epochs(root / "models/smallnet/checkpoints")[-1][1])
-    train_variant(run_cfg(stream="on", epochs=1, batch_size=4), paths(root))
+    train_variant(run_cfg(stream="always", epochs=1, batch_size=4), paths(root))
     second = ckpt_io.load(ckpt_io.list_epochs(root / "models/smallnet/checkpoints")[-1][1])
     assert first["fingerprint"] != second["fingerprint"]
     with h5py.File(root / "data/galaxy10.h5") as f:

@@ -167,8 +167,9 @@ class TrainCfg(Checked):
     channels_last: bool
     nproc: int  # DDP processes per node (torchrun); 1 = one plain process
     # Read the train/val splits a block at a time (deepgal.training.stream) instead of whole:
-    # on | off | auto (CPU: past the buffer; CUDA: past a quarter of the RAM).
-    stream: Literal["auto", "on", "off"]
+    # always | never | auto (CPU: past the buffer; CUDA: past a quarter of the RAM); not
+    # on/off, which YAML reads as booleans.
+    stream: Literal["auto", "always", "never"]
     stream_buffer_mb: int  # memory the streamed blocks of one split may hold
     augment: AugmentCfg
 

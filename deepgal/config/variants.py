@@ -93,7 +93,7 @@ class RunCfg(Checked):
     precision: Literal["auto", "fp32", "bf16"]
     channels_last: bool
     nproc: int
-    stream: Literal["auto", "on", "off"]
+    stream: Literal["auto", "always", "never"]
     stream_buffer_mb: int
     augment: AugmentCfg
 

@@ -59,12 +59,12 @@ def plan_for(
 def wants_stream(
     mode: str, nbytes: int, buffer_bytes: int, cuda: bool = False, ram_bytes: int | None = None
 ) -> bool:
-    """``train.stream``: ``on``/``off`` as written. ``auto``: on the CPU, stream a split whose
+    """``train.stream``: ``always``/``never`` as written. ``auto``: on the CPU, stream a split whose
     uint8 bytes pass the buffer (streaming measured no slower there, BENCHMARKS.md, and the
     buffer is then the bound); with CUDA, only one that passes :data:`AUTO_SHARE` of the RAM
     (a split that fits is faster resident on the GPU)."""
-    if mode in ("on", "off"):
-        return mode == "on"
+    if mode in ("always", "never"):
+        return mode == "always"
     if not cuda:
         return nbytes > buffer_bytes
     if ram_bytes is None:

@@ -23,10 +23,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench_memory import write_real_size  # noqa: E402
 
-from deepgal.data import galaxy10  # noqa: E402
-from deepgal.data import split as split_io  # noqa: E402
+from tests.helpers import write_split_files  # noqa: E402
 
 
 def prepare(root: Path, n: int, side: int) -> None:
@@ -35,12 +35,7 @@ def prepare(root: Path, n: int, side: int) -> None:
         return
     root.mkdir(parents=True, exist_ok=True)
     write_real_size(data, n, side)
-    labels = galaxy10.read_labels(data)
-    splits = split_io.stratified_split(labels, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
-    mean, std = split_io.channel_stats(data, splits["train"])
-    source = {"source": "synthetic", "sha256": "ab" * 32}
-    split_io.write_split(root / "split", splits, labels, mean, std, source=source)
-    (root / "source.json").write_text(json.dumps(source))
+    write_split_files(data, {"train": 0.8, "val": 0.1, "test": 0.1})
 
 
 def child(root: Path, mode: str, variant: str, buffer_mb: int) -> None:

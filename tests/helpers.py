@@ -58,13 +58,19 @@ def make_workdir(root: Path, train: dict | None = None, variant: dict | None = N
     root.mkdir(parents=True)
     (root / "params.yaml").write_text(yaml.safe_dump(params))
     data = make_h5(root / "data/galaxy10.h5", n_per_class=10, size=32)
+    write_split_files(data, {"train": 0.6, "val": 0.3, "test": 0.1})
+    return root
+
+
+def write_split_files(data: Path, fractions: dict[str, float]) -> None:
+    """What the split stage leaves beside ``data``: ``split/`` (seeded stratified indices and
+    the train split's channel statistics) and ``source.json``."""
     labels = galaxy10.read_labels(data)
-    splits = split_io.stratified_split(labels, {"train": 0.6, "val": 0.3, "test": 0.1}, 0)
+    splits = split_io.stratified_split(labels, fractions, 0)
     mean, std = split_io.channel_stats(data, splits["train"])
     source = {"source": "synthetic", "sha256": "ab" * 32}
-    split_io.write_split(root / "data/split", splits, labels, mean, std, source=source)
-    (root / "data/source.json").write_text(json.dumps(source))
-    return root
+    split_io.write_split(data.parent / "split", splits, labels, mean, std, source=source)
+    (data.parent / "source.json").write_text(json.dumps(source))
 
 
 def paths(root: Path) -> TrainPaths:

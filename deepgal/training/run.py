@@ -218,7 +218,7 @@ def _train(
             "mlflow_run_id": mlf.run_id if mlf else None,
         },
     )
-    train, val = data.load(paths, pre, device)
+    train, val = data.load(paths, device)
     log.info(
         "%s: %d train / %d val images, %d epochs on %s x %d%s",
         *(run.variant, len(train), len(val), run.epochs, device, dist.world),
@@ -269,7 +269,7 @@ class _DataPlan:
         plan = stream.plan_for(run.stream_buffer_mb, row, run.batch_size, n, dist.world)
         return cls(shrink, zoom, plan)
 
-    def load(self, paths: TrainPaths, pre: Preprocess, device: torch.device) -> tuple[Split, Split]:
+    def load(self, paths: TrainPaths, device: torch.device) -> tuple[Split, Split]:
         """The train split (on ``device`` when it fits there) and the val split (CPU)."""
         if self.plan is not None:
             train = stream_split(

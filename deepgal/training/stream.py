@@ -6,7 +6,8 @@ An epoch's order is a **block shuffle**, the scheme of the streaming loaders (li
 blocks are permuted (seeded by the epoch), then taken ``window`` at a time, and the rows inside
 each window are permuted. An epoch reads every block once, in one contiguous HDF5 read per
 block, and memory holds at most ``2 * window`` blocks (:class:`StreamedImages`' cache: a batch
-may straddle two windows) whatever the number of images. Same seed and epoch, same order: a resume at step k is as exact as in memory.
+may straddle two windows) whatever the number of images. Same seed and epoch, same order: a
+resume at step k is as exact as in memory.
 Under DDP, rank r takes blocks r, r + world, ... of the permuted blocks (:func:`epoch_order`),
 so each rank reads only its own blocks.
 
@@ -145,10 +146,6 @@ class StreamedImages:
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    @property
-    def block_bytes(self) -> int:
-        return self.plan.block * int(np.prod(self.shape[1:]))
 
     def _block(self, b: int) -> torch.Tensor:
         if b in self._cache:

@@ -221,7 +221,7 @@ def stage_rss(name: str, params: dict, path: Path, splits: dict, workdir: Path) 
                 "--plots",
                 "results/cm",
                 "--features",
-                "models/features.npz",
+                "models/features.h5",
                 "--gradcam",
                 "results/gradcam.npz",
             ],
@@ -231,7 +231,7 @@ def stage_rss(name: str, params: dict, path: Path, splits: dict, workdir: Path) 
             [
                 f"{st}/reduce.py",
                 "--features",
-                "models/features.npz",
+                "models/features.h5",
                 "--out",
                 "results/embeddings.csv",
                 "--timings",

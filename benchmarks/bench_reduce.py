@@ -46,6 +46,7 @@ from sklearn.manifold import trustworthiness
 from sklearn.preprocessing import StandardScaler
 
 from deepgal.data.galaxy10 import REAL_CLASS_COUNTS
+from deepgal.handoff import Features
 from deepgal.reduce import reduce_2d, reduce_features
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def startup(trees: list[Path], points: int, dim: int, seed: int) -> None:
     split = np.where(
         np.arange(points) % 10 < 8, "train", np.where(np.arange(points) % 10 < 9, "val", "test")
     )
-    np.savez(tmp / "features.npz", features=x, index=np.arange(points), label=y, split=split)
+    Features(x, np.arange(points), y, split).write(tmp / "features.h5")
     print(f"reduce stage on {points} points of {dim}-D, methods {sorted(METHODS)}:")
     print("| tree | run | seconds |\n|---|---|---:|")
     for tree in trees:
@@ -125,7 +126,7 @@ def startup(trees: list[Path], points: int, dim: int, seed: int) -> None:
                     sys.executable,
                     str(tree / "stages/reduce.py"),
                     "--features",
-                    str(tmp / "features.npz"),
+                    str(tmp / "features.h5"),
                     "--out",
                     str(tmp / "emb.csv"),
                     "--timings",

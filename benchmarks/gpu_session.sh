@@ -78,7 +78,7 @@ run() {  # one stage, timed
       --history "results/$v/history.csv" --run "models/$v/mlflow_run.json" \
       --data data/galaxy10.h5 --split data/split --metrics "results/$v/metrics.json" \
       --predictions "results/$v/predictions.csv" --out "reports/$v/eval.json" \
-      --plots "reports/$v/confusion" --features "models/$v/features.npz"
+      --plots "reports/$v/confusion" --features "models/$v/features.h5"
     cat "results/$v/metrics.json" 2>/dev/null | head -c 600; echo
   done
 } 2>&1 | tee "$out/stages.log"

@@ -1,19 +1,26 @@
 """A variant's evaluation, assembled: the evaluate stage's whole job as one library call.
 
 One pass of the selected model over the data file gives both: the penultimate embedding of
-every train, val and test image (``reduce`` maps val, test and a seeded sample of
-``evaluate.map_train`` train images) and, from the same forward pass, the class probabilities of val and test
-(with ``evaluate.tta``, a second pass over val and test averages the 8 rotation/flip views
-instead). One process loads torch, the network and the weights once, and reads each image once.
+val, test and the train images the maps and the outlier score need (``reduce`` maps val, test
+and a seeded sample of ``evaluate.map_train`` train images; the outlier score compares each
+val/test image with a seeded sample of ``evaluate.outlier_ref`` train images) and, from the
+same forward pass, the class probabilities of val and test (with ``evaluate.tta``, a second
+pass over val and test averages the 8 rotation/flip views instead). One process loads torch,
+the network and the weights once, and reads each image once.
+
+Memory does not grow with the data set: the features go to ``features.h5`` a chunk at a time
+and are read back a block at a time for the outlier score; what is held is one chunk, the
+N x 10 probabilities and the outlier reference (at most ``outlier_ref`` x D).
 
 :func:`evaluate_variant` writes, all before talking to MLflow (an unreachable tracker is one
 warning, not a failure): ``metrics.json`` (the numbers the plot stage gathers for DVC),
 ``eval.json`` (details), ``predictions.csv`` (one row per image), ``<split>.png`` confusion
 matrices (``predictions.csv`` holds each val/test image's outlier score: the mean cosine
-distance to its ``evaluate.outlier_k`` nearest train images in the embedding,
-:func:`deepgal.explore.outliers.knn_outlier_scores`), ``features.npz`` (``features`` (N, D) float32, ``index``, ``label``, ``split`` per
-row) and ``calibration.json`` (the checkpoint's temperature; per split ECE, NLL and reliability
-bins before and after it) and ``gradcam.npz`` (the Grad-CAM maps of the report's gallery,
+distance to its ``evaluate.outlier_k`` nearest reference images in the embedding,
+:class:`deepgal.explore.outliers.OutlierScorer`), ``features.h5`` (:class:`deepgal.handoff.
+Features`: ``features`` (N, D) float32, ``index``, ``label``, ``split`` per row),
+``calibration.json`` (the checkpoint's temperature; per split ECE, NLL and reliability bins
+before and after it) and ``gradcam.npz`` (the Grad-CAM maps of the report's gallery,
 :mod:`deepgal.explore.cam_gallery`, from the model already in memory). Probabilities (scores,
 predictions.csv) are the calibrated ones.
 """
@@ -32,10 +39,18 @@ from .config import BaseCfg, ConfigError, EvaluateCfg
 from .data import galaxy10
 from .data import split as split_io
 from .explore.cam_gallery import gradcam_gallery
-from .explore.outliers import knn_outlier_scores
-from .handoff import CalibrationReport, Features, History, Predictions, Selection, VariantMetrics
-from .inference import load_model
-from .inference.source import run_on_file
+from .explore.outliers import OutlierScorer
+from .handoff import (
+    CalibrationReport,
+    Features,
+    FeaturesWriter,
+    History,
+    Predictions,
+    Selection,
+    VariantMetrics,
+)
+from .inference import load_model, output_dim
+from .inference.source import iter_on_file, run_on_file
 from .metrics import accuracy_and_f1, score
 from .plots.confusion import plot_confusion
 from .utils import pick_device, write_json
@@ -58,28 +73,42 @@ class EvaluatePaths:
     details: Path  # reports/<variant>/eval.json
     predictions: Path  # results/<variant>/predictions.csv
     plots: Path  # folder for <split>.png confusion matrices
-    features: Path  # models/<variant>/features.npz
+    features: Path  # models/<variant>/features.h5
     gradcam: Path  # results/<variant>/gradcam.npz: the report's Grad-CAM maps
 
 
 @dataclass(frozen=True)
 class Embedded:
-    """One forward pass's two outputs per split: ``features`` {split: (n, D) float32} of every
-    split run, ``probs`` {split: (n, C) float32, uncalibrated} of the scored splits."""
+    """One forward pass's outputs: ``reference`` (R, D) float32, the features of the outlier
+    score's train sample; ``probs`` {split: (n, C) float32, uncalibrated} of the scored splits.
+    The other features went to the features file as they came."""
 
-    features: dict[str, np.ndarray]
+    reference: np.ndarray
     probs: dict[str, np.ndarray]
 
-    @classmethod
-    def from_columns(
-        cls, both: dict[str, np.ndarray], feature_dim: int, scored: list[str]
-    ) -> Embedded:
-        """Split the ``"features+probs"`` output of :func:`deepgal.inference.run_model`
-        ({split: (n, D + C)}) at column ``feature_dim``; probs only of the ``scored`` splits."""
-        return cls(
-            {s: v[:, :feature_dim] for s, v in both.items()},
-            {s: both[s][:, feature_dim:] for s in scored},
-        )
+
+class _Layout:
+    """Where each image of one pass over the data file goes. ``rows`` {split: (n,) rows} is the
+    features file's layout (splits one after another); ``reference`` (R,) the train rows of the
+    outlier score. ``file_rows`` (M,): every row the pass reads, sorted and once each (a train
+    row can be both mapped and a reference); per position in it, its row in the features file
+    (``dest``, -1 for a reference-only row) and its slot in the reference (``slot``, -1)."""
+
+    def __init__(self, rows: dict[str, np.ndarray], reference: np.ndarray):
+        layout = np.concatenate([np.asarray(v, np.int64) for v in rows.values()])
+        self.rows, self.file_rows = rows, np.unique(np.concatenate([layout, reference]))
+        self.dest = np.full(len(self.file_rows), -1, np.int64)
+        self.dest[np.searchsorted(self.file_rows, layout)] = np.arange(len(layout))
+        self.slot = np.full(len(self.file_rows), -1, np.int64)
+        self.slot[np.searchsorted(self.file_rows, reference)] = np.arange(len(reference))
+        bounds = np.cumsum([0] + [len(v) for v in rows.values()])
+        self.span = {
+            s: (int(lo), int(hi)) for s, lo, hi in zip(rows, bounds[:-1], bounds[1:], strict=True)
+        }
+
+    def positions(self, split: str) -> np.ndarray:
+        """Positions in ``file_rows`` of ``rows[split]``, in the split's order."""
+        return np.searchsorted(self.file_rows, self.rows[split])
 
 
 def embed_and_score(
@@ -87,32 +116,39 @@ def embed_and_score(
     paths: EvaluatePaths,
     pre,
     device,
-    rows: dict[str, np.ndarray],
+    layout: _Layout,
+    labels: np.ndarray,
     scored: list[str],
     cfg: EvaluateCfg,
     variant: str,
 ) -> Embedded:
-    """Features of every split in ``rows`` and probabilities of the ``scored`` ones; with
-    ``cfg.tta`` the probabilities come from a second, 8-view pass."""
-    t0 = time.perf_counter()
-    both = run_on_file(
-        model,
-        paths.data,
-        pre,
-        device,
-        rows,
-        cfg.batch_size,
-        "features+probs",
-        desc=f"evaluate {variant}",
-    )
-    seconds, n = time.perf_counter() - t0, sum(map(len, rows.values()))
-    out = Embedded.from_columns(both, model.feature_dim, scored)
+    """One pass over ``layout.file_rows``: the features of ``layout.rows`` written to
+    ``paths.features`` a chunk at a time (the (N, D) matrix is never held: at 283,000 images
+    of a 4,096-D embedding it is 4.6 GB), the reference's features kept, the probabilities of
+    the ``scored`` splits kept (N x 10); with ``cfg.tta`` the probabilities come from a second,
+    8-view pass over the scored splits."""
+    t0, dim = time.perf_counter(), model.feature_dim
+    n = len(layout.file_rows)
+    probs = np.empty((n, output_dim(model, "probs")), np.float32)
+    reference = np.empty((int((layout.slot >= 0).sum()), dim), np.float32)
+    with FeaturesWriter.for_splits(paths.features, layout.rows, labels, dim) as sink:
+        for pos, values in iter_on_file(
+            model,
+            paths.data,
+            pre,
+            device,
+            layout.file_rows,
+            cfg.batch_size,
+            "features+probs",
+            desc=f"evaluate {variant}",
+        ):
+            probs[pos] = values[:, dim:]
+            dest, slot = layout.dest[pos], layout.slot[pos]
+            sink.put(dest[dest >= 0], values[dest >= 0, :dim])
+            reference[slot[slot >= 0]] = values[slot >= 0, :dim]
+    seconds = time.perf_counter() - t0
     log.info(
-        "%d embeddings of dim %d in %.1f s (%.0f images/s)",
-        n,
-        model.feature_dim,
-        seconds,
-        n / max(seconds, 1e-9),
+        "%d embeddings of dim %d in %.1f s (%.0f images/s)", n, dim, seconds, n / max(seconds, 1e-9)
     )
     if cfg.tta:
         tta = run_on_file(
@@ -120,14 +156,40 @@ def embed_and_score(
             paths.data,
             pre,
             device,
-            {s: rows[s] for s in scored},
+            {s: layout.rows[s] for s in scored},
             cfg.batch_size,
             "probs",
             True,
             desc=f"evaluate {variant} (8-view TTA)",
         )
-        out = Embedded(out.features, tta)
+        return Embedded(reference, tta)
+    return Embedded(reference, {s: probs[layout.positions(s)] for s in scored})
+
+
+def outlier_scores(
+    features: Path, layout: _Layout, reference: np.ndarray, scored: list[str], k: int
+) -> dict[str, np.ndarray]:
+    """{split: (n,) float32}: each scored image's mean cosine distance to its ``k`` nearest
+    ``reference`` rows, its features read back from the file :data:`OUTLIER_BLOCK` rows at a
+    time against one index."""
+    n_queries = sum(layout.span[s][1] - layout.span[s][0] for s in scored)
+    scorer = OutlierScorer(reference, k, n_queries=n_queries)
+    out = {}
+    with Features.open(features) as f:
+        for s in scored:
+            lo, hi = layout.span[s]
+            out[s] = np.concatenate(
+                [np.empty(0, np.float32)]
+                + [
+                    scorer(f["features"][a : min(a + OUTLIER_BLOCK, hi)])
+                    for a in range(lo, hi, OUTLIER_BLOCK)
+                ]
+            )
     return out
+
+
+# Val/test features read back for the outlier score this many rows at a time (64 MB at 4,096-D).
+OUTLIER_BLOCK = 4096
 
 
 def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg, base: BaseCfg) -> dict:
@@ -138,27 +200,26 @@ def evaluate_variant(variant: str, paths: EvaluatePaths, cfg: EvaluateCfg, base:
     labels = galaxy10.read_labels(paths.data)
     sel = Selection.read(paths.selection)
     rows = {name: split_io.read_split(paths.split, name) for name in split_io.SPLITS}
-    check_outlier_k(cfg.outlier_k, len(rows["train"]))
+    # The outlier score's reference: every train image, or a seeded sample of
+    # evaluate.outlier_ref of them (a kNN detector keeps its ranking on a small random share of
+    # the train set: Sun et al. 2022 use 1% of ImageNet's); the maps need only map_train of them.
+    reference = split_io.sample_rows(rows["train"], cfg.outlier_ref, base.seed)
+    check_outlier_k(cfg.outlier_k, len(reference))
     # split.test = 0 reproduces the report: no test split, no test scores.
     scored = {s: rows[s] for s in ("val", "test") if len(rows[s])}
     device = pick_device(base.device)
     model, pre, ckpt = load_model(paths.checkpoint, device)
-    out = embed_and_score(model, paths, pre, device, rows, list(scored), cfg, variant)
-    # Every train image is the outlier score's reference; the maps need only a sample of it.
-    outlier = {
-        s: knn_outlier_scores(out.features[s], out.features["train"], cfg.outlier_k) for s in scored
-    }
     mapped = split_io.sample_rows(rows["train"], cfg.map_train, base.seed)
-    keep = np.isin(rows["train"], mapped)  # the sample keeps the rows' own order
-    Features.from_splits(
-        out.features | {"train": out.features["train"][keep]}, rows | {"train": mapped}, labels
-    ).write(paths.features)
+    layout = _Layout(rows | {"train": mapped}, reference)
+    out = embed_and_score(model, paths, pre, device, layout, labels, list(scored), cfg, variant)
+    outlier = outlier_scores(paths.features, layout, out.reference, list(scored), cfg.outlier_k)
+    raw, out = out.probs, None  # the reference's features are no longer needed
     calib = measure(
         Calibration.from_checkpoint(ckpt, paths.checkpoint),
-        out.probs,
+        raw,
         {s: labels[idx] for s, idx in scored.items()},
     )
-    probs = {s: apply_temperature(p, calib["temperature"]) for s, p in out.probs.items()}
+    probs = {s: apply_temperature(p, calib["temperature"]) for s, p in raw.items()}
     CalibrationReport(**calib).write(paths.calibration)
     result = {s: score(labels[idx], probs[s]) for s, idx in scored.items()}
     result |= {"epoch": sel.epoch, "tta": cfg.tta}
@@ -205,12 +266,14 @@ def write_gradcams(model, pre, device, paths: EvaluatePaths, batch_size: int) ->
         )
 
 
-def check_outlier_k(k: int, n_train: int) -> None:
-    """ConfigError, before any model is loaded, when the train split is too small for k."""
-    if k > n_train:
+def check_outlier_k(k: int, n_reference: int) -> None:
+    """ConfigError, before any model is loaded, when the outlier score's train reference (the
+    train split, or its evaluate.outlier_ref sample) is too small for k."""
+    if k > n_reference:
         raise ConfigError(
             f"params.yaml: evaluate.outlier_k = {k} needs at least {k} train "
-            f"images; the split has {n_train}: lower evaluate.outlier_k"
+            f"images as the outlier reference; there are {n_reference} (the train split, at "
+            "most evaluate.outlier_ref of it): lower evaluate.outlier_k"
         )
 
 

@@ -9,6 +9,11 @@ above; with ``fit_max``, each map is fitted on a seeded sample of that many trai
 points and every other train point is placed on the map as val and test are, so the work
 grows with the points placed, not with the square of the points fitted.
 
+Memory: the features may be an open HDF5 dataset (:meth:`deepgal.handoff.Features.open`);
+only the fitted sample (``fit_max`` rows) is held whole, everything else is read, reduced to
+``pca_dims`` and placed :func:`_read_rows` rows at a time, so the stage's memory does not grow
+with the number of points (a 4,096-D float32 matrix of 283,000 points is 4.6 GB).
+
 Tiny splits: a split with no rows is skipped. When the reference split has fewer than
 :data:`MIN_POINTS` rows, UMAP and t-SNE are meaningless (and crash), so every split gets PCA
 coordinates with a warning; t-SNE perplexity and UMAP ``n_neighbors`` are clipped to what the
@@ -25,6 +30,7 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 
+from deepgal.data.galaxy10 import read_runs
 from deepgal.neighbours import EXACT_MAX
 from deepgal.reduce_methods import (
     _pca_map,
@@ -39,6 +45,42 @@ SPLITS = ("train", "val", "test")
 # them; below this many reference rows every split is mapped with PCA instead.
 MIN_POINTS = 5
 COLUMNS = ("split", "method", "index", "label", "x", "y")
+
+
+# Rows read (and standardised, and reduced by PCA) at a time: this many bytes of float32 features.
+READ_BYTES = 256 << 20
+
+
+def _read_rows(dim: int) -> int:
+    """Rows of ``dim``-D float32 features read at a time: :data:`READ_BYTES` worth, >= 1,024."""
+    return max(1024, READ_BYTES // (4 * max(int(dim), 1)))
+
+
+class _Rows:
+    """Rows ``rows`` (sorted) of an (N, D) array or HDF5 dataset, read only when indexed:
+    ``view[i]`` (i sorted positions or a slice) -> float32 (len(i), D). Lets a split of an open
+    features file pass where an array would, without reading it."""
+
+    def __init__(self, x, rows: np.ndarray):
+        self.x, self.rows = x, np.asarray(rows, np.int64)
+        self.shape, self.ndim = (len(self.rows), int(np.shape(x)[1])), 2
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, idx) -> np.ndarray:
+        rows = self.rows[idx]
+        part = self.x[rows] if isinstance(self.x, np.ndarray) else read_runs(self.x, rows)
+        return np.asarray(part, np.float32)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self[:], dtype)
+
+
+def _all_finite(x) -> bool:
+    """No NaN or inf in x (N, D), read :func:`_read_rows` rows at a time."""
+    step = _read_rows(np.shape(x)[1])
+    return all(np.isfinite(np.asarray(x[a : a + step])).all() for a in range(0, len(x), step))
 
 
 def _check_inputs(x_ref, others: Mapping, pca_dims, exact_max, fit_max) -> None:
@@ -56,7 +98,7 @@ def _check_inputs(x_ref, others: Mapping, pca_dims, exact_max, fit_max) -> None:
             raise ValueError(
                 f"features ({name}) must be (N, {np.shape(x_ref)[-1]}); got shape {np.shape(x)}"
             )
-        if not np.isfinite(x).all():
+        if not _all_finite(x):
             raise ValueError(
                 f"features ({name}) contain NaN or inf; check the evaluate stage that wrote them"
             )
@@ -93,15 +135,22 @@ def _fit(x_fit: np.ndarray, method: str, cfg, seed: int, pca_dims, exact_max):
     else:
         xy, place = _umap_map(z_fit, cfg, seed, exact_max)
 
-    def place_raw(x: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Coordinates (M, 2) float32 of x[rows] (all of x by default), PLACE_CHUNK at a time;
+    def place_raw(x, rows: np.ndarray | None = None) -> np.ndarray:
+        """Coordinates (M, 2) float32 of x[rows] (all of x by default; rows sorted), placed
+        PLACE_CHUNK at a time, each chunk read and reduced :func:`_read_rows` rows at a time;
         0 rows give (0, 2) (scikit-learn refuses to transform 0 rows)."""
-        x = np.asarray(x)
         rows = np.arange(len(x)) if rows is None else rows
+        step = _read_rows(np.shape(x)[1])
         out = np.empty((len(rows), 2), np.float32)
         for start in range(0, len(rows), PLACE_CHUNK):
-            part = np.asarray(x[rows[start : start + PLACE_CHUNK]], np.float32)
-            out[start : start + len(part)] = place(prep.transform(part).astype(np.float32))
+            part = rows[start : start + PLACE_CHUNK]
+            z = np.concatenate(
+                [
+                    prep.transform(np.asarray(x[part[a : a + step]], np.float32)).astype(np.float32)
+                    for a in range(0, len(part), step)
+                ]
+            )
+            out[start : start + len(part)] = place(z)
         return out
 
     return np.asarray(xy, np.float32), place_raw
@@ -131,7 +180,6 @@ def fit_maps(
     cfg = _settings(method, settings)
     _check_inputs(x_ref, others, pca_dims, exact_max, fit_max)
     t0 = time.perf_counter()
-    x_ref = np.asarray(x_ref, np.float32)
     n = len(x_ref)
     if method != "pca" and n < MIN_POINTS:
         warnings.warn(
@@ -140,9 +188,13 @@ def fit_maps(
         method = "pca"
     rows = _fit_rows(n, fit_max, seed)
     if rows is None:
-        xy_ref, place = _fit(x_ref, method, cfg, seed, pca_dims, exact_max)
+        xy_ref, place = _fit(
+            np.asarray(x_ref[:], np.float32), method, cfg, seed, pca_dims, exact_max
+        )
     else:
-        xy_fit, place = _fit(x_ref[rows], method, cfg, seed, pca_dims, exact_max)
+        xy_fit, place = _fit(
+            np.asarray(x_ref[rows], np.float32), method, cfg, seed, pca_dims, exact_max
+        )
         rest = np.setdiff1d(np.arange(n), rows)
         xy_ref = np.empty((n, 2), np.float32)
         xy_ref[rows], xy_ref[rest] = xy_fit, place(x_ref, rest)
@@ -187,13 +239,13 @@ def _read_features(
                 f"features file lacks '{key}'; expected features, index, label, "
                 "split (the evaluate stage writes them)"
             )
-    x = np.asarray(feats["features"])
+    x = feats["features"]  # an array, or an open HDF5 dataset read row blocks at a time
     index = np.asarray(feats["index"], dtype=np.int64)
     label = np.asarray(feats["label"], dtype=np.int64)
     split = np.asarray(feats["split"]).astype(str)
-    if x.ndim != 2 or not (len(x) == len(index) == len(label) == len(split)):
+    if np.ndim(x) != 2 or not (len(x) == len(index) == len(label) == len(split)):
         raise ValueError(
-            f"inconsistent features file: features {x.shape}, index {index.shape}, "
+            f"inconsistent features file: features {np.shape(x)}, index {index.shape}, "
             f"label {label.shape}, split {split.shape}; expected (N, D) and (N,)"
         )
     return x, index, label, split
@@ -211,7 +263,8 @@ def reduce_features(
     method fitted on the train split (the first split present when there is no train).
 
     ``feats`` maps ``features`` (N, D) float32, ``index`` (N,) int64, ``label`` (N,) int64 and
-    ``split`` (N,) str (an opened ``features.npz`` works). ``methods`` maps a method name to
+    ``split`` (N,) str (:meth:`deepgal.handoff.Features.open` gives them, ``features`` an open
+    HDF5 dataset read a block of rows at a time). ``methods`` maps a method name to
     its settings, e.g. ``{"umap": {"n_neighbors": 15, "min_dist": 0.1}, "pca": {}}``; all are
     validated before any work starts. ``pca_dims``, ``exact_max`` and ``fit_max``: as in
     :func:`fit_maps`.
@@ -232,8 +285,8 @@ def reduce_features(
     frames, timings = [], {}
     for method, settings in checked.items():
         xy_ref, placed, seconds = fit_maps(
-            x[rows[ref]],
-            {s: x[rows[s]] for s in others},
+            _Rows(x, rows[ref]),
+            {s: _Rows(x, rows[s]) for s in others},
             method,
             seed,
             pca_dims,

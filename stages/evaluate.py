@@ -35,7 +35,7 @@ def main() -> int:
     p.add_argument(
         "--plots", type=Path, required=True, help="folder for <split>.png confusion matrices"
     )
-    p.add_argument("--features", type=Path, required=True, help="models/<variant>/features.npz")
+    p.add_argument("--features", type=Path, required=True, help="models/<variant>/features.h5")
     p.add_argument(
         "--gradcam", type=Path, required=True, help="results/<variant>/gradcam.npz: report's maps"
     )

@@ -25,16 +25,16 @@ log = logging.getLogger("reduce")
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--features", type=Path, required=True, help="results/<variant>/features.npz")
+    p.add_argument("--features", type=Path, required=True, help="models/<variant>/features.h5")
     p.add_argument("--out", type=Path, required=True, help="results/<variant>/embeddings.csv")
     p.add_argument("--timings", type=Path, required=True, help="seconds per method and split")
     args = p.parse_args()
     base, cfg = config.load_section("base"), config.load_section("reduce")
 
-    feats = Features.read(args.features).arrays()
-    df, timings = reduce_features(
-        feats, cfg.methods, base.seed, cfg.pca_dims, cfg.exact_max, cfg.fit_max
-    )
+    with Features.open(args.features) as feats:  # the (N, D) matrix is read as needed
+        df, timings = reduce_features(
+            feats, cfg.methods, base.seed, cfg.pca_dims, cfg.exact_max, cfg.fit_max
+        )
     Embeddings(df).write(args.out)
     write_json(args.timings, timings)
     for method, per_split in timings.items():

@@ -153,7 +153,7 @@ def evaluate_paths(tmp: Path, out: Path):
         details=out / "eval.json",
         predictions=out / "predictions.csv",
         plots=out / "confusion",
-        features=out / "features.npz",
+        features=out / "features.h5",
         gradcam=out / "gradcam.npz",
     )
 

@@ -111,6 +111,7 @@ VALID = {
     "evaluate.tta": st.booleans(),
     "evaluate.map_train": st.none() | i(1, 10**6),
     "evaluate.outlier_k": i(1, 10**6),
+    "evaluate.outlier_ref": st.none() | i(1, 10**6),
     "reduce.pca_dims": st.none() | i(2, 4096),
     "reduce.exact_max": st.none() | i(0, 10**7),
     "reduce.fit_max": st.none() | i(5, 10**7),
@@ -188,6 +189,7 @@ INVALID = {
         lambda names: not set(names) <= set(PARAMS["variants"])
     ),  # empty, or not a variant
     "evaluate.outlier_k": i(max_value=0),
+    "evaluate.outlier_ref": i(max_value=0),
     "reduce.pca_dims": i(max_value=1),
     "reduce.exact_max": i(max_value=-1),
     "reduce.fit_max": i(max_value=4),

@@ -16,6 +16,7 @@ import yaml
 from deepgal import checkpoint as ckpt_io
 from deepgal.data.galaxy10 import write_galaxy10
 from deepgal.data.split import sample_rows, stratified_split, write_split
+from deepgal.handoff import Features
 from deepgal.inference import run_model
 from deepgal.metrics import score
 from deepgal.models import build_model
@@ -48,9 +49,11 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
     (tmp_path / "selection.json").write_text(json.dumps({"checkpoint": "m.pt", "epoch": 2}))
     (tmp_path / "history.csv").write_text("epoch,seconds\n1,30.0\n2,60.0\n")
     (tmp_path / "run.json").write_text(json.dumps({"run_id": "0123456789abcdef"}))
-    # map_train: 20 of the train images are embedded for the maps (one case), all (other).
+    # map_train: 20 of the train images are embedded for the maps (one case), all (other);
+    # outlier_ref: the outlier score compares with 15 of them (one case), all (other).
+    sampled = {"map_train": 20, "outlier_ref": 15} if tta else {"map_train": None}
     params = tiny_params(
-        {"evaluate": {"batch_size": 7, "tta": tta, "map_train": 20 if tta else None}}
+        {"evaluate": {"batch_size": 7, "tta": tta, "outlier_k": 4, "outlier_ref": None} | sampled}
     )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "results"
@@ -91,7 +94,7 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
                 "--plots",
                 f"{out}/confusion",
                 "--features",
-                f"{out}/features.npz",
+                f"{out}/features.h5",
                 "--gradcam",
                 f"{out}/gradcam.npz",
             ],
@@ -122,7 +125,7 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
 
     # The embeddings: every split, in split order, one view whatever ``tta`` says; of train,
     # the seeded sample of map_train images.
-    feats = np.load(out / "features.npz")
+    feats = Features.read(out / "features.h5").arrays()
     assert [str(v) for v in dict.fromkeys(feats["split"])] == ["train", "val", "test"]
     train_rows = sample_rows(splits["train"], 20 if tta else None, params["base"]["seed"])
     assert len(train_rows) == (20 if tta else len(splits["train"])) and len(splits["train"]) > 20
@@ -132,3 +135,20 @@ def test_outputs_first_and_an_unreachable_tracker_is_a_warning(tmp_path, tta):
         assert np.array_equal(feats["label"][rows], labels[idx])
         want = run_model(model, images[idx], pre, torch.device("cpu"), output="features")
         np.testing.assert_allclose(feats["features"][rows], want, rtol=1e-5, atol=1e-6)
+
+    # The outlier score, by brute force: a val/test image's mean cosine distance to its 4
+    # nearest reference images (every train image, or the seeded sample of 15).
+    ref_rows = sample_rows(splits["train"], 15 if tta else None, params["base"]["seed"])
+    assert len(ref_rows) == (15 if tta else len(splits["train"]))
+    ref = unit(run_model(model, images[ref_rows], pre, torch.device("cpu"), output="features"))
+    for split in ("val", "test"):
+        idx = splits[split]
+        query = unit(run_model(model, images[idx], pre, torch.device("cpu"), output="features"))
+        want = np.sort(1 - query @ ref.T, axis=1)[:, :4].mean(1)
+        got = preds[preds["split"] == split].set_index("index").loc[idx, "outlier"]
+        np.testing.assert_allclose(got.to_numpy(), want, atol=1e-4)
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (cosine similarity = dot product)."""
+    return v / np.linalg.norm(v, axis=1, keepdims=True)

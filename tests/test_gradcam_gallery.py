@@ -120,7 +120,7 @@ def evaluate_tiny(tmp_path, tta=False):
     (tmp_path / "history.csv").write_text("epoch,seconds\n1,3.0\n")
     out = tmp_path / "out"
     paths = evaluate_paths(tmp_path, out)
-    cfg = EvaluateCfg(batch_size=7, tta=tta, map_train=None, outlier_k=3)
+    cfg = EvaluateCfg(batch_size=7, tta=tta, map_train=None, outlier_k=3, outlier_ref=None)
     evaluate_variant("smallnet", paths, cfg, config.load_section("base", tiny_params()))
     return images, model, paths
 

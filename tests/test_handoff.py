@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 
+import h5py
 import numpy as np
 import pytest
 import yaml
@@ -19,6 +20,7 @@ from deepgal.handoff import (
     CalibrationReport,
     Embeddings,
     Features,
+    FeaturesWriter,
     HandoffError,
     History,
     MlflowRun,
@@ -165,16 +167,47 @@ def test_features_and_embeddings_round_trip(tmp_path):
     labels = np.array([3, 1, 4, 1, 5], np.int64)
     rows = {"train": np.array([4, 0]), "val": np.array([2])}
     feats = {"train": np.ones((2, 3), np.float32), "val": np.zeros((1, 3), np.float32)}
-    got = Features.read(Features.from_splits(feats, rows, labels).write(tmp_path / "f.npz"))
+    got = Features.read(Features.from_splits(feats, rows, labels).write(tmp_path / "f.h5"))
     np.testing.assert_array_equal(got.index, [4, 0, 2])
     np.testing.assert_array_equal(got.label, [5, 3, 4])
     assert got.split.tolist() == ["train", "train", "val"] and got.features.shape == (3, 3)
-    np.savez(tmp_path / "old.npz", features=np.zeros((1, 2)), index=np.zeros(1))
-    with pytest.raises(HandoffError, match=r"old.npz lacks arrays \['label', 'split'\]"):
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f["features"], f["index"] = np.zeros((1, 2)), np.zeros(1)
+    with pytest.raises(HandoffError, match=r"old.h5 lacks arrays \['label', 'split'\]"):
+        Features.read(tmp_path / "old.h5")
+    np.savez(tmp_path / "old.npz", features=np.zeros((1, 2)))
+    with pytest.raises(HandoffError, match=r"old.npz is not a readable HDF5 file.*dvc repro"):
         Features.read(tmp_path / "old.npz")
     (tmp_path / "e.csv").write_text("index,label,split,method,x\n1,2,val,pca,0.5\n")
     with pytest.raises(HandoffError, match=r"e.csv lacks columns \['y'\]"):
         Embeddings.read(tmp_path / "e.csv")
+
+
+def test_features_writer_takes_blocks_in_any_order_and_only_a_whole_file_lands(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(700, 5)).astype(np.float32)  # > one HDF5 chunk of rows
+    index, label = np.arange(700) * 3, rng.integers(0, 10, 700)
+    split = np.where(np.arange(700) < 500, "train", "val")
+    path = tmp_path / "f.h5"
+    order = rng.permutation(700)
+    with FeaturesWriter(path, index, label, split, dim=5) as w:
+        for block in np.array_split(order, 9):  # scattered rows, unsorted within a block
+            w.put(block, x[block])
+        assert not path.exists()  # nothing under the real name until the block ends
+    got = Features.read(path)
+    np.testing.assert_array_equal(got.features, x)
+    np.testing.assert_array_equal(got.index, index)
+    assert got.split.tolist() == split.tolist()
+    before = path.read_bytes()
+    # A failure half way, or rows never written: the old file stays, no temporary is left.
+    with pytest.raises(RuntimeError, match="disk"):
+        with FeaturesWriter(path, index, label, split, dim=5) as w:
+            w.put(order[:100], x[order[:100]] + 1)
+            raise RuntimeError("disk full")
+    with pytest.raises(HandoffError, match=r"f.h5: 1 of 700 feature rows were never written"):
+        with FeaturesWriter(path, index, label, split, dim=5) as w:
+            w.put(order[1:], x[order[1:]] + 1)
+    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["f.h5"]
 
 
 def test_variant_paths_are_the_paths_dvc_yaml_names():

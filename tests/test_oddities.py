@@ -17,9 +17,9 @@ from deepgal import checkpoint as ckpt_io
 from deepgal import config
 from deepgal.config import ConfigError, EvaluateCfg
 from deepgal.data.galaxy10 import write_galaxy10
-from deepgal.data.split import stratified_split, write_split
+from deepgal.data.split import sample_rows, stratified_split, write_split
 from deepgal.evaluation import evaluate_variant
-from deepgal.handoff import HandoffError, Predictions
+from deepgal.handoff import Features, HandoffError, Predictions
 from deepgal.inference import run_model
 from deepgal.models import build_model
 from deepgal.pipeline_report import oddities
@@ -71,7 +71,7 @@ def test_planted_noise_is_the_top_outlier_against_every_train_image(tmp_path):
     noise_row = int(splits["test"][3])
     images[noise_row] = np.random.default_rng(7).integers(0, 256, images[0].shape, np.uint8)
     # map_train 8: the maps get a sample of train, the score's reference is still all of it.
-    cfg = EvaluateCfg(batch_size=16, tta=False, map_train=8, outlier_k=K)
+    cfg = EvaluateCfg(batch_size=16, tta=False, map_train=8, outlier_k=K, outlier_ref=None)
     model, paths = evaluate_tiny(tmp_path, images, labels, splits, cfg)
 
     preds = pd.read_csv(paths.predictions)
@@ -87,21 +87,58 @@ def test_planted_noise_is_the_top_outlier_against_every_train_image(tmp_path):
         assert part["index"].tolist() == splits[s].tolist()
         want = brute_force_scores(feats[s], feats["train"], K)
         np.testing.assert_allclose(part["outlier"], want, atol=2e-5)
-    with np.load(paths.features) as npz:
-        assert (npz["split"] == "train").sum() == 8
+    assert (Features.read(paths.features).split == "train").sum() == 8
     # The headline file keeps its keys: the score lives in predictions.csv alone.
     assert set(json.loads(paths.metrics.read_text())) == {"val", "test", "epoch", "train_min"}
+
+
+def test_outlier_reference_is_the_seeded_sample_of_outlier_ref_train_images(tmp_path):
+    """With evaluate.outlier_ref below the train split, a val/test image's score is against
+    that seeded sample alone (and not every train image, nor the map's sample)."""
+    images = smooth_galaxies(60, seed=12)
+    labels = np.repeat(np.arange(10), 6)
+    splits = stratified_split(labels, {"train": 0.6, "val": 0.2, "test": 0.2}, seed=0)
+    cfg = EvaluateCfg(batch_size=16, tta=False, map_train=30, outlier_k=K, outlier_ref=12)
+    model, paths = evaluate_tiny(tmp_path, images, labels, splits, cfg)
+    seed = config.load_section("base", tiny_params()).seed
+    reference = sample_rows(splits["train"], 12, seed)
+    assert len(reference) == 12 and not np.array_equal(
+        reference, sample_rows(splits["train"], 30, seed)[:12]
+    )
+    ref = run_model(model, images[reference], PRE, torch.device("cpu"), output="features")
+    everyone = run_model(
+        model, images[splits["train"]], PRE, torch.device("cpu"), output="features"
+    )
+    preds = pd.read_csv(paths.predictions)
+    for s in ("val", "test"):
+        part = preds[preds["split"] == s]
+        q = run_model(model, images[splits[s]], PRE, torch.device("cpu"), output="features")
+        want = brute_force_scores(q, ref, K)
+        np.testing.assert_allclose(part["outlier"], want, atol=2e-5)
+        # the sample changes the score: against every train image it would differ
+        assert np.abs(want - brute_force_scores(q, everyone, K)).max() > 1e-3
+    # Only the map's 30 train images are in the features file (the reference-only ones are
+    # not), each split's rows in its own order with its own image's features.
+    written = Features.read(paths.features)
+    mapped = {**splits, "train": sample_rows(splits["train"], 30, seed)}
+    for s, idx in mapped.items():
+        rows = written.split == s
+        np.testing.assert_array_equal(written.index[rows], idx)
+        want = run_model(model, images[idx], PRE, torch.device("cpu"), output="features")
+        np.testing.assert_allclose(written.features[rows], want, rtol=1e-5, atol=1e-6)
 
 
 def test_outlier_k_beyond_the_train_split_is_one_error_before_any_output(tmp_path):
     labels = np.repeat(np.arange(10), 3)
     splits = stratified_split(labels, {"train": 0.34, "val": 0.33, "test": 0.33}, seed=0)
     n_train = len(splits["train"])
-    cfg = EvaluateCfg(batch_size=16, tta=False, map_train=None, outlier_k=n_train + 1)
+    cfg = EvaluateCfg(
+        batch_size=16, tta=False, map_train=None, outlier_k=n_train + 1, outlier_ref=None
+    )
     with pytest.raises(
         ConfigError,
         match=rf"evaluate.outlier_k = {n_train + 1} needs at least "
-        rf"{n_train + 1} train images; the split has {n_train}",
+        rf"{n_train + 1} train images as the outlier reference; there are {n_train}",
     ):
         evaluate_tiny(tmp_path, smooth_galaxies(30), labels, splits, cfg)
     assert not (tmp_path / "out").exists()

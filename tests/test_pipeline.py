@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from deepgal.data.galaxy10 import CLASS_NAMES
+from deepgal.handoff import Features
 from deepgal.utils import machine, machine_label
 
 from .deps import import_closure, stage_library_deps
@@ -150,7 +151,7 @@ def test_repro_produces_every_output(built):
 
 def test_reductions_keep_rows_and_ids(built):
     root = built.root
-    feats = np.load(root / "models/smallnet/features.npz")
+    feats = Features.read(root / "models/smallnet/features.h5").arrays()
     emb = pd.read_csv(root / "results/smallnet/embeddings.csv")
     for split in ("train", "val", "test"):
         expected = np.load(root / f"data/split/{split}.npy")

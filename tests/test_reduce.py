@@ -9,6 +9,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 from threadpoolctl import threadpool_limits
 
+from deepgal.handoff import Features
 from deepgal.reduce import COLUMNS, MIN_POINTS, fit_maps, reduce_2d, reduce_features
 from tests.helpers import sklearn_pca
 
@@ -43,7 +44,7 @@ def clusters(n_per: int, dim: int = 32, seed: int = 0, planar: bool = False):
 
 
 def feats_file(x, labels, seed=1):
-    """A features.npz-like dict with splits interleaved and ids unrelated to row numbers."""
+    """A features.h5-like dict with splits interleaved and ids unrelated to row numbers."""
     rng = np.random.default_rng(seed)
     split = rng.choice(np.array(["train", "val", "test"]), size=len(x), p=[0.6, 0.2, 0.2])
     index = rng.permutation(10 * len(x))[: len(x)].astype(np.int64)
@@ -63,9 +64,10 @@ UMAP = {"n_neighbors": 10, "min_dist": 0.1, "n_epochs": 100}
 def test_rows_keep_order_ids_and_labels(tmp_path):
     x, y = clusters(30)
     feats = feats_file(x, y)
-    np.savez(tmp_path / "features.npz", **feats)  # the evaluate stage's features file format
-    with np.load(tmp_path / "features.npz") as npz:
-        df, timings = reduce_features(npz, FAST, seed=0, pca_dims=10)
+    # The evaluate stage's features file, read as the reduce stage reads it: rows on demand.
+    Features(**feats).write(tmp_path / "features.h5")
+    with Features.open(tmp_path / "features.h5") as lazy:
+        df, timings = reduce_features(lazy, FAST, seed=0, pca_dims=10)
     assert tuple(df.columns) == COLUMNS
     assert set(timings) == set(FAST)
     for method in FAST:

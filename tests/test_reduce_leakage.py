@@ -69,7 +69,7 @@ def test_reference_prep_is_scaler_and_pca_of_train_rows():
 
 
 def feats_file(train, val, test, seed=0):
-    """A features.npz-like dict with the splits interleaved; labels random, ids unique."""
+    """A features.h5-like dict with the splits interleaved; labels random, ids unique."""
     rng = np.random.default_rng(seed)
     split = np.array(["train"] * len(train) + ["val"] * len(val) + ["test"] * len(test))
     order = rng.permutation(len(split))

@@ -1,5 +1,5 @@
 """The library calls the evaluate and plot stages make, reached without a stage process:
-the "features+probs" split, the tracker's flat metrics, and one variant's results as the report
+where one pass's rows go, the tracker's flat metrics, and one variant's results as the report
 reads them. Expected values are counted by hand from the inputs written here."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from deepgal.calibration import measure
-from deepgal.evaluation import Embedded, tracker_metrics
+from deepgal.evaluation import _Layout, tracker_metrics
 from deepgal.handoff import (
     CalibrationReport,
     Embeddings,
@@ -24,16 +24,17 @@ from deepgal.metrics import score
 from deepgal.pipeline_report import VariantResults
 
 
-def test_features_and_probs_split_at_the_feature_dim():
-    both = {
-        "train": np.arange(10, dtype=np.float32).reshape(2, 5),
-        "val": np.arange(10, 15, dtype=np.float32).reshape(1, 5),
-    }
-    out = Embedded.from_columns(both, feature_dim=3, scored=["val"])
-    np.testing.assert_array_equal(out.features["train"], [[0, 1, 2], [5, 6, 7]])
-    np.testing.assert_array_equal(out.features["val"], [[10, 11, 12]])
-    assert list(out.probs) == ["val"]
-    np.testing.assert_array_equal(out.probs["val"], [[13, 14]])
+def test_layout_reads_each_row_once_and_sends_it_where_it_belongs():
+    # Features file: train [7, 2], val [5], test [9, 0]; outlier reference [2, 4] (4 is a
+    # train row outside the mapped sample: read for the reference only).
+    rows = {"train": np.array([7, 2]), "val": np.array([5]), "test": np.array([9, 0])}
+    layout = _Layout(rows, np.array([2, 4]))
+    np.testing.assert_array_equal(layout.file_rows, [0, 2, 4, 5, 7, 9])
+    # file row 0 is the 2nd test row (file position 4), 2 the 2nd train row (1), 4 none, ...
+    np.testing.assert_array_equal(layout.dest, [4, 1, -1, 2, 0, 3])
+    np.testing.assert_array_equal(layout.slot, [-1, 0, 1, -1, -1, -1])
+    assert layout.span == {"train": (0, 2), "val": (2, 3), "test": (3, 5)}
+    np.testing.assert_array_equal(layout.positions("test"), [5, 0])
 
 
 def test_tracker_metrics_flatten_scores_recall_and_calibration():

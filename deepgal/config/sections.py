@@ -219,10 +219,16 @@ class EvaluateCfg(Checked):
     tta: bool  # average the softmax over the 8 rotation/flip views
     map_train: int | None  # train images embedded for the maps (a seeded sample); None = all
     outlier_k: int  # train neighbours the outlier score of a val/test image averages over
+    outlier_ref: int | None  # train images the outlier score compares with (a seeded sample)
 
     def check(self):
         yield "batch_size", self.batch_size >= 1, "must be >= 1"
         yield "outlier_k", self.outlier_k >= 1, "must be >= 1 (train neighbours)"
+        yield (
+            "outlier_ref",
+            self.outlier_ref is None or self.outlier_ref >= 1,
+            "must be null (every train image) or >= 1 images",
+        )
         yield (
             "map_train",
             self.map_train is None or self.map_train >= 1,

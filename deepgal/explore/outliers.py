@@ -42,10 +42,32 @@ def knn_outlier_scores(
     if not 1 <= k <= pool:
         what = "other images in the set" if self_ref else "reference images"
         raise ValueError(f"outlier k={k} needs 1 <= k <= {pool} (the {what})")
-    index = NeighbourIndex(embedding if self_ref else reference, backend, n_queries=len(embedding))
     if not self_ref:
-        return index.search(embedding, k)[0].mean(1)
+        return OutlierScorer(reference, k, backend, n_queries=len(embedding))(embedding)
+    index = NeighbourIndex(embedding, backend, n_queries=len(embedding))
     # Each row is at distance 0 from itself, the least there is, so the nearest entry returned
     # is the row itself or an exact duplicate at the same 0 (an all-zero vector is at 1 from
     # everything, itself included): dropping the first column drops its own distance either way.
     return index.search(embedding, k + 1)[0][:, 1:].mean(1)
+
+
+class OutlierScorer:
+    """:func:`knn_outlier_scores` against one ``reference`` (M, D), for queries that come a
+    block at a time (the evaluate stage reads val/test features back from its file in blocks):
+    the index is built once, ``scorer(block (n, D))`` -> (n,) float32 scores. ``n_queries``:
+    how many queries are coming in all (the backend choice depends on it)."""
+
+    def __init__(self, reference: np.ndarray, k: int, backend: str = "auto", n_queries: int = 1):
+        if not 1 <= k <= len(reference):
+            raise ValueError(
+                f"outlier k={k} needs 1 <= k <= {len(reference)} (the reference images)"
+            )
+        self.k, self._index = k, NeighbourIndex(reference, backend, n_queries=n_queries)
+
+    def __call__(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block)
+        if block.ndim != 2:
+            raise ValueError(f"expected an embedding (N, D); got shape {block.shape}")
+        if not len(block):
+            return np.empty(0, np.float32)
+        return self._index.search(block, self.k)[0].mean(1).astype(np.float32)

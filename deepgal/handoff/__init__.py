@@ -19,7 +19,7 @@ results/<v>/metrics.json      :class:`VariantMetrics`  evaluate -> plot
 results/<v>/calibration.json  :class:`CalibrationReport`  evaluate -> plot
 results/<v>/predictions.csv   :class:`Predictions`   evaluate -> plot
 results/<v>/gradcam.npz       :class:`GradCams`      evaluate -> plot
-models/<v>/features.npz       :class:`Features`      evaluate -> reduce
+models/<v>/features.h5        :class:`Features`      evaluate -> reduce
 results/<v>/embeddings.csv    :class:`Embeddings`    reduce -> plot
 metrics.json                  :class:`PipelineMetrics`  plot -> DVC
 ============================  =====================  =============================
@@ -49,6 +49,7 @@ from .tables import (
     PREDICTION_COLUMNS,
     Embeddings,
     Features,
+    FeaturesWriter,
     History,
     Predictions,
     SplitRows,
@@ -60,6 +61,7 @@ __all__ = [
     "Embeddings",
     "FEATURE_KEYS",
     "Features",
+    "FeaturesWriter",
     "GradCams",
     "HISTORY_COLUMNS",
     "HandoffError",

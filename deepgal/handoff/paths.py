@@ -37,7 +37,7 @@ class VariantPaths:
     checkpoints = property(lambda self: self.models / "checkpoints")
     mlflow_run = property(lambda self: self.models / "mlflow_run.json")
     selected = property(lambda self: self.models / "selected.pt")
-    features = property(lambda self: self.models / "features.npz")
+    features = property(lambda self: self.models / "features.h5")
     finetuned = property(lambda self: self.models / "finetuned.pt")  # finetune@<v>
     # results/<variant>/
     history = property(lambda self: self.results / "history.csv")

@@ -1,5 +1,5 @@
 """The tables passed between stages: a split's rows (<split>.npy), history.csv,
-predictions.csv, embeddings.csv and features.npz, one frozen record each with ``read``/``write`` (atomic) and named errors.
+predictions.csv, embeddings.csv and features.h5, one frozen record each with ``read``/``write`` (atomic) and named errors.
 
 pandas is imported inside the functions: the split and train stages import this package and
 should not pay for it.
@@ -7,16 +7,17 @@ should not pay for it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..utils import atomic_write_bytes, atomic_write_text
+from ..utils import _atomic_target, atomic_write_bytes, atomic_write_text
 from .record import HandoffError, missing
 
 if TYPE_CHECKING:
@@ -270,9 +271,13 @@ class Embeddings:
 
 @dataclasses.dataclass(frozen=True)
 class Features:
-    """``models/<variant>/features.npz``: penultimate embeddings, rows grouped by split.
+    """``models/<variant>/features.h5``: penultimate embeddings, rows grouped by split.
     ``features`` (N, D) float32, ``index`` (N,) int64 (row in the data file), ``label`` (N,)
-    int64, ``split`` (N,) str."""
+    int64, ``split`` (N,) str.
+
+    HDF5 rather than ``.npz`` so that neither side holds the (N, D) matrix: the evaluate stage
+    writes it a block of rows at a time (:class:`FeaturesWriter`) and the reduce stage reads the
+    rows it needs (:meth:`open`). At 283,000 images of a 4,096-D embedding it is 4.6 GB."""
 
     features: np.ndarray
     index: np.ndarray
@@ -285,29 +290,119 @@ class Features:
     ) -> Features:
         """``feats`` {split: (n, D)} and ``rows`` {split: (n,) indices}, in ``rows``' order;
         ``labels`` (all images,) int: every image's class."""
-        index = np.concatenate(list(rows.values()))
-        return cls(
-            np.concatenate([feats[s] for s in rows]),
-            index,
-            labels[index],
-            np.concatenate([np.full(len(v), k, dtype="<U5") for k, v in rows.items()]),
-        )
+        index, label, split = _feature_columns(rows, labels)
+        return cls(np.concatenate([feats[s] for s in rows]), index, label, split)
 
     def arrays(self) -> dict[str, np.ndarray]:
         """{key: array}, what :func:`deepgal.reduce.reduce_features` takes."""
         return {k: getattr(self, k) for k in FEATURE_KEYS}
 
     def write(self, path: str | Path) -> Path:
-        buf = io.BytesIO()
-        np.savez(buf, **self.arrays())
-        atomic_write_bytes(path, buf.getvalue())
+        with FeaturesWriter(path, self.index, self.label, self.split, self.features.shape[1]) as w:
+            w.put(np.arange(len(self.index)), self.features)
         return Path(path)
 
     @classmethod
     def read(cls, path: str | Path) -> Features:
+        """Every array in memory (small files, tests); :meth:`open` reads rows on demand."""
+        with cls.open(path) as lazy:
+            return cls(lazy["features"][()], *(lazy[k] for k in FEATURE_KEYS[1:]))
+
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, path: str | Path) -> Iterator[dict]:
+        """{key: array} like :meth:`arrays`, but ``features`` is the open HDF5 dataset (rows are
+        read when indexed); the columns are in memory (N int64 / str: small)."""
+        import h5py
+
         path = Path(path)
         if not path.exists():
-            raise _missing(path, "evaluate", "features.npz (the embeddings)")
-        with np.load(path, allow_pickle=False) as npz:
-            _require(path, npz.files, FEATURE_KEYS, "arrays", "evaluate")
-            return cls(*(npz[k] for k in FEATURE_KEYS))
+            raise _missing(path, "evaluate", "features.h5 (the embeddings)")
+        try:
+            f = h5py.File(path, "r")
+        except OSError as e:
+            raise HandoffError(
+                f"{path} is not a readable HDF5 file ({e}); re-run the evaluate stage: "
+                "`dvc repro evaluate`"
+            ) from e
+        with f:
+            _require(path, list(f.keys()), FEATURE_KEYS, "arrays", "evaluate")
+            yield {
+                "features": f["features"],
+                "index": f["index"][()].astype(np.int64),
+                "label": f["label"][()].astype(np.int64),
+                "split": f["split"][()].astype(str),
+            }
+
+
+def _feature_columns(
+    rows: Mapping[str, np.ndarray], labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """index, label and split columns (N,) of the splits ``rows`` laid out one after another."""
+    index = np.concatenate([np.asarray(v, np.int64) for v in rows.values()])
+    split = np.concatenate([np.full(len(v), k, dtype="<U5") for k, v in rows.items()])
+    return index, np.asarray(labels)[index].astype(np.int64), split
+
+
+# ~1 MB of features per HDF5 chunk: rows are written and read in runs, and a chunk much larger
+# than h5py's 1 MB chunk cache would be re-read for every partial write.
+_CHUNK_BYTES = 1 << 20
+
+
+class FeaturesWriter:
+    """Writes a :class:`Features` file whose (N, D) matrix arrives a block of rows at a time
+    (``put(rows, values)``, in any order), so the writer holds one block, never the matrix.
+    The file appears under ``path`` only when the ``with`` block ends cleanly (written under a
+    temporary name, then renamed); an error leaves the old file, if any, untouched."""
+
+    def __init__(self, path, index, label, split, dim: int):
+        self.path, self.n, self.dim = Path(path), len(index), int(dim)
+        self._cols = (np.asarray(index, np.int64), np.asarray(label, np.int64), split)
+        self.filled = np.zeros(self.n, bool)
+
+    @classmethod
+    def for_splits(
+        cls, path, rows: Mapping[str, np.ndarray], labels: np.ndarray, dim: int
+    ) -> FeaturesWriter:
+        """A writer for the splits ``rows`` laid out one after another (as :meth:`Features.from_splits`)."""
+        return cls(path, *_feature_columns(rows, labels), dim)
+
+    def __enter__(self) -> FeaturesWriter:
+        import h5py
+
+        self._target = _atomic_target(self.path)
+        tmp = self._target.__enter__()
+        self._f = h5py.File(tmp, "w")
+        index, label, split = self._cols
+        self._f["index"], self._f["label"] = index, label
+        self._f["split"] = np.asarray(split).astype("S5")
+        rows = max(1, min(self.n, _CHUNK_BYTES // (4 * max(self.dim, 1))))
+        self._ds = self._f.create_dataset(
+            "features", (self.n, self.dim), "f4", chunks=(rows, self.dim) if self.n else None
+        )
+        return self
+
+    def put(self, rows: np.ndarray, values: np.ndarray) -> None:
+        """Rows ``rows`` (m,) of the file get ``values`` (m, D); written as runs of consecutive
+        rows (one hyperslab each)."""
+        rows = np.asarray(rows, np.int64)
+        if not len(rows):
+            return
+        order = np.argsort(rows, kind="stable")
+        rows, values = rows[order], np.asarray(values, np.float32)[order]
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        for a, b in zip(np.r_[0, breaks], np.r_[breaks, len(rows)], strict=True):
+            self._ds[rows[a] : rows[b - 1] + 1] = values[a:b]
+        self.filled[rows] = True
+
+    def __exit__(self, kind, err, tb) -> None:
+        self._f.close()
+        if kind is None and not self.filled.all():
+            err = HandoffError(
+                f"{self.path}: {int((~self.filled).sum())} of {self.n} feature rows were "
+                "never written (a bug in the writer's caller)"
+            )
+            self._target.__exit__(HandoffError, err, None)  # removes the temporary file
+            raise err
+        # No error: renamed onto path. An error: the temporary file removed, the error goes on.
+        self._target.__exit__(kind, err, tb)

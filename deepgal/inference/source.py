@@ -45,6 +45,29 @@ def iter_rows(
             yield order[start : start + chunk], read_runs(ds, rows[start : start + chunk])
 
 
+def iter_on_file(
+    model: torch.nn.Module,
+    path: str | Path,
+    pre: Preprocess,
+    device: torch.device,
+    indices: np.ndarray,
+    batch_size: int = 256,
+    output: str = "probs",
+    tta: bool = False,
+    chunk: int = READ_CHUNK,
+    desc: str = "inference",
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """:func:`deepgal.inference.run_model` on rows ``indices`` (n,) of a Galaxy10 file, each row
+    read once, in file order: yields ``(pos, outputs)``, ``pos`` (m,) positions into
+    ``indices`` and ``outputs`` (m, C or D) float32, ``chunk`` rows at a time. For callers that
+    must not hold every output at once (the evaluate stage's features at scale)."""
+    indices = np.asarray(indices, dtype=np.int64)
+    with Progress(len(indices), desc, unit="img") as bar:
+        for pos, images in iter_rows(path, indices, chunk):
+            yield pos, run_model(model, images, pre, device, batch_size, output, tta)
+            bar.update(len(pos))
+
+
 def run_on_file(
     model: torch.nn.Module,
     path: str | Path,
@@ -73,10 +96,10 @@ def run_on_file(
     everything = np.concatenate(list(parts.values())) if parts else np.empty(0, np.int64)
     dim = output_dim(model, output)
     out = np.empty((len(everything), dim), dtype=np.float32)
-    with Progress(len(everything), desc, unit="img") as bar:
-        for pos, images in iter_rows(path, everything, chunk):
-            out[pos] = run_model(model, images, pre, device, batch_size, output, tta)
-            bar.update(len(pos))
+    for pos, values in iter_on_file(
+        model, path, pre, device, everything, batch_size, output, tta, chunk, desc
+    ):
+        out[pos] = values
     bounds = np.cumsum([0] + [len(v) for v in parts.values()])
     split_out = {k: out[lo:hi] for k, lo, hi in zip(parts, bounds[:-1], bounds[1:], strict=True)}
     return split_out if named else split_out[""]

@@ -31,7 +31,7 @@ CACHED = (
     "data/split",
     "models/smallnet/checkpoints",
     "models/smallnet/mlflow_run.json",
-    "models/smallnet/features.npz",
+    "models/smallnet/features.h5",
     "results/smallnet/embeddings.csv",
     "results/smallnet/predictions.csv",
     "reports/smallnet/confusion",

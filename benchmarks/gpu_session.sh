@@ -3,7 +3,7 @@
 # is lent by the minute:
 #   1. the CUDA tests (tests/test_gpu_path.py: resident split, CUDA RNG, the recipe compiled);
 #   2. benchmarks/bench_gpu.py: ResNet-50 / ConvNeXt-Tiny img/s at 224 px, bf16, channels_last;
-#   3. the real stage scripts (download -> split -> train -> select -> evaluate) on
+#   3. the real stage scripts (download -> split -> train -> select -> evaluate -> reduce) on
 #      real-size (256 px) synthetic galaxies with the real-gpu profile (ImageNet weights off:
 #      such a machine may be offline), MLflow off; timings from the stages' own logs.
 #
@@ -78,8 +78,11 @@ run() {  # one stage, timed
       --history "results/$v/history.csv" --run "models/$v/mlflow_run.json" \
       --data data/galaxy10.h5 --split data/split --metrics "results/$v/metrics.json" \
       --predictions "results/$v/predictions.csv" --out "reports/$v/eval.json" \
-      --plots "reports/$v/confusion" --features "models/$v/features.h5"
+      --plots "reports/$v/confusion" --features "models/$v/features.h5" \
+      --calibration "results/$v/calibration.json" --gradcam "results/$v/gradcam.npz"
     cat "results/$v/metrics.json" 2>/dev/null | head -c 600; echo
+    run reduce.py --features "models/$v/features.h5" --out "results/$v/embeddings.csv" \
+      --timings "reports/$v/reduce_timings.json"
   done
 } 2>&1 | tee "$out/stages.log"
 rm -rf "$work"

@@ -34,7 +34,8 @@ from deepgal.data.galaxy10 import read_runs
 from deepgal.neighbours import EXACT_MAX
 from deepgal.reduce_methods import (
     _pca_map,
-    _reference_prep,
+    _reference_fit,
+    _reference_prep,  # noqa: F401  (tests reach it here)
     _settings,
     _tsne_map,
     _umap_map,
@@ -75,6 +76,14 @@ class _Rows:
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         return np.asarray(self[:], dtype)
+
+
+def _owned(x, rows: np.ndarray | None = None) -> np.ndarray:
+    """x[rows] (all of x by default) as a new float32 array, never a view of the caller's: the
+    fit standardises it in place."""
+    if isinstance(x, _Rows):
+        return x[slice(None) if rows is None else rows]  # read from the file: already new
+    return np.array(x if rows is None else np.asarray(x)[rows], np.float32, copy=True)
 
 
 def _all_finite(x) -> bool:
@@ -126,8 +135,8 @@ PLACE_CHUNK = 100_000
 def _fit(x_fit: np.ndarray, method: str, cfg, seed: int, pca_dims, exact_max):
     """(coordinates (N, 2) float32 of x_fit, ``place(x (M, D), rows=None)`` -> coordinates of
     x[rows] on the same map)."""
-    prep = _reference_prep(x_fit, method, seed, pca_dims)
-    z_fit = prep.transform(x_fit).astype(np.float32)
+    prep, z_fit = _reference_fit(x_fit, method, seed, pca_dims)  # x_fit standardised in place
+    z_fit = np.asarray(z_fit, np.float32)
     if method == "pca":
         xy, place = _pca_map(z_fit, seed)
     elif method == "tsne":
@@ -188,13 +197,9 @@ def fit_maps(
         method = "pca"
     rows = _fit_rows(n, fit_max, seed)
     if rows is None:
-        xy_ref, place = _fit(
-            np.asarray(x_ref[:], np.float32), method, cfg, seed, pca_dims, exact_max
-        )
+        xy_ref, place = _fit(_owned(x_ref), method, cfg, seed, pca_dims, exact_max)
     else:
-        xy_fit, place = _fit(
-            np.asarray(x_ref[rows], np.float32), method, cfg, seed, pca_dims, exact_max
-        )
+        xy_fit, place = _fit(_owned(x_ref, rows), method, cfg, seed, pca_dims, exact_max)
         rest = np.setdiff1d(np.arange(n), rows)
         xy_ref = np.empty((n, 2), np.float32)
         xy_ref[rows], xy_ref[rest] = xy_fit, place(x_ref, rest)

@@ -115,6 +115,25 @@ def _reference_prep(x_ref: np.ndarray, method: str, seed: int, pca_dims: int | N
     return make_pipeline(*steps).fit(x_ref)
 
 
+def _reference_fit(x_ref: np.ndarray, method: str, seed: int, pca_dims: int | None):
+    """(the :func:`_reference_prep` of x_ref, x_ref transformed by it), the same numbers, but
+    x_ref (float, an array the caller owns and gives up) is standardised in place: the fit holds
+    one copy of the reference matrix fewer (0.8 GB at 50,000 x 4,096 float32). The returned
+    standardiser also works in place, on the fresh blocks it is given later."""
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler(copy=False)
+    z = scaler.fit_transform(x_ref)
+    steps = [scaler]
+    n, d = x_ref.shape
+    if method != "pca" and pca_dims is not None and d > pca_dims and n > 1:
+        steps.append(PCA(min(pca_dims, n), random_state=seed).fit(z))
+        z = steps[-1].transform(z)
+    return make_pipeline(*steps), z
+
+
 def _pca_map(z_ref: np.ndarray, seed: int) -> tuple[np.ndarray, Callable]:
     """2-D PCA of z_ref, zero-padded where the data have fewer than 2 dimensions or rows."""
     from sklearn.decomposition import PCA

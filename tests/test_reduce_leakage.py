@@ -9,6 +9,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from deepgal.reduce import _reference_prep, fit_maps, reduce_features
+from deepgal.reduce_methods import _reference_fit
 from tests.helpers import sklearn_pca
 
 DIM, PCA_DIMS = 16, 5  # D > pca_dims: UMAP and t-SNE get the PCA pre-step too
@@ -66,6 +67,22 @@ def test_reference_prep_is_scaler_and_pca_of_train_rows():
     overlap = np.abs((pca.components_ * ref_pca.components_).sum(1))
     np.testing.assert_allclose(overlap, 1.0, atol=1e-4)
     np.testing.assert_allclose(pca.explained_variance_, ref_pca.explained_variance_, rtol=1e-4)
+
+
+def test_the_in_place_fit_gives_the_same_numbers_and_leaves_the_callers_features_alone():
+    train, val, _ = data(1)
+    prep = _reference_prep(train, "umap", seed=0, pca_dims=PCA_DIMS)
+    owned = train.astype(np.float32)
+    fitted, z = _reference_fit(owned, "umap", seed=0, pca_dims=PCA_DIMS)
+    np.testing.assert_allclose(z, prep.transform(train), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fitted.transform(val.copy()), prep.transform(val), atol=1e-5)
+    # fit_maps standardises its own copy in place: the caller's arrays come back unchanged.
+    x, others = train.astype(np.float32), {"val": val.astype(np.float32)}
+    before = x.copy(), others["val"].copy()
+    for fit_max in (None, len(x) // 2):
+        fit_maps(x, others, "pca", seed=0, fit_max=fit_max)
+        np.testing.assert_array_equal(x, before[0])
+        np.testing.assert_array_equal(others["val"], before[1])
 
 
 def feats_file(train, val, test, seed=0):

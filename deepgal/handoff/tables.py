@@ -11,6 +11,7 @@ import contextlib
 import csv
 import dataclasses
 import io
+import os
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -371,8 +372,8 @@ class FeaturesWriter:
         import h5py
 
         self._target = _atomic_target(self.path)
-        tmp = self._target.__enter__()
-        self._f = h5py.File(tmp, "w")
+        self._tmp = self._target.__enter__()
+        self._f = h5py.File(self._tmp, "w")
         index, label, split = self._cols
         self._f["index"], self._f["label"] = index, label
         self._f["split"] = np.asarray(split).astype("S5")
@@ -404,5 +405,15 @@ class FeaturesWriter:
             )
             self._target.__exit__(HandoffError, err, None)  # removes the temporary file
             raise err
+        if kind is None:  # on disk before the rename, as atomic_write_bytes does
+            try:
+                fd = os.open(self._tmp, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                self._target.__exit__(OSError, e, None)  # removes the temporary file
+                raise
         # No error: renamed onto path. An error: the temporary file removed, the error goes on.
         self._target.__exit__(kind, err, tb)

@@ -74,9 +74,6 @@ class _Rows:
         part = self.x[rows] if isinstance(self.x, np.ndarray) else read_runs(self.x, rows)
         return np.asarray(part, np.float32)
 
-    def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        return np.asarray(self[:], dtype)
-
 
 def _owned(x, rows: np.ndarray | None = None) -> np.ndarray:
     """x[rows] (all of x by default) as a new float32 array, never a view of the caller's: the

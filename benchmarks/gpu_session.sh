@@ -15,6 +15,8 @@ set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=$(mkdir -p "${OUT:-gpu-results}" && cd "${OUT:-gpu-results}" && pwd)
 py=${PYTHON:-python3}
+# step 3 runs in a temporary folder: a relative PYTHON (.venv/bin/python) is made absolute here
+case $py in */*) py=$(cd "$(dirname "$py")" && pwd)/$(basename "$py") ;; esac
 export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 DEEPGAL_MLFLOW=off
 smoke=${SMOKE:-0}
 if [ "$smoke" = 1 ]; then
@@ -39,8 +41,16 @@ echo "== 2. throughput"
   | tee "$out/bench_gpu.md"
 
 echo "== 3. stages on real-size synthetic galaxies"
+# The stages as dvc.yaml wires them (its cmd lines: no second copy here to drift from it), one
+# `dvc repro --single-item` each so every stage has its own time limit, in a copy of the code
+# with the profile applied: DVC without git, outputs not cached (--no-commit: the 3.5 GB file
+# is not copied a second time).
 work=$(mktemp -d)
+(cd "$repo" && tar -cf - dvc.yaml params.yaml .dvcignore stages deepgal labelled finetune profiles) \
+  | (cd "$work" && tar -xf -) || exit 1
 cd "$work" || exit 1
+export PATH=$(dirname "$py"):$PATH  # dvc.yaml's `python` is this interpreter
+"$py" -m dvc init --no-scm -q || exit 1
 "$py" - "$repo" "$per_class" "$size" "$epochs" "$device" "$variants" <<'PY'
 import sys
 import yaml
@@ -60,29 +70,20 @@ if device == "cpu":
 yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
 run() {  # one stage, timed
-  local t0=$SECONDS; echo "-- $*"
-  timeout "${STAGE_S:-150}" "$py" "$repo/stages/$1" "${@:2}" || echo "FAILED rc=$?: $*"
-  echo "-- $1 ${2:-} ${3:-}: $((SECONDS - t0)) s"
+  local t0=$SECONDS; echo "-- $1"
+  timeout "${STAGE_S:-150}" "$py" -m dvc repro --single-item --no-commit "$1" \
+    || echo "FAILED rc=$?: $1"
+  echo "-- $1: $((SECONDS - t0)) s"
 }
 {
-  run download.py --out data/galaxy10.h5 --info data/source.json
-  run split.py --data data/galaxy10.h5 --source data/source.json --out data/split
+  for s in params labelled download split; do run "$s"; done
   for v in $variants; do
-    run train.py --variant "$v" --data data/galaxy10.h5 --source data/source.json \
-      --split data/split --out "models/$v" --results "results/$v"
+    run "train@$v"
     tail -n +1 "results/$v/history.csv"
-    run select_checkpoint.py --variant "$v" --history "results/$v/history.csv" \
-      --checkpoints "models/$v/checkpoints" --run "models/$v/mlflow_run.json" \
-      --data data/galaxy10.h5 --split data/split --out "results/$v/selection.json"
-    run evaluate.py --variant "$v" --selection "results/$v/selection.json" \
-      --history "results/$v/history.csv" --run "models/$v/mlflow_run.json" \
-      --data data/galaxy10.h5 --split data/split --metrics "results/$v/metrics.json" \
-      --predictions "results/$v/predictions.csv" --out "reports/$v/eval.json" \
-      --plots "reports/$v/confusion" --features "models/$v/features.h5" \
-      --calibration "results/$v/calibration.json" --gradcam "results/$v/gradcam.npz"
+    run "select@$v"
+    run "evaluate@$v"
     cat "results/$v/metrics.json" 2>/dev/null | head -c 600; echo
-    run reduce.py --features "models/$v/features.h5" --out "results/$v/embeddings.csv" \
-      --timings "reports/$v/reduce_timings.json"
+    run "reduce@$v"
   done
 } 2>&1 | tee "$out/stages.log"
 rm -rf "$work"

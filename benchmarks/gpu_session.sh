@@ -4,11 +4,14 @@
 #   1. the CUDA tests (tests/test_gpu_path.py: resident split, CUDA RNG, the recipe compiled);
 #   2. benchmarks/bench_gpu.py: ResNet-50 / ConvNeXt-Tiny img/s at 224 px, bf16, channels_last;
 #   3. the real stage scripts (download -> split -> train -> select -> evaluate -> reduce) on
-#      real-size (256 px) synthetic galaxies with the real-gpu profile (ImageNet weights off:
-#      such a machine may be offline), MLflow off; timings from the stages' own logs.
+#      real-size synthetic galaxies (17,740 x 256 px) with the real-gpu profile (ImageNet
+#      weights off: such a machine may be offline), MLflow off; per-stage seconds.
 #
 #   bash benchmarks/gpu_session.sh            # results into $OUT or ./gpu-results
 #   SMOKE=1 bash benchmarks/gpu_session.sh    # a tiny CPU rehearsal of the same steps
+#   # lent time too short for the whole recipe: a stated fraction of each variant's epochs,
+#   # fewer variants, a smaller file, or one epoch count for all (step 3 prints what it ran)
+#   EPOCH_FRACTION=0.1 VARIANTS="smallnet resnet50" PER_CLASS=300 EPOCHS=2 STAGE_S=600 bash ...
 #
 # Each step has its own time limit, so a slow step still leaves the others' results.
 set -uo pipefail
@@ -21,11 +24,12 @@ export PYTHONPATH=$repo${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 DEEPGAL_ML
 smoke=${SMOKE:-0}
 if [ "$smoke" = 1 ]; then
   bench=(--device cpu --steps 2 --batch 8 --size 64 --pool 64 --models resnet50)
-  per_class=8 size=64 epochs=1 variants="smallnet resnet50" device=cpu
+  per_class=8 size=64 epochs=1 variants="smallnet resnet50" device=cpu stage_s=${STAGE_S:-150}
 else
   bench=(--steps 20 --warmup 5)
-  per_class=${PER_CLASS:-300} size=256 epochs=${EPOCHS:-2}
-  variants=${VARIANTS:-"smallnet resnet50 convnext_tiny"} device=cuda
+  # 1,774 per class: the real set's 17,740 images; no EPOCHS: the profile's own epochs
+  per_class=${PER_CLASS:-1774} size=256 epochs=${EPOCHS:-}
+  variants=${VARIANTS:-"smallnet resnet50 convnext_tiny"} device=cuda stage_s=${STAGE_S:-1800}
 fi
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
@@ -51,18 +55,23 @@ work=$(mktemp -d)
 cd "$work" || exit 1
 export PATH=$(dirname "$py"):$PATH  # dvc.yaml's `python` is this interpreter
 "$py" -m dvc init --no-scm -q || exit 1
-"$py" - "$repo" "$per_class" "$size" "$epochs" "$device" "$variants" <<'PY'
+"$py" - "$repo" "$per_class" "$size" "$epochs" "$device" "$variants" "${EPOCH_FRACTION:-1}" <<'PY'
 import sys
 import yaml
 from deepgal import profiles
-repo, per_class, size, epochs, device, variants = sys.argv[1:]
+repo, per_class, size, epochs, device, variants, fraction = sys.argv[1:]
 p = profiles.check("real-gpu", f"{repo}/params.yaml", repo)
 p["base"]["device"] = device
 p["data"].update(source="synthetic", synthetic={"image_size": int(size),
                  "per_class": int(per_class), "balance": "equal"})
 p["train"]["checkpoint_every"] = 1
-p["variants"] = {v: {**p["variants"][v], "pretrained": "none", "epochs": int(epochs)}
+def n_epochs(v):  # EPOCHS for all, else the profile's epochs x EPOCH_FRACTION (at least 1)
+    full = p["variants"][v].get("epochs", p["train"]["epochs"])
+    return int(epochs) if epochs else max(1, round(full * float(fraction)))
+p["variants"] = {v: {**p["variants"][v], "pretrained": "none", "epochs": n_epochs(v)}
                  for v in variants.split()}
+print(f"{10 * int(per_class)} images of {size} px;",
+      ", ".join(f"{v} {c['epochs']} epochs" for v, c in p["variants"].items()))
 if device == "cpu":
     p["train"].update(compile=False, precision="fp32")
     for v in p["variants"].values():
@@ -71,7 +80,7 @@ yaml.safe_dump(p, open("params.yaml", "w"), sort_keys=False)
 PY
 run() {  # one stage, timed
   local t0=$SECONDS; echo "-- $1"
-  timeout "${STAGE_S:-150}" "$py" -m dvc repro --single-item --no-commit "$1" \
+  timeout "$stage_s" "$py" -m dvc repro --single-item --no-commit "$1" \
     || echo "FAILED rc=$?: $1"
   echo "-- $1: $((SECONDS - t0)) s"
 }

@@ -134,6 +134,10 @@ def _fit(x_fit: np.ndarray, method: str, cfg, seed: int, pca_dims, exact_max):
     x[rows] on the same map)."""
     prep, z_fit = _reference_fit(x_fit, method, seed, pca_dims)  # x_fit standardised in place
     z_fit = np.asarray(z_fit, np.float32)
+    # Rows placed per call, as many as PLACE_CHUNK but no more than READ_BYTES of reduced rows:
+    # the pca method places standardised rows at full width (4,096-D for smallnet), where
+    # 100,000 of them were 1.6 GB, twice over while joined (reduce's peak at 283,000 images).
+    chunk = int(min(PLACE_CHUNK, max(1, READ_BYTES // (4 * max(z_fit.shape[1], 1)))))
     if method == "pca":
         xy, place = _pca_map(z_fit, seed)
     elif method == "tsne":
@@ -143,13 +147,13 @@ def _fit(x_fit: np.ndarray, method: str, cfg, seed: int, pca_dims, exact_max):
 
     def place_raw(x, rows: np.ndarray | None = None) -> np.ndarray:
         """Coordinates (M, 2) float32 of x[rows] (all of x by default; rows sorted), placed
-        PLACE_CHUNK at a time, each chunk read and reduced :func:`_read_rows` rows at a time;
+        ``chunk`` rows at a time, each chunk read and reduced :func:`_read_rows` rows at a time;
         0 rows give (0, 2) (scikit-learn refuses to transform 0 rows)."""
         rows = np.arange(len(x)) if rows is None else rows
         step = _read_rows(np.shape(x)[1])
         out = np.empty((len(rows), 2), np.float32)
-        for start in range(0, len(rows), PLACE_CHUNK):
-            part = rows[start : start + PLACE_CHUNK]
+        for start in range(0, len(rows), chunk):
+            part = rows[start : start + chunk]
             z = np.concatenate(
                 [
                     prep.transform(np.asarray(x[part[a : a + step]], np.float32)).astype(np.float32)

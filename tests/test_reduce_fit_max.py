@@ -86,3 +86,47 @@ def test_points_are_placed_in_chunks_each_as_umap_learn_places_it_alone(monkeypa
 
     np.testing.assert_allclose(ref[rest], chunked(x[rest]), atol=1e-4)
     np.testing.assert_allclose(placed["val"], chunked(val), atol=1e-4)
+
+
+def test_the_standardiser_is_fitted_and_applied_a_block_at_a_time_with_one_shot_numbers(
+    monkeypatch,
+):
+    """The fit's scaler runs over blocks of rows (its float64 temporaries stay a block's size);
+    its statistics and the standardised rows are scikit-learn's one-shot ones. The blocks differ
+    (each block's rows shifted and scaled), so a fit or a transform that missed a block would
+    show."""
+    from deepgal import reduce_methods
+    from deepgal.reduce_methods import _reference_fit
+
+    monkeypatch.setattr(reduce_methods, "FIT_BLOCK_BYTES", 1)  # the minimum: 1,024 rows a block
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(2600, 6)) * (1 + np.arange(2600)[:, None] // 1024)
+    x = (x + 5.0 * (np.arange(2600)[:, None] // 1024)).astype(np.float32)  # 3 blocks, unalike
+    expect = StandardScaler().fit(x.astype(np.float64))
+    prep, z = _reference_fit(x.copy(), "pca", seed=0, pca_dims=None)
+    np.testing.assert_allclose(prep[0].mean_, expect.mean_, rtol=1e-6)
+    np.testing.assert_allclose(prep[0].scale_, expect.scale_, rtol=1e-6)
+    np.testing.assert_allclose(z, expect.transform(x.astype(np.float64)), atol=1e-5)
+
+
+def test_full_width_rows_are_placed_a_bounded_block_at_a_time(monkeypatch):
+    """The pca map places standardised rows at the features' full width: a call holds at most
+    READ_BYTES of them, not PLACE_CHUNK rows (1.6 GB at 4,096-D), and the coordinates are those
+    of one call over all rows. Measured with tracemalloc (numpy reports its buffers to it)."""
+    import tracemalloc
+
+    from deepgal import reduce
+
+    d, n = 512, 3000
+    x = np.random.default_rng(3).normal(size=(n, d)).astype(np.float32)
+    whole = fit_maps(x, {}, "pca", 0, None, fit_max=200)[0]
+    monkeypatch.setattr(reduce, "READ_BYTES", 64 * 4 * d)  # 64 full-width rows a call
+    tracemalloc.start()
+    try:
+        chunked = fit_maps(x, {}, "pca", 0, None, fit_max=200)[0]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_allclose(chunked, whole, atol=1e-4)
+    rest_bytes = (n - 200) * d * 4  # the placed rows at full width: 5.7 MB
+    assert peak < rest_bytes / 2, (peak, rest_bytes)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import signal
 from collections import defaultdict
 from pathlib import Path
 
@@ -37,6 +38,12 @@ settings.load_profile(HYPOTHESIS_PROFILE)
 
 @pytest.hookimpl(tryfirst=True)  # before Hypothesis' plugin reads --hypothesis-seed
 def pytest_configure(config) -> None:
+    # A suite started in the background (`nohup bash .ci/run &`, a non-interactive shell's `&`)
+    # inherits SIGINT ignored, and Python then keeps it ignored: the Ctrl-C tests (and every
+    # child the tests start, which inherit it too) would test the launcher, not the code. Give
+    # this process, hence its children, the interactive default back.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     # Under pytest-xdist each worker is a fresh pytest: it takes the controller's seed (sent by
     # pytest_configure_node below), so the one seed the header prints replays every worker.
     sent = getattr(config, "workerinput", {}).get("hypothesis_seed")

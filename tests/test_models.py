@@ -21,6 +21,7 @@ SIZES = [
     ("customnet", 64, 4096),
     ("customnet", 128, 4096),
     ("resnet18", 64, 512),
+    ("resnet18_s2d", 128, 512),
     ("resnet50", 64, 2048),
     pytest.param("resnet152", 64, 2048, marks=pytest.mark.slow),
     ("convnext_tiny", 64, 768),
@@ -46,6 +47,32 @@ def test_output_and_feature_shapes(name, size, dim):
     torch.testing.assert_close(model.head(feats), logits)
     if name == "customnet":  # four 2x poolings of 512 channels: 512*4*4 at 64, 512*8*8 at 128
         assert model.body[-3].in_features == 512 * (size // 16) ** 2
+
+
+def _layer1_side(model, size: int) -> int:
+    sides = []
+    hook = model.body.layer1.register_forward_hook(lambda _m, _i, out: sides.append(out.shape[-1]))
+    with torch.no_grad():
+        model.eval()(torch.zeros(1, 3, size, size))
+    hook.remove()
+    return sides[0]
+
+
+def test_space_to_depth_stem_sees_every_pixel_on_resnet18s_grid():
+    # The point of resnet18_s2d: twice the input side reaches layer1 on the grid resnet18 has
+    # at half that side, and no input pixel is dropped on the way (each 2x2 block becomes 4
+    # channels; a stride or pool first would ignore or average some).
+    s2d = build_model("resnet18_s2d", input_size=128)
+    assert _layer1_side(s2d, 128) == _layer1_side(build_model("resnet18", input_size=64), 64)
+    stem = s2d.body.conv1
+    x = torch.zeros(1, 3, 128, 128)
+    for y0, x0 in [(0, 0), (0, 1), (1, 0), (1, 1), (63, 64)]:
+        poke = x.clone()
+        poke[0, 1, y0, x0] = 1.0
+        with torch.no_grad():
+            assert stem(poke).abs().sum() > 0, f"pixel ({y0}, {x0}) never reaches the stem"
+    with pytest.raises(ValueError, match="even input_size"):
+        build_model("resnet18_s2d", input_size=127)
 
 
 def test_unknown_name_lists_valid_ones():

@@ -228,6 +228,15 @@ def test_ui_listens_on_loopback_only_and_stops_with_its_server(tmp_path, stop):
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     ui, port = start_ui(tmp_path, env)
     try:
+        _check_ui(ui, port, stop, tmp_path)
+    finally:
+        # The server is in its own process group, out of reach of the killpg below: when a
+        # check fails, it would outlive the test and hold the port.
+        _kill_listeners(port)
+
+
+def _check_ui(ui: subprocess.Popen, port: int, stop, tmp_path: Path) -> None:
+    try:
         # Bound to 127.0.0.1 itself: another loopback address, or this host's own address on
         # the network, finds nothing there (a 0.0.0.0 bind would answer both).
         assert not connects("127.0.0.2", port)
@@ -254,6 +263,20 @@ def test_ui_listens_on_loopback_only_and_stops_with_its_server(tmp_path, stop):
     text = (tmp_path / "ui.log").read_text()
     assert "MLflow UI on" in text and "Warning" not in text, text
     assert "Registry store URI not provided" not in text and "GET /api" not in text, text
+
+
+def _kill_listeners(port: int) -> None:
+    """Kill whatever process still listens on TCP ``port`` (a left-over server)."""
+    import psutil
+
+    for c in psutil.net_connections(kind="tcp"):
+        if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid:
+            try:
+                proc = psutil.Process(c.pid)
+                for p in [*proc.children(recursive=True), proc]:
+                    p.kill()
+            except psutil.NoSuchProcess:
+                pass
 
 
 def _listeners(port: int) -> set[str]:

@@ -56,6 +56,14 @@ ARCHS = [  # (variant, preprocessing, image side): crop + resize; crop alone; re
         id="customnet-resize",
         marks=pytest.mark.slow,
     ),
+    # The real-galaxy recipe's model: its space-to-depth stem must survive the export too.
+    pytest.param(
+        "resnet18_s2d",
+        Preprocess(32, 0.6, (0.3, 0.3, 0.2), (0.2, 0.3, 0.25)),
+        56,
+        id="resnet18_s2d-crop-resize",
+        marks=pytest.mark.slow,
+    ),
 ]
 
 

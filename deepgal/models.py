@@ -124,7 +124,9 @@ def _resnet18_s2d(input_size: int) -> tuple[nn.Module, int]:
     import torchvision
 
     if input_size % 2:
-        raise ValueError(f"resnet18_s2d needs an even input_size (2x2 space-to-depth), got {input_size}")
+        raise ValueError(
+            f"resnet18_s2d needs an even input_size (2x2 space-to-depth), got {input_size}"
+        )
     model = torchvision.models.resnet18(weights=None)
     model.conv1 = nn.Sequential(
         nn.PixelUnshuffle(2), nn.Conv2d(12, 64, 7, stride=2, padding=3, bias=False)

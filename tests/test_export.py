@@ -56,7 +56,7 @@ ARCHS = [  # (variant, preprocessing, image side): crop + resize; crop alone; re
         id="customnet-resize",
         marks=pytest.mark.slow,
     ),
-    # The real-galaxy recipe's model: its space-to-depth stem must survive the export too.
+    # resnet18_s2d's space-to-depth stem (PixelUnshuffle) must survive the export too.
     pytest.param(
         "resnet18_s2d",
         Preprocess(32, 0.6, (0.3, 0.3, 0.2), (0.2, 0.3, 0.25)),

@@ -43,13 +43,12 @@ def scatter_views(images: np.ndarray, side: int, pool: int, J: int) -> np.ndarra
     """(8, N, D) float32: pooled log-scattering of the 8 dihedral views of (N, H, W, 3) uint8."""
     from kymatio.scattering2d.frontend.torch_frontend import ScatteringTorch2D
 
-    x = torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255
     h = images.shape[1]
     c = round(h * 0.6)
     o = (h - c) // 2
-    x = F.interpolate(
-        x[:, :, o : o + c, o : o + c], size=(side, side), mode="bilinear", antialias=True
-    )
+    # Crop the uint8 frames first: a float copy of the centre only (0.36 of the pixels).
+    x = torch.from_numpy(images[:, o : o + c, o : o + c]).permute(0, 3, 1, 2).float() / 255
+    x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True)
     scat = ScatteringTorch2D(J=J, shape=(side, side), L=8, max_order=2)
     views = []
     for k in range(8):

@@ -43,7 +43,10 @@ def _cayley() -> tuple[list[list[int]], list[int]]:
     x = torch.arange(9.0).view(3, 3)
     views = [act(k, x) for k in range(ORDER)]
     table = [
-        [next(k for k in range(ORDER) if torch.equal(act(g, act(h, x)), views[k])) for h in range(ORDER)]
+        [
+            next(k for k in range(ORDER) if torch.equal(act(g, act(h, x)), views[k]))
+            for h in range(ORDER)
+        ]
         for g in range(ORDER)
     ]
     inverse = [next(k for k in range(ORDER) if table[g][k] == 0) for g in range(ORDER)]

@@ -64,6 +64,14 @@ ARCHS = [  # (variant, preprocessing, image side): crop + resize; crop alone; re
         id="resnet18_s2d-crop-resize",
         marks=pytest.mark.slow,
     ),
+    # resnet18_d4 expands its filters by an index on every call: the graph must carry that.
+    pytest.param(
+        "resnet18_d4",
+        Preprocess(33, 0.6, (0.3, 0.3, 0.2), (0.2, 0.3, 0.25)),
+        56,
+        id="resnet18_d4-crop-resize",
+        marks=pytest.mark.slow,
+    ),
 ]
 
 

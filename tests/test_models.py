@@ -22,6 +22,7 @@ SIZES = [
     ("customnet", 128, 4096),
     ("resnet18", 64, 512),
     ("resnet18_s2d", 128, 512),
+    ("resnet18_d4", 65, 48),
     ("resnet50", 64, 2048),
     pytest.param("resnet152", 64, 2048, marks=pytest.mark.slow),
     ("convnext_tiny", 64, 768),

@@ -44,7 +44,7 @@ TARGET_LAYERS: dict[str, tuple[str, ...]] = {
     "customnet": ("body.14", "body.10", "body.6", "body.2"),
     **{
         name: ("body.layer4", "body.layer3", "body.layer2", "body.layer1")
-        for name in ("resnet18", "resnet18_s2d", "resnet50", "resnet152")
+        for name in ("resnet18", "resnet18_s2d", "resnet18_d4", "resnet50", "resnet152")
     },
     "convnext_tiny": ("body.features.7", "body.features.5", "body.features.3", "body.features.1"),
 }

@@ -262,7 +262,7 @@ def test_real700_cv_profile_cross_validates_the_real700_recipe():
 
     cv = profiles.check("real700-cv", REPO / "params.yaml", REPO)
     recipe = profiles.check("real700", REPO / "params.yaml", REPO)
-    assert cv["cv"]["folds"] >= 2 and cv["cv"]["variants"] == ["resnet18"]
+    assert cv["cv"]["folds"] >= 2 and cv["cv"]["variants"] == ["resnet18_d4"]
     assert cv["data"] == recipe["data"]
     for v in recipe["variants"]:
         assert config.resolve_variant(cv, v) == config.resolve_variant(recipe, v)

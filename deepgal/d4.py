@@ -73,45 +73,42 @@ def _group_index(k: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-class LiftConv(nn.Module):
+class _PosedConv(nn.Module):
+    """A conv2d whose filter is built from ``weight`` by ``index`` (ORDER, row length): one
+    weight row per (output field, input channel or field), turned and permuted into the 8
+    poses' filters. The subclasses differ only in the index."""
+
+    def __init__(self, c_in: int, out_fields: int, k: int, stride: int, padding: int, index):
+        super().__init__()
+        self.stride, self.padding, self.k = stride, padding, k
+        self.weight = nn.Parameter(torch.empty(out_fields, c_in, index.shape[1]))
+        # He init of the expanded conv (fan-out, as torchvision's ResNets)
+        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / (out_fields * ORDER * k * k)))
+        self.register_buffer("index", index, persistent=False)
+
+    def expanded(self) -> torch.Tensor:
+        """The plain conv2d filter: (out_fields * 8, input channels, k, k); the input channels
+        are c_in for the lift, in_fields * 8 (field-major, pose fastest) for a group conv."""
+        w = self.weight[:, :, self.index]  # (o, c, ORDER, row length)
+        return w.permute(0, 2, 1, 3).reshape(self.weight.shape[0] * ORDER, -1, self.k, self.k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.expanded(), stride=self.stride, padding=self.padding)
+
+
+class LiftConv(_PosedConv):
     """Image (B, c_in, H, W) -> fields (B, out_fields * 8, H', W'): each filter in 8 poses."""
 
     def __init__(self, c_in: int, out_fields: int, k: int, stride: int = 1, padding: int = 0):
-        super().__init__()
-        self.stride, self.padding = stride, padding
-        self.weight = nn.Parameter(torch.empty(out_fields, c_in, k * k))
-        # He init of the expanded conv (fan-out, as torchvision's ResNets)
-        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / (out_fields * ORDER * k * k)))
-        self.register_buffer("index", _lift_index(k), persistent=False)
-        self.k = k
-
-    def expanded(self) -> torch.Tensor:
-        o, c, _ = self.weight.shape
-        w = self.weight[:, :, self.index]  # (o, c, ORDER, k*k)
-        return w.permute(0, 2, 1, 3).reshape(o * ORDER, c, self.k, self.k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.expanded(), stride=self.stride, padding=self.padding)
+        super().__init__(c_in, out_fields, k, stride, padding, _lift_index(k))
 
 
-class GroupConv(nn.Module):
-    """Fields (B, in_fields * 8, H, W) -> (B, out_fields * 8, H', W'), D4-equivariant."""
+class GroupConv(_PosedConv):
+    """Fields (B, in_fields * 8, H, W) -> (B, out_fields * 8, H', W'), D4-equivariant: each
+    input field's 8 channels are permuted by the pose as well as turned."""
 
     def __init__(self, in_fields: int, out_fields: int, k: int, stride: int = 1, padding: int = 0):
-        super().__init__()
-        self.stride, self.padding = stride, padding
-        self.weight = nn.Parameter(torch.empty(out_fields, in_fields, ORDER * k * k))
-        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 / (out_fields * ORDER * k * k)))
-        self.register_buffer("index", _group_index(k), persistent=False)
-        self.k = k
-
-    def expanded(self) -> torch.Tensor:
-        o, i, _ = self.weight.shape
-        w = self.weight[:, :, self.index]  # (o, i, ORDER_g, ORDER_h*k*k)
-        return w.permute(0, 2, 1, 3).reshape(o * ORDER, i * ORDER, self.k, self.k)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.expanded(), stride=self.stride, padding=self.padding)
+        super().__init__(in_fields, out_fields, k, stride, padding, _group_index(k))
 
 
 class FieldBatchNorm(nn.BatchNorm3d):
